@@ -1,0 +1,77 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "EcoWattCloud",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ecowatt", targets: ["ecowatt"]),
+        .library(name: "EcoWattProtocol", targets: ["EcoWattProtocol"]),
+        .library(name: "EcoWattStore", targets: ["EcoWattStore"]),
+        .library(name: "EcoWattServer", targets: ["EcoWattServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        /// Pure wire protocol: envelope verification, upload models, codecs, register table. No I/O.
+        .target(
+            name: "EcoWattProtocol",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto")
+            ]
+        ),
+        /// SQLite (GRDB, WAL) storage: migrations, records, the single group-commit writer.
+        .target(
+            name: "EcoWattStore",
+            dependencies: [
+                "EcoWattProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// Hummingbird application: routes and actor services.
+        .target(
+            name: "EcoWattServer",
+            dependencies: [
+                "EcoWattProtocol",
+                "EcoWattStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// The `ecowatt` command-line tool (thin).
+        .executableTarget(
+            name: "ecowatt",
+            dependencies: [
+                "EcoWattServer",
+                "EcoWattProtocol",
+                "EcoWattStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "EcoWattProtocolTests",
+            dependencies: ["EcoWattProtocol"]
+        ),
+        .testTarget(
+            name: "EcoWattStoreTests",
+            dependencies: ["EcoWattStore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .testTarget(
+            name: "EcoWattServerTests",
+            dependencies: [
+                "EcoWattServer",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,47 @@
+/// Why a packet was stored raw instead of decoded.
+public enum UndecodableReason: String, Sendable, Codable, Equatable {
+    /// 0x71 while the per-device encoder model cannot be trusted (reboot missed, packet lost, reordered, lossy).
+    case temporalStateUnknown = "temporal_state_unknown"
+    /// A non-bit-pack blob cut to 189 bytes on the wire.
+    case truncatedNonBitpack = "truncated_non_bitpack"
+    /// The first byte is no marker the firmware emits.
+    case unknownMarker = "unknown_marker"
+    /// Metadata that cannot describe the blob (layout length ≠ register_count, ids out of range, …).
+    case inconsistentMetadata = "inconsistent_metadata"
+    /// The blob is structurally invalid for its marker.
+    case corruptBlob = "corrupt_blob"
+}
+
+/// One packet of an upload after decoding.
+public struct DecodedPacket: Sendable {
+    /// Position in `compressed_data`.
+    public var index: Int
+    /// First blob byte, if any.
+    public var marker: UInt8?
+    /// `method` as labelled by the device (or derived from the marker).
+    public var method: String
+    public var registerLayout: [Int]
+    public var sampleCount: Int
+    /// Decoded raw register values, one row per sample in layout order; `nil` when undecodable.
+    /// For a truncated bit-pack blob only the complete samples present.
+    public var samples: [[UInt16]]?
+    /// Epoch milliseconds of each row of ``samples``.
+    public var sampleTimesMs: [Int64]
+    /// Reconstructed epoch milliseconds of the packet's last sample.
+    public var lastSampleEpochMs: Int64
+    /// `true` for lossy 0x50 values.
+    public var approximate: Bool
+    /// The wire blob is shorter than `compressed_size_bytes`.
+    public var truncated: Bool
+    public var reason: UndecodableReason?
+    /// Human-readable detail for ``reason``.
+    public var detail: String?
+    /// The blob as received (kept for undecodable packets).
+    public var blob: [UInt8]
+    public var compressedSize: Int
+    public var originalSize: Int
+
+    /// Compression ratio the device achieved (`compressed / original`).
+    public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
+    public var isDecoded: Bool { samples != nil }
+}

@@ -1,0 +1,109 @@
+import Crypto
+import Foundation
+
+/// The signed wrapper around every upload (spec §2.1):
+/// `{"nonce":<uint32>,"payload":"<base64>","mac":"<64 lowercase hex>","encrypted":false,"compressed":false}`.
+public struct SecuredEnvelope: Sendable, Equatable {
+    /// Strictly increasing per device; signed as 4 big-endian bytes.
+    public var nonce: UInt32
+    /// The raw inner JSON bytes (base64-decoded `payload`).
+    public var payload: [UInt8]
+    /// The 32-byte MAC sent by the device.
+    public var mac: [UInt8]
+
+    public init(nonce: UInt32, payload: [UInt8], mac: [UInt8]) {
+        self.nonce = nonce
+        self.payload = payload
+        self.mac = mac
+    }
+
+    /// Parses an envelope body. Throws ``SecurityError``: ``SecurityError/malformedBody(_:)`` when the body is not a
+    /// JSON object, the other cases when a security field is missing or malformed.
+    public init(parsing body: some DataProtocol) throws(SecurityError) {
+        let raw: RawEnvelope
+        do {
+            raw = try JSONDecoder().decode(RawEnvelope.self, from: Data(body))
+        } catch let error as SecurityError {
+            throw error
+        } catch {
+            throw .malformedBody("body is not a JSON object")
+        }
+        guard let nonceValue = raw.nonce else { throw .missingField("nonce") }
+        guard case .valid(let nonce) = nonceValue else { throw .invalidField("nonce") }
+        guard let payloadText = raw.payload else { throw .missingField("payload") }
+        guard let macText = raw.mac else { throw .missingField("mac") }
+        guard let payload = Data(base64Encoded: payloadText) else { throw .invalidBase64 }
+        guard let mac = HexCoding.decode(macText, lowercaseOnly: true), mac.count == 32 else { throw .macMismatch }
+        self.init(nonce: nonce, payload: Array(payload), mac: mac)
+    }
+
+    /// The bytes the MAC covers: `BE32(nonce) ‖ payload`.
+    public var signedBytes: [UInt8] {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(4 + payload.count)
+        withUnsafeBytes(of: nonce.bigEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: payload)
+        return bytes
+    }
+
+    /// Constant-time check of the MAC with `key`.
+    public func verify(key: SymmetricKey) throws(SecurityError) {
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signedBytes, using: key) else {
+            throw .macMismatch
+        }
+    }
+
+    /// Builds and signs an envelope the way the firmware does (used by the simulator and tests).
+    public static func sign(payload: [UInt8], nonce: UInt32, key: SymmetricKey) -> SecuredEnvelope {
+        var envelope = SecuredEnvelope(nonce: nonce, payload: payload, mac: [])
+        envelope.mac = Array(HMAC<SHA256>.authenticationCode(for: envelope.signedBytes, using: key))
+        return envelope
+    }
+
+    /// The compact JSON body the firmware sends, byte for byte in its key order.
+    public var jsonBody: String {
+        let payload = Data(self.payload).base64EncodedString()
+        return #"{"nonce":\#(nonce),"payload":"\#(payload)","mac":"\#(HexCoding.encode(mac))","encrypted":false,"compressed":false}"#
+    }
+}
+
+/// The firmware's hard-coded fleet key `SecurityLayer::PSK_HMAC` (spec §2.1).
+public enum FleetKey {
+    /// `2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe`.
+    public static let firmwareDefaultHex = "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe"
+    /// The default key as a `SymmetricKey`.
+    public static var firmwareDefault: SymmetricKey { SymmetricKey(data: HexCoding.decode(firmwareDefaultHex)!) }
+}
+
+/// Field-by-field view of the envelope that keeps "absent" and "wrong type" apart.
+private struct RawEnvelope: Decodable {
+    enum NonceValue { case valid(UInt32), invalid }
+    var nonce: NonceValue?
+    var payload: String?
+    var mac: String?
+
+    enum CodingKeys: String, CodingKey { case nonce, payload, mac }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if container.contains(.nonce) {
+            if let value = try? container.decode(UInt32.self, forKey: .nonce) {
+                nonce = .valid(value)
+            } else {
+                nonce = .invalid
+            }
+        }
+        if container.contains(.payload) {
+            guard let value = try? container.decode(String.self, forKey: .payload) else {
+                throw SecurityError.invalidField("payload")
+            }
+            payload = value
+        }
+        if container.contains(.mac) {
+            guard let value = try? container.decode(String.self, forKey: .mac) else {
+                throw SecurityError.invalidField("mac")
+            }
+            mac = value
+        }
+    }
+}

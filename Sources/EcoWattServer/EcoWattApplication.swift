@@ -1,0 +1,73 @@
+import Crypto
+import EcoWattProtocol
+import EcoWattStore
+import Foundation
+import Hummingbird
+import Logging
+
+/// The assembled server: the Hummingbird application and the parts tests and the CLI need to reach.
+public struct EcoWattApplication: Sendable {
+    public typealias App = Application<RouterResponder<EcoWattRequestContext>>
+
+    public let application: App
+    public let configuration: ServerConfiguration
+    public let database: EcoWattDatabase
+    public let writer: GroupCommitWriter
+    public let store: SQLiteTelemetryStore
+    public let ingest: IngestService
+    public let operatorToken: String
+
+    /// Epoch milliseconds now: the arrival time stamped on uploads.
+    public static let systemClock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Opens the database, loads or creates the operator token, and builds the router.
+    /// - Parameter clock: arrival time of uploads in epoch ms (tests replaying captures inject the capture time).
+    public init(
+        configuration: ServerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Int64 = systemClock
+    ) throws {
+        for directory in [configuration.dataDirectory, configuration.firmwareDirectory, configuration.diagnosticsDirectory]
+        {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let database = try EcoWattDatabase(path: configuration.databasePath, durability: configuration.durability)
+        let writer = GroupCommitWriter(database: database, logger: logger)
+        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        guard let fleetKey = HexCoding.decode(configuration.fleetKeyHex) else {
+            throw ConfigurationError.invalid("fleet_key is not hex")
+        }
+        let ingest = IngestService(store: store, fleetKey: SymmetricKey(data: fleetKey), logger: logger)
+        let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
+        if created {
+            logger.notice(
+                "generated operator API token", metadata: ["path": "\(configuration.operatorTokenPath)"])
+        } else {
+            logger.info("operator API token loaded", metadata: ["path": "\(configuration.operatorTokenPath)"])
+        }
+
+        let router = Router(context: EcoWattRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        HealthRoutes().register(on: router)
+        // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
+        TelemetryRoutes(ingest: ingest, maxBodyBytes: configuration.maxBodyBytes, clock: clock).register(on: router)
+        // Operator routes: bearer token.
+        let operatorRoutes = router.group().add(middleware: OperatorAuthMiddleware(token: token))
+        QueryRoutes(store: store).register(on: operatorRoutes)
+        SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
+
+        var application = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "EcoWattCloud"),
+            logger: logger)
+        // Shutdown runs in reverse: the HTTP server drains first, then ingest, then the writer commits what is queued.
+        application.addServices(writer, ingest)
+
+        self.application = application
+        self.configuration = configuration
+        self.database = database
+        self.writer = writer
+        self.store = store
+        self.ingest = ingest
+        self.operatorToken = token
+    }
+}

@@ -1,0 +1,41 @@
+import Hummingbird
+import Logging
+
+/// Turns every error into `{"success":false,"error":…}` with a fitting status (never a crash, never an HTML page),
+/// and logs one line per request: errors at `notice`/`error`, the rest at `debug`.
+public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        let start = ContinuousClock.now
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as APIError {
+            response = try error.response(from: request, context: context)
+        } catch let error as HTTPError {
+            response = try APIError(error.status, error.body ?? error.status.reasonPhrase)
+                .response(from: request, context: context)
+        } catch let error as any HTTPResponseError {
+            response = try APIError(error.status, error.status.reasonPhrase).response(from: request, context: context)
+        } catch is DecodingError {
+            response = try APIError(.badRequest, "Malformed JSON body").response(from: request, context: context)
+        } catch {
+            context.logger.error("unhandled error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            response = try APIError(.internalServerError, "Internal server error")
+                .response(from: request, context: context)
+        }
+        let elapsed = ContinuousClock.now - start
+        let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        let level: Logger.Level = response.status.code >= 500 ? .error : response.status.code >= 400 ? .notice : .debug
+        context.logger.log(
+            level: level, "request",
+            metadata: [
+                "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+                "duration_us": "\(micros)",
+            ])
+        return response
+    }
+}

@@ -1,0 +1,23 @@
+import Crypto
+import Hummingbird
+
+/// Requires `Authorization: Bearer <operator token>` (compared in constant time) on operator routes.
+public struct OperatorAuthMiddleware<Context: RequestContext>: RouterMiddleware {
+    private let tokenDigest: SHA256.Digest
+
+    public init(token: String) {
+        tokenDigest = SHA256.hash(data: Array(token.utf8))
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw APIError(.unauthorized, "Operator token required: send 'Authorization: Bearer <token>'")
+        }
+        // Comparing digests keeps the comparison constant-time and independent of the token length.
+        let presented = SHA256.hash(data: Array(header.dropFirst("Bearer ".count).utf8))
+        guard presented == tokenDigest else { throw APIError(.unauthorized, "Invalid operator token") }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,32 @@
+import Hummingbird
+import NIOCore
+
+extension EcoWattRequestContext {
+    /// Longest device id accepted in a path.
+    static let maxDeviceIDLength = 128
+
+    /// The `{id}` path segment, validated: 1–128 printable ASCII characters without `/` or `\`.
+    func deviceID(_ name: String = "id") throws -> String {
+        guard let id = parameters.get(name), !id.isEmpty, id.count <= Self.maxDeviceIDLength,
+            id.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F && $0 != "/" && $0 != "\\" })
+        else {
+            throw APIError(.badRequest, "Invalid device id: 1-\(Self.maxDeviceIDLength) printable ASCII characters")
+        }
+        return id
+    }
+}
+
+extension Request {
+    /// Collects the body up to `limit` bytes, answering 413 beyond (checked on `Content-Length` first).
+    mutating func collectLimitedBody(limit: Int) async throws -> [UInt8] {
+        if let length = headers[.contentLength].flatMap(Int.init), length > limit {
+            throw APIError(.contentTooLarge, "Request body of \(length) bytes exceeds the limit of \(limit) bytes")
+        }
+        do {
+            let buffer = try await collectBody(upTo: limit)
+            return Array(buffer.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, "Request body exceeds the limit of \(limit) bytes")
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import Hummingbird
+
+/// Operator security routes (spec §1.3, §2.4).
+struct SecurityRoutes {
+    let ingest: IngestService
+
+    func register(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.delete("/security/nonces/:id", use: resetNonce)
+        router.get("/security/stats", use: stats)
+    }
+
+    @Sendable func resetNonce(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        let existed = try await ingest.resetNonce(deviceID: deviceID)
+        return JSONBody.response([
+            "success": true, "device_id": .string(deviceID), "had_nonce_state": .bool(existed),
+            "message": .string("Anti-replay state cleared; the next upload with any nonce is accepted"),
+        ])
+    }
+
+    @Sendable func stats(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let counters = ingest.statistics
+        let failed = counters.validations - counters.accepted
+        let rate = counters.validations > 0 ? Double(counters.accepted) / Double(counters.validations) : 0
+        return JSONBody.response([
+            "success": true,
+            "statistics": .object([
+                ("total_validations", .int(Int64(counters.validations))),
+                ("successful_validations", .int(Int64(counters.accepted))), ("failed_validations", .int(Int64(failed))),
+                ("replay_attacks_blocked", .int(Int64(counters.rejected["replay"] ?? 0))),
+                ("signature_failures", .int(Int64(counters.rejected["mac"] ?? 0))),
+                ("malformed", .int(Int64((counters.rejected["malformed"] ?? 0) + counters.invalidPayload))),
+                ("rejected_by_reason", .object(counters.rejected.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+                ("invalid_payloads", .int(Int64(counters.invalidPayload))),
+                ("storage_failures", .int(Int64(counters.storageFailures))), ("success_rate", .double(rate)),
+                ("packets_by_marker", .object(counters.packets.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+                ("undecodable_by_reason", .object(counters.undecodable.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+                ("samples_stored", .int(Int64(counters.samples))),
+            ]),
+        ])
+    }
+}

@@ -1,0 +1,40 @@
+import EcoWattProtocol
+import Foundation
+import Hummingbird
+
+/// Device-facing telemetry routes (spec §1.2 E, §5.4).
+struct TelemetryRoutes {
+    let ingest: IngestService
+    let maxBodyBytes: Int
+    let clock: @Sendable () -> Int64
+
+    func register(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.post("/aggregated/:id", use: upload)
+        router.post("/config/:id/current", use: bootReport)
+    }
+
+    /// `POST /aggregated/{id}`: 200 only once the upload is durably stored.
+    @Sendable func upload(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        var request = request
+        let body = try await request.collectLimitedBody(limit: maxBodyBytes)
+        let arrivalMs = clock()
+        let outcome = try await ingest.ingest(deviceID: deviceID, body: body, arrivalMs: arrivalMs)
+        return JSONBody.response([
+            "success": true, "device_id": .string(deviceID), "packets_processed": .int(Int64(outcome.packets.count)),
+            "samples_stored": .int(Int64(outcome.samplesStored)), "undecodable_packets": .int(Int64(outcome.undecodable)),
+        ])
+    }
+
+    /// `POST /config/{id}/current`: the boot report, used here as the reboot signal that resets the decoder model.
+    @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        var request = request
+        let body = try await request.collectLimitedBody(limit: maxBodyBytes)
+        guard (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any] else {
+            throw APIError(.badRequest, "Boot report must be a JSON object")
+        }
+        try await ingest.deviceRebooted(deviceID)
+        return JSONBody.response(["success": true, "device_id": .string(deviceID)])
+    }
+}

@@ -1,0 +1,186 @@
+import EcoWattProtocol
+import EcoWattStore
+import Foundation
+
+/// Every setting of `ecowatt serve`, layered defaults < config file < `ECOWATT_*` environment < command-line flags.
+public struct ServerConfiguration: Sendable, Equatable {
+    /// Listen address (`ECOWATT_HOST`, `host`).
+    public var host = "0.0.0.0"
+    /// Listen port, the firmware's 5001 by default (`ECOWATT_PORT`, `port`).
+    public var port = 5001
+    /// Directory of the SQLite database (`ECOWATT_DATA_DIR`, `data_dir`).
+    public var dataDirectory = "./data"
+    /// Keys directory: operator token, firmware keys (`ECOWATT_KEYS_DIR`, `keys_dir`).
+    public var keysDirectory = "./keys"
+    /// Prepared firmware images (`ECOWATT_FIRMWARE_DIR`, `firmware_dir`).
+    public var firmwareDirectory = "./firmware"
+    /// Diagnostics JSONL files (`ECOWATT_DIAGNOSTICS_DIR`, `diagnostics_dir`).
+    public var diagnosticsDirectory = "./diagnostics_data"
+    /// `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical` (`ECOWATT_LOG_LEVEL`, `log_level`).
+    public var logLevel = "info"
+    /// `normal` or `full` (`ECOWATT_DURABILITY`, `durability`).
+    public var durability = Durability.normal
+    /// Fleet HMAC key as hex; the firmware's built-in key by default (`ECOWATT_FLEET_KEY`, `fleet_key`).
+    public var fleetKeyHex = FleetKey.firmwareDefaultHex
+    /// Largest accepted request body in bytes (`ECOWATT_MAX_BODY_BYTES`, `max_body_bytes`).
+    public var maxBodyBytes = 64 * 1024
+
+    public init() {}
+
+    /// The SQLite file inside ``dataDirectory``.
+    public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("ecowatt.sqlite") }
+    /// The operator bearer token file inside ``keysDirectory``.
+    public var operatorTokenPath: String { (keysDirectory as NSString).appendingPathComponent("operator_token") }
+
+    /// One setting as it may come from a file, the environment or a flag.
+    public struct Layer: Decodable, Sendable, Equatable {
+        public var host: String?
+        public var port: Int?
+        public var dataDirectory: String?
+        public var keysDirectory: String?
+        public var firmwareDirectory: String?
+        public var diagnosticsDirectory: String?
+        public var logLevel: String?
+        public var durability: String?
+        public var fleetKey: String?
+        public var maxBodyBytes: Int?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case host, port
+            case dataDirectory = "data_dir"
+            case keysDirectory = "keys_dir"
+            case firmwareDirectory = "firmware_dir"
+            case diagnosticsDirectory = "diagnostics_dir"
+            case logLevel = "log_level"
+            case durability
+            case fleetKey = "fleet_key"
+            case maxBodyBytes = "max_body_bytes"
+        }
+
+        /// The `ECOWATT_*` variable of each key.
+        public static let environmentNames: [String: String] = Dictionary(
+            uniqueKeysWithValues: CodingKeys.allCases.map { ($0.rawValue, "ECOWATT_" + $0.rawValue.uppercased()) })
+
+        /// Reads the `ECOWATT_*` variables.
+        public init(environment: [String: String]) throws(ConfigurationError) {
+            func value(_ key: CodingKeys) -> String? {
+                environment[Self.environmentNames[key.rawValue]!].flatMap { $0.isEmpty ? nil : $0 }
+            }
+            func integer(_ key: CodingKeys) throws(ConfigurationError) -> Int? {
+                guard let text = value(key) else { return nil }
+                guard let number = Int(text) else {
+                    throw .invalid("\(Self.environmentNames[key.rawValue]!)=\(text) is not an integer")
+                }
+                return number
+            }
+            host = value(.host)
+            port = try integer(.port)
+            dataDirectory = value(.dataDirectory)
+            keysDirectory = value(.keysDirectory)
+            firmwareDirectory = value(.firmwareDirectory)
+            diagnosticsDirectory = value(.diagnosticsDirectory)
+            logLevel = value(.logLevel)
+            durability = value(.durability)
+            fleetKey = value(.fleetKey)
+            maxBodyBytes = try integer(.maxBodyBytes)
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue)
+                .filter { CodingKeys(rawValue: $0) == nil }
+            if let key = unknown.first {
+                throw ConfigurationError.invalid("unknown configuration key '\(key)'")
+            }
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            host = try container.decodeIfPresent(String.self, forKey: .host)
+            port = try container.decodeIfPresent(Int.self, forKey: .port)
+            dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory)
+            keysDirectory = try container.decodeIfPresent(String.self, forKey: .keysDirectory)
+            firmwareDirectory = try container.decodeIfPresent(String.self, forKey: .firmwareDirectory)
+            diagnosticsDirectory = try container.decodeIfPresent(String.self, forKey: .diagnosticsDirectory)
+            logLevel = try container.decodeIfPresent(String.self, forKey: .logLevel)
+            durability = try container.decodeIfPresent(String.self, forKey: .durability)
+            fleetKey = try container.decodeIfPresent(String.self, forKey: .fleetKey)
+            maxBodyBytes = try container.decodeIfPresent(Int.self, forKey: .maxBodyBytes)
+        }
+
+        private struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+    }
+
+    /// Applies one layer on top of this configuration, validating every value it sets.
+    public mutating func apply(_ layer: Layer) throws(ConfigurationError) {
+        if let host = layer.host { self.host = host }
+        if let port = layer.port {
+            guard (0...65535).contains(port) else { throw .invalid("port \(port) outside 0...65535") }
+            self.port = port
+        }
+        if let value = layer.dataDirectory { dataDirectory = value }
+        if let value = layer.keysDirectory { keysDirectory = value }
+        if let value = layer.firmwareDirectory { firmwareDirectory = value }
+        if let value = layer.diagnosticsDirectory { diagnosticsDirectory = value }
+        if let value = layer.logLevel {
+            guard Self.logLevels.contains(value.lowercased()) else {
+                throw .invalid("log_level '\(value)' is not one of \(Self.logLevels.joined(separator: ", "))")
+            }
+            logLevel = value.lowercased()
+        }
+        if let value = layer.durability {
+            guard let durability = Durability(rawValue: value.lowercased()) else {
+                throw .invalid("durability '\(value)' is not 'normal' or 'full'")
+            }
+            self.durability = durability
+        }
+        if let value = layer.fleetKey {
+            guard let key = HexCoding.decode(value), key.count >= 16 else {
+                throw .invalid("fleet_key must be at least 16 bytes of hex")
+            }
+            fleetKeyHex = HexCoding.encode(key)
+        }
+        if let value = layer.maxBodyBytes {
+            guard value >= 8192 else { throw .invalid("max_body_bytes must be at least 8192 (the device sends up to 8191)") }
+            maxBodyBytes = value
+        }
+    }
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Builds the effective configuration: defaults, then the JSON config file (`configFile` or `ECOWATT_CONFIG`),
+    /// then the environment, then `flags`.
+    public static func load(
+        configFile: String?, environment: [String: String], flags: Layer
+    ) throws(ConfigurationError) -> ServerConfiguration {
+        var configuration = ServerConfiguration()
+        if let path = configFile ?? environment["ECOWATT_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw .invalid("cannot read config file \(path)")
+            }
+            do {
+                try configuration.apply(try JSONDecoder().decode(Layer.self, from: data))
+            } catch let error as ConfigurationError {
+                throw .invalid("\(path): \(error.message)")
+            } catch {
+                throw .invalid("\(path): not a valid JSON configuration (\(error))")
+            }
+        }
+        try configuration.apply(try Layer(environment: environment))
+        try configuration.apply(flags)
+        return configuration
+    }
+}
+
+/// A configuration value that cannot be used.
+public enum ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalid(String)
+
+    public var message: String {
+        switch self { case .invalid(let message): message }
+    }
+    public var description: String { message }
+}

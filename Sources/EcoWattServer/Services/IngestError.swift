@@ -1,0 +1,34 @@
+import EcoWattProtocol
+import Hummingbird
+
+/// Why an upload was not acknowledged.
+public enum IngestError: Error, Sendable, Equatable {
+    /// Not authentic or not an envelope (401, or 400 for a body that is not JSON).
+    case security(SecurityError)
+    /// Authentic, but the inner JSON is malformed or lacks required fields (400).
+    case invalidPayload(String)
+    /// The upload could not be stored durably; nothing was acknowledged (503, the device retries).
+    case storage(String)
+}
+
+extension IngestError: HTTPResponseError {
+    public var status: HTTPResponse.Status {
+        switch self {
+        case .security(let error): APIError(error).status
+        case .invalidPayload: .badRequest
+        case .storage: .serviceUnavailable
+        }
+    }
+
+    public var reason: String {
+        switch self {
+        case .security(let error): APIError(error).reason
+        case .invalidPayload(let detail): "Invalid upload payload: \(detail)"
+        case .storage(let detail): "Upload not stored, retry later: \(detail)"
+        }
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        try APIError(status, reason).response(from: request, context: context)
+    }
+}

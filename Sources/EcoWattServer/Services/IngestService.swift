@@ -1,0 +1,205 @@
+import Crypto
+import EcoWattProtocol
+import EcoWattStore
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Result of an accepted upload.
+public struct IngestOutcome: Sendable {
+    public var packets: [DecodedPacket]
+    public var samplesStored: Int { packets.reduce(0) { $0 + ($1.samples?.count ?? 0) } }
+    public var undecodable: Int { packets.filter { !$0.isDecoded }.count }
+}
+
+/// The security gate and telemetry ingest (spec §2, §3).
+///
+/// Pure work (envelope parsing, MAC, inner JSON) runs concurrently outside the actor. The actor owns the per-device
+/// anti-replay and decoder state: it checks the nonce, decodes against the device's encoder model and **queues the
+/// commit before it suspends**, so uploads of one device commit in the order they were admitted and exactly one of
+/// several identical uploads is accepted. A caller is answered only after its commit.
+public actor IngestService: Service {
+    private let store: any TelemetryStore
+    private let fleetKey: SymmetricKey
+    private let logger: Logger
+    private let keyCache = Mutex<[String: SymmetricKey]>([:])
+    private let counters = Mutex(IngestCounters())
+    /// Nonce and decoder state per device, ahead of the store by the commits in flight.
+    private var devices: [String: DeviceIngestState] = [:]
+
+    public init(store: any TelemetryStore, fleetKey: SymmetricKey, logger: Logger) {
+        self.store = store
+        self.fleetKey = fleetKey
+        self.logger = logger
+    }
+
+    /// How often per-device keys set by `ecowatt device set-key` are reloaded.
+    public static let keyRefreshInterval = Duration.seconds(5)
+
+    public func run() async throws {
+        await refreshKeys()
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.keyRefreshInterval)
+                await self.refreshKeys()
+            }
+        }
+    }
+
+    /// Reloads per-device keys from the store.
+    public func refreshKeys() async {
+        do {
+            let keys = try await store.deviceKeys()
+            keyCache.withLock { $0 = keys.mapValues { SymmetricKey(data: $0) } }
+        } catch {
+            logger.warning("could not load device keys", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The HMAC key of `deviceID`: its own if set, else the fleet key.
+    public nonisolated func key(for deviceID: String) -> SymmetricKey {
+        keyCache.withLock { $0[deviceID] } ?? fleetKey
+    }
+
+    /// Verifies, decodes and durably stores one upload of `deviceID` (the URL's device id).
+    public nonisolated func ingest(deviceID: String, body: [UInt8], arrivalMs: Int64) async throws(IngestError)
+        -> IngestOutcome
+    {
+        let upload: UploadPayload
+        let nonce: UInt32
+        do {
+            let envelope = try SecuredEnvelope(parsing: body)
+            try envelope.verify(key: key(for: deviceID))
+            nonce = envelope.nonce
+            do {
+                upload = try UploadPayload(parsing: envelope.payload)
+            } catch {
+                count { $0.invalidPayload += 1 }
+                throw IngestError.invalidPayload(Self.describe(error))
+            }
+            guard upload.deviceID == deviceID else {
+                throw SecurityError.deviceMismatch(url: deviceID, payload: upload.deviceID)
+            }
+        } catch let error as SecurityError {
+            count { $0.rejected[error.category, default: 0] += 1 }
+            throw .security(error)
+        } catch let error as IngestError {
+            throw error
+        } catch {
+            throw .invalidPayload("\(error)")
+        }
+        let outcome = try await admit(deviceID: deviceID, nonce: nonce, upload: upload, arrivalMs: arrivalMs)
+        count { counters in
+            counters.accepted += 1
+            for packet in outcome.packets {
+                let marker = packet.marker.map { String(format: "0x%02X", $0) } ?? "none"
+                counters.packets[marker, default: 0] += 1
+                if let reason = packet.reason { counters.undecodable[reason.rawValue, default: 0] += 1 }
+                counters.samples += packet.samples?.count ?? 0
+            }
+        }
+        return outcome
+    }
+
+    private func admit(deviceID: String, nonce: UInt32, upload: UploadPayload, arrivalMs: Int64)
+        async throws(IngestError) -> IngestOutcome
+    {
+        var state: DeviceIngestState
+        do {
+            state = try await loadState(deviceID)
+        } catch {
+            count { $0.storageFailures += 1 }
+            throw .storage("\(error)")
+        }
+        if let last = state.lastNonce, nonce <= last {
+            count { $0.rejected[SecurityError.replay(nonce: nonce, lastAccepted: last).category, default: 0] += 1 }
+            throw .security(.replay(nonce: nonce, lastAccepted: last))
+        }
+        let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state.stream)
+        state.lastNonce = nonce
+        devices[deviceID] = state
+        let ticket = store.submit(
+            IngestRecord(
+                deviceID: deviceID, nonce: nonce, receivedAtMs: arrivalMs, packets: packets,
+                streamState: state.stream))
+        do {
+            try await ticket.value()
+        } catch {
+            // The cached state ran ahead of the store; drop it so the next upload reloads what was committed.
+            devices[deviceID] = nil
+            if case StoreError.nonceNotIncreasing(_, _, let stored) = error {
+                count { $0.rejected["replay", default: 0] += 1 }
+                throw .security(.replay(nonce: nonce, lastAccepted: stored))
+            }
+            count { $0.storageFailures += 1 }
+            logger.error("upload not stored", metadata: ["device_id": "\(deviceID)", "error": "\(error)"])
+            throw .storage("\(error)")
+        }
+        return IngestOutcome(packets: packets)
+    }
+
+    private func loadState(_ deviceID: String) async throws -> DeviceIngestState {
+        if let cached = devices[deviceID] { return cached }
+        let loaded = try await store.ingestState(deviceID: deviceID)
+        // Another request of the same device may have loaded and advanced it while this one waited.
+        if let cached = devices[deviceID] { return cached }
+        devices[deviceID] = loaded
+        return loaded
+    }
+
+    /// A boot signal (`POST /config/{id}/current`): the device's encoder state is zero again.
+    public func deviceRebooted(_ deviceID: String) async throws {
+        var state = try await loadState(deviceID)
+        state.stream = DeviceStreamState()
+        devices[deviceID] = state
+        let ticket = store.submitStreamReset(deviceID: deviceID)
+        try await ticket.value()
+        logger.info("device boot signal: decoder model reset", metadata: ["device_id": "\(deviceID)"])
+    }
+
+    /// Operator reset of the anti-replay state (spec §2.4). Returns whether the device had any.
+    public func resetNonce(deviceID: String) async throws -> Bool {
+        var state = try await loadState(deviceID)
+        state.lastNonce = nil
+        devices[deviceID] = state
+        let ticket = store.submitNonceReset(deviceID: deviceID)
+        let existed = try await ticket.value()
+        logger.notice("nonce state reset by operator", metadata: ["device_id": "\(deviceID)"])
+        return existed
+    }
+
+    /// A snapshot of the counters since start.
+    public nonisolated var statistics: IngestCounters { counters.withLock { $0 } }
+
+    private nonisolated func count(_ update: (inout IngestCounters) -> Void) {
+        counters.withLock { update(&$0) }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted: "inner JSON is not well-formed"
+        case DecodingError.keyNotFound(let key, _): "missing field '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
+        default: "\(error)"
+        }
+    }
+}
+
+/// Ingest counters since the server started.
+public struct IngestCounters: Sendable, Equatable {
+    public var accepted = 0
+    /// Refused envelopes by ``SecurityError/category`` (`mac`, `replay`, `missing_field`, …).
+    public var rejected: [String: Int] = [:]
+    public var invalidPayload = 0
+    public var storageFailures = 0
+    /// Packets received by marker (`0x01`, `0xD0`, …).
+    public var packets: [String: Int] = [:]
+    /// Undecodable packets by reason.
+    public var undecodable: [String: Int] = [:]
+    public var samples = 0
+
+    /// Every envelope that reached validation.
+    public var validations: Int { accepted + invalidPayload + rejected.values.reduce(0, +) }
+}

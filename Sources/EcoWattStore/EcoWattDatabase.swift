@@ -1,0 +1,92 @@
+import Foundation
+import GRDB
+
+/// The SQLite database (GRDB `DatabasePool`, WAL) with the versioned schema.
+public final class EcoWattDatabase: Sendable {
+    /// The pool: concurrent readers, one writer.
+    public let pool: DatabasePool
+    /// Path of the SQLite file.
+    public let path: String
+
+    /// Opens (creating if needed) the database at `path` and migrates it to the latest schema.
+    public init(path: String, durability: Durability = .normal) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        self.path = path
+        self.pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+    }
+
+    /// Closes the pool (checkpointing the WAL). Further use throws.
+    public func close() throws {
+        try pool.close()
+    }
+
+    /// The versioned migrations. Never edit a shipped migration: add a new one.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-telemetry") { db in
+            try db.create(table: "devices") { t in
+                t.primaryKey("device_id", .text)
+                t.column("first_seen_ms", .integer).notNull()
+                t.column("last_seen_ms", .integer).notNull()
+                t.column("upload_count", .integer).notNull().defaults(to: 0)
+            }
+            try db.create(table: "device_keys") { t in
+                t.primaryKey("device_id", .text)
+                t.column("key_hex", .text).notNull()
+                t.column("updated_at_ms", .integer).notNull()
+            }
+            try db.create(table: "nonces") { t in
+                t.primaryKey("device_id", .text)
+                t.column("last_nonce", .integer).notNull()
+                t.column("updated_at_ms", .integer).notNull()
+            }
+            try db.create(table: "stream_states") { t in
+                t.primaryKey("device_id", .text)
+                t.column("state", .blob).notNull()
+            }
+            try db.create(table: "packets") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("nonce", .integer).notNull()
+                t.column("received_at_ms", .integer).notNull()
+                t.column("packet_index", .integer).notNull()
+                t.column("marker", .integer)
+                t.column("method", .text).notNull()
+                t.column("register_layout", .text).notNull()
+                t.column("sample_count", .integer).notNull()
+                t.column("last_sample_ms", .integer).notNull()
+                t.column("decoded", .boolean).notNull()
+                t.column("approximate", .boolean).notNull()
+                t.column("truncated", .boolean).notNull()
+                t.column("reason", .text)
+                t.column("detail", .text)
+                t.column("blob", .blob)
+                t.column("compressed_size", .integer).notNull()
+                t.column("original_size", .integer).notNull()
+            }
+            try db.create(index: "packets_device_time", on: "packets", columns: ["device_id", "last_sample_ms"])
+            try db.create(table: "samples") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("packet_id", .integer).notNull()
+                t.column("ts_ms", .integer).notNull()
+                t.column("register_layout", .text).notNull()
+                t.column("raw_values", .text).notNull()
+                t.column("method", .text).notNull()
+                t.column("ratio", .double).notNull()
+                t.column("approximate", .boolean).notNull()
+            }
+            try db.create(index: "samples_device_time", on: "samples", columns: ["device_id", "ts_ms"])
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,186 @@
+import GRDB
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The single writer: concurrent requests submit work, and every batch of waiting work runs in **one** SQLite
+/// transaction (group commit), so a durable commit is paid once per batch instead of once per request.
+///
+/// Each job runs in its own savepoint: a job that throws is rolled back alone and gets its error; the others commit.
+/// A caller is resumed only after the transaction holding its work has committed. Run it as a `Service`; on graceful
+/// shutdown it commits what is queued, then refuses new work with ``StoreError/shuttingDown``.
+public final class GroupCommitWriter: Service, Sendable {
+    private let database: EcoWattDatabase
+    private let maxBatch: Int
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var queue: [Job] = []
+        var waiter: CheckedContinuation<Void, Never>?
+        var finished = false
+        var batches = 0
+        var jobs = 0
+    }
+
+    /// A queued unit of work; `apply` runs on the writer's connection and returns the action that resumes the caller.
+    private struct Job: Sendable {
+        let apply: @Sendable (Database) throws -> @Sendable () -> Void
+        let fail: @Sendable (any Error) -> Void
+    }
+
+    public init(database: EcoWattDatabase, maxBatch: Int = 1024, logger: Logger = Logger(label: "ecowatt.writer")) {
+        self.database = database
+        self.maxBatch = maxBatch
+        self.logger = logger
+    }
+
+    /// Runs `body` inside the next group transaction and returns its result once that transaction committed.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await enqueue(body).value()
+    }
+
+    /// Queues `body` **synchronously** (so callers on one actor keep their order) and returns a ticket to await.
+    public func enqueue<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) -> WriteTicket<T> {
+        let ticket = WriteTicket<T>()
+        let job = Job(
+            apply: { db in
+                let value = try body(db)
+                return { ticket.complete(.success(value)) }
+            },
+            fail: { ticket.complete(.failure($0)) })
+        let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
+            guard !state.finished else { return (false, nil) }
+            state.queue.append(job)
+            defer { state.waiter = nil }
+            return (true, state.waiter)
+        }
+        if !accepted { ticket.complete(.failure(StoreError.shuttingDown)) }
+        waiter?.resume()
+        return ticket
+    }
+
+    /// Number of transactions and jobs committed so far (for statistics and benchmarks).
+    public var counters: (batches: Int, jobs: Int) { state.withLock { ($0.batches, $0.jobs) } }
+
+    /// The commit loop. Returns after a graceful shutdown once the queue is empty.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            while let batch = await nextBatch() {
+                await commit(batch)
+            }
+        } onGracefulShutdown: {
+            self.finish()
+        }
+    }
+
+    /// Stops accepting work; queued work is still committed by ``run()``.
+    public func finish() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    private func nextBatch() async -> [Job]? {
+        while true {
+            enum Step { case batch([Job]), done, wait }
+            let step: Step = state.withLock { state in
+                if !state.queue.isEmpty {
+                    let count = min(maxBatch, state.queue.count)
+                    let batch = Array(state.queue.prefix(count))
+                    state.queue.removeFirst(count)
+                    return .batch(batch)
+                }
+                return state.finished ? .done : .wait
+            }
+            switch step {
+            case .batch(let jobs): return jobs
+            case .done: return nil
+            case .wait:
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        if !state.queue.isEmpty || state.finished { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+        }
+    }
+
+    private func commit(_ jobs: [Job]) async {
+        do {
+            let outcomes = try await database.pool.write { db -> [JobOutcome] in
+                jobs.map { job in
+                    do {
+                        var onCommit: (@Sendable () -> Void)?
+                        try db.inSavepoint {
+                            onCommit = try job.apply(db)
+                            return .commit
+                        }
+                        return .committed(onCommit!)
+                    } catch {
+                        return .failed(error)
+                    }
+                }
+            }
+            state.withLock {
+                $0.batches += 1
+                $0.jobs += jobs.count
+            }
+            for (job, outcome) in zip(jobs, outcomes) {
+                switch outcome {
+                case .committed(let resume): resume()
+                case .failed(let error): job.fail(error)
+                }
+            }
+        } catch {
+            logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error)"])
+            for job in jobs { job.fail(error) }
+        }
+    }
+
+    private enum JobOutcome: Sendable {
+        case committed(@Sendable () -> Void)
+        case failed(any Error)
+    }
+}
+
+/// The outcome of one queued write, available once its group transaction committed (or failed).
+public final class WriteTicket<T: Sendable>: Sendable {
+    private let state = Mutex<(result: Result<T, any Error>?, waiters: [CheckedContinuation<T, any Error>])>((nil, []))
+
+    init() {}
+
+    /// A ticket that is already settled (for stores that commit synchronously).
+    public static func settled(_ result: Result<T, any Error>) -> WriteTicket<T> {
+        let ticket = WriteTicket<T>()
+        ticket.complete(result)
+        return ticket
+    }
+
+    func complete(_ result: Result<T, any Error>) {
+        let waiters = state.withLock { state -> [CheckedContinuation<T, any Error>] in
+            state.result = result
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    /// Waits for the commit; throws the job's or the transaction's error.
+    public func value() async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Result<T, any Error>? in
+                if let result = state.result { return result }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import EcoWattProtocol
+import Synchronization
+
+/// A ``TelemetryStore`` kept in memory: the same ingest pipeline without a database (`ecowatt decode`, tests).
+public final class InMemoryTelemetryStore: TelemetryStore {
+    private struct State {
+        var nonces: [String: UInt32] = [:]
+        var streams: [String: DeviceStreamState] = [:]
+        var samples: [String: [SampleRow]] = [:]
+        var packets: [String: [PacketRow]] = [:]
+        var keys: [String: [UInt8]] = [:]
+        var nextPacketID: Int64 = 1
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func ingestState(deviceID: String) async throws -> DeviceIngestState {
+        state.withLock { DeviceIngestState(lastNonce: $0.nonces[deviceID], stream: $0.streams[deviceID] ?? .init()) }
+    }
+
+    public func submit(_ record: IngestRecord) -> WriteTicket<Void> {
+        .settled(
+            state.withLock { state -> Result<Void, any Error> in
+                let device = record.deviceID
+                if let stored = state.nonces[device], record.nonce <= stored {
+                    return .failure(StoreError.nonceNotIncreasing(deviceID: device, nonce: record.nonce, stored: stored))
+                }
+                state.nonces[device] = record.nonce
+                state.streams[device] = record.streamState
+                for packet in record.packets {
+                    state.packets[device, default: []].append(
+                        PacketRow(
+                            id: state.nextPacketID, deviceID: device, nonce: record.nonce, packetIndex: packet.index,
+                            marker: packet.marker, method: packet.method, registerLayout: packet.registerLayout,
+                            sampleCount: packet.sampleCount, lastSampleMs: packet.lastSampleEpochMs,
+                            decoded: packet.isDecoded, approximate: packet.approximate, truncated: packet.truncated,
+                            reason: packet.reason?.rawValue, blob: packet.isDecoded ? nil : packet.blob))
+                    state.nextPacketID += 1
+                    for (row, time) in zip(packet.samples ?? [], packet.sampleTimesMs) {
+                        state.samples[device, default: []].append(
+                            SampleRow(
+                                deviceID: device, timestampMs: time, registerLayout: packet.registerLayout,
+                                rawValues: row, method: packet.method, ratio: packet.ratio,
+                                approximate: packet.approximate))
+                    }
+                }
+                return .success(())
+            })
+    }
+
+    public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {
+        state.withLock { $0.streams[deviceID] = nil }
+        return .settled(.success(()))
+    }
+
+    public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
+        .settled(.success(state.withLock { $0.nonces.removeValue(forKey: deviceID) != nil }))
+    }
+
+    public func latestSample(deviceID: String) async throws -> SampleRow? {
+        state.withLock { $0.samples[deviceID]?.max { $0.timestampMs < $1.timestampMs } }
+    }
+
+    public func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow] {
+        state.withLock { state in
+            Array(
+                (state.samples[deviceID] ?? []).filter { (fromMs...toMs).contains($0.timestampMs) }
+                    .sorted { $0.timestampMs < $1.timestampMs }.prefix(limit))
+        }
+    }
+
+    public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
+        state.withLock { Array(($0.packets[deviceID] ?? []).reversed().prefix(limit)) }
+    }
+
+    public func deviceKeys() async throws -> [String: [UInt8]] {
+        state.withLock { $0.keys }
+    }
+
+    public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
+        state.withLock { $0.keys[deviceID] = key }
+    }
+}

@@ -1,0 +1,177 @@
+import EcoWattProtocol
+import Foundation
+import GRDB
+
+/// ``TelemetryStore`` on SQLite: reads from the pool, every write through the ``GroupCommitWriter``.
+public struct SQLiteTelemetryStore: TelemetryStore {
+    public let database: EcoWattDatabase
+    public let writer: GroupCommitWriter
+
+    public init(database: EcoWattDatabase, writer: GroupCommitWriter) {
+        self.database = database
+        self.writer = writer
+    }
+
+    public func ingestState(deviceID: String) async throws -> DeviceIngestState {
+        try await database.pool.read { db in
+            let nonce = try Int64.fetchOne(db, sql: "SELECT last_nonce FROM nonces WHERE device_id = ?", arguments: [deviceID])
+            let blob = try Data.fetchOne(db, sql: "SELECT state FROM stream_states WHERE device_id = ?", arguments: [deviceID])
+            let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
+            return DeviceIngestState(lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) }, stream: stream)
+        }
+    }
+
+    public func submit(_ record: IngestRecord) -> WriteTicket<Void> {
+        writer.enqueue { db in try Self.apply(record, db) }
+    }
+
+    static func apply(_ record: IngestRecord, _ db: Database) throws {
+        let device = record.deviceID
+        let now = record.receivedAtMs
+        // Anti-replay guard inside the transaction: the nonce must still be greater than the stored one.
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO nonces (device_id, last_nonce, updated_at_ms) VALUES (?, ?, ?)
+                ON CONFLICT(device_id) DO UPDATE SET last_nonce = excluded.last_nonce, updated_at_ms = excluded.updated_at_ms
+                WHERE excluded.last_nonce > nonces.last_nonce
+                """
+        ).execute(arguments: [device, Int64(record.nonce), now])
+        if db.changesCount == 0 {
+            let stored = try Int64.fetchOne(db, sql: "SELECT last_nonce FROM nonces WHERE device_id = ?", arguments: [device])
+            throw StoreError.nonceNotIncreasing(
+                deviceID: device, nonce: record.nonce, stored: UInt32(truncatingIfNeeded: stored ?? 0))
+        }
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count) VALUES (?, ?, ?, 1)
+                ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, upload_count = upload_count + 1
+                """
+        ).execute(arguments: [device, now, now])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO stream_states (device_id, state) VALUES (?, ?)
+                ON CONFLICT(device_id) DO UPDATE SET state = excluded.state
+                """
+        ).execute(arguments: [device, Data(record.streamState.serialized)])
+        let packetInsert = try db.cachedStatement(
+            sql: """
+                INSERT INTO packets (device_id, nonce, received_at_ms, packet_index, marker, method, register_layout,
+                  sample_count, last_sample_ms, decoded, approximate, truncated, reason, detail, blob, compressed_size,
+                  original_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+        let sampleInsert = try db.cachedStatement(
+            sql: """
+                INSERT INTO samples (device_id, packet_id, ts_ms, register_layout, raw_values, method, ratio, approximate)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+        for packet in record.packets {
+            let layout = packet.registerLayout.map(String.init).joined(separator: ",")
+            let keepBlob = !packet.isDecoded || packet.truncated
+            try packetInsert.execute(arguments: [
+                device, Int64(record.nonce), now, packet.index, packet.marker.map { Int($0) }, packet.method, layout,
+                packet.sampleCount, packet.lastSampleEpochMs, packet.isDecoded, packet.approximate, packet.truncated,
+                packet.reason?.rawValue, packet.detail, keepBlob ? Data(packet.blob) : nil, packet.compressedSize,
+                packet.originalSize,
+            ])
+            guard let samples = packet.samples else { continue }
+            let packetID = db.lastInsertedRowID
+            for (row, time) in zip(samples, packet.sampleTimesMs) {
+                try sampleInsert.execute(arguments: [
+                    device, packetID, time, layout, row.map(String.init).joined(separator: ","), packet.method,
+                    packet.ratio, packet.approximate,
+                ])
+            }
+        }
+    }
+
+    public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {
+        writer.enqueue { db in
+            try db.execute(sql: "DELETE FROM stream_states WHERE device_id = ?", arguments: [deviceID])
+        }
+    }
+
+    public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
+        writer.enqueue { db in
+            try db.execute(sql: "DELETE FROM nonces WHERE device_id = ?", arguments: [deviceID])
+            return db.changesCount > 0
+        }
+    }
+
+    public func latestSample(deviceID: String) async throws -> SampleRow? {
+        try await database.pool.read { db in
+            try Row.fetchOne(
+                db,
+                sql: "SELECT * FROM samples WHERE device_id = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+                arguments: [deviceID]
+            ).map(Self.sample)
+        }
+    }
+
+    public func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM samples WHERE device_id = ? AND ts_ms BETWEEN ? AND ?
+                    ORDER BY ts_ms, id LIMIT ?
+                    """,
+                arguments: [deviceID, fromMs, toMs, limit]
+            ).map(Self.sample)
+        }
+    }
+
+    public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM packets WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, limit]
+            ).map { row in
+                PacketRow(
+                    id: row["id"], deviceID: row["device_id"], nonce: UInt32(truncatingIfNeeded: row["nonce"] as Int64),
+                    packetIndex: row["packet_index"], marker: (row["marker"] as Int?).map { UInt8(truncatingIfNeeded: $0) },
+                    method: row["method"], registerLayout: Self.integers(row["register_layout"]),
+                    sampleCount: row["sample_count"], lastSampleMs: row["last_sample_ms"], decoded: row["decoded"],
+                    approximate: row["approximate"], truncated: row["truncated"], reason: row["reason"],
+                    blob: (row["blob"] as Data?).map(Array.init))
+            }
+        }
+    }
+
+    public func deviceKeys() async throws -> [String: [UInt8]] {
+        try await database.pool.read { db in
+            var keys = [String: [UInt8]]()
+            for row in try Row.fetchAll(db, sql: "SELECT device_id, key_hex FROM device_keys") {
+                if let key = HexCoding.decode(row["key_hex"] as String) { keys[row["device_id"]] = key }
+            }
+            return keys
+        }
+    }
+
+    public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
+        try await writer.write { db in try Self.setDeviceKey(db, deviceID: deviceID, key: key) }
+    }
+
+    /// Sets (or with `nil` removes) a device key on `db` (used directly by the CLI).
+    public static func setDeviceKey(_ db: Database, deviceID: String, key: [UInt8]?) throws {
+        if let key {
+            try db.execute(
+                sql: """
+                    INSERT INTO device_keys (device_id, key_hex, updated_at_ms) VALUES (?, ?, ?)
+                    ON CONFLICT(device_id) DO UPDATE SET key_hex = excluded.key_hex, updated_at_ms = excluded.updated_at_ms
+                    """, arguments: [deviceID, HexCoding.encode(key), Int64(Date().timeIntervalSince1970 * 1000)])
+        } else {
+            try db.execute(sql: "DELETE FROM device_keys WHERE device_id = ?", arguments: [deviceID])
+        }
+    }
+
+    static func sample(_ row: Row) -> SampleRow {
+        SampleRow(
+            deviceID: row["device_id"], timestampMs: row["ts_ms"], registerLayout: integers(row["register_layout"]),
+            rawValues: integers(row["raw_values"]).map { UInt16(truncatingIfNeeded: $0) }, method: row["method"],
+            ratio: row["ratio"], approximate: row["approximate"])
+    }
+
+    static func integers(_ text: String) -> [Int] {
+        text.split(separator: ",").compactMap { Int($0) }
+    }
+}

@@ -1,0 +1,15 @@
+/// Errors of the storage layer.
+public enum StoreError: Error, Sendable, Equatable {
+    /// The nonce was not greater than the stored one when the transaction ran (a concurrent upload won).
+    case nonceNotIncreasing(deviceID: String, nonce: UInt32, stored: UInt32)
+    /// The writer is shutting down and accepts no more work.
+    case shuttingDown
+}
+
+/// How hard a commit is pushed to disk.
+public enum Durability: String, Sendable, Codable, CaseIterable {
+    /// WAL with `synchronous=NORMAL`: an acknowledged write survives a killed process (not a power loss).
+    case normal
+    /// WAL with `synchronous=FULL`: every group commit is fsynced (survives power loss).
+    case full
+}

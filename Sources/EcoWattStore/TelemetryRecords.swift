@@ -1,0 +1,87 @@
+import EcoWattProtocol
+
+/// Everything one accepted upload writes, committed atomically with its nonce.
+public struct IngestRecord: Sendable {
+    public var deviceID: String
+    public var nonce: UInt32
+    public var receivedAtMs: Int64
+    public var packets: [DecodedPacket]
+    /// Decoder state after this upload (persisted so a server restart keeps decoding 0x71).
+    public var streamState: DeviceStreamState
+
+    public init(
+        deviceID: String, nonce: UInt32, receivedAtMs: Int64, packets: [DecodedPacket], streamState: DeviceStreamState
+    ) {
+        self.deviceID = deviceID
+        self.nonce = nonce
+        self.receivedAtMs = receivedAtMs
+        self.packets = packets
+        self.streamState = streamState
+    }
+}
+
+/// What ingest needs to know about a device before it accepts an upload.
+public struct DeviceIngestState: Sendable, Equatable {
+    /// Last accepted nonce (`nil`: never seen, any nonce is accepted).
+    public var lastNonce: UInt32?
+    public var stream: DeviceStreamState
+
+    public init(lastNonce: UInt32?, stream: DeviceStreamState) {
+        self.lastNonce = lastNonce
+        self.stream = stream
+    }
+}
+
+/// One stored sample.
+public struct SampleRow: Sendable, Equatable {
+    public var deviceID: String
+    public var timestampMs: Int64
+    public var registerLayout: [Int]
+    public var rawValues: [UInt16]
+    public var method: String
+    public var ratio: Double
+    public var approximate: Bool
+}
+
+/// One stored packet (decoded or not).
+public struct PacketRow: Sendable, Equatable {
+    public var id: Int64
+    public var deviceID: String
+    public var nonce: UInt32
+    public var packetIndex: Int
+    public var marker: UInt8?
+    public var method: String
+    public var registerLayout: [Int]
+    public var sampleCount: Int
+    public var lastSampleMs: Int64
+    public var decoded: Bool
+    public var approximate: Bool
+    public var truncated: Bool
+    public var reason: String?
+    public var blob: [UInt8]?
+}
+
+/// The storage operations telemetry ingest and its queries need. SQLite implements it today; a PostgreSQL
+/// backend can implement the same protocol.
+public protocol TelemetryStore: Sendable {
+    /// Nonce and decoder state of a device (defaults for a device never seen).
+    func ingestState(deviceID: String) async throws -> DeviceIngestState
+    /// Queues an accepted upload for an atomic commit (nonce, which must increase, device, packets, samples,
+    /// decoder state). Queuing is synchronous, so one caller's submissions commit in order; await the ticket.
+    /// The ticket throws ``StoreError/nonceNotIncreasing(deviceID:nonce:stored:)`` when a concurrent upload won.
+    func submit(_ record: IngestRecord) -> WriteTicket<Void>
+    /// Queues the reset of a device's decoder model (boot signal).
+    func submitStreamReset(deviceID: String) -> WriteTicket<Void>
+    /// Queues forgetting the anti-replay state of a device (operator reset, spec §2.4); `true` if there was any.
+    func submitNonceReset(deviceID: String) -> WriteTicket<Bool>
+    /// Latest sample of a device.
+    func latestSample(deviceID: String) async throws -> SampleRow?
+    /// Samples in `[fromMs, toMs]`, oldest first, at most `limit`.
+    func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow]
+    /// Packets of a device, newest first.
+    func packets(deviceID: String, limit: Int) async throws -> [PacketRow]
+    /// Per-device HMAC keys that override the fleet key.
+    func deviceKeys() async throws -> [String: [UInt8]]
+    /// Sets (or with `nil` removes) a device's HMAC key.
+    func setDeviceKey(deviceID: String, key: [UInt8]?) async throws
+}

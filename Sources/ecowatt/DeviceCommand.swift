@@ -1,0 +1,41 @@
+import ArgumentParser
+import EcoWattProtocol
+import EcoWattStore
+import Foundation
+
+/// `ecowatt device …`: per-device settings written straight to the database.
+struct DeviceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "device", abstract: "Per-device settings.", subcommands: [SetKey.self])
+
+    struct SetKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-key",
+            abstract: "Set (or --remove) a device's own HMAC key, overriding the fleet key.",
+            discussion: "A running server picks the change up within 5 seconds."
+        )
+
+        @Argument(help: "Device id, as in the upload URL.") var deviceID: String
+        @Argument(help: "Key as hex (at least 16 bytes). Omit with --remove.") var key: String?
+        @Flag(help: "Remove the device's key (the fleet key applies again).") var remove = false
+        @Option(help: "Database directory (env ECOWATT_DATA_DIR, default ./data).") var dataDir: String?
+
+        func validate() throws {
+            if remove == (key != nil) { throw ValidationError("give either a key or --remove") }
+            if let key, HexCoding.decode(key).map({ $0.count >= 16 }) != true {
+                throw ValidationError("the key must be at least 16 bytes of hex")
+            }
+        }
+
+        func run() async throws {
+            let directory = dataDir ?? ProcessInfo.processInfo.environment["ECOWATT_DATA_DIR"] ?? "./data"
+            let database = try EcoWattDatabase(path: (directory as NSString).appendingPathComponent("ecowatt.sqlite"))
+            let bytes = key.flatMap { HexCoding.decode($0) }
+            try await database.pool.write { db in
+                try SQLiteTelemetryStore.setDeviceKey(db, deviceID: deviceID, key: bytes)
+            }
+            try database.close()
+            print(remove ? "removed the key of \(deviceID)" : "set the key of \(deviceID)")
+        }
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// `ecowatt`: the EcoWatt Cloud server and operator tools.
+@main
+struct EcoWatt: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ecowatt",
+        abstract: "EcoWatt Cloud: the server for EcoWatt ESP32 energy monitors, and its operator tools.",
+        subcommands: [ServeCommand.self, DecodeCommand.self, DeviceCommand.self]
+    )
+}

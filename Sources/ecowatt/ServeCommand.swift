@@ -1,0 +1,69 @@
+import ArgumentParser
+import EcoWattServer
+import Foundation
+import Hummingbird
+import Logging
+
+/// `ecowatt serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the EcoWatt Cloud server.",
+        discussion: """
+            Settings are layered: built-in defaults < --config FILE (JSON) < ECOWATT_* environment < flags.
+            """
+    )
+
+    @Option(help: "JSON configuration file (env ECOWATT_CONFIG).") var config: String?
+    @Option(help: "Listen address (env ECOWATT_HOST, default 0.0.0.0).") var host: String?
+    @Option(help: "Listen port (env ECOWATT_PORT, default 5001).") var port: Int?
+    @Option(help: "Database directory (env ECOWATT_DATA_DIR, default ./data).") var dataDir: String?
+    @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
+    @Option(help: "Firmware directory (env ECOWATT_FIRMWARE_DIR, default ./firmware).") var firmwareDir: String?
+    @Option(help: "Diagnostics directory (env ECOWATT_DIAGNOSTICS_DIR, default ./diagnostics_data).")
+    var diagnosticsDir: String?
+    @Option(help: "trace|debug|info|notice|warning|error|critical (env ECOWATT_LOG_LEVEL, default info).")
+    var logLevel: String?
+    @Option(help: "normal (WAL, synchronous=NORMAL) or full (fsync per group commit) (env ECOWATT_DURABILITY).")
+    var durability: String?
+    @Option(help: "Largest request body in bytes (env ECOWATT_MAX_BODY_BYTES, default 65536).")
+    var maxBodyBytes: Int?
+
+    func run() async throws {
+        var flags = ServerConfiguration.Layer()
+        flags.host = host
+        flags.port = port
+        flags.dataDirectory = dataDir
+        flags.keysDirectory = keysDir
+        flags.firmwareDirectory = firmwareDir
+        flags.diagnosticsDirectory = diagnosticsDir
+        flags.logLevel = logLevel
+        flags.durability = durability
+        flags.maxBodyBytes = maxBodyBytes
+        let configuration: ServerConfiguration
+        do {
+            configuration = try ServerConfiguration.load(
+                configFile: config, environment: ProcessInfo.processInfo.environment, flags: flags)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ecowatt")
+        let server = try EcoWattApplication(configuration: configuration, logger: logger)
+        logger.notice(
+            "EcoWatt Cloud starting",
+            metadata: [
+                "address": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
+                "durability": "\(configuration.durability.rawValue)",
+                "fleet_key": "\(configuration.fleetKeyHex == "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe" ? "firmware default" : "custom")",
+            ])
+        try await server.application.runService()
+        try server.database.close()
+        logger.notice("EcoWatt Cloud stopped; database closed")
+    }
+}
