@@ -1,8 +1,14 @@
 import EcoWattProtocol
 import Hummingbird
 
+/// A domain error with a human-readable reason, answered as `{"success":false,"error":"<reason>"}`.
+public protocol ReasonedError: HTTPResponseError {
+    /// The text sent in `error`.
+    var reason: String { get }
+}
+
 /// An error answered as `{"success":false,"error":"<reason>"}` with its HTTP status.
-public struct APIError: HTTPResponseError, Sendable {
+public struct APIError: ReasonedError, Sendable {
     public var status: HTTPResponse.Status
     public var reason: String
 

@@ -13,8 +13,8 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let response: Response
         do {
             response = try await next(request, context)
-        } catch let error as APIError {
-            response = try error.response(from: request, context: context)
+        } catch let error as any ReasonedError {
+            response = try APIError(error.status, error.reason).response(from: request, context: context)
         } catch let error as HTTPError {
             response = try APIError(error.status, error.body ?? error.status.reasonPhrase)
                 .response(from: request, context: context)

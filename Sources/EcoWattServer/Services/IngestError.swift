@@ -11,7 +11,7 @@ public enum IngestError: Error, Sendable, Equatable {
     case storage(String)
 }
 
-extension IngestError: HTTPResponseError {
+extension IngestError: ReasonedError {
     public var status: HTTPResponse.Status {
         switch self {
         case .security(let error): APIError(error).status

@@ -52,6 +52,8 @@ public actor IngestService: Service {
         do {
             let keys = try await store.deviceKeys()
             keyCache.withLock { $0 = keys.mapValues { SymmetricKey(data: $0) } }
+        } catch is CancellationError {
+            return
         } catch {
             logger.warning("could not load device keys", metadata: ["error": "\(error)"])
         }

@@ -1,0 +1,104 @@
+import EcoWattServer
+import Foundation
+import GRDB
+import HummingbirdTesting
+import Testing
+
+/// Replays `../shared/conformance/uploads.jsonl` and `negative.jsonl` against the real server on loopback and checks
+/// statuses and, from the database, every packet's decode.
+@Suite struct ConformanceHTTPTests {
+    /// Decoded packets of one upload, read back from SQLite: (decoded, approximate, last sample ms, rows).
+    static func storedPackets(_ server: EcoWattApplication, device: String, nonce: Int) throws
+        -> [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])]
+    {
+        try server.database.pool.read { db in
+            let packets = try Row.fetchAll(
+                db, sql: "SELECT * FROM packets WHERE device_id = ? AND nonce = ? ORDER BY packet_index",
+                arguments: [device, nonce])
+            return try packets.map { packet in
+                let rows = try String.fetchAll(
+                    db, sql: "SELECT raw_values FROM samples WHERE packet_id = ? ORDER BY ts_ms, id",
+                    arguments: [packet["id"] as Int64]
+                ).map { $0.split(separator: ",").map { Int($0)! } }
+                return (packet["decoded"], packet["approximate"], packet["last_sample_ms"], rows)
+            }
+        }
+    }
+
+    /// Checks stored packets against a corpus `expected.packets` list.
+    static func check(
+        _ stored: [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])], against expected: [[String: Any]],
+        _ label: String
+    ) {
+        #expect(stored.count == expected.count, "\(label): packet count")
+        for (index, (got, want)) in zip(stored, expected).enumerated() {
+            let decodable = want["decodable"] as! Bool
+            #expect(got.decoded == decodable, "\(label) packet \(index): decodable")
+            guard decodable, got.decoded else { continue }
+            let values = want["values"] as! [[Int]]
+            #expect(got.rows == values, "\(label) packet \(index): values")
+            #expect(got.approximate == !(want["exact"] as! Bool), "\(label) packet \(index): approximate flag")
+            if let last = want["last_sample_epoch_ms"] as? Int64 {
+                #expect(got.lastMs == last, "\(label) packet \(index): last sample time")
+            }
+        }
+    }
+
+    @Test func uploadsCorpusIsAcceptedAndDecodedExactly() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let lines = try Conformance.lines("uploads.jsonl")
+            #expect(lines.count == 317)
+            var packetsChecked = 0
+            for line in lines {
+                let device = line["device_id"] as! String
+                let label = "\(device) seq \(line["seq"]!)"
+                if line["boot"] as? Bool == true, let report = line["boot_report"] as? [String: Any] {
+                    let response = try await client.postJSON(report["path"] as! String, report["body"] as! String)
+                    #expect(response.status == .ok, "\(label): boot report")
+                }
+                test.clock.set(Int64(((line["sent_at"] as! Double) * 1000).rounded()))
+                let response = try await client.postJSON(line["path"] as! String, line["body"] as! String)
+                let expected = line["expected"] as! [String: Any]
+                #expect(Int(response.status.code) == expected["http_status"] as! Int, "\(label): status")
+                let packets = expected["packets"] as! [[String: Any]]
+                Self.check(
+                    try Self.storedPackets(test.server, device: device, nonce: line["nonce"] as! Int),
+                    against: packets, label)
+                packetsChecked += packets.count
+            }
+            #expect(packetsChecked == 361)
+        }
+    }
+
+    @Test func negativeCorpusGetsTheExpectedAnswers() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let lines = try Conformance.lines("negative.jsonl")
+            #expect(lines.count == 29)
+            for line in lines {
+                let device = line["device_id"] as! String
+                let label = "\(line["case"]!) seq \(line["seq"]!)"
+                if line["boot"] as? Bool == true, let report = line["boot_report"] as? [String: Any] {
+                    _ = try await client.postJSON(report["path"] as! String, report["body"] as! String)
+                }
+                if let sentAt = line["sent_at"] as? Double {
+                    test.clock.set(Int64((sentAt * 1000).rounded()))
+                }
+                let response = try await client.postJSON(line["path"] as! String, line["body"] as! String)
+                let expected = line["expected"] as! [String: Any]
+                let acceptable = (expected["acceptable_status"] as? [Int]) ?? [expected["http_status"] as! Int]
+                #expect(acceptable.contains(Int(response.status.code)), "\(label): status \(response.status.code)")
+                if response.status.code != 200 {
+                    #expect(response.json["success"] as? Bool == false, "\(label): error shape")
+                    #expect((response.json["error"] as? String)?.isEmpty == false, "\(label): error reason")
+                }
+                if let packets = expected["packets"] as? [[String: Any]], response.status == .ok {
+                    Self.check(
+                        try Self.storedPackets(test.server, device: device, nonce: line["nonce"] as! Int),
+                        against: packets, label)
+                }
+            }
+        }
+    }
+}

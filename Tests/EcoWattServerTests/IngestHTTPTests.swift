@@ -1,0 +1,180 @@
+import Crypto
+import EcoWattProtocol
+import EcoWattServer
+import Foundation
+import GRDB
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// Builds firmware-shaped uploads for tests.
+enum Uploads {
+    /// A one-packet bit-pack upload (the spec §3.6.3 example blob) for `device` at `nonce`.
+    static func body(device: String, nonce: UInt32, key: SymmetricKey = FleetKey.firmwareDefault, uploadTime: Int = 1_764_300_015)
+        -> String
+    {
+        let inner = #"{"device_id":"\#(device)","timestamp":\#(uploadTime),"data_type":"compressed_sensor_batch","total_samples":1,"sampling_interval":5,"register_mapping":{"0":"Vac1","1":"Iac1","2":"Ipv1","3":"Ipv2","4":"Temp","5":"Pac"},"compressed_data":[{"compressed_binary":"AQwSkAA0BHBGHESukCA0BHBGHESxkBA1BIBGHFSv","decompression_metadata":{"method":"bitpack","register_count":6,"sample_count":3,"original_size_bytes":36,"compressed_size_bytes":30,"timestamp":3363422140,"register_layout":[0,1,5,6,7,9]},"performance_metrics":{"academic_ratio":0.833333313,"traditional_ratio":1.200000048,"compression_time_us":0,"savings_percent":16.66666794,"lossless_verified":false}}],"session_summary":{"total_original_bytes":36,"total_compressed_bytes":30,"overall_academic_ratio":0.833333313,"overall_savings_percent":16.66666794}}"#
+        return SecuredEnvelope.sign(payload: Array(inner.utf8), nonce: nonce, key: key).jsonBody
+    }
+
+    /// Arrival time that anchors the example's 32-bit timestamp (upload at 1764300015 s).
+    static let exampleArrivalMs: Int64 = 1_764_300_015_200
+}
+
+@Suite struct IngestHTTPTests {
+    @Test func specExampleUploadIsStoredAndQueryable() async throws {
+        let test = try TestServer()
+        test.clock.set(Uploads.exampleArrivalMs)
+        try await test.run { client in
+            let response = try await client.postJSON("/aggregated/ESP32_001", Uploads.body(device: "ESP32_001", nonce: 11001))
+            #expect(response.status == .ok)
+            #expect(response.json["samples_stored"] as? Int == 3)
+
+            let latest = try await client.execute(uri: "/latest/ESP32_001", method: .get, headers: test.operatorHeaders)
+            #expect(latest.status == .ok)
+            let registers = latest.json["registers"] as? [String: Double]
+            #expect(registers?["Vac1"] == 230.5)
+            #expect(registers?["Pac"] == 1199)
+            #expect(latest.json["raw_values"] as? [Int] == [2305, 53, 72, 70, 453, 1199])
+            #expect(latest.json["timestamp_ms"] as? Int64 == 1_764_300_013_500)
+
+            let history = try await client.execute(
+                uri: "/aggregation/historical/ESP32_001?start_time=1764300000&end_time=2025-11-28T03:20:15Z&limit=10",
+                method: .get, headers: test.operatorHeaders)
+            #expect(history.status == .ok)
+            let data = history.json["data"] as? [[String: Any]]
+            #expect(data?.count == 3)
+            // Samples are spaced by the sampling interval, ending at the packet's last sample.
+            #expect(data?.map { $0["timestamp_ms"] as? Int64 } == [1_764_300_003_500, 1_764_300_008_500, 1_764_300_013_500])
+            #expect((data?.first?["registers"] as? [String: Double])?["Iac1"] == 5.2)
+
+            let bad = try await client.execute(
+                uri: "/aggregation/historical/ESP32_001?start_time=yesterday", method: .get, headers: test.operatorHeaders)
+            #expect(bad.status == .badRequest)
+            #expect(bad.json["success"] as? Bool == false)
+        }
+    }
+
+    @Test func identicalConcurrentUploadsAreAcceptedExactlyOnce() async throws {
+        let test = try TestServer()
+        test.clock.set(Uploads.exampleArrivalMs)
+        let body = Uploads.body(device: "RACE-1", nonce: 20000)
+        try await test.run { client in
+            let port = try #require(client.port)
+            let statuses = try await Self.concurrentPosts(port: port, path: "/aggregated/RACE-1", body: body, count: 24)
+            #expect(statuses.filter { $0 == 200 }.count == 1)
+            #expect(statuses.filter { $0 == 401 }.count == 23)
+            let samples = try await test.server.database.pool.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM samples WHERE device_id = 'RACE-1'")
+            }
+            #expect(samples == 3)
+        }
+    }
+
+    static func concurrentPosts(port: Int, path: String, body: String, count: Int) async throws -> [UInt16] {
+        try await withThrowingTaskGroup(of: UInt16.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    let client = TestClient(host: "127.0.0.1", port: port)
+                    client.connect()
+                    defer { Task { try? await client.shutdown() } }
+                    let response = try await client.post(
+                        path, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
+                    return UInt16(response.head.status.code)
+                }
+            }
+            var statuses = [UInt16]()
+            for try await status in group { statuses.append(status) }
+            return statuses
+        }
+    }
+
+    @Test func deviceIDMustMatchTheURL() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let body = Uploads.body(device: "ESP32_001", nonce: 11001)
+            let response = try await client.postJSON("/aggregated/ESP32_999", body)
+            #expect(response.status == .unauthorized)
+            #expect((response.json["error"] as? String)?.contains("does not match") == true, "\(response.json)")
+            // The refused upload did not consume the nonce of either device.
+            #expect(try await client.postJSON("/aggregated/ESP32_001", body).status == .ok)
+        }
+    }
+
+    @Test func perDeviceKeyOverridesTheFleetKey() async throws {
+        let test = try TestServer()
+        let key = SymmetricKey(data: Array(repeating: UInt8(7), count: 32))
+        try await test.run { client in
+            // The writer commits only while the application runs, so the key is set inside `run`.
+            try await test.server.store.setDeviceKey(deviceID: "KEYED-1", key: Array(repeating: 7, count: 32))
+            await test.server.ingest.refreshKeys()
+            let fleetSigned = try await client.postJSON("/aggregated/KEYED-1", Uploads.body(device: "KEYED-1", nonce: 1))
+            #expect(fleetSigned.status == .unauthorized)
+            let ownKey = try await client.postJSON("/aggregated/KEYED-1", Uploads.body(device: "KEYED-1", nonce: 2, key: key))
+            #expect(ownKey.status == .ok)
+        }
+    }
+
+    @Test func operatorNonceResetLetsAWipedDeviceUploadAgain() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 50000)).status == .ok)
+            // The device's NVS was erased: it starts again at 11001 and is refused as a replay.
+            #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 11001)).status == .unauthorized)
+            let unauthorized = try await client.execute(uri: "/security/nonces/WIPED", method: .delete)
+            #expect(unauthorized.status == .unauthorized)
+            let reset = try await client.execute(uri: "/security/nonces/WIPED", method: .delete, headers: test.operatorHeaders)
+            #expect(reset.status == .ok)
+            #expect(reset.json["had_nonce_state"] as? Bool == true)
+            #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 11002)).status == .ok)
+
+            let stats = try await client.execute(uri: "/security/stats", method: .get, headers: test.operatorHeaders)
+            let statistics = stats.json["statistics"] as? [String: Any]
+            #expect(statistics?["successful_validations"] as? Int == 2)
+            #expect(statistics?["replay_attacks_blocked"] as? Int == 1)
+        }
+    }
+
+    @Test func limitsAndErrorsAreJSON() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let big = String(repeating: "x", count: 70_000)
+            let tooLarge = try await client.postJSON("/aggregated/BIG", #"{"nonce":1,"payload":"\#(big)"}"#)
+            #expect(tooLarge.status == .contentTooLarge)
+            #expect(tooLarge.json["success"] as? Bool == false)
+
+            let notFound = try await client.execute(uri: "/no/such/route", method: .get)
+            #expect(notFound.status == .notFound)
+            #expect(notFound.json["success"] as? Bool == false)
+
+            let noToken = try await client.execute(uri: "/latest/ESP32_001", method: .get)
+            #expect(noToken.status == .unauthorized)
+            let wrongToken = try await client.execute(
+                uri: "/latest/ESP32_001", method: .get, headers: [.authorization: "Bearer nope"])
+            #expect(wrongToken.status == .unauthorized)
+            let unknownDevice = try await client.execute(uri: "/latest/NOBODY", method: .get, headers: test.operatorHeaders)
+            #expect(unknownDevice.status == .notFound)
+
+            let health = try await client.execute(uri: "/health", method: .get)
+            #expect(health.status == .ok)
+            #expect(health.json["status"] as? String == "healthy")
+
+            let bootNotJSON = try await client.postJSON("/config/ESP32_001/current", "hello")
+            #expect(bootNotJSON.status == .badRequest)
+        }
+    }
+
+    @Test func bootReportResetsTheTemporalModel() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            _ = try await client.postJSON("/aggregated/BOOT-1", Uploads.body(device: "BOOT-1", nonce: 1))
+            let before = try await test.server.store.ingestState(deviceID: "BOOT-1")
+            #expect(before.stream.lastSampleDeviceMs != nil)
+            let report = #"{"sampling_interval":5,"upload_interval":15,"registers":["Vac1"]}"#
+            #expect(try await client.postJSON("/config/BOOT-1/current", report).status == .ok)
+            let after = try await test.server.store.ingestState(deviceID: "BOOT-1")
+            #expect(after.stream == DeviceStreamState())
+            #expect(after.lastNonce == 1)
+        }
+    }
+}
