@@ -41,6 +41,28 @@ public struct DecodedPacket: Sendable {
     public var compressedSize: Int
     public var originalSize: Int
 
+    public init(
+        index: Int, marker: UInt8?, method: String, registerLayout: [Int], sampleCount: Int, samples: [[UInt16]]?,
+        sampleTimesMs: [Int64], lastSampleEpochMs: Int64, approximate: Bool, truncated: Bool,
+        reason: UndecodableReason?, detail: String?, blob: [UInt8], compressedSize: Int, originalSize: Int
+    ) {
+        self.index = index
+        self.marker = marker
+        self.method = method
+        self.registerLayout = registerLayout
+        self.sampleCount = sampleCount
+        self.samples = samples
+        self.sampleTimesMs = sampleTimesMs
+        self.lastSampleEpochMs = lastSampleEpochMs
+        self.approximate = approximate
+        self.truncated = truncated
+        self.reason = reason
+        self.detail = detail
+        self.blob = blob
+        self.compressedSize = compressedSize
+        self.originalSize = originalSize
+    }
+
     /// Compression ratio the device achieved (`compressed / original`).
     public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
     public var isDecoded: Bool { samples != nil }

@@ -24,8 +24,9 @@ public final class EcoWattDatabase: Sendable {
         try Self.migrator.migrate(pool)
     }
 
-    /// Closes the pool (checkpointing the WAL). Further use throws.
+    /// Checkpoints the WAL into the database file (truncating it) and closes the pool. Further use throws.
     public func close() throws {
+        try pool.writeWithoutTransaction { try $0.checkpoint(.truncate) }
         try pool.close()
     }
 

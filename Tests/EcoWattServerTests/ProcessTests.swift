@@ -1,0 +1,113 @@
+import EcoWattStore
+import Foundation
+import GRDB
+import Synchronization
+import Testing
+
+/// Tests that run the real `ecowatt` binary: crash durability, graceful shutdown, `ecowatt decode`.
+@Suite(.serialized) struct ProcessTests {
+    static func temporaryRoot() -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-proc-\(UUID().uuidString)")
+    }
+
+    /// Uploads from several devices run while the server is SIGKILLed; after a restart on the same data directory,
+    /// every upload that got a 200 is stored and every device's nonce state is intact.
+    @Test func acknowledgedUploadsAndNoncesSurviveSIGKILL() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = try await ServerProcess.freePort()
+        let first = try await ServerProcess(root: root, port: port)
+        let acknowledged = Acknowledged()
+        let devices = (0..<8).map { "KILL-\($0)" }
+        let senders = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for device in devices {
+                    group.addTask {
+                        var nonce: UInt32 = 11001
+                        while !Task.isCancelled {
+                            guard let status = try? await first.post("/aggregated/\(device)", Uploads.body(device: device, nonce: nonce))
+                            else { return }  // the server is gone
+                            if status == 200 { acknowledged.add(device, nonce) }
+                            nonce += 1
+                        }
+                    }
+                }
+            }
+        }
+        // Let a good number of uploads through, then kill the server in the middle of the traffic.
+        while acknowledged.total < 200 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await first.stop(signal: SIGKILL)
+        await senders.value
+        let acked = acknowledged.snapshot
+
+        let second = try await ServerProcess(root: root, port: port)
+        let database = try EcoWattDatabase(path: root.appendingPathComponent("data/ecowatt.sqlite").path)
+        for device in devices {
+            let nonces = try #require(acked[device], "every device got uploads through")
+            for nonce in nonces {
+                let samples = try await database.pool.read { db in
+                    try Int.fetchOne(
+                        db,
+                        sql: "SELECT COUNT(*) FROM samples s JOIN packets p ON p.id = s.packet_id WHERE p.device_id = ? AND p.nonce = ?",
+                        arguments: [device, nonce])
+                }
+                #expect(samples == 3, "\(device) nonce \(nonce) was acknowledged")
+            }
+            // The last acknowledged nonce is remembered: resending it is a replay.
+            let last = nonces.max()!
+            #expect(try await second.post("/aggregated/\(device)", Uploads.body(device: device, nonce: last)) == 401)
+        }
+        try database.close()
+        #expect(try await second.stop(signal: SIGTERM) == 0)
+    }
+
+    /// SIGTERM: the server answers the requests it has, closes the database and exits 0.
+    @Test func sigtermShutsDownGracefully() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let server = try await ServerProcess(root: root, port: try await ServerProcess.freePort())
+        #expect(try await server.post("/aggregated/TERM-1", Uploads.body(device: "TERM-1", nonce: 5)) == 200)
+        let status = try await server.stop(signal: SIGTERM)
+        #expect(status == 0)
+        #expect(server.log.contains("database closed"))
+        // A clean close leaves no WAL behind.
+        let wal = root.appendingPathComponent("data/ecowatt.sqlite-wal").path
+        #expect((try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 == 0)
+        let token = root.appendingPathComponent("keys/operator_token").path
+        let permissions = try FileManager.default.attributesOfItem(atPath: token)[.posixPermissions] as? Int
+        #expect(permissions == 0o600)
+    }
+
+    /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
+    @Test func decodeCommandReproducesTheCorpus() throws {
+        let input = Conformance.directory.appendingPathComponent("uploads.jsonl").path
+        let (status, stdout, stderr) = try ServerProcess.runCLI(["decode", "--input", input])
+        #expect(status == 0, "\(stderr)")
+        var expected = [String: [[Int]]]()
+        for line in try Conformance.lines("uploads.jsonl") {
+            let packets = (line["expected"] as! [String: Any])["packets"] as! [[String: Any]]
+            for (index, packet) in packets.enumerated() where packet["decodable"] as! Bool {
+                expected["\(line["device_id"]!)/\(line["seq"]!)/\(index)"] = packet["values"] as? [[Int]]
+            }
+        }
+        var seen = 0
+        for line in stdout.split(separator: "\n") {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            let key = "\(object["device_id"]!)/\(object["seq"]!)/\(object["packet_index"]!)"
+            #expect(object["values"] as? [[Int]] == expected[key], "\(key)")
+            seen += 1
+        }
+        #expect(seen == expected.count)
+        #expect(stderr.contains("undecodable"))
+    }
+}
+
+/// Nonces acknowledged with 200, per device.
+final class Acknowledged: Sendable {
+    private let state = Mutex<[String: [UInt32]]>([:])
+    func add(_ device: String, _ nonce: UInt32) { state.withLock { $0[device, default: []].append(nonce) } }
+    var total: Int { state.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    var snapshot: [String: [UInt32]] { state.withLock { $0 } }
+}

@@ -1,0 +1,51 @@
+import EcoWattServer
+import Foundation
+import Testing
+
+@Suite struct ServerConfigurationTests {
+    @Test func defaultsMatchTheFirmware() throws {
+        let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: .init())
+        #expect(configuration.host == "0.0.0.0")
+        #expect(configuration.port == 5001)
+        #expect(configuration.dataDirectory == "./data")
+        #expect(configuration.keysDirectory == "./keys")
+        #expect(configuration.fleetKeyHex == "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe")
+        #expect(configuration.maxBodyBytes == 65536)
+    }
+
+    @Test func layersApplyInOrderFileEnvironmentFlags() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"port": 6000, "data_dir": "/file/data", "log_level": "debug", "durability": "full"}"#.utf8).write(to: file)
+        var flags = ServerConfiguration.Layer()
+        flags.dataDirectory = "/flag/data"
+        let configuration = try ServerConfiguration.load(
+            configFile: file.path, environment: ["ECOWATT_PORT": "7000", "ECOWATT_DATA_DIR": "/env/data"], flags: flags)
+        #expect(configuration.port == 7000)  // env beats file
+        #expect(configuration.dataDirectory == "/flag/data")  // flag beats env
+        #expect(configuration.logLevel == "debug")  // file beats default
+        #expect(configuration.durability == .full)
+        // ECOWATT_CONFIG names the file when no flag does.
+        let viaEnvironment = try ServerConfiguration.load(
+            configFile: nil, environment: ["ECOWATT_CONFIG": file.path], flags: .init())
+        #expect(viaEnvironment.port == 6000)
+    }
+
+    @Test func badValuesAreRefusedWithAReason() throws {
+        #expect(throws: ConfigurationError.invalid("ECOWATT_PORT=abc is not an integer")) {
+            try ServerConfiguration.load(configFile: nil, environment: ["ECOWATT_PORT": "abc"], flags: .init())
+        }
+        var flags = ServerConfiguration.Layer()
+        flags.durability = "sometimes"
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags) }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"prot": 6000}"#.utf8).write(to: file)
+        #expect(throws: ConfigurationError.invalid("\(file.path): unknown configuration key 'prot'")) {
+            try ServerConfiguration.load(configFile: file.path, environment: [:], flags: .init())
+        }
+        #expect(throws: ConfigurationError.self) {
+            try ServerConfiguration.load(configFile: nil, environment: ["ECOWATT_FLEET_KEY": "abcd"], flags: .init())
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import HummingbirdTesting
+import NIOCore
+import NIOPosix
+
+/// The built `ecowatt` executable run as a child process (for kill/restart and CLI tests).
+/// `@unchecked Sendable`: `Process` is only started once and then read or signalled, which Foundation allows from
+/// any thread.
+final class ServerProcess: @unchecked Sendable {
+    /// `$ECOWATT_BINARY`, else `.build/debug/ecowatt` of this package (built by `swift build --build-tests`).
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["ECOWATT_BINARY"] { return URL(fileURLWithPath: path) }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/ecowatt")
+    }
+
+    /// Runs the CLI to completion and returns (status, stdout, stderr).
+    static func runCLI(_ arguments: [String]) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// A free loopback port (bound once, then released).
+    static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        return port
+    }
+
+    let process = Process()
+    let port: Int
+    let logFile: URL
+
+    /// Starts `ecowatt serve` on `port` with every directory under `root`, and waits until `/health` answers.
+    init(root: URL, port: Int, extraArguments: [String] = []) async throws {
+        self.port = port
+        logFile = root.appendingPathComponent("server-\(UUID().uuidString).log")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        process.executableURL = Self.binary
+        process.arguments =
+            [
+                "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", root.appendingPathComponent("data").path,
+                "--keys-dir", root.appendingPathComponent("keys").path, "--firmware-dir",
+                root.appendingPathComponent("firmware").path, "--diagnostics-dir",
+                root.appendingPathComponent("diagnostics").path, "--log-level", "info",
+            ] + extraArguments
+        let handle = try FileHandle(forWritingTo: logFile)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if let status = try? await get("/health"), status == 200 { return }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        process.terminate()
+        throw ProcessError.didNotStart(log)
+    }
+
+    enum ProcessError: Error { case didNotStart(String) }
+
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    func get(_ path: String) async throws -> UInt {
+        try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
+            UInt(try await client.get(path).head.status.code)
+        }
+    }
+
+    /// POSTs JSON on a fresh connection (as the firmware does); returns the status code.
+    func post(_ path: String, _ body: String) async throws -> Int {
+        try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
+            try await client.post(path, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
+                .head.status.code
+        }
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its termination status.
+    @discardableResult
+    func stop(signal: Int32) async throws -> Int32 {
+        kill(process.processIdentifier, signal)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        return process.terminationStatus
+    }
+}

@@ -1,0 +1,120 @@
+import EcoWattProtocol
+import EcoWattStore
+import Foundation
+import GRDB
+import Testing
+
+/// A database in a temporary directory with its writer running.
+struct TemporaryStore {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-store-\(UUID().uuidString)")
+    var path: String { directory.appendingPathComponent("ecowatt.sqlite").path }
+
+    func withStore<T>(durability: Durability = .normal, _ body: (SQLiteTelemetryStore) async throws -> T) async throws -> T {
+        let database = try EcoWattDatabase(path: path, durability: durability)
+        let writer = GroupCommitWriter(database: database)
+        let loop = Task { try await writer.run() }
+        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        do {
+            let value = try await body(store)
+            writer.finish()
+            try await loop.value
+            try database.close()
+            return value
+        } catch {
+            writer.finish()
+            _ = try? await loop.value
+            try? database.close()
+            throw error
+        }
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
+func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) -> IngestRecord {
+    var state = DeviceStreamState()
+    state.lastSampleDeviceMs = Int64(nonce) * 1000
+    let packet = DecodedPacket(
+        index: 0, marker: 0x01, method: "bitpack", registerLayout: [0, 1], sampleCount: values.count, samples: values,
+        sampleTimesMs: values.indices.map { Int64(nonce) * 1000 + Int64($0) }, lastSampleEpochMs: Int64(nonce) * 1000,
+        approximate: false, truncated: false, reason: nil, detail: nil, blob: [0x01], compressedSize: 10,
+        originalSize: 4 * values.count)
+    return IngestRecord(deviceID: device, nonce: nonce, receivedAtMs: 0, packets: [packet], streamState: state)
+}
+
+@Suite struct GroupCommitWriterTests {
+    @Test func concurrentWritesShareTransactionsAndAllCommit() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        try await temporary.withStore(durability: .full) { store in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for device in 0..<400 {
+                    group.addTask { try await store.submit(record("D\(device)", nonce: 1)).value() }
+                }
+                try await group.waitForAll()
+            }
+            let counters = store.writer.counters
+            #expect(counters.jobs == 400)
+            #expect(counters.batches < 400, "group commit should batch concurrent writes")
+            let samples = try await store.database.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM samples") }
+            #expect(samples == 400)
+        }
+    }
+
+    @Test func aFailingJobIsRolledBackAloneAndNonceMustIncrease() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        try await temporary.withStore { store in
+            try await store.submit(record("N1", nonce: 10)).value()
+            let stale = store.submit(record("N1", nonce: 10, values: [[1, 1], [2, 2]]))
+            let fresh = store.submit(record("N2", nonce: 1))
+            await #expect(throws: StoreError.nonceNotIncreasing(deviceID: "N1", nonce: 10, stored: 10)) {
+                try await stale.value()
+            }
+            try await fresh.value()
+            let counts = try await store.database.pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT device_id, COUNT(*) AS n FROM samples GROUP BY device_id ORDER BY device_id")
+                    .map { "\($0["device_id"] as String)=\($0["n"] as Int)" }
+            }
+            #expect(counts == ["N1=1", "N2=1"])
+        }
+    }
+
+    @Test func stateSurvivesReopening() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        let written = record("P1", nonce: 77)
+        try await temporary.withStore { store in try await store.submit(written).value() }
+        try await temporary.withStore { store in
+            let state = try await store.ingestState(deviceID: "P1")
+            #expect(state.lastNonce == 77)
+            #expect(state.stream == written.streamState)
+            #expect(try await store.latestSample(deviceID: "P1")?.rawValues == [2300, 50])
+            #expect(try await store.submitNonceReset(deviceID: "P1").value() == true)
+            #expect(try await store.ingestState(deviceID: "P1").lastNonce == nil)
+        }
+    }
+
+    @Test func finishCommitsQueuedWorkThenRefusesNewWork() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        let database = try EcoWattDatabase(path: temporary.path)
+        let writer = GroupCommitWriter(database: database)
+        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        let queued = (0..<50).map { store.submit(record("Q\($0)", nonce: 1)) }
+        writer.finish()
+        try await writer.run()
+        for ticket in queued { try await ticket.value() }
+        await #expect(throws: StoreError.shuttingDown) { try await store.submit(record("late", nonce: 1)).value() }
+        try database.close()
+    }
+
+    @Test func databaseIsInWALMode() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        try await temporary.withStore { store in
+            let mode = try await store.database.pool.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
+            #expect(mode == "wal")
+        }
+    }
+}
