@@ -42,9 +42,21 @@ public struct DecodedPacket: Sendable {
     public var originalSize: Int
 
     public init(
-        index: Int, marker: UInt8?, method: String, registerLayout: [Int], sampleCount: Int, samples: [[UInt16]]?,
-        sampleTimesMs: [Int64], lastSampleEpochMs: Int64, approximate: Bool, truncated: Bool,
-        reason: UndecodableReason?, detail: String?, blob: [UInt8], compressedSize: Int, originalSize: Int
+        index: Int,
+        marker: UInt8?,
+        method: String,
+        registerLayout: [Int],
+        sampleCount: Int,
+        samples: [[UInt16]]?,
+        sampleTimesMs: [Int64],
+        lastSampleEpochMs: Int64,
+        approximate: Bool,
+        truncated: Bool,
+        reason: UndecodableReason?,
+        detail: String?,
+        blob: [UInt8],
+        compressedSize: Int,
+        originalSize: Int
     ) {
         self.index = index
         self.marker = marker

@@ -24,7 +24,10 @@ public struct DeviceStreamState: Sendable, Equatable {
         var out = [UInt8]()
         out.reserveCapacity(192)
         out.append(1)  // format version
-        for value in context.rows { out.append(UInt8(value & 0xFF)); out.append(UInt8(value >> 8)) }
+        for value in context.rows {
+            out.append(UInt8(value & 0xFF))
+            out.append(UInt8(value >> 8))
+        }
         out.append(contentsOf: context.lastRegisters)
         out += [context.lastRegisterCount, context.writeIndex, context.bufferFull, trusted ? 1 : 0]
         out.append(lastSampleDeviceMs == nil ? 0 : 1)
@@ -68,7 +71,9 @@ public enum DeviceStreamDecoder {
     /// Decodes every packet of `upload`, updating `state`. Never throws: problems become undecodable packets.
     /// - Parameter arrivalMs: server receive time, epoch milliseconds (anchors the 32-bit packet timestamps).
     public static func decode(
-        _ upload: UploadPayload, arrivalMs: Int64, state: inout DeviceStreamState
+        _ upload: UploadPayload,
+        arrivalMs: Int64,
+        state: inout DeviceStreamState
     ) -> [DecodedPacket] {
         upload.packets.enumerated().map { index, packet in
             decodePacket(packet, index: index, upload: upload, arrivalMs: arrivalMs, state: &state)
@@ -83,7 +88,10 @@ public enum DeviceStreamDecoder {
     }
 
     static func decodePacket(
-        _ packet: CompressedPacket, index: Int, upload: UploadPayload, arrivalMs: Int64,
+        _ packet: CompressedPacket,
+        index: Int,
+        upload: UploadPayload,
+        arrivalMs: Int64,
         state: inout DeviceStreamState
     ) -> DecodedPacket {
         let blob = Data(base64Encoded: packet.compressedBinary).map(Array.init) ?? []
@@ -105,12 +113,23 @@ public enum DeviceStreamDecoder {
         }
 
         var result = DecodedPacket(
-            index: index, marker: blob.first, method: packet.method ?? blob.first.flatMap(CompressionMarker.init)?.method
+            index: index,
+            marker: blob.first,
+            method: packet.method ?? blob.first.flatMap(CompressionMarker.init)?.method
                 ?? "raw",
-            registerLayout: layout, sampleCount: samples, samples: nil, sampleTimesMs: [], lastSampleEpochMs: lastEpochMs,
-            approximate: false, truncated: blob.count < (packet.compressedSizeBytes ?? blob.count), reason: nil,
-            detail: nil, blob: blob, compressedSize: packet.compressedSizeBytes ?? blob.count,
-            originalSize: 2 * max(0, registers) * max(0, samples))
+            registerLayout: layout,
+            sampleCount: samples,
+            samples: nil,
+            sampleTimesMs: [],
+            lastSampleEpochMs: lastEpochMs,
+            approximate: false,
+            truncated: blob.count < (packet.compressedSizeBytes ?? blob.count),
+            reason: nil,
+            detail: nil,
+            blob: blob,
+            compressedSize: packet.compressedSizeBytes ?? blob.count,
+            originalSize: 2 * max(0, registers) * max(0, samples)
+        )
 
         func fail(_ reason: UndecodableReason, _ detail: String) -> DecodedPacket {
             state.trusted = false
@@ -125,7 +144,8 @@ public enum DeviceStreamDecoder {
         else {
             return fail(
                 .inconsistentMetadata,
-                "register_count \(registers), sample_count \(samples), layout \(layout) do not describe a batch")
+                "register_count \(registers), sample_count \(samples), layout \(layout) do not describe a batch"
+            )
         }
         guard let first = blob.first else { return fail(.corruptBlob, "empty or non-base64 compressed_binary") }
 

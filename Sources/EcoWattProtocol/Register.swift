@@ -2,7 +2,8 @@
 ///
 /// The raw value is the firmware's `RegID`, which is also the Modbus address.
 public enum Register: Int, CaseIterable, Sendable, Codable {
-    case vac1 = 0, iac1, fac1, vpv1, vpv2, ipv1, ipv2, temp, pow, pac
+    case vac1 = 0
+    case iac1, fac1, vpv1, vpv2, ipv1, ipv2, temp, pow, pac
 
     /// The case-sensitive name the firmware uses (`"Vac1"`, …).
     public var name: String {

@@ -77,7 +77,10 @@ public enum FleetKey {
 
 /// Field-by-field view of the envelope that keeps "absent" and "wrong type" apart.
 private struct RawEnvelope: Decodable {
-    enum NonceValue { case valid(UInt32), invalid }
+    enum NonceValue {
+        case valid(UInt32)
+        case invalid
+    }
     var nonce: NonceValue?
     var payload: String?
     var mac: String?

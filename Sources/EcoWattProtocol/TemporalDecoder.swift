@@ -14,7 +14,9 @@ public enum TemporalDecoder {
 
     /// 0x71: `[0x71][count&0xFF][delta codes]`, each value predicted from the two previous rows of `context`.
     public static func decodeDelta(
-        _ blob: [UInt8], selection: [Int], context: TemporalContext
+        _ blob: [UInt8],
+        selection: [Int],
+        context: TemporalContext
     ) throws(CodecError) -> [UInt16] {
         var offset = 2
         var values = [UInt16]()

@@ -59,8 +59,13 @@ public struct CompressedPacket: Decodable, Sendable {
     public var metadataProblem: String?
 
     public init(
-        compressedBinary: String, method: String?, registerCount: Int, sampleCount: Int, compressedSizeBytes: Int?,
-        timestamp: UInt32, registerLayout: [Int]
+        compressedBinary: String,
+        method: String?,
+        registerCount: Int,
+        sampleCount: Int,
+        compressedSizeBytes: Int?,
+        timestamp: UInt32,
+        registerLayout: [Int]
     ) {
         self.compressedBinary = compressedBinary
         self.method = method

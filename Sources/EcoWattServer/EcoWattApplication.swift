@@ -23,10 +23,11 @@ public struct EcoWattApplication: Sendable {
     /// Opens the database, loads or creates the operator token, and builds the router.
     /// - Parameter clock: arrival time of uploads in epoch ms (tests replaying captures inject the capture time).
     public init(
-        configuration: ServerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Int64 = systemClock
+        configuration: ServerConfiguration,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Int64 = systemClock
     ) throws {
-        for directory in [configuration.dataDirectory, configuration.firmwareDirectory, configuration.diagnosticsDirectory]
-        {
+        for directory in [configuration.dataDirectory, configuration.firmwareDirectory, configuration.diagnosticsDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         let database = try EcoWattDatabase(path: configuration.databasePath, durability: configuration.durability)
@@ -39,7 +40,9 @@ public struct EcoWattApplication: Sendable {
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
             logger.notice(
-                "generated operator API token", metadata: ["path": "\(configuration.operatorTokenPath)"])
+                "generated operator API token",
+                metadata: ["path": "\(configuration.operatorTokenPath)"]
+            )
         } else {
             logger.info("operator API token loaded", metadata: ["path": "\(configuration.operatorTokenPath)"])
         }
@@ -57,8 +60,11 @@ public struct EcoWattApplication: Sendable {
         var application = Application(
             router: router,
             configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port), serverName: "EcoWattCloud"),
-            logger: logger)
+                address: .hostname(configuration.host, port: configuration.port),
+                serverName: "EcoWattCloud"
+            ),
+            logger: logger
+        )
         // Shutdown runs in reverse: the HTTP server drains first, then ingest, then the writer commits what is queued.
         application.addServices(writer, ingest)
 

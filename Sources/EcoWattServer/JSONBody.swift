@@ -81,7 +81,10 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 /// Builds JSON responses from ``JSONValue``s.
 public enum JSONBody {
     /// A response whose body is the compact JSON object `members`.
-    public static func response(status: HTTPResponse.Status = .ok, _ members: KeyValuePairs<String, JSONValue>)
+    public static func response(
+        status: HTTPResponse.Status = .ok,
+        _ members: KeyValuePairs<String, JSONValue>
+    )
         -> Response
     {
         response(status: status, .object(members.map { ($0.key, $0.value) }))
@@ -91,7 +94,9 @@ public enum JSONBody {
     public static func response(status: HTTPResponse.Status = .ok, _ value: JSONValue) -> Response {
         let text = value.serialized
         return Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(string: text)))
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: text))
+        )
     }
 }

@@ -16,16 +16,21 @@ public enum OperatorToken {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             try FileManager.default.createDirectory(
-                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                atPath: directory,
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
         }
         let token = SymmetricKey(size: .bits256).withUnsafeBytes { HexCoding.encode(Array($0)) }
         guard
             FileManager.default.createFile(
-                atPath: path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
+                atPath: path,
+                contents: Data((token + "\n").utf8),
+                attributes: [.posixPermissions: 0o600]
+            )
         else {
             throw ConfigurationError.invalid("cannot write operator token to \(path)")
         }
         return (token, true)
     }
 }
-

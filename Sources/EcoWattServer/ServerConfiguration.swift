@@ -61,7 +61,8 @@ public struct ServerConfiguration: Sendable, Equatable {
 
         /// The `ECOWATT_*` variable of each key.
         public static let environmentNames: [String: String] = Dictionary(
-            uniqueKeysWithValues: CodingKeys.allCases.map { ($0.rawValue, "ECOWATT_" + $0.rawValue.uppercased()) })
+            uniqueKeysWithValues: CodingKeys.allCases.map { ($0.rawValue, "ECOWATT_" + $0.rawValue.uppercased()) }
+        )
 
         /// Reads the `ECOWATT_*` variables.
         public init(environment: [String: String]) throws(ConfigurationError) {
@@ -154,7 +155,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Builds the effective configuration: defaults, then the JSON config file (`configFile` or `ECOWATT_CONFIG`),
     /// then the environment, then `flags`.
     public static func load(
-        configFile: String?, environment: [String: String], flags: Layer
+        configFile: String?,
+        environment: [String: String],
+        flags: Layer
     ) throws(ConfigurationError) -> ServerConfiguration {
         var configuration = ServerConfiguration()
         if let path = configFile ?? environment["ECOWATT_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
@@ -180,7 +183,9 @@ public enum ConfigurationError: Error, Sendable, Equatable, CustomStringConverti
     case invalid(String)
 
     public var message: String {
-        switch self { case .invalid(let message): message }
+        switch self {
+        case .invalid(let message): message
+        }
     }
     public var description: String { message }
 }

@@ -48,7 +48,8 @@ public final class GroupCommitWriter: Service, Sendable {
                 let value = try body(db)
                 return { ticket.complete(.success(value)) }
             },
-            fail: { ticket.complete(.failure($0)) })
+            fail: { ticket.complete(.failure($0)) }
+        )
         let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
             guard !state.finished else { return (false, nil) }
             state.queue.append(job)
@@ -86,7 +87,10 @@ public final class GroupCommitWriter: Service, Sendable {
 
     private func nextBatch() async -> [Job]? {
         while true {
-            enum Step { case batch([Job]), done, wait }
+            enum Step {
+                case batch([Job])
+                case done, wait
+            }
             let step: Step = state.withLock { state in
                 if !state.queue.isEmpty {
                     let count = min(maxBatch, state.queue.count)

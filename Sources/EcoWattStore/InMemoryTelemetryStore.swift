@@ -32,22 +32,40 @@ public final class InMemoryTelemetryStore: TelemetryStore {
                 for packet in record.packets {
                     state.packets[device, default: []].append(
                         PacketRow(
-                            id: state.nextPacketID, deviceID: device, nonce: record.nonce, packetIndex: packet.index,
-                            marker: packet.marker, method: packet.method, registerLayout: packet.registerLayout,
-                            sampleCount: packet.sampleCount, lastSampleMs: packet.lastSampleEpochMs,
-                            decoded: packet.isDecoded, approximate: packet.approximate, truncated: packet.truncated,
-                            reason: packet.reason?.rawValue, blob: packet.isDecoded ? nil : packet.blob))
+                            id: state.nextPacketID,
+                            deviceID: device,
+                            nonce: record.nonce,
+                            packetIndex: packet.index,
+                            marker: packet.marker,
+                            method: packet.method,
+                            registerLayout: packet.registerLayout,
+                            sampleCount: packet.sampleCount,
+                            lastSampleMs: packet.lastSampleEpochMs,
+                            decoded: packet.isDecoded,
+                            approximate: packet.approximate,
+                            truncated: packet.truncated,
+                            reason: packet.reason?.rawValue,
+                            blob: packet.isDecoded ? nil : packet.blob
+                        )
+                    )
                     state.nextPacketID += 1
                     for (row, time) in zip(packet.samples ?? [], packet.sampleTimesMs) {
                         state.samples[device, default: []].append(
                             SampleRow(
-                                deviceID: device, timestampMs: time, registerLayout: packet.registerLayout,
-                                rawValues: row, method: packet.method, ratio: packet.ratio,
-                                approximate: packet.approximate))
+                                deviceID: device,
+                                timestampMs: time,
+                                registerLayout: packet.registerLayout,
+                                rawValues: row,
+                                method: packet.method,
+                                ratio: packet.ratio,
+                                approximate: packet.approximate
+                            )
+                        )
                     }
                 }
                 return .success(())
-            })
+            }
+        )
     }
 
     public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {
@@ -67,7 +85,8 @@ public final class InMemoryTelemetryStore: TelemetryStore {
         state.withLock { state in
             Array(
                 (state.samples[deviceID] ?? []).filter { (fromMs...toMs).contains($0.timestampMs) }
-                    .sorted { $0.timestampMs < $1.timestampMs }.prefix(limit))
+                    .sorted { $0.timestampMs < $1.timestampMs }.prefix(limit)
+            )
         }
     }
 

@@ -39,7 +39,10 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         if db.changesCount == 0 {
             let stored = try Int64.fetchOne(db, sql: "SELECT last_nonce FROM nonces WHERE device_id = ?", arguments: [device])
             throw StoreError.nonceNotIncreasing(
-                deviceID: device, nonce: record.nonce, stored: UInt32(truncatingIfNeeded: stored ?? 0))
+                deviceID: device,
+                nonce: record.nonce,
+                stored: UInt32(truncatingIfNeeded: stored ?? 0)
+            )
         }
         try db.cachedStatement(
             sql: """
@@ -58,12 +61,14 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 INSERT INTO packets (device_id, nonce, received_at_ms, packet_index, marker, method, register_layout,
                   sample_count, last_sample_ms, decoded, approximate, truncated, reason, detail, blob, compressed_size,
                   original_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
+                """
+        )
         let sampleInsert = try db.cachedStatement(
             sql: """
                 INSERT INTO samples (device_id, packet_id, ts_ms, register_layout, raw_values, method, ratio, approximate)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """)
+                """
+        )
         for packet in record.packets {
             let layout = packet.registerLayout.map(String.init).joined(separator: ",")
             let keepBlob = !packet.isDecoded || packet.truncated
@@ -123,16 +128,26 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
         try await database.pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM packets WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                db,
+                sql: "SELECT * FROM packets WHERE device_id = ? ORDER BY id DESC LIMIT ?",
                 arguments: [deviceID, limit]
             ).map { row in
                 PacketRow(
-                    id: row["id"], deviceID: row["device_id"], nonce: UInt32(truncatingIfNeeded: row["nonce"] as Int64),
-                    packetIndex: row["packet_index"], marker: (row["marker"] as Int?).map { UInt8(truncatingIfNeeded: $0) },
-                    method: row["method"], registerLayout: Self.integers(row["register_layout"]),
-                    sampleCount: row["sample_count"], lastSampleMs: row["last_sample_ms"], decoded: row["decoded"],
-                    approximate: row["approximate"], truncated: row["truncated"], reason: row["reason"],
-                    blob: (row["blob"] as Data?).map(Array.init))
+                    id: row["id"],
+                    deviceID: row["device_id"],
+                    nonce: UInt32(truncatingIfNeeded: row["nonce"] as Int64),
+                    packetIndex: row["packet_index"],
+                    marker: (row["marker"] as Int?).map { UInt8(truncatingIfNeeded: $0) },
+                    method: row["method"],
+                    registerLayout: Self.integers(row["register_layout"]),
+                    sampleCount: row["sample_count"],
+                    lastSampleMs: row["last_sample_ms"],
+                    decoded: row["decoded"],
+                    approximate: row["approximate"],
+                    truncated: row["truncated"],
+                    reason: row["reason"],
+                    blob: (row["blob"] as Data?).map(Array.init)
+                )
             }
         }
     }
@@ -158,7 +173,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 sql: """
                     INSERT INTO device_keys (device_id, key_hex, updated_at_ms) VALUES (?, ?, ?)
                     ON CONFLICT(device_id) DO UPDATE SET key_hex = excluded.key_hex, updated_at_ms = excluded.updated_at_ms
-                    """, arguments: [deviceID, HexCoding.encode(key), Int64(Date().timeIntervalSince1970 * 1000)])
+                    """,
+                arguments: [deviceID, HexCoding.encode(key), Int64(Date().timeIntervalSince1970 * 1000)]
+            )
         } else {
             try db.execute(sql: "DELETE FROM device_keys WHERE device_id = ?", arguments: [deviceID])
         }
@@ -166,9 +183,14 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     static func sample(_ row: Row) -> SampleRow {
         SampleRow(
-            deviceID: row["device_id"], timestampMs: row["ts_ms"], registerLayout: integers(row["register_layout"]),
-            rawValues: integers(row["raw_values"]).map { UInt16(truncatingIfNeeded: $0) }, method: row["method"],
-            ratio: row["ratio"], approximate: row["approximate"])
+            deviceID: row["device_id"],
+            timestampMs: row["ts_ms"],
+            registerLayout: integers(row["register_layout"]),
+            rawValues: integers(row["raw_values"]).map { UInt16(truncatingIfNeeded: $0) },
+            method: row["method"],
+            ratio: row["ratio"],
+            approximate: row["approximate"]
+        )
     }
 
     static func integers(_ text: String) -> [Int] {

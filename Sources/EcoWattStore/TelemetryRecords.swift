@@ -10,7 +10,11 @@ public struct IngestRecord: Sendable {
     public var streamState: DeviceStreamState
 
     public init(
-        deviceID: String, nonce: UInt32, receivedAtMs: Int64, packets: [DecodedPacket], streamState: DeviceStreamState
+        deviceID: String,
+        nonce: UInt32,
+        receivedAtMs: Int64,
+        packets: [DecodedPacket],
+        streamState: DeviceStreamState
     ) {
         self.deviceID = deviceID
         self.nonce = nonce

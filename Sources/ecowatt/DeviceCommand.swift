@@ -6,7 +6,10 @@ import Foundation
 /// `ecowatt device …`: per-device settings written straight to the database.
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "device", abstract: "Per-device settings.", subcommands: [SetKey.self])
+        commandName: "device",
+        abstract: "Per-device settings.",
+        subcommands: [SetKey.self]
+    )
 
     struct SetKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

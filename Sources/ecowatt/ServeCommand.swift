@@ -43,7 +43,10 @@ struct ServeCommand: AsyncParsableCommand {
         let configuration: ServerConfiguration
         do {
             configuration = try ServerConfiguration.load(
-                configFile: config, environment: ProcessInfo.processInfo.environment, flags: flags)
+                configFile: config,
+                environment: ProcessInfo.processInfo.environment,
+                flags: flags
+            )
         } catch {
             throw ValidationError(error.message)
         }
@@ -60,8 +63,10 @@ struct ServeCommand: AsyncParsableCommand {
             metadata: [
                 "address": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
                 "durability": "\(configuration.durability.rawValue)",
-                "fleet_key": "\(configuration.fleetKeyHex == "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe" ? "firmware default" : "custom")",
-            ])
+                "fleet_key":
+                    "\(configuration.fleetKeyHex == "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe" ? "firmware default" : "custom")",
+            ]
+        )
         try await server.application.runService()
         try server.database.close()
         logger.notice("EcoWatt Cloud stopped; database closed")

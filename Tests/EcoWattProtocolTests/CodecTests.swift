@@ -29,7 +29,8 @@ import Testing
 
     @Test func semanticSpecExample() throws {
         let blob = Conformance.bytes(
-            hex: "5024020418000103040607090a0c0d0f101213151618191b1c1e1f2122140e18070c0205080b0e1114171a1d2023b0040c")
+            hex: "5024020418000103040607090a0c0d0f101213151618191b1c1e1f2122140e18070c0205080b0e1114171a1d2023b0040c"
+        )
         let values = try SemanticRLEDecoder.decode(blob, count: 36)
         for sample in 0..<12 {
             #expect(Array(values[sample * 3..<sample * 3 + 3]) == [3604, 3604, 1200])
@@ -100,7 +101,9 @@ import Testing
             case "0x71":
                 #expect(context.isCompatible(with: selection), "\(sequence) #\(line["index"]!)")
                 decoded = try TemporalDecoder.decodeDelta(blob, selection: selection, context: context)
-            case let marker: Issue.record("unexpected marker \(marker)"); continue
+            case let marker:
+                Issue.record("unexpected marker \(marker)")
+                continue
             }
             #expect(decoded == expected, "\(sequence) #\(line["index"]!)")
             let truth = (line["true_values"] as? [[Int]]).map { $0.flatMap { $0.map { UInt16($0) } } } ?? expected

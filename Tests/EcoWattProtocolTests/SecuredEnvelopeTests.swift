@@ -14,7 +14,8 @@ import Testing
     }
 
     @Test func specVectorWithFirmwareKeyParsesAndVerifies() throws {
-        let body = #"{"nonce":11001,"payload":"eyJkZXZpY2VfaWQiOiJFU1AzMl8wMDEiLCJ0aW1lc3RhbXAiOjE3MzIzMDAwMDB9","mac":"3d6ccc3e46f36a43649aecc9eef9eac1715edc055cc5e3c2647d8a900052f9aa","encrypted":false,"compressed":false}"#
+        let body =
+            #"{"nonce":11001,"payload":"eyJkZXZpY2VfaWQiOiJFU1AzMl8wMDEiLCJ0aW1lc3RhbXAiOjE3MzIzMDAwMDB9","mac":"3d6ccc3e46f36a43649aecc9eef9eac1715edc055cc5e3c2647d8a900052f9aa","encrypted":false,"compressed":false}"#
         let envelope = try SecuredEnvelope(parsing: Array(body.utf8))
         #expect(envelope.nonce == 11001)
         #expect(envelope.payload == payload)
@@ -23,7 +24,8 @@ import Testing
     }
 
     @Test func macOverBase64TextIsRejected() throws {
-        let body = #"{"nonce":11001,"payload":"eyJkZXZpY2VfaWQiOiJFU1AzMl8wMDEiLCJ0aW1lc3RhbXAiOjE3MzIzMDAwMDB9","mac":"6844ea1599a87fb13902a5ef73affa6c9d2300289546cf97e30b49ba3784ca82"}"#
+        let body =
+            #"{"nonce":11001,"payload":"eyJkZXZpY2VfaWQiOiJFU1AzMl8wMDEiLCJ0aW1lc3RhbXAiOjE3MzIzMDAwMDB9","mac":"6844ea1599a87fb13902a5ef73affa6c9d2300289546cf97e30b49ba3784ca82"}"#
         let envelope = try SecuredEnvelope(parsing: Array(body.utf8))
         #expect(throws: SecurityError.macMismatch) { try envelope.verify(key: FleetKey.firmwareDefault) }
     }
@@ -52,7 +54,9 @@ import Testing
     @Test func upperCaseMacIsRejected() throws {
         let envelope = SecuredEnvelope.sign(payload: payload, nonce: 5, key: FleetKey.firmwareDefault)
         let upper = envelope.jsonBody.replacingOccurrences(
-            of: HexCoding.encode(envelope.mac), with: HexCoding.encode(envelope.mac).uppercased())
+            of: HexCoding.encode(envelope.mac),
+            with: HexCoding.encode(envelope.mac).uppercased()
+        )
         #expect(throws: SecurityError.macMismatch) { try SecuredEnvelope(parsing: Array(upper.utf8)) }
     }
 }

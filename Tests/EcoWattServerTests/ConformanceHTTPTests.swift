@@ -8,16 +8,23 @@ import Testing
 /// statuses and, from the database, every packet's decode.
 @Suite struct ConformanceHTTPTests {
     /// Decoded packets of one upload, read back from SQLite: (decoded, approximate, last sample ms, rows).
-    static func storedPackets(_ server: EcoWattApplication, device: String, nonce: Int) throws
+    static func storedPackets(
+        _ server: EcoWattApplication,
+        device: String,
+        nonce: Int
+    ) throws
         -> [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])]
     {
         try server.database.pool.read { db in
             let packets = try Row.fetchAll(
-                db, sql: "SELECT * FROM packets WHERE device_id = ? AND nonce = ? ORDER BY packet_index",
-                arguments: [device, nonce])
+                db,
+                sql: "SELECT * FROM packets WHERE device_id = ? AND nonce = ? ORDER BY packet_index",
+                arguments: [device, nonce]
+            )
             return try packets.map { packet in
                 let rows = try String.fetchAll(
-                    db, sql: "SELECT raw_values FROM samples WHERE packet_id = ? ORDER BY ts_ms, id",
+                    db,
+                    sql: "SELECT raw_values FROM samples WHERE packet_id = ? ORDER BY ts_ms, id",
                     arguments: [packet["id"] as Int64]
                 ).map { $0.split(separator: ",").map { Int($0)! } }
                 return (packet["decoded"], packet["approximate"], packet["last_sample_ms"], rows)
@@ -27,7 +34,8 @@ import Testing
 
     /// Checks stored packets against a corpus `expected.packets` list.
     static func check(
-        _ stored: [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])], against expected: [[String: Any]],
+        _ stored: [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])],
+        against expected: [[String: Any]],
         _ label: String
     ) {
         #expect(stored.count == expected.count, "\(label): packet count")
@@ -64,7 +72,9 @@ import Testing
                 let packets = expected["packets"] as! [[String: Any]]
                 Self.check(
                     try Self.storedPackets(test.server, device: device, nonce: line["nonce"] as! Int),
-                    against: packets, label)
+                    against: packets,
+                    label
+                )
                 packetsChecked += packets.count
             }
             #expect(packetsChecked == 361)
@@ -96,7 +106,9 @@ import Testing
                 if let packets = expected["packets"] as? [[String: Any]], response.status == .ok {
                     Self.check(
                         try Self.storedPackets(test.server, device: device, nonce: line["nonce"] as! Int),
-                        against: packets, label)
+                        against: packets,
+                        label
+                    )
                 }
             }
         }

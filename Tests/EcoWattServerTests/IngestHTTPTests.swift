@@ -10,10 +10,16 @@ import Testing
 /// Builds firmware-shaped uploads for tests.
 enum Uploads {
     /// A one-packet bit-pack upload (the spec §3.6.3 example blob) for `device` at `nonce`.
-    static func body(device: String, nonce: UInt32, key: SymmetricKey = FleetKey.firmwareDefault, uploadTime: Int = 1_764_300_015)
+    static func body(
+        device: String,
+        nonce: UInt32,
+        key: SymmetricKey = FleetKey.firmwareDefault,
+        uploadTime: Int = 1_764_300_015
+    )
         -> String
     {
-        let inner = #"{"device_id":"\#(device)","timestamp":\#(uploadTime),"data_type":"compressed_sensor_batch","total_samples":1,"sampling_interval":5,"register_mapping":{"0":"Vac1","1":"Iac1","2":"Ipv1","3":"Ipv2","4":"Temp","5":"Pac"},"compressed_data":[{"compressed_binary":"AQwSkAA0BHBGHESukCA0BHBGHESxkBA1BIBGHFSv","decompression_metadata":{"method":"bitpack","register_count":6,"sample_count":3,"original_size_bytes":36,"compressed_size_bytes":30,"timestamp":3363422140,"register_layout":[0,1,5,6,7,9]},"performance_metrics":{"academic_ratio":0.833333313,"traditional_ratio":1.200000048,"compression_time_us":0,"savings_percent":16.66666794,"lossless_verified":false}}],"session_summary":{"total_original_bytes":36,"total_compressed_bytes":30,"overall_academic_ratio":0.833333313,"overall_savings_percent":16.66666794}}"#
+        let inner =
+            #"{"device_id":"\#(device)","timestamp":\#(uploadTime),"data_type":"compressed_sensor_batch","total_samples":1,"sampling_interval":5,"register_mapping":{"0":"Vac1","1":"Iac1","2":"Ipv1","3":"Ipv2","4":"Temp","5":"Pac"},"compressed_data":[{"compressed_binary":"AQwSkAA0BHBGHESukCA0BHBGHESxkBA1BIBGHFSv","decompression_metadata":{"method":"bitpack","register_count":6,"sample_count":3,"original_size_bytes":36,"compressed_size_bytes":30,"timestamp":3363422140,"register_layout":[0,1,5,6,7,9]},"performance_metrics":{"academic_ratio":0.833333313,"traditional_ratio":1.200000048,"compression_time_us":0,"savings_percent":16.66666794,"lossless_verified":false}}],"session_summary":{"total_original_bytes":36,"total_compressed_bytes":30,"overall_academic_ratio":0.833333313,"overall_savings_percent":16.66666794}}"#
         return SecuredEnvelope.sign(payload: Array(inner.utf8), nonce: nonce, key: key).jsonBody
     }
 
@@ -40,7 +46,9 @@ enum Uploads {
 
             let history = try await client.execute(
                 uri: "/aggregation/historical/ESP32_001?start_time=1764300000&end_time=2025-11-28T03:20:15Z&limit=10",
-                method: .get, headers: test.operatorHeaders)
+                method: .get,
+                headers: test.operatorHeaders
+            )
             #expect(history.status == .ok)
             let data = history.json["data"] as? [[String: Any]]
             #expect(data?.count == 3)
@@ -49,7 +57,10 @@ enum Uploads {
             #expect((data?.first?["registers"] as? [String: Double])?["Iac1"] == 5.2)
 
             let bad = try await client.execute(
-                uri: "/aggregation/historical/ESP32_001?start_time=yesterday", method: .get, headers: test.operatorHeaders)
+                uri: "/aggregation/historical/ESP32_001?start_time=yesterday",
+                method: .get,
+                headers: test.operatorHeaders
+            )
             #expect(bad.status == .badRequest)
             #expect(bad.json["success"] as? Bool == false)
         }
@@ -79,7 +90,10 @@ enum Uploads {
                     client.connect()
                     defer { Task { try? await client.shutdown() } }
                     let response = try await client.post(
-                        path, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
+                        path,
+                        headers: [.contentType: "application/json"],
+                        body: ByteBuffer(string: body)
+                    )
                     return UInt16(response.head.status.code)
                 }
             }
@@ -150,7 +164,10 @@ enum Uploads {
             let noToken = try await client.execute(uri: "/latest/ESP32_001", method: .get)
             #expect(noToken.status == .unauthorized)
             let wrongToken = try await client.execute(
-                uri: "/latest/ESP32_001", method: .get, headers: [.authorization: "Bearer nope"])
+                uri: "/latest/ESP32_001",
+                method: .get,
+                headers: [.authorization: "Bearer nope"]
+            )
             #expect(wrongToken.status == .unauthorized)
             let unknownDevice = try await client.execute(uri: "/latest/NOBODY", method: .get, headers: test.operatorHeaders)
             #expect(unknownDevice.status == .notFound)

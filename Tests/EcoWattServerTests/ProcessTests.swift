@@ -51,7 +51,8 @@ import Testing
                     try Int.fetchOne(
                         db,
                         sql: "SELECT COUNT(*) FROM samples s JOIN packets p ON p.id = s.packet_id WHERE p.device_id = ? AND p.nonce = ?",
-                        arguments: [device, nonce])
+                        arguments: [device, nonce]
+                    )
                 }
                 #expect(samples == 3, "\(device) nonce \(nonce) was acknowledged")
             }

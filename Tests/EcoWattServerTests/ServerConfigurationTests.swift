@@ -20,14 +20,20 @@ import Testing
         var flags = ServerConfiguration.Layer()
         flags.dataDirectory = "/flag/data"
         let configuration = try ServerConfiguration.load(
-            configFile: file.path, environment: ["ECOWATT_PORT": "7000", "ECOWATT_DATA_DIR": "/env/data"], flags: flags)
+            configFile: file.path,
+            environment: ["ECOWATT_PORT": "7000", "ECOWATT_DATA_DIR": "/env/data"],
+            flags: flags
+        )
         #expect(configuration.port == 7000)  // env beats file
         #expect(configuration.dataDirectory == "/flag/data")  // flag beats env
         #expect(configuration.logLevel == "debug")  // file beats default
         #expect(configuration.durability == .full)
         // ECOWATT_CONFIG names the file when no flag does.
         let viaEnvironment = try ServerConfiguration.load(
-            configFile: nil, environment: ["ECOWATT_CONFIG": file.path], flags: .init())
+            configFile: nil,
+            environment: ["ECOWATT_CONFIG": file.path],
+            flags: .init()
+        )
         #expect(viaEnvironment.port == 6000)
     }
 

@@ -35,10 +35,22 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
     var state = DeviceStreamState()
     state.lastSampleDeviceMs = Int64(nonce) * 1000
     let packet = DecodedPacket(
-        index: 0, marker: 0x01, method: "bitpack", registerLayout: [0, 1], sampleCount: values.count, samples: values,
-        sampleTimesMs: values.indices.map { Int64(nonce) * 1000 + Int64($0) }, lastSampleEpochMs: Int64(nonce) * 1000,
-        approximate: false, truncated: false, reason: nil, detail: nil, blob: [0x01], compressedSize: 10,
-        originalSize: 4 * values.count)
+        index: 0,
+        marker: 0x01,
+        method: "bitpack",
+        registerLayout: [0, 1],
+        sampleCount: values.count,
+        samples: values,
+        sampleTimesMs: values.indices.map { Int64(nonce) * 1000 + Int64($0) },
+        lastSampleEpochMs: Int64(nonce) * 1000,
+        approximate: false,
+        truncated: false,
+        reason: nil,
+        detail: nil,
+        blob: [0x01],
+        compressedSize: 10,
+        originalSize: 4 * values.count
+    )
     return IngestRecord(deviceID: device, nonce: nonce, receivedAtMs: 0, packets: [packet], streamState: state)
 }
 

@@ -6,7 +6,11 @@ import Logging
 public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     public init() {}
 
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+    public func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    )
         async throws -> Response
     {
         let start = ContinuousClock.now
@@ -31,11 +35,13 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
         let level: Logger.Level = response.status.code >= 500 ? .error : response.status.code >= 400 ? .notice : .debug
         context.logger.log(
-            level: level, "request",
+            level: level,
+            "request",
             metadata: [
                 "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
                 "duration_us": "\(micros)",
-            ])
+            ]
+        )
         return response
     }
 }

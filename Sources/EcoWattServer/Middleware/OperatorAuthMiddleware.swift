@@ -9,7 +9,11 @@ public struct OperatorAuthMiddleware<Context: RequestContext>: RouterMiddleware 
         tokenDigest = SHA256.hash(data: Array(token.utf8))
     }
 
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+    public func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    )
         async throws -> Response
     {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {

@@ -37,8 +37,10 @@ struct QueryRoutes {
                                 ("gain", .double(register.gain)), ("decimals", .int(Int64(register.decimals))),
                             ])
                         )
-                    })
-            ))
+                    }
+                )
+            )
+        )
         return JSONBody.response(.object(members))
     }
 
@@ -49,12 +51,13 @@ struct QueryRoutes {
         let start = try query["start_time"].map { try Self.parseTime(String($0), name: "start_time") } ?? now - 86_400_000
         let end = try query["end_time"].map { try Self.parseTime(String($0), name: "end_time") } ?? now
         guard start <= end else { throw APIError(.badRequest, "start_time must not be after end_time") }
-        let limit = try query["limit"].map { text -> Int in
-            guard let value = Int(text), (1...Self.maxLimit).contains(value) else {
-                throw APIError(.badRequest, "limit must be an integer in 1...\(Self.maxLimit)")
-            }
-            return value
-        } ?? Self.defaultLimit
+        let limit =
+            try query["limit"].map { text -> Int in
+                guard let value = Int(text), (1...Self.maxLimit).contains(value) else {
+                    throw APIError(.badRequest, "limit must be an integer in 1...\(Self.maxLimit)")
+                }
+                return value
+            } ?? Self.defaultLimit
         let samples = try await store.samples(deviceID: deviceID, fromMs: start, toMs: end, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID),
@@ -86,7 +89,8 @@ struct QueryRoutes {
                         ("reason", row.reason.map { .string($0) } ?? .null),
                         ("raw_hex", row.blob.map { .string(HexCoding.encode($0)) } ?? .null),
                     ])
-                }),
+                }
+            ),
         ])
     }
 
@@ -105,7 +109,8 @@ struct QueryRoutes {
 
     static func iso(_ ms: Int64) -> String {
         Date(timeIntervalSince1970: Double(ms) / 1000).formatted(
-            Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+            Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        )
     }
 
     /// Epoch seconds (integer or decimal) or an ISO-8601 date-time.

@@ -65,7 +65,11 @@ public actor IngestService: Service {
     }
 
     /// Verifies, decodes and durably stores one upload of `deviceID` (the URL's device id).
-    public nonisolated func ingest(deviceID: String, body: [UInt8], arrivalMs: Int64) async throws(IngestError)
+    public nonisolated func ingest(
+        deviceID: String,
+        body: [UInt8],
+        arrivalMs: Int64
+    ) async throws(IngestError)
         -> IngestOutcome
     {
         let upload: UploadPayload
@@ -104,7 +108,12 @@ public actor IngestService: Service {
         return outcome
     }
 
-    private func admit(deviceID: String, nonce: UInt32, upload: UploadPayload, arrivalMs: Int64)
+    private func admit(
+        deviceID: String,
+        nonce: UInt32,
+        upload: UploadPayload,
+        arrivalMs: Int64
+    )
         async throws(IngestError) -> IngestOutcome
     {
         var state: DeviceIngestState
@@ -123,8 +132,13 @@ public actor IngestService: Service {
         devices[deviceID] = state
         let ticket = store.submit(
             IngestRecord(
-                deviceID: deviceID, nonce: nonce, receivedAtMs: arrivalMs, packets: packets,
-                streamState: state.stream))
+                deviceID: deviceID,
+                nonce: nonce,
+                receivedAtMs: arrivalMs,
+                packets: packets,
+                streamState: state.stream
+            )
+        )
         do {
             try await ticket.value()
         } catch {
