@@ -19,19 +19,16 @@ public struct SecuredEnvelope: Sendable, Equatable {
 
     /// Parses an envelope body. Throws ``SecurityError``: ``SecurityError/malformedBody(_:)`` when the body is not a
     /// JSON object, the other cases when a security field is missing or malformed.
-    public init(parsing body: some DataProtocol) throws(SecurityError) {
-        let raw: RawEnvelope
-        do {
-            raw = try JSONDecoder().decode(RawEnvelope.self, from: Data(body))
-        } catch let error as SecurityError {
-            throw error
-        } catch {
+    public init(parsing body: some Collection<UInt8>) throws(SecurityError) {
+        guard let document = try? JSONParser.parse(body), document.isObject else {
             throw .malformedBody("body is not a JSON object")
         }
-        guard let nonceValue = raw.nonce else { throw .missingField("nonce") }
-        guard case .valid(let nonce) = nonceValue else { throw .invalidField("nonce") }
-        guard let payloadText = raw.payload else { throw .missingField("payload") }
-        guard let macText = raw.mac else { throw .missingField("mac") }
+        guard let nonceValue = document["nonce"] else { throw .missingField("nonce") }
+        guard let nonce = nonceValue.intValue.flatMap(UInt32.init(exactly:)) else { throw .invalidField("nonce") }
+        guard let payloadValue = document["payload"] else { throw .missingField("payload") }
+        guard let payloadText = payloadValue.stringValue else { throw .invalidField("payload") }
+        guard let macValue = document["mac"] else { throw .missingField("mac") }
+        guard let macText = macValue.stringValue else { throw .invalidField("mac") }
         guard let payload = Data(base64Encoded: payloadText) else { throw .invalidBase64 }
         guard let mac = HexCoding.decode(macText, lowercaseOnly: true), mac.count == 32 else { throw .macMismatch }
         self.init(nonce: nonce, payload: Array(payload), mac: mac)
@@ -73,40 +70,4 @@ public enum FleetKey {
     public static let firmwareDefaultHex = "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe"
     /// The default key as a `SymmetricKey`.
     public static var firmwareDefault: SymmetricKey { SymmetricKey(data: HexCoding.decode(firmwareDefaultHex)!) }
-}
-
-/// Field-by-field view of the envelope that keeps "absent" and "wrong type" apart.
-private struct RawEnvelope: Decodable {
-    enum NonceValue {
-        case valid(UInt32)
-        case invalid
-    }
-    var nonce: NonceValue?
-    var payload: String?
-    var mac: String?
-
-    enum CodingKeys: String, CodingKey { case nonce, payload, mac }
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        if container.contains(.nonce) {
-            if let value = try? container.decode(UInt32.self, forKey: .nonce) {
-                nonce = .valid(value)
-            } else {
-                nonce = .invalid
-            }
-        }
-        if container.contains(.payload) {
-            guard let value = try? container.decode(String.self, forKey: .payload) else {
-                throw SecurityError.invalidField("payload")
-            }
-            payload = value
-        }
-        if container.contains(.mac) {
-            guard let value = try? container.decode(String.self, forKey: .mac) else {
-                throw SecurityError.invalidField("mac")
-            }
-            mac = value
-        }
-    }
 }

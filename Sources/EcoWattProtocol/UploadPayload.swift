@@ -1,23 +1,14 @@
-import Foundation
-
 /// The inner JSON of an upload (spec §3.6.1), after the envelope has been verified.
 ///
 /// Only `device_id` and `compressed_data` are required; a packet whose own fields are missing or mistyped does not
-/// fail the upload, it is kept as ``CompressedPacket/metadataProblem`` and stored as undecodable.
-public struct UploadPayload: Decodable, Sendable {
+/// fail the upload, it is kept with ``CompressedPacket/metadataProblem`` and stored as undecodable.
+public struct UploadPayload: Sendable {
     public var deviceID: String
     /// Upload time in Unix seconds, or seconds since boot when the device clock is not synced (< 1e9).
     public var timestamp: Int64?
     /// Current poll period in whole seconds.
     public var samplingInterval: Int?
     public var packets: [CompressedPacket]
-
-    enum CodingKeys: String, CodingKey {
-        case deviceID = "device_id"
-        case timestamp
-        case samplingInterval = "sampling_interval"
-        case packets = "compressed_data"
-    }
 
     public init(deviceID: String, timestamp: Int64?, samplingInterval: Int?, packets: [CompressedPacket]) {
         self.deviceID = deviceID
@@ -26,25 +17,52 @@ public struct UploadPayload: Decodable, Sendable {
         self.packets = packets
     }
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        deviceID = try container.decode(String.self, forKey: .deviceID)
-        timestamp = try? container.decodeIfPresent(Int64.self, forKey: .timestamp)
-        samplingInterval = try? container.decodeIfPresent(Int.self, forKey: .samplingInterval)
-        packets = try container.decode([CompressedPacket].self, forKey: .packets)
-    }
+    /// Largest number of packets accepted in one upload (the firmware sends at most 8).
+    public static let maxPackets = 64
 
-    /// Parses the inner JSON bytes. Throws `DecodingError` for malformed JSON or missing required fields.
-    public init(parsing bytes: some DataProtocol) throws {
-        self = try JSONDecoder().decode(UploadPayload.self, from: Data(bytes))
+    /// Parses the inner JSON bytes.
+    public init(parsing bytes: some Collection<UInt8>) throws(PayloadError) {
+        let document: JSONValue
+        do {
+            document = try JSONParser.parse(bytes)
+        } catch {
+            throw .malformedJSON(error.description)
+        }
+        guard document.isObject else { throw .wrongType("the payload must be a JSON object") }
+        guard let deviceValue = document["device_id"] else { throw .missingField("device_id") }
+        guard let deviceID = deviceValue.stringValue else { throw .wrongType("device_id must be a string") }
+        guard let packetsValue = document["compressed_data"] else { throw .missingField("compressed_data") }
+        guard let packets = packetsValue.arrayValue else { throw .wrongType("compressed_data must be an array") }
+        guard packets.count <= Self.maxPackets else {
+            throw .wrongType("compressed_data holds \(packets.count) packets, more than \(Self.maxPackets)")
+        }
+        self.init(
+            deviceID: deviceID, timestamp: document["timestamp"]?.intValue,
+            samplingInterval: document["sampling_interval"]?.intValue.flatMap { Int(exactly: $0) },
+            packets: packets.map(CompressedPacket.init(json:)))
     }
 
     /// True when the device clock was NTP-synced at upload time (spec §0.6).
     public var clockSynced: Bool { (timestamp ?? 0) >= 1_000_000_000 }
 }
 
+/// Why an authentic upload's inner JSON was refused.
+public enum PayloadError: Error, Sendable, Equatable, CustomStringConvertible {
+    case malformedJSON(String)
+    case missingField(String)
+    case wrongType(String)
+
+    public var description: String {
+        switch self {
+        case .malformedJSON(let detail): "inner JSON is not well-formed (\(detail))"
+        case .missingField(let field): "missing field '\(field)'"
+        case .wrongType(let detail): detail
+        }
+    }
+}
+
 /// One element of `compressed_data`: a compressed batch plus its metadata.
-public struct CompressedPacket: Decodable, Sendable {
+public struct CompressedPacket: Sendable {
     /// `compressed_binary`, base64 as sent (possibly cut to 189 bytes by the firmware).
     public var compressedBinary: String
     public var method: String?
@@ -59,13 +77,8 @@ public struct CompressedPacket: Decodable, Sendable {
     public var metadataProblem: String?
 
     public init(
-        compressedBinary: String,
-        method: String?,
-        registerCount: Int,
-        sampleCount: Int,
-        compressedSizeBytes: Int?,
-        timestamp: UInt32,
-        registerLayout: [Int]
+        compressedBinary: String, method: String?, registerCount: Int, sampleCount: Int, compressedSizeBytes: Int?,
+        timestamp: UInt32, registerLayout: [Int]
     ) {
         self.compressedBinary = compressedBinary
         self.method = method
@@ -76,44 +89,33 @@ public struct CompressedPacket: Decodable, Sendable {
         self.registerLayout = registerLayout
     }
 
-    enum CodingKeys: String, CodingKey {
-        case compressedBinary = "compressed_binary"
-        case metadata = "decompression_metadata"
-    }
-
-    enum MetadataKeys: String, CodingKey {
-        case method
-        case registerCount = "register_count"
-        case sampleCount = "sample_count"
-        case compressedSizeBytes = "compressed_size_bytes"
-        case timestamp
-        case registerLayout = "register_layout"
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        compressedBinary = (try? container.decode(String.self, forKey: .compressedBinary)) ?? ""
-        registerCount = 0
-        sampleCount = 0
-        timestamp = 0
-        registerLayout = []
-        if (try? container.decode(String.self, forKey: .compressedBinary)) == nil {
+    /// Reads one packet leniently: problems are recorded in ``metadataProblem`` instead of failing the upload.
+    public init(json: JSONValue) {
+        self.init(
+            compressedBinary: json["compressed_binary"]?.stringValue ?? "", method: nil, registerCount: 0,
+            sampleCount: 0, compressedSizeBytes: nil, timestamp: 0, registerLayout: [])
+        guard json["compressed_binary"]?.stringValue != nil else {
             metadataProblem = "compressed_binary missing or not a string"
+            return
         }
-        guard let metadata = try? container.nestedContainer(keyedBy: MetadataKeys.self, forKey: .metadata) else {
+        guard let metadata = json["decompression_metadata"], metadata.isObject else {
             metadataProblem = "decompression_metadata missing or not an object"
             return
         }
-        method = try? metadata.decodeIfPresent(String.self, forKey: .method)
-        compressedSizeBytes = try? metadata.decodeIfPresent(Int.self, forKey: .compressedSizeBytes)
-        do {
-            registerCount = try metadata.decode(Int.self, forKey: .registerCount)
-            sampleCount = try metadata.decode(Int.self, forKey: .sampleCount)
-            registerLayout = try metadata.decode([Int].self, forKey: .registerLayout)
-            let stamp = try metadata.decode(Int64.self, forKey: .timestamp)
-            timestamp = UInt32(truncatingIfNeeded: stamp)
-        } catch {
-            metadataProblem = metadataProblem ?? "decompression_metadata fields missing or mistyped"
+        method = metadata["method"]?.stringValue
+        compressedSizeBytes = metadata["compressed_size_bytes"]?.intValue.flatMap { Int(exactly: $0) }
+        guard let registers = metadata["register_count"]?.intValue.flatMap({ Int(exactly: $0) }),
+            let samples = metadata["sample_count"]?.intValue.flatMap({ Int(exactly: $0) }),
+            let stamp = metadata["timestamp"]?.intValue,
+            let layout = metadata["register_layout"]?.arrayValue?.map({ $0.intValue.flatMap { Int(exactly: $0) } }),
+            !layout.contains(nil)
+        else {
+            metadataProblem = "decompression_metadata fields missing or mistyped"
+            return
         }
+        registerCount = registers
+        sampleCount = samples
+        timestamp = UInt32(truncatingIfNeeded: stamp)
+        registerLayout = layout.map { $0! }
     }
 }

@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import Hummingbird
 import Logging
 

@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import Crypto
 import Hummingbird
 

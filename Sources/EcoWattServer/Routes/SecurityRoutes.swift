@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import Hummingbird
 
 /// Operator security routes (spec §1.3, §2.4).

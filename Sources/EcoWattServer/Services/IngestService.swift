@@ -82,7 +82,7 @@ public actor IngestService: Service {
                 upload = try UploadPayload(parsing: envelope.payload)
             } catch {
                 count { $0.invalidPayload += 1 }
-                throw IngestError.invalidPayload(Self.describe(error))
+                throw IngestError.invalidPayload(error.description)
             }
             guard upload.deviceID == deviceID else {
                 throw SecurityError.deviceMismatch(url: deviceID, payload: upload.deviceID)
@@ -190,16 +190,6 @@ public actor IngestService: Service {
 
     private nonisolated func count(_ update: (inout IngestCounters) -> Void) {
         counters.withLock { update(&$0) }
-    }
-
-    private static func describe(_ error: any Error) -> String {
-        switch error {
-        case DecodingError.dataCorrupted: "inner JSON is not well-formed"
-        case DecodingError.keyNotFound(let key, _): "missing field '\(key.stringValue)'"
-        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
-            "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
-        default: "\(error)"
-        }
     }
 }
 

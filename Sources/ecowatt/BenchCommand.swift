@@ -1,0 +1,104 @@
+import ArgumentParser
+import EcoWattProtocol
+import Foundation
+
+/// `ecowatt bench …`: measurement helpers behind BENCHMARKS.md.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks: CPU cost of verify + decode, and pre-signed uploads for HTTP load tools.",
+        subcommands: [DecodeCost.self, MakeUploads.self]
+    )
+
+    /// The spec §3.6.3 inner JSON (one 0x01 packet, 3 samples × 6 registers) for `device`.
+    static func exampleInner(device: String) -> String {
+        #"{"device_id":"\#(device)","timestamp":1764300015,"data_type":"compressed_sensor_batch","total_samples":1,"sampling_interval":5,"register_mapping":{"0":"Vac1","1":"Iac1","2":"Ipv1","3":"Ipv2","4":"Temp","5":"Pac"},"compressed_data":[{"compressed_binary":"AQwSkAA0BHBGHESukCA0BHBGHESxkBA1BIBGHFSv","decompression_metadata":{"method":"bitpack","register_count":6,"sample_count":3,"original_size_bytes":36,"compressed_size_bytes":30,"timestamp":3363422140,"register_layout":[0,1,5,6,7,9]},"performance_metrics":{"academic_ratio":0.833333313,"traditional_ratio":1.200000048,"compression_time_us":0,"savings_percent":16.66666794,"lossless_verified":false}}],"session_summary":{"total_original_bytes":36,"total_compressed_bytes":30,"overall_academic_ratio":0.833333313,"overall_savings_percent":16.66666794}}"#
+    }
+
+    struct DecodeCost: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "decode",
+            abstract: "Time envelope parsing + HMAC verification + inner JSON + packet decoding per upload.",
+            discussion: "Uses the uploads corpus when --corpus is given, else the spec §3.6.3 example upload."
+        )
+
+        @Option(help: "uploads.jsonl to replay (each line's body).") var corpus: String?
+        @Option(help: "Passes over the input.") var iterations = 200
+
+        func run() throws {
+            var bodies: [(String, [UInt8])] = []
+            if let corpus {
+                guard let text = FileManager.default.contents(atPath: corpus) else {
+                    throw ValidationError("cannot read \(corpus)")
+                }
+                for line in String(decoding: text, as: UTF8.self).split(separator: "\n") {
+                    let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                    bodies.append((object["device_id"] as! String, Array((object["body"] as! String).utf8)))
+                }
+            } else {
+                let inner = Array(BenchCommand.exampleInner(device: "BENCH").utf8)
+                let body = SecuredEnvelope.sign(payload: inner, nonce: 11001, key: FleetKey.firmwareDefault).jsonBody
+                bodies = [("BENCH", Array(body.utf8))]
+            }
+            let key = FleetKey.firmwareDefault
+            var packets = 0
+            var phases = [Duration](repeating: .zero, count: 3)
+            let clock = ContinuousClock()
+            let total = clock.measure {
+                for _ in 0..<iterations {
+                    var states = [String: DeviceStreamState]()
+                    for (device, body) in bodies {
+                        let start = clock.now
+                        guard let envelope = try? SecuredEnvelope(parsing: body), (try? envelope.verify(key: key)) != nil
+                        else { continue }
+                        let verified = clock.now
+                        guard let upload = try? UploadPayload(parsing: envelope.payload) else { continue }
+                        let parsed = clock.now
+                        packets += DeviceStreamDecoder.decode(
+                            upload, arrivalMs: 1_764_300_015_000, state: &states[device, default: DeviceStreamState()]
+                        ).count
+                        let done = clock.now
+                        phases[0] += verified - start
+                        phases[1] += parsed - verified
+                        phases[2] += done - parsed
+                    }
+                }
+            }
+            let uploads = Double(iterations * bodies.count)
+            func micros(_ duration: Duration) -> String {
+                String(format: "%.2f", Double(duration.components.attoseconds) / 1e12 / uploads + Double(duration.components.seconds) * 1e6 / uploads)
+            }
+            print("uploads: \(Int(uploads)), packets: \(packets), total: \(total)")
+            print("per upload: \(micros(total)) µs (envelope+HMAC \(micros(phases[0])) µs, inner JSON \(micros(phases[1])) µs, decode \(micros(phases[2])) µs)")
+        }
+    }
+
+    struct MakeUploads: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "make-uploads",
+            abstract: "Write pre-signed uploads for wrk (scripts/wrk-uploads.lua): one 'path<TAB>body' line each.",
+            discussion: "Line i is device i % devices, round i / devices (nonce 11001 + round), so per-device order holds."
+        )
+
+        @Option(help: "Number of simulated devices.") var devices = 2000
+        @Option(help: "Uploads per device.") var rounds = 60
+        @Option(help: "Output file.") var out: String
+
+        func run() throws {
+            guard let stream = OutputStream(toFileAtPath: out, append: false) else { throw ValidationError("cannot write \(out)") }
+            stream.open()
+            defer { stream.close() }
+            for round in 0..<rounds {
+                for index in 0..<devices {
+                    let device = "BENCH-\(index)"
+                    let inner = Array(BenchCommand.exampleInner(device: device).utf8)
+                    let body = SecuredEnvelope.sign(payload: inner, nonce: UInt32(11001 + round), key: FleetKey.firmwareDefault)
+                        .jsonBody
+                    let line = Array("/aggregated/\(device)\t\(body)\n".utf8)
+                    _ = line.withUnsafeBufferPointer { stream.write($0.baseAddress!, maxLength: $0.count) }
+                }
+            }
+            print("wrote \(devices * rounds) uploads to \(out)")
+        }
+    }
+}
