@@ -18,7 +18,11 @@ public struct JSONParser {
 
     /// Parses one JSON document.
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONParseError) -> JSONValue {
-        let array = Array(bytes)
+        try parse(Array(bytes))
+    }
+
+    /// Parses one JSON document (the non-generic hot path).
+    public static func parse(_ array: [UInt8]) throws(JSONParseError) -> JSONValue {
         do {
             return try array.withUnsafeBufferPointer { buffer in
                 var parser = JSONParser(bytes: buffer)
@@ -61,9 +65,15 @@ public struct JSONParser {
         case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
         case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expectLiteral("null"); return .null
+        case UInt8(ascii: "t"):
+            try expectLiteral("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try expectLiteral("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try expectLiteral("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw error("unexpected character")
         }
@@ -82,6 +92,7 @@ public struct JSONParser {
         guard depth <= Self.maxDepth else { throw error("nesting deeper than \(Self.maxDepth)") }
         position += 1
         var members = [(String, JSONValue)]()
+        members.reserveCapacity(8)
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "}") {
             position += 1
@@ -113,6 +124,7 @@ public struct JSONParser {
         guard depth <= Self.maxDepth else { throw error("nesting deeper than \(Self.maxDepth)") }
         position += 1
         var values = [JSONValue]()
+        values.reserveCapacity(8)
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "]") {
             position += 1
@@ -137,17 +149,26 @@ public struct JSONParser {
     private mutating func parseString() throws(JSONParseError) -> String {
         position += 1  // opening quote
         let start = position
-        // Fast path: no escapes.
+        var ascii = true
+        // Fast path: no escapes; plain ASCII needs no validation (all the firmware ever sends).
+        // Eight bytes at a time while none is a quote, a backslash, a control character or non-ASCII.
+        while position + 8 <= bytes.count {
+            let word = UnsafeRawPointer(bytes.baseAddress! + position).loadUnaligned(as: UInt64.self)
+            if Self.wordNeedsAttention(UInt64(littleEndian: word)) { break }
+            position += 8
+        }
         while position < bytes.count {
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<position])
                 position += 1
+                if ascii { return String(decoding: slice, as: UTF8.self) }
                 guard let text = String(validating: slice, as: UTF8.self) else { throw error("invalid UTF-8") }
                 return text
             }
             if byte == UInt8(ascii: "\\") { break }
             guard byte >= 0x20 else { throw error("control character in string") }
+            ascii = ascii && byte < 0x80
             position += 1
         }
         var utf8 = Array(UnsafeBufferPointer(rebasing: bytes[start..<position]))
@@ -197,6 +218,18 @@ public struct JSONParser {
         throw error("unterminated string")
     }
 
+    /// True if any byte of `word` is `"`, `\\`, below 0x20 or at least 0x80 (SWAR byte tests).
+    @inline(__always)
+    private static func wordNeedsAttention(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        func hasZeroByte(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
+        let quote = hasZeroByte(word ^ (ones &* 0x22))
+        let backslash = hasZeroByte(word ^ (ones &* 0x5C))
+        let control = (word &- ones &* 0x20) & ~word & highs != 0
+        return quote || backslash || control || word & highs != 0
+    }
+
     private mutating func parseHex4() throws(JSONParseError) -> UInt32 {
         guard position + 4 <= bytes.count else { throw error("unexpected end of input") }
         var value: UInt32 = 0
@@ -213,6 +246,28 @@ public struct JSONParser {
             position += 1
         }
         return value
+    }
+
+    private static let powersOfTen: [Double] = (0...22).map { exponent in
+        (0..<exponent).reduce(1.0) { value, _ in value * 10 }
+    }
+
+    /// Length of the `digits[.digits]` run at `start` (no exponent).
+    private static func digitCount(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        var index = start
+        var seenDot = false
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
+                index += 1
+            } else if byte == UInt8(ascii: "."), !seenDot {
+                seenDot = true
+                index += 1
+            } else {
+                break
+            }
+        }
+        return index - start
     }
 
     private mutating func parseNumber() throws(JSONParseError) -> JSONValue {
@@ -242,11 +297,21 @@ public struct JSONParser {
             }
         }
         var isInteger = true
+        var mantissa = integer
+        var fractionDigits = 0
+        var exactMantissa = !overflow
         if position < bytes.count, bytes[position] == UInt8(ascii: ".") {
             isInteger = false
             position += 1
             guard isDigit(position) else { throw error("invalid fraction") }
-            while isDigit(position) { position += 1 }
+            while isDigit(position) {
+                let (times, o1) = mantissa.multipliedReportingOverflow(by: 10)
+                let (sum, o2) = times.addingReportingOverflow(Int64(bytes[position] - UInt8(ascii: "0")))
+                exactMantissa = exactMantissa && !o1 && !o2
+                mantissa = sum
+                fractionDigits += 1
+                position += 1
+            }
         }
         if position < bytes.count, bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E") {
             isInteger = false
@@ -258,6 +323,13 @@ public struct JSONParser {
             while isDigit(position) { position += 1 }
         }
         if isInteger, !overflow { return .int(negative ? -integer : integer) }
+        // Clinger's fast path: a mantissa below 2^53 divided by an exact power of ten (≤ 10^22) rounds correctly.
+        if !isInteger, exactMantissa, mantissa < (1 << 53), fractionDigits <= 22,
+            position == start + (negative ? 1 : 0) + Self.digitCount(bytes, from: start + (negative ? 1 : 0))
+        {
+            let value = Double(mantissa) / Self.powersOfTen[fractionDigits]
+            return .double(negative ? -value : value)
+        }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         guard let value = Double(text) else { throw error("invalid number") }
         return .double(value)

@@ -77,7 +77,6 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     public init(booleanLiteral value: Bool) { self = .bool(value) }
 }
 
-
 extension JSONValue {
     /// The member `key` of an object (first match), else `nil`.
     public subscript(key: String) -> JSONValue? {

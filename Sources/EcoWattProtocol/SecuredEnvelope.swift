@@ -19,7 +19,7 @@ public struct SecuredEnvelope: Sendable, Equatable {
 
     /// Parses an envelope body. Throws ``SecurityError``: ``SecurityError/malformedBody(_:)`` when the body is not a
     /// JSON object, the other cases when a security field is missing or malformed.
-    public init(parsing body: some Collection<UInt8>) throws(SecurityError) {
+    public init(parsing body: [UInt8]) throws(SecurityError) {
         guard let document = try? JSONParser.parse(body), document.isObject else {
             throw .malformedBody("body is not a JSON object")
         }
@@ -45,9 +45,16 @@ public struct SecuredEnvelope: Sendable, Equatable {
 
     /// Constant-time check of the MAC with `key`.
     public func verify(key: SymmetricKey) throws(SecurityError) {
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signedBytes, using: key) else {
-            throw .macMismatch
-        }
+        try verify(key: EnvelopeKey(key))
+    }
+
+    /// Constant-time check of the MAC with a prepared key (the per-upload hot path).
+    public func verify(key: EnvelopeKey) throws(SecurityError) {
+        var hmac = key.prepared
+        withUnsafeBytes(of: nonce.bigEndian) { hmac.update(data: $0) }
+        payload.withUnsafeBytes { hmac.update(data: $0) }
+        // `==` between a MAC and bytes is a constant-time comparison in swift-crypto.
+        guard hmac.finalize() == mac else { throw .macMismatch }
     }
 
     /// Builds and signs an envelope the way the firmware does (used by the simulator and tests).
@@ -61,6 +68,15 @@ public struct SecuredEnvelope: Sendable, Equatable {
     public var jsonBody: String {
         let payload = Data(self.payload).base64EncodedString()
         return #"{"nonce":\#(nonce),"payload":"\#(payload)","mac":"\#(HexCoding.encode(mac))","encrypted":false,"compressed":false}"#
+    }
+}
+
+/// An HMAC-SHA256 key with its key schedule computed once; copying it per upload avoids redoing that work.
+public struct EnvelopeKey: Sendable {
+    let prepared: HMAC<SHA256>
+
+    public init(_ key: SymmetricKey) {
+        prepared = HMAC<SHA256>(key: key)
     }
 }
 

@@ -21,7 +21,7 @@ public struct UploadPayload: Sendable {
     public static let maxPackets = 64
 
     /// Parses the inner JSON bytes.
-    public init(parsing bytes: some Collection<UInt8>) throws(PayloadError) {
+    public init(parsing bytes: [UInt8]) throws(PayloadError) {
         let document: JSONValue
         do {
             document = try JSONParser.parse(bytes)
@@ -37,9 +37,11 @@ public struct UploadPayload: Sendable {
             throw .wrongType("compressed_data holds \(packets.count) packets, more than \(Self.maxPackets)")
         }
         self.init(
-            deviceID: deviceID, timestamp: document["timestamp"]?.intValue,
+            deviceID: deviceID,
+            timestamp: document["timestamp"]?.intValue,
             samplingInterval: document["sampling_interval"]?.intValue.flatMap { Int(exactly: $0) },
-            packets: packets.map(CompressedPacket.init(json:)))
+            packets: packets.map(CompressedPacket.init(json:))
+        )
     }
 
     /// True when the device clock was NTP-synced at upload time (spec §0.6).
@@ -77,8 +79,13 @@ public struct CompressedPacket: Sendable {
     public var metadataProblem: String?
 
     public init(
-        compressedBinary: String, method: String?, registerCount: Int, sampleCount: Int, compressedSizeBytes: Int?,
-        timestamp: UInt32, registerLayout: [Int]
+        compressedBinary: String,
+        method: String?,
+        registerCount: Int,
+        sampleCount: Int,
+        compressedSizeBytes: Int?,
+        timestamp: UInt32,
+        registerLayout: [Int]
     ) {
         self.compressedBinary = compressedBinary
         self.method = method
@@ -92,8 +99,14 @@ public struct CompressedPacket: Sendable {
     /// Reads one packet leniently: problems are recorded in ``metadataProblem`` instead of failing the upload.
     public init(json: JSONValue) {
         self.init(
-            compressedBinary: json["compressed_binary"]?.stringValue ?? "", method: nil, registerCount: 0,
-            sampleCount: 0, compressedSizeBytes: nil, timestamp: 0, registerLayout: [])
+            compressedBinary: json["compressed_binary"]?.stringValue ?? "",
+            method: nil,
+            registerCount: 0,
+            sampleCount: 0,
+            compressedSizeBytes: nil,
+            timestamp: 0,
+            registerLayout: []
+        )
         guard json["compressed_binary"]?.stringValue != nil else {
             metadataProblem = "compressed_binary missing or not a string"
             return

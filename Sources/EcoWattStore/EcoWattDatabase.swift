@@ -26,7 +26,7 @@ public final class EcoWattDatabase: Sendable {
 
     /// Checkpoints the WAL into the database file (truncating it) and closes the pool. Further use throws.
     public func close() throws {
-        try pool.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+        _ = try pool.writeWithoutTransaction { try $0.checkpoint(.truncate) }
         try pool.close()
     }
 

@@ -40,7 +40,7 @@ struct BenchCommand: AsyncParsableCommand {
                 let body = SecuredEnvelope.sign(payload: inner, nonce: 11001, key: FleetKey.firmwareDefault).jsonBody
                 bodies = [("BENCH", Array(body.utf8))]
             }
-            let key = FleetKey.firmwareDefault
+            let key = EnvelopeKey(FleetKey.firmwareDefault)
             var packets = 0
             var phases = [Duration](repeating: .zero, count: 3)
             let clock = ContinuousClock()
@@ -54,9 +54,12 @@ struct BenchCommand: AsyncParsableCommand {
                         let verified = clock.now
                         guard let upload = try? UploadPayload(parsing: envelope.payload) else { continue }
                         let parsed = clock.now
-                        packets += DeviceStreamDecoder.decode(
-                            upload, arrivalMs: 1_764_300_015_000, state: &states[device, default: DeviceStreamState()]
-                        ).count
+                        packets +=
+                            DeviceStreamDecoder.decode(
+                                upload,
+                                arrivalMs: 1_764_300_015_000,
+                                state: &states[device, default: DeviceStreamState()]
+                            ).count
                         let done = clock.now
                         phases[0] += verified - start
                         phases[1] += parsed - verified
@@ -69,7 +72,9 @@ struct BenchCommand: AsyncParsableCommand {
                 String(format: "%.2f", Double(duration.components.attoseconds) / 1e12 / uploads + Double(duration.components.seconds) * 1e6 / uploads)
             }
             print("uploads: \(Int(uploads)), packets: \(packets), total: \(total)")
-            print("per upload: \(micros(total)) µs (envelope+HMAC \(micros(phases[0])) µs, inner JSON \(micros(phases[1])) µs, decode \(micros(phases[2])) µs)")
+            print(
+                "per upload: \(micros(total)) µs (envelope+HMAC \(micros(phases[0])) µs, inner JSON \(micros(phases[1])) µs, decode \(micros(phases[2])) µs)"
+            )
         }
     }
 

@@ -1,5 +1,5 @@
-import EcoWattProtocol
 import Crypto
+import EcoWattProtocol
 import Hummingbird
 
 /// Requires `Authorization: Bearer <operator token>` (compared in constant time) on operator routes.

@@ -21,16 +21,16 @@ public struct IngestOutcome: Sendable {
 /// several identical uploads is accepted. A caller is answered only after its commit.
 public actor IngestService: Service {
     private let store: any TelemetryStore
-    private let fleetKey: SymmetricKey
+    private let fleetKey: EnvelopeKey
     private let logger: Logger
-    private let keyCache = Mutex<[String: SymmetricKey]>([:])
+    private let keyCache = Mutex<[String: EnvelopeKey]>([:])
     private let counters = Mutex(IngestCounters())
     /// Nonce and decoder state per device, ahead of the store by the commits in flight.
     private var devices: [String: DeviceIngestState] = [:]
 
     public init(store: any TelemetryStore, fleetKey: SymmetricKey, logger: Logger) {
         self.store = store
-        self.fleetKey = fleetKey
+        self.fleetKey = EnvelopeKey(fleetKey)
         self.logger = logger
     }
 
@@ -51,7 +51,7 @@ public actor IngestService: Service {
     public func refreshKeys() async {
         do {
             let keys = try await store.deviceKeys()
-            keyCache.withLock { $0 = keys.mapValues { SymmetricKey(data: $0) } }
+            keyCache.withLock { $0 = keys.mapValues { EnvelopeKey(SymmetricKey(data: $0)) } }
         } catch is CancellationError {
             return
         } catch {
@@ -60,7 +60,7 @@ public actor IngestService: Service {
     }
 
     /// The HMAC key of `deviceID`: its own if set, else the fleet key.
-    public nonisolated func key(for deviceID: String) -> SymmetricKey {
+    public nonisolated func key(for deviceID: String) -> EnvelopeKey {
         keyCache.withLock { $0[deviceID] } ?? fleetKey
     }
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmarks recorded in BENCHMARKS.md:
+#   1. CPU cost of verify + decode per upload (no HTTP, no storage).
+#   2. Secured ingest over HTTP on loopback: wrk, 2 threads, 16 connections, pre-signed uploads from many devices,
+#      with durability normal and full; and bare GET /health as the ceiling of this stack on this machine.
+# Usage: scripts/bench.sh [seconds-per-run]   (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-10}"
+
+scripts/install-deps.sh wrk
+swift build -c release --product ecowatt >&2
+bin=.build/release/ecowatt
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "## machine"
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo
+echo "## verify + decode per upload (ecowatt bench decode)"
+$bin bench decode --iterations 20000
+if [ -f ../shared/conformance/uploads.jsonl ]; then
+    $bin bench decode --corpus ../shared/conformance/uploads.jsonl --iterations 50
+fi
+
+# Enough pre-signed uploads that wrk never runs out (each is used once).
+$bin bench make-uploads --devices 4000 --rounds 60 --out "$work/uploads.tsv" >&2
+
+port=5311
+run_server() {  # $1 = durability
+    rm -rf "$work/srv"
+    $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" --keys-dir "$work/srv/keys" \
+        --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning --durability "$1" &
+    server=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return; sleep 0.1; done
+    echo "server did not start" >&2
+    exit 1
+}
+
+for mode in normal full; do
+    echo
+    echo "## ingest over HTTP, durability=$mode (wrk -t2 -c16 -d${duration}s, keep-alive)"
+    run_server "$mode"
+    UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
+        "http://127.0.0.1:$port" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|Socket errors"
+    stored=$(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" \
+        "http://127.0.0.1:$port/security/stats" | sed -E 's/.*"successful_validations":([0-9]+).*/\1/')
+    echo "uploads acknowledged and stored: $stored"
+    kill -TERM $server
+    wait $server || true
+done
+
+echo
+echo "## ceiling: GET /health (wrk -t2 -c16 -d${duration}s)"
+run_server normal
+wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|Latency|99%"
+kill -TERM $server
+wait $server || true
