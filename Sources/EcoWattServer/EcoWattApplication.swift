@@ -66,7 +66,7 @@ public struct EcoWattApplication: Sendable {
             logger: logger
         )
         // Shutdown runs in reverse: the HTTP server drains first, then ingest, then the writer commits what is queued.
-        application.addServices(writer, ingest)
+        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest)
 
         self.application = application
         self.configuration = configuration

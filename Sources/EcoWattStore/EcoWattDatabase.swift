@@ -9,11 +9,14 @@ public final class EcoWattDatabase: Sendable {
     public let path: String
 
     /// Opens (creating if needed) the database at `path` and migrates it to the latest schema.
-    public init(path: String, durability: Durability = .normal) throws {
+    /// - Parameter walAutocheckpointPages: WAL size (pages) at which a commit also checkpoints and restarts the WAL.
+    public init(path: String, durability: Durability = .normal, walAutocheckpointPages: Int = 1000) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            // Small automatic checkpoints restart the WAL; WALCheckpointer copies pages ahead so they stay short.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(walAutocheckpointPages)")
         }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
@@ -34,25 +37,19 @@ public final class EcoWattDatabase: Sendable {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-telemetry") { db in
+            // One row per device holds everything ingest updates per upload, so an upload dirties one page here.
             try db.create(table: "devices") { t in
                 t.primaryKey("device_id", .text)
                 t.column("first_seen_ms", .integer).notNull()
                 t.column("last_seen_ms", .integer).notNull()
                 t.column("upload_count", .integer).notNull().defaults(to: 0)
+                t.column("last_nonce", .integer)  // NULL: no anti-replay state (never seen, or reset by an operator)
+                t.column("stream_state", .blob)  // DeviceStreamState.serialized; NULL: fresh (boot)
             }
             try db.create(table: "device_keys") { t in
                 t.primaryKey("device_id", .text)
                 t.column("key_hex", .text).notNull()
                 t.column("updated_at_ms", .integer).notNull()
-            }
-            try db.create(table: "nonces") { t in
-                t.primaryKey("device_id", .text)
-                t.column("last_nonce", .integer).notNull()
-                t.column("updated_at_ms", .integer).notNull()
-            }
-            try db.create(table: "stream_states") { t in
-                t.primaryKey("device_id", .text)
-                t.column("state", .blob).notNull()
             }
             try db.create(table: "packets") { t in
                 t.autoIncrementedPrimaryKey("id")

@@ -118,20 +118,7 @@ public final class GroupCommitWriter: Service, Sendable {
 
     private func commit(_ jobs: [Job]) async {
         do {
-            let outcomes = try await database.pool.write { db -> [JobOutcome] in
-                jobs.map { job in
-                    do {
-                        var onCommit: (@Sendable () -> Void)?
-                        try db.inSavepoint {
-                            onCommit = try job.apply(db)
-                            return .commit
-                        }
-                        return .committed(onCommit!)
-                    } catch {
-                        return .failed(error)
-                    }
-                }
-            }
+            let outcomes = try await database.pool.write { db in Self.apply(jobs, db) }
             state.withLock {
                 $0.batches += 1
                 $0.jobs += jobs.count
@@ -145,6 +132,22 @@ public final class GroupCommitWriter: Service, Sendable {
         } catch {
             logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error)"])
             for job in jobs { job.fail(error) }
+        }
+    }
+
+    /// Runs each job in its own savepoint inside the current transaction.
+    private static func apply(_ jobs: [Job], _ db: Database) -> [JobOutcome] {
+        jobs.map { job in
+            do {
+                var onCommit: (@Sendable () -> Void)?
+                try db.inSavepoint {
+                    onCommit = try job.apply(db)
+                    return .commit
+                }
+                return .committed(onCommit!)
+            } catch {
+                return .failed(error)
+            }
         }
     }
 

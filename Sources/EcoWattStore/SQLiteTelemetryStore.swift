@@ -14,8 +14,13 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
         try await database.pool.read { db in
-            let nonce = try Int64.fetchOne(db, sql: "SELECT last_nonce FROM nonces WHERE device_id = ?", arguments: [deviceID])
-            let blob = try Data.fetchOne(db, sql: "SELECT state FROM stream_states WHERE device_id = ?", arguments: [deviceID])
+            let row = try Row.fetchOne(
+                db,
+                sql: "SELECT last_nonce, stream_state FROM devices WHERE device_id = ?",
+                arguments: [deviceID]
+            )
+            let nonce = row?["last_nonce"] as Int64?
+            let blob = row?["stream_state"] as Data?
             let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
             return DeviceIngestState(lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) }, stream: stream)
         }
@@ -31,31 +36,25 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         // Anti-replay guard inside the transaction: the nonce must still be greater than the stored one.
         try db.cachedStatement(
             sql: """
-                INSERT INTO nonces (device_id, last_nonce, updated_at_ms) VALUES (?, ?, ?)
-                ON CONFLICT(device_id) DO UPDATE SET last_nonce = excluded.last_nonce, updated_at_ms = excluded.updated_at_ms
-                WHERE excluded.last_nonce > nonces.last_nonce
+                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state)
+                VALUES (?1, ?2, ?2, 1, ?3, ?4)
+                ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
+                  upload_count = upload_count + 1, last_nonce = excluded.last_nonce, stream_state = excluded.stream_state
+                WHERE devices.last_nonce IS NULL OR excluded.last_nonce > devices.last_nonce
                 """
-        ).execute(arguments: [device, Int64(record.nonce), now])
+        ).execute(arguments: [device, now, Int64(record.nonce), Data(record.streamState.serialized)])
         if db.changesCount == 0 {
-            let stored = try Int64.fetchOne(db, sql: "SELECT last_nonce FROM nonces WHERE device_id = ?", arguments: [device])
+            let stored = try Int64.fetchOne(
+                db,
+                sql: "SELECT last_nonce FROM devices WHERE device_id = ?",
+                arguments: [device]
+            )
             throw StoreError.nonceNotIncreasing(
                 deviceID: device,
                 nonce: record.nonce,
                 stored: UInt32(truncatingIfNeeded: stored ?? 0)
             )
         }
-        try db.cachedStatement(
-            sql: """
-                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count) VALUES (?, ?, ?, 1)
-                ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, upload_count = upload_count + 1
-                """
-        ).execute(arguments: [device, now, now])
-        try db.cachedStatement(
-            sql: """
-                INSERT INTO stream_states (device_id, state) VALUES (?, ?)
-                ON CONFLICT(device_id) DO UPDATE SET state = excluded.state
-                """
-        ).execute(arguments: [device, Data(record.streamState.serialized)])
         let packetInsert = try db.cachedStatement(
             sql: """
                 INSERT INTO packets (device_id, nonce, received_at_ms, packet_index, marker, method, register_layout,
@@ -91,13 +90,16 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {
         writer.enqueue { db in
-            try db.execute(sql: "DELETE FROM stream_states WHERE device_id = ?", arguments: [deviceID])
+            try db.execute(sql: "UPDATE devices SET stream_state = NULL WHERE device_id = ?", arguments: [deviceID])
         }
     }
 
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
         writer.enqueue { db in
-            try db.execute(sql: "DELETE FROM nonces WHERE device_id = ?", arguments: [deviceID])
+            try db.execute(
+                sql: "UPDATE devices SET last_nonce = NULL WHERE device_id = ? AND last_nonce IS NOT NULL",
+                arguments: [deviceID]
+            )
             return db.changesCount > 0
         }
     }
