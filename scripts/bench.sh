@@ -51,6 +51,14 @@ for mode in normal full; do
 done
 
 echo
+echo "## ingest over HTTP, durability=normal, new connection per request (CLOSE=1, as the firmware does)"
+run_server normal
+CLOSE=1 UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
+    "http://127.0.0.1:$port" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|Socket errors"
+kill -TERM $server
+wait $server || true
+
+echo
 echo "## ceiling: GET /health (wrk -t2 -c16 -d${duration}s)"
 run_server normal
 wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|Latency|99%"

@@ -12,13 +12,16 @@ end
 function init(args)
    local file = os.getenv("UPLOADS") or "uploads.tsv"
    local total = tonumber(os.getenv("WRK_THREADS") or "2")
+   -- CLOSE=1: a new TCP connection per request, as the firmware's HTTPClient does.
+   local headers = { ["Content-Type"] = "application/json" }
+   if os.getenv("CLOSE") == "1" then headers["Connection"] = "close" end
    requests = {}
    local index = 0
    for line in io.lines(file) do
       local device = tonumber(line:match("BENCH%-(%d+)"))
       if device % total == id then
          local path, body = line:match("^([^\t]+)\t(.*)$")
-         table.insert(requests, wrk.format("POST", path, { ["Content-Type"] = "application/json" }, body))
+         table.insert(requests, wrk.format("POST", path, headers, body))
       end
    end
    position = 0

@@ -1,3 +1,5 @@
+import Crypto
+import EcoWattProtocol
 import EcoWattStore
 import Foundation
 import GRDB
@@ -79,6 +81,31 @@ import Testing
         let token = root.appendingPathComponent("keys/operator_token").path
         let permissions = try FileManager.default.attributesOfItem(atPath: token)[.posixPermissions] as? Int
         #expect(permissions == 0o600)
+    }
+
+    /// `ecowatt device set-key` writes a per-device key that a running server picks up.
+    @Test func deviceSetKeyReachesARunningServer() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let server = try await ServerProcess(root: root, port: try await ServerProcess.freePort())
+        let keyHex = String(repeating: "ab", count: 32)
+        let dataDir = root.appendingPathComponent("data").path
+        let (status, _, stderr) = try ServerProcess.runCLI(["device", "set-key", "OWN-KEY", keyHex, "--data-dir", dataDir])
+        #expect(status == 0, "\(stderr)")
+        let ownKey = SymmetricKey(data: HexCoding.decode(keyHex)!)
+        // Within the reload interval the server switches from the fleet key to the device's own key.
+        var accepted = false
+        for attempt in 0..<40 where !accepted {
+            let nonce = UInt32(100 + attempt)
+            accepted = try await server.post("/aggregated/OWN-KEY", Uploads.body(device: "OWN-KEY", nonce: nonce, key: ownKey)) == 200
+            if !accepted { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(accepted)
+        #expect(try await server.post("/aggregated/OWN-KEY", Uploads.body(device: "OWN-KEY", nonce: 500)) == 401)
+        let (badStatus, _, badError) = try ServerProcess.runCLI(["device", "set-key", "OWN-KEY", "xyz", "--data-dir", dataDir])
+        #expect(badStatus != 0)
+        #expect(badError.contains("hex"))
+        try await server.stop(signal: SIGTERM)
     }
 
     /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
