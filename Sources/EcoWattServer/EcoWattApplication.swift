@@ -15,6 +15,9 @@ public struct EcoWattApplication: Sendable {
     public let writer: GroupCommitWriter
     public let store: SQLiteTelemetryStore
     public let ingest: IngestService
+    public let devices: SQLiteDeviceStore
+    public let activity: DeviceActivity
+    public let commands: CommandService
     public let operatorToken: String
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
@@ -37,6 +40,23 @@ public struct EcoWattApplication: Sendable {
             throw ConfigurationError.invalid("fleet_key is not hex")
         }
         let ingest = IngestService(store: store, fleetKey: SymmetricKey(data: fleetKey), logger: logger)
+        let devices = SQLiteDeviceStore(database: database, writer: writer)
+        let activity = DeviceActivity(store: devices, logger: logger)
+        let commands = CommandService(
+            store: devices,
+            resultTimeoutSeconds: configuration.commandResultTimeoutSeconds,
+            maxPending: configuration.maxPendingCommands,
+            logger: logger,
+            clock: clock
+        )
+        let deviceRoutes = DeviceRoutes(
+            store: devices,
+            activity: activity,
+            ingest: ingest,
+            offlineAfterMs: Int64(configuration.deviceOfflineAfterSeconds) * 1000,
+            clock: clock
+        )
+        let commandRoutes = CommandRoutes(commands: commands, activity: activity, clock: clock)
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
             logger.notice(
@@ -51,11 +71,16 @@ public struct EcoWattApplication: Sendable {
         router.add(middleware: JSONErrorMiddleware())
         HealthRoutes().register(on: router)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
-        TelemetryRoutes(ingest: ingest, maxBodyBytes: configuration.maxBodyBytes, clock: clock).register(on: router)
+        TelemetryRoutes(ingest: ingest, activity: activity, maxBodyBytes: configuration.maxBodyBytes, clock: clock)
+            .register(on: router)
+        deviceRoutes.registerDeviceRoutes(on: router)
+        commandRoutes.registerDeviceRoutes(on: router)
         // Operator routes: bearer token.
         let operatorRoutes = router.group().add(middleware: OperatorAuthMiddleware(token: token))
         QueryRoutes(store: store).register(on: operatorRoutes)
         SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
+        deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
+        commandRoutes.registerOperatorRoutes(on: operatorRoutes)
 
         var application = Application(
             router: router,
@@ -65,8 +90,9 @@ public struct EcoWattApplication: Sendable {
             ),
             logger: logger
         )
-        // Shutdown runs in reverse: the HTTP server drains first, then ingest, then the writer commits what is queued.
-        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest)
+        // Shutdown runs in reverse: the HTTP server drains first, then the services (activity flushes last_seen),
+        // and the writer, added before them, commits what is queued last.
+        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest, activity, commands)
 
         self.application = application
         self.configuration = configuration
@@ -74,6 +100,9 @@ public struct EcoWattApplication: Sendable {
         self.writer = writer
         self.store = store
         self.ingest = ingest
+        self.devices = devices
+        self.activity = activity
+        self.commands = commands
         self.operatorToken = token
     }
 }

@@ -24,6 +24,14 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var fleetKeyHex = FleetKey.firmwareDefaultHex
     /// Largest accepted request body in bytes (`ECOWATT_MAX_BODY_BYTES`, `max_body_bytes`).
     public var maxBodyBytes = 64 * 1024
+    /// A dispatched command without a result after this many seconds becomes `timed_out`
+    /// (`ECOWATT_COMMAND_RESULT_TIMEOUT_SECONDS`, `command_result_timeout_seconds`).
+    public var commandResultTimeoutSeconds = 60
+    /// Most pending commands per device (`ECOWATT_MAX_PENDING_COMMANDS`, `max_pending_commands`).
+    public var maxPendingCommands = 100
+    /// A device is `offline` when not heard from for this many seconds
+    /// (`ECOWATT_DEVICE_OFFLINE_AFTER_SECONDS`, `device_offline_after_seconds`).
+    public var deviceOfflineAfterSeconds = 120
 
     public init() {}
 
@@ -44,6 +52,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var durability: String?
         public var fleetKey: String?
         public var maxBodyBytes: Int?
+        public var commandResultTimeoutSeconds: Int?
+        public var maxPendingCommands: Int?
+        public var deviceOfflineAfterSeconds: Int?
 
         public init() {}
 
@@ -57,6 +68,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             case durability
             case fleetKey = "fleet_key"
             case maxBodyBytes = "max_body_bytes"
+            case commandResultTimeoutSeconds = "command_result_timeout_seconds"
+            case maxPendingCommands = "max_pending_commands"
+            case deviceOfflineAfterSeconds = "device_offline_after_seconds"
         }
 
         /// The `ECOWATT_*` variable of each key.
@@ -86,6 +100,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             durability = value(.durability)
             fleetKey = value(.fleetKey)
             maxBodyBytes = try integer(.maxBodyBytes)
+            commandResultTimeoutSeconds = try integer(.commandResultTimeoutSeconds)
+            maxPendingCommands = try integer(.maxPendingCommands)
+            deviceOfflineAfterSeconds = try integer(.deviceOfflineAfterSeconds)
         }
 
         public init(from decoder: any Decoder) throws {
@@ -105,6 +122,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             durability = try container.decodeIfPresent(String.self, forKey: .durability)
             fleetKey = try container.decodeIfPresent(String.self, forKey: .fleetKey)
             maxBodyBytes = try container.decodeIfPresent(Int.self, forKey: .maxBodyBytes)
+            commandResultTimeoutSeconds = try container.decodeIfPresent(Int.self, forKey: .commandResultTimeoutSeconds)
+            maxPendingCommands = try container.decodeIfPresent(Int.self, forKey: .maxPendingCommands)
+            deviceOfflineAfterSeconds = try container.decodeIfPresent(Int.self, forKey: .deviceOfflineAfterSeconds)
         }
 
         private struct AnyKey: CodingKey {
@@ -147,6 +167,18 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let value = layer.maxBodyBytes {
             guard value >= 8192 else { throw .invalid("max_body_bytes must be at least 8192 (the device sends up to 8191)") }
             maxBodyBytes = value
+        }
+        if let value = layer.commandResultTimeoutSeconds {
+            guard (5...86_400).contains(value) else { throw .invalid("command_result_timeout_seconds must be in 5...86400") }
+            commandResultTimeoutSeconds = value
+        }
+        if let value = layer.maxPendingCommands {
+            guard (1...10_000).contains(value) else { throw .invalid("max_pending_commands must be in 1...10000") }
+            maxPendingCommands = value
+        }
+        if let value = layer.deviceOfflineAfterSeconds {
+            guard (10...86_400).contains(value) else { throw .invalid("device_offline_after_seconds must be in 10...86400") }
+            deviceOfflineAfterSeconds = value
         }
     }
 

@@ -85,6 +85,42 @@ public final class EcoWattDatabase: Sendable {
             }
             try db.create(index: "samples_device_time", on: "samples", columns: ["device_id", "ts_ms"])
         }
+        migrator.registerMigration("v2-registry-commands") { db in
+            try db.alter(table: "devices") { t in
+                t.add(column: "device_name", .text)
+                t.add(column: "location", .text)
+                t.add(column: "description", .text)
+                t.add(column: "firmware_version", .text)
+                t.add(column: "registered_at_ms", .integer)
+            }
+            try db.create(table: "commands") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("command_id", .text).notNull().unique()
+                t.column("device_id", .text).notNull()
+                t.column("action", .text).notNull()
+                t.column("target_register", .text)
+                t.column("register_address", .integer)
+                t.column("value", .integer)
+                t.column("status", .text).notNull()
+                t.column("idempotency_key", .text)
+                t.column("created_at_ms", .integer).notNull()
+                t.column("expires_at_ms", .integer)
+                t.column("dispatched_at_ms", .integer)
+                t.column("finished_at_ms", .integer)
+                t.column("result_status", .text)
+                t.column("executed_at", .text)
+                t.column("result_json", .text)
+                t.column("error_msg", .text)
+            }
+            try db.create(index: "commands_device_status", on: "commands", columns: ["device_id", "status", "id"])
+            try db.create(index: "commands_status_dispatched", on: "commands", columns: ["status", "dispatched_at_ms"])
+            try db.execute(
+                sql: """
+                    CREATE UNIQUE INDEX commands_idempotency ON commands(device_id, idempotency_key)
+                    WHERE idempotency_key IS NOT NULL
+                    """
+            )
+        }
         return migrator
     }
 }

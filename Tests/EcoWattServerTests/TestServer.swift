@@ -1,5 +1,7 @@
+import EcoWattProtocol
 import EcoWattServer
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -12,16 +14,23 @@ final class TestServer: Sendable {
     let clock = TestClock()
     let server: EcoWattApplication
 
-    init(durability: String? = nil) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-test-\(UUID().uuidString)")
+    private let ownsDirectory: Bool
+
+    /// - Parameter directory: reuse a data directory (a "restart"); by default a fresh one removed afterwards.
+    init(durability: String? = nil, directory: URL? = nil, commandResultTimeoutSeconds: Int? = nil) throws {
+        ownsDirectory = directory == nil
+        self.directory =
+            directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-test-\(UUID().uuidString)")
         var flags = ServerConfiguration.Layer()
         flags.host = "127.0.0.1"
         flags.port = 0
+        let directory = self.directory
         flags.dataDirectory = directory.appendingPathComponent("data").path
         flags.keysDirectory = directory.appendingPathComponent("keys").path
         flags.firmwareDirectory = directory.appendingPathComponent("firmware").path
         flags.diagnosticsDirectory = directory.appendingPathComponent("diagnostics").path
         flags.durability = durability
+        flags.commandResultTimeoutSeconds = commandResultTimeoutSeconds
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
         var logger = Logger(label: "test")
         logger.logLevel = .warning
@@ -30,7 +39,7 @@ final class TestServer: Sendable {
     }
 
     deinit {
-        try? FileManager.default.removeItem(at: directory)
+        if ownsDirectory { try? FileManager.default.removeItem(at: directory) }
     }
 
     var operatorHeaders: HTTPFields { [.authorization: "Bearer \(server.operatorToken)"] }
@@ -47,6 +56,47 @@ extension TestClientProtocol {
         var fields = headers
         fields[.contentType] = "application/json"
         return try await execute(uri: path, method: .post, headers: fields, body: ByteBuffer(string: body))
+    }
+}
+
+extension TestClientProtocol {
+    /// An operator request with a JSON body.
+    func operatorJSON(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        _ body: String?,
+        server: TestServer
+    ) async throws
+        -> TestResponse
+    {
+        var headers = server.operatorHeaders
+        headers[.contentType] = "application/json"
+        return try await execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
+    }
+}
+
+/// Pool bytes ArduinoJson 6.21 needs on the ESP32 for a document (spec §0.5): 16 bytes per object member or array
+/// element, plus every distinct string (keys and values) copied once with its terminator.
+enum ArduinoJSONPool {
+    static func bytes(_ text: String) throws -> Int {
+        let value = try JSONParser.parse(Array(text.utf8))
+        var strings = Set<String>()
+        func walk(_ value: JSONValue) -> Int {
+            switch value {
+            case .object(let members):
+                return members.reduce(0) { total, member in
+                    strings.insert(member.0)
+                    return total + 16 + walk(member.1)
+                }
+            case .array(let values): return values.reduce(0) { $0 + 16 + walk($1) }
+            case .string(let text):
+                strings.insert(text)
+                return 0
+            default: return 0
+            }
+        }
+        let slots = walk(value)
+        return slots + strings.reduce(0) { $0 + $1.utf8.count + 1 }
     }
 }
 

@@ -8,9 +8,7 @@ extension EcoWattRequestContext {
 
     /// The `{id}` path segment, validated: 1–128 printable ASCII characters without `/` or `\`.
     func deviceID(_ name: String = "id") throws -> String {
-        guard let id = parameters.get(name), !id.isEmpty, id.count <= Self.maxDeviceIDLength,
-            id.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F && $0 != "/" && $0 != "\\" })
-        else {
+        guard let id = parameters.get(name), Self.isValidDeviceID(id) else {
             throw APIError(.badRequest, "Invalid device id: 1-\(Self.maxDeviceIDLength) printable ASCII characters")
         }
         return id
@@ -18,6 +16,16 @@ extension EcoWattRequestContext {
 }
 
 extension Request {
+    /// Collects the body (up to `limit`) and parses it as JSON, answering 400 with the parser's reason.
+    mutating func jsonBody(limit: Int = 64 * 1024) async throws -> JSONValue {
+        let bytes = try await collectLimitedBody(limit: limit)
+        do {
+            return try JSONParser.parse(bytes)
+        } catch {
+            throw APIError(.badRequest, "Malformed JSON body: \(error.description)")
+        }
+    }
+
     /// Collects the body up to `limit` bytes, answering 413 beyond (checked on `Content-Length` first).
     mutating func collectLimitedBody(limit: Int) async throws -> [UInt8] {
         if let length = headers[.contentLength].flatMap(Int.init), length > limit {

@@ -5,6 +5,7 @@ import Hummingbird
 /// Device-facing telemetry routes (spec §1.2 E, §5.4).
 struct TelemetryRoutes {
     let ingest: IngestService
+    let activity: DeviceActivity
     let maxBodyBytes: Int
     let clock: @Sendable () -> Int64
 
@@ -19,6 +20,7 @@ struct TelemetryRoutes {
         var request = request
         let body = try await request.collectLimitedBody(limit: maxBodyBytes)
         let arrivalMs = clock()
+        activity.seen(deviceID, at: arrivalMs)
         let outcome = try await ingest.ingest(deviceID: deviceID, body: body, arrivalMs: arrivalMs)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "packets_processed": .int(Int64(outcome.packets.count)),
@@ -29,6 +31,7 @@ struct TelemetryRoutes {
     /// `POST /config/{id}/current`: the boot report, used here as the reboot signal that resets the decoder model.
     @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
+        activity.seen(deviceID, at: clock())
         var request = request
         let body = try await request.collectLimitedBody(limit: maxBodyBytes)
         guard (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any] else {

@@ -174,6 +174,11 @@ public actor IngestService: Service {
         logger.info("device boot signal: decoder model reset", metadata: ["device_id": "\(deviceID)"])
     }
 
+    /// Drops the cached state of a deleted device (the store has forgotten it).
+    public func forget(_ deviceID: String) {
+        devices[deviceID] = nil
+    }
+
     /// Operator reset of the anti-replay state (spec §2.4). Returns whether the device had any.
     public func resetNonce(deviceID: String) async throws -> Bool {
         var state = try await loadState(deviceID)

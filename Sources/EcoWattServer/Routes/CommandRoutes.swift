@@ -1,0 +1,145 @@
+import EcoWattProtocol
+import EcoWattStore
+import HTTPTypes
+import Hummingbird
+
+/// Command routes (spec §4): the device polls and reports; operators queue, inspect and cancel.
+struct CommandRoutes {
+    let commands: CommandService
+    let activity: DeviceActivity
+    let clock: @Sendable () -> Int64
+
+    func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.get("/commands/:id/poll", use: poll)
+        router.post("/commands/:id/result", use: result)
+    }
+
+    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.get("/commands/stats", use: stats)
+        router.get("/commands/status/:command_id", use: status)
+        router.get("/commands/:id/history", use: history)
+        router.post("/commands/:id", use: queue)
+        // Same parameter name as the queue route at this position (Hummingbird requires it); here it is a command id.
+        router.delete("/commands/:id", use: cancel)
+    }
+
+    /// `GET /commands/{id}/poll`: at most one command, compact (the device parses it into a 512-byte pool).
+    @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        activity.seen(deviceID, at: clock())
+        guard let command = try await commands.poll(deviceID: deviceID) else {
+            return JSONBody.response(["commands": .array([]), "count": 0])
+        }
+        return JSONBody.response(["commands": .array([Self.devicePayload(command)]), "count": 1])
+    }
+
+    /// The one command as the firmware reads it: string `command_id`, integer `value` and `register_address`.
+    static func devicePayload(_ command: CommandRow) -> JSONValue {
+        var fields: [(String, JSONValue)] = [("action", .string(command.action))]
+        if let target = command.targetRegister { fields.append(("target_register", .string(target))) }
+        if let address = command.registerAddress { fields.append(("register_address", .int(Int64(address)))) }
+        if let value = command.value { fields.append(("value", .int(Int64(value)))) }
+        return .object([("command_id", .string(command.commandID)), ("command", .object(fields))])
+    }
+
+    /// `POST /commands/{id}/result`: the firmware shape or the original one.
+    @Sendable func result(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        activity.seen(deviceID, at: clock())
+        var request = request
+        let report: CommandResultReport
+        do {
+            report = try CommandResultReport(json: try await request.jsonBody())
+        } catch let error as CommandValidationError {
+            throw APIError(.badRequest, error.reason)
+        }
+        let command = try await commands.result(report, deviceID: deviceID)
+        return JSONBody.response([
+            "success": true, "command_id": .string(command.commandID), "status": .string(command.status.rawValue),
+        ])
+    }
+
+    /// `POST /commands/{id}` (operator): 201 with the new command; 200 with the existing one for a repeated
+    /// idempotency key (body `idempotency_key` or header `Idempotency-Key`).
+    @Sendable func queue(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        var request = request
+        var body = try await request.jsonBody()
+        if let header = request.headers[HTTPField.Name("Idempotency-Key")!], body["idempotency_key"] == nil,
+            case .object(var members) = body
+        {
+            members.append(("idempotency_key", .string(header)))
+            body = .object(members)
+        }
+        let validated: CommandRequest
+        do {
+            validated = try CommandRequest(json: body, nowMs: clock())
+        } catch {
+            throw APIError(.badRequest, error.reason)
+        }
+        let (command, created) = try await commands.queue(validated, deviceID: deviceID)
+        return JSONBody.response(
+            status: created ? .created : .ok,
+            [
+                "success": true, "device_id": .string(deviceID), "command_id": .string(command.commandID), "created": .bool(created),
+                "command": Self.render(command),
+            ]
+        )
+    }
+
+    @Sendable func status(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("command_id"), let command = try await commands.command(id) else {
+            throw APIError(.notFound, "Unknown command")
+        }
+        return JSONBody.response(["success": true, "command": Self.render(command)])
+    }
+
+    @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "20"
+        guard let limit = Int(limitText), (1...1000).contains(limit) else {
+            throw APIError(.badRequest, "limit must be an integer in 1...1000")
+        }
+        let rows = try await commands.history(deviceID: deviceID, limit: limit)
+        return JSONBody.response([
+            "success": true, "device_id": .string(deviceID), "history": .array(rows.map(Self.render)),
+            "count": .int(Int64(rows.count)),
+        ])
+    }
+
+    @Sendable func cancel(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("id") else { throw APIError(.badRequest, "Missing command id") }
+        let command = try await commands.cancel(id)
+        return JSONBody.response(["success": true, "command": Self.render(command)])
+    }
+
+    @Sendable func stats(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let counts = try await commands.counts()
+        let total = counts.values.reduce(0, +)
+        let finished = (counts[.completed] ?? 0) + (counts[.failed] ?? 0) + (counts[.timedOut] ?? 0)
+        return JSONBody.response([
+            "success": true,
+            "statistics": .object(
+                [("total_commands", .int(Int64(total)))]
+                    + CommandStatus.allCases.map { ($0.rawValue, .int(Int64(counts[$0] ?? 0))) }
+                    + [("success_rate", .double(finished > 0 ? Double(counts[.completed] ?? 0) / Double(finished) : 0))]
+            ),
+        ])
+    }
+
+    static func render(_ command: CommandRow) -> JSONValue {
+        func time(_ ms: Int64?) -> JSONValue { ms.map { .string(QueryRoutes.iso($0)) } ?? .null }
+        func text(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+        return .object([
+            ("command_id", .string(command.commandID)), ("device_id", .string(command.deviceID)),
+            ("action", .string(command.action)), ("target_register", text(command.targetRegister)),
+            ("register_address", command.registerAddress.map { .int(Int64($0)) } ?? .null),
+            ("value", command.value.map { .int(Int64($0)) } ?? .null), ("status", .string(command.status.rawValue)),
+            ("created_at", time(command.createdAtMs)), ("expires_at", time(command.expiresAtMs)),
+            ("dispatched_at", time(command.dispatchedAtMs)), ("finished_at", time(command.finishedAtMs)),
+            ("result_status", text(command.resultStatus)), ("executed_at", text(command.executedAt)),
+            ("result", command.resultJSON.flatMap { try? JSONParser.parse(Array($0.utf8)) } ?? .null),
+            ("error_msg", text(command.errorMessage)), ("idempotency_key", text(command.idempotencyKey)),
+        ])
+    }
+}

@@ -1,0 +1,124 @@
+import EcoWattProtocol
+import EcoWattStore
+import Foundation
+import Hummingbird
+
+/// Device registry (spec §1.2 B, §1.3): boot registration from the device, CRUD for operators.
+struct DeviceRoutes {
+    let store: any DeviceRegistryStore
+    let activity: DeviceActivity
+    let ingest: IngestService
+    let offlineAfterMs: Int64
+    let clock: @Sendable () -> Int64
+
+    static let maxFieldLength = 128
+
+    func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.post("/devices", use: registerDevice)
+    }
+
+    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.get("/devices", use: list)
+        router.get("/devices/:id", use: show)
+        router.put("/devices/:id", use: update)
+        router.delete("/devices/:id", use: delete)
+    }
+
+    /// `POST /devices`: 201 for a new device, 200 for a known one. Also a boot signal (decoder model reset).
+    @Sendable func registerDevice(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        var request = request
+        let body = try await request.jsonBody()
+        guard let deviceID = body["device_id"]?.stringValue, EcoWattRequestContext.isValidDeviceID(deviceID) else {
+            throw APIError(.badRequest, "device_id must be 1-128 printable ASCII characters")
+        }
+        let fields = try Self.fields(body, allowFirmware: true)
+        let now = clock()
+        activity.seen(deviceID, at: now)
+        let created = try await store.register(deviceID: deviceID, fields: fields, nowMs: now)
+        try await ingest.deviceRebooted(deviceID)
+        return JSONBody.response(
+            status: created ? .created : .ok,
+            ["success": true, "device_id": .string(deviceID), "registered": .bool(created)]
+        )
+    }
+
+    @Sendable func list(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "1000"
+        guard let limit = Int(limitText), (1...10_000).contains(limit) else {
+            throw APIError(.badRequest, "limit must be an integer in 1...10000")
+        }
+        let devices = try await store.devices(limit: limit)
+        return JSONBody.response([
+            "success": true, "devices": .array(devices.map(render)), "count": .int(Int64(devices.count)),
+        ])
+    }
+
+    @Sendable func show(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        guard let device = try await store.device(deviceID) else { throw APIError(.notFound, "Unknown device \(deviceID)") }
+        return JSONBody.response(["success": true, "device": render(device)])
+    }
+
+    @Sendable func update(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        var request = request
+        let fields = try Self.fields(try await request.jsonBody(), allowFirmware: false)
+        guard let device = try await store.updateDevice(deviceID, fields: fields) else {
+            throw APIError(.notFound, "Unknown device \(deviceID)")
+        }
+        return JSONBody.response(["success": true, "device": render(device)])
+    }
+
+    @Sendable func delete(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        guard try await store.deleteDevice(deviceID, nowMs: clock()) else {
+            throw APIError(.notFound, "Unknown device \(deviceID)")
+        }
+        activity.forget(deviceID)
+        await ingest.forget(deviceID)
+        return JSONBody.response([
+            "success": true, "device_id": .string(deviceID),
+            "message": .string("Device, its nonce and decoder state and its pending commands were removed; telemetry is kept"),
+        ])
+    }
+
+    func render(_ device: DeviceRow) -> JSONValue {
+        let lastSeen = activity.lastSeen(device.deviceID, stored: device.lastSeenMs)
+        let online = clock() - lastSeen <= offlineAfterMs
+        return .object([
+            ("device_id", .string(device.deviceID)), ("device_name", device.deviceName.map(JSONValue.string) ?? .null),
+            ("location", device.location.map(JSONValue.string) ?? .null),
+            ("description", device.description.map(JSONValue.string) ?? .null),
+            ("firmware_version", device.firmwareVersion.map(JSONValue.string) ?? .null),
+            ("status", .string(online ? "online" : "offline")),
+            ("registered_at", device.registeredAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),
+            ("first_seen", .string(QueryRoutes.iso(device.firstSeenMs))), ("last_seen", .string(QueryRoutes.iso(lastSeen))),
+            ("upload_count", .int(Int64(device.uploadCount))),
+        ])
+    }
+
+    static func fields(_ body: JSONValue, allowFirmware: Bool) throws -> DeviceFields {
+        guard body.isObject else { throw APIError(.badRequest, "Body must be a JSON object") }
+        func field(_ name: String) throws -> String? {
+            guard let value = body[name], value != .null else { return nil }
+            guard let text = value.stringValue, text.count <= maxFieldLength else {
+                throw APIError(.badRequest, "\(name) must be a string of at most \(maxFieldLength) characters")
+            }
+            return text
+        }
+        return DeviceFields(
+            deviceName: try field("device_name"),
+            location: try field("location"),
+            description: try field("description"),
+            firmwareVersion: try field("firmware_version")
+        )
+    }
+}
+
+extension EcoWattRequestContext {
+    /// 1–128 printable ASCII characters without `/` or `\`.
+    static func isValidDeviceID(_ id: String) -> Bool {
+        !id.isEmpty && id.count <= maxDeviceIDLength
+            && id.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value < 0x7F && $0 != "/" && $0 != "\\" }
+    }
+}

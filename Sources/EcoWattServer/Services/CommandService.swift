@@ -1,0 +1,118 @@
+import EcoWattProtocol
+import EcoWattStore
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// Operator command queues (spec §4): queueing with validation, one command per poll, results, and a background
+/// sweep that times out dispatched commands without a result and expires pending ones past their TTL.
+public actor CommandService: Service {
+    private let store: any CommandStore
+    private let logger: Logger
+    private let clock: @Sendable () -> Int64
+    /// A dispatched command with no result after this long is `timed_out`.
+    public let resultTimeoutMs: Int64
+    /// Most pending commands one device may have.
+    public let maxPending: Int
+
+    public static let sweepInterval = Duration.seconds(5)
+
+    public init(
+        store: any CommandStore,
+        resultTimeoutSeconds: Int,
+        maxPending: Int,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Int64
+    ) {
+        self.store = store
+        self.resultTimeoutMs = Int64(resultTimeoutSeconds) * 1000
+        self.maxPending = maxPending
+        self.logger = logger
+        self.clock = clock
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.sweepInterval)
+                await self.sweep()
+            }
+        }
+    }
+
+    /// Applies timeouts and expiries now.
+    public func sweep() async {
+        do {
+            let (timedOut, expired) = try await store.sweepCommands(nowMs: clock(), resultTimeoutMs: resultTimeoutMs)
+            if timedOut + expired > 0 {
+                logger.notice("commands swept", metadata: ["timed_out": "\(timedOut)", "expired": "\(expired)"])
+            }
+        } catch is CancellationError {
+        } catch {
+            logger.warning("command sweep failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    public nonisolated func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
+        try await store.queue(
+            NewCommand(
+                deviceID: deviceID,
+                action: request.action,
+                targetRegister: request.targetRegister,
+                registerAddress: request.registerAddress,
+                value: request.value,
+                expiresAtMs: request.expiresAtMs,
+                idempotencyKey: request.idempotencyKey
+            ),
+            nowMs: clock(),
+            maxPending: maxPending
+        )
+    }
+
+    public nonisolated func poll(deviceID: String) async throws -> CommandRow? {
+        try await store.dispatchNext(deviceID: deviceID, nowMs: clock())
+    }
+
+    public nonisolated func result(_ report: CommandResultReport, deviceID: String) async throws -> CommandRow {
+        try await store.recordResult(
+            CommandResult(
+                commandID: report.commandID,
+                succeeded: report.succeeded,
+                executedAt: report.executedAt,
+                resultJSON: report.resultJSON,
+                errorMessage: report.errorMessage
+            ),
+            deviceID: deviceID,
+            nowMs: clock()
+        )
+    }
+
+    public nonisolated func command(_ id: String) async throws -> CommandRow? { try await store.command(id) }
+    public nonisolated func history(deviceID: String, limit: Int) async throws -> [CommandRow] {
+        try await store.commandHistory(deviceID: deviceID, limit: limit)
+    }
+    public nonisolated func cancel(_ id: String) async throws -> CommandRow { try await store.cancelCommand(id, nowMs: clock()) }
+    public nonisolated func counts() async throws -> [CommandStatus: Int] { try await store.commandCounts() }
+}
+
+extension CommandStoreError: ReasonedError {
+    public var status: HTTPResponse.Status {
+        switch self {
+        case .notFound: .notFound
+        case .wrongState: .conflict
+        case .queueFull: .tooManyRequests
+        }
+    }
+
+    public var reason: String {
+        switch self {
+        case .notFound(let id): "Unknown command \(id)"
+        case .wrongState(let id, let status): "Command \(id) is \(status.rawValue)"
+        case .queueFull(let device, let limit): "Device \(device) already has \(limit) pending commands"
+        }
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        try APIError(status, reason).response(from: request, context: context)
+    }
+}

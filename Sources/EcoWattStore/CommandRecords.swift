@@ -1,0 +1,156 @@
+import Foundation
+import GRDB
+
+/// Lifecycle of an operator command (spec §4.4).
+public enum CommandStatus: String, Sendable, Codable, CaseIterable {
+    /// Queued, waiting for the device's next poll.
+    case pending
+    /// Delivered as the one command of a poll; never re-delivered automatically.
+    case dispatched
+    /// The device reported success.
+    case completed
+    /// The device reported failure.
+    case failed
+    /// Dispatched, but no result arrived within the result timeout.
+    case timedOut = "timed_out"
+    /// Cancelled by an operator while pending.
+    case cancelled
+    /// Its `expires_at` passed while pending.
+    case expired
+}
+
+/// A validated command, ready to queue.
+public struct NewCommand: Sendable, Equatable {
+    public var deviceID: String
+    public var action: String
+    public var targetRegister: String?
+    public var registerAddress: Int?
+    public var value: Int?
+    public var expiresAtMs: Int64?
+    public var idempotencyKey: String?
+
+    public init(
+        deviceID: String,
+        action: String,
+        targetRegister: String?,
+        registerAddress: Int?,
+        value: Int?,
+        expiresAtMs: Int64?,
+        idempotencyKey: String?
+    ) {
+        self.deviceID = deviceID
+        self.action = action
+        self.targetRegister = targetRegister
+        self.registerAddress = registerAddress
+        self.value = value
+        self.expiresAtMs = expiresAtMs
+        self.idempotencyKey = idempotencyKey
+    }
+}
+
+/// A stored command.
+public struct CommandRow: Sendable, Equatable {
+    public var commandID: String
+    public var deviceID: String
+    public var action: String
+    public var targetRegister: String?
+    public var registerAddress: Int?
+    public var value: Int?
+    public var status: CommandStatus
+    public var idempotencyKey: String?
+    public var createdAtMs: Int64
+    public var expiresAtMs: Int64?
+    public var dispatchedAtMs: Int64?
+    public var finishedAtMs: Int64?
+    public var resultStatus: String?
+    public var executedAt: String?
+    public var resultJSON: String?
+    public var errorMessage: String?
+
+    init(row: Row) {
+        commandID = row["command_id"]
+        deviceID = row["device_id"]
+        action = row["action"]
+        targetRegister = row["target_register"]
+        registerAddress = row["register_address"]
+        value = row["value"]
+        status = CommandStatus(rawValue: row["status"]) ?? .pending
+        idempotencyKey = row["idempotency_key"]
+        createdAtMs = row["created_at_ms"]
+        expiresAtMs = row["expires_at_ms"]
+        dispatchedAtMs = row["dispatched_at_ms"]
+        finishedAtMs = row["finished_at_ms"]
+        resultStatus = row["result_status"]
+        executedAt = row["executed_at"]
+        resultJSON = row["result_json"]
+        errorMessage = row["error_msg"]
+    }
+}
+
+/// A device's report of how a command went.
+public struct CommandResult: Sendable, Equatable {
+    public var commandID: String
+    public var succeeded: Bool
+    /// `executed_at` as the device sent it (ISO-8601 UTC; `1970-…` when its clock was unsynced).
+    public var executedAt: String?
+    /// Extra result data, compact JSON.
+    public var resultJSON: String?
+    public var errorMessage: String?
+
+    public init(commandID: String, succeeded: Bool, executedAt: String?, resultJSON: String?, errorMessage: String?) {
+        self.commandID = commandID
+        self.succeeded = succeeded
+        self.executedAt = executedAt
+        self.resultJSON = resultJSON
+        self.errorMessage = errorMessage
+    }
+}
+
+/// Why a command operation was refused.
+public enum CommandStoreError: Error, Sendable, Equatable {
+    case notFound(String)
+    /// The command is not in a state that allows the operation.
+    case wrongState(commandID: String, status: CommandStatus)
+    /// The device already has the maximum number of pending commands.
+    case queueFull(deviceID: String, limit: Int)
+}
+
+/// A registered device.
+public struct DeviceRow: Sendable, Equatable {
+    public var deviceID: String
+    public var deviceName: String?
+    public var location: String?
+    public var description: String?
+    public var firmwareVersion: String?
+    public var registeredAtMs: Int64?
+    public var firstSeenMs: Int64
+    public var lastSeenMs: Int64
+    public var uploadCount: Int
+
+    init(row: Row) {
+        deviceID = row["device_id"]
+        deviceName = row["device_name"]
+        location = row["location"]
+        description = row["description"]
+        firmwareVersion = row["firmware_version"]
+        registeredAtMs = row["registered_at_ms"]
+        firstSeenMs = row["first_seen_ms"]
+        lastSeenMs = row["last_seen_ms"]
+        uploadCount = row["upload_count"]
+    }
+}
+
+/// Device fields a registration or an operator edit may set (`nil` leaves a field unchanged).
+public struct DeviceFields: Sendable, Equatable {
+    public var deviceName: String?
+    public var location: String?
+    public var description: String?
+    public var firmwareVersion: String?
+
+    public init(deviceName: String? = nil, location: String? = nil, description: String? = nil, firmwareVersion: String? = nil) {
+        self.deviceName = deviceName
+        self.location = location
+        self.description = description
+        self.firmwareVersion = firmwareVersion
+    }
+}

@@ -1,0 +1,289 @@
+import Foundation
+import GRDB
+
+/// The device registry as the server's services see it.
+public protocol DeviceRegistryStore: Sendable {
+    /// Registers or updates a device (boot registration). Returns `true` when the device was new.
+    func register(deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool
+    func device(_ deviceID: String) async throws -> DeviceRow?
+    func devices(limit: Int) async throws -> [DeviceRow]
+    /// Updates operator-editable fields; `nil` when the device is unknown.
+    func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow?
+    /// Forgets a device: registry row (with its nonce and decoder state) and its pending commands. Telemetry stays.
+    func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool
+    /// Records when devices were last heard from (batched by ``DeviceActivity``).
+    func recordLastSeen(_ lastSeen: [String: Int64]) async throws
+}
+
+/// Durable operator command queues (spec §4).
+public protocol CommandStore: Sendable {
+    /// Queues a command. With an idempotency key already used for this device, returns the existing command and
+    /// `created: false`.
+    func queue(_ command: NewCommand, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool)
+    /// Atomically takes the device's oldest deliverable pending command and marks it dispatched (expired ones are
+    /// marked expired on the way). `nil` when there is none.
+    func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow?
+    /// Records a device's result for one of its dispatched (or timed-out) commands.
+    func recordResult(_ result: CommandResult, deviceID: String, nowMs: Int64) async throws -> CommandRow
+    func command(_ commandID: String) async throws -> CommandRow?
+    /// Commands of a device, newest first.
+    func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow]
+    /// Cancels a pending command.
+    func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow
+    /// Marks dispatched commands without a result after `resultTimeoutMs` as timed out, and pending ones past their
+    /// expiry as expired.
+    func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int)
+    /// Number of commands in each state.
+    func commandCounts() async throws -> [CommandStatus: Int]
+}
+
+/// ``DeviceRegistryStore`` and ``CommandStore`` on SQLite; every write goes through the ``GroupCommitWriter``.
+public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
+    public let database: EcoWattDatabase
+    public let writer: GroupCommitWriter
+
+    public init(database: EcoWattDatabase, writer: GroupCommitWriter) {
+        self.database = database
+        self.writer = writer
+    }
+
+    // MARK: Registry
+
+    public func register(deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool {
+        try await writer.write { db in
+            let existed =
+                try Bool.fetchOne(db, sql: "SELECT registered_at_ms IS NOT NULL FROM devices WHERE device_id = ?", arguments: [deviceID]) ?? false
+            try db.execute(
+                sql: """
+                    INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, device_name, location, description,
+                      firmware_version, registered_at_ms) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?2)
+                    ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = max(devices.last_seen_ms, ?2),
+                      device_name = coalesce(?3, devices.device_name), location = coalesce(?4, devices.location),
+                      description = coalesce(?5, devices.description),
+                      firmware_version = coalesce(?6, devices.firmware_version),
+                      registered_at_ms = coalesce(devices.registered_at_ms, ?2)
+                    """,
+                arguments: [deviceID, nowMs, fields.deviceName, fields.location, fields.description, fields.firmwareVersion]
+            )
+            return !existed
+        }
+    }
+
+    public func device(_ deviceID: String) async throws -> DeviceRow? {
+        try await database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE device_id = ?", arguments: [deviceID]).map(DeviceRow.init)
+        }
+    }
+
+    public func devices(limit: Int) async throws -> [DeviceRow] {
+        try await database.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM devices ORDER BY device_id LIMIT ?", arguments: [limit]).map(DeviceRow.init)
+        }
+    }
+
+    public func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow? {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE devices SET device_name = coalesce(?2, device_name), location = coalesce(?3, location),
+                      description = coalesce(?4, description), firmware_version = coalesce(?5, firmware_version)
+                    WHERE device_id = ?1
+                    """,
+                arguments: [deviceID, fields.deviceName, fields.location, fields.description, fields.firmwareVersion]
+            )
+            return try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE device_id = ?", arguments: [deviceID]).map(DeviceRow.init)
+        }
+    }
+
+    public func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool {
+        try await writer.write { db in
+            try db.execute(sql: "DELETE FROM devices WHERE device_id = ?", arguments: [deviceID])
+            let existed = db.changesCount > 0
+            try db.execute(
+                sql: "UPDATE commands SET status = 'cancelled', finished_at_ms = ? WHERE device_id = ? AND status = 'pending'",
+                arguments: [nowMs, deviceID]
+            )
+            return existed
+        }
+    }
+
+    public func recordLastSeen(_ lastSeen: [String: Int64]) async throws {
+        guard !lastSeen.isEmpty else { return }
+        try await writer.write { db in
+            let statement = try db.cachedStatement(
+                sql: """
+                    INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)
+                    ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = max(devices.last_seen_ms, ?2)
+                    """
+            )
+            for (device, seen) in lastSeen { try statement.execute(arguments: [device, seen]) }
+        }
+    }
+
+    // MARK: Commands
+
+    public func queue(_ command: NewCommand, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool) {
+        let commandID = UUID().uuidString.lowercased()
+        return try await writer.write { db in
+            if let key = command.idempotencyKey,
+                let existing = try Row.fetchOne(
+                    db,
+                    sql: "SELECT * FROM commands WHERE device_id = ? AND idempotency_key = ?",
+                    arguments: [command.deviceID, key]
+                )
+            {
+                return (CommandRow(row: existing), false)
+            }
+            let pending =
+                try Int.fetchOne(
+                    db,
+                    sql: "SELECT COUNT(*) FROM commands WHERE device_id = ? AND status = 'pending'",
+                    arguments: [command.deviceID]
+                ) ?? 0
+            guard pending < maxPending else { throw CommandStoreError.queueFull(deviceID: command.deviceID, limit: maxPending) }
+            try db.execute(
+                sql: """
+                    INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
+                      idempotency_key, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
+                    """,
+                arguments: [
+                    commandID, command.deviceID, command.action, command.targetRegister, command.registerAddress,
+                    command.value, command.idempotencyKey, nowMs, command.expiresAtMs,
+                ]
+            )
+            let row = try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [commandID])!
+            return (CommandRow(row: row), true)
+        }
+    }
+
+    public func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow? {
+        // Cheap concurrent read first: an empty queue (the common poll) never touches the writer.
+        let hasPending = try await database.pool.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT EXISTS (SELECT 1 FROM commands WHERE device_id = ? AND status = 'pending')",
+                arguments: [deviceID]
+            ) ?? false
+        }
+        guard hasPending else { return nil }
+        return try await writer.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE commands SET status = 'expired', finished_at_ms = ?2
+                    WHERE device_id = ?1 AND status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?2
+                    """,
+                arguments: [deviceID, nowMs]
+            )
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: "SELECT * FROM commands WHERE device_id = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                    arguments: [deviceID]
+                )
+            else { return nil }
+            var command = CommandRow(row: row)
+            try db.execute(
+                sql: "UPDATE commands SET status = 'dispatched', dispatched_at_ms = ? WHERE command_id = ?",
+                arguments: [nowMs, command.commandID]
+            )
+            command.status = .dispatched
+            command.dispatchedAtMs = nowMs
+            return command
+        }
+    }
+
+    public func recordResult(_ result: CommandResult, deviceID: String, nowMs: Int64) async throws -> CommandRow {
+        try await writer.write { db in
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: "SELECT * FROM commands WHERE command_id = ? AND device_id = ?",
+                    arguments: [result.commandID, deviceID]
+                )
+            else { throw CommandStoreError.notFound(result.commandID) }
+            let command = CommandRow(row: row)
+            // A late result after a timeout is still the truth about what the device did.
+            guard [.dispatched, .timedOut].contains(command.status) else {
+                throw CommandStoreError.wrongState(commandID: command.commandID, status: command.status)
+            }
+            let status: CommandStatus = result.succeeded ? .completed : .failed
+            try db.execute(
+                sql: """
+                    UPDATE commands SET status = ?, finished_at_ms = ?, result_status = ?, executed_at = ?,
+                      result_json = ?, error_msg = ? WHERE command_id = ?
+                    """,
+                arguments: [
+                    status.rawValue, nowMs, result.succeeded ? "success" : "failed", result.executedAt, result.resultJSON,
+                    result.errorMessage, command.commandID,
+                ]
+            )
+            return CommandRow(row: try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [command.commandID])!)
+        }
+    }
+
+    public func command(_ commandID: String) async throws -> CommandRow? {
+        try await database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [commandID]).map(CommandRow.init)
+        }
+    }
+
+    public func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM commands WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, limit]
+            ).map(CommandRow.init)
+        }
+    }
+
+    public func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow {
+        try await writer.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [commandID]) else {
+                throw CommandStoreError.notFound(commandID)
+            }
+            var command = CommandRow(row: row)
+            guard command.status == .pending else {
+                throw CommandStoreError.wrongState(commandID: commandID, status: command.status)
+            }
+            try db.execute(
+                sql: "UPDATE commands SET status = 'cancelled', finished_at_ms = ? WHERE command_id = ?",
+                arguments: [nowMs, commandID]
+            )
+            command.status = .cancelled
+            command.finishedAtMs = nowMs
+            return command
+        }
+    }
+
+    public func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int) {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE commands SET status = 'timed_out', finished_at_ms = ?1
+                    WHERE status = 'dispatched' AND dispatched_at_ms <= ?2
+                    """,
+                arguments: [nowMs, nowMs - resultTimeoutMs]
+            )
+            let timedOut = db.changesCount
+            try db.execute(
+                sql: """
+                    UPDATE commands SET status = 'expired', finished_at_ms = ?1
+                    WHERE status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1
+                    """,
+                arguments: [nowMs]
+            )
+            return (timedOut, db.changesCount)
+        }
+    }
+
+    public func commandCounts() async throws -> [CommandStatus: Int] {
+        try await database.pool.read { db in
+            var counts = [CommandStatus: Int]()
+            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM commands GROUP BY status") {
+                if let status = CommandStatus(rawValue: row["status"]) { counts[status] = row["n"] }
+            }
+            return counts
+        }
+    }
+}

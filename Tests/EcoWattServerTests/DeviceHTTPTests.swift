@@ -1,0 +1,55 @@
+import EcoWattServer
+import Foundation
+import HummingbirdTesting
+import Testing
+
+@Suite struct DeviceHTTPTests {
+    static let registration =
+        #"{"device_id":"ESP32_001","device_name":"EcoWatt Smart Monitor","firmware_version":"1.3.4","location":"Default Location","description":"EcoWatt Energy Monitor"}"#
+
+    @Test func bootRegistrationAndOperatorCRUD() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let created = try await client.postJSON("/devices", Self.registration)
+            #expect(created.status == .created)
+            #expect(try ArduinoJSONPool.bytes(String(buffer: created.body)) <= 460)
+            let known = try await client.postJSON("/devices", Self.registration)
+            #expect(known.status == .ok)
+            #expect(try await client.postJSON("/devices", #"{"device_name":"x"}"#).status == .badRequest)
+            #expect(try await client.postJSON("/devices", "not json").status == .badRequest)
+
+            let list = try await client.execute(uri: "/devices", method: .get, headers: test.operatorHeaders)
+            let device = try #require((list.json["devices"] as? [[String: Any]])?.first)
+            #expect(device["device_id"] as? String == "ESP32_001")
+            #expect(device["firmware_version"] as? String == "1.3.4")
+            #expect(device["status"] as? String == "online")
+
+            let renamed = try await client.operatorJSON(.put, "/devices/ESP32_001", #"{"location":"Roof"}"#, server: test)
+            #expect((renamed.json["device"] as? [String: Any])?["location"] as? String == "Roof")
+            #expect(try await client.operatorJSON(.put, "/devices/NOPE", #"{"location":"x"}"#, server: test).status == .notFound)
+
+            // Offline once silent for longer than device_offline_after_seconds (120 s by default).
+            test.clock.set(test.clock.now + 121_000)
+            let later = try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders)
+            #expect((later.json["device"] as? [String: Any])?["status"] as? String == "offline")
+            // Any device request (a poll) brings it back online.
+            _ = try await client.execute(uri: "/commands/ESP32_001/poll", method: .get)
+            let polled = try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders)
+            #expect((polled.json["device"] as? [String: Any])?["status"] as? String == "online")
+
+            #expect(try await client.operatorJSON(.delete, "/devices/ESP32_001", nil, server: test).status == .ok)
+            #expect(try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders).status == .notFound)
+            #expect(try await client.execute(uri: "/devices", method: .get).status == .unauthorized)
+        }
+    }
+
+    @Test func lastSeenIsFlushedToTheStore() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            _ = try await client.execute(uri: "/commands/POLLER/poll", method: .get)
+            await test.server.activity.flush()
+            let stored = try await test.server.devices.device("POLLER")
+            #expect(stored?.lastSeenMs == test.clock.now)
+        }
+    }
+}
