@@ -22,10 +22,13 @@ public struct JSONParser {
     }
 
     /// Parses one JSON document (the non-generic hot path).
-    public static func parse(_ array: [UInt8]) throws(JSONParseError) -> JSONValue {
+    /// - Parameter allowNonFinite: also accept the bare tokens `nan`, `-nan`, `inf` and `-inf` that the firmware's
+    ///   `printf("%.2f")` writes into energy reports (spec §6.1); they become `null`.
+    public static func parse(_ array: [UInt8], allowNonFinite: Bool = false) throws(JSONParseError) -> JSONValue {
         do {
             return try array.withUnsafeBufferPointer { buffer in
                 var parser = JSONParser(bytes: buffer)
+                parser.allowNonFinite = allowNonFinite
                 parser.skipWhitespace()
                 let value = try parser.parseValue(depth: 0)
                 parser.skipWhitespace()
@@ -41,6 +44,7 @@ public struct JSONParser {
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var position = 0
+    private var allowNonFinite = false
 
     private init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -71,12 +75,27 @@ public struct JSONParser {
         case UInt8(ascii: "f"):
             try expectLiteral("false")
             return .bool(false)
+        case UInt8(ascii: "n") where allowNonFinite && hasPrefix("nan"):
+            position += 3
+            return .null
         case UInt8(ascii: "n"):
             try expectLiteral("null")
+            return .null
+        case UInt8(ascii: "i") where allowNonFinite && hasPrefix("inf"):
+            position += 3
+            return .null
+        case UInt8(ascii: "-") where allowNonFinite && (hasPrefix("-inf") || hasPrefix("-nan")):
+            position += 4
             return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw error("unexpected character")
         }
+    }
+
+    private func hasPrefix(_ literal: StaticString) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard position + count <= bytes.count else { return false }
+        return (0..<count).allSatisfy { bytes[position + $0] == literal.utf8Start[$0] }
     }
 
     private mutating func expectLiteral(_ literal: StaticString) throws(JSONParseError) {

@@ -57,6 +57,8 @@ public struct EcoWattApplication: Sendable {
             clock: clock
         )
         let commandRoutes = CommandRoutes(commands: commands, activity: activity, clock: clock)
+        let configRoutes = ConfigRoutes(store: devices, activity: activity, ingest: ingest, clock: clock)
+        let reportRoutes = ReportRoutes(store: devices, activity: activity, clock: clock)
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
             logger.notice(
@@ -75,12 +77,16 @@ public struct EcoWattApplication: Sendable {
             .register(on: router)
         deviceRoutes.registerDeviceRoutes(on: router)
         commandRoutes.registerDeviceRoutes(on: router)
+        configRoutes.registerDeviceRoutes(on: router)
+        reportRoutes.registerDeviceRoutes(on: router)
         // Operator routes: bearer token.
         let operatorRoutes = router.group().add(middleware: OperatorAuthMiddleware(token: token))
         QueryRoutes(store: store).register(on: operatorRoutes)
         SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
         deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
         commandRoutes.registerOperatorRoutes(on: operatorRoutes)
+        configRoutes.registerOperatorRoutes(on: operatorRoutes)
+        reportRoutes.registerOperatorRoutes(on: operatorRoutes)
 
         var application = Application(
             router: router,

@@ -121,6 +121,56 @@ public final class EcoWattDatabase: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v3-config") { db in
+            try db.create(table: "device_configs") { t in
+                t.primaryKey("device_id", .text)
+                t.column("running_json", .text)  // what the device runs: boot report + applied updates
+                t.column("running_at_ms", .integer)
+                t.column("pending_json", .text)  // accepted, not yet acknowledged: {"sampling_interval":…}
+                t.column("pending_created_at_ms", .integer)
+                t.column("pending_delivered_at_ms", .integer)
+            }
+            try db.create(table: "config_history") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("event", .text).notNull()  // requested, delivered, applied, cleared_noop, boot_report
+                t.column("config_json", .text)
+                t.column("detail", .text)
+                t.column("created_at_ms", .integer).notNull()
+            }
+            try db.create(index: "config_history_device", on: "config_history", columns: ["device_id", "id"])
+        }
+        migrator.registerMigration("v4-reports") { db in
+            try db.create(table: "power_reports") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("device_time_ms", .integer)  // epoch ms, or millis() since boot when unsynced
+                t.column("received_at_ms", .integer).notNull()
+                t.column("enabled", .boolean)
+                t.column("techniques", .integer)
+                t.column("avg_current_ma", .double)  // NULL when the device printed nan/inf
+                t.column("energy_saved_mah", .double)
+                t.column("peripheral_savings_mah", .double)
+                t.column("uptime_ms", .integer)
+                t.column("high_perf_ms", .integer)
+                t.column("normal_ms", .integer)
+                t.column("low_power_ms", .integer)
+                t.column("sleep_ms", .integer)
+            }
+            try db.create(index: "power_reports_device", on: "power_reports", columns: ["device_id", "received_at_ms"])
+            try db.create(table: "fault_events") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("device_time_s", .integer)
+                t.column("received_at_ms", .integer).notNull()
+                t.column("fault_type", .text).notNull()
+                t.column("recovery_action", .text)
+                t.column("success", .boolean).notNull()
+                t.column("details", .text)
+                t.column("retry_count", .integer)
+            }
+            try db.create(index: "fault_events_device", on: "fault_events", columns: ["device_id", "id"])
+        }
         return migrator
     }
 }

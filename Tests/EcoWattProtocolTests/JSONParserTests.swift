@@ -43,3 +43,17 @@ import Testing
         }
     }
 }
+
+@Suite struct LenientJSONTests {
+    @Test func nonFiniteTokensOnlyWhenAllowed() throws {
+        let text = Array(#"{"a":nan,"b":-inf,"c":inf,"d":-nan,"e":null,"f":"nan"}"#.utf8)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
+        let value = try JSONParser.parse(text, allowNonFinite: true)
+        #expect(value["a"] == .null)
+        #expect(value["b"] == .null)
+        #expect(value["c"] == .null)
+        #expect(value["d"] == .null)
+        #expect(value["f"]?.stringValue == "nan")
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array("nope".utf8), allowNonFinite: true) }
+    }
+}

@@ -107,10 +107,13 @@ struct QueryRoutes {
         ]
     }
 
+    /// Exact ISO-8601 UTC with milliseconds (formatting through a `Double` fraction would lose a millisecond).
     static func iso(_ ms: Int64) -> String {
-        Date(timeIntervalSince1970: Double(ms) / 1000).formatted(
-            Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        )
+        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+        let millis = Int(ms - seconds * 1000)
+        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
+        let fraction = String(millis).leftPadded(3)
+        return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(fraction)Z" : whole
     }
 
     /// Epoch seconds (integer or decimal) or an ISO-8601 date-time.

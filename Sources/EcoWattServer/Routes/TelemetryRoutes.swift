@@ -2,7 +2,7 @@ import EcoWattProtocol
 import Foundation
 import Hummingbird
 
-/// Device-facing telemetry routes (spec §1.2 E, §5.4).
+/// Device-facing telemetry upload route (spec §1.2 E).
 struct TelemetryRoutes {
     let ingest: IngestService
     let activity: DeviceActivity
@@ -11,7 +11,6 @@ struct TelemetryRoutes {
 
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
         router.post("/aggregated/:id", use: upload)
-        router.post("/config/:id/current", use: bootReport)
     }
 
     /// `POST /aggregated/{id}`: 200 only once the upload is durably stored.
@@ -26,18 +25,5 @@ struct TelemetryRoutes {
             "success": true, "device_id": .string(deviceID), "packets_processed": .int(Int64(outcome.packets.count)),
             "samples_stored": .int(Int64(outcome.samplesStored)), "undecodable_packets": .int(Int64(outcome.undecodable)),
         ])
-    }
-
-    /// `POST /config/{id}/current`: the boot report, used here as the reboot signal that resets the decoder model.
-    @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: clock())
-        var request = request
-        let body = try await request.collectLimitedBody(limit: maxBodyBytes)
-        guard (try? JSONSerialization.jsonObject(with: Data(body))) is [String: Any] else {
-            throw APIError(.badRequest, "Boot report must be a JSON object")
-        }
-        try await ingest.deviceRebooted(deviceID)
-        return JSONBody.response(["success": true, "device_id": .string(deviceID)])
     }
 }

@@ -1,0 +1,119 @@
+import EcoWattProtocol
+import EcoWattStore
+import Hummingbird
+
+/// Remote configuration (spec §5): the device polls, acknowledges and reports its running configuration at boot;
+/// operators submit validated updates and read the history.
+struct ConfigRoutes {
+    let store: any ConfigStore
+    let activity: DeviceActivity
+    let ingest: IngestService
+    let clock: @Sendable () -> Int64
+
+    func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.get("/config/:id", use: poll)
+        router.post("/config/:id/acknowledge", use: acknowledge)
+        router.post("/config/:id/current", use: bootReport)
+    }
+
+    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.put("/config/:id", use: update)
+        router.post("/config/:id", use: update)
+        router.get("/config/:id/history", use: history)
+    }
+
+    /// `GET /config/{id}`: `{"is_pending":false}` or `{"is_pending":true,"pending_config":{"config_update":{…}}}`.
+    @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        activity.seen(deviceID, at: clock())
+        guard let pending = try await store.deliverPending(deviceID: deviceID, nowMs: clock()) else {
+            return JSONBody.response(["is_pending": false])
+        }
+        return JSONBody.response(["is_pending": true, "pending_config": .object([("config_update", pending)])])
+    }
+
+    /// `POST /config/{id}/acknowledge`: the device applied the pending configuration.
+    @Sendable func acknowledge(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        activity.seen(deviceID, at: clock())
+        var request = request
+        let body = try await request.jsonBody()
+        guard body.isObject else { throw APIError(.badRequest, "Acknowledgement must be a JSON object") }
+        guard try await store.acknowledge(deviceID: deviceID, ack: body, nowMs: clock()) else {
+            throw APIError(.notFound, "No pending config to acknowledge")
+        }
+        return JSONBody.response(["success": true, "device_id": .string(deviceID), "status": "applied"])
+    }
+
+    /// `POST /config/{id}/current`: the boot report. Stored as the running configuration, and the reboot signal
+    /// that resets the device's decoder model.
+    @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        activity.seen(deviceID, at: clock())
+        var request = request
+        let body = try await request.jsonBody()
+        guard body.isObject else { throw APIError(.badRequest, "Boot report must be a JSON object") }
+        try await ingest.deviceRebooted(deviceID)
+        try await store.recordRunning(deviceID: deviceID, report: body, nowMs: clock())
+        return JSONBody.response(["success": true, "device_id": .string(deviceID)])
+    }
+
+    /// `PUT /config/{id}` (operator): validates `{"config_update":{…}}`; only accepted fields are stored and delivered.
+    @Sendable func update(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        var request = request
+        let body = try await request.jsonBody()
+        guard let updateValue = body["config_update"] else {
+            throw APIError(.badRequest, #"Body must be {"config_update":{…}}"#)
+        }
+        let current = try await store.configState(deviceID: deviceID)
+        let update: ConfigUpdate
+        do {
+            // Compare with what the device will run once the pending fields are applied.
+            update = try ConfigUpdate(update: updateValue, running: JSONValue.merge(current.running, current.pending ?? .object([])))
+        } catch {
+            throw APIError(.badRequest, error.reason)
+        }
+        var state = current
+        if !update.accepted.isEmpty {
+            state = try await store.addPending(deviceID: deviceID, update: .object(update.accepted), nowMs: clock())
+        }
+        let status: HTTPResponse.Status = update.accepted.isEmpty && !update.rejected.isEmpty ? .badRequest : .ok
+        return JSONBody.response(
+            status: status,
+            [
+                "success": .bool(status == .ok), "device_id": .string(deviceID),
+                "config_ack": .object([
+                    ("accepted", .object(update.accepted)),
+                    ("rejected", .object(update.rejected.map { ($0.0, .string($0.1)) })),
+                    ("unchanged", .array(update.unchanged.map(JSONValue.string))),
+                ]),
+                "pending_config": state.pending ?? .null, "running_config": state.running,
+            ]
+        )
+    }
+
+    @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let deviceID = try context.deviceID()
+        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "10"
+        guard let limit = Int(limitText), (1...1000).contains(limit) else {
+            throw APIError(.badRequest, "limit must be an integer in 1...1000")
+        }
+        let state = try await store.configState(deviceID: deviceID)
+        let rows = try await store.configHistory(deviceID: deviceID, limit: limit)
+        return JSONBody.response([
+            "success": true, "device_id": .string(deviceID), "running_config": state.running,
+            "pending_config": state.pending ?? .null,
+            "history": .array(
+                rows.map { row in
+                    .object([
+                        ("event", .string(row.event)), ("config", row.config ?? .null),
+                        ("detail", row.detail.map(JSONValue.string) ?? .null),
+                        ("at", .string(QueryRoutes.iso(row.createdAtMs))),
+                    ])
+                }
+            ),
+            "count": .int(Int64(rows.count)),
+        ])
+    }
+}

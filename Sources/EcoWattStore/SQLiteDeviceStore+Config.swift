@@ -1,0 +1,154 @@
+import EcoWattProtocol
+import GRDB
+
+/// A device's configuration as the server knows it.
+public struct ConfigState: Sendable, Equatable {
+    /// What the device runs (boot report plus applied updates); `{}` when unknown.
+    public var running: JSONValue
+    /// Accepted fields waiting for the device; `nil` when nothing is pending.
+    public var pending: JSONValue?
+    public var pendingCreatedAtMs: Int64?
+    public var pendingDeliveredAtMs: Int64?
+}
+
+/// One entry of a device's configuration history.
+public struct ConfigHistoryRow: Sendable, Equatable {
+    public var event: String
+    public var config: JSONValue?
+    public var detail: String?
+    public var createdAtMs: Int64
+}
+
+/// Remote configuration (spec §5).
+public protocol ConfigStore: Sendable {
+    func configState(deviceID: String) async throws -> ConfigState
+    /// Merges accepted fields into the device's pending configuration.
+    func addPending(deviceID: String, update: JSONValue, nowMs: Int64) async throws -> ConfigState
+    /// The pending `config_update` object to deliver, or `nil`. A pending configuration that no longer changes the
+    /// device (compared with its running configuration) is delivered once and cleared.
+    func deliverPending(deviceID: String, nowMs: Int64) async throws -> JSONValue?
+    /// The device applied the pending configuration: it becomes part of the running one. `false` if none was pending.
+    func acknowledge(deviceID: String, ack: JSONValue, nowMs: Int64) async throws -> Bool
+    /// The boot report: the device's actual running configuration.
+    func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws
+    func configHistory(deviceID: String, limit: Int) async throws -> [ConfigHistoryRow]
+}
+
+extension SQLiteDeviceStore: ConfigStore {
+    static func loadState(_ db: Database, _ deviceID: String) throws -> ConfigState {
+        let row = try Row.fetchOne(db, sql: "SELECT * FROM device_configs WHERE device_id = ?", arguments: [deviceID])
+        func json(_ text: String?) -> JSONValue? { text.flatMap { try? JSONParser.parse(Array($0.utf8)) } }
+        return ConfigState(
+            running: json(row?["running_json"]) ?? .object([]),
+            pending: json(row?["pending_json"]),
+            pendingCreatedAtMs: row?["pending_created_at_ms"],
+            pendingDeliveredAtMs: row?["pending_delivered_at_ms"]
+        )
+    }
+
+    static func history(_ db: Database, _ deviceID: String, _ event: String, _ config: JSONValue?, _ detail: String?, _ now: Int64) throws {
+        try db.execute(
+            sql: "INSERT INTO config_history (device_id, event, config_json, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+            arguments: [deviceID, event, config?.serialized, detail, now]
+        )
+    }
+
+    public func configState(deviceID: String) async throws -> ConfigState {
+        try await database.pool.read { db in try Self.loadState(db, deviceID) }
+    }
+
+    public func addPending(deviceID: String, update: JSONValue, nowMs: Int64) async throws -> ConfigState {
+        try await writer.write { db in
+            let state = try Self.loadState(db, deviceID)
+            let pending = JSONValue.merge(state.pending ?? .object([]), update)
+            try db.execute(
+                sql: """
+                    INSERT INTO device_configs (device_id, pending_json, pending_created_at_ms) VALUES (?1, ?2, ?3)
+                    ON CONFLICT(device_id) DO UPDATE SET pending_json = ?2, pending_created_at_ms = ?3,
+                      pending_delivered_at_ms = NULL
+                    """,
+                arguments: [deviceID, pending.serialized, nowMs]
+            )
+            try Self.history(db, deviceID, "requested", update, nil, nowMs)
+            return try Self.loadState(db, deviceID)
+        }
+    }
+
+    public func deliverPending(deviceID: String, nowMs: Int64) async throws -> JSONValue? {
+        let hasPending = try await database.pool.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT pending_json IS NOT NULL FROM device_configs WHERE device_id = ?",
+                arguments: [deviceID]
+            ) ?? false
+        }
+        guard hasPending else { return nil }
+        return try await writer.write { db in
+            let state = try Self.loadState(db, deviceID)
+            guard let pending = state.pending, case .object(let fields) = pending else { return nil }
+            let changes = fields.contains { key, value in !ConfigUpdate.matches(value, state.running[key], key: key) }
+            if !changes {
+                // The device would change nothing and so sends no acknowledgement (spec §5.3): clear it now.
+                try db.execute(
+                    sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?",
+                    arguments: [deviceID]
+                )
+                try Self.history(db, deviceID, "cleared_noop", pending, "delivered; changes nothing on the device", nowMs)
+            } else if state.pendingDeliveredAtMs == nil {
+                try db.execute(
+                    sql: "UPDATE device_configs SET pending_delivered_at_ms = ? WHERE device_id = ?",
+                    arguments: [nowMs, deviceID]
+                )
+                try Self.history(db, deviceID, "delivered", pending, nil, nowMs)
+            }
+            return pending
+        }
+    }
+
+    public func acknowledge(deviceID: String, ack: JSONValue, nowMs: Int64) async throws -> Bool {
+        try await writer.write { db in
+            let state = try Self.loadState(db, deviceID)
+            guard let pending = state.pending else { return false }
+            let running = JSONValue.merge(state.running, pending)
+            try db.execute(
+                sql: """
+                    UPDATE device_configs SET running_json = ?, running_at_ms = ?, pending_json = NULL,
+                      pending_delivered_at_ms = NULL WHERE device_id = ?
+                    """,
+                arguments: [running.serialized, nowMs, deviceID]
+            )
+            try Self.history(db, deviceID, "applied", pending, ack.serialized, nowMs)
+            return true
+        }
+    }
+
+    public func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO device_configs (device_id, running_json, running_at_ms) VALUES (?1, ?2, ?3)
+                    ON CONFLICT(device_id) DO UPDATE SET running_json = ?2, running_at_ms = ?3
+                    """,
+                arguments: [deviceID, report.serialized, nowMs]
+            )
+            try Self.history(db, deviceID, "boot_report", report, nil, nowMs)
+        }
+    }
+
+    public func configHistory(deviceID: String, limit: Int) async throws -> [ConfigHistoryRow] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM config_history WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, limit]
+            ).map { row in
+                ConfigHistoryRow(
+                    event: row["event"],
+                    config: (row["config_json"] as String?).flatMap { try? JSONParser.parse(Array($0.utf8)) },
+                    detail: row["detail"],
+                    createdAtMs: row["created_at_ms"]
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+import GRDB
+
+/// An energy / power-management report (spec §6.1). Non-finite numbers the device printed are `nil`.
+public struct PowerReport: Sendable, Equatable {
+    public var deviceID: String
+    public var deviceTimeMs: Int64?
+    public var receivedAtMs: Int64
+    public var enabled: Bool?
+    public var techniques: Int?
+    public var avgCurrentMA: Double?
+    public var energySavedMAh: Double?
+    public var peripheralSavingsMAh: Double?
+    public var uptimeMs: Int64?
+    public var highPerfMs: Int64?
+    public var normalMs: Int64?
+    public var lowPowerMs: Int64?
+    public var sleepMs: Int64?
+
+    public init(deviceID: String, receivedAtMs: Int64) {
+        self.deviceID = deviceID
+        self.receivedAtMs = receivedAtMs
+    }
+}
+
+/// A fault-recovery event (spec §6.2).
+public struct FaultEvent: Sendable, Equatable {
+    public var id: Int64 = 0
+    public var deviceID: String
+    public var deviceTimeS: Int64?
+    public var receivedAtMs: Int64
+    public var faultType: String
+    public var recoveryAction: String?
+    public var success: Bool
+    public var details: String?
+    public var retryCount: Int?
+
+    public init(
+        deviceID: String,
+        deviceTimeS: Int64?,
+        receivedAtMs: Int64,
+        faultType: String,
+        recoveryAction: String?,
+        success: Bool,
+        details: String?,
+        retryCount: Int?
+    ) {
+        self.deviceID = deviceID
+        self.deviceTimeS = deviceTimeS
+        self.receivedAtMs = receivedAtMs
+        self.faultType = faultType
+        self.recoveryAction = recoveryAction
+        self.success = success
+        self.details = details
+        self.retryCount = retryCount
+    }
+}
+
+/// Device reports: energy and fault recovery.
+public protocol ReportStore: Sendable {
+    func addPowerReport(_ report: PowerReport) async throws
+    /// Reports received at or after `sinceMs`, newest first.
+    func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport]
+    /// Stores an event and returns its id.
+    func addFaultEvent(_ event: FaultEvent) async throws -> Int64
+    /// Events of a device, newest first, and the total/successful counts over all of them.
+    func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int)
+}
+
+extension SQLiteDeviceStore: ReportStore {
+    public func addPowerReport(_ report: PowerReport) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO power_reports (device_id, device_time_ms, received_at_ms, enabled, techniques, avg_current_ma,
+                      energy_saved_mah, peripheral_savings_mah, uptime_ms, high_perf_ms, normal_ms, low_power_ms, sleep_ms)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    report.deviceID, report.deviceTimeMs, report.receivedAtMs, report.enabled, report.techniques,
+                    report.avgCurrentMA, report.energySavedMAh, report.peripheralSavingsMAh, report.uptimeMs,
+                    report.highPerfMs, report.normalMs, report.lowPowerMs, report.sleepMs,
+                ]
+            )
+        }
+    }
+
+    public func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM power_reports WHERE device_id = ? AND received_at_ms >= ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, sinceMs, limit]
+            ).map { row in
+                var report = PowerReport(deviceID: row["device_id"], receivedAtMs: row["received_at_ms"])
+                report.deviceTimeMs = row["device_time_ms"]
+                report.enabled = row["enabled"]
+                report.techniques = row["techniques"]
+                report.avgCurrentMA = row["avg_current_ma"]
+                report.energySavedMAh = row["energy_saved_mah"]
+                report.peripheralSavingsMAh = row["peripheral_savings_mah"]
+                report.uptimeMs = row["uptime_ms"]
+                report.highPerfMs = row["high_perf_ms"]
+                report.normalMs = row["normal_ms"]
+                report.lowPowerMs = row["low_power_ms"]
+                report.sleepMs = row["sleep_ms"]
+                return report
+            }
+        }
+    }
+
+    public func addFaultEvent(_ event: FaultEvent) async throws -> Int64 {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO fault_events (device_id, device_time_s, received_at_ms, fault_type, recovery_action, success,
+                      details, retry_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    event.deviceID, event.deviceTimeS, event.receivedAtMs, event.faultType, event.recoveryAction,
+                    event.success, event.details, event.retryCount,
+                ]
+            )
+            return db.lastInsertedRowID
+        }
+    }
+
+    public func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
+        try await database.pool.read { db in
+            let events = try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM fault_events WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, limit]
+            ).map { row in
+                var event = FaultEvent(
+                    deviceID: row["device_id"],
+                    deviceTimeS: row["device_time_s"],
+                    receivedAtMs: row["received_at_ms"],
+                    faultType: row["fault_type"],
+                    recoveryAction: row["recovery_action"],
+                    success: row["success"],
+                    details: row["details"],
+                    retryCount: row["retry_count"]
+                )
+                event.id = row["id"]
+                return event
+            }
+            let counts = try Row.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) AS total, COALESCE(SUM(success), 0) AS ok FROM fault_events WHERE device_id = ?",
+                arguments: [deviceID]
+            )
+            return (events, counts?["total"] ?? 0, counts?["ok"] ?? 0)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import EcoWattServer
+import Foundation
+import HummingbirdTesting
+import Testing
+
+@Suite struct ConfigHTTPTests {
+    static let bootReport =
+        #"{"sampling_interval":5,"upload_interval":15,"config_poll_interval":5,"command_poll_interval":10,"firmware_check_interval":6000,"energy_poll_interval":300,"power_management":{"enabled":false,"techniques":8},"compression_enabled":true,"timestamp":1764300000,"registers":["Vac1","Iac1","Ipv1","Ipv2","Temp","Pac"]}"#
+    static let ack =
+        #"{"status":"applied","timestamp":1764300100,"error_msg":"Configuration updated successfully","power_management":{"enabled":true,"techniques":8,"energy_poll_freq":300000000}}"#
+
+    @Test func onlyValidChangingFieldsAreDeliveredThenAcknowledged() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            #expect(try await client.postJSON("/config/CFG-1/current", Self.bootReport).status == .ok)
+            let update = #"""
+                {"config_update":{"sampling_interval":10,"upload_interval":900,"command_poll_interval":10,
+                 "registers":["Vac1","Pac","Vac1"],"power_management":{"enabled":true,"techniques":"0x08"},
+                 "config_poll_interval":2.5,"compression_enabled":false,"energy_poll_interval":60}}
+                """#
+            let response = try await client.operatorJSON(.put, "/config/CFG-1", update, server: test)
+            #expect(response.status == .ok)
+            let ack = try #require(response.json["config_ack"] as? [String: Any])
+            #expect((ack["accepted"] as? [String: Any])?.keys.sorted() == ["energy_poll_interval", "sampling_interval"])
+            #expect(
+                (ack["rejected"] as? [String: String])?.keys.sorted() == [
+                    "compression_enabled", "config_poll_interval", "power_management", "registers", "upload_interval",
+                ]
+            )
+            #expect((ack["rejected"] as? [String: String])?["upload_interval"]?.contains("590") == true)
+            #expect(ack["unchanged"] as? [String] == ["command_poll_interval"])
+
+            let poll = try await client.execute(uri: "/config/CFG-1", method: .get)
+            let text = String(buffer: poll.body)
+            #expect(text == #"{"is_pending":true,"pending_config":{"config_update":{"sampling_interval":10,"energy_poll_interval":60}}}"#)
+            #expect(try ArduinoJSONPool.bytes(text) <= 3686)  // 4096-byte pool, 10 % margin
+            // Still pending until the device acknowledges.
+            #expect(try await client.execute(uri: "/config/CFG-1", method: .get).json["is_pending"] as? Bool == true)
+            #expect(try await client.postJSON("/config/CFG-1/acknowledge", Self.ack).status == .ok)
+            #expect(String(buffer: try await client.execute(uri: "/config/CFG-1", method: .get).body) == #"{"is_pending":false}"#)
+            #expect(try await client.postJSON("/config/CFG-1/acknowledge", Self.ack).status == .notFound)
+
+            let history = try await client.execute(uri: "/config/CFG-1/history", method: .get, headers: test.operatorHeaders)
+            let events = (history.json["history"] as? [[String: Any]])?.map { $0["event"] as? String }
+            #expect(events == ["applied", "delivered", "requested", "boot_report"])
+            #expect((history.json["running_config"] as? [String: Any])?["sampling_interval"] as? Int == 10)
+        }
+    }
+
+    @Test func anUpdateWithNothingValidIsRefusedAndNeverDelivered() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let response = try await client.operatorJSON(
+                .put,
+                "/config/CFG-2",
+                #"{"config_update":{"sampling_interval":0,"registers":[]}}"#,
+                server: test
+            )
+            #expect(response.status == .badRequest)
+            #expect(response.json["success"] as? Bool == false)
+            #expect(try await client.execute(uri: "/config/CFG-2", method: .get).json["is_pending"] as? Bool == false)
+            #expect(try await client.operatorJSON(.put, "/config/CFG-2", #"{"sampling_interval":5}"#, server: test).status == .badRequest)
+            #expect(try await client.operatorJSON(.put, "/config/CFG-2", "{", server: test).status == .badRequest)
+            #expect(try await client.execute(uri: "/config/CFG-2/history", method: .get).status == .unauthorized)
+        }
+    }
+
+    @Test func aPendingConfigThatChangesNothingIsClearedOnceDelivered() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            let response = try await client.operatorJSON(
+                .put,
+                "/config/CFG-3",
+                #"{"config_update":{"sampling_interval":10,"registers":["Vac1","Pac"]}}"#,
+                server: test
+            )
+            #expect(response.status == .ok)
+            // The device reboots already running exactly that (e.g. configured by hand).
+            let report = #"{"sampling_interval":10,"upload_interval":15,"registers":["Pac","Vac1"]}"#
+            #expect(try await client.postJSON("/config/CFG-3/current", report).status == .ok)
+            #expect(try await client.execute(uri: "/config/CFG-3", method: .get).json["is_pending"] as? Bool == true)
+            // It sends no acknowledgement for a no-op, so the server does not wait for one.
+            #expect(try await client.execute(uri: "/config/CFG-3", method: .get).json["is_pending"] as? Bool == false)
+            // The same values again are "unchanged" and create nothing.
+            let again = try await client.operatorJSON(.put, "/config/CFG-3", #"{"config_update":{"sampling_interval":10}}"#, server: test)
+            #expect((again.json["config_ack"] as? [String: Any])?["unchanged"] as? [String] == ["sampling_interval"])
+            #expect(try await client.execute(uri: "/config/CFG-3", method: .get).json["is_pending"] as? Bool == false)
+        }
+    }
+}
