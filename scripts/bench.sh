@@ -59,6 +59,31 @@ kill -TERM $server
 wait $server || true
 
 echo
+echo "## command polls, empty queues (4000 devices, wrk -t2 -c16 -d${duration}s)"
+run_server normal
+DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-polls.lua "http://127.0.0.1:$port" \
+    | grep -E "Requests/sec|50%|99%|Non-2xx"
+kill -TERM $server
+wait $server || true
+
+echo
+echo "## command polls, every poll dispatches a command (4000 devices x 40 queued, wrk -t2 -c16 -d${duration}s)"
+run_server normal
+kill -TERM $server
+wait $server || true
+$bin bench queue-commands --data-dir "$work/srv/data" --devices 4000 --per-device 40 >&2
+$bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" --keys-dir "$work/srv/keys" \
+    --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning &
+server=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-polls.lua "http://127.0.0.1:$port" \
+    | grep -E "Requests/sec|50%|99%|Non-2xx|requests in"
+echo "commands dispatched: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" \
+    "http://127.0.0.1:$port/commands/stats" | sed -E 's/.*"dispatched":([0-9]+).*/\1/') of 160000 queued"
+kill -TERM $server
+wait $server || true
+
+echo
 echo "## ceiling: GET /health (wrk -t2 -c16 -d${duration}s)"
 run_server normal
 wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|Latency|99%"

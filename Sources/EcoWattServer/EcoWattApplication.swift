@@ -42,7 +42,7 @@ public struct EcoWattApplication: Sendable {
         let ingest = IngestService(store: store, fleetKey: SymmetricKey(data: fleetKey), logger: logger)
         let devices = SQLiteDeviceStore(database: database, writer: writer)
         let activity = DeviceActivity(store: devices, logger: logger)
-        let commands = CommandService(
+        let commands = try CommandService(
             store: devices,
             resultTimeoutSeconds: configuration.commandResultTimeoutSeconds,
             maxPending: configuration.maxPendingCommands,

@@ -171,6 +171,9 @@ public final class EcoWattDatabase: Sendable {
             }
             try db.create(index: "fault_events_device", on: "fault_events", columns: ["device_id", "id"])
         }
+        migrator.registerMigration("v5-command-expiry-index") { db in
+            try db.create(index: "commands_status_expiry", on: "commands", columns: ["status", "expires_at_ms"])
+        }
         return migrator
     }
 }

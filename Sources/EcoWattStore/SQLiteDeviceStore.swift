@@ -23,6 +23,8 @@ public protocol CommandStore: Sendable {
     /// Atomically takes the device's oldest deliverable pending command and marks it dispatched (expired ones are
     /// marked expired on the way). `nil` when there is none.
     func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow?
+    /// Devices that have pending commands (read once at start, see ``CommandService``).
+    func devicesWithPendingCommands() throws -> [String]
     /// Records a device's result for one of its dispatched (or timed-out) commands.
     func recordResult(_ result: CommandResult, deviceID: String, nowMs: Int64) async throws -> CommandRow
     func command(_ commandID: String) async throws -> CommandRow?
@@ -157,38 +159,34 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     }
 
     public func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow? {
-        // Cheap concurrent read first: an empty queue (the common poll) never touches the writer.
-        let hasPending = try await database.pool.read { db in
-            try Bool.fetchOne(
-                db,
-                sql: "SELECT EXISTS (SELECT 1 FROM commands WHERE device_id = ? AND status = 'pending')",
-                arguments: [deviceID]
-            ) ?? false
-        }
-        guard hasPending else { return nil }
-        return try await writer.write { db in
-            try db.execute(
+        try await writer.write { db in
+            try db.cachedStatement(
                 sql: """
                     UPDATE commands SET status = 'expired', finished_at_ms = ?2
                     WHERE device_id = ?1 AND status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?2
-                    """,
-                arguments: [deviceID, nowMs]
-            )
+                    """
+            ).execute(arguments: [deviceID, nowMs])
             guard
                 let row = try Row.fetchOne(
-                    db,
-                    sql: "SELECT * FROM commands WHERE device_id = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                    db.cachedStatement(
+                        sql: "SELECT * FROM commands WHERE device_id = ? AND status = 'pending' ORDER BY id LIMIT 1"
+                    ),
                     arguments: [deviceID]
                 )
             else { return nil }
             var command = CommandRow(row: row)
-            try db.execute(
-                sql: "UPDATE commands SET status = 'dispatched', dispatched_at_ms = ? WHERE command_id = ?",
-                arguments: [nowMs, command.commandID]
-            )
+            try db.cachedStatement(
+                sql: "UPDATE commands SET status = 'dispatched', dispatched_at_ms = ? WHERE command_id = ?"
+            ).execute(arguments: [nowMs, command.commandID])
             command.status = .dispatched
             command.dispatchedAtMs = nowMs
             return command
+        }
+    }
+
+    public func devicesWithPendingCommands() throws -> [String] {
+        try database.pool.read { db in
+            try String.fetchAll(db, sql: "SELECT DISTINCT device_id FROM commands WHERE status = 'pending'")
         }
     }
 

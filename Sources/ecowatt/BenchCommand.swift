@@ -1,13 +1,15 @@
 import ArgumentParser
 import EcoWattProtocol
+import EcoWattStore
 import Foundation
+import GRDB
 
 /// `ecowatt bench …`: measurement helpers behind BENCHMARKS.md.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: CPU cost of verify + decode, and pre-signed uploads for HTTP load tools.",
-        subcommands: [DecodeCost.self, MakeUploads.self]
+        subcommands: [DecodeCost.self, MakeUploads.self, QueueCommands.self]
     )
 
     /// The spec §3.6.3 inner JSON (one 0x01 packet, 3 samples × 6 registers) for `device`.
@@ -75,6 +77,38 @@ struct BenchCommand: AsyncParsableCommand {
             print(
                 "per upload: \(micros(total)) µs (envelope+HMAC \(micros(phases[0])) µs, inner JSON \(micros(phases[1])) µs, decode \(micros(phases[2])) µs)"
             )
+        }
+    }
+
+    struct QueueCommands: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "queue-commands",
+            abstract: "Pre-fill command queues in a (stopped) server's database, for the dispatching-poll benchmark.",
+            discussion: "Devices are BENCH-0 … BENCH-(n-1), as in scripts/wrk-polls.lua."
+        )
+
+        @Option(help: "Database directory.") var dataDir: String
+        @Option(help: "Number of devices.") var devices = 4000
+        @Option(help: "Commands per device.") var perDevice = 20
+
+        func run() async throws {
+            let database = try EcoWattDatabase(path: (dataDir as NSString).appendingPathComponent("ecowatt.sqlite"))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            try await database.pool.write { db in
+                let statement = try db.makeStatement(
+                    sql: """
+                        INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
+                          created_at_ms) VALUES (?, ?, 'set_power', '8', 8, ?, 'pending', ?)
+                        """
+                )
+                for round in 0..<perDevice {
+                    for device in 0..<devices {
+                        try statement.execute(arguments: [UUID().uuidString.lowercased(), "BENCH-\(device)", round, now])
+                    }
+                }
+            }
+            try database.close()
+            print("queued \(devices * perDevice) commands")
         }
     }
 

@@ -199,6 +199,21 @@ import Testing
         }
     }
 
+    @Test func aCommandQueuedBeforeARestartIsDeliveredAfterIt() async throws {
+        let first = try TestServer()
+        let commandID = ResultBox()
+        try await first.run { client in
+            let queued = try await client.operatorJSON(.post, "/commands/QUEUED", Self.setPower, server: first)
+            commandID.value = queued.json["command_id"] as? String
+        }
+        let second = try TestServer(directory: first.directory)
+        try await second.run { client in
+            let poll = try await client.execute(uri: "/commands/QUEUED/poll", method: .get)
+            let delivered = (poll.json["commands"] as? [[String: Any]])?.first?["command_id"] as? String
+            #expect(delivered == commandID.value)
+        }
+    }
+
     @Test func aResultAfterAServerRestartIsRecorded() async throws {
         let first = try TestServer()
         let commandID = ResultBox()

@@ -108,6 +108,34 @@ import Testing
         try await server.stop(signal: SIGTERM)
     }
 
+    /// `ecowatt command queue|list|status|cancel` against a running server.
+    @Test func commandCLIQueuesListsAndCancels() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = try await ServerProcess.freePort()
+        let server = try await ServerProcess(root: root, port: port)
+        let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
+        let (queued, id, queueError) = try ServerProcess.runCLI(["command", "queue", "CLI-1", "set_power", "--value", "5000"] + common)
+        #expect(queued == 0, "\(queueError)")
+        let commandID = id.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(commandID.count == 36)
+        let (_, list, _) = try ServerProcess.runCLI(["command", "list", "CLI-1"] + common)
+        #expect(list.contains(commandID) && list.contains("pending"))
+        let (_, status, _) = try ServerProcess.runCLI(["command", "status", commandID] + common)
+        #expect(status.contains(#""value":5000"#))
+        let (cancelled, cancelOutput, _) = try ServerProcess.runCLI(["command", "cancel", commandID] + common)
+        #expect(cancelled == 0)
+        #expect(cancelOutput.contains("cancelled"))
+        let (refused, _, reason) = try ServerProcess.runCLI(["command", "queue", "CLI-1", "reboot"] + common)
+        #expect(refused != 0)
+        #expect(reason.contains("unknown action"))
+        let (unauthorized, _, tokenReason) = try ServerProcess.runCLI(
+            ["command", "list", "CLI-1", "--url", "http://127.0.0.1:\(port)", "--token", "wrong-token-wrong-token"])
+        #expect(unauthorized != 0)
+        #expect(tokenReason.contains("401"))
+        try await server.stop(signal: SIGTERM)
+    }
+
     /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
     @Test func decodeCommandReproducesTheCorpus() throws {
         let input = Conformance.directory.appendingPathComponent("uploads.jsonl").path

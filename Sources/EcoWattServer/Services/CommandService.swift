@@ -3,6 +3,7 @@ import EcoWattStore
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Operator command queues (spec §4): queueing with validation, one command per poll, results, and a background
 /// sweep that times out dispatched commands without a result and expires pending ones past their TTL.
@@ -17,13 +18,20 @@ public actor CommandService: Service {
 
     public static let sweepInterval = Duration.seconds(5)
 
+    /// Devices that may have pending commands, with a version bumped on every queue. An empty poll (the common case)
+    /// answers from here without touching SQLite; a poll that finds nothing removes the device only if no command
+    /// was queued meanwhile (same version), so a concurrent queue is never lost.
+    private let pendingHint: Mutex<[String: UInt64]>
+
+    /// Reads the devices with pending commands from the store (so queued commands survive restarts).
     public init(
         store: any CommandStore,
         resultTimeoutSeconds: Int,
         maxPending: Int,
         logger: Logger,
         clock: @escaping @Sendable () -> Int64
-    ) {
+    ) throws {
+        pendingHint = Mutex(Dictionary(uniqueKeysWithValues: try store.devicesWithPendingCommands().map { ($0, 0) }))
         self.store = store
         self.resultTimeoutMs = Int64(resultTimeoutSeconds) * 1000
         self.maxPending = maxPending
@@ -54,7 +62,8 @@ public actor CommandService: Service {
     }
 
     public nonisolated func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
-        try await store.queue(
+        defer { pendingHint.withLock { $0[deviceID, default: 0] &+= 1 } }
+        return try await store.queue(
             NewCommand(
                 deviceID: deviceID,
                 action: request.action,
@@ -70,7 +79,12 @@ public actor CommandService: Service {
     }
 
     public nonisolated func poll(deviceID: String) async throws -> CommandRow? {
-        try await store.dispatchNext(deviceID: deviceID, nowMs: clock())
+        guard let version = pendingHint.withLock({ $0[deviceID] }) else { return nil }
+        let command = try await store.dispatchNext(deviceID: deviceID, nowMs: clock())
+        if command == nil {
+            pendingHint.withLock { if $0[deviceID] == version { $0.removeValue(forKey: deviceID) } }
+        }
+        return command
     }
 
     public nonisolated func result(_ report: CommandResultReport, deviceID: String) async throws -> CommandRow {
