@@ -65,9 +65,14 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        /// Helpers shared by the test targets (the conformance corpus reader).
+        .target(
+            name: "EcoWattTestSupport",
+            path: "Tests/EcoWattTestSupport"
+        ),
         .testTarget(
             name: "EcoWattProtocolTests",
-            dependencies: ["EcoWattProtocol"]
+            dependencies: ["EcoWattProtocol", "EcoWattTestSupport"]
         ),
         .testTarget(
             name: "EcoWattStoreTests",
@@ -77,6 +82,7 @@ let package = Package(
             name: "EcoWattServerTests",
             dependencies: [
                 "EcoWattServer",
+                "EcoWattTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),

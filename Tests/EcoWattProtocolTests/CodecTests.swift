@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import EcoWattTestSupport
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
 import EcoWattServer
+import EcoWattTestSupport
 import Foundation
 import GRDB
 import HummingbirdTesting

@@ -1,6 +1,7 @@
 import Crypto
 import EcoWattProtocol
 import EcoWattStore
+import EcoWattTestSupport
 import Foundation
 import GRDB
 import Synchronization

@@ -96,10 +96,7 @@ struct CommandRoutes {
 
     @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "20"
-        guard let limit = Int(limitText), (1...1000).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...1000")
-        }
+        let limit = try request.limitParameter(default: 20, maximum: 1000)
         let rows = try await commands.history(deviceID: deviceID, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "history": .array(rows.map(Self.render)),

@@ -95,10 +95,7 @@ struct ConfigRoutes {
 
     @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "10"
-        guard let limit = Int(limitText), (1...1000).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...1000")
-        }
+        let limit = try request.limitParameter(default: 10, maximum: 1000)
         let state = try await store.configState(deviceID: deviceID)
         let rows = try await store.configHistory(deviceID: deviceID, limit: limit)
         return JSONBody.response([

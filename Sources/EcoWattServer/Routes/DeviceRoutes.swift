@@ -43,10 +43,7 @@ struct DeviceRoutes {
     }
 
     @Sendable func list(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "1000"
-        guard let limit = Int(limitText), (1...10_000).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...10000")
-        }
+        let limit = try request.limitParameter(default: 1000, maximum: 10_000)
         let devices = try await store.devices(limit: limit)
         return JSONBody.response([
             "success": true, "devices": .array(devices.map(render)), "count": .int(Int64(devices.count)),

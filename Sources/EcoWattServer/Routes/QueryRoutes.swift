@@ -51,13 +51,7 @@ struct QueryRoutes {
         let start = try query["start_time"].map { try Self.parseTime(String($0), name: "start_time") } ?? now - 86_400_000
         let end = try query["end_time"].map { try Self.parseTime(String($0), name: "end_time") } ?? now
         guard start <= end else { throw APIError(.badRequest, "start_time must not be after end_time") }
-        let limit =
-            try query["limit"].map { text -> Int in
-                guard let value = Int(text), (1...Self.maxLimit).contains(value) else {
-                    throw APIError(.badRequest, "limit must be an integer in 1...\(Self.maxLimit)")
-                }
-                return value
-            } ?? Self.defaultLimit
+        let limit = try request.limitParameter(default: Self.defaultLimit, maximum: Self.maxLimit)
         let samples = try await store.samples(deviceID: deviceID, fromMs: start, toMs: end, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID),
@@ -69,10 +63,7 @@ struct QueryRoutes {
     /// `GET /packets/{id}?limit=`: stored packets (newest first) with their decode outcome, for debugging a device.
     @Sendable func packets(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "100"
-        guard let limit = Int(limitText), (1...1000).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...1000")
-        }
+        let limit = try request.limitParameter(default: 100, maximum: 1000)
         let rows = try await store.packets(deviceID: deviceID, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "count": .int(Int64(rows.count)),

@@ -66,10 +66,7 @@ struct ReportRoutes {
         let period = request.uri.queryParameters["period"].map(String.init) ?? "24h"
         let spans: [String: Int64] = ["1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000, "all": .max]
         guard let span = spans[period] else { throw APIError(.badRequest, "period must be one of 1h, 24h, 7d, 30d, all") }
-        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "100"
-        guard let limit = Int(limitText), (1...10_000).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...10000")
-        }
+        let limit = try request.limitParameter(default: 100, maximum: 10_000)
         let since = span == .max ? Int64.min : clock() - span
         let reports = try await store.powerReports(deviceID: deviceID, sinceMs: since, limit: limit)
         func number(_ value: Double?) -> JSONValue { value.map(JSONValue.double) ?? .null }
@@ -130,10 +127,7 @@ struct ReportRoutes {
 
     @Sendable func faults(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        let limitText = request.uri.queryParameters["limit"].map(String.init) ?? "50"
-        guard let limit = Int(limitText), (1...10_000).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...10000")
-        }
+        let limit = try request.limitParameter(default: 50, maximum: 10_000)
         let (events, total, successful) = try await store.faultEvents(deviceID: deviceID, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "total_events": .int(Int64(total)),

@@ -1,24 +1,25 @@
 import Foundation
 
-/// Locates `../shared/conformance` (or `$ECOWATT_CONFORMANCE_DIR`) and reads its JSONL files.
-enum Conformance {
-    static var directory: URL {
+/// Locates `../shared/conformance` (or `$ECOWATT_CONFORMANCE_DIR`) and reads its JSONL files; shared by the test
+/// targets.
+public enum Conformance {
+    public static var directory: URL {
         if let override = ProcessInfo.processInfo.environment["ECOWATT_CONFORMANCE_DIR"] {
             return URL(fileURLWithPath: override)
         }
-        // Tests/EcoWattProtocolTests/Conformance.swift → package root → ../shared/conformance
+        // Tests/EcoWattTestSupport/Conformance.swift → package root → ../shared/conformance
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/conformance")
     }
 
-    static func lines(_ name: String) throws -> [[String: Any]] {
+    public static func lines(_ name: String) throws -> [[String: Any]] {
         let text = try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
         return try text.split(separator: "\n").map {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
         }
     }
 
-    static func bytes(hex: String) -> [UInt8] {
+    public static func bytes(hex: String) -> [UInt8] {
         var out = [UInt8]()
         var index = hex.startIndex
         while index < hex.endIndex {
