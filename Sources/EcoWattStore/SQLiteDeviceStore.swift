@@ -11,7 +11,7 @@ public protocol DeviceRegistryStore: Sendable {
     func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow?
     /// Forgets a device: registry row (with its nonce and decoder state) and its pending commands. Telemetry stays.
     func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool
-    /// Records when devices were last heard from (batched by ``DeviceActivity``).
+    /// Records when known devices (registered or uploaded) were last heard from (batched by ``DeviceActivity``).
     func recordLastSeen(_ lastSeen: [String: Int64]) async throws
 }
 
@@ -112,11 +112,9 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     public func recordLastSeen(_ lastSeen: [String: Int64]) async throws {
         guard !lastSeen.isEmpty else { return }
         try await writer.write { db in
+            // Update only: device routes are unauthenticated, so a poll must not create registry rows.
             let statement = try db.cachedStatement(
-                sql: """
-                    INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)
-                    ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = max(devices.last_seen_ms, ?2)
-                    """
+                sql: "UPDATE devices SET last_seen_ms = max(last_seen_ms, ?2) WHERE device_id = ?1"
             )
             for (device, seen) in lastSeen { try statement.execute(arguments: [device, seen]) }
         }

@@ -10,6 +10,8 @@ import Testing
     @Test func bootRegistrationAndOperatorCRUD() async throws {
         let test = try TestServer()
         try await test.run { client in
+            // Boot self-test first: the device registers only after a 200 here.
+            #expect(try await client.execute(uri: "/ota/status", method: .get).status == .ok)
             let created = try await client.postJSON("/devices", Self.registration)
             #expect(created.status == .created)
             #expect(try ArduinoJSONPool.bytes(String(buffer: created.body)) <= 460)
@@ -43,13 +45,18 @@ import Testing
         }
     }
 
-    @Test func lastSeenIsFlushedToTheStore() async throws {
+    @Test func lastSeenIsFlushedForKnownDevicesOnly() async throws {
         let test = try TestServer()
         try await test.run { client in
+            #expect(try await client.postJSON("/devices", #"{"device_id":"POLLER"}"#).status == .created)
+            test.clock.set(test.clock.now + 30_000)
             _ = try await client.execute(uri: "/commands/POLLER/poll", method: .get)
+            // An unregistered id (a scanner) must not create a registry entry.
+            _ = try await client.execute(uri: "/commands/RANDOM-SCANNER/poll", method: .get)
             await test.server.activity.flush()
             let stored = try await test.server.devices.device("POLLER")
             #expect(stored?.lastSeenMs == test.clock.now)
+            #expect(try await test.server.devices.device("RANDOM-SCANNER") == nil)
         }
     }
 }

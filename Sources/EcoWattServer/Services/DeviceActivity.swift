@@ -20,9 +20,18 @@ public final class DeviceActivity: Service, Sendable {
 
     /// Records that `deviceID` made a request at `nowMs`.
     public func seen(_ deviceID: String, at nowMs: Int64) {
-        pending.withLock { $0[deviceID] = max($0[deviceID] ?? 0, nowMs) }
-        latest.withLock { $0[deviceID] = max($0[deviceID] ?? 0, nowMs) }
+        latest.withLock { latest in
+            guard latest[deviceID] != nil || latest.count < Self.maxTrackedDevices else { return }
+            latest[deviceID] = max(latest[deviceID] ?? 0, nowMs)
+        }
+        pending.withLock { pending in
+            guard pending[deviceID] != nil || pending.count < Self.maxTrackedDevices else { return }
+            pending[deviceID] = max(pending[deviceID] ?? 0, nowMs)
+        }
     }
+
+    /// Most device ids tracked in memory: device routes are unauthenticated, so random ids must not grow it forever.
+    public static let maxTrackedDevices = 100_000
 
     /// The newest time known for `deviceID`, including requests not yet written to the store.
     public func lastSeen(_ deviceID: String, stored: Int64) -> Int64 {

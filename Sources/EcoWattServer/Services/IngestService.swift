@@ -168,7 +168,8 @@ public actor IngestService: Service {
     public func deviceRebooted(_ deviceID: String) async throws {
         var state = try await loadState(deviceID)
         state.stream = DeviceStreamState()
-        devices[deviceID] = state
+        // Boot reports are unauthenticated: cache only devices that have uploaded, so random ids cannot grow it.
+        devices[deviceID] = state.lastNonce == nil ? nil : state
         let ticket = store.submitStreamReset(deviceID: deviceID)
         try await ticket.value()
         logger.info("device boot signal: decoder model reset", metadata: ["device_id": "\(deviceID)"])
