@@ -19,35 +19,6 @@ public enum CommandStatus: String, Sendable, Codable, CaseIterable {
     case expired
 }
 
-/// A validated command, ready to queue.
-public struct NewCommand: Sendable, Equatable {
-    public var deviceID: String
-    public var action: String
-    public var targetRegister: String?
-    public var registerAddress: Int?
-    public var value: Int?
-    public var expiresAtMs: Int64?
-    public var idempotencyKey: String?
-
-    public init(
-        deviceID: String,
-        action: String,
-        targetRegister: String?,
-        registerAddress: Int?,
-        value: Int?,
-        expiresAtMs: Int64?,
-        idempotencyKey: String?
-    ) {
-        self.deviceID = deviceID
-        self.action = action
-        self.targetRegister = targetRegister
-        self.registerAddress = registerAddress
-        self.value = value
-        self.expiresAtMs = expiresAtMs
-        self.idempotencyKey = idempotencyKey
-    }
-}
-
 /// A stored command.
 public struct CommandRow: Sendable, Equatable {
     public var commandID: String

@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import Foundation
 import GRDB
 
@@ -19,7 +20,7 @@ public protocol DeviceRegistryStore: Sendable {
 public protocol CommandStore: Sendable {
     /// Queues a command. With an idempotency key already used for this device, returns the existing command and
     /// `created: false`.
-    func queue(_ command: NewCommand, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool)
+    func queue(_ command: CommandRequest, deviceID: String, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool)
     /// Atomically takes the device's oldest deliverable pending command and marks it dispatched (expired ones are
     /// marked expired on the way). `nil` when there is none.
     func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow?
@@ -122,14 +123,15 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     // MARK: Commands
 
-    public func queue(_ command: NewCommand, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool) {
+    public func queue(_ command: CommandRequest, deviceID: String, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool)
+    {
         let commandID = UUID().uuidString.lowercased()
         return try await writer.write { db in
             if let key = command.idempotencyKey,
                 let existing = try Row.fetchOne(
                     db,
                     sql: "SELECT * FROM commands WHERE device_id = ? AND idempotency_key = ?",
-                    arguments: [command.deviceID, key]
+                    arguments: [deviceID, key]
                 )
             {
                 return (CommandRow(row: existing), false)
@@ -138,16 +140,16 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                 try Int.fetchOne(
                     db,
                     sql: "SELECT COUNT(*) FROM commands WHERE device_id = ? AND status = 'pending'",
-                    arguments: [command.deviceID]
+                    arguments: [deviceID]
                 ) ?? 0
-            guard pending < maxPending else { throw CommandStoreError.queueFull(deviceID: command.deviceID, limit: maxPending) }
+            guard pending < maxPending else { throw CommandStoreError.queueFull(deviceID: deviceID, limit: maxPending) }
             try db.execute(
                 sql: """
                     INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
                       idempotency_key, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
                     """,
                 arguments: [
-                    commandID, command.deviceID, command.action, command.targetRegister, command.registerAddress,
+                    commandID, deviceID, command.action, command.targetRegister, command.registerAddress,
                     command.value, command.idempotencyKey, nowMs, command.expiresAtMs,
                 ]
             )

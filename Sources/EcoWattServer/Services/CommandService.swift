@@ -63,19 +63,7 @@ public actor CommandService: Service {
 
     public nonisolated func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
         defer { pendingHint.withLock { $0[deviceID, default: 0] &+= 1 } }
-        return try await store.queue(
-            NewCommand(
-                deviceID: deviceID,
-                action: request.action,
-                targetRegister: request.targetRegister,
-                registerAddress: request.registerAddress,
-                value: request.value,
-                expiresAtMs: request.expiresAtMs,
-                idempotencyKey: request.idempotencyKey
-            ),
-            nowMs: clock(),
-            maxPending: maxPending
-        )
+        return try await store.queue(request, deviceID: deviceID, nowMs: clock(), maxPending: maxPending)
     }
 
     public nonisolated func poll(deviceID: String) async throws -> CommandRow? {
