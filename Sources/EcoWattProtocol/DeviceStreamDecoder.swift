@@ -165,7 +165,7 @@ public enum DeviceStreamDecoder {
         var values: [UInt16]
         do {
             guard let marker = CompressionMarker(rawValue: first) else {
-                return fail(.unknownMarker, "unknown marker 0x\(String(first, radix: 16))")
+                return fail(.unknownMarker, "unknown marker \(HexCoding.byteLabel(first))")
             }
             if result.truncated {
                 guard marker == .bitPack else {

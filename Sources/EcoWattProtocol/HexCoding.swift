@@ -13,6 +13,12 @@ public enum HexCoding {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// A byte as the firmware docs write markers: `0x01`, `0xD0`.
+    public static func byteLabel(_ byte: UInt8) -> String {
+        let upper = Array("0123456789ABCDEF".utf8)
+        return String(decoding: [UInt8(ascii: "0"), UInt8(ascii: "x"), upper[Int(byte >> 4)], upper[Int(byte & 0x0F)]], as: UTF8.self)
+    }
+
     /// Decodes hex text. With `lowercaseOnly`, upper-case digits are rejected (the device always sends lower case).
     public static func decode(_ text: some StringProtocol, lowercaseOnly: Bool = false) -> [UInt8]? {
         let utf8 = Array(text.utf8)

@@ -115,3 +115,14 @@ import Testing
         #expect(checked == ["0x01": 242, "0xD0": 20, "0x50": 18, "0x71": 87])
     }
 }
+
+@Suite struct HexCodingTests {
+    @Test func byteLabelsAndStrictDecoding() {
+        #expect(HexCoding.byteLabel(0x01) == "0x01")
+        #expect(HexCoding.byteLabel(0xD0) == "0xD0")
+        #expect(HexCoding.decode("0aFF") == [0x0A, 0xFF])
+        #expect(HexCoding.decode("0aFF", lowercaseOnly: true) == nil)
+        #expect(HexCoding.decode("abc") == nil)
+        #expect(HexCoding.encode([0x2B, 0x7E]) == "2b7e")
+    }
+}

@@ -71,7 +71,7 @@ struct QueryRoutes {
                 rows.map { row in
                     .object([
                         ("nonce", .int(Int64(row.nonce))), ("packet_index", .int(Int64(row.packetIndex))),
-                        ("marker", row.marker.map { .string(String(format: "0x%02X", $0)) } ?? .null),
+                        ("marker", row.marker.map { .string(HexCoding.byteLabel($0)) } ?? .null),
                         ("method", .string(row.method)),
                         ("register_layout", .array(row.registerLayout.map { .int(Int64($0)) })),
                         ("sample_count", .int(Int64(row.sampleCount))),

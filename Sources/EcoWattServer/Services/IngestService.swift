@@ -99,7 +99,7 @@ public actor IngestService: Service {
         count { counters in
             counters.accepted += 1
             for packet in outcome.packets {
-                let marker = packet.marker.map { String(format: "0x%02X", $0) } ?? "none"
+                let marker = packet.marker.map(HexCoding.byteLabel) ?? "none"
                 counters.packets[marker, default: 0] += 1
                 if let reason = packet.reason { counters.undecodable[reason.rawValue, default: 0] += 1 }
                 counters.samples += packet.samples?.count ?? 0
