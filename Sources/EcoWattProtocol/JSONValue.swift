@@ -78,6 +78,12 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 }
 
 extension JSONValue {
+    /// Parses JSON text stored by this server (a database column); `nil` when absent or not valid JSON.
+    public init?(storedText text: String?) {
+        guard let text, let value = try? JSONParser.parse(Array(text.utf8)) else { return nil }
+        self = value
+    }
+
     /// The member `key` of an object (first match), else `nil`.
     public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }

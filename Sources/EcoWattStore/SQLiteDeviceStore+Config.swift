@@ -37,10 +37,9 @@ public protocol ConfigStore: Sendable {
 extension SQLiteDeviceStore: ConfigStore {
     static func loadState(_ db: Database, _ deviceID: String) throws -> ConfigState {
         let row = try Row.fetchOne(db, sql: "SELECT * FROM device_configs WHERE device_id = ?", arguments: [deviceID])
-        func json(_ text: String?) -> JSONValue? { text.flatMap { try? JSONParser.parse(Array($0.utf8)) } }
         return ConfigState(
-            running: json(row?["running_json"]) ?? .object([]),
-            pending: json(row?["pending_json"]),
+            running: JSONValue(storedText: row?["running_json"]) ?? .object([]),
+            pending: JSONValue(storedText: row?["pending_json"]),
             pendingCreatedAtMs: row?["pending_created_at_ms"],
             pendingDeliveredAtMs: row?["pending_delivered_at_ms"]
         )
@@ -144,7 +143,7 @@ extension SQLiteDeviceStore: ConfigStore {
             ).map { row in
                 ConfigHistoryRow(
                     event: row["event"],
-                    config: (row["config_json"] as String?).flatMap { try? JSONParser.parse(Array($0.utf8)) },
+                    config: JSONValue(storedText: row["config_json"]),
                     detail: row["detail"],
                     createdAtMs: row["created_at_ms"]
                 )

@@ -135,7 +135,7 @@ struct CommandRoutes {
             ("created_at", time(command.createdAtMs)), ("expires_at", time(command.expiresAtMs)),
             ("dispatched_at", time(command.dispatchedAtMs)), ("finished_at", time(command.finishedAtMs)),
             ("result_status", text(command.resultStatus)), ("executed_at", text(command.executedAt)),
-            ("result", command.resultJSON.flatMap { try? JSONParser.parse(Array($0.utf8)) } ?? .null),
+            ("result", JSONValue(storedText: command.resultJSON) ?? .null),
             ("error_msg", text(command.errorMessage)), ("idempotency_key", text(command.idempotencyKey)),
         ])
     }
