@@ -31,13 +31,18 @@ struct SecurityRoutes {
                 ("replay_attacks_blocked", .int(Int64(counters.rejected["replay"] ?? 0))),
                 ("signature_failures", .int(Int64(counters.rejected["mac"] ?? 0))),
                 ("malformed", .int(Int64((counters.rejected["malformed"] ?? 0) + counters.invalidPayload))),
-                ("rejected_by_reason", .object(counters.rejected.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+                ("rejected_by_reason", Self.countsObject(counters.rejected)),
                 ("invalid_payloads", .int(Int64(counters.invalidPayload))),
                 ("storage_failures", .int(Int64(counters.storageFailures))), ("success_rate", .double(rate)),
-                ("packets_by_marker", .object(counters.packets.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
-                ("undecodable_by_reason", .object(counters.undecodable.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+                ("packets_by_marker", Self.countsObject(counters.packets)),
+                ("undecodable_by_reason", Self.countsObject(counters.undecodable)),
                 ("samples_stored", .int(Int64(counters.samples))),
             ]),
         ])
+    }
+
+    /// Counts by key as a JSON object with a stable (sorted) key order.
+    static func countsObject(_ counts: [String: Int]) -> JSONValue {
+        .object(counts.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })
     }
 }

@@ -8,8 +8,8 @@ import Synchronization
 public final class DeviceActivity: Service, Sendable {
     private let store: any DeviceRegistryStore
     private let logger: Logger
-    private let pending = Mutex<[String: Int64]>([:])
-    private let latest = Mutex<[String: Int64]>([:])
+    /// `latest`: newest time per device; `pending`: the part not yet written to the store (a subset of `latest`).
+    private let state = Mutex<(latest: [String: Int64], pending: [String: Int64])>(([:], [:]))
 
     public static let flushInterval = Duration.seconds(2)
 
@@ -20,13 +20,11 @@ public final class DeviceActivity: Service, Sendable {
 
     /// Records that `deviceID` made a request at `nowMs`.
     public func seen(_ deviceID: String, at nowMs: Int64) {
-        latest.withLock { latest in
-            guard latest[deviceID] != nil || latest.count < Self.maxTrackedDevices else { return }
-            latest[deviceID] = max(latest[deviceID] ?? 0, nowMs)
-        }
-        pending.withLock { pending in
-            guard pending[deviceID] != nil || pending.count < Self.maxTrackedDevices else { return }
-            pending[deviceID] = max(pending[deviceID] ?? 0, nowMs)
+        state.withLock { state in
+            guard state.latest[deviceID] != nil || state.latest.count < Self.maxTrackedDevices else { return }
+            let time = max(state.latest[deviceID] ?? 0, nowMs)
+            state.latest[deviceID] = time
+            state.pending[deviceID] = time
         }
     }
 
@@ -35,26 +33,28 @@ public final class DeviceActivity: Service, Sendable {
 
     /// The newest time known for `deviceID`, including requests not yet written to the store.
     public func lastSeen(_ deviceID: String, stored: Int64) -> Int64 {
-        max(stored, latest.withLock { $0[deviceID] } ?? 0)
+        max(stored, state.withLock { $0.latest[deviceID] } ?? 0)
     }
 
     /// Forgets a deleted device.
     public func forget(_ deviceID: String) {
-        pending.withLock { _ = $0.removeValue(forKey: deviceID) }
-        latest.withLock { _ = $0.removeValue(forKey: deviceID) }
+        state.withLock { state in
+            state.latest[deviceID] = nil
+            state.pending[deviceID] = nil
+        }
     }
 
     /// Writes what is pending to the store.
     public func flush() async {
-        let batch = pending.withLock { state -> [String: Int64] in
-            defer { state = [:] }
-            return state
+        let batch = state.withLock { state -> [String: Int64] in
+            defer { state.pending = [:] }
+            return state.pending
         }
         do {
             try await store.recordLastSeen(batch)
         } catch {
             logger.warning("could not record last_seen", metadata: ["error": "\(error)", "devices": "\(batch.count)"])
-            pending.withLock { state in state.merge(batch) { max($0, $1) } }
+            state.withLock { state in state.pending.merge(batch) { max($0, $1) } }
         }
     }
 
