@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "ecowatt", targets: ["ecowatt"]),
         .library(name: "EcoWattProtocol", targets: ["EcoWattProtocol"]),
+        .library(name: "FirmwareImage", targets: ["FirmwareImage"]),
         .library(name: "EcoWattStore", targets: ["EcoWattStore"]),
         .library(name: "EcoWattServer", targets: ["EcoWattServer"]),
     ],
@@ -20,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
     ],
     targets: [
         /// Pure wire protocol: envelope verification, upload models, codecs, register table. No I/O.
@@ -27,6 +29,15 @@ let package = Package(
             name: "EcoWattProtocol",
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto")
+            ]
+        ),
+        /// FOTA keys and firmware preparation: AES-256-CBC, RSA signatures, manifests, chunks, the device-side checks.
+        .target(
+            name: "FirmwareImage",
+            dependencies: [
+                "EcoWattProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
         /// SQLite (GRDB, WAL) storage: migrations, records, the single group-commit writer.
@@ -45,7 +56,9 @@ let package = Package(
             dependencies: [
                 "EcoWattProtocol",
                 "EcoWattStore",
+                "FirmwareImage",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -58,6 +71,7 @@ let package = Package(
                 "EcoWattServer",
                 "EcoWattProtocol",
                 "EcoWattStore",
+                "FirmwareImage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -75,6 +89,10 @@ let package = Package(
             dependencies: ["EcoWattProtocol", "EcoWattTestSupport"]
         ),
         .testTarget(
+            name: "FirmwareImageTests",
+            dependencies: ["FirmwareImage", "EcoWattTestSupport", .product(name: "_CryptoExtras", package: "swift-crypto")]
+        ),
+        .testTarget(
             name: "EcoWattStoreTests",
             dependencies: ["EcoWattStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
@@ -83,6 +101,8 @@ let package = Package(
             dependencies: [
                 "EcoWattServer",
                 "EcoWattTestSupport",
+                "FirmwareImage",
+                .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),

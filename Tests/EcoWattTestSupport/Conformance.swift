@@ -30,3 +30,11 @@ public enum Conformance {
         return out
     }
 }
+
+extension Conformance {
+    /// `fota_vectors.json`: test keys, two prepared images and their tampered variants.
+    public static func fotaVectors() throws -> [String: Any] {
+        let data = try Data(contentsOf: directory.appendingPathComponent("fota_vectors.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+}

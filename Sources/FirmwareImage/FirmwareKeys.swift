@@ -1,0 +1,160 @@
+import Crypto
+import Foundation
+import _CryptoExtras
+
+/// The FOTA key set: the RSA-2048 key pair whose public half the firmware trusts, and the 32-byte AES-256 key the
+/// firmware decrypts images with (spec §2.5, §7.7).
+///
+/// Files in the keys directory keep the original server's names, so an existing deployment's keys drop in unchanged.
+public struct FirmwareKeys: Sendable {
+    /// PKCS#8 PEM RSA private key.
+    public static let privateKeyFile = "server_private_key.pem"
+    /// SubjectPublicKeyInfo PEM RSA public key.
+    public static let publicKeyFile = "server_public_key.pem"
+    /// 32 raw bytes.
+    public static let aesKeyFile = "aes_firmware_key.bin"
+    /// C header for the firmware build.
+    public static let headerFile = "keys.h"
+
+    /// Signs firmware images.
+    public let privateKey: _RSA.Signing.PrivateKey
+    /// The 32-byte AES-256 firmware key.
+    public let aesKey: [UInt8]
+
+    /// Verifies firmware signatures (what the device holds).
+    public var publicKey: _RSA.Signing.PublicKey { privateKey.publicKey }
+    /// ``aesKey`` for CryptoKit.
+    public var symmetricKey: SymmetricKey { SymmetricKey(data: aesKey) }
+
+    /// A key set from existing parts. `aesKey` must be 32 bytes.
+    public init(privateKey: _RSA.Signing.PrivateKey, aesKey: [UInt8]) throws(FirmwareError) {
+        guard aesKey.count == 32 else { throw .keys("the AES firmware key must be 32 bytes, not \(aesKey.count)") }
+        guard privateKey.keySizeInBits == 2048 else {
+            throw .keys("the firmware verifies RSA-2048 signatures; this key has \(privateKey.keySizeInBits) bits")
+        }
+        self.privateKey = privateKey
+        self.aesKey = aesKey
+    }
+
+    /// A new random RSA-2048 key pair and AES-256 key.
+    public static func generate() throws -> FirmwareKeys {
+        var generator = SystemRandomNumberGenerator()
+        return try FirmwareKeys(
+            privateKey: _RSA.Signing.PrivateKey(keySize: .bits2048),
+            aesKey: (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        )
+    }
+
+    /// True if any key file exists in `directory`.
+    public static func anyExist(in directory: String) -> Bool {
+        [privateKeyFile, publicKeyFile, aesKeyFile].contains {
+            FileManager.default.fileExists(atPath: (directory as NSString).appendingPathComponent($0))
+        }
+    }
+
+    /// Loads the key set from `directory`. The public key file, when present, must match the private key.
+    public init(directory: String) throws(FirmwareError) {
+        func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
+        guard let pemData = FileManager.default.contents(atPath: path(Self.privateKeyFile)),
+            let pem = String(data: pemData, encoding: .utf8)
+        else {
+            throw .keys("cannot read \(path(Self.privateKeyFile))")
+        }
+        let privateKey: _RSA.Signing.PrivateKey
+        do {
+            privateKey = try _RSA.Signing.PrivateKey(pemRepresentation: pem)
+        } catch {
+            throw .keys("\(path(Self.privateKeyFile)) is not an RSA private key in PEM (\(error))")
+        }
+        guard let aes = FileManager.default.contents(atPath: path(Self.aesKeyFile)) else {
+            throw .keys("cannot read \(path(Self.aesKeyFile))")
+        }
+        try self.init(privateKey: privateKey, aesKey: Array(aes))
+        if let publicData = FileManager.default.contents(atPath: path(Self.publicKeyFile)) {
+            guard let text = String(data: publicData, encoding: .utf8),
+                let stored = try? _RSA.Signing.PublicKey(pemRepresentation: text)
+            else {
+                throw .keys("\(path(Self.publicKeyFile)) is not an RSA public key in PEM")
+            }
+            guard stored.derRepresentation == publicKey.derRepresentation else {
+                throw .keys("\(path(Self.publicKeyFile)) does not belong to \(path(Self.privateKeyFile))")
+            }
+        }
+    }
+
+    /// Writes the key files and the C header into `directory` (created if needed), each with mode 0600.
+    /// Refuses to replace existing key files unless `overwrite` is set.
+    /// - Returns: the paths written.
+    @discardableResult
+    public func write(to directory: String, overwrite: Bool = false, hmacPSK: String? = nil) throws(FirmwareError) -> [String] {
+        if !overwrite, Self.anyExist(in: directory) {
+            throw .keys("keys already exist in \(directory); pass --force to replace them (devices in the field keep trusting the old ones)")
+        }
+        let manager = FileManager.default
+        do {
+            try manager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .io("cannot create \(directory): \(error.localizedDescription)")
+        }
+        let files: [(String, Data)] = [
+            (Self.privateKeyFile, Data(privateKey.pkcs8PEMRepresentation.utf8) + Data("\n".utf8)),
+            (Self.publicKeyFile, Data(publicKey.pemRepresentation.utf8) + Data("\n".utf8)),
+            (Self.aesKeyFile, Data(aesKey)),
+            (Self.headerFile, Data(cHeader(hmacPSK: hmacPSK).utf8)),
+        ]
+        var written: [String] = []
+        for (name, data) in files {
+            let path = (directory as NSString).appendingPathComponent(name)
+            try Self.writeSecret(data, to: path)
+            written.append(path)
+        }
+        return written
+    }
+
+    /// Writes `data` to `path` atomically with mode 0600.
+    static func writeSecret(_ data: Data, to path: String) throws(FirmwareError) {
+        let temporary = path + ".tmp-\(UInt32.random(in: 0...UInt32.max))"
+        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else {
+            throw .io("cannot write \(temporary)")
+        }
+        if rename(temporary, path) != 0 {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw .io("cannot move \(temporary) to \(path)")
+        }
+    }
+
+    /// The firmware build's `keys.h` (the original `generate_keys.py` single-header layout): `SERVER_PUBLIC_KEY`,
+    /// `AES_FIRMWARE_KEY[32]` and `HMAC_PSK` (64 hex characters, only used by the firmware's dead per-chunk HMAC code).
+    public func cHeader(hmacPSK: String? = nil) -> String {
+        let psk = hmacPSK ?? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let pemLines = publicKey.pemRepresentation.split(separator: "\n").map { "    \"\($0)\\n\"" }
+        let aesBytes = stride(from: 0, to: 32, by: 8).map { row in
+            "    " + aesKey[row..<row + 8].map { String(format: "0x%02x", $0) }.joined(separator: ", ")
+        }
+        return """
+            // EcoWatt FOTA keys, generated by `ecowatt keys generate`. Secret: do not commit.
+            // The server signs firmware with the matching private key (keys/\(Self.privateKeyFile)) and encrypts it with
+            // AES_FIRMWARE_KEY (keys/\(Self.aesKeyFile)).
+            #ifndef ECOWATT_KEYS_H
+            #define ECOWATT_KEYS_H
+
+            #include <stdint.h>
+
+            #define RSA_KEY_SIZE 2048
+            #define AES_KEY_SIZE 256
+            #define HMAC_PSK_SIZE 64
+
+            const char* SERVER_PUBLIC_KEY =
+            \(pemLines.joined(separator: "\n"));
+
+            const uint8_t AES_FIRMWARE_KEY[32] = {
+            \(aesBytes.joined(separator: ",\n"))
+            };
+
+            const char* HMAC_PSK = "\(psk)";
+
+            #endif  // ECOWATT_KEYS_H
+
+            """
+    }
+}
