@@ -1,6 +1,7 @@
 import Crypto
 import EcoWattProtocol
 import EcoWattStore
+import FirmwareImage
 import Foundation
 import Hummingbird
 import Logging
@@ -18,6 +19,7 @@ public struct EcoWattApplication: Sendable {
     public let devices: SQLiteDeviceStore
     public let activity: DeviceActivity
     public let commands: CommandService
+    public let ota: OTAService
     public let operatorToken: String
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
@@ -59,6 +61,16 @@ public struct EcoWattApplication: Sendable {
         let commandRoutes = CommandRoutes(commands: commands, activity: activity, clock: clock)
         let configRoutes = ConfigRoutes(store: devices, activity: activity, ingest: ingest, clock: clock)
         let reportRoutes = ReportRoutes(store: devices, activity: activity, clock: clock)
+        let (firmwareKeys, keysError) = Self.loadFirmwareKeys(directory: configuration.keysDirectory, logger: logger)
+        let ota = try OTAService(
+            store: devices,
+            catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.firmwareDirectory), keys: firmwareKeys),
+            keys: firmwareKeys,
+            keysError: keysError,
+            logger: logger,
+            clock: clock
+        )
+        let otaRoutes = OTARoutes(ota: ota, activity: activity, maxFirmwareBytes: configuration.maxFirmwareBytes)
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
             logger.notice(
@@ -79,6 +91,7 @@ public struct EcoWattApplication: Sendable {
         commandRoutes.registerDeviceRoutes(on: router)
         configRoutes.registerDeviceRoutes(on: router)
         reportRoutes.registerDeviceRoutes(on: router)
+        otaRoutes.registerDeviceRoutes(on: router)
         // Operator routes: bearer token.
         let operatorRoutes = router.group().add(middleware: OperatorAuthMiddleware(token: token))
         QueryRoutes(store: store).register(on: operatorRoutes)
@@ -87,6 +100,7 @@ public struct EcoWattApplication: Sendable {
         commandRoutes.registerOperatorRoutes(on: operatorRoutes)
         configRoutes.registerOperatorRoutes(on: operatorRoutes)
         reportRoutes.registerOperatorRoutes(on: operatorRoutes)
+        otaRoutes.registerOperatorRoutes(on: operatorRoutes)
 
         var application = Application(
             router: router,
@@ -98,7 +112,7 @@ public struct EcoWattApplication: Sendable {
         )
         // Shutdown runs in reverse: the HTTP server drains first, then the services (activity flushes last_seen),
         // and the writer, added before them, commits what is queued last.
-        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest, activity, commands)
+        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest, activity, commands, ota)
 
         self.application = application
         self.configuration = configuration
@@ -109,6 +123,32 @@ public struct EcoWattApplication: Sendable {
         self.devices = devices
         self.activity = activity
         self.commands = commands
+        self.ota = ota
         self.operatorToken = token
+    }
+
+    /// Loads the FOTA keys from `directory`, generating development keys when none exist (never over existing ones).
+    /// Unusable keys are logged and leave firmware preparation disabled; the rest of the server runs.
+    static func loadFirmwareKeys(directory: String, logger: Logger) -> (FirmwareKeys?, String?) {
+        do {
+            if !FirmwareKeys.anyExist(in: directory) {
+                let keys = try FirmwareKeys.generate()
+                try keys.write(to: directory)
+                logger.notice(
+                    "generated development FOTA keys: field devices only accept firmware signed with the keys built into them",
+                    metadata: ["keys_dir": "\(directory)"]
+                )
+                return (keys, nil)
+            }
+            let keys = try FirmwareKeys(directory: directory)
+            logger.info("FOTA keys loaded", metadata: ["keys_dir": "\(directory)"])
+            return (keys, nil)
+        } catch {
+            logger.error(
+                "FOTA keys not loaded: firmware upload is disabled until they are fixed",
+                metadata: ["keys_dir": "\(directory)", "error": "\(error)"]
+            )
+            return (nil, "\(error)")
+        }
     }
 }

@@ -32,6 +32,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// A device is `offline` when not heard from for this many seconds
     /// (`ECOWATT_DEVICE_OFFLINE_AFTER_SECONDS`, `device_offline_after_seconds`).
     public var deviceOfflineAfterSeconds = 120
+    /// Largest firmware image accepted by `POST /ota/upload` (`ECOWATT_MAX_FIRMWARE_BYTES`, `max_firmware_bytes`).
+    public var maxFirmwareBytes = 8 * 1024 * 1024
 
     public init() {}
 
@@ -55,6 +57,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var commandResultTimeoutSeconds: Int?
         public var maxPendingCommands: Int?
         public var deviceOfflineAfterSeconds: Int?
+        public var maxFirmwareBytes: Int?
 
         public init() {}
 
@@ -71,6 +74,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             case commandResultTimeoutSeconds = "command_result_timeout_seconds"
             case maxPendingCommands = "max_pending_commands"
             case deviceOfflineAfterSeconds = "device_offline_after_seconds"
+            case maxFirmwareBytes = "max_firmware_bytes"
         }
 
         /// The `ECOWATT_*` variable of each key.
@@ -103,6 +107,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             commandResultTimeoutSeconds = try integer(.commandResultTimeoutSeconds)
             maxPendingCommands = try integer(.maxPendingCommands)
             deviceOfflineAfterSeconds = try integer(.deviceOfflineAfterSeconds)
+            maxFirmwareBytes = try integer(.maxFirmwareBytes)
         }
 
         public init(from decoder: any Decoder) throws {
@@ -125,6 +130,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             commandResultTimeoutSeconds = try container.decodeIfPresent(Int.self, forKey: .commandResultTimeoutSeconds)
             maxPendingCommands = try container.decodeIfPresent(Int.self, forKey: .maxPendingCommands)
             deviceOfflineAfterSeconds = try container.decodeIfPresent(Int.self, forKey: .deviceOfflineAfterSeconds)
+            maxFirmwareBytes = try container.decodeIfPresent(Int.self, forKey: .maxFirmwareBytes)
         }
 
         private struct AnyKey: CodingKey {
@@ -179,6 +185,10 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let value = layer.deviceOfflineAfterSeconds {
             guard (10...86_400).contains(value) else { throw .invalid("device_offline_after_seconds must be in 10...86400") }
             deviceOfflineAfterSeconds = value
+        }
+        if let value = layer.maxFirmwareBytes {
+            guard (4096...(16 << 20)).contains(value) else { throw .invalid("max_firmware_bytes must be in 4096...16777216") }
+            maxFirmwareBytes = value
         }
     }
 

@@ -174,6 +174,57 @@ public final class EcoWattDatabase: Sendable {
         migrator.registerMigration("v5-command-expiry-index") { db in
             try db.create(index: "commands_status_expiry", on: "commands", columns: ["status", "expires_at_ms"])
         }
+        migrator.registerMigration("v6-ota") { db in
+            try db.create(table: "ota_deployments") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("version", .text).notNull()
+                t.column("all_devices", .boolean).notNull()
+                t.column("status", .text).notNull()  // active | cancelled
+                t.column("max_attempts", .integer).notNull()
+                t.column("notes", .text)
+                t.column("created_at_ms", .integer).notNull()
+                t.column("cancelled_at_ms", .integer)
+            }
+            try db.create(table: "ota_deployment_devices") { t in
+                t.column("deployment_id", .integer).notNull().references("ota_deployments", onDelete: .cascade)
+                t.column("device_id", .text).notNull()
+                t.primaryKey(["deployment_id", "device_id"])
+            }
+            try db.create(index: "ota_deployment_devices_device", on: "ota_deployment_devices", columns: ["device_id"])
+            try db.create(table: "ota_sessions") { t in
+                t.primaryKey("session_id", .text)
+                t.column("device_id", .text).notNull()
+                t.column("version", .text).notNull()
+                t.column("deployment_id", .integer)
+                t.column("from_version", .text)
+                t.column("total_chunks", .integer).notNull()
+                t.column("chunks_served", .integer).notNull().defaults(to: 0)
+                t.column("bytes_served", .integer).notNull().defaults(to: 0)
+                t.column("last_chunk", .integer)
+                t.column("phase", .text).notNull()
+                t.column("progress", .integer).notNull().defaults(to: 0)
+                t.column("started_at_ms", .integer).notNull()
+                t.column("updated_at_ms", .integer).notNull()
+                t.column("ended_at_ms", .integer)
+                t.column("outcome", .text)  // NULL while active
+                t.column("message", .text)
+                t.column("reported_version", .text)
+                t.column("reported_status", .text)
+            }
+            try db.create(index: "ota_sessions_device", on: "ota_sessions", columns: ["device_id", "started_at_ms"])
+            try db.execute(sql: "CREATE INDEX ota_sessions_active ON ota_sessions(device_id) WHERE outcome IS NULL")
+            try db.create(table: "ota_events") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("session_id", .text)
+                t.column("device_id", .text).notNull()
+                t.column("phase", .text).notNull()
+                t.column("progress", .integer)
+                t.column("message", .text)
+                t.column("device_time_s", .integer)
+                t.column("received_at_ms", .integer).notNull()
+            }
+            try db.create(index: "ota_events_session", on: "ota_events", columns: ["session_id", "id"])
+        }
         return migrator
     }
 }

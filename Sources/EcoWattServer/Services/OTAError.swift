@@ -1,0 +1,38 @@
+import Hummingbird
+
+/// Why an OTA request is refused; answered as `{"success":false,"error":…}` with a 4xx (5xx only for server faults).
+public enum OTAError: ReasonedError, Sendable, Equatable {
+    case noFirmware(String)
+    case chunkOutOfRange(index: String, total: Int)
+    case noActiveSession(String)
+    case sessionVersion(active: String, requested: String)
+    case invalid(String)
+    case conflict(String)
+    case keysUnavailable(String)
+    case notFound(String)
+
+    public var status: HTTPResponse.Status {
+        switch self {
+        case .noFirmware, .notFound: .notFound
+        case .chunkOutOfRange, .invalid: .badRequest
+        case .noActiveSession, .sessionVersion, .conflict: .conflict
+        case .keysUnavailable: .serviceUnavailable
+        }
+    }
+
+    public var reason: String {
+        switch self {
+        case .noFirmware(let version): "No firmware of version \(version)"
+        case .chunkOutOfRange(let index, let total): "chunk must be an integer in 0...\(total - 1), not '\(index)'"
+        case .noActiveSession(let deviceID): "No active OTA session for \(deviceID): POST /ota/initiate/\(deviceID) first"
+        case .sessionVersion(let active, let requested):
+            "The active OTA session is for version \(active), not \(requested)"
+        case .invalid(let reason), .conflict(let reason), .notFound(let reason): reason
+        case .keysUnavailable(let reason): "Firmware keys are not loaded: \(reason)"
+        }
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        JSONBody.response(status: status, ["success": false, "error": .string(reason)])
+    }
+}

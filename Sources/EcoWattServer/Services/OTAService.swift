@@ -1,0 +1,359 @@
+import EcoWattProtocol
+import EcoWattStore
+import FirmwareImage
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// FOTA (spec §7): offers deployed updates, tracks one session per device from `initiate` to the boot report, and
+/// serves chunks.
+///
+/// Sessions are durable (SQLite), so a restart mid-download does not fail the device's next chunk. Control requests
+/// (initiate, progress, complete, cancel) are serialized on the actor; chunk requests only touch an in-memory table
+/// under a lock, and their counters are written every second.
+public actor OTAService: Service {
+    /// The in-memory side of an active session.
+    struct LiveSession: Sendable {
+        var sessionID: String
+        var version: String
+        var counters: OTAChunkCounters
+        var dirty = false
+    }
+
+    /// Phases the firmware reports (spec §7.5), plus `rollback` which the original server documented.
+    public static let phases: Set<String> = [
+        "downloading", "failed", "download_complete", "verifying", "verification_failed", "verification_success",
+        "installing", "rollback",
+    ]
+    /// Statuses of `POST /ota/{id}/complete` (spec §7.1 step 10).
+    public static let completionStatuses: Set<String> = ["success", "pending_verify", "rolled_back", "failed"]
+    static let flushInterval = Duration.seconds(1)
+
+    let store: any OTAStore & DeviceRegistryStore
+    nonisolated let catalog: FirmwareCatalog
+    nonisolated let keys: FirmwareKeys?
+    nonisolated let keysError: String?
+    let logger: Logger
+    nonisolated let clock: @Sendable () -> Int64
+    private nonisolated let live: Mutex<[String: LiveSession]>
+
+    init(
+        store: any OTAStore & DeviceRegistryStore,
+        catalog: FirmwareCatalog,
+        keys: FirmwareKeys?,
+        keysError: String?,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Int64
+    ) throws {
+        self.store = store
+        self.catalog = catalog
+        self.keys = keys
+        self.keysError = keysError
+        self.logger = logger
+        self.clock = clock
+        var sessions: [String: LiveSession] = [:]
+        for session in try store.activeSessions() {
+            sessions[session.deviceID] = LiveSession(
+                sessionID: session.sessionID,
+                version: session.version,
+                counters: OTAChunkCounters(
+                    chunksServed: session.chunksServed,
+                    bytesServed: session.bytesServed,
+                    lastChunk: session.lastChunk,
+                    updatedAtMs: session.updatedAtMs
+                )
+            )
+        }
+        self.live = Mutex(sessions)
+        if !sessions.isEmpty { logger.info("resumed OTA sessions", metadata: ["count": "\(sessions.count)"]) }
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.flushInterval)
+                await self.flush()
+            }
+        }
+        await flush()
+    }
+
+    /// Writes the chunk counters that changed since the last flush.
+    func flush() async {
+        let dirty = live.withLock { sessions in
+            var dirty: [String: OTAChunkCounters] = [:]
+            for (deviceID, session) in sessions where session.dirty {
+                dirty[session.sessionID] = session.counters
+                sessions[deviceID]?.dirty = false
+            }
+            return dirty
+        }
+        guard !dirty.isEmpty else { return }
+        do {
+            try await store.saveCounters(dirty)
+        } catch {
+            logger.warning("could not save OTA chunk counters", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Number of sessions in progress.
+    public nonisolated var activeSessionCount: Int { live.withLock { $0.count } }
+
+    // MARK: Device requests
+
+    /// The answer to `GET /ota/check/{id}?version=`: the deployed version's `update_info`, unless the device already
+    /// runs it, installed it under another compiled-in version, or failed it `max_attempts` times.
+    public func check(deviceID: String, runningVersion: String) async throws -> (offer: ServableFirmware?, reason: String) {
+        try await store.setFirmwareVersion(deviceID: deviceID, version: runningVersion)
+        guard let deployment = try await store.deployment(for: deviceID) else { return (nil, "no deployment") }
+        guard deployment.version != runningVersion else { return (nil, "already running \(runningVersion)") }
+        guard let firmware = try catalog.firmware(deployment.version) else {
+            return (nil, "deployed version \(deployment.version) is not available")
+        }
+        let attempts = try await store.attempts(deviceID: deviceID, version: deployment.version, sinceMs: deployment.createdAtMs)
+        if attempts.versionMismatch {
+            return (nil, "installed \(deployment.version) before but reported another version")
+        }
+        if attempts.failed >= deployment.maxAttempts {
+            return (nil, "\(attempts.failed) failed attempts of \(deployment.version)")
+        }
+        return (firmware, "update available")
+    }
+
+    /// `POST /ota/initiate/{id}`: always starts a new session, replacing any the device still has (spec §7.5: a failed
+    /// download must not block the next attempt).
+    public func initiate(deviceID: String, version: String) async throws -> (session: OTASession, replaced: [String]) {
+        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        let now = clock()
+        let deployment = try await store.deployment(for: deviceID)
+        var session = OTASession(
+            sessionID: UUID().uuidString.lowercased(),
+            deviceID: deviceID,
+            version: version,
+            deploymentID: deployment?.version == version ? deployment?.id : nil,
+            fromVersion: try await store.device(deviceID)?.firmwareVersion,
+            totalChunks: firmware.manifest.totalChunks,
+            startedAtMs: now
+        )
+        session.updatedAtMs = now
+        await saveCounters(of: deviceID)
+        let replaced = try await store.startSession(session)
+        live.withLock {
+            $0[deviceID] = LiveSession(
+                sessionID: session.sessionID,
+                version: version,
+                counters: OTAChunkCounters(chunksServed: 0, bytesServed: 0, lastChunk: nil, updatedAtMs: now)
+            )
+        }
+        logger.info(
+            "OTA session started",
+            metadata: ["device_id": "\(deviceID)", "version": "\(version)", "session_id": "\(session.sessionID)"]
+        )
+        return (session, replaced)
+    }
+
+    /// The reply to `GET /ota/chunk/{id}?version=&chunk=`, already serialized. Does not suspend.
+    public nonisolated func chunk(deviceID: String, version: String, index text: String) throws -> ByteBuffer {
+        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        let total = firmware.manifest.totalChunks
+        guard let index = Int(text), (0..<total).contains(index) else {
+            throw OTAError.chunkOutOfRange(index: String(text.prefix(16)), total: total)
+        }
+        let reply = firmware.chunkReplies[index]
+        let size = firmware.firmware.chunk(index).count
+        let now = clock()
+        let problem: OTAError? = live.withLock { sessions in
+            guard var session = sessions[deviceID] else { return .noActiveSession(deviceID) }
+            guard session.version == version else { return .sessionVersion(active: session.version, requested: version) }
+            session.counters.chunksServed += 1
+            session.counters.bytesServed += Int64(size)
+            session.counters.lastChunk = index
+            session.counters.updatedAtMs = now
+            session.dirty = true
+            sessions[deviceID] = session
+            return nil
+        }
+        if let problem { throw problem }
+        return reply
+    }
+
+    /// `POST /ota/{id}/progress`: records the phase; `failed` and `verification_failed` end the session.
+    public func progress(deviceID: String, phase: String, progress: Int?, message: String?, deviceTimeS: Int64?) async throws
+        -> OTASession
+    {
+        guard let current = live.withLock({ $0[deviceID] }) else { throw OTAError.noActiveSession(deviceID) }
+        let outcome: OTAOutcome? = phase == "failed" || phase == "verification_failed" ? .failed : nil
+        if outcome != nil { await saveCounters(of: deviceID) }
+        try await store.recordProgress(
+            OTAEvent(
+                sessionID: current.sessionID,
+                deviceID: deviceID,
+                phase: phase,
+                progress: progress,
+                message: message,
+                deviceTimeS: deviceTimeS,
+                receivedAtMs: clock()
+            ),
+            outcome: outcome
+        )
+        if outcome != nil {
+            live.withLock { sessions in
+                if sessions[deviceID]?.sessionID == current.sessionID { sessions[deviceID] = nil }
+            }
+            logger.notice(
+                "OTA session failed",
+                metadata: ["device_id": "\(deviceID)", "phase": "\(phase)", "message": "\(message ?? "")"]
+            )
+        }
+        guard let session = try await store.session(current.sessionID) else { throw OTAError.noActiveSession(deviceID) }
+        return session
+    }
+
+    /// `POST /ota/{id}/complete`, sent on every boot: judged by the running version against the session's target, and
+    /// idempotent (without an active session it only records the running version).
+    public func complete(deviceID: String, version: String, status: String, error: String?) async throws
+        -> (outcome: OTAOutcome?, session: OTASession?)
+    {
+        try await store.setFirmwareVersion(deviceID: deviceID, version: version)
+        guard let current = live.withLock({ $0[deviceID] }) else { return (nil, nil) }
+        guard let session = try await store.session(current.sessionID) else { return (nil, nil) }
+        let installed = ["installing", "verification_success"].contains(session.phase)
+        let outcome: OTAOutcome
+        let message: String
+        let running = status == "success" || status == "pending_verify"
+        if running, version == session.version {
+            outcome = .success
+            message = "running \(version)"
+        } else if status == "rolled_back" {
+            outcome = .rolledBack
+            message = error ?? "firmware validation failed, rolled back"
+        } else if running, installed {
+            outcome = .versionMismatch
+            message = "installed \(session.version) but the device reports \(version): the image's compiled-in version differs"
+        } else {
+            outcome = .failed
+            message = "device rebooted in phase \(session.phase) running \(version) (\(status))" + (error.map { ": \($0)" } ?? "")
+        }
+        await saveCounters(of: deviceID)
+        _ = try await store.endSession(
+            session.sessionID,
+            outcome: outcome,
+            message: message,
+            reportedVersion: version,
+            reportedStatus: status,
+            nowMs: clock()
+        )
+        live.withLock { sessions in
+            if sessions[deviceID]?.sessionID == session.sessionID { sessions[deviceID] = nil }
+        }
+        logger.notice(
+            "OTA session ended",
+            metadata: ["device_id": "\(deviceID)", "outcome": "\(outcome.rawValue)", "version": "\(version)"]
+        )
+        return (outcome, try await store.session(session.sessionID))
+    }
+
+    // MARK: Operator requests
+
+    /// Ends the device's active session as cancelled: its next chunk request fails and the device retries at its next
+    /// OTA period if the deployment still targets it.
+    public func cancel(deviceID: String, reason: String = "cancelled by operator") async throws -> OTASession {
+        guard let current = live.withLock({ $0[deviceID] }) else { throw OTAError.noActiveSession(deviceID) }
+        await saveCounters(of: deviceID)
+        _ = try await store.endSession(
+            current.sessionID,
+            outcome: .cancelled,
+            message: reason,
+            reportedVersion: nil,
+            reportedStatus: nil,
+            nowMs: clock()
+        )
+        live.withLock { sessions in
+            if sessions[deviceID]?.sessionID == current.sessionID { sessions[deviceID] = nil }
+        }
+        guard let session = try await store.session(current.sessionID) else { throw OTAError.noActiveSession(deviceID) }
+        return session
+    }
+
+    /// Prepares an uploaded image with the server's keys and stores it.
+    public func upload(image: [UInt8], version: String, description: String?) throws -> ServableFirmware {
+        guard let keys else { throw OTAError.keysUnavailable(keysError ?? "no keys") }
+        let prepared = try FirmwarePreparer.prepare(image: image, version: version, description: description, keys: keys)
+        let servable = try catalog.add(prepared)
+        logger.notice(
+            "firmware prepared",
+            metadata: ["version": "\(version)", "bytes": "\(image.count)", "chunks": "\(prepared.manifest.totalChunks)"]
+        )
+        return servable
+    }
+
+    /// Deletes every file of a version; refused while a deployment of it is active. Sessions downloading it are
+    /// cancelled.
+    public func deleteFirmware(_ version: String) async throws -> [String] {
+        let deployments = try await store.activeDeploymentIDs(version: version)
+        guard deployments.isEmpty else {
+            throw OTAError.conflict(
+                "Version \(version) is deployed (deployment \(deployments.map(String.init).joined(separator: ", "))): cancel it first"
+            )
+        }
+        let removed = try catalog.delete(version)
+        let downloading = live.withLock { $0.filter { $0.value.version == version }.map(\.key) }
+        for deviceID in downloading { _ = try? await cancel(deviceID: deviceID, reason: "firmware \(version) deleted") }
+        logger.notice("firmware deleted", metadata: ["version": "\(version)", "files": "\(removed.count)"])
+        return removed
+    }
+
+    /// Assigns a version to every device (`deviceIDs == nil`) or to a list. The image must exist and, when the server
+    /// has keys, verify with them (an image the devices will reject is not deployed).
+    public func deploy(version: String, deviceIDs: [String]?, maxAttempts: Int, notes: String?) async throws -> OTADeployment {
+        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        if firmware.signatureVerified == false {
+            throw OTAError.conflict(
+                "The signature of \(version) does not verify with the server's keys: devices would reject it"
+            )
+        }
+        let deployment = try await store.createDeployment(
+            OTADeployment(version: version, deviceIDs: deviceIDs, maxAttempts: maxAttempts, notes: notes, createdAtMs: clock())
+        )
+        logger.notice(
+            "firmware deployed",
+            metadata: [
+                "version": "\(version)", "deployment": "\(deployment.id)",
+                "devices": "\(deviceIDs.map { "\($0.count)" } ?? "all")",
+            ]
+        )
+        return deployment
+    }
+
+    /// Fleet figures with the chunk counters flushed first.
+    public func counts() async throws -> OTACounts {
+        await flush()
+        return try await store.otaCounts()
+    }
+
+    /// The live counters of the device's active session merged into the stored row.
+    public func withLiveCounters(_ session: OTASession) -> OTASession {
+        guard session.outcome == nil, let current = live.withLock({ $0[session.deviceID] }),
+            current.sessionID == session.sessionID
+        else { return session }
+        var merged = session
+        merged.chunksServed = current.counters.chunksServed
+        merged.bytesServed = current.counters.bytesServed
+        merged.lastChunk = current.counters.lastChunk
+        merged.updatedAtMs = max(session.updatedAtMs, current.counters.updatedAtMs)
+        return merged
+    }
+
+    /// Writes one device's unsaved counters before its session changes state.
+    private func saveCounters(of deviceID: String) async {
+        let pending: (String, OTAChunkCounters)? = live.withLock { sessions in
+            guard let session = sessions[deviceID], session.dirty else { return nil }
+            sessions[deviceID]?.dirty = false
+            return (session.sessionID, session.counters)
+        }
+        guard let (sessionID, counters) = pending else { return }
+        try? await store.saveCounters([sessionID: counters])
+    }
+}

@@ -1,0 +1,315 @@
+import Foundation
+import GRDB
+
+/// Durable OTA state (spec §7): deployments, sessions that survive a restart mid-download, and progress events.
+public protocol OTAStore: Sendable {
+    func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment
+    /// Deployments, newest first.
+    func deployments(limit: Int) async throws -> [OTADeployment]
+    /// Marks a deployment cancelled; `nil` when unknown.
+    func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment?
+    /// The newest active deployment that targets the device.
+    func deployment(for deviceID: String) async throws -> OTADeployment?
+    /// Ids of active deployments of `version`.
+    func activeDeploymentIDs(version: String) async throws -> [Int64]
+    /// Failed sessions of the device for `version` started at or after `sinceMs`, and whether it ever installed that
+    /// version but reported another one.
+    func attempts(deviceID: String, version: String, sinceMs: Int64) async throws -> (failed: Int, versionMismatch: Bool)
+    /// Ends the device's active sessions as `replaced` and stores `session`; returns the replaced session ids.
+    func startSession(_ session: OTASession) async throws -> [String]
+    /// Every active session (read at start).
+    func activeSessions() throws -> [OTASession]
+    /// Stores a progress event and the session's new phase; ends the session when `outcome` is given.
+    func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws
+    /// Writes chunk counters of several sessions.
+    func saveCounters(_ counters: [String: OTAChunkCounters]) async throws
+    /// Ends an active session; `false` when it was not active.
+    func endSession(
+        _ sessionID: String,
+        outcome: OTAOutcome,
+        message: String?,
+        reportedVersion: String?,
+        reportedStatus: String?,
+        nowMs: Int64
+    ) async throws -> Bool
+    func session(_ sessionID: String) async throws -> OTASession?
+    /// Sessions of a device, newest first.
+    func sessions(deviceID: String, limit: Int) async throws -> [OTASession]
+    /// Events of a session, oldest first.
+    func events(sessionID: String, limit: Int) async throws -> [OTAEvent]
+    func otaCounts() async throws -> OTACounts
+    /// Records the firmware version a known device reports running.
+    func setFirmwareVersion(deviceID: String, version: String) async throws
+}
+
+extension SQLiteDeviceStore: OTAStore {
+    public func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO ota_deployments (version, all_devices, status, max_attempts, notes, created_at_ms)
+                    VALUES (?, ?, 'active', ?, ?, ?)
+                    """,
+                arguments: [
+                    deployment.version, deployment.deviceIDs == nil, deployment.maxAttempts, deployment.notes,
+                    deployment.createdAtMs,
+                ]
+            )
+            var stored = deployment
+            stored.id = db.lastInsertedRowID
+            stored.status = "active"
+            for deviceID in Set(deployment.deviceIDs ?? []) {
+                try db.execute(
+                    sql: "INSERT INTO ota_deployment_devices (deployment_id, device_id) VALUES (?, ?)",
+                    arguments: [stored.id, deviceID]
+                )
+            }
+            return stored
+        }
+    }
+
+    static func deployment(_ db: Database, row: Row) throws -> OTADeployment {
+        let id: Int64 = row["id"]
+        let all: Bool = row["all_devices"]
+        return OTADeployment(
+            id: id,
+            version: row["version"],
+            deviceIDs: all
+                ? nil
+                : try String.fetchAll(
+                    db,
+                    sql: "SELECT device_id FROM ota_deployment_devices WHERE deployment_id = ? ORDER BY device_id",
+                    arguments: [id]
+                ),
+            status: row["status"],
+            maxAttempts: row["max_attempts"],
+            notes: row["notes"],
+            createdAtMs: row["created_at_ms"],
+            cancelledAtMs: row["cancelled_at_ms"]
+        )
+    }
+
+    public func deployments(limit: Int) async throws -> [OTADeployment] {
+        try await database.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ota_deployments ORDER BY id DESC LIMIT ?", arguments: [limit])
+                .map { try Self.deployment(db, row: $0) }
+        }
+    }
+
+    public func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment? {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE ota_deployments SET status = 'cancelled', cancelled_at_ms = ? WHERE id = ? AND status = 'active'",
+                arguments: [nowMs, id]
+            )
+            return try Row.fetchOne(db, sql: "SELECT * FROM ota_deployments WHERE id = ?", arguments: [id])
+                .map { try Self.deployment(db, row: $0) }
+        }
+    }
+
+    public func deployment(for deviceID: String) async throws -> OTADeployment? {
+        try await database.pool.read { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT * FROM ota_deployments d WHERE d.status = 'active' AND (d.all_devices OR EXISTS
+                      (SELECT 1 FROM ota_deployment_devices t WHERE t.deployment_id = d.id AND t.device_id = ?))
+                    ORDER BY d.id DESC LIMIT 1
+                    """,
+                arguments: [deviceID]
+            ).map { try Self.deployment(db, row: $0) }
+        }
+    }
+
+    public func activeDeploymentIDs(version: String) async throws -> [Int64] {
+        try await database.pool.read { db in
+            try Int64.fetchAll(
+                db,
+                sql: "SELECT id FROM ota_deployments WHERE status = 'active' AND version = ? ORDER BY id",
+                arguments: [version]
+            )
+        }
+    }
+
+    public func attempts(deviceID: String, version: String, sinceMs: Int64) async throws -> (failed: Int, versionMismatch: Bool) {
+        try await database.pool.read { db in
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COALESCE(SUM(outcome IN ('failed', 'rolled_back') AND started_at_ms >= ?), 0) AS failed,
+                      COALESCE(MAX(outcome = 'version_mismatch'), 0) AS mismatch
+                    FROM ota_sessions WHERE device_id = ? AND version = ?
+                    """,
+                arguments: [sinceMs, deviceID, version]
+            )
+            return (row?["failed"] ?? 0, row?["mismatch"] ?? false)
+        }
+    }
+
+    public func startSession(_ session: OTASession) async throws -> [String] {
+        try await writer.write { db in
+            let replaced = try String.fetchAll(
+                db,
+                sql: "SELECT session_id FROM ota_sessions WHERE device_id = ? AND outcome IS NULL",
+                arguments: [session.deviceID]
+            )
+            try db.execute(
+                sql: """
+                    UPDATE ota_sessions SET outcome = 'replaced', ended_at_ms = ?1, updated_at_ms = ?1,
+                      message = 'replaced by a new initiate' WHERE device_id = ?2 AND outcome IS NULL
+                    """,
+                arguments: [session.startedAtMs, session.deviceID]
+            )
+            try db.execute(
+                sql: """
+                    INSERT INTO ota_sessions (session_id, device_id, version, deployment_id, from_version, total_chunks,
+                      phase, progress, started_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
+                    """,
+                arguments: [
+                    session.sessionID, session.deviceID, session.version, session.deploymentID, session.fromVersion,
+                    session.totalChunks, session.phase, session.startedAtMs, session.startedAtMs,
+                ]
+            )
+            return replaced
+        }
+    }
+
+    public func activeSessions() throws -> [OTASession] {
+        try database.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ota_sessions WHERE outcome IS NULL").map(OTASession.init(row:))
+        }
+    }
+
+    public func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO ota_events (session_id, device_id, phase, progress, message, device_time_s, received_at_ms)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    event.sessionID, event.deviceID, event.phase, event.progress, event.message, event.deviceTimeS,
+                    event.receivedAtMs,
+                ]
+            )
+            guard let sessionID = event.sessionID else { return }
+            try db.execute(
+                sql: """
+                    UPDATE ota_sessions SET phase = ?1, progress = COALESCE(?2, progress), updated_at_ms = ?3,
+                      outcome = ?4, ended_at_ms = CASE WHEN ?4 IS NULL THEN NULL ELSE ?3 END,
+                      message = COALESCE(?5, message)
+                    WHERE session_id = ?6 AND outcome IS NULL
+                    """,
+                arguments: [event.phase, event.progress, event.receivedAtMs, outcome?.rawValue, event.message, sessionID]
+            )
+        }
+    }
+
+    public func saveCounters(_ counters: [String: OTAChunkCounters]) async throws {
+        try await writer.write { db in
+            for (sessionID, counter) in counters {
+                try db.execute(
+                    sql: """
+                        UPDATE ota_sessions SET chunks_served = ?, bytes_served = ?, last_chunk = ?,
+                          updated_at_ms = MAX(updated_at_ms, ?) WHERE session_id = ?
+                        """,
+                    arguments: [counter.chunksServed, counter.bytesServed, counter.lastChunk, counter.updatedAtMs, sessionID]
+                )
+            }
+        }
+    }
+
+    public func endSession(
+        _ sessionID: String,
+        outcome: OTAOutcome,
+        message: String?,
+        reportedVersion: String?,
+        reportedStatus: String?,
+        nowMs: Int64
+    ) async throws -> Bool {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE ota_sessions SET outcome = ?1, message = COALESCE(?2, message), reported_version = ?3,
+                      reported_status = ?4, ended_at_ms = ?5, updated_at_ms = ?5 WHERE session_id = ?6 AND outcome IS NULL
+                    """,
+                arguments: [outcome.rawValue, message, reportedVersion, reportedStatus, nowMs, sessionID]
+            )
+            return db.changesCount > 0
+        }
+    }
+
+    public func session(_ sessionID: String) async throws -> OTASession? {
+        try await database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM ota_sessions WHERE session_id = ?", arguments: [sessionID])
+                .map(OTASession.init(row:))
+        }
+    }
+
+    public func sessions(deviceID: String, limit: Int) async throws -> [OTASession] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM ota_sessions WHERE device_id = ? ORDER BY started_at_ms DESC, rowid DESC LIMIT ?",
+                arguments: [deviceID, limit]
+            ).map(OTASession.init(row:))
+        }
+    }
+
+    public func events(sessionID: String, limit: Int) async throws -> [OTAEvent] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM ota_events WHERE session_id = ? ORDER BY id LIMIT ?",
+                arguments: [sessionID, limit]
+            ).map { row in
+                OTAEvent(
+                    sessionID: row["session_id"],
+                    deviceID: row["device_id"],
+                    phase: row["phase"],
+                    progress: row["progress"],
+                    message: row["message"],
+                    deviceTimeS: row["device_time_s"],
+                    receivedAtMs: row["received_at_ms"]
+                )
+            }
+        }
+    }
+
+    public func otaCounts() async throws -> OTACounts {
+        try await database.pool.read { db in
+            var counts = OTACounts()
+            for row in try Row.fetchAll(
+                db,
+                sql: "SELECT COALESCE(outcome, 'active') AS outcome, COUNT(*) AS n FROM ota_sessions GROUP BY 1"
+            ) {
+                counts.sessionsByOutcome[row["outcome"]] = row["n"]
+            }
+            counts.activeSessions = counts.sessionsByOutcome["active"] ?? 0
+            if let row = try Row.fetchOne(
+                db,
+                sql: "SELECT COALESCE(SUM(chunks_served), 0) AS c, COALESCE(SUM(bytes_served), 0) AS b FROM ota_sessions"
+            ) {
+                counts.chunksServed = row["c"]
+                counts.bytesServed = row["b"]
+            }
+            if let row = try Row.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) AS n, COALESCE(SUM(status = 'active'), 0) AS a FROM ota_deployments"
+            ) {
+                counts.deployments = row["n"]
+                counts.activeDeployments = row["a"]
+            }
+            return counts
+        }
+    }
+
+    public func setFirmwareVersion(deviceID: String, version: String) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE devices SET firmware_version = ? WHERE device_id = ? AND firmware_version IS NOT ?",
+                arguments: [version, deviceID, version]
+            )
+        }
+    }
+}
