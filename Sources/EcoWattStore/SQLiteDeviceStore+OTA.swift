@@ -15,7 +15,8 @@ public protocol OTAStore: Sendable {
     /// Failed sessions of the device for `version` started at or after `sinceMs`, and whether it ever installed that
     /// version but reported another one.
     func attempts(deviceID: String, version: String, sinceMs: Int64) async throws -> (failed: Int, versionMismatch: Bool)
-    /// Ends the device's active sessions as `replaced` and stores `session`; returns the replaced session ids.
+    /// Ends the device's active sessions as `replaced` and stores `session` (taking over the device's progress events
+    /// of the last two minutes that had no session); returns the replaced session ids.
     func startSession(_ session: OTASession) async throws -> [String]
     /// Every active session (read at start).
     func activeSessions() throws -> [OTASession]
@@ -169,6 +170,13 @@ extension SQLiteDeviceStore: OTAStore {
                     session.sessionID, session.deviceID, session.version, session.deploymentID, session.fromVersion,
                     session.totalChunks, session.phase, session.startedAtMs, session.startedAtMs,
                 ]
+            )
+            // Progress the device sent just before initiating ("Starting firmware download...") belongs to this session.
+            try db.execute(
+                sql: """
+                    UPDATE ota_events SET session_id = ? WHERE device_id = ? AND session_id IS NULL AND received_at_ms >= ?
+                    """,
+                arguments: [session.sessionID, session.deviceID, session.startedAtMs - 120_000]
             )
             return replaced
         }

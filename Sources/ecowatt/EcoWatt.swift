@@ -6,6 +6,9 @@ struct EcoWatt: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ecowatt",
         abstract: "EcoWatt Cloud: the server for EcoWatt ESP32 energy monitors, and its operator tools.",
-        subcommands: [ServeCommand.self, DecodeCommand.self, DeviceCommand.self, CommandCommand.self, BenchCommand.self]
+        subcommands: [
+            ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
+            CommandCommand.self, BenchCommand.self,
+        ]
     )
 }

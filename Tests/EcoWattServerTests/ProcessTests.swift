@@ -137,6 +137,50 @@ import Testing
         try await server.stop(signal: SIGTERM)
     }
 
+    /// `ecowatt keys generate`, `firmware prepare` (picked up by a running server), `firmware deploy` and `status`.
+    @Test func keysAndFirmwareCLIPrepareWhatARunningServerServes() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let keysDir = root.appendingPathComponent("keys").path
+        let firmwareDir = root.appendingPathComponent("firmware").path
+        let (generated, written, generateError) = try ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
+        #expect(generated == 0, "\(generateError)")
+        #expect(written.contains("server_private_key.pem") && written.contains("keys.h"))
+        let privateKeyPath = (keysDir as NSString).appendingPathComponent("server_private_key.pem")
+        let original = try #require(FileManager.default.contents(atPath: privateKeyPath))
+        #expect(try FileManager.default.attributesOfItem(atPath: privateKeyPath)[.posixPermissions] as? Int == 0o600)
+        let (refused, _, refusal) = try ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
+        #expect(refused != 0 && refusal.contains("--force"))
+        #expect(FileManager.default.contents(atPath: privateKeyPath) == original)
+
+        let image = root.appendingPathComponent("app.bin")
+        try Data([0xE9] + (1..<400_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: image)
+        let prepare = [
+            "firmware", "prepare", image.path, "--version", "3.1.0", "--notes", "CLI test", "--keys-dir", keysDir, "--firmware-dir", firmwareDir,
+        ]
+        let (prepared, summary, progress) = try ServerProcess.runCLI(prepare)
+        #expect(prepared == 0, "\(progress)")
+        #expect(summary.contains("196 chunks"), "\(summary)")
+        #expect(progress.contains("encrypting [") && progress.contains("100%"), "a progress bar for a 400 KB image")
+        let (again, _, exists) = try ServerProcess.runCLI(prepare)
+        #expect(again != 0 && exists.contains("already exists"))
+        let (badVersion, _, _) = try ServerProcess.runCLI(["firmware", "prepare", image.path, "--version", "../1", "--keys-dir", keysDir])
+        #expect(badVersion != 0)
+
+        // The server started afterwards loads these keys (no new ones) and serves the prepared version.
+        let port = try await ServerProcess.freePort()
+        let server = try await ServerProcess(root: root, port: port)
+        #expect(FileManager.default.contents(atPath: privateKeyPath) == original)
+        let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
+        let (deployed, deployment, deployError) = try ServerProcess.runCLI(["firmware", "deploy", "3.1.0", "--device", "CLI-OTA"] + common)
+        #expect(deployed == 0, "\(deployError)")
+        #expect(deployment.contains(#""version":"3.1.0""#))
+        let (_, status, _) = try ServerProcess.runCLI(["firmware", "status", "CLI-OTA"] + common)
+        #expect(status.contains("no OTA session"))
+        #expect(try await server.get("/ota/check/CLI-OTA?version=3.0.0") == 200)
+        try await server.stop(signal: SIGTERM)
+    }
+
     /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
     @Test func decodeCommandReproducesTheCorpus() throws {
         let input = Conformance.directory.appendingPathComponent("uploads.jsonl").path

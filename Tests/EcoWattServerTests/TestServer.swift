@@ -1,5 +1,6 @@
 import EcoWattProtocol
 import EcoWattServer
+import FirmwareImage
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -17,7 +18,13 @@ final class TestServer: Sendable {
     private let ownsDirectory: Bool
 
     /// - Parameter directory: reuse a data directory (a "restart"); by default a fresh one removed afterwards.
-    init(durability: String? = nil, directory: URL? = nil, commandResultTimeoutSeconds: Int? = nil) throws {
+    /// - Parameter firmwareKeys: FOTA keys written to the keys directory first (otherwise the server generates some).
+    init(
+        durability: String? = nil,
+        directory: URL? = nil,
+        commandResultTimeoutSeconds: Int? = nil,
+        firmwareKeys: FirmwareKeys? = nil
+    ) throws {
         ownsDirectory = directory == nil
         self.directory =
             directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-test-\(UUID().uuidString)")
@@ -32,6 +39,9 @@ final class TestServer: Sendable {
         flags.durability = durability
         flags.commandResultTimeoutSeconds = commandResultTimeoutSeconds
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
+        if let firmwareKeys, !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
+            try firmwareKeys.write(to: configuration.keysDirectory)
+        }
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         let clock = self.clock

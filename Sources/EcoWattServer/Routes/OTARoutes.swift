@@ -114,7 +114,7 @@ struct OTARoutes {
             message: body["message"]?.stringValue.map { String($0.prefix(256)) },
             deviceTimeS: body["timestamp"]?.intValue
         )
-        return JSONBody.response(["success": true, "session_id": .string(session.sessionID)])
+        return JSONBody.response(["success": true, "session_id": session.map { .string($0.sessionID) } ?? .null])
     }
 
     /// `POST /ota/{id}/complete` (spec §7.6), sent on every boot.

@@ -180,10 +180,33 @@ public actor OTAService: Service {
     }
 
     /// `POST /ota/{id}/progress`: records the phase; `failed` and `verification_failed` end the session.
-    public func progress(deviceID: String, phase: String, progress: Int?, message: String?, deviceTimeS: Int64?) async throws
-        -> OTASession
+    /// - Returns: the session, `nil` when the device has none yet.
+    public func progress(
+        deviceID: String,
+        phase: String,
+        progress: Int?,
+        message: String?,
+        deviceTimeS: Int64?
+    ) async throws
+        -> OTASession?
     {
-        guard let current = live.withLock({ $0[deviceID] }) else { throw OTAError.noActiveSession(deviceID) }
+        guard let current = live.withLock({ $0[deviceID] }) else {
+            // The firmware reports "Starting firmware download..." before it initiates (spec §7.1 step 2): kept without
+            // a session, and attached to the session the next initiate starts.
+            try await store.recordProgress(
+                OTAEvent(
+                    sessionID: nil,
+                    deviceID: deviceID,
+                    phase: phase,
+                    progress: progress,
+                    message: message,
+                    deviceTimeS: deviceTimeS,
+                    receivedAtMs: clock()
+                ),
+                outcome: nil
+            )
+            return nil
+        }
         let outcome: OTAOutcome? = phase == "failed" || phase == "verification_failed" ? .failed : nil
         if outcome != nil { await saveCounters(of: deviceID) }
         try await store.recordProgress(
@@ -207,13 +230,17 @@ public actor OTAService: Service {
                 metadata: ["device_id": "\(deviceID)", "phase": "\(phase)", "message": "\(message ?? "")"]
             )
         }
-        guard let session = try await store.session(current.sessionID) else { throw OTAError.noActiveSession(deviceID) }
-        return session
+        return try await store.session(current.sessionID)
     }
 
     /// `POST /ota/{id}/complete`, sent on every boot: judged by the running version against the session's target, and
     /// idempotent (without an active session it only records the running version).
-    public func complete(deviceID: String, version: String, status: String, error: String?) async throws
+    public func complete(
+        deviceID: String,
+        version: String,
+        status: String,
+        error: String?
+    ) async throws
         -> (outcome: OTAOutcome?, session: OTASession?)
     {
         try await store.setFirmwareVersion(deviceID: deviceID, version: version)

@@ -1,0 +1,185 @@
+import ArgumentParser
+import EcoWattProtocol
+import FirmwareImage
+import Foundation
+
+/// `ecowatt keys …`: the FOTA key set.
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys",
+        abstract: "FOTA keys: RSA-2048 signing key pair and AES-256 firmware key.",
+        subcommands: [Generate.self]
+    )
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate server_private_key.pem, server_public_key.pem, aes_firmware_key.bin and keys.h (mode 0600).",
+            discussion: """
+                keys.h goes into the firmware build: devices then accept only images signed with this private key and
+                encrypted with this AES key. Existing keys are never replaced without --force, because devices in the
+                field keep trusting the old ones.
+                """
+        )
+        @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
+        @Flag(help: "Replace existing keys.") var force = false
+
+        func run() throws {
+            let directory = keysDir ?? ProcessInfo.processInfo.environment["ECOWATT_KEYS_DIR"] ?? "./keys"
+            let keys = try FirmwareKeys.generate()
+            for path in try keys.write(to: directory, overwrite: force) { print("wrote \(path)") }
+            print("copy \((directory as NSString).appendingPathComponent(FirmwareKeys.headerFile)) into the firmware build")
+        }
+    }
+}
+
+/// `ecowatt firmware …`: prepare images locally, deploy and watch them through a running server.
+struct FirmwareCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "firmware",
+        abstract: "Prepare firmware images, deploy them, and watch OTA sessions.",
+        subcommands: [Prepare.self, List.self, Deploy.self, Status.self]
+    )
+
+    struct Prepare: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sign, encrypt and chunk an ESP32 image into the firmware directory.",
+            discussion: """
+                Writes firmware/firmware_<version>_encrypted.bin and firmware/firmware_<version>_manifest.json. The
+                signature is RSASSA-PKCS1-v1_5 with SHA-256 over the plaintext, which the field firmware verifies; PSS
+                is only for future firmware. A running server serves the new version without a restart.
+                """
+        )
+        @Argument(help: "The plaintext application image (.bin, first byte 0xE9).") var file: String
+        @Option(help: "Version: 1-64 characters of A-Z a-z 0-9 . _ -. Must equal the image's compiled-in FIRMWARE_VERSION.")
+        var version: String
+        @Option(help: "Release notes stored in the manifest.") var notes: String?
+        @Option(help: "Signature scheme: pkcs1v15 (field firmware) or pss.") var signature = "pkcs1v15"
+        @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
+        @Option(help: "Firmware directory (env ECOWATT_FIRMWARE_DIR, default ./firmware).") var firmwareDir: String?
+        @Flag(help: "Replace an existing prepared version.") var force = false
+
+        func validate() throws {
+            guard FirmwareVersion.isValid(version) else { throw ValidationError(FirmwareError.invalidVersion(version).description) }
+            guard SignatureScheme(rawValue: signature) != nil else { throw ValidationError("--signature must be pkcs1v15 or pss") }
+        }
+
+        func run() throws {
+            let environment = ProcessInfo.processInfo.environment
+            let keys = try FirmwareKeys(directory: keysDir ?? environment["ECOWATT_KEYS_DIR"] ?? "./keys")
+            let directory = FirmwareDirectory(path: firmwareDir ?? environment["ECOWATT_FIRMWARE_DIR"] ?? "./firmware")
+            if !force, directory.contains(version) { throw FirmwareError.versionExists(version) }
+            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+            let bar = ProgressBar(label: "encrypting", enabled: data.count >= 256 * 1024)
+            let prepared = try FirmwarePreparer.prepare(
+                image: Array(data),
+                version: version,
+                description: notes,
+                keys: keys,
+                scheme: SignatureScheme(rawValue: signature)!,
+                progress: bar.update
+            )
+            bar.finish()
+            try directory.save(prepared, overwrite: force)
+            let manifest = prepared.manifest
+            print(
+                "prepared \(version): \(manifest.originalSize) bytes → \(manifest.encryptedSize) encrypted, \(manifest.totalChunks) chunks of \(manifest.chunkSize)"
+            )
+            print("sha256 \(manifest.sha256Hash), signature \(manifest.signatureScheme.rawValue)")
+            print("wrote \(directory.encryptedPath(version))")
+            print("wrote \(directory.manifestPath(version))")
+            if manifest.encryptedSize > FirmwareManifest.defaultPartitionBytes {
+                print("warning: larger than the default OTA partition (\(FirmwareManifest.defaultPartitionBytes) bytes)")
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the prepared versions in the firmware directory.")
+        @Option(help: "Firmware directory (env ECOWATT_FIRMWARE_DIR, default ./firmware).") var firmwareDir: String?
+
+        func run() throws {
+            let directory = FirmwareDirectory(path: firmwareDir ?? ProcessInfo.processInfo.environment["ECOWATT_FIRMWARE_DIR"] ?? "./firmware")
+            for version in directory.versions() {
+                do {
+                    let manifest = try FirmwareManifest(bytes: Array(FileManager.default.contents(atPath: directory.manifestPath(version)) ?? Data()))
+                    print(
+                        "\(version)\t\(manifest.originalSize) bytes\t\(manifest.totalChunks) chunks\t\(manifest.signatureScheme.rawValue)\t\(manifest.timestamp)"
+                    )
+                } catch {
+                    print("\(version)\tunreadable: \(error)")
+                }
+            }
+        }
+    }
+
+    struct Deploy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Offer a prepared version to all devices or to listed ones.")
+        @OptionGroup var server: OperatorOptions
+        @Argument(help: "Prepared version.") var version: String
+        @Option(name: .customLong("device"), help: "A target device (repeat); all devices when omitted.") var devices: [String] = []
+        @Option(help: "Failed attempts per device before the version is no longer offered to it.") var maxAttempts = 5
+        @Option(help: "Notes stored with the deployment.") var notes: String?
+
+        func run() async throws {
+            var body: [(String, JSONValue)] = [
+                ("version", .string(version)),
+                ("devices", devices.isEmpty ? .string("all") : .array(devices.map(JSONValue.string))),
+                ("max_attempts", .int(Int64(maxAttempts))),
+            ]
+            if let notes { body.append(("notes", .string(notes))) }
+            let reply = try server.check(await server.send(.POST, "/ota/deployments", body: JSONValue.object(body).serialized))
+            print(reply["deployment"]?.serialized ?? reply.serialized)
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a device's latest OTA session and its progress.")
+        @OptionGroup var server: OperatorOptions
+        @Argument(help: "Device id.") var deviceID: String
+
+        func run() async throws {
+            let reply = try server.check(await server.send(.GET, "/ota/status/\(deviceID)"))
+            guard let session = reply["session"], session != .null else {
+                print("\(deviceID): no OTA session")
+                return
+            }
+            let chunks = "\(session["chunks_served"]?.intValue ?? 0)/\(session["total_chunks"]?.intValue ?? 0)"
+            print(
+                "\(deviceID): \(session["version"]?.stringValue ?? "?") phase \(session["phase"]?.stringValue ?? "?") chunks \(chunks) outcome \(session["outcome"]?.stringValue ?? "active")"
+            )
+            if case .array(let events) = reply["events"] {
+                for event in events {
+                    print(
+                        "  \(event["received_at"]?.stringValue ?? "")  \(event["phase"]?.stringValue ?? "")  \(event["progress"]?.intValue.map { "\($0)%" } ?? "")  \(event["message"]?.stringValue ?? "")"
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// A one-line progress bar on standard error.
+final class ProgressBar: @unchecked Sendable {
+    let label: String
+    let enabled: Bool
+    private var lastPercent = -1
+
+    init(label: String, enabled: Bool) {
+        self.label = label
+        self.enabled = enabled
+    }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled, total > 0 else { return }
+        let percent = done * 100 / total
+        guard percent != lastPercent else { return }
+        lastPercent = percent
+        let filled = percent * 30 / 100
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: 30 - filled)
+        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(percent)% \(done)/\(total) bytes".utf8))
+    }
+
+    func finish() {
+        if enabled, lastPercent >= 0 { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}

@@ -1,0 +1,472 @@
+import EcoWattProtocol
+import EcoWattServer
+import EcoWattTestSupport
+import FirmwareImage
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import MultipartKit
+import NIOCore
+import Synchronization
+import Testing
+import _CryptoExtras
+
+/// The FOTA flow over HTTP against a live server, with a device emulator that applies the firmware's checks
+/// (spec §7.1–§7.6).
+@Suite struct OTAHTTPTests {
+    struct Vector: Sendable {
+        let plaintext: [UInt8]
+        let iv: [UInt8]
+        let manifest: JSONValue
+        let updateInfo: JSONValue
+        let chunkResponses: [JSONValue]
+        var version: String { manifest["version"]!.stringValue! }
+    }
+
+    static func vectors() throws -> (FirmwareKeys, [Vector]) {
+        let root = try JSONParser.parse(Array(Data(contentsOf: Conformance.directory.appendingPathComponent("fota_vectors.json"))))
+        let testKeys = root["test_keys"]!
+        let keys = try FirmwareKeys(
+            privateKey: _RSA.Signing.PrivateKey(pemRepresentation: testKeys["rsa_private_key_pem_pkcs8"]!.stringValue!),
+            aesKey: Conformance.bytes(hex: testKeys["aes256_key_hex"]!.stringValue!)
+        )
+        guard case .array(let items) = root["vectors"]! else { throw CancellationError() }
+        let vectors = items.map { vector in
+            guard case .array(let chunks) = vector["chunks"]! else { fatalError("chunks") }
+            return Vector(
+                plaintext: Array(Data(base64Encoded: vector["plaintext"]!["base64"]!.stringValue!)!),
+                iv: Conformance.bytes(hex: vector["iv_hex"]!.stringValue!),
+                manifest: vector["manifest"]!,
+                updateInfo: vector["ota_check_response"]!["update_info"]!,
+                chunkResponses: chunks.map { $0["response"]! }
+            )
+        }
+        return (keys, vectors)
+    }
+
+    /// An object's members by key (order-insensitive comparison).
+    static func members(_ value: JSONValue?) -> [String: String] {
+        guard case .object(let members) = value else { return [:] }
+        return Dictionary(members.map { ($0.0, $0.1.serialized) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Prepares the vectors into the server's firmware directory as `ecowatt firmware prepare` would (fixed IV).
+    static func install(_ vectors: [Vector], keys: FirmwareKeys, into test: TestServer) throws {
+        let directory = FirmwareDirectory(path: test.server.configuration.firmwareDirectory)
+        for vector in vectors {
+            try directory.save(
+                FirmwarePreparer.prepare(
+                    image: vector.plaintext,
+                    version: vector.version,
+                    keys: keys,
+                    iv: vector.iv,
+                    timestamp: vector.manifest["timestamp"]?.stringValue
+                )
+            )
+        }
+    }
+
+    static func deploy(
+        _ version: String,
+        to devices: [String]?,
+        client: some TestClientProtocol,
+        test: TestServer,
+        maxAttempts: Int = 5
+    )
+        async throws -> Int64
+    {
+        let target = devices.map { "[" + $0.map { "\"\($0)\"" }.joined(separator: ",") + "]" } ?? "\"all\""
+        let response = try await client.operatorJSON(
+            .post,
+            "/ota/deployments",
+            #"{"version":"\#(version)","devices":\#(target),"max_attempts":\#(maxAttempts)}"#,
+            server: test
+        )
+        #expect(response.status == .created, "\(String(buffer: response.body))")
+        return Int64((response.json["deployment"] as? [String: Any])?["id"] as? Int ?? -1)
+    }
+
+    /// A device emulator: exactly the firmware's requests and checks.
+    struct Device {
+        let id: String
+        var running: String
+        let keys: FirmwareKeys
+        /// The request sizes the device saw, checked against its pools.
+        var pools: [(String, Int, Int)] = []
+
+        init(id: String, running: String, keys: FirmwareKeys) {
+            self.id = id
+            self.running = running
+            self.keys = keys
+        }
+
+        static func parse(_ response: TestResponse) throws -> JSONValue { try JSONParser.parse(Array(response.body.readableBytesView)) }
+
+        mutating func checkForUpdate(_ client: some TestClientProtocol) async throws -> JSONValue? {
+            let response = try await client.execute(uri: "/ota/check/\(id)?version=\(running)", method: .get)
+            #expect(response.status == .ok)
+            let text = String(buffer: response.body)
+            pools.append(("check", try ArduinoJSONPool.bytes(text), 2048))
+            let json = try Self.parse(response)
+            return json["update_available"] == .bool(true) ? json["update_info"] : nil
+        }
+
+        mutating func progress(_ client: some TestClientProtocol, _ phase: String, _ percent: Int, _ message: String) async throws {
+            let response = try await client.postJSON(
+                "/ota/\(id)/progress",
+                #"{"phase":"\#(phase)","progress":\#(percent),"message":"\#(message)","timestamp":1764300000}"#
+            )
+            #expect(response.status == .ok, "\(phase): \(String(buffer: response.body))")
+        }
+
+        mutating func initiate(_ client: some TestClientProtocol, version: String) async throws -> TestResponse {
+            let response = try await client.postJSON("/ota/initiate/\(id)", #"{"firmware_version":"\#(version)"}"#)
+            if response.status == .ok { pools.append(("initiate", try ArduinoJSONPool.bytes(String(buffer: response.body)), 512)) }
+            return response
+        }
+
+        /// Chunks from `receiver.nextChunk` up to (excluding) `end`.
+        mutating func fetch(
+            _ client: some TestClientProtocol,
+            _ receiver: inout DeviceFirmwareReceiver,
+            until end: Int? = nil
+        )
+            async throws -> [String]
+        {
+            var bodies: [String] = []
+            while receiver.nextChunk < (end ?? receiver.totalChunks) {
+                let n = receiver.nextChunk
+                let response = try await client.execute(uri: "/ota/chunk/\(id)?version=\(receiver.version)&chunk=\(n)", method: .get)
+                try #require(response.status == .ok, "chunk \(n): \(String(buffer: response.body))")
+                let text = String(buffer: response.body)
+                bodies.append(text)
+                pools.append(("chunk", try ArduinoJSONPool.bytes(text), 3072))
+                try receiver.receive(reply: try Self.parse(response))
+                let percent = (n + 1) * 100 / receiver.totalChunks
+                if n % 50 == 0 || percent % 10 == 0 {
+                    try await progress(client, "downloading", percent, "Downloading chunk \(n + 1) of \(receiver.totalChunks)")
+                }
+            }
+            return bodies
+        }
+
+        /// Verification, install and the boot report with the new version (spec §7.1 steps 7–10).
+        mutating func install(_ client: some TestClientProtocol, _ receiver: DeviceFirmwareReceiver) async throws -> [String: Any] {
+            try await progress(client, "download_complete", 100, "Download complete, verifying security...")
+            try await progress(client, "verifying", 100, "Verifying firmware security...")
+            try receiver.verify(publicKey: keys.publicKey)
+            try await progress(client, "verification_success", 100, "Security verification passed - Installing firmware")
+            try await progress(client, "installing", 100, "Installing new firmware - Device will reboot")
+            running = receiver.version
+            return try await boot(client)
+        }
+
+        /// The boot report sent on every boot.
+        func boot(_ client: some TestClientProtocol, status: String = "success") async throws -> [String: Any] {
+            let response = try await client.postJSON(
+                "/ota/\(id)/complete",
+                #"{"version":"\#(running)","status":"\#(status)","timestamp":1764300100}"#
+            )
+            #expect(response.status == .ok)
+            return response.json
+        }
+
+        /// check → progress → initiate → every chunk → verify → install → complete.
+        mutating func update(_ client: some TestClientProtocol) async throws -> (DeviceFirmwareReceiver, [String]) {
+            let info = try #require(try await checkForUpdate(client), "\(id) was offered no update")
+            var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+            try await progress(client, "downloading", 0, "Starting firmware download...")
+            #expect(try await initiate(client, version: receiver.version).status == .ok)
+            let bodies = try await fetch(client, &receiver)
+            let report = try await install(client, receiver)
+            #expect(report["outcome"] as? String == "success", "\(report)")
+            return (receiver, bodies)
+        }
+
+        /// Replies fit the device's pools with a 10 % margin; a chunk reply is the spec's minimal three members around
+        /// 2048 bytes of base64 (2811 of 3072 bytes), so it only has to fit.
+        func checkPools() {
+            for (route, bytes, pool) in pools {
+                #expect(bytes <= (route == "chunk" ? pool : pool * 9 / 10), "\(route) reply needs \(bytes) of \(pool) pool bytes")
+            }
+        }
+    }
+
+    @Test func emulatedDevicesDownloadAndVerifyBothVectorImages() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try TestServer(firmwareKeys: keys)
+        try Self.install(vectors, keys: keys, into: test)
+        try await test.run { client in
+            for (index, vector) in vectors.enumerated() {
+                let deviceID = "OTA-\(index)"
+                // The stored manifest is served byte for byte and carries every field of the vector.
+                let manifest = try await client.execute(uri: "/ota/firmware/\(vector.version)/manifest", method: .get, headers: test.operatorHeaders)
+                let path = FirmwareDirectory(path: test.server.configuration.firmwareDirectory).manifestPath(vector.version)
+                #expect(Array(manifest.body.readableBytesView) == Array(FileManager.default.contents(atPath: path)!))
+                let served = Self.members(try JSONParser.parse(Array(manifest.body.readableBytesView)))
+                for (key, value) in Self.members(vector.manifest) { #expect(served[key] == value, "manifest \(key)") }
+
+                #expect(
+                    try await client.postJSON("/devices", #"{"device_id":"\#(deviceID)","firmware_version":"1.0.0"}"#).status == .created
+                )
+                var device = Device(id: deviceID, running: "1.0.0", keys: keys)
+                #expect(try await device.checkForUpdate(client) == nil, "nothing is offered before a deployment")
+                _ = try await Self.deploy(vector.version, to: [deviceID], client: client, test: test)
+                let info = try #require(try await device.checkForUpdate(client))
+                #expect(Self.members(info) == Self.members(vector.updateInfo), "update_info of \(vector.version)")
+
+                let (receiver, bodies) = try await device.update(client)
+                #expect(receiver.plaintext == vector.plaintext)
+                for (body, expected) in zip(bodies, vector.chunkResponses) {
+                    #expect(Self.members(try JSONParser.parse(Array(body.utf8))) == Self.members(expected))
+                    #expect(!body.contains("\\n") && !body.contains(" "))
+                }
+                #expect(bodies.count == vector.chunkResponses.count)
+                // Running the deployed version now: never offered again.
+                #expect(try await device.checkForUpdate(client) == nil)
+                // The boot report is idempotent.
+                #expect(try await device.boot(client)["outcome"] is NSNull)
+                device.checkPools()
+
+                let status = try await client.execute(uri: "/ota/status/\(deviceID)", method: .get, headers: test.operatorHeaders)
+                let session = try #require(status.json["session"] as? [String: Any])
+                #expect(session["outcome"] as? String == "success")
+                #expect(session["chunks_served"] as? Int == vector.chunkResponses.count)
+                #expect(session["phase"] as? String == "installing")
+                let phases = (status.json["events"] as? [[String: Any]] ?? []).compactMap { $0["phase"] as? String }
+                #expect(
+                    phases.first == "downloading" && phases.suffix(4) == ["download_complete", "verifying", "verification_success", "installing"]
+                )
+                // The registry shows the version the device now runs.
+                let registry = try await client.execute(uri: "/devices/\(deviceID)", method: .get, headers: test.operatorHeaders)
+                #expect((registry.json["device"] as? [String: Any])?["firmware_version"] as? String == vector.version)
+            }
+            let stats = try await client.execute(uri: "/ota/stats", method: .get, headers: test.operatorHeaders)
+            #expect((stats.json["sessions"] as? [String: Any])?["success"] as? Int == 2)
+            #expect(stats.json["chunks_served"] as? Int == vectors.reduce(0) { $0 + $1.chunkResponses.count })
+        }
+    }
+
+    @Test func downloadSurvivesAServerRestartMidway() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let vector = vectors[1]  // 51 chunks
+        let first = try TestServer(firmwareKeys: keys)
+        try Self.install([vector], keys: keys, into: first)
+        let state = Mutex<(Device, DeviceFirmwareReceiver)?>(nil)
+        try await first.run { client in
+            _ = try await Self.deploy(vector.version, to: nil, client: client, test: first)
+            var device = Device(id: "RESTART-1", running: "1.0.0", keys: keys)
+            let info = try #require(try await device.checkForUpdate(client))
+            var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+            #expect(try await device.initiate(client, version: receiver.version).status == .ok)
+            _ = try await device.fetch(client, &receiver, until: 20)
+            state.withLock { $0 = (device, receiver) }
+        }
+        // Same directories, new process state: the session and its counters come back from SQLite.
+        let second = try TestServer(directory: first.directory, firmwareKeys: keys)
+        try await second.run { client in
+            var (device, receiver) = try #require(state.withLock { $0 })
+            let status = try await client.execute(uri: "/ota/status/RESTART-1", method: .get, headers: second.operatorHeaders)
+            #expect(status.json["active"] as? Bool == true)
+            #expect((status.json["session"] as? [String: Any])?["chunks_served"] as? Int == 20)
+            _ = try await device.fetch(client, &receiver)
+            let report = try await device.install(client, receiver)
+            #expect(report["outcome"] as? String == "success")
+            let history = try await client.execute(uri: "/ota/history/RESTART-1", method: .get, headers: second.operatorHeaders)
+            let sessions = try #require(history.json["sessions"] as? [[String: Any]])
+            #expect(sessions.count == 1)
+            #expect(sessions.first?["chunks_served"] as? Int == receiver.totalChunks)
+        }
+    }
+
+    @Test func aFailedAttemptNeverBlocksTheNextInitiate() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try TestServer(firmwareKeys: keys)
+        try Self.install(vectors, keys: keys, into: test)
+        try await test.run { client in
+            _ = try await Self.deploy(vectors[0].version, to: ["RETRY-1"], client: client, test: test)
+            var device = Device(id: "RETRY-1", running: "1.0.0", keys: keys)
+            let info = try #require(try await device.checkForUpdate(client))
+            var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+            let firstInitiate = try await device.initiate(client, version: receiver.version)
+            #expect(firstInitiate.status == .ok)
+            _ = try await device.fetch(client, &receiver, until: 1)
+            // A chunk failure: the device reports it and retries a full period later with a new initiate.
+            try await device.progress(client, "failed", 33, "Download failed - will retry on next cycle")
+            let afterFailure = try await client.execute(uri: "/ota/chunk/RETRY-1?version=\(receiver.version)&chunk=1", method: .get)
+            #expect(afterFailure.status == .conflict)
+            // An initiate while a session is still open replaces it too.
+            #expect(try await device.initiate(client, version: receiver.version).status == .ok)
+            let (_, bodies) = try await device.update(client)
+            #expect(bodies.count == receiver.totalChunks)
+
+            let history = try await client.execute(uri: "/ota/history/RETRY-1", method: .get, headers: test.operatorHeaders)
+            let outcomes = (history.json["sessions"] as? [[String: Any]] ?? []).map { $0["outcome"] as? String ?? "active" }
+            #expect(outcomes == ["success", "replaced", "failed"])
+        }
+    }
+
+    @Test func offersRespectRunningVersionsMismatchesAndAttemptLimits() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try TestServer(firmwareKeys: keys)
+        try Self.install(vectors, keys: keys, into: test)
+        let version = vectors[0].version
+        try await test.run { client in
+            _ = try await Self.deploy(version, to: nil, client: client, test: test, maxAttempts: 2)
+            // Already running the deployed version.
+            var current = Device(id: "CURRENT", running: version, keys: keys)
+            #expect(try await current.checkForUpdate(client) == nil)
+
+            // An image whose compiled-in version differs: after installing, the device reports its old string.
+            var mismatch = Device(id: "MISMATCH", running: "1.0.0", keys: keys)
+            let info = try #require(try await mismatch.checkForUpdate(client))
+            var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+            #expect(try await mismatch.initiate(client, version: version).status == .ok)
+            _ = try await mismatch.fetch(client, &receiver)
+            try receiver.verify(publicKey: keys.publicKey)
+            try await mismatch.progress(client, "installing", 100, "Installing new firmware - Device will reboot")
+            #expect(try await mismatch.boot(client)["outcome"] as? String == "version_mismatch")
+            #expect(try await mismatch.checkForUpdate(client) == nil, "no update loop")
+
+            // Two failed attempts (a reboot mid-download, a rollback) exhaust max_attempts = 2.
+            var flaky = Device(id: "FLAKY", running: "1.0.0", keys: keys)
+            #expect(try await flaky.checkForUpdate(client) != nil)
+            #expect(try await flaky.initiate(client, version: version).status == .ok)
+            #expect(try await flaky.boot(client)["outcome"] as? String == "failed")
+            #expect(try await flaky.checkForUpdate(client) != nil)
+            #expect(try await flaky.initiate(client, version: version).status == .ok)
+            #expect(try await flaky.boot(client, status: "rolled_back")["outcome"] as? String == "rolled_back")
+            #expect(try await flaky.checkForUpdate(client) == nil)
+            let check = try await client.execute(uri: "/ota/check/FLAKY?version=1.0.0", method: .get)
+            #expect(check.json["update_available"] as? Bool == false)
+            #expect((check.json["message"] as? String)?.contains("2 failed attempts") == true)
+        }
+    }
+
+    @Test func wrongVersionsChunksAndBodiesAreClearFourHundreds() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try TestServer(firmwareKeys: keys)
+        try Self.install(vectors, keys: keys, into: test)
+        let version = vectors[0].version
+        try await test.run { client in
+            func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, _ label: String) {
+                #expect(response.status == status, "\(label): \(String(buffer: response.body))")
+                #expect(response.json["success"] as? Bool == false, "\(label)")
+                #expect((response.json["error"] as? String)?.isEmpty == false, "\(label)")
+            }
+            // No session yet.
+            expectError(try await client.execute(uri: "/ota/chunk/BAD-1?version=\(version)&chunk=0", method: .get), .conflict, "no session")
+            expectError(try await client.postJSON("/ota/initiate/BAD-1", #"{"firmware_version":"0.0.404"}"#), .notFound, "unknown version")
+            expectError(try await client.postJSON("/ota/initiate/BAD-1", #"{"firmware_version":"../../etc"}"#), .badRequest, "unsafe version")
+            expectError(try await client.postJSON("/ota/initiate/BAD-1", #"{"version":"#), .badRequest, "malformed body")
+            #expect(try await client.postJSON("/ota/initiate/BAD-1", #"{"firmware_version":"\#(version)"}"#).status == .ok)
+            for chunk in ["-1", "3", "65536", "abc", ""] {
+                expectError(
+                    try await client.execute(uri: "/ota/chunk/BAD-1?version=\(version)&chunk=\(chunk)", method: .get),
+                    .badRequest,
+                    "chunk '\(chunk)'"
+                )
+            }
+            expectError(try await client.execute(uri: "/ota/chunk/BAD-1?chunk=0", method: .get), .badRequest, "no version")
+            expectError(try await client.execute(uri: "/ota/chunk/BAD-1?version=0.0.404&chunk=0", method: .get), .notFound, "unknown version")
+            expectError(
+                try await client.execute(uri: "/ota/chunk/BAD-1?version=\(vectors[1].version)&chunk=0", method: .get),
+                .conflict,
+                "other version than the session"
+            )
+            expectError(try await client.postJSON("/ota/BAD-1/progress", #"{"phase":"exploding"}"#), .badRequest, "phase")
+            expectError(try await client.postJSON("/ota/BAD-1/complete", #"{"version":"1.0","status":"great"}"#), .badRequest, "status")
+            expectError(try await client.postJSON("/ota/BAD-1/complete", #"{"status":"success"}"#), .badRequest, "no version")
+            expectError(try await client.execute(uri: "/ota/check/BAD-1", method: .get), .badRequest, "check without version")
+            // The operator cancels: the next chunk fails and the device retries later.
+            let cancel = try await client.execute(uri: "/ota/cancel/BAD-1", method: .post, headers: test.operatorHeaders)
+            #expect(cancel.status == .ok)
+            expectError(try await client.execute(uri: "/ota/chunk/BAD-1?version=\(version)&chunk=0", method: .get), .conflict, "cancelled")
+            expectError(
+                try await client.execute(uri: "/ota/cancel/BAD-1", method: .post, headers: test.operatorHeaders),
+                .conflict,
+                "nothing to cancel"
+            )
+            // Operator routes need the token.
+            #expect(try await client.execute(uri: "/ota/firmwares", method: .get).status == .unauthorized)
+            #expect(try await client.execute(uri: "/ota/stats", method: .get).status == .unauthorized)
+        }
+    }
+
+    static func multipart(_ fields: [(String, String?, [UInt8])], boundary: String) -> ByteBuffer {
+        var body = ByteBuffer()
+        for (name, filename, value) in fields {
+            body.writeString("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"")
+            if let filename { body.writeString("; filename=\"\(filename)\"\r\nContent-Type: application/octet-stream") }
+            body.writeString("\r\n\r\n")
+            body.writeBytes(value)
+            body.writeString("\r\n")
+        }
+        body.writeString("--\(boundary)--\r\n")
+        return body
+    }
+
+    @Test func operatorsUploadDeployAndDeleteFirmware() async throws {
+        let test = try TestServer()
+        let keys = try FirmwareKeys(directory: test.server.configuration.keysDirectory)  // generated at start
+        let image = [0xE9] + (1..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        try await test.run { client in
+            let boundary = "ecowatt-\(UUID().uuidString)"
+            var headers = test.operatorHeaders
+            headers[.contentType] = "multipart/form-data; boundary=\(boundary)"
+            func upload(_ fields: [(String, String?, [UInt8])]) async throws -> TestResponse {
+                try await client.execute(uri: "/ota/upload", method: .post, headers: headers, body: Self.multipart(fields, boundary: boundary))
+            }
+            let created = try await upload([
+                ("version", nil, Array("2.0.0".utf8)), ("description", nil, Array("fixes".utf8)), ("file", "fw.bin", image),
+            ])
+            #expect(created.status == .created, "\(String(buffer: created.body))")
+            let manifest = try #require(created.json["manifest"] as? [String: Any])
+            #expect(manifest["original_size"] as? Int == image.count && manifest["description"] as? String == "fixes")
+            #expect(manifest["signature_scheme"] as? String == "pkcs1v15")
+            #expect(try await upload([("version", nil, Array("2.0.0".utf8)), ("file", "fw.bin", image)]).status == .conflict)
+            #expect(try await upload([("version", nil, Array("2.0.1".utf8)), ("file", "x.elf", [0x7F, 0x45])]).status == .badRequest)
+            #expect(try await upload([("version", nil, Array("a/b".utf8)), ("file", "fw.bin", image)]).status == .badRequest)
+            #expect(try await upload([("version", nil, Array("2.0.2".utf8))]).status == .badRequest)
+            var unauthenticated = headers
+            unauthenticated[.authorization] = nil
+            #expect(
+                try await client.execute(uri: "/ota/upload", method: .post, headers: unauthenticated, body: Self.multipart([], boundary: boundary))
+                    .status
+                    == .unauthorized
+            )
+
+            let list = try await client.execute(uri: "/ota/firmwares", method: .get, headers: test.operatorHeaders)
+            let firmwares = try #require(list.json["firmwares"] as? [[String: Any]])
+            #expect(firmwares.map { $0["version"] as? String } == ["2.0.0"])
+            #expect(firmwares.first?["signature_verified"] as? Bool == true)
+
+            // The uploaded image downloads and verifies with the server's public key.
+            let deployment = try await Self.deploy("2.0.0", to: ["UP-1"], client: client, test: test)
+            var device = Device(id: "UP-1", running: "1.9.0", keys: keys)
+            let (receiver, _) = try await device.update(client)
+            #expect(receiver.plaintext == image)
+
+            // Deployed versions cannot be deleted; cancelled ones can, with every file.
+            #expect(try await client.execute(uri: "/ota/firmware/2.0.0", method: .delete, headers: test.operatorHeaders).status == .conflict)
+            #expect(try await client.execute(uri: "/ota/deployments/\(deployment)", method: .delete, headers: test.operatorHeaders).status == .ok)
+            let deleted = try await client.execute(uri: "/ota/firmware/2.0.0", method: .delete, headers: test.operatorHeaders)
+            #expect(deleted.status == .ok)
+            #expect((deleted.json["removed"] as? [String])?.count == 2)
+            #expect(FirmwareDirectory(path: test.server.configuration.firmwareDirectory).versions().isEmpty)
+            #expect(try await client.execute(uri: "/ota/firmware/2.0.0/manifest", method: .get, headers: test.operatorHeaders).status == .notFound)
+            #expect(try await client.operatorJSON(.post, "/ota/deployments", #"{"version":"2.0.0"}"#, server: test).status == .notFound)
+        }
+    }
+
+    @Test func imagesSignedWithOtherKeysAreNotDeployed() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try TestServer()  // the server generated its own keys; the vectors are signed with the test keys
+        try Self.install([vectors[0]], keys: keys, into: test)
+        try await test.run { client in
+            let response = try await client.operatorJSON(.post, "/ota/deployments", #"{"version":"\#(vectors[0].version)"}"#, server: test)
+            #expect(response.status == .conflict)
+            #expect((response.json["error"] as? String)?.contains("signature") == true)
+        }
+    }
+}
