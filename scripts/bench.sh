@@ -3,10 +3,12 @@
 #   1. CPU cost of verify + decode per upload (no HTTP, no storage).
 #   2. Secured ingest over HTTP on loopback: wrk, 2 threads, 16 connections, pre-signed uploads from many devices,
 #      with durability normal and full; and bare GET /health as the ceiling of this stack on this machine.
-# Usage: scripts/bench.sh [seconds-per-run]   (default 10)
+#   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
+# Usage: scripts/bench.sh [seconds-per-run] [all|ota]   (defaults 10, all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
+sections="${2:-all}"
 
 scripts/install-deps.sh wrk
 swift build -c release --product ecowatt >&2
@@ -17,15 +19,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 echo "## machine"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
-echo "## verify + decode per upload (ecowatt bench decode)"
-$bin bench decode --iterations 20000
-if [ -f ../shared/conformance/uploads.jsonl ]; then
-    $bin bench decode --corpus ../shared/conformance/uploads.jsonl --iterations 50
-fi
-
-# Enough pre-signed uploads that wrk never runs out (each is used once).
-$bin bench make-uploads --devices 4000 --rounds 60 --out "$work/uploads.tsv" >&2
-
 port=5311
 run_server() {  # $1 = durability
     rm -rf "$work/srv"
@@ -36,6 +29,16 @@ run_server() {  # $1 = durability
     echo "server did not start" >&2
     exit 1
 }
+
+if [ "$sections" = all ]; then
+echo "## verify + decode per upload (ecowatt bench decode)"
+$bin bench decode --iterations 20000
+if [ -f ../shared/conformance/uploads.jsonl ]; then
+    $bin bench decode --corpus ../shared/conformance/uploads.jsonl --iterations 50
+fi
+
+# Enough pre-signed uploads that wrk never runs out (each is used once).
+$bin bench make-uploads --devices 4000 --rounds 60 --out "$work/uploads.tsv" >&2
 
 for mode in normal full; do
     echo
@@ -83,6 +86,26 @@ echo "commands dispatched: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/
 kill -TERM $server
 wait $server || true
 
+fi
+
+echo
+echo "## OTA chunks over HTTP: 1 MiB image, one device session, wrk -t2 -c16 -d${duration}s, keep-alive"
+run_server normal
+head -c 1048576 /dev/urandom > "$work/app.bin"
+printf '\xe9' | dd of="$work/app.bin" bs=1 count=1 conv=notrunc 2>/dev/null
+$bin firmware prepare "$work/app.bin" --version 9.0.0 --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" >&2
+token=$(cat "$work/srv/keys/operator_token")
+curl -sf -X POST "http://127.0.0.1:$port/ota/initiate/BENCH-CHUNKS" -d '{"firmware_version":"9.0.0"}' >/dev/null
+DEVICE=BENCH-CHUNKS VERSION=9.0.0 TOTAL=513 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-chunks.lua \
+    "http://127.0.0.1:$port" | grep -E "Requests/sec|Transfer/sec|Latency|50%|99%|Non-2xx"
+echo
+echo "## 200 emulated devices download and verify the 1 MiB image at once (ecowatt bench ota-fleet)"
+curl -sf -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/deployments" \
+    -d '{"version":"9.0.0","devices":"all"}' >/dev/null
+$bin bench ota-fleet --url "http://127.0.0.1:$port" --devices 200 --keys-dir "$work/srv/keys"
+echo "sessions: $(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/stats" | sed -E 's/.*"sessions":(\{[^}]*\}).*/\1/')"
+kill -TERM $server
+wait $server || true
 echo
 echo "## ceiling: GET /health (wrk -t2 -c16 -d${duration}s)"
 run_server normal
