@@ -63,7 +63,13 @@ extension BenchCommand {
             if !failures.isEmpty { throw ExitCode.failure }
         }
 
-        static func emulate(deviceID: String, base: String, running: String, keys: FirmwareKeys, client: HTTPClient) async
+        static func emulate(
+            deviceID: String,
+            base: String,
+            running: String,
+            keys: FirmwareKeys,
+            client: HTTPClient
+        ) async
             -> DeviceResult
         {
             var result = DeviceResult()
