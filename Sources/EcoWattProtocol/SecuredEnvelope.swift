@@ -59,8 +59,15 @@ public struct SecuredEnvelope: Sendable, Equatable {
 
     /// Builds and signs an envelope the way the firmware does (used by the simulator and tests).
     public static func sign(payload: [UInt8], nonce: UInt32, key: SymmetricKey) -> SecuredEnvelope {
+        sign(payload: payload, nonce: nonce, key: EnvelopeKey(key))
+    }
+
+    /// Builds and signs an envelope with a prepared key.
+    public static func sign(payload: [UInt8], nonce: UInt32, key: EnvelopeKey) -> SecuredEnvelope {
         var envelope = SecuredEnvelope(nonce: nonce, payload: payload, mac: [])
-        envelope.mac = Array(HMAC<SHA256>.authenticationCode(for: envelope.signedBytes, using: key))
+        var hmac = key.prepared
+        envelope.signedBytes.withUnsafeBytes { hmac.update(data: $0) }
+        envelope.mac = Array(hmac.finalize())
         return envelope
     }
 

@@ -20,6 +20,9 @@ public struct EcoWattApplication: Sendable {
     public let activity: DeviceActivity
     public let commands: CommandService
     public let ota: OTAService
+    public let metrics: ServerMetrics
+    public let faults: FaultInjector
+    public let diagnostics: DiagnosticsService
     public let operatorToken: String
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
@@ -41,7 +44,16 @@ public struct EcoWattApplication: Sendable {
         guard let fleetKey = HexCoding.decode(configuration.fleetKeyHex) else {
             throw ConfigurationError.invalid("fleet_key is not hex")
         }
-        let ingest = IngestService(store: store, fleetKey: SymmetricKey(data: fleetKey), logger: logger)
+        let metrics = ServerMetrics()
+        let faults = FaultInjector(enabled: configuration.faultInjection)
+        if faults.enabled { logger.warning("fault injection is enabled: operators can make device routes fail") }
+        let diagnostics = DiagnosticsService(
+            directory: configuration.diagnosticsDirectory,
+            maxFileBytes: configuration.diagnosticsMaxFileBytes,
+            retainedFiles: configuration.diagnosticsRetainedFiles
+        )
+        let diagnosticsRoutes = DiagnosticsRoutes(diagnostics: diagnostics, clock: clock)
+        let ingest = IngestService(store: store, fleetKey: SymmetricKey(data: fleetKey), logger: logger, metrics: metrics)
         let devices = SQLiteDeviceStore(database: database, writer: writer)
         let activity = DeviceActivity(store: devices, logger: logger)
         let commands = try CommandService(
@@ -68,8 +80,13 @@ public struct EcoWattApplication: Sendable {
             keys: firmwareKeys,
             keysError: keysError,
             logger: logger,
-            clock: clock
+            clock: clock,
+            metrics: metrics,
+            faults: faults
         )
+        let offlineAfterMs = Int64(configuration.deviceOfflineAfterSeconds) * 1000
+        metrics.sample("ecowatt_devices_online") { Double(activity.activeCount(sinceMs: clock() - offlineAfterMs)) }
+        metrics.sample("ecowatt_ota_active_sessions") { Double(ota.activeSessionCount) }
         let otaRoutes = OTARoutes(ota: ota, activity: activity, maxFirmwareBytes: configuration.maxFirmwareBytes)
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
@@ -82,16 +99,21 @@ public struct EcoWattApplication: Sendable {
         }
 
         let router = Router(context: EcoWattRequestContext.self)
+        router.add(middleware: RequestLogMiddleware(metrics: metrics))
         router.add(middleware: JSONErrorMiddleware())
-        HealthRoutes().register(on: router)
+        HealthRoutes(writer: writer, ota: ota).register(on: router)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
+        // Injected network faults apply to these routes only.
+        let deviceRouter = router.group()
+        if faults.enabled { deviceRouter.add(middleware: FaultInjectionMiddleware(faults: faults)) }
         TelemetryRoutes(ingest: ingest, activity: activity, maxBodyBytes: configuration.maxBodyBytes, clock: clock)
-            .register(on: router)
-        deviceRoutes.registerDeviceRoutes(on: router)
-        commandRoutes.registerDeviceRoutes(on: router)
-        configRoutes.registerDeviceRoutes(on: router)
-        reportRoutes.registerDeviceRoutes(on: router)
-        otaRoutes.registerDeviceRoutes(on: router)
+            .register(on: deviceRouter)
+        deviceRoutes.registerDeviceRoutes(on: deviceRouter)
+        commandRoutes.registerDeviceRoutes(on: deviceRouter)
+        configRoutes.registerDeviceRoutes(on: deviceRouter)
+        reportRoutes.registerDeviceRoutes(on: deviceRouter)
+        otaRoutes.registerDeviceRoutes(on: deviceRouter)
+        diagnosticsRoutes.registerDeviceRoutes(on: deviceRouter)
         // Operator routes: bearer token.
         let operatorRoutes = router.group().add(middleware: OperatorAuthMiddleware(token: token))
         QueryRoutes(store: store).register(on: operatorRoutes)
@@ -101,6 +123,9 @@ public struct EcoWattApplication: Sendable {
         configRoutes.registerOperatorRoutes(on: operatorRoutes)
         reportRoutes.registerOperatorRoutes(on: operatorRoutes)
         otaRoutes.registerOperatorRoutes(on: operatorRoutes)
+        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics).register(on: operatorRoutes)
+        diagnosticsRoutes.registerOperatorRoutes(on: operatorRoutes)
+        FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
 
         var application = Application(
             router: router,
@@ -124,6 +149,9 @@ public struct EcoWattApplication: Sendable {
         self.activity = activity
         self.commands = commands
         self.ota = ota
+        self.metrics = metrics
+        self.faults = faults
+        self.diagnostics = diagnostics
         self.operatorToken = token
     }
 

@@ -34,6 +34,13 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var deviceOfflineAfterSeconds = 120
     /// Largest firmware image accepted by `POST /ota/upload` (`ECOWATT_MAX_FIRMWARE_BYTES`, `max_firmware_bytes`).
     public var maxFirmwareBytes = 8 * 1024 * 1024
+    /// A diagnostics file is rotated before it grows past this (`ECOWATT_DIAGNOSTICS_MAX_FILE_BYTES`,
+    /// `diagnostics_max_file_bytes`).
+    public var diagnosticsMaxFileBytes = 4 * 1024 * 1024
+    /// Rotated diagnostics files kept per device (`ECOWATT_DIAGNOSTICS_RETAINED_FILES`, `diagnostics_retained_files`).
+    public var diagnosticsRetainedFiles = 5
+    /// Enables the operator fault-injection routes (`ECOWATT_FAULT_INJECTION`, `fault_injection`: `true`/`false`).
+    public var faultInjection = false
 
     public init() {}
 
@@ -58,6 +65,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var maxPendingCommands: Int?
         public var deviceOfflineAfterSeconds: Int?
         public var maxFirmwareBytes: Int?
+        public var diagnosticsMaxFileBytes: Int?
+        public var diagnosticsRetainedFiles: Int?
+        public var faultInjection: Bool?
 
         public init() {}
 
@@ -75,6 +85,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             case maxPendingCommands = "max_pending_commands"
             case deviceOfflineAfterSeconds = "device_offline_after_seconds"
             case maxFirmwareBytes = "max_firmware_bytes"
+            case diagnosticsMaxFileBytes = "diagnostics_max_file_bytes"
+            case diagnosticsRetainedFiles = "diagnostics_retained_files"
+            case faultInjection = "fault_injection"
         }
 
         /// The `ECOWATT_*` variable of each key.
@@ -108,6 +121,14 @@ public struct ServerConfiguration: Sendable, Equatable {
             maxPendingCommands = try integer(.maxPendingCommands)
             deviceOfflineAfterSeconds = try integer(.deviceOfflineAfterSeconds)
             maxFirmwareBytes = try integer(.maxFirmwareBytes)
+            diagnosticsMaxFileBytes = try integer(.diagnosticsMaxFileBytes)
+            diagnosticsRetainedFiles = try integer(.diagnosticsRetainedFiles)
+            if let text = value(.faultInjection) {
+                guard let flag = Bool(text.lowercased()) else {
+                    throw .invalid("\(Self.environmentNames[CodingKeys.faultInjection.rawValue]!)=\(text) is not true or false")
+                }
+                faultInjection = flag
+            }
         }
 
         public init(from decoder: any Decoder) throws {
@@ -131,6 +152,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             maxPendingCommands = try container.decodeIfPresent(Int.self, forKey: .maxPendingCommands)
             deviceOfflineAfterSeconds = try container.decodeIfPresent(Int.self, forKey: .deviceOfflineAfterSeconds)
             maxFirmwareBytes = try container.decodeIfPresent(Int.self, forKey: .maxFirmwareBytes)
+            diagnosticsMaxFileBytes = try container.decodeIfPresent(Int.self, forKey: .diagnosticsMaxFileBytes)
+            diagnosticsRetainedFiles = try container.decodeIfPresent(Int.self, forKey: .diagnosticsRetainedFiles)
+            faultInjection = try container.decodeIfPresent(Bool.self, forKey: .faultInjection)
         }
 
         private struct AnyKey: CodingKey {
@@ -190,6 +214,15 @@ public struct ServerConfiguration: Sendable, Equatable {
             guard (4096...(16 << 20)).contains(value) else { throw .invalid("max_firmware_bytes must be in 4096...16777216") }
             maxFirmwareBytes = value
         }
+        if let value = layer.diagnosticsMaxFileBytes {
+            guard (1024...(1 << 30)).contains(value) else { throw .invalid("diagnostics_max_file_bytes must be in 1024...1073741824") }
+            diagnosticsMaxFileBytes = value
+        }
+        if let value = layer.diagnosticsRetainedFiles {
+            guard (0...100).contains(value) else { throw .invalid("diagnostics_retained_files must be in 0...100") }
+            diagnosticsRetainedFiles = value
+        }
+        if let value = layer.faultInjection { faultInjection = value }
     }
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]

@@ -28,6 +28,8 @@ struct ServeCommand: AsyncParsableCommand {
     var durability: String?
     @Option(help: "Largest request body in bytes (env ECOWATT_MAX_BODY_BYTES, default 65536).")
     var maxBodyBytes: Int?
+    @Flag(help: "Enable the operator fault-injection routes (env ECOWATT_FAULT_INJECTION=true). Never in production.")
+    var faultInjection = false
 
     func run() async throws {
         var flags = ServerConfiguration.Layer()
@@ -40,6 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
         flags.logLevel = logLevel
         flags.durability = durability
         flags.maxBodyBytes = maxBodyBytes
+        flags.faultInjection = faultInjection ? true : nil
         let configuration: ServerConfiguration
         do {
             configuration = try ServerConfiguration.load(

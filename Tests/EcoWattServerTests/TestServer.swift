@@ -23,7 +23,10 @@ final class TestServer: Sendable {
         durability: String? = nil,
         directory: URL? = nil,
         commandResultTimeoutSeconds: Int? = nil,
-        firmwareKeys: FirmwareKeys? = nil
+        firmwareKeys: FirmwareKeys? = nil,
+        faultInjection: Bool? = nil,
+        diagnosticsMaxFileBytes: Int? = nil,
+        diagnosticsRetainedFiles: Int? = nil
     ) throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -38,6 +41,9 @@ final class TestServer: Sendable {
         flags.diagnosticsDirectory = directory.appendingPathComponent("diagnostics").path
         flags.durability = durability
         flags.commandResultTimeoutSeconds = commandResultTimeoutSeconds
+        flags.faultInjection = faultInjection
+        flags.diagnosticsMaxFileBytes = diagnosticsMaxFileBytes
+        flags.diagnosticsRetainedFiles = diagnosticsRetainedFiles
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
         if let firmwareKeys, !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
             try firmwareKeys.write(to: configuration.keysDirectory)

@@ -2,8 +2,7 @@ import EcoWattProtocol
 import Hummingbird
 import Logging
 
-/// Turns every error into `{"success":false,"error":…}` with a fitting status (never a crash, never an HTML page),
-/// and logs one line per request: errors at `notice`/`error`, the rest at `debug`.
+/// Turns every error into `{"success":false,"error":…}` with a fitting status (never a crash, never an HTML page).
 public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     public init() {}
 
@@ -14,7 +13,6 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     )
         async throws -> Response
     {
-        let start = ContinuousClock.now
         let response: Response
         do {
             response = try await next(request, context)
@@ -32,17 +30,6 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             response = try APIError(.internalServerError, "Internal server error")
                 .response(from: request, context: context)
         }
-        let elapsed = ContinuousClock.now - start
-        let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
-        let level: Logger.Level = response.status.code >= 500 ? .error : response.status.code >= 400 ? .notice : .debug
-        context.logger.log(
-            level: level,
-            "request",
-            metadata: [
-                "method": "\(request.method)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-                "duration_us": "\(micros)",
-            ]
-        )
         return response
     }
 }

@@ -1,9 +1,13 @@
 import EcoWattProtocol
+import EcoWattStore
 import Foundation
 import Hummingbird
 
-/// Open liveness routes. (The firmware's boot self-test, `GET /ota/status`, is in ``OTARoutes``.)
+/// Open liveness and readiness probes. (The firmware's boot self-test, `GET /ota/status`, is in ``OTARoutes``.)
 struct HealthRoutes {
+    let writer: GroupCommitWriter
+    let ota: OTAService
+
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
         router.get("/health") { _, _ in
             JSONBody.response([
@@ -11,5 +15,29 @@ struct HealthRoutes {
                 "timestamp": .string(Date().formatted(Date.ISO8601FormatStyle())),
             ])
         }
+        router.get("/ready", use: ready)
+    }
+
+    /// 200 when a write transaction commits through the single writer and the FOTA keys are loaded; 503 otherwise.
+    @Sendable func ready(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        var checks: [(String, JSONValue)] = []
+        var ready = true
+        do {
+            try await writer.write { db in try db.execute(sql: "SELECT 1") }
+            checks.append(("database", "writable"))
+        } catch {
+            ready = false
+            checks.append(("database", .string("not writable: \(error)")))
+        }
+        if ota.keys != nil {
+            checks.append(("firmware_keys", "loaded"))
+        } else {
+            ready = false
+            checks.append(("firmware_keys", .string("not loaded: \(ota.keysError ?? "unknown")")))
+        }
+        return JSONBody.response(
+            status: ready ? .ok : .serviceUnavailable,
+            ["status": .string(ready ? "ready" : "not_ready"), "checks": .object(checks)]
+        )
     }
 }

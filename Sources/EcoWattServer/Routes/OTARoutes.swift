@@ -65,7 +65,7 @@ struct OTARoutes {
         }
         return JSONBody.response([
             "success": true, "update_available": true, "current_version": .string(running),
-            "update_info": offer.manifest.updateInfo,
+            "update_info": ota.updateInfo(offer, deviceID: deviceID),
         ])
     }
 

@@ -20,24 +20,25 @@ struct SecurityRoutes {
     }
 
     @Sendable func stats(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let counters = ingest.statistics
+        JSONBody.response(["success": true, "statistics": Self.statisticsObject(ingest.statistics)])
+    }
+
+    /// The envelope counters since start (spec §1.3 shape, plus rejects per reason and packet counts).
+    static func statisticsObject(_ counters: IngestCounters) -> JSONValue {
         let failed = counters.validations - counters.accepted
         let rate = counters.validations > 0 ? Double(counters.accepted) / Double(counters.validations) : 0
-        return JSONBody.response([
-            "success": true,
-            "statistics": .object([
-                ("total_validations", .int(Int64(counters.validations))),
-                ("successful_validations", .int(Int64(counters.accepted))), ("failed_validations", .int(Int64(failed))),
-                ("replay_attacks_blocked", .int(Int64(counters.rejected["replay"] ?? 0))),
-                ("signature_failures", .int(Int64(counters.rejected["mac"] ?? 0))),
-                ("malformed", .int(Int64((counters.rejected["malformed"] ?? 0) + counters.invalidPayload))),
-                ("rejected_by_reason", Self.countsObject(counters.rejected)),
-                ("invalid_payloads", .int(Int64(counters.invalidPayload))),
-                ("storage_failures", .int(Int64(counters.storageFailures))), ("success_rate", .double(rate)),
-                ("packets_by_marker", Self.countsObject(counters.packets)),
-                ("undecodable_by_reason", Self.countsObject(counters.undecodable)),
-                ("samples_stored", .int(Int64(counters.samples))),
-            ]),
+        return .object([
+            ("total_validations", .int(Int64(counters.validations))),
+            ("successful_validations", .int(Int64(counters.accepted))), ("failed_validations", .int(Int64(failed))),
+            ("replay_attacks_blocked", .int(Int64(counters.rejected["replay"] ?? 0))),
+            ("signature_failures", .int(Int64(counters.rejected["mac"] ?? 0))),
+            ("malformed", .int(Int64((counters.rejected["malformed"] ?? 0) + counters.invalidPayload))),
+            ("rejected_by_reason", countsObject(counters.rejected)),
+            ("invalid_payloads", .int(Int64(counters.invalidPayload))),
+            ("storage_failures", .int(Int64(counters.storageFailures))), ("success_rate", .double(rate)),
+            ("packets_by_marker", countsObject(counters.packets)),
+            ("undecodable_by_reason", countsObject(counters.undecodable)),
+            ("samples_stored", .int(Int64(counters.samples))),
         ])
     }
 

@@ -36,6 +36,11 @@ public final class DeviceActivity: Service, Sendable {
         max(stored, state.withLock { $0.latest[deviceID] } ?? 0)
     }
 
+    /// Devices (known or not) heard from at or after `sinceMs`.
+    public func activeCount(sinceMs: Int64) -> Int {
+        state.withLock { $0.latest.values.reduce(0) { $0 + ($1 >= sinceMs ? 1 : 0) } }
+    }
+
     /// Forgets a deleted device.
     public func forget(_ deviceID: String) {
         state.withLock { state in

@@ -25,11 +25,13 @@ public actor IngestService: Service {
     private let logger: Logger
     private let keyCache = Mutex<[String: EnvelopeKey]>([:])
     private let counters = Mutex(IngestCounters())
+    private let metrics: ServerMetrics?
     /// Nonce and decoder state per device, ahead of the store by the commits in flight.
     private var devices: [String: DeviceIngestState] = [:]
 
-    public init(store: any TelemetryStore, fleetKey: SymmetricKey, logger: Logger) {
+    public init(store: any TelemetryStore, fleetKey: SymmetricKey, logger: Logger, metrics: ServerMetrics? = nil) {
         self.store = store
+        self.metrics = metrics
         self.fleetKey = EnvelopeKey(fleetKey)
         self.logger = logger
     }
@@ -82,13 +84,14 @@ public actor IngestService: Service {
                 upload = try UploadPayload(parsing: envelope.payload)
             } catch {
                 count { $0.invalidPayload += 1 }
+                metrics?.increment("ecowatt_uploads_rejected_total", [("reason", "invalid_payload")])
                 throw IngestError.invalidPayload(error.description)
             }
             guard upload.deviceID == deviceID else {
                 throw SecurityError.deviceMismatch(url: deviceID, payload: upload.deviceID)
             }
         } catch let error as SecurityError {
-            count { $0.rejected[error.category, default: 0] += 1 }
+            countRejection(error.category)
             throw .security(error)
         } catch let error as IngestError {
             throw error
@@ -103,6 +106,23 @@ public actor IngestService: Service {
                 counters.packets[marker, default: 0] += 1
                 if let reason = packet.reason { counters.undecodable[reason.rawValue, default: 0] += 1 }
                 counters.samples += packet.samples?.count ?? 0
+                var method = counters.methods[packet.method, default: MethodCounts()]
+                method.packets += 1
+                if packet.samples != nil { method.decoded += 1 }
+                method.originalBytes += packet.originalSize
+                method.compressedBytes += packet.compressedSize
+                counters.methods[packet.method] = method
+            }
+        }
+        if let metrics {
+            metrics.increment("ecowatt_uploads_accepted_total")
+            for packet in outcome.packets {
+                let marker = packet.marker.map(HexCoding.byteLabel) ?? "none"
+                metrics.increment("ecowatt_packets_total", [("marker", marker)])
+                metrics.increment("ecowatt_samples_stored_total", by: packet.samples?.count ?? 0)
+                if let reason = packet.reason {
+                    metrics.increment("ecowatt_decode_failures_total", [("marker", marker), ("reason", reason.rawValue)])
+                }
             }
         }
         return outcome
@@ -120,11 +140,11 @@ public actor IngestService: Service {
         do {
             state = try await loadState(deviceID)
         } catch {
-            count { $0.storageFailures += 1 }
+            countStorageFailure()
             throw .storage("\(error)")
         }
         if let last = state.lastNonce, nonce <= last {
-            count { $0.rejected[SecurityError.replay(nonce: nonce, lastAccepted: last).category, default: 0] += 1 }
+            countRejection(SecurityError.replay(nonce: nonce, lastAccepted: last).category)
             throw .security(.replay(nonce: nonce, lastAccepted: last))
         }
         let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state.stream)
@@ -145,10 +165,10 @@ public actor IngestService: Service {
             // The cached state ran ahead of the store; drop it so the next upload reloads what was committed.
             devices[deviceID] = nil
             if case StoreError.nonceNotIncreasing(_, _, let stored) = error {
-                count { $0.rejected["replay", default: 0] += 1 }
+                countRejection("replay")
                 throw .security(.replay(nonce: nonce, lastAccepted: stored))
             }
-            count { $0.storageFailures += 1 }
+            countStorageFailure()
             logger.error("upload not stored", metadata: ["device_id": "\(deviceID)", "error": "\(error)"])
             throw .storage("\(error)")
         }
@@ -197,6 +217,18 @@ public actor IngestService: Service {
     private nonisolated func count(_ update: (inout IngestCounters) -> Void) {
         counters.withLock { update(&$0) }
     }
+
+    /// Counts a refused envelope in the statistics and the metrics.
+    private nonisolated func countRejection(_ reason: String) {
+        count { $0.rejected[reason, default: 0] += 1 }
+        metrics?.increment("ecowatt_uploads_rejected_total", [("reason", reason)])
+    }
+
+    /// Counts an upload that could not be stored.
+    private nonisolated func countStorageFailure() {
+        count { $0.storageFailures += 1 }
+        metrics?.increment("ecowatt_uploads_rejected_total", [("reason", "storage")])
+    }
 }
 
 /// Ingest counters since the server started.
@@ -211,7 +243,20 @@ public struct IngestCounters: Sendable, Equatable {
     /// Undecodable packets by reason.
     public var undecodable: [String: Int] = [:]
     public var samples = 0
+    /// Packets by compression method (`bitpack`, `dictionary`, …), with byte totals.
+    public var methods: [String: MethodCounts] = [:]
 
     /// Every envelope that reached validation.
     public var validations: Int { accepted + invalidPayload + rejected.values.reduce(0, +) }
+}
+
+/// Packets of one compression method since start.
+public struct MethodCounts: Sendable, Equatable {
+    public var packets = 0
+    /// Packets with decoded values.
+    public var decoded = 0
+    /// `original_size_bytes` the device reported.
+    public var originalBytes = 0
+    /// `compressed_size_bytes` the device reported.
+    public var compressedBytes = 0
 }

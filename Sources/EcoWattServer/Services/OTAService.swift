@@ -37,6 +37,8 @@ public actor OTAService: Service {
     nonisolated let keysError: String?
     let logger: Logger
     nonisolated let clock: @Sendable () -> Int64
+    nonisolated let metrics: ServerMetrics?
+    nonisolated let faults: FaultInjector?
     private nonisolated let live: Mutex<[String: LiveSession]>
 
     init(
@@ -45,9 +47,13 @@ public actor OTAService: Service {
         keys: FirmwareKeys?,
         keysError: String?,
         logger: Logger,
-        clock: @escaping @Sendable () -> Int64
+        clock: @escaping @Sendable () -> Int64,
+        metrics: ServerMetrics? = nil,
+        faults: FaultInjector? = nil
     ) throws {
         self.store = store
+        self.metrics = metrics
+        self.faults = faults
         self.catalog = catalog
         self.keys = keys
         self.keysError = keysError
@@ -122,6 +128,20 @@ public actor OTAService: Service {
         return (firmware, "update available")
     }
 
+    /// The `update_info` offered to the device, with any injected `bad_hash`/`bad_signature` fault applied.
+    public nonisolated func updateInfo(_ firmware: ServableFirmware, deviceID: String) -> JSONValue {
+        guard case .object(var members) = firmware.manifest.updateInfo else { return firmware.manifest.updateInfo }
+        if faults?.otaFault(.badHash, deviceID: deviceID) != nil, let index = members.firstIndex(where: { $0.0 == "sha256_hash" }) {
+            members[index].1 = .string(FaultInjector.randomHex(64))
+        }
+        if faults?.otaFault(.badSignature, deviceID: deviceID) != nil,
+            let index = members.firstIndex(where: { $0.0 == "signature" })
+        {
+            members[index].1 = .string("INVALID_SIG_" + FaultInjector.randomHex(32))
+        }
+        return .object(members)
+    }
+
     /// `POST /ota/initiate/{id}`: always starts a new session, replacing any the device still has (spec §7.5: a failed
     /// download must not block the next attempt).
     public func initiate(deviceID: String, version: String) async throws -> (session: OTASession, replaced: [String]) {
@@ -176,6 +196,14 @@ public actor OTAService: Service {
             return nil
         }
         if let problem { throw problem }
+        metrics?.increment("ecowatt_ota_chunks_served_total")
+        metrics?.increment("ecowatt_ota_bytes_served_total", by: size)
+        if faults?.otaFault(.corruptChunk, deviceID: deviceID, chunk: index) != nil {
+            // Spec §7.8: 5-10 random ciphertext bytes flipped; the device then fails at 0xE9, the size or the hash.
+            var bytes = Array(firmware.firmware.chunk(index))
+            for _ in 0..<Int.random(in: 5...10) { bytes[Int.random(in: 0..<bytes.count)] ^= UInt8.random(in: 1...255) }
+            return ByteBuffer(string: ServableFirmware.chunkReply(Data(bytes).base64EncodedString(), size: bytes.count))
+        }
         return reply
     }
 

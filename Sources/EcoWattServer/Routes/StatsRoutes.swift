@@ -1,0 +1,92 @@
+import EcoWattProtocol
+import EcoWattStore
+import Hummingbird
+
+/// Operator statistics from the live counters (spec §1.3) and the Prometheus scrape.
+struct StatsRoutes {
+    let ingest: IngestService
+    let commands: CommandService
+    let ota: OTAService
+    let metrics: ServerMetrics
+
+    func register(on router: some RouterMethods<EcoWattRequestContext>) {
+        router.get("/stats", use: stats)
+        router.get("/compression/stats", use: compression)
+        router.get("/metrics", use: scrape)
+    }
+
+    /// Per method: packets, decoded, byte totals and the ratio compressed / original; undecodable packets by reason.
+    static func compressionObject(_ counters: IngestCounters) -> JSONValue {
+        let packets = counters.methods.values.reduce(0) { $0 + $1.packets }
+        let decoded = counters.methods.values.reduce(0) { $0 + $1.decoded }
+        let original = counters.methods.values.reduce(0) { $0 + $1.originalBytes }
+        let compressed = counters.methods.values.reduce(0) { $0 + $1.compressedBytes }
+        func ratio(_ compressed: Int, _ original: Int) -> JSONValue {
+            original > 0 ? .double(Double(compressed) / Double(original)) : .null
+        }
+        return .object([
+            ("total_packets", .int(Int64(packets))), ("decoded_packets", .int(Int64(decoded))),
+            ("undecodable_packets", .int(Int64(packets - decoded))),
+            ("success_rate", .double(packets > 0 ? Double(decoded) / Double(packets) : 0)),
+            ("total_bytes_original", .int(Int64(original))), ("total_bytes_compressed", .int(Int64(compressed))),
+            ("average_ratio", ratio(compressed, original)),
+            ("savings_percent", original > 0 ? .double(100 * Double(original - compressed) / Double(original)) : .null),
+            (
+                "methods",
+                .object(
+                    counters.methods.sorted { $0.key < $1.key }.map { name, counts in
+                        (
+                            name,
+                            .object([
+                                ("packets", .int(Int64(counts.packets))), ("decoded", .int(Int64(counts.decoded))),
+                                ("bytes_original", .int(Int64(counts.originalBytes))),
+                                ("bytes_compressed", .int(Int64(counts.compressedBytes))),
+                                ("ratio", ratio(counts.compressedBytes, counts.originalBytes)),
+                            ])
+                        )
+                    }
+                )
+            ),
+            ("packets_by_marker", SecurityRoutes.countsObject(counters.packets)),
+            ("undecodable_by_reason", SecurityRoutes.countsObject(counters.undecodable)),
+        ])
+    }
+
+    @Sendable func compression(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        JSONBody.response(["success": true, "statistics": Self.compressionObject(ingest.statistics)])
+    }
+
+    /// Everything in one answer: compression, security, OTA and commands.
+    @Sendable func stats(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        let counters = ingest.statistics
+        let ota = try await ota.counts()
+        let commands = try await commands.counts()
+        return JSONBody.response([
+            "success": true,
+            "statistics": .object([
+                ("timestamp", .string(QueryRoutes.iso(self.ota.clock()))),
+                ("compression", Self.compressionObject(counters)),
+                ("security", SecurityRoutes.statisticsObject(counters)),
+                (
+                    "ota",
+                    .object([
+                        ("active_sessions", .int(Int64(ota.activeSessions))),
+                        ("sessions_by_outcome", SecurityRoutes.countsObject(ota.sessionsByOutcome)),
+                        ("chunks_served", .int(ota.chunksServed)), ("bytes_served", .int(ota.bytesServed)),
+                        ("active_deployments", .int(Int64(ota.activeDeployments))),
+                    ])
+                ),
+                ("commands", SecurityRoutes.countsObject(Dictionary(uniqueKeysWithValues: commands.map { ($0.key.rawValue, $0.value) }))),
+            ]),
+        ])
+    }
+
+    /// `GET /metrics`: Prometheus text format.
+    @Sendable func scrape(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition()))
+        )
+    }
+}
