@@ -42,6 +42,23 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
+        /// libmosquitto from Debian (`libmosquitto-dev`).
+        .systemLibrary(
+            name: "CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        /// The MQTT northbound feed: a libmosquitto client, the telemetry payloads, and the outbox publisher.
+        .target(
+            name: "MQTTBridge",
+            dependencies: [
+                "CMosquitto",
+                "EcoWattProtocol",
+                "EcoWattStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         /// SQLite (GRDB, WAL) storage: migrations, records, the single group-commit writer.
         .target(
             name: "EcoWattStore",
@@ -59,6 +76,7 @@ let package = Package(
                 "EcoWattProtocol",
                 "EcoWattStore",
                 "FirmwareImage",
+                "MQTTBridge",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -86,6 +104,7 @@ let package = Package(
         /// Helpers shared by the test targets (the conformance corpus reader).
         .target(
             name: "EcoWattTestSupport",
+            dependencies: ["MQTTBridge"],
             path: "Tests/EcoWattTestSupport"
         ),
         .testTarget(
@@ -95,6 +114,10 @@ let package = Package(
         .testTarget(
             name: "FirmwareImageTests",
             dependencies: ["FirmwareImage", "EcoWattTestSupport", .product(name: "_CryptoExtras", package: "swift-crypto")]
+        ),
+        .testTarget(
+            name: "MQTTBridgeTests",
+            dependencies: ["MQTTBridge", "EcoWattStore", "EcoWattProtocol", "EcoWattTestSupport"]
         ),
         .testTarget(
             name: "EcoWattStoreTests",

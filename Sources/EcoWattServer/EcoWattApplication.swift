@@ -5,6 +5,7 @@ import FirmwareImage
 import Foundation
 import Hummingbird
 import Logging
+import MQTTBridge
 
 /// The assembled server: the Hummingbird application and the parts tests and the CLI need to reach.
 public struct EcoWattApplication: Sendable {
@@ -23,6 +24,7 @@ public struct EcoWattApplication: Sendable {
     public let metrics: ServerMetrics
     public let faults: FaultInjector
     public let diagnostics: DiagnosticsService
+    public let feed: MQTTPublisher
     public let operatorToken: String
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
@@ -53,7 +55,14 @@ public struct EcoWattApplication: Sendable {
             retainedFiles: configuration.diagnosticsRetainedFiles
         )
         let diagnosticsRoutes = DiagnosticsRoutes(diagnostics: diagnostics, clock: clock)
-        let ingest = IngestService(store: store, fleetKey: SymmetricKey(data: fleetKey), logger: logger, metrics: metrics)
+        let feed = try MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger)
+        let ingest = IngestService(
+            store: store,
+            fleetKey: SymmetricKey(data: fleetKey),
+            logger: logger,
+            metrics: metrics,
+            feed: feed
+        )
         let devices = SQLiteDeviceStore(database: database, writer: writer)
         let activity = DeviceActivity(store: devices, logger: logger)
         let commands = try CommandService(
@@ -87,6 +96,8 @@ public struct EcoWattApplication: Sendable {
         let offlineAfterMs = Int64(configuration.deviceOfflineAfterSeconds) * 1000
         metrics.sample("ecowatt_devices_online") { Double(activity.activeCount(sinceMs: clock() - offlineAfterMs)) }
         metrics.sample("ecowatt_ota_active_sessions") { Double(ota.activeSessionCount) }
+        metrics.sample("ecowatt_mqtt_backlog") { Double(feed.status.backlog) }
+        metrics.sample("ecowatt_mqtt_connected") { feed.status.connected ? 1 : 0 }
         let otaRoutes = OTARoutes(ota: ota, activity: activity, maxFirmwareBytes: configuration.maxFirmwareBytes)
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
@@ -126,6 +137,7 @@ public struct EcoWattApplication: Sendable {
         StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics).register(on: operatorRoutes)
         diagnosticsRoutes.registerOperatorRoutes(on: operatorRoutes)
         FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
+        MQTTRoutes(feed: feed).register(on: operatorRoutes)
 
         var application = Application(
             router: router,
@@ -137,7 +149,7 @@ public struct EcoWattApplication: Sendable {
         )
         // Shutdown runs in reverse: the HTTP server drains first, then the services (activity flushes last_seen),
         // and the writer, added before them, commits what is queued last.
-        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest, activity, commands, ota)
+        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest, activity, commands, ota, feed)
 
         self.application = application
         self.configuration = configuration
@@ -152,6 +164,7 @@ public struct EcoWattApplication: Sendable {
         self.metrics = metrics
         self.faults = faults
         self.diagnostics = diagnostics
+        self.feed = feed
         self.operatorToken = token
     }
 

@@ -1,6 +1,7 @@
 import EcoWattProtocol
 import EcoWattStore
 import Foundation
+import MQTTBridge
 
 /// Every setting of `ecowatt serve`, layered defaults < config file < `ECOWATT_*` environment < command-line flags.
 public struct ServerConfiguration: Sendable, Equatable {
@@ -41,6 +42,32 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var diagnosticsRetainedFiles = 5
     /// Enables the operator fault-injection routes (`ECOWATT_FAULT_INJECTION`, `fault_injection`: `true`/`false`).
     public var faultInjection = false
+    /// Forward decoded telemetry to the MQTT broker (`ECOWATT_MQTT_ENABLED`, `mqtt_enabled`).
+    public var mqttEnabled: Bool = true
+    /// Broker host (`ECOWATT_MQTT_HOST`, `mqtt_host`).
+    public var mqttHost: String = "127.0.0.1"
+    /// Broker port (`ECOWATT_MQTT_PORT`, `mqtt_port`).
+    public var mqttPort: Int = 1883
+    /// MQTT client id (`ECOWATT_MQTT_CLIENT_ID`, `mqtt_client_id`).
+    public var mqttClientID: String = "ecowatt-cloud"
+    /// Broker user name (`ECOWATT_MQTT_USERNAME`, `mqtt_username`).
+    public var mqttUsername: String? = nil
+    /// Broker password (`ECOWATT_MQTT_PASSWORD`, `mqtt_password`).
+    public var mqttPassword: String? = nil
+    /// TLS: CA certificate file (enables TLS) (`ECOWATT_MQTT_TLS_CA_FILE`, `mqtt_tls_ca_file`).
+    public var mqttTLSCAFile: String? = nil
+    /// TLS: client certificate file (`ECOWATT_MQTT_TLS_CERT_FILE`, `mqtt_tls_cert_file`).
+    public var mqttTLSCertFile: String? = nil
+    /// TLS: client key file (`ECOWATT_MQTT_TLS_KEY_FILE`, `mqtt_tls_key_file`).
+    public var mqttTLSKeyFile: String? = nil
+    /// MQTT keepalive (`ECOWATT_MQTT_KEEPALIVE_SECONDS`, `mqtt_keepalive_seconds`).
+    public var mqttKeepaliveSeconds: Int = 60
+    /// QoS of published messages (0, 1 or 2) (`ECOWATT_MQTT_QOS`, `mqtt_qos`).
+    public var mqttQoS: Int = 1
+    /// Topic prefix; messages go to {prefix}/{device_id} (`ECOWATT_MQTT_TOPIC_PREFIX`, `mqtt_topic_prefix`).
+    public var mqttTopicPrefix: String = "ecowatt/data"
+    /// Most messages waiting in the outbox (`ECOWATT_MQTT_OUTBOX_MAX_MESSAGES`, `mqtt_outbox_max_messages`).
+    public var mqttOutboxMaxMessages: Int = 1_000_000
 
     public init() {}
 
@@ -68,6 +95,19 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var diagnosticsMaxFileBytes: Int?
         public var diagnosticsRetainedFiles: Int?
         public var faultInjection: Bool?
+        public var mqttEnabled: Bool?
+        public var mqttHost: String?
+        public var mqttPort: Int?
+        public var mqttClientID: String?
+        public var mqttUsername: String?
+        public var mqttPassword: String?
+        public var mqttTLSCAFile: String?
+        public var mqttTLSCertFile: String?
+        public var mqttTLSKeyFile: String?
+        public var mqttKeepaliveSeconds: Int?
+        public var mqttQoS: Int?
+        public var mqttTopicPrefix: String?
+        public var mqttOutboxMaxMessages: Int?
 
         public init() {}
 
@@ -88,6 +128,19 @@ public struct ServerConfiguration: Sendable, Equatable {
             case diagnosticsMaxFileBytes = "diagnostics_max_file_bytes"
             case diagnosticsRetainedFiles = "diagnostics_retained_files"
             case faultInjection = "fault_injection"
+            case mqttEnabled = "mqtt_enabled"
+            case mqttHost = "mqtt_host"
+            case mqttPort = "mqtt_port"
+            case mqttClientID = "mqtt_client_id"
+            case mqttUsername = "mqtt_username"
+            case mqttPassword = "mqtt_password"
+            case mqttTLSCAFile = "mqtt_tls_ca_file"
+            case mqttTLSCertFile = "mqtt_tls_cert_file"
+            case mqttTLSKeyFile = "mqtt_tls_key_file"
+            case mqttKeepaliveSeconds = "mqtt_keepalive_seconds"
+            case mqttQoS = "mqtt_qos"
+            case mqttTopicPrefix = "mqtt_topic_prefix"
+            case mqttOutboxMaxMessages = "mqtt_outbox_max_messages"
         }
 
         /// The `ECOWATT_*` variable of each key.
@@ -99,6 +152,13 @@ public struct ServerConfiguration: Sendable, Equatable {
         public init(environment: [String: String]) throws(ConfigurationError) {
             func value(_ key: CodingKeys) -> String? {
                 environment[Self.environmentNames[key.rawValue]!].flatMap { $0.isEmpty ? nil : $0 }
+            }
+            func boolean(_ key: CodingKeys) throws(ConfigurationError) -> Bool? {
+                guard let text = value(key) else { return nil }
+                guard let flag = Bool(text.lowercased()) else {
+                    throw .invalid("\(Self.environmentNames[key.rawValue]!)=\(text) is not true or false")
+                }
+                return flag
             }
             func integer(_ key: CodingKeys) throws(ConfigurationError) -> Int? {
                 guard let text = value(key) else { return nil }
@@ -123,12 +183,20 @@ public struct ServerConfiguration: Sendable, Equatable {
             maxFirmwareBytes = try integer(.maxFirmwareBytes)
             diagnosticsMaxFileBytes = try integer(.diagnosticsMaxFileBytes)
             diagnosticsRetainedFiles = try integer(.diagnosticsRetainedFiles)
-            if let text = value(.faultInjection) {
-                guard let flag = Bool(text.lowercased()) else {
-                    throw .invalid("\(Self.environmentNames[CodingKeys.faultInjection.rawValue]!)=\(text) is not true or false")
-                }
-                faultInjection = flag
-            }
+            faultInjection = try boolean(.faultInjection)
+            mqttEnabled = try boolean(.mqttEnabled)
+            mqttHost = value(.mqttHost)
+            mqttPort = try integer(.mqttPort)
+            mqttClientID = value(.mqttClientID)
+            mqttUsername = value(.mqttUsername)
+            mqttPassword = value(.mqttPassword)
+            mqttTLSCAFile = value(.mqttTLSCAFile)
+            mqttTLSCertFile = value(.mqttTLSCertFile)
+            mqttTLSKeyFile = value(.mqttTLSKeyFile)
+            mqttKeepaliveSeconds = try integer(.mqttKeepaliveSeconds)
+            mqttQoS = try integer(.mqttQoS)
+            mqttTopicPrefix = value(.mqttTopicPrefix)
+            mqttOutboxMaxMessages = try integer(.mqttOutboxMaxMessages)
         }
 
         public init(from decoder: any Decoder) throws {
@@ -155,6 +223,19 @@ public struct ServerConfiguration: Sendable, Equatable {
             diagnosticsMaxFileBytes = try container.decodeIfPresent(Int.self, forKey: .diagnosticsMaxFileBytes)
             diagnosticsRetainedFiles = try container.decodeIfPresent(Int.self, forKey: .diagnosticsRetainedFiles)
             faultInjection = try container.decodeIfPresent(Bool.self, forKey: .faultInjection)
+            mqttEnabled = try container.decodeIfPresent(Bool.self, forKey: .mqttEnabled)
+            mqttHost = try container.decodeIfPresent(String.self, forKey: .mqttHost)
+            mqttPort = try container.decodeIfPresent(Int.self, forKey: .mqttPort)
+            mqttClientID = try container.decodeIfPresent(String.self, forKey: .mqttClientID)
+            mqttUsername = try container.decodeIfPresent(String.self, forKey: .mqttUsername)
+            mqttPassword = try container.decodeIfPresent(String.self, forKey: .mqttPassword)
+            mqttTLSCAFile = try container.decodeIfPresent(String.self, forKey: .mqttTLSCAFile)
+            mqttTLSCertFile = try container.decodeIfPresent(String.self, forKey: .mqttTLSCertFile)
+            mqttTLSKeyFile = try container.decodeIfPresent(String.self, forKey: .mqttTLSKeyFile)
+            mqttKeepaliveSeconds = try container.decodeIfPresent(Int.self, forKey: .mqttKeepaliveSeconds)
+            mqttQoS = try container.decodeIfPresent(Int.self, forKey: .mqttQoS)
+            mqttTopicPrefix = try container.decodeIfPresent(String.self, forKey: .mqttTopicPrefix)
+            mqttOutboxMaxMessages = try container.decodeIfPresent(Int.self, forKey: .mqttOutboxMaxMessages)
         }
 
         private struct AnyKey: CodingKey {
@@ -223,6 +304,42 @@ public struct ServerConfiguration: Sendable, Equatable {
             diagnosticsRetainedFiles = value
         }
         if let value = layer.faultInjection { faultInjection = value }
+        if let value = layer.mqttEnabled { mqttEnabled = value }
+        if let value = layer.mqttHost {
+            guard !value.isEmpty else { throw .invalid("mqtt_host must not be empty") }
+            mqttHost = value
+        }
+        if let value = layer.mqttPort {
+            guard (1...65535).contains(value) else { throw .invalid("mqtt_port must be in 1...65535") }
+            mqttPort = value
+        }
+        if let value = layer.mqttClientID {
+            guard (1...128).contains(value.utf8.count) else { throw .invalid("mqtt_client_id must be 1-128 bytes") }
+            mqttClientID = value
+        }
+        if let value = layer.mqttUsername { mqttUsername = value }
+        if let value = layer.mqttPassword { mqttPassword = value }
+        if let value = layer.mqttTLSCAFile { mqttTLSCAFile = value }
+        if let value = layer.mqttTLSCertFile { mqttTLSCertFile = value }
+        if let value = layer.mqttTLSKeyFile { mqttTLSKeyFile = value }
+        if let value = layer.mqttKeepaliveSeconds {
+            guard (5...3600).contains(value) else { throw .invalid("mqtt_keepalive_seconds must be in 5...3600") }
+            mqttKeepaliveSeconds = value
+        }
+        if let value = layer.mqttQoS {
+            guard (0...2).contains(value) else { throw .invalid("mqtt_qos must be 0, 1 or 2") }
+            mqttQoS = value
+        }
+        if let value = layer.mqttTopicPrefix {
+            guard !value.isEmpty, !value.contains("+"), !value.contains("#"), !value.hasSuffix("/") else {
+                throw .invalid("mqtt_topic_prefix must be a topic without wildcards or a trailing /")
+            }
+            mqttTopicPrefix = value
+        }
+        if let value = layer.mqttOutboxMaxMessages {
+            guard (1...100_000_000).contains(value) else { throw .invalid("mqtt_outbox_max_messages must be in 1...100000000") }
+            mqttOutboxMaxMessages = value
+        }
     }
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -263,4 +380,25 @@ public enum ConfigurationError: Error, Sendable, Equatable, CustomStringConverti
         }
     }
     public var description: String { message }
+}
+
+extension ServerConfiguration {
+    /// The MQTT feed settings.
+    public var mqtt: MQTTPublisher.Configuration {
+        var feed = MQTTPublisher.Configuration()
+        feed.enabled = mqttEnabled
+        feed.client.host = mqttHost
+        feed.client.port = mqttPort
+        feed.client.clientID = mqttClientID
+        feed.client.username = mqttUsername
+        feed.client.password = mqttPassword
+        feed.client.caFile = mqttTLSCAFile
+        feed.client.certFile = mqttTLSCertFile
+        feed.client.keyFile = mqttTLSKeyFile
+        feed.client.keepaliveSeconds = mqttKeepaliveSeconds
+        feed.qos = Int32(mqttQoS)
+        feed.topicPrefix = mqttTopicPrefix
+        feed.outboxLimit = mqttOutboxMaxMessages
+        return feed
+    }
 }

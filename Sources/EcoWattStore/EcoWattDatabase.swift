@@ -225,6 +225,16 @@ public final class EcoWattDatabase: Sendable {
             }
             try db.create(index: "ota_events_session", on: "ota_events", columns: ["session_id", "id"])
         }
+        migrator.registerMigration("v7-mqtt-outbox") { db in
+            // Written in the upload's transaction; a row is deleted only after the broker acknowledged it.
+            try db.create(table: "mqtt_outbox") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("topic", .text).notNull()
+                t.column("payload", .blob).notNull()
+                t.column("created_at_ms", .integer).notNull()
+            }
+        }
         return migrator
     }
 }

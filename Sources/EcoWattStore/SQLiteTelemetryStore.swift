@@ -86,6 +86,14 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 ])
             }
         }
+        if !record.outbox.isEmpty {
+            let outboxInsert = try db.cachedStatement(
+                sql: "INSERT INTO mqtt_outbox (device_id, topic, payload, created_at_ms) VALUES (?, ?, ?, ?)"
+            )
+            for message in record.outbox {
+                try outboxInsert.execute(arguments: [message.deviceID, message.topic, Data(message.payload), now])
+            }
+        }
     }
 
     public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {

@@ -8,6 +8,8 @@ public struct IngestRecord: Sendable {
     public var packets: [DecodedPacket]
     /// Decoder state after this upload (persisted so a server restart keeps decoding 0x71).
     public var streamState: DeviceStreamState
+    /// MQTT messages to queue in the same transaction (the outbox).
+    public var outbox: [OutboxMessage] = []
 
     public init(
         deviceID: String,
@@ -88,4 +90,19 @@ public protocol TelemetryStore: Sendable {
     func deviceKeys() async throws -> [String: [UInt8]]
     /// Sets (or with `nil` removes) a device's HMAC key.
     func setDeviceKey(deviceID: String, key: [UInt8]?) async throws
+}
+
+/// A message waiting in the MQTT outbox.
+public struct OutboxMessage: Sendable, Equatable {
+    public var id: Int64
+    public var deviceID: String
+    public var topic: String
+    public var payload: [UInt8]
+
+    public init(id: Int64 = 0, deviceID: String, topic: String, payload: [UInt8]) {
+        self.id = id
+        self.deviceID = deviceID
+        self.topic = topic
+        self.payload = payload
+    }
 }

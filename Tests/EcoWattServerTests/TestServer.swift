@@ -26,7 +26,9 @@ final class TestServer: Sendable {
         firmwareKeys: FirmwareKeys? = nil,
         faultInjection: Bool? = nil,
         diagnosticsMaxFileBytes: Int? = nil,
-        diagnosticsRetainedFiles: Int? = nil
+        diagnosticsRetainedFiles: Int? = nil,
+        mqttPort: Int? = nil,
+        mqttOutboxLimit: Int? = nil
     ) throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -44,6 +46,11 @@ final class TestServer: Sendable {
         flags.faultInjection = faultInjection
         flags.diagnosticsMaxFileBytes = diagnosticsMaxFileBytes
         flags.diagnosticsRetainedFiles = diagnosticsRetainedFiles
+        // The MQTT feed only when a test brings its own broker.
+        flags.mqttEnabled = mqttPort != nil
+        flags.mqttPort = mqttPort
+        flags.mqttOutboxMaxMessages = mqttOutboxLimit
+        flags.mqttClientID = "ecowatt-test-\(UUID().uuidString.prefix(8))"
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
         if let firmwareKeys, !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
             try firmwareKeys.write(to: configuration.keysDirectory)

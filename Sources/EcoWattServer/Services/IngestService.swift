@@ -1,6 +1,7 @@
 import Crypto
 import EcoWattProtocol
 import EcoWattStore
+import MQTTBridge
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -26,12 +27,21 @@ public actor IngestService: Service {
     private let keyCache = Mutex<[String: EnvelopeKey]>([:])
     private let counters = Mutex(IngestCounters())
     private let metrics: ServerMetrics?
+    private let feed: MQTTPublisher?
     /// Nonce and decoder state per device, ahead of the store by the commits in flight.
     private var devices: [String: DeviceIngestState] = [:]
 
-    public init(store: any TelemetryStore, fleetKey: SymmetricKey, logger: Logger, metrics: ServerMetrics? = nil) {
+    /// - Parameter feed: the MQTT outbox publisher; each accepted upload's messages commit with its samples.
+    public init(
+        store: any TelemetryStore,
+        fleetKey: SymmetricKey,
+        logger: Logger,
+        metrics: ServerMetrics? = nil,
+        feed: MQTTPublisher? = nil
+    ) {
         self.store = store
         self.metrics = metrics
+        self.feed = feed
         self.fleetKey = EnvelopeKey(fleetKey)
         self.logger = logger
     }
@@ -150,15 +160,15 @@ public actor IngestService: Service {
         let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state.stream)
         state.lastNonce = nonce
         devices[deviceID] = state
-        let ticket = store.submit(
-            IngestRecord(
-                deviceID: deviceID,
-                nonce: nonce,
-                receivedAtMs: arrivalMs,
-                packets: packets,
-                streamState: state.stream
-            )
+        var record = IngestRecord(
+            deviceID: deviceID,
+            nonce: nonce,
+            receivedAtMs: arrivalMs,
+            packets: packets,
+            streamState: state.stream
         )
+        record.outbox = feed?.messages(deviceID: deviceID, packets: packets, receivedAtMs: arrivalMs) ?? []
+        let ticket = store.submit(record)
         do {
             try await ticket.value()
         } catch {
@@ -172,6 +182,7 @@ public actor IngestService: Service {
             logger.error("upload not stored", metadata: ["device_id": "\(deviceID)", "error": "\(error)"])
             throw .storage("\(error)")
         }
+        feed?.committed(record.outbox.count)
         return IngestOutcome(packets: packets)
     }
 

@@ -1,0 +1,256 @@
+import EcoWattProtocol
+import EcoWattStore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Drains the MQTT outbox to the broker: rows in id order (so in order per device), deleted only after the broker
+/// acknowledged them (QoS 1), resumed after a reconnect or a restart. Delivery is at least once: messages in flight
+/// when the connection drops are sent again.
+public final class MQTTPublisher: Service, Sendable {
+    public struct Configuration: Sendable, Equatable {
+        public var enabled = true
+        public var client = MosquittoClient.Configuration()
+        public var qos: Int32 = 1
+        public var topicPrefix = "ecowatt/data"
+        /// Most messages waiting; beyond it uploads are still accepted and their messages counted as dropped.
+        public var outboxLimit = 1_000_000
+        /// Messages published but not yet acknowledged.
+        public var maxInflight = 1000
+
+        public init() {}
+    }
+
+    /// The figures of `GET /mqtt/status`.
+    public struct Status: Sendable, Equatable {
+        public var enabled: Bool
+        public var connected = false
+        /// Messages in the outbox (queued, in flight, or acknowledged and about to be deleted).
+        public var backlog = 0
+        public var inflight = 0
+        /// Acknowledged by the broker since start.
+        public var published = 0
+        /// Publish calls libmosquitto refused since start.
+        public var failed = 0
+        /// Messages not queued because the outbox was full, since start.
+        public var dropped = 0
+        public var lastError: String?
+    }
+
+    struct State {
+        var status: Status
+        var inflight: [Int32: Int64] = [:]
+        var acked: [Int64] = []
+        /// The highest outbox id handed to libmosquitto.
+        var lastQueuedID: Int64 = 0
+        /// libmosquitto has no connection attempt under way (it failed before the network thread took over).
+        var needsConnect = false
+    }
+
+    public let configuration: Configuration
+    let store: any OutboxStore
+    let logger: Logger
+    private let state: LockedState
+    private let client: MosquittoClient?
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakes: AsyncStream<Void>
+
+    public init(configuration: Configuration, store: any OutboxStore, logger: Logger) throws {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        var status = Status(enabled: configuration.enabled)
+        status.backlog = try store.outboxCount()
+        let state = LockedState(State(status: status))
+        self.state = state
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        guard configuration.enabled else {
+            client = nil
+            return
+        }
+        let wake = self.wake
+        client = try MosquittoClient(configuration: configuration.client) { event in
+            state.withLock { state in
+                switch event {
+                case .connected:
+                    state.status.connected = true
+                    state.needsConnect = false
+                case .disconnected(let reason):
+                    state.status.connected = false
+                    if reason != "requested" { state.status.lastError = "disconnected: \(reason)" }
+                    // Messages in flight are sent again from the outbox after the reconnect.
+                    if let first = state.inflight.values.min() { state.lastQueuedID = min(state.lastQueuedID, first - 1) }
+                    state.inflight = [:]
+                case .connectFailed(let reason):
+                    state.status.connected = false
+                    state.status.lastError = "connect failed: \(reason)"
+                case .published(let messageID):
+                    if let id = state.inflight.removeValue(forKey: messageID) {
+                        state.acked.append(id)
+                        state.status.published += 1
+                    }
+                case .message:
+                    break
+                }
+            }
+            wake.yield()
+        }
+    }
+
+    /// The outbox messages for one accepted upload, or none when the feed is disabled or the outbox is full (then
+    /// counted as dropped). Called before the upload's transaction.
+    public func messages(deviceID: String, packets: [DecodedPacket], receivedAtMs: Int64) -> [OutboxMessage] {
+        guard configuration.enabled, !packets.isEmpty else { return [] }
+        let full = state.withLock { state -> Bool in
+            guard state.status.backlog + packets.count <= configuration.outboxLimit else {
+                state.status.dropped += packets.count
+                return true
+            }
+            return false
+        }
+        if full {
+            let dropped = state.withLock { $0.status.dropped }
+            if dropped == packets.count || dropped / 10_000 != (dropped - packets.count) / 10_000 {
+                logger.warning(
+                    "MQTT outbox full: uploads are stored but not forwarded",
+                    metadata: ["limit": "\(configuration.outboxLimit)", "dropped": "\(dropped)"]
+                )
+            }
+            return []
+        }
+        let topic = TelemetryMessage.topic(prefix: configuration.topicPrefix, deviceID: deviceID)
+        return packets.map {
+            OutboxMessage(deviceID: deviceID, topic: topic, payload: TelemetryMessage.payload(deviceID: deviceID, packet: $0, receivedAtMs: receivedAtMs))
+        }
+    }
+
+    /// Called after the upload's transaction committed `count` outbox rows.
+    public func committed(_ count: Int) {
+        guard count > 0 else { return }
+        state.withLock { $0.status.backlog += count }
+        wake.yield()
+    }
+
+    public var status: Status {
+        state.withLock { state in
+            var status = state.status
+            status.inflight = state.inflight.count
+            return status
+        }
+    }
+
+    public func run() async throws {
+        guard let client else {
+            try? await gracefulShutdown()
+            return
+        }
+        client.start()
+        logger.info(
+            "MQTT feed started",
+            metadata: ["broker": "\(configuration.client.host):\(configuration.client.port)", "prefix": "\(configuration.topicPrefix)"]
+        )
+        await cancelWhenGracefulShutdown { await self.drain(client) }
+        await deleteAcknowledged()
+        client.stop()
+        logger.info("MQTT feed stopped", metadata: ["backlog": "\(status.backlog)"])
+    }
+
+    /// Publishes while connected, retries connecting while not, until cancelled.
+    private func drain(_ client: MosquittoClient) async {
+        var retryDelay = Duration.seconds(configuration.client.reconnectMinSeconds)
+        var nextConnect = ContinuousClock.now + retryDelay
+        while !Task.isCancelled {
+            await deleteAcknowledged()
+            let (connected, room) = state.withLock { ($0.status.connected, configuration.maxInflight - $0.inflight.count) }
+            if !connected {
+                if ContinuousClock.now >= nextConnect {
+                    // libmosquitto reconnects by itself once an attempt began; this covers attempts that failed at
+                    // once (connection refused, name resolution).
+                    if client.retryConnect() != nil {
+                        retryDelay = min(retryDelay * 2, .seconds(configuration.client.reconnectMaxSeconds))
+                    }
+                    nextConnect = ContinuousClock.now + retryDelay
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            retryDelay = .seconds(configuration.client.reconnectMinSeconds)
+            var sent = 0
+            if room > 0 { sent = await publishBatch(client, limit: min(room, 500)) }
+            if sent == 0 { await waitForWork() }
+        }
+    }
+
+    /// Waits for an event (new rows, an ack, a connection change) or 50 ms.
+    private func waitForWork() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [wakes] in
+                for await _ in wakes { return }
+            }
+            group.addTask { try? await Task.sleep(for: .milliseconds(50)) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func publishBatch(_ client: MosquittoClient, limit: Int) async -> Int {
+        let after = state.withLock { $0.lastQueuedID }
+        let batch: [OutboxMessage]
+        do {
+            batch = try await store.outboxBatch(afterID: after, limit: limit)
+        } catch {
+            state.withLock { $0.status.lastError = "outbox read failed: \(error)" }
+            return 0
+        }
+        var sent = 0
+        for message in batch {
+            do {
+                // The id is registered under the lock before the PUBACK callback can look it up.
+                try state.withLock { state in
+                    guard state.status.connected, state.lastQueuedID < message.id else { throw CancellationError() }
+                    let messageID = try client.publish(topic: message.topic, payload: message.payload, qos: configuration.qos)
+                    state.inflight[messageID] = message.id
+                    state.lastQueuedID = message.id
+                }
+                sent += 1
+            } catch is CancellationError {
+                break
+            } catch {
+                state.withLock { state in
+                    state.status.failed += 1
+                    state.status.lastError = "publish failed: \(error)"
+                }
+                break
+            }
+        }
+        return sent
+    }
+
+    private func deleteAcknowledged() async {
+        let ids = state.withLock { state -> [Int64] in
+            defer { state.acked = [] }
+            return state.acked
+        }
+        guard !ids.isEmpty else { return }
+        do {
+            try await store.deleteOutbox(ids: ids)
+            state.withLock { $0.status.backlog = max(0, $0.status.backlog - ids.count) }
+        } catch {
+            // Kept in the outbox: they are sent again after a restart (at least once).
+            state.withLock { $0.status.lastError = "outbox delete failed: \(error)" }
+        }
+    }
+}
+
+/// The publisher's state behind a lock, shared with libmosquitto's callback thread.
+final class LockedState: Sendable {
+    private let mutex: Mutex<MQTTPublisher.State>
+
+    init(_ state: MQTTPublisher.State) {
+        mutex = Mutex(state)
+    }
+
+    func withLock<T, E: Error>(_ body: (inout MQTTPublisher.State) throws(E) -> T) throws(E) -> T {
+        try mutex.withLock { state throws(E) -> T in try body(&state) }
+    }
+}

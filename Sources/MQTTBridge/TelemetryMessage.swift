@@ -1,0 +1,57 @@
+import EcoWattProtocol
+import Foundation
+
+/// The JSON published for one uploaded packet on `{prefix}/{device_id}`: the original feed's fields (`device_id`,
+/// `timestamp`, `values`, `sample_count`, `compression_stats`) plus `register_layout`, scaled `samples`,
+/// `approximate` and `received_at`.
+public enum TelemetryMessage {
+    public static func topic(prefix: String, deviceID: String) -> String { "\(prefix)/\(deviceID)" }
+
+    /// ISO 8601 UTC with milliseconds.
+    static func iso(_ ms: Int64) -> String {
+        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+        let fraction = String(Int(ms - seconds * 1000))
+        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
+        let padded = String(repeating: "0", count: 3 - fraction.count) + fraction
+        return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(padded)Z" : whole
+    }
+
+    public static func payload(deviceID: String, packet: DecodedPacket, receivedAtMs: Int64) -> [UInt8] {
+        let registers = packet.registerLayout.map { Register(rawValue: $0) }
+        let rows = packet.samples ?? []
+        let samples: [JSONValue] = zip(rows, packet.sampleTimesMs).map { row, time in
+            .object([
+                ("timestamp_ms", .int(time)),
+                (
+                    "registers",
+                    .object(
+                        zip(registers, row).compactMap { register, raw in
+                            register.map { ($0.name, .double($0.scaled(raw))) }
+                        }
+                    )
+                ),
+            ])
+        }
+        var members: [(String, JSONValue)] = [
+            ("device_id", .string(deviceID)), ("timestamp", .string(iso(packet.lastSampleEpochMs))),
+            ("values", .array(rows.flatMap { $0 }.map { .int(Int64($0)) })),
+            ("sample_count", .int(Int64(rows.count))),
+            (
+                "compression_stats",
+                .object([
+                    ("method", .string(packet.method)), ("ratio", .double(packet.ratio)),
+                    ("original_size", .int(Int64(packet.originalSize))),
+                    ("compressed_size", .int(Int64(packet.compressedSize))),
+                ])
+            ),
+            ("register_layout", .array(registers.map { $0.map { .string($0.name) } ?? .null })),
+            ("samples", .array(samples)), ("approximate", .bool(packet.approximate)),
+            ("received_at", .string(iso(receivedAtMs))),
+        ]
+        if let reason = packet.reason {
+            members.append(("decoded", false))
+            members.append(("reason", .string(reason.rawValue)))
+        }
+        return Array(JSONValue.object(members).serialized.utf8)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import MQTTBridge
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `mosquitto` broker on a free loopback port, for tests. Started with `Foundation.Process`, which makes it
+/// ignore SIGTERM, so it is stopped with SIGKILL.
+public final class MosquittoBroker: @unchecked Sendable {
+    public let port: Int
+    let directory: URL
+    private var process: Process?
+
+    /// The broker binary (`$MOSQUITTO`, else `/usr/sbin/mosquitto`).
+    public static var binary: String {
+        ProcessInfo.processInfo.environment["MOSQUITTO"] ?? "/usr/sbin/mosquitto"
+    }
+
+    public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+
+    /// A free TCP port on 127.0.0.1 (bound once with port 0, then released).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// True if something accepts TCP connections on 127.0.0.1:`port`.
+    public static func isListening(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
+    public init(port: Int = MosquittoBroker.freePort()) throws {
+        self.port = port
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("mosquitto-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+            .write(to: directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
+        try start()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Starts the broker (again) and waits until it accepts connections.
+    public func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["-c", directory.appendingPathComponent("mosquitto.conf").path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        for _ in 0..<100 {
+            if Self.isListening(port) { return }
+            usleep(50_000)
+        }
+        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "mosquitto did not start on \(port)"])
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it to exit.
+    public func stop() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+}
+
+/// A second libmosquitto client that subscribes and records every message.
+public final class MQTTSubscriber: Sendable {
+    let received = Mutex<[(topic: String, payload: [UInt8])]>([])
+    let subscribed = Mutex(false)
+    private let client: MosquittoClient
+
+    public init(port: Int, topic: String) throws {
+        var configuration = MosquittoClient.Configuration()
+        configuration.port = port
+        configuration.clientID = "ecowatt-test-sub-\(UUID().uuidString.prefix(8))"
+        let box = SubscriberBox()
+        client = try MosquittoClient(configuration: configuration) { event in
+            switch event {
+            case .connected: box.onConnect?()
+            case .message(let topic, let payload): box.onMessage?(topic, payload)
+            default: break
+            }
+        }
+        let client = self.client
+        box.onConnect = { [weak self] in
+            try? client.subscribe(topic: topic, qos: 1)
+            self?.subscribed.withLock { $0 = true }
+        }
+        box.onMessage = { [weak self] topic, payload in self?.received.withLock { $0.append((topic, payload)) } }
+        client.start()
+    }
+
+    public var messages: [(topic: String, payload: [UInt8])] { received.withLock { $0 } }
+
+    /// Waits until `count` messages arrived (or the timeout passed); returns what arrived.
+    public func wait(for count: Int, timeout: Duration = .seconds(20)) async throws -> [(topic: String, payload: [UInt8])] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, messages.count < count { try await Task.sleep(for: .milliseconds(50)) }
+        return messages
+    }
+
+    /// Waits until the subscription was sent after a connection.
+    public func waitUntilSubscribed(timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, !subscribed.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+        // The SUBACK follows the SUBSCRIBE within a round trip on loopback.
+        try await Task.sleep(for: .milliseconds(200))
+    }
+
+    public func stop() { client.stop() }
+}
+
+/// Callbacks set after the client exists (the client is created with the event handler).
+final class SubscriberBox: @unchecked Sendable {
+    var onConnect: (@Sendable () -> Void)?
+    var onMessage: (@Sendable (String, [UInt8]) -> Void)?
+}

@@ -1,0 +1,76 @@
+import EcoWattTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@testable import MQTTBridge
+
+@Suite(.enabled(if: MosquittoBroker.isInstalled, "needs the mosquitto broker (apt install mosquitto)"))
+struct MosquittoClientTests {
+    /// Publishes with QoS 1 to a real broker: every message id is acknowledged and a subscriber receives the payloads
+    /// in order; after the broker is killed and restarted the client reconnects by itself.
+    @Test func publishesWithAcknowledgementsAndReconnects() async throws {
+        let broker = try MosquittoBroker()
+        let subscriber = try MQTTSubscriber(port: broker.port, topic: "test/#")
+        try await subscriber.waitUntilSubscribed()
+        let events = Mutex<(connected: Int, acked: Set<Int32>)>((0, []))
+        var configuration = MosquittoClient.Configuration()
+        configuration.port = broker.port
+        configuration.clientID = "publisher-\(UUID().uuidString.prefix(8))"
+        let client = try MosquittoClient(configuration: configuration) { event in
+            events.withLock { state in
+                switch event {
+                case .connected: state.connected += 1
+                case .published(let id): state.acked.insert(id)
+                default: break
+                }
+            }
+        }
+        client.start()
+        try await Self.waitUntil { events.withLock { $0.connected } == 1 }
+        var ids: [Int32] = []
+        for index in 0..<50 { ids.append(try client.publish(topic: "test/a", payload: Array("m\(index)".utf8), qos: 1)) }
+        try await Self.waitUntil { events.withLock { $0.acked.isSuperset(of: ids) } }
+        let received = try await subscriber.wait(for: 50)
+        #expect(received.map { String(decoding: $0.payload, as: UTF8.self) } == (0..<50).map { "m\($0)" })
+
+        broker.stop()
+        try await Task.sleep(for: .milliseconds(300))
+        try broker.start()
+        try await Self.waitUntil(timeout: .seconds(15)) { events.withLock { $0.connected } == 2 }
+        client.stop()
+        subscriber.stop()
+    }
+
+    /// A broker that is not there yet is not an error: the client connects once it appears.
+    @Test func connectsToABrokerThatStartsLater() async throws {
+        let port = MosquittoBroker.freePort()
+        let connected = Mutex(false)
+        var configuration = MosquittoClient.Configuration()
+        configuration.port = port
+        let failures = Mutex(0)
+        let client = try MosquittoClient(configuration: configuration) { event in
+            if case .connected = event { connected.withLock { $0 = true } }
+            if case .connectFailed = event { failures.withLock { $0 += 1 } }
+        }
+        client.start()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!connected.withLock { $0 })
+        let broker = try MosquittoBroker(port: port)
+        // The publisher service calls retryConnect when an attempt failed at once; do the same here.
+        try await Self.waitUntil(timeout: .seconds(15)) {
+            client.retryConnect()
+            return connected.withLock { $0 }
+        }
+        client.stop()
+        _ = broker
+    }
+
+    static func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            try #require(ContinuousClock.now < deadline, "timed out")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
