@@ -94,6 +94,7 @@ let package = Package(
                 "EcoWattProtocol",
                 "EcoWattStore",
                 "FirmwareImage",
+                "MQTTBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,7 +4,8 @@
 #   2. Secured ingest over HTTP on loopback: wrk, 2 threads, 16 connections, pre-signed uploads from many devices,
 #      with durability normal and full; and bare GET /health as the ceiling of this stack on this machine.
 #   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ota]   (defaults 10, all)
+#   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
+# Usage: scripts/bench.sh [seconds-per-run] [all|ota|mqtt]   (defaults 10, all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
@@ -22,13 +23,17 @@ echo
 port=5311
 run_server() {  # $1 = durability
     rm -rf "$work/srv"
-    $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" --keys-dir "$work/srv/keys" \
-        --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning --durability "$1" &
+    ECOWATT_MQTT_ENABLED="${MQTT:-false}" $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
+        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning \
+        --durability "$1" &
     server=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return; sleep 0.1; done
     echo "server did not start" >&2
     exit 1
 }
+
+# Enough pre-signed uploads that wrk never runs out (each is used once; every run starts with a fresh database).
+$bin bench make-uploads --devices 4000 --rounds 60 --out "$work/uploads.tsv" >&2
 
 if [ "$sections" = all ]; then
 echo "## verify + decode per upload (ecowatt bench decode)"
@@ -36,9 +41,6 @@ $bin bench decode --iterations 20000
 if [ -f ../shared/conformance/uploads.jsonl ]; then
     $bin bench decode --corpus ../shared/conformance/uploads.jsonl --iterations 50
 fi
-
-# Enough pre-signed uploads that wrk never runs out (each is used once).
-$bin bench make-uploads --devices 4000 --rounds 60 --out "$work/uploads.tsv" >&2
 
 for mode in normal full; do
     echo
@@ -88,6 +90,7 @@ wait $server || true
 
 fi
 
+if [ "$sections" = all ] || [ "$sections" = ota ]; then
 echo
 echo "## OTA chunks over HTTP: 1 MiB image, one device session, wrk -t2 -c16 -d${duration}s, keep-alive"
 run_server normal
@@ -106,6 +109,49 @@ $bin bench ota-fleet --url "http://127.0.0.1:$port" --devices 200 --keys-dir "$w
 echo "sessions: $(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/stats" | sed -E 's/.*"sessions":(\{[^}]*\}).*/\1/')"
 kill -TERM $server
 wait $server || true
+fi
+
+if [ "$sections" = all ] || [ "$sections" = mqtt ]; then
+bport=5883
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n' $bport > "$work/mosquitto.conf"
+/usr/sbin/mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+broker=$!
+sleep 0.5
+for mode in false true; do
+    echo
+    echo "## ingest over HTTP with the MQTT feed enabled=$mode (broker on loopback), wrk -t2 -c16 -d${duration}s"
+    MQTT=$mode ECOWATT_MQTT_PORT=$bport run_server normal
+    UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
+        "http://127.0.0.1:$port" | grep -E "Requests/sec|50%|99%|Non-2xx"
+    sleep 2
+    echo "mqtt: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/mqtt/status")"
+    kill -TERM $server
+    wait $server || true
+done
+echo
+echo "## outbox drain to the broker: 100 000 queued messages (ecowatt bench fill-outbox), time until the backlog is 0"
+run_server normal
+kill -TERM $server
+wait $server || true
+$bin bench fill-outbox --data-dir "$work/srv/data" --messages 100000 >&2
+start=$(date +%s.%N)
+MQTT=true ECOWATT_MQTT_PORT=$bport $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
+    --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning &
+server=$!
+token=$(cat "$work/srv/keys/operator_token")
+while :; do
+    backlog=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/mqtt/status" 2>/dev/null \
+        | sed -nE 's/.*"backlog":([0-9]+).*/\1/p')
+    [ "$backlog" = 0 ] && break
+    sleep 0.1
+done
+end=$(date +%s.%N)
+awk -v s="$start" -v e="$end" 'BEGIN { printf "drained 100000 messages in %.2f s (server start included): %.0f messages/s\n", e - s, 100000 / (e - s) }'
+kill -TERM $server
+wait $server || true
+kill -9 $broker 2>/dev/null || true
+fi
+
 echo
 echo "## ceiling: GET /health (wrk -t2 -c16 -d${duration}s)"
 run_server normal

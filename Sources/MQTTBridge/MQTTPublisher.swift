@@ -120,7 +120,11 @@ public final class MQTTPublisher: Service, Sendable {
         }
         let topic = TelemetryMessage.topic(prefix: configuration.topicPrefix, deviceID: deviceID)
         return packets.map {
-            OutboxMessage(deviceID: deviceID, topic: topic, payload: TelemetryMessage.payload(deviceID: deviceID, packet: $0, receivedAtMs: receivedAtMs))
+            OutboxMessage(
+                deviceID: deviceID,
+                topic: topic,
+                payload: TelemetryMessage.payload(deviceID: deviceID, packet: $0, receivedAtMs: receivedAtMs)
+            )
         }
     }
 

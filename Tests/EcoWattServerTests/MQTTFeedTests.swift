@@ -113,7 +113,11 @@ struct MQTTFeedTests {
             #expect(status["connected"] as? Bool == false)
             #expect(status["backlog"] as? Int == 2)
             #expect(status["dropped"] as? Int == 1)
-            let samples = try await client.execute(uri: "/aggregation/historical/FULL-1?start_time=0&end_time=2000000000", method: .get, headers: test.operatorHeaders)
+            let samples = try await client.execute(
+                uri: "/aggregation/historical/FULL-1?start_time=0&end_time=2000000000",
+                method: .get,
+                headers: test.operatorHeaders
+            )
             #expect(samples.json["count"] as? Int == 9, "every upload was stored")
             let metrics = try await client.execute(uri: "/metrics", method: .get, headers: test.operatorHeaders)
             #expect(String(buffer: metrics.body).contains("ecowatt_mqtt_backlog 2"))

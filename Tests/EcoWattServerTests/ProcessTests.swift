@@ -181,6 +181,33 @@ import Testing
         try await server.stop(signal: SIGTERM)
     }
 
+    /// The MQTT outbox survives SIGKILL: uploads acknowledged while the broker was down are delivered by the next
+    /// process once a broker is there.
+    @Test(.enabled(if: MosquittoBroker.isInstalled)) func mqttBacklogSurvivesSIGKILL() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let brokerPort = MosquittoBroker.freePort()
+        let config = root.appendingPathComponent("ecowatt.json")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        try #"{"mqtt_port":\#(brokerPort),"mqtt_client_id":"sigkill-\#(brokerPort)"}"#.write(to: config, atomically: true, encoding: .utf8)
+        let first = try await ServerProcess(root: root, port: try await ServerProcess.freePort(), extraArguments: ["--config", config.path])
+        for index in 0..<50 {
+            let status = try await first.post("/aggregated/KILL-\(index)", Uploads.body(device: "KILL-\(index)", nonce: 1))
+            #expect(status == 200)
+        }
+        _ = try await first.stop(signal: SIGKILL)
+
+        let broker = try MosquittoBroker(port: brokerPort)
+        let subscriber = try MQTTSubscriber(port: broker.port, topic: "ecowatt/data/#")
+        try await subscriber.waitUntilSubscribed()
+        let second = try await ServerProcess(root: root, port: try await ServerProcess.freePort(), extraArguments: ["--config", config.path])
+        let messages = try await subscriber.wait(for: 50, timeout: .seconds(30))
+        let devices = Set(messages.compactMap { (try? JSONParser.parse($0.payload))?["device_id"]?.stringValue })
+        #expect(devices == Set((0..<50).map { "KILL-\($0)" }), "\(second.log)")
+        subscriber.stop()
+        try await second.stop(signal: SIGTERM)
+    }
+
     /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
     @Test func decodeCommandReproducesTheCorpus() throws {
         let input = Conformance.directory.appendingPathComponent("uploads.jsonl").path

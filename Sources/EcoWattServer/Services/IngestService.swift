@@ -1,9 +1,9 @@
 import Crypto
 import EcoWattProtocol
 import EcoWattStore
-import MQTTBridge
 import Foundation
 import Logging
+import MQTTBridge
 import ServiceLifecycle
 import Synchronization
 
