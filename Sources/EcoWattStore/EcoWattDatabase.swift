@@ -226,13 +226,14 @@ public final class EcoWattDatabase: Sendable {
             try db.create(index: "ota_events_session", on: "ota_events", columns: ["session_id", "id"])
         }
         migrator.registerMigration("v7-mqtt-outbox") { db in
-            // Written in the upload's transaction; a row is deleted only after the broker acknowledged it.
+            // One row per packet to publish, written in the upload's transaction; the message is built from the stored
+            // packet and samples when published. Rows are deleted only after the broker acknowledged them.
             try db.create(table: "mqtt_outbox") { t in
                 t.autoIncrementedPrimaryKey("id")
-                t.column("device_id", .text).notNull()
-                t.column("topic", .text).notNull()
-                t.column("payload", .blob).notNull()
-                t.column("created_at_ms", .integer).notNull()
+                t.column("packet_id", .integer).notNull()
+                // The packet's sample rows (ids are consecutive within a transaction); NULL when it has none.
+                t.column("first_sample_id", .integer)
+                t.column("last_sample_id", .integer)
             }
         }
         return migrator

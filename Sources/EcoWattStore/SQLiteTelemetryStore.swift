@@ -30,7 +30,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         writer.enqueue { db in try Self.apply(record, db) }
     }
 
-    static func apply(_ record: IngestRecord, _ db: Database) throws {
+    /// Writes one accepted upload inside an open transaction (the writer job of ``submit(_:)``; also used by
+    /// `ecowatt bench` to pre-fill databases).
+    public static func apply(_ record: IngestRecord, _ db: Database) throws {
         let device = record.deviceID
         let now = record.receivedAtMs
         // Anti-replay guard inside the transaction: the nonce must still be greater than the stored one.
@@ -77,21 +79,19 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 packet.reason?.rawValue, packet.detail, keepBlob ? Data(packet.blob) : nil, packet.compressedSize,
                 packet.originalSize,
             ])
-            guard let samples = packet.samples else { continue }
             let packetID = db.lastInsertedRowID
-            for (row, time) in zip(samples, packet.sampleTimesMs) {
+            var sampleIDs: (first: Int64, last: Int64)?
+            for (row, time) in zip(packet.samples ?? [], packet.sampleTimesMs) {
                 try sampleInsert.execute(arguments: [
                     device, packetID, time, layout, row.map(String.init).joined(separator: ","), packet.method,
                     packet.ratio, packet.approximate,
                 ])
+                sampleIDs = (sampleIDs?.first ?? db.lastInsertedRowID, db.lastInsertedRowID)
             }
-        }
-        if !record.outbox.isEmpty {
-            let outboxInsert = try db.cachedStatement(
-                sql: "INSERT INTO mqtt_outbox (device_id, topic, payload, created_at_ms) VALUES (?, ?, ?, ?)"
-            )
-            for message in record.outbox {
-                try outboxInsert.execute(arguments: [message.deviceID, message.topic, Data(message.payload), now])
+            if record.queueForFeed {
+                try db.cachedStatement(
+                    sql: "INSERT INTO mqtt_outbox (packet_id, first_sample_id, last_sample_id) VALUES (?, ?, ?)"
+                ).execute(arguments: [packetID, sampleIDs?.first, sampleIDs?.last])
             }
         }
     }

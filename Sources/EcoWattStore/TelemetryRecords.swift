@@ -8,8 +8,8 @@ public struct IngestRecord: Sendable {
     public var packets: [DecodedPacket]
     /// Decoder state after this upload (persisted so a server restart keeps decoding 0x71).
     public var streamState: DeviceStreamState
-    /// MQTT messages to queue in the same transaction (the outbox).
-    public var outbox: [OutboxMessage] = []
+    /// Queue every packet in the MQTT outbox, in the same transaction.
+    public var queueForFeed = false
 
     public init(
         deviceID: String,
@@ -92,17 +92,70 @@ public protocol TelemetryStore: Sendable {
     func setDeviceKey(deviceID: String, key: [UInt8]?) async throws
 }
 
-/// A message waiting in the MQTT outbox.
-public struct OutboxMessage: Sendable, Equatable {
+/// A packet waiting in the MQTT outbox, read back from the stored packet and its samples.
+public struct OutboxPacket: Sendable, Equatable {
+    /// The outbox row id (publish order).
     public var id: Int64
     public var deviceID: String
-    public var topic: String
-    public var payload: [UInt8]
+    public var method: String
+    public var registerLayout: [Int]
+    /// Raw values, one row per sample in layout order (empty when undecodable).
+    public var samples: [[UInt16]]
+    public var sampleTimesMs: [Int64]
+    public var lastSampleMs: Int64
+    public var approximate: Bool
+    /// Why the packet could not be decoded, if it could not.
+    public var reason: String?
+    public var originalSize: Int
+    public var compressedSize: Int
+    public var receivedAtMs: Int64
 
-    public init(id: Int64 = 0, deviceID: String, topic: String, payload: [UInt8]) {
+    public init(
+        id: Int64,
+        deviceID: String,
+        method: String,
+        registerLayout: [Int],
+        samples: [[UInt16]],
+        sampleTimesMs: [Int64],
+        lastSampleMs: Int64,
+        approximate: Bool,
+        reason: String?,
+        originalSize: Int,
+        compressedSize: Int,
+        receivedAtMs: Int64
+    ) {
         self.id = id
         self.deviceID = deviceID
-        self.topic = topic
-        self.payload = payload
+        self.method = method
+        self.registerLayout = registerLayout
+        self.samples = samples
+        self.sampleTimesMs = sampleTimesMs
+        self.lastSampleMs = lastSampleMs
+        self.approximate = approximate
+        self.reason = reason
+        self.originalSize = originalSize
+        self.compressedSize = compressedSize
+        self.receivedAtMs = receivedAtMs
     }
+
+    /// The same fields from a freshly decoded packet.
+    public init(id: Int64 = 0, deviceID: String, packet: DecodedPacket, receivedAtMs: Int64) {
+        self.init(
+            id: id,
+            deviceID: deviceID,
+            method: packet.method,
+            registerLayout: packet.registerLayout,
+            samples: packet.samples ?? [],
+            sampleTimesMs: packet.samples == nil ? [] : packet.sampleTimesMs,
+            lastSampleMs: packet.lastSampleEpochMs,
+            approximate: packet.approximate,
+            reason: packet.reason?.rawValue,
+            originalSize: packet.originalSize,
+            compressedSize: packet.compressedSize,
+            receivedAtMs: receivedAtMs
+        )
+    }
+
+    /// `compressed / original`, as the device reports sizes.
+    public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
 }

@@ -39,8 +39,17 @@ public final class MQTTPublisher: Service, Sendable {
 
     struct State {
         var status: Status
+        /// libmosquitto message id → outbox id, until the PUBACK.
         var inflight: [Int32: Int64] = [:]
-        var acked: [Int64] = []
+        /// Outbox ids in publish order since the last reset, from `sentHead` on.
+        var sent: [Int64] = []
+        var sentHead = 0
+        /// Acknowledged ids not yet contiguous with the watermark.
+        var acked: Set<Int64> = []
+        /// Every outbox id up to this one is acknowledged.
+        var watermark: Int64 = 0
+        /// Acknowledged rows not yet deleted.
+        var undeleted = 0
         /// The highest outbox id handed to libmosquitto.
         var lastQueuedID: Int64 = 0
         /// libmosquitto has no connection attempt under way (it failed before the network thread took over).
@@ -54,6 +63,7 @@ public final class MQTTPublisher: Service, Sendable {
     private let client: MosquittoClient?
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
+    private let lastDelete = Mutex(ContinuousClock.now)
 
     public init(configuration: Configuration, store: any OutboxStore, logger: Logger) throws {
         self.configuration = configuration
@@ -78,16 +88,28 @@ public final class MQTTPublisher: Service, Sendable {
                 case .disconnected(let reason):
                     state.status.connected = false
                     if reason != "requested" { state.status.lastError = "disconnected: \(reason)" }
-                    // Messages in flight are sent again from the outbox after the reconnect.
-                    if let first = state.inflight.values.min() { state.lastQueuedID = min(state.lastQueuedID, first - 1) }
+                    // Everything after the watermark is sent again from the outbox after the reconnect.
+                    state.lastQueuedID = state.watermark
                     state.inflight = [:]
+                    state.sent = []
+                    state.sentHead = 0
+                    state.acked = []
                 case .connectFailed(let reason):
                     state.status.connected = false
                     state.status.lastError = "connect failed: \(reason)"
                 case .published(let messageID):
                     if let id = state.inflight.removeValue(forKey: messageID) {
-                        state.acked.append(id)
+                        state.acked.insert(id)
                         state.status.published += 1
+                        while state.sentHead < state.sent.count, state.acked.remove(state.sent[state.sentHead]) != nil {
+                            state.watermark = state.sent[state.sentHead]
+                            state.sentHead += 1
+                            state.undeleted += 1
+                        }
+                        if state.sentHead > 4096 {
+                            state.sent.removeFirst(state.sentHead)
+                            state.sentHead = 0
+                        }
                     }
                 case .message:
                     break
@@ -97,35 +119,25 @@ public final class MQTTPublisher: Service, Sendable {
         }
     }
 
-    /// The outbox messages for one accepted upload, or none when the feed is disabled or the outbox is full (then
-    /// counted as dropped). Called before the upload's transaction.
-    public func messages(deviceID: String, packets: [DecodedPacket], receivedAtMs: Int64) -> [OutboxMessage] {
-        guard configuration.enabled, !packets.isEmpty else { return [] }
-        let full = state.withLock { state -> Bool in
-            guard state.status.backlog + packets.count <= configuration.outboxLimit else {
-                state.status.dropped += packets.count
-                return true
+    /// Whether the packets of one accepted upload go into the outbox: not when the feed is disabled, nor when the outbox
+    /// is full (then they are counted as dropped). Called before the upload's transaction.
+    public func admit(_ packets: Int) -> Bool {
+        guard configuration.enabled, packets > 0 else { return false }
+        let dropped = state.withLock { state -> Int? in
+            guard state.status.backlog + packets <= configuration.outboxLimit else {
+                state.status.dropped += packets
+                return state.status.dropped
             }
-            return false
+            return nil
         }
-        if full {
-            let dropped = state.withLock { $0.status.dropped }
-            if dropped == packets.count || dropped / 10_000 != (dropped - packets.count) / 10_000 {
-                logger.warning(
-                    "MQTT outbox full: uploads are stored but not forwarded",
-                    metadata: ["limit": "\(configuration.outboxLimit)", "dropped": "\(dropped)"]
-                )
-            }
-            return []
-        }
-        let topic = TelemetryMessage.topic(prefix: configuration.topicPrefix, deviceID: deviceID)
-        return packets.map {
-            OutboxMessage(
-                deviceID: deviceID,
-                topic: topic,
-                payload: TelemetryMessage.payload(deviceID: deviceID, packet: $0, receivedAtMs: receivedAtMs)
+        guard let dropped else { return true }
+        if dropped == packets || dropped / 10_000 != (dropped - packets) / 10_000 {
+            logger.warning(
+                "MQTT outbox full: uploads are stored but not forwarded",
+                metadata: ["limit": "\(configuration.outboxLimit)", "dropped": "\(dropped)"]
             )
         }
+        return false
     }
 
     /// Called after the upload's transaction committed `count` outbox rows.
@@ -154,7 +166,7 @@ public final class MQTTPublisher: Service, Sendable {
             metadata: ["broker": "\(configuration.client.host):\(configuration.client.port)", "prefix": "\(configuration.topicPrefix)"]
         )
         await cancelWhenGracefulShutdown { await self.drain(client) }
-        await deleteAcknowledged()
+        await deleteAcknowledged(force: true)
         client.stop()
         logger.info("MQTT feed stopped", metadata: ["backlog": "\(status.backlog)"])
     }
@@ -199,7 +211,7 @@ public final class MQTTPublisher: Service, Sendable {
 
     private func publishBatch(_ client: MosquittoClient, limit: Int) async -> Int {
         let after = state.withLock { $0.lastQueuedID }
-        let batch: [OutboxMessage]
+        let batch: [OutboxPacket]
         do {
             batch = try await store.outboxBatch(afterID: after, limit: limit)
         } catch {
@@ -212,8 +224,13 @@ public final class MQTTPublisher: Service, Sendable {
                 // The id is registered under the lock before the PUBACK callback can look it up.
                 try state.withLock { state in
                     guard state.status.connected, state.lastQueuedID < message.id else { throw CancellationError() }
-                    let messageID = try client.publish(topic: message.topic, payload: message.payload, qos: configuration.qos)
+                    let messageID = try client.publish(
+                        topic: TelemetryMessage.topic(prefix: configuration.topicPrefix, deviceID: message.deviceID),
+                        payload: TelemetryMessage.payload(message),
+                        qos: configuration.qos
+                    )
                     state.inflight[messageID] = message.id
+                    state.sent.append(message.id)
                     state.lastQueuedID = message.id
                 }
                 sent += 1
@@ -230,15 +247,22 @@ public final class MQTTPublisher: Service, Sendable {
         return sent
     }
 
-    private func deleteAcknowledged() async {
-        let ids = state.withLock { state -> [Int64] in
-            defer { state.acked = [] }
-            return state.acked
+    /// Deletes the acknowledged prefix of the outbox in one range delete (at most every 200 ms while busy).
+    private func deleteAcknowledged(force: Bool = false) async {
+        let now = ContinuousClock.now
+        let pending = state.withLock { state -> (Int64, Int)? in
+            guard state.undeleted > 0, force || state.undeleted >= 2000 || now - lastDelete.withLock({ $0 }) >= .milliseconds(200)
+            else { return nil }
+            return (state.watermark, state.undeleted)
         }
-        guard !ids.isEmpty else { return }
+        guard let (watermark, count) = pending else { return }
+        lastDelete.withLock { $0 = now }
         do {
-            try await store.deleteOutbox(ids: ids)
-            state.withLock { $0.status.backlog = max(0, $0.status.backlog - ids.count) }
+            try await store.deleteOutbox(through: watermark)
+            state.withLock { state in
+                state.undeleted -= count
+                state.status.backlog = max(0, state.status.backlog - count)
+            }
         } catch {
             // Kept in the outbox: they are sent again after a restart (at least once).
             state.withLock { $0.status.lastError = "outbox delete failed: \(error)" }

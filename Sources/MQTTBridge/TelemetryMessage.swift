@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import EcoWattStore
 import Foundation
 
 /// The JSON published for one uploaded packet on `{prefix}/{device_id}`: the original feed's fields (`device_id`,
@@ -16,10 +17,9 @@ public enum TelemetryMessage {
         return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(padded)Z" : whole
     }
 
-    public static func payload(deviceID: String, packet: DecodedPacket, receivedAtMs: Int64) -> [UInt8] {
+    public static func payload(_ packet: OutboxPacket) -> [UInt8] {
         let registers = packet.registerLayout.map { Register(rawValue: $0) }
-        let rows = packet.samples ?? []
-        let samples: [JSONValue] = zip(rows, packet.sampleTimesMs).map { row, time in
+        let samples: [JSONValue] = zip(packet.samples, packet.sampleTimesMs).map { row, time in
             .object([
                 ("timestamp_ms", .int(time)),
                 (
@@ -33,9 +33,9 @@ public enum TelemetryMessage {
             ])
         }
         var members: [(String, JSONValue)] = [
-            ("device_id", .string(deviceID)), ("timestamp", .string(iso(packet.lastSampleEpochMs))),
-            ("values", .array(rows.flatMap { $0 }.map { .int(Int64($0)) })),
-            ("sample_count", .int(Int64(rows.count))),
+            ("device_id", .string(packet.deviceID)), ("timestamp", .string(iso(packet.lastSampleMs))),
+            ("values", .array(packet.samples.flatMap { $0 }.map { .int(Int64($0)) })),
+            ("sample_count", .int(Int64(packet.samples.count))),
             (
                 "compression_stats",
                 .object([
@@ -46,11 +46,11 @@ public enum TelemetryMessage {
             ),
             ("register_layout", .array(registers.map { $0.map { .string($0.name) } ?? .null })),
             ("samples", .array(samples)), ("approximate", .bool(packet.approximate)),
-            ("received_at", .string(iso(receivedAtMs))),
+            ("received_at", .string(iso(packet.receivedAtMs))),
         ]
         if let reason = packet.reason {
             members.append(("decoded", false))
-            members.append(("reason", .string(reason.rawValue)))
+            members.append(("reason", .string(reason)))
         }
         return Array(JSONValue.object(members).serialized.utf8)
     }

@@ -10,7 +10,7 @@ extension BenchCommand {
     struct FillOutbox: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "fill-outbox",
-            abstract: "Queue N feed messages (the spec §3.6.3 packet) in a stopped server's MQTT outbox.",
+            abstract: "Store N uploads of the spec §3.6.3 packet, queued for the MQTT feed, in a stopped server's database.",
             discussion: "Start the server with a broker afterwards and watch GET /mqtt/status until the backlog is 0."
         )
 
@@ -24,16 +24,14 @@ extension BenchCommand {
             var state = DeviceStreamState()
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let packet = try require(DeviceStreamDecoder.decode(upload, arrivalMs: now, state: &state).first)
+            let stream = state
             try await database.pool.write { db in
-                let statement = try db.makeStatement(
-                    sql: "INSERT INTO mqtt_outbox (device_id, topic, payload, created_at_ms) VALUES (?, ?, ?, ?)"
-                )
+                var record = IngestRecord(deviceID: "", nonce: 0, receivedAtMs: now, packets: [packet], streamState: stream)
+                record.queueForFeed = true
                 for index in 0..<messages {
-                    let device = "BENCH-\(index % devices)"
-                    let payload = TelemetryMessage.payload(deviceID: device, packet: packet, receivedAtMs: now + Int64(index))
-                    try statement.execute(arguments: [
-                        device, TelemetryMessage.topic(prefix: "ecowatt/data", deviceID: device), Data(payload), now,
-                    ])
+                    record.deviceID = "BENCH-\(index % devices)"
+                    record.nonce = UInt32(index / devices + 1)
+                    try SQLiteTelemetryStore.apply(record, db)
                 }
             }
             try database.close()

@@ -167,7 +167,7 @@ public actor IngestService: Service {
             packets: packets,
             streamState: state.stream
         )
-        record.outbox = feed?.messages(deviceID: deviceID, packets: packets, receivedAtMs: arrivalMs) ?? []
+        record.queueForFeed = feed?.admit(packets.count) ?? false
         let ticket = store.submit(record)
         do {
             try await ticket.value()
@@ -182,7 +182,7 @@ public actor IngestService: Service {
             logger.error("upload not stored", metadata: ["device_id": "\(deviceID)", "error": "\(error)"])
             throw .storage("\(error)")
         }
-        feed?.committed(record.outbox.count)
+        if record.queueForFeed { feed?.committed(packets.count) }
         return IngestOutcome(packets: packets)
     }
 
