@@ -121,10 +121,12 @@ for mode in false true; do
     echo
     echo "## ingest over HTTP with the MQTT feed enabled=$mode (broker on loopback), wrk -t2 -c16 -d${duration}s"
     MQTT=$mode ECOWATT_MQTT_PORT=$bport run_server normal
+    cpu_before=$(awk '{print $14+$15}' /proc/$broker/stat)
     UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
         "http://127.0.0.1:$port" | grep -E "Requests/sec|50%|99%|Non-2xx"
     sleep 2
     echo "mqtt: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/mqtt/status")"
+    echo "broker CPU during the run: $(( ($(awk '{print $14+$15}' /proc/$broker/stat) - cpu_before) * 10 )) ms"
     kill -TERM $server
     wait $server || true
 done
@@ -141,7 +143,7 @@ server=$!
 token=$(cat "$work/srv/keys/operator_token")
 while :; do
     backlog=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/mqtt/status" 2>/dev/null \
-        | sed -nE 's/.*"backlog":([0-9]+).*/\1/p')
+        | sed -nE 's/.*"backlog":([0-9]+).*/\1/p' || true)
     [ "$backlog" = 0 ] && break
     sleep 0.1
 done

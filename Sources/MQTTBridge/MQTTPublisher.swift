@@ -44,6 +44,8 @@ public final class MQTTPublisher: Service, Sendable {
         /// Outbox ids in publish order since the last reset, from `sentHead` on.
         var sent: [Int64] = []
         var sentHead = 0
+        /// PUBACKs that arrived before `publish` returned their message id.
+        var earlyAcks: Set<Int32> = []
         /// Acknowledged ids not yet contiguous with the watermark.
         var acked: Set<Int64> = []
         /// Every outbox id up to this one is acknowledged.
@@ -52,6 +54,23 @@ public final class MQTTPublisher: Service, Sendable {
         var undeleted = 0
         /// The highest outbox id handed to libmosquitto.
         var lastQueuedID: Int64 = 0
+        /// Incremented on every disconnect (publishes from before it are forgotten).
+        var generation = 0
+
+        /// Records the broker's acknowledgement of `id` and advances the watermark over the acknowledged prefix.
+        mutating func acknowledge(_ id: Int64) {
+            acked.insert(id)
+            status.published += 1
+            while sentHead < sent.count, acked.remove(sent[sentHead]) != nil {
+                watermark = sent[sentHead]
+                sentHead += 1
+                undeleted += 1
+            }
+            if sentHead > 4096 {
+                sent.removeFirst(sentHead)
+                sentHead = 0
+            }
+        }
         /// libmosquitto has no connection attempt under way (it failed before the network thread took over).
         var needsConnect = false
     }
@@ -64,15 +83,20 @@ public final class MQTTPublisher: Service, Sendable {
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
     private let lastDelete = Mutex(ContinuousClock.now)
+    /// Admission counters, lock-free: the ingest actor reads them for every upload and must never wait for the
+    /// publisher or libmosquitto's thread.
+    private let backlog = Atomic<Int>(0)
+    private let dropped = Atomic<Int>(0)
 
     public init(configuration: Configuration, store: any OutboxStore, logger: Logger) throws {
         self.configuration = configuration
         self.store = store
         self.logger = logger
         var status = Status(enabled: configuration.enabled)
-        status.backlog = try store.outboxCount()
+        let initialBacklog = try store.outboxCount()
         let state = LockedState(State(status: status))
         self.state = state
+        backlog.store(initialBacklog, ordering: .relaxed)
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         guard configuration.enabled else {
             client = nil
@@ -90,26 +114,20 @@ public final class MQTTPublisher: Service, Sendable {
                     if reason != "requested" { state.status.lastError = "disconnected: \(reason)" }
                     // Everything after the watermark is sent again from the outbox after the reconnect.
                     state.lastQueuedID = state.watermark
+                    state.generation += 1
                     state.inflight = [:]
                     state.sent = []
                     state.sentHead = 0
                     state.acked = []
+                    state.earlyAcks = []
                 case .connectFailed(let reason):
                     state.status.connected = false
                     state.status.lastError = "connect failed: \(reason)"
                 case .published(let messageID):
                     if let id = state.inflight.removeValue(forKey: messageID) {
-                        state.acked.insert(id)
-                        state.status.published += 1
-                        while state.sentHead < state.sent.count, state.acked.remove(state.sent[state.sentHead]) != nil {
-                            state.watermark = state.sent[state.sentHead]
-                            state.sentHead += 1
-                            state.undeleted += 1
-                        }
-                        if state.sentHead > 4096 {
-                            state.sent.removeFirst(state.sentHead)
-                            state.sentHead = 0
-                        }
+                        state.acknowledge(id)
+                    } else {
+                        state.earlyAcks.insert(messageID)
                     }
                 case .message:
                     break
@@ -123,14 +141,8 @@ public final class MQTTPublisher: Service, Sendable {
     /// is full (then they are counted as dropped). Called before the upload's transaction.
     public func admit(_ packets: Int) -> Bool {
         guard configuration.enabled, packets > 0 else { return false }
-        let dropped = state.withLock { state -> Int? in
-            guard state.status.backlog + packets <= configuration.outboxLimit else {
-                state.status.dropped += packets
-                return state.status.dropped
-            }
-            return nil
-        }
-        guard let dropped else { return true }
+        guard backlog.load(ordering: .relaxed) + packets > configuration.outboxLimit else { return true }
+        let dropped = self.dropped.add(packets, ordering: .relaxed).newValue
         if dropped == packets || dropped / 10_000 != (dropped - packets) / 10_000 {
             logger.warning(
                 "MQTT outbox full: uploads are stored but not forwarded",
@@ -143,7 +155,7 @@ public final class MQTTPublisher: Service, Sendable {
     /// Called after the upload's transaction committed `count` outbox rows.
     public func committed(_ count: Int) {
         guard count > 0 else { return }
-        state.withLock { $0.status.backlog += count }
+        backlog.add(count, ordering: .relaxed)
         wake.yield()
     }
 
@@ -151,6 +163,8 @@ public final class MQTTPublisher: Service, Sendable {
         state.withLock { state in
             var status = state.status
             status.inflight = state.inflight.count
+            status.backlog = backlog.load(ordering: .relaxed)
+            status.dropped = dropped.load(ordering: .relaxed)
             return status
         }
     }
@@ -168,7 +182,7 @@ public final class MQTTPublisher: Service, Sendable {
         await cancelWhenGracefulShutdown { await self.drain(client) }
         await deleteAcknowledged(force: true)
         client.stop()
-        logger.info("MQTT feed stopped", metadata: ["backlog": "\(status.backlog)"])
+        logger.info("MQTT feed stopped", metadata: ["backlog": "\(backlog.load(ordering: .relaxed))"])
     }
 
     /// Publishes while connected, retries connecting while not, until cancelled.
@@ -193,7 +207,12 @@ public final class MQTTPublisher: Service, Sendable {
             retryDelay = .seconds(configuration.client.reconnectMinSeconds)
             var sent = 0
             if room > 0 { sent = await publishBatch(client, limit: min(room, 500)) }
-            if sent == 0 { await waitForWork() }
+            if sent < 100 {
+                // Small batches cost a read transaction each: under a steady trickle of uploads, gather a few
+                // milliseconds' worth per batch instead of waking for every commit.
+                if sent == 0 { await waitForWork() }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
         }
     }
 
@@ -221,17 +240,26 @@ public final class MQTTPublisher: Service, Sendable {
         var sent = 0
         for message in batch {
             do {
-                // The id is registered under the lock before the PUBACK callback can look it up.
-                try state.withLock { state in
-                    guard state.status.connected, state.lastQueuedID < message.id else { throw CancellationError() }
-                    let messageID = try client.publish(
-                        topic: TelemetryMessage.topic(prefix: configuration.topicPrefix, deviceID: message.deviceID),
-                        payload: TelemetryMessage.payload(message),
-                        qos: configuration.qos
-                    )
-                    state.inflight[messageID] = message.id
+                let generation = state.withLock { state -> Int? in
+                    state.status.connected && state.lastQueuedID < message.id ? state.generation : nil
+                }
+                guard let generation else { throw CancellationError() }
+                // Not under the lock: libmosquitto's thread takes it in its callbacks.
+                let messageID = try client.publish(
+                    topic: TelemetryMessage.topic(prefix: configuration.topicPrefix, deviceID: message.deviceID),
+                    payload: TelemetryMessage.payload(message),
+                    qos: configuration.qos
+                )
+                state.withLock { state in
+                    // A disconnect in between resets the queue; the message is sent again after the reconnect.
+                    guard state.generation == generation else { return }
                     state.sent.append(message.id)
                     state.lastQueuedID = message.id
+                    if state.earlyAcks.remove(messageID) != nil {
+                        state.acknowledge(message.id)
+                    } else {
+                        state.inflight[messageID] = message.id
+                    }
                 }
                 sent += 1
             } catch is CancellationError {
@@ -259,10 +287,8 @@ public final class MQTTPublisher: Service, Sendable {
         lastDelete.withLock { $0 = now }
         do {
             try await store.deleteOutbox(through: watermark)
-            state.withLock { state in
-                state.undeleted -= count
-                state.status.backlog = max(0, state.status.backlog - count)
-            }
+            state.withLock { $0.undeleted -= count }
+            backlog.subtract(count, ordering: .relaxed)
         } catch {
             // Kept in the outbox: they are sent again after a restart (at least once).
             state.withLock { $0.status.lastError = "outbox delete failed: \(error)" }
