@@ -64,13 +64,19 @@ public final class GroupCommitWriter: Service, Sendable {
     /// Number of transactions and jobs committed so far (for statistics and benchmarks).
     public var counters: (batches: Int, jobs: Int) { state.withLock { ($0.batches, $0.jobs) } }
 
-    /// The commit loop. Returns after a graceful shutdown once the queue is empty.
+    /// The commit loop. Returns after a graceful shutdown once the queue is empty, or at once when cancelled (the
+    /// service group cancels every service when one fails, e.g. the HTTP server cannot bind its port; waiting for
+    /// more work then would keep the process alive forever).
     public func run() async throws {
-        await withGracefulShutdownHandler {
-            while let batch = await nextBatch() {
-                await commit(batch)
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                while let batch = await nextBatch() {
+                    await commit(batch)
+                }
+            } onGracefulShutdown: {
+                self.finish()
             }
-        } onGracefulShutdown: {
+        } onCancel: {
             self.finish()
         }
     }
