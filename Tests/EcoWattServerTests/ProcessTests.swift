@@ -208,6 +208,37 @@ import Testing
         try await second.stop(signal: SIGTERM)
     }
 
+    /// A second server on a port in use exits non-zero with the reason (it used to hang, cancelled services waiting on
+    /// the writer).
+    @Test func aPortInUseEndsTheProcessWithTheError() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = try await ServerProcess.freePort()
+        let first = try await ServerProcess(root: root.appendingPathComponent("a"), port: port)
+        let process = Process()
+        process.executableURL = ServerProcess.binary
+        let other = root.appendingPathComponent("b")
+        process.arguments = [
+            "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", other.appendingPathComponent("data").path,
+            "--keys-dir", other.appendingPathComponent("keys").path, "--firmware-dir", other.appendingPathComponent("fw").path,
+            "--diagnostics-dir", other.appendingPathComponent("diag").path,
+        ]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        let exited = !process.isRunning
+        if !exited { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        #expect(exited, "the process must end by itself")
+        #expect(process.terminationStatus != 0)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(stderr.contains("Address already in use"), "\(stderr)")
+        try await first.stop(signal: SIGTERM)
+    }
+
     /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
     @Test func decodeCommandReproducesTheCorpus() throws {
         let input = Conformance.directory.appendingPathComponent("uploads.jsonl").path
