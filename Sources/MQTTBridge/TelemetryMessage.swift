@@ -8,14 +8,7 @@ import Foundation
 public enum TelemetryMessage {
     public static func topic(prefix: String, deviceID: String) -> String { "\(prefix)/\(deviceID)" }
 
-    /// ISO 8601 UTC with milliseconds.
-    static func iso(_ ms: Int64) -> String {
-        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
-        let fraction = String(Int(ms - seconds * 1000))
-        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
-        let padded = String(repeating: "0", count: 3 - fraction.count) + fraction
-        return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(padded)Z" : whole
-    }
+    static func iso(_ ms: Int64) -> String { EpochTime.iso8601(milliseconds: ms) }
 
     public static func payload(_ packet: OutboxPacket) -> [UInt8] {
         let registers = packet.registerLayout.map { Register(rawValue: $0) }

@@ -99,13 +99,7 @@ struct QueryRoutes {
     }
 
     /// Exact ISO-8601 UTC with milliseconds (formatting through a `Double` fraction would lose a millisecond).
-    static func iso(_ ms: Int64) -> String {
-        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
-        let millis = Int(ms - seconds * 1000)
-        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
-        let fraction = String(millis).leftPadded(3)
-        return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(fraction)Z" : whole
-    }
+    static func iso(_ ms: Int64) -> String { EpochTime.iso8601(milliseconds: ms) }
 
     /// Epoch seconds (integer or decimal) or an ISO-8601 date-time.
     static func parseTime(_ text: String, name: String) throws -> Int64 {

@@ -1,0 +1,13 @@
+import Foundation
+
+/// Epoch-millisecond times as text.
+public enum EpochTime {
+    /// ISO 8601 in UTC with milliseconds, e.g. `2025-11-28T03:20:15.200Z`.
+    public static func iso8601(milliseconds ms: Int64) -> String {
+        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+        let millis = String(Int(ms - seconds * 1000))
+        let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
+        let fraction = String(repeating: "0", count: 3 - millis.count) + millis
+        return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(fraction)Z" : whole
+    }
+}
