@@ -218,28 +218,15 @@ public actor OTAService: Service {
     ) async throws
         -> OTASession?
     {
-        guard let current = live.withLock({ $0[deviceID] }) else {
-            // The firmware reports "Starting firmware download..." before it initiates (spec §7.1 step 2): kept without
-            // a session, and attached to the session the next initiate starts.
-            try await store.recordProgress(
-                OTAEvent(
-                    sessionID: nil,
-                    deviceID: deviceID,
-                    phase: phase,
-                    progress: progress,
-                    message: message,
-                    deviceTimeS: deviceTimeS,
-                    receivedAtMs: clock()
-                ),
-                outcome: nil
-            )
-            return nil
-        }
-        let outcome: OTAOutcome? = phase == "failed" || phase == "verification_failed" ? .failed : nil
+        let current = live.withLock { $0[deviceID] }
+        // Without a session (the firmware reports "Starting firmware download..." before it initiates, spec §7.1
+        // step 2) the event is kept and attached to the session the next initiate starts.
+        let outcome: OTAOutcome? =
+            current != nil && (phase == "failed" || phase == "verification_failed") ? .failed : nil
         if outcome != nil { await saveCounters(of: deviceID) }
         try await store.recordProgress(
             OTAEvent(
-                sessionID: current.sessionID,
+                sessionID: current?.sessionID,
                 deviceID: deviceID,
                 phase: phase,
                 progress: progress,
@@ -249,10 +236,9 @@ public actor OTAService: Service {
             ),
             outcome: outcome
         )
+        guard let current else { return nil }
         if outcome != nil {
-            live.withLock { sessions in
-                if sessions[deviceID]?.sessionID == current.sessionID { sessions[deviceID] = nil }
-            }
+            forgetLive(deviceID: deviceID, sessionID: current.sessionID)
             logger.notice(
                 "OTA session failed",
                 metadata: ["device_id": "\(deviceID)", "phase": "\(phase)", "message": "\(message ?? "")"]
@@ -300,9 +286,7 @@ public actor OTAService: Service {
             reportedStatus: status,
             nowMs: clock()
         )
-        live.withLock { sessions in
-            if sessions[deviceID]?.sessionID == session.sessionID { sessions[deviceID] = nil }
-        }
+        forgetLive(deviceID: deviceID, sessionID: session.sessionID)
         logger.notice(
             "OTA session ended",
             metadata: ["device_id": "\(deviceID)", "outcome": "\(outcome.rawValue)", "version": "\(version)"]
@@ -325,9 +309,7 @@ public actor OTAService: Service {
             reportedStatus: nil,
             nowMs: clock()
         )
-        live.withLock { sessions in
-            if sessions[deviceID]?.sessionID == current.sessionID { sessions[deviceID] = nil }
-        }
+        forgetLive(deviceID: deviceID, sessionID: current.sessionID)
         guard let session = try await store.session(current.sessionID) else { throw OTAError.noActiveSession(deviceID) }
         return session
     }
@@ -399,6 +381,13 @@ public actor OTAService: Service {
         merged.lastChunk = current.counters.lastChunk
         merged.updatedAtMs = max(session.updatedAtMs, current.counters.updatedAtMs)
         return merged
+    }
+
+    /// Drops the device's in-memory session if it is still `sessionID` (an initiate may have replaced it meanwhile).
+    private func forgetLive(deviceID: String, sessionID: String) {
+        live.withLock { sessions in
+            if sessions[deviceID]?.sessionID == sessionID { sessions[deviceID] = nil }
+        }
     }
 
     /// Writes one device's unsaved counters before its session changes state.
