@@ -69,8 +69,8 @@ public struct FirmwareDirectory: Sendable {
         } catch {
             throw .io("cannot create \(path): \(error.localizedDescription)")
         }
-        try Self.writeAtomically(Data(firmware.ciphertext), to: encryptedPath(version))
-        try Self.writeAtomically(Data(firmware.manifestBytes), to: manifestPath(version))
+        try Self.writeAtomically(Data(firmware.ciphertext), to: encryptedPath(version), permissions: 0o644)
+        try Self.writeAtomically(Data(firmware.manifestBytes), to: manifestPath(version), permissions: 0o644)
     }
 
     /// Removes every file of `version` (manifest, ciphertext, and the original server's `firmware_v{version}.bin`).
@@ -94,9 +94,12 @@ public struct FirmwareDirectory: Sendable {
         return removed
     }
 
-    static func writeAtomically(_ data: Data, to path: String) throws(FirmwareError) {
+    /// Writes `data` to a temporary file with `permissions` and renames it to `path`, so readers never see a partial
+    /// file (firmware files, and the key files with 0600).
+    static func writeAtomically(_ data: Data, to path: String, permissions: Int) throws(FirmwareError) {
         let temporary = path + ".tmp-\(UInt32.random(in: 0...UInt32.max))"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o644]) else {
+        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: permissions])
+        else {
             throw .io("cannot write \(temporary)")
         }
         if rename(temporary, path) != 0 {

@@ -1,4 +1,5 @@
 import Crypto
+import EcoWattProtocol
 import Foundation
 import _CryptoExtras
 
@@ -105,28 +106,16 @@ public struct FirmwareKeys: Sendable {
         var written: [String] = []
         for (name, data) in files {
             let path = (directory as NSString).appendingPathComponent(name)
-            try Self.writeSecret(data, to: path)
+            try FirmwareDirectory.writeAtomically(data, to: path, permissions: 0o600)
             written.append(path)
         }
         return written
     }
 
-    /// Writes `data` to `path` atomically with mode 0600.
-    static func writeSecret(_ data: Data, to path: String) throws(FirmwareError) {
-        let temporary = path + ".tmp-\(UInt32.random(in: 0...UInt32.max))"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else {
-            throw .io("cannot write \(temporary)")
-        }
-        if rename(temporary, path) != 0 {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw .io("cannot move \(temporary) to \(path)")
-        }
-    }
-
     /// The firmware build's `keys.h` (the original `generate_keys.py` single-header layout): `SERVER_PUBLIC_KEY`,
     /// `AES_FIRMWARE_KEY[32]` and `HMAC_PSK` (64 hex characters, only used by the firmware's dead per-chunk HMAC code).
     public func cHeader(hmacPSK: String? = nil) -> String {
-        let psk = hmacPSK ?? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let psk = hmacPSK ?? HexCoding.encode((0..<32).map { _ in UInt8.random(in: 0...255) })
         let pemLines = publicKey.pemRepresentation.split(separator: "\n").map { "    \"\($0)\\n\"" }
         let aesBytes = stride(from: 0, to: 32, by: 8).map { row in
             "    " + aesKey[row..<row + 8].map { String(format: "0x%02x", $0) }.joined(separator: ", ")

@@ -106,7 +106,8 @@ public final class FaultInjector: Sendable {
         }
     }
 
+    /// `count` random lower-case hex characters (`count` even).
     static func randomHex(_ count: Int) -> String {
-        String((0..<count).map { _ in "0123456789abcdef".randomElement()! })
+        HexCoding.encode((0..<count / 2).map { _ in UInt8.random(in: 0...255) })
     }
 }
