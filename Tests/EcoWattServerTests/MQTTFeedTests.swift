@@ -103,7 +103,7 @@ struct MQTTFeedTests {
 
     @Test func aFullOutboxKeepsAcceptingUploadsAndCountsWhatItDrops() async throws {
         // No broker on this port: everything stays in the outbox, which holds 2 messages.
-        let test = try TestServer(mqttPort: MosquittoBroker.freePort(), mqttOutboxLimit: 2)
+        let test = try TestServer(mqttPort: LoopbackPort.free(), mqttOutboxLimit: 2)
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             for nonce in 1...3 {

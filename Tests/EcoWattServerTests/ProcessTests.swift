@@ -18,7 +18,7 @@ import Testing
     @Test func acknowledgedUploadsAndNoncesSurviveSIGKILL() async throws {
         let root = Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let port = try await ServerProcess.freePort()
+        let port = LoopbackPort.free()
         let first = try await ServerProcess(root: root, port: port)
         let acknowledged = Acknowledged()
         let devices = (0..<8).map { "KILL-\($0)" }
@@ -71,7 +71,7 @@ import Testing
     @Test func sigtermShutsDownGracefully() async throws {
         let root = Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let server = try await ServerProcess(root: root, port: try await ServerProcess.freePort())
+        let server = try await ServerProcess(root: root, port: LoopbackPort.free())
         #expect(try await server.post("/aggregated/TERM-1", Uploads.body(device: "TERM-1", nonce: 5)) == 200)
         let status = try await server.stop(signal: SIGTERM)
         #expect(status == 0)
@@ -88,7 +88,7 @@ import Testing
     @Test func deviceSetKeyReachesARunningServer() async throws {
         let root = Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let server = try await ServerProcess(root: root, port: try await ServerProcess.freePort())
+        let server = try await ServerProcess(root: root, port: LoopbackPort.free())
         let keyHex = String(repeating: "ab", count: 32)
         let dataDir = root.appendingPathComponent("data").path
         let (status, _, stderr) = try ServerProcess.runCLI(["device", "set-key", "OWN-KEY", keyHex, "--data-dir", dataDir])
@@ -113,7 +113,7 @@ import Testing
     @Test func commandCLIQueuesListsAndCancels() async throws {
         let root = Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let port = try await ServerProcess.freePort()
+        let port = LoopbackPort.free()
         let server = try await ServerProcess(root: root, port: port)
         let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
         let (queued, id, queueError) = try ServerProcess.runCLI(["command", "queue", "CLI-1", "set_power", "--value", "5000"] + common)
@@ -168,7 +168,7 @@ import Testing
         #expect(badVersion != 0)
 
         // The server started afterwards loads these keys (no new ones) and serves the prepared version.
-        let port = try await ServerProcess.freePort()
+        let port = LoopbackPort.free()
         let server = try await ServerProcess(root: root, port: port)
         #expect(FileManager.default.contents(atPath: privateKeyPath) == original)
         let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
@@ -186,11 +186,11 @@ import Testing
     @Test(.enabled(if: MosquittoBroker.isInstalled)) func mqttBacklogSurvivesSIGKILL() async throws {
         let root = Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let brokerPort = MosquittoBroker.freePort()
+        let brokerPort = LoopbackPort.free()
         let config = root.appendingPathComponent("ecowatt.json")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         try #"{"mqtt_port":\#(brokerPort),"mqtt_client_id":"sigkill-\#(brokerPort)"}"#.write(to: config, atomically: true, encoding: .utf8)
-        let first = try await ServerProcess(root: root, port: try await ServerProcess.freePort(), extraArguments: ["--config", config.path])
+        let first = try await ServerProcess(root: root, port: LoopbackPort.free(), extraArguments: ["--config", config.path])
         for index in 0..<50 {
             let status = try await first.post("/aggregated/KILL-\(index)", Uploads.body(device: "KILL-\(index)", nonce: 1))
             #expect(status == 200)
@@ -200,7 +200,7 @@ import Testing
         let broker = try MosquittoBroker(port: brokerPort)
         let subscriber = try MQTTSubscriber(port: broker.port, topic: "ecowatt/data/#")
         try await subscriber.waitUntilSubscribed()
-        let second = try await ServerProcess(root: root, port: try await ServerProcess.freePort(), extraArguments: ["--config", config.path])
+        let second = try await ServerProcess(root: root, port: LoopbackPort.free(), extraArguments: ["--config", config.path])
         let messages = try await subscriber.wait(for: 50, timeout: .seconds(30))
         let devices = Set(messages.compactMap { (try? JSONParser.parse($0.payload))?["device_id"]?.stringValue })
         #expect(devices == Set((0..<50).map { "KILL-\($0)" }), "\(second.log)")
@@ -213,7 +213,7 @@ import Testing
     @Test func aPortInUseEndsTheProcessWithTheError() async throws {
         let root = Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let port = try await ServerProcess.freePort()
+        let port = LoopbackPort.free()
         let first = try await ServerProcess(root: root.appendingPathComponent("a"), port: port)
         let process = Process()
         process.executableURL = ServerProcess.binary

@@ -1,7 +1,6 @@
 import Foundation
 import HummingbirdTesting
 import NIOCore
-import NIOPosix
 
 /// The built `ecowatt` executable run as a child process (for kill/restart and CLI tests).
 /// `@unchecked Sendable`: `Process` is only started once and then read or signalled, which Foundation allows from
@@ -28,15 +27,6 @@ final class ServerProcess: @unchecked Sendable {
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
-    }
-
-    /// A free loopback port (bound once, then released).
-    static func freePort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
-        return port
     }
 
     let process = Process()

@@ -6,22 +6,10 @@ import Synchronization
 import Glibc
 #endif
 
-/// A real `mosquitto` broker on a free loopback port, for tests. Started with `Foundation.Process`, which makes it
-/// ignore SIGTERM, so it is stopped with SIGKILL.
-public final class MosquittoBroker: @unchecked Sendable {
-    public let port: Int
-    let directory: URL
-    private var process: Process?
-
-    /// The broker binary (`$MOSQUITTO`, else `/usr/sbin/mosquitto`).
-    public static var binary: String {
-        ProcessInfo.processInfo.environment["MOSQUITTO"] ?? "/usr/sbin/mosquitto"
-    }
-
-    public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
-
+/// Loopback TCP ports for tests (servers, brokers).
+public enum LoopbackPort {
     /// A free TCP port on 127.0.0.1 (bound once with port 0, then released).
-    public static func freePort() -> Int {
+    public static func free() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -48,8 +36,23 @@ public final class MosquittoBroker: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         } == 0
     }
+}
 
-    public init(port: Int = MosquittoBroker.freePort()) throws {
+/// A real `mosquitto` broker on a free loopback port, for tests. Started with `Foundation.Process`, which makes it
+/// ignore SIGTERM, so it is stopped with SIGKILL.
+public final class MosquittoBroker: @unchecked Sendable {
+    public let port: Int
+    let directory: URL
+    private var process: Process?
+
+    /// The broker binary (`$MOSQUITTO`, else `/usr/sbin/mosquitto`).
+    public static var binary: String {
+        ProcessInfo.processInfo.environment["MOSQUITTO"] ?? "/usr/sbin/mosquitto"
+    }
+
+    public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+
+    public init(port: Int = LoopbackPort.free()) throws {
         self.port = port
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("mosquitto-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -73,7 +76,7 @@ public final class MosquittoBroker: @unchecked Sendable {
         try process.run()
         self.process = process
         for _ in 0..<100 {
-            if Self.isListening(port) { return }
+            if LoopbackPort.isListening(port) { return }
             usleep(50_000)
         }
         throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "mosquitto did not start on \(port)"])

@@ -44,7 +44,7 @@ struct MosquittoClientTests {
 
     /// A broker that is not there yet is not an error: the client connects once it appears.
     @Test func connectsToABrokerThatStartsLater() async throws {
-        let port = MosquittoBroker.freePort()
+        let port = LoopbackPort.free()
         let connected = Mutex(false)
         var configuration = MosquittoClient.Configuration()
         configuration.port = port
