@@ -94,3 +94,67 @@ import Testing
         #expect(matched == ["0x01": 242, "0xD0": 20, "0x50": 18, "0x71": 87])
     }
 }
+
+@Suite struct UploadBuilderTests {
+    @Test func arduinoJSONNumberFormat() {
+        #expect(ArduinoJSONNumber.format(Float(30) / Float(36)) == "0.833333313")
+        #expect(ArduinoJSONNumber.format(Float(36) / Float(30)) == "1.200000048")
+        #expect(ArduinoJSONNumber.format((1 - Float(30) / Float(36)) * 100) == "16.66666794")
+        #expect(ArduinoJSONNumber.format(Float(1.5)) == "1.5")
+        #expect(ArduinoJSONNumber.format(Float(12.5)) == "12.5")
+        #expect(ArduinoJSONNumber.format(Float(-0.25)) == "-0.25")
+        #expect(ArduinoJSONNumber.format(Double(0)) == "0")
+        #expect(ArduinoJSONNumber.format(Double(123_456_789)) == "1.23456789e8")
+        #expect(ArduinoJSONNumber.format(0.000001) == "1e-6")
+    }
+
+    @Test func blobsLongerThan189BytesAreCutOnTheWire() {
+        let blob = [UInt8](repeating: 0xAB, count: 200)
+        #expect(Data(base64Encoded: UploadBuilder.wireBase64(blob)) == Data(blob.prefix(189)))
+        #expect(UploadBuilder.wireBase64(blob).count == 252)
+        #expect(Data(base64Encoded: UploadBuilder.wireBase64(Array(blob.prefix(10)))) == Data(blob.prefix(10)))
+    }
+
+    /// Every request of `uploads.jsonl` rebuilt from its packets (complete blobs from `blobs.jsonl`) and signed with
+    /// the firmware key: inner JSON and envelope must equal what the firmware sent, byte for byte.
+    @Test func reproducesEveryFirmwareUploadBody() throws {
+        let fullBlobs = try Conformance.lines("blobs.jsonl").map { Conformance.bytes(hex: $0["blob_hex"] as! String) }
+        let key = EnvelopeKey(FleetKey.firmwareDefault)
+        var reproduced = 0
+        let lines = try Conformance.lines("uploads.jsonl")
+        for line in lines {
+            let body = line["body"] as! String
+            let envelope = try JSONSerialization.jsonObject(with: Data(body.utf8)) as! [String: Any]
+            let inner = Data(base64Encoded: envelope["payload"] as! String)!
+            let payload = try JSONSerialization.jsonObject(with: inner) as! [String: Any]
+            let packets = (payload["compressed_data"] as! [[String: Any]]).map { packet in
+                let metadata = packet["decompression_metadata"] as! [String: Any]
+                let wire = [UInt8](Data(base64Encoded: packet["compressed_binary"] as! String)!)
+                let size = metadata["compressed_size_bytes"] as! Int
+                let blob =
+                    wire.count == size ? wire : fullBlobs.first { $0.count == size && $0.starts(with: wire) } ?? []
+                return UploadBuilder.Packet(
+                    blob: blob,
+                    registerLayout: metadata["register_layout"] as! [Int],
+                    sampleCount: metadata["sample_count"] as! Int,
+                    timestamp: UInt32(metadata["timestamp"] as! Int)
+                )
+            }
+            let rebuilt = UploadBuilder.innerJSON(
+                deviceID: payload["device_id"] as! String,
+                timestamp: UInt64(payload["timestamp"] as! Int),
+                samplingInterval: payload["sampling_interval"] as! Int,
+                packets: packets
+            )
+            #expect(rebuilt == String(decoding: inner, as: UTF8.self), "\(line["device_id"]!) seq \(line["seq"]!)")
+            let signed = SecuredEnvelope.sign(
+                payload: Array(rebuilt.utf8),
+                nonce: UInt32(line["nonce"] as! Int),
+                key: key
+            )
+            #expect(signed.jsonBody == body)
+            if signed.jsonBody == body { reproduced += 1 }
+        }
+        #expect(reproduced == 317)
+    }
+}
