@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "FirmwareImage", targets: ["FirmwareImage"]),
         .library(name: "EcoWattStore", targets: ["EcoWattStore"]),
         .library(name: "EcoWattServer", targets: ["EcoWattServer"]),
+        .library(name: "EcoWattSimulator", targets: ["EcoWattSimulator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
@@ -86,12 +87,25 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        /// `ecowatt simulate`: a fleet of simulated devices speaking the firmware protocol.
+        .target(
+            name: "EcoWattSimulator",
+            dependencies: [
+                "EcoWattProtocol",
+                "FirmwareImage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         /// The `ecowatt` command-line tool (thin).
         .executableTarget(
             name: "ecowatt",
             dependencies: [
                 "EcoWattServer",
                 "EcoWattProtocol",
+                "EcoWattSimulator",
                 "EcoWattStore",
                 "FirmwareImage",
                 "MQTTBridge",
@@ -125,9 +139,14 @@ let package = Package(
             dependencies: ["EcoWattStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
+            name: "EcoWattSimulatorTests",
+            dependencies: ["EcoWattSimulator", "EcoWattProtocol", "EcoWattTestSupport"]
+        ),
+        .testTarget(
             name: "EcoWattServerTests",
             dependencies: [
                 "EcoWattServer",
+                "EcoWattSimulator",
                 "EcoWattTestSupport",
                 "FirmwareImage",
                 .product(name: "MultipartKit", package: "multipart-kit"),

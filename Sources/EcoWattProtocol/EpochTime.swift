@@ -10,4 +10,9 @@ public enum EpochTime {
         let fraction = String(repeating: "0", count: 3 - millis.count) + millis
         return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(fraction)Z" : whole
     }
+
+    /// ISO 8601 in UTC with whole seconds, e.g. `2025-11-28T03:20:15Z` (the firmware's `executed_at`).
+    public static func iso8601(seconds: Int64) -> String {
+        Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
+    }
 }

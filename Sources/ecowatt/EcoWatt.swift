@@ -8,7 +8,7 @@ struct EcoWatt: AsyncParsableCommand {
         abstract: "EcoWatt Cloud: the server for EcoWatt ESP32 energy monitors, and its operator tools.",
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
-            CommandCommand.self, BenchCommand.self,
+            CommandCommand.self, SimulateCommand.self, BenchCommand.self,
         ]
     )
 }

@@ -1,0 +1,63 @@
+import Crypto
+import EcoWattProtocol
+import FirmwareImage
+import Foundation
+
+/// The firmware's task periods (spec §0.7), in device seconds.
+public struct DeviceIntervals: Sendable, Equatable {
+    /// Sensor poll (`sampling_interval`).
+    public var poll: Double = 5
+    /// Upload (`upload_interval`).
+    public var upload: Double = 15
+    /// Config poll (`config_poll_interval`).
+    public var config: Double = 5
+    /// Command poll (`command_poll_interval`).
+    public var command: Double = 10
+    /// OTA check (`firmware_check_interval`).
+    public var ota: Double = 6000
+    /// Energy report (`energy_poll_interval`).
+    public var energy: Double = 300
+
+    public init() {}
+}
+
+/// Everything a simulation run needs.
+public struct SimulationOptions: Sendable {
+    /// Server base URL, e.g. `http://127.0.0.1:5001`.
+    public var baseURL: String
+    /// Number of simulated devices.
+    public var devices: Int = 10
+    /// Length of the run in real (wall-clock) seconds.
+    public var duration: Double = 60
+    /// Device seconds per real second: 10 runs every period ten times faster, and device clocks advance ten times
+    /// faster than the wall clock (timestamps stay consistent with the intervals the devices report).
+    public var speed: Double = 1
+    /// Device ids are `<prefix><n>` with n zero-padded to three digits (`ESP32_SIM_001`).
+    public var idPrefix = "ESP32_SIM_"
+    /// Periods at boot (the server can change them through remote configuration).
+    public var intervals = DeviceIntervals()
+    /// Registers read at boot, in any order (the firmware keeps them in ascending id order).
+    public var registers: [Register] = [.vac1, .iac1, .ipv1, .ipv2, .temp, .pac]
+    /// Upload HMAC key (the firmware's fleet key by default).
+    public var uploadKey = FleetKey.firmwareDefault
+    /// Version the devices run at their first boot.
+    public var firmwareVersion = "1.3.4"
+    /// FOTA keys the devices trust (AES key and RSA public key); `nil` disables OTA checks.
+    public var firmwareKeys: FirmwareKeys?
+    /// NVS emulation: last nonce per device, kept across runs so that a rerun is not a replay. `nil`: start at 11001.
+    public var nonceFile: URL?
+    /// Real seconds over which device boots are spread; `nil`: one upload period.
+    public var rampUp: Double?
+    /// Seed of the inverter models (runs with the same seed read the same values).
+    public var seed: UInt64 = 1
+
+    public init(baseURL: String) {
+        self.baseURL = baseURL
+    }
+
+    /// The id of device `index` (0-based).
+    public func deviceID(_ index: Int) -> String {
+        let number = String(index + 1)
+        return idPrefix + String(repeating: "0", count: max(0, 3 - number.count)) + number
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+
+/// Response statuses of one route.
+public struct RouteCounts: Sendable, Equatable {
+    /// HTTP status → count.
+    public var statuses: [Int: Int] = [:]
+    /// Requests that got no response (timeout, refused, reset).
+    public var transportErrors = 0
+
+    public var total: Int { statuses.values.reduce(0, +) + transportErrors }
+
+    mutating func record(status: Int?) {
+        if let status { statuses[status, default: 0] += 1 } else { transportErrors += 1 }
+    }
+}
+
+/// Latency percentiles of one route, in milliseconds.
+public struct LatencySummary: Sendable, Equatable {
+    public var count: Int
+    public var p50: Double
+    public var p90: Double
+    public var p99: Double
+    public var max: Double
+
+    init(samplesUs: [UInt32]) {
+        let sorted = samplesUs.sorted()
+        count = sorted.count
+        func at(_ fraction: Double) -> Double {
+            guard !sorted.isEmpty else { return 0 }
+            return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]) / 1000
+        }
+        p50 = at(0.5)
+        p90 = at(0.9)
+        p99 = at(0.99)
+        max = at(1)
+    }
+}
+
+/// A command a simulated device executed.
+public struct ExecutedCommand: Sendable, Equatable {
+    public var deviceID: String
+    public var commandID: String
+    public var action: String
+    /// `success` or `failed`, as reported.
+    public var status: String
+    /// Whether `POST /commands/{id}/result` was answered 200.
+    public var reported: Bool
+}
+
+/// A firmware update a simulated device attempted.
+public struct FirmwareUpdateOutcome: Sendable, Equatable {
+    public var deviceID: String
+    public var fromVersion: String
+    public var toVersion: String
+    /// `nil` when the image was downloaded and passed every device check (SHA-256, RSA); otherwise the failure.
+    public var failure: String?
+    public var chunks: Int
+}
+
+/// Everything a run did, by route and by device activity.
+public struct SimulationReport: Sendable {
+    /// Real seconds the run took.
+    public var elapsedSeconds: Double = 0
+    /// Route template (`POST /aggregated/{id}`) → statuses.
+    public var requests: [String: RouteCounts] = [:]
+    /// Route template → latency percentiles.
+    public var latency: [String: LatencySummary] = [:]
+    /// `route: reason` → count, for transport failures and unexpected statuses.
+    public var errors: [String: Int] = [:]
+
+    public var samplesRead = 0
+    public var packetsCompressed = 0
+    /// Packets compressed, by marker (`0x01`, `0xD0`, `0x50`, `0x71`).
+    public var packetsByMarker: [String: Int] = [:]
+    /// Packets lost because the 20-slot upload ring overflowed.
+    public var packetsDropped = 0
+    public var uploadsAccepted = 0
+    public var uploadsRejected = 0
+    /// Attempts that failed on the device before sending (inner JSON ≥ 4095 bytes).
+    public var uploadsFailedLocally = 0
+    public var packetsUploaded = 0
+    public var samplesUploaded = 0
+    public var commands: [ExecutedCommand] = []
+    public var configsApplied = 0
+    public var energyReports = 0
+    public var boots = 0
+    public var firmwareUpdates: [FirmwareUpdateOutcome] = []
+
+    public var totalRequests: Int { requests.values.reduce(0) { $0 + $1.total } }
+
+    /// True when every request got the status the firmware counts as success and nothing failed locally.
+    public var isClean: Bool { errors.isEmpty && uploadsRejected == 0 && uploadsFailedLocally == 0 }
+
+    /// The human-readable report `ecowatt simulate` prints.
+    public func rendered() -> String {
+        var lines: [String] = []
+        let rate = elapsedSeconds > 0 ? Double(totalRequests) / elapsedSeconds : 0
+        lines.append(String(format: "%d requests in %.1f s (%.0f/s)", totalRequests, elapsedSeconds, rate))
+        lines.append("")
+        let width = max(24, (requests.keys.map(\.count).max() ?? 0) + 2)
+        func pad(_ text: String, _ count: Int) -> String {
+            text.count >= count ? text : text + String(repeating: " ", count: count - text.count)
+        }
+        lines.append(pad("route", width) + pad("requests", 10) + pad("statuses", 22) + "p50 ms   p90 ms   p99 ms   max ms")
+        for route in requests.keys.sorted() {
+            let counts = requests[route]!
+            var statuses = counts.statuses.keys.sorted().map { "\($0)×\(counts.statuses[$0]!)" }
+            if counts.transportErrors > 0 { statuses.append("err×\(counts.transportErrors)") }
+            let summary = latency[route]
+            let figures = [summary?.p50, summary?.p90, summary?.p99, summary?.max].map {
+                pad(String(format: "%.2f", $0 ?? 0), 9)
+            }.joined()
+            lines.append(pad(route, width) + pad(String(counts.total), 10) + pad(statuses.joined(separator: " "), 22) + figures)
+        }
+        lines.append("")
+        let markers = packetsByMarker.keys.sorted().map { "\($0)×\(packetsByMarker[$0]!)" }.joined(separator: " ")
+        lines.append("devices: \(boots) boots; samples read \(samplesRead); packets compressed \(packetsCompressed) (\(markers))")
+        lines.append(
+            "uploads: \(uploadsAccepted) accepted, \(uploadsRejected) rejected, \(uploadsFailedLocally) failed locally; "
+                + "\(packetsUploaded) packets / \(samplesUploaded) samples delivered; \(packetsDropped) packets dropped by the ring"
+        )
+        let succeeded = commands.filter { $0.status == "success" }.count
+        let unreported = commands.filter { !$0.reported }.count
+        lines.append(
+            "commands: \(commands.count) executed (\(succeeded) success, \(commands.count - succeeded) failed), \(unreported) results not acknowledged"
+        )
+        lines.append("config: \(configsApplied) updates applied and acknowledged; energy reports: \(energyReports)")
+        let verified = firmwareUpdates.filter { $0.failure == nil }
+        lines.append("firmware: \(firmwareUpdates.count) downloads, \(verified.count) verified and installed")
+        for update in firmwareUpdates where update.failure != nil {
+            lines.append("  \(update.deviceID) \(update.fromVersion) → \(update.toVersion): \(update.failure!)")
+        }
+        if !errors.isEmpty {
+            lines.append("")
+            lines.append("errors:")
+            for (message, count) in errors.sorted(by: { $0.value > $1.value }).prefix(20) {
+                lines.append("  \(count)× \(message)")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}

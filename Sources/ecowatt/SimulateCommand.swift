@@ -1,0 +1,113 @@
+import ArgumentParser
+import EcoWattProtocol
+import EcoWattSimulator
+import FirmwareImage
+import Foundation
+
+/// `ecowatt simulate`: a fleet of simulated devices that speak the firmware protocol.
+struct SimulateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Run N simulated EcoWatt devices against a server (uploads, commands, config, energy, OTA).",
+        discussion: """
+            Each device behaves like firmware 1.3.4: boot sequence (GET /ota/status, POST /devices, POST /ota/{id}/complete,
+            POST /config/{id}/current), sensor reads of a simulated inverter, the firmware's compression (smart
+            selection with its temporal state), sample-major batches of up to 8 packets with the 189-byte base64 cut,
+            HMAC-signed envelopes with a persisted nonce counter, command polling and results, config polling and
+            acknowledgement, energy reports, and OTA check/download/verify/reboot when the server offers an update.
+
+            Intervals are device seconds; --speed 10 runs everything ten times faster (device clocks too).
+            The exit status is 1 when an upload was rejected or a request failed.
+            """
+    )
+
+    @Option(help: "Server URL.") var url = "http://127.0.0.1:5001"
+    @Option(help: "Number of devices.") var devices = 10
+    @Option(help: "Run time in real seconds.") var duration: Double = 60
+    @Option(help: "Device seconds per real second (faster than real time).") var speed: Double = 1
+    @Option(help: "Sensor poll period, device seconds.") var pollInterval: Double = 5
+    @Option(help: "Upload period, device seconds.") var uploadInterval: Double = 15
+    @Option(help: "Config poll period, device seconds.") var configInterval: Double = 5
+    @Option(help: "Command poll period, device seconds.") var commandInterval: Double = 10
+    @Option(help: "OTA check period, device seconds.") var otaInterval: Double = 6000
+    @Option(help: "Energy report period, device seconds.") var energyInterval: Double = 300
+    @Option(help: "Registers read at boot (comma-separated firmware names).")
+    var registers = "Vac1,Iac1,Ipv1,Ipv2,Temp,Pac"
+    @Option(help: "Upload HMAC key, 64 hex digits (default: the firmware fleet key).") var key: String?
+    @Option(help: "Device id prefix; ids are <prefix>001, <prefix>002, …") var idPrefix = "ESP32_SIM_"
+    @Option(help: "Firmware version the devices run at first boot.") var firmwareVersion = "1.3.4"
+    @Option(help: "Keys directory with the AES key and public key the devices trust (OTA is off without it).")
+    var keysDir = "./keys"
+    @Option(help: "File keeping each device's last nonce across runs (the device's NVS).")
+    var nonceFile = ".ecowatt-simulator-nonces.json"
+    @Option(help: "Real seconds over which device boots are spread (default: one upload period).") var rampUp: Double?
+    @Option(help: "Seed of the simulated inverters.") var seed: UInt64 = 1
+
+    func run() async throws {
+        var options = SimulationOptions(baseURL: url)
+        options.devices = devices
+        options.duration = duration
+        options.speed = speed
+        options.intervals.poll = pollInterval
+        options.intervals.upload = uploadInterval
+        options.intervals.config = configInterval
+        options.intervals.command = commandInterval
+        options.intervals.ota = otaInterval
+        options.intervals.energy = energyInterval
+        options.registers = try registers.split(separator: ",").map {
+            let name = $0.trimmingCharacters(in: .whitespaces)
+            guard let register = Register(name: name) else {
+                throw ValidationError("unknown register \(name); use Vac1, Iac1, Fac1, Vpv1, Vpv2, Ipv1, Ipv2, Temp, Pow, Pac")
+            }
+            return register
+        }
+        if let key {
+            guard let bytes = HexCoding.decode(key), bytes.count == 32 else {
+                throw ValidationError("--key must be 64 hex digits")
+            }
+            options.uploadKey = .init(data: bytes)
+        }
+        options.idPrefix = idPrefix
+        options.firmwareVersion = firmwareVersion
+        options.nonceFile = URL(fileURLWithPath: nonceFile)
+        options.rampUp = rampUp
+        options.seed = seed
+        do {
+            options.firmwareKeys = try FirmwareKeys(directory: keysDir)
+        } catch {
+            FileHandle.standardError.write(Data("note: no FOTA keys in \(keysDir) (\(error)); OTA checks are off\n".utf8))
+        }
+        let simulator: FleetSimulator
+        do {
+            simulator = try FleetSimulator(options: options)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let interactive = isatty(STDERR_FILENO) != 0
+        print("simulating \(devices) devices against \(url) for \(duration) s at \(speed)× real time")
+        let report = try await simulator.run { progress in
+            let report = progress.report
+            let line = String(
+                format: "[%5.1f/%.0f s] %d requests, uploads %d ok / %d rejected, commands %d, OTA %d/%d, errors %d",
+                progress.elapsedSeconds,
+                progress.durationSeconds,
+                report.totalRequests,
+                report.uploadsAccepted,
+                report.uploadsRejected,
+                report.commands.count,
+                report.firmwareUpdates.filter { $0.failure == nil }.count,
+                report.firmwareUpdates.count,
+                report.errors.values.reduce(0, +)
+            )
+            // A live line on a terminal; one line every 5 s in logs.
+            if interactive {
+                FileHandle.standardError.write(Data("\r\(line)\u{1B}[K".utf8))
+            } else if Int(progress.elapsedSeconds.rounded()) % 5 == 0 {
+                FileHandle.standardError.write(Data("\(line)\n".utf8))
+            }
+        }
+        if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+        print(report.rendered())
+        if !report.isClean { throw ExitCode.failure }
+    }
+}

@@ -1,0 +1,112 @@
+import EcoWattProtocol
+import EcoWattServer
+import EcoWattSimulator
+import FirmwareImage
+import Foundation
+import HummingbirdTesting
+import Testing
+
+/// `ecowatt simulate` against a live server: two fleets (multi-sample and single-sample batches) upload, execute the
+/// commands and configuration an operator queues during the run, and download, verify and install a deployed image.
+@Suite struct SimulatorHTTPTests {
+    static func options(port: Int, prefix: String, devices: Int, keys: FirmwareKeys) -> SimulationOptions {
+        var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
+        options.idPrefix = prefix
+        options.devices = devices
+        options.duration = 6
+        options.speed = 10
+        options.rampUp = 0.2
+        options.firmwareKeys = keys
+        options.intervals.poll = 1
+        options.intervals.upload = 3
+        options.intervals.command = 2
+        options.intervals.config = 2
+        options.intervals.energy = 10
+        options.intervals.ota = 10
+        return options
+    }
+
+    @Test func simulatedFleetUploadsRunsCommandsAndInstallsFirmware() async throws {
+        let (keys, vectors) = try OTAHTTPTests.vectors()
+        let image = vectors[1]  // 100 KiB, 51 chunks
+        let test = try TestServer(firmwareKeys: keys)
+        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await test.run { client in
+            let port = try #require(client.port)
+            let batches = Self.options(port: port, prefix: "SIM_A_", devices: 3, keys: keys)
+            var single = Self.options(port: port, prefix: "SIM_B_", devices: 2, keys: keys)
+            single.intervals.upload = 1  // one sample per batch: the temporal (0x71) path
+            let fleetA = Task { try await FleetSimulator(options: batches).run() }
+            let fleetB = Task { try await FleetSimulator(options: single).run() }
+
+            // The operator acts while the fleets run.
+            try await Task.sleep(for: .milliseconds(600))
+            var queued: [String: String] = [:]  // command id → expected status
+            for index in 0..<3 {
+                let device = batches.deviceID(index)
+                for (body, expected) in [
+                    (#"{"command":{"action":"set_power","value":5000}}"#, "completed"),
+                    (#"{"command":{"action":"write_register","target_register":"8","value":80}}"#, "completed"),
+                    (#"{"command":{"action":"get_power_stats"}}"#, "completed"),
+                ] {
+                    let response = try await client.operatorJSON(.post, "/commands/\(device)", body, server: test)
+                    #expect(response.status == .created)
+                    queued[try #require(response.json["command_id"] as? String)] = expected
+                }
+            }
+            let config = try await client.operatorJSON(
+                .put,
+                "/config/SIM_A_001",
+                #"{"config_update":{"registers":["Vac1","Pac"]}}"#,
+                server: test
+            )
+            #expect(config.status == .ok)
+            _ = try await OTAHTTPTests.deploy(image.version, to: nil, client: client, test: test)
+
+            let reportA = try await fleetA.value
+            let reportB = try await fleetB.value
+
+            for (report, devices) in [(reportA, 3), (reportB, 2)] {
+                #expect(report.isClean, "\(report.rendered())")
+                #expect(report.uploadsAccepted > 0)
+                #expect(report.uploadsRejected == 0)
+                let uploads = try #require(report.requests["POST /aggregated/{id}"])
+                #expect(uploads.statuses == [200: report.uploadsAccepted])
+                #expect(report.packetsUploaded == report.packetsCompressed, "nothing left in the rings")
+                // Every device downloaded, verified and installed the image, then rebooted into it.
+                #expect(report.firmwareUpdates.count == devices)
+                #expect(report.firmwareUpdates.allSatisfy { $0.failure == nil && $0.chunks == 51 })
+                #expect(report.boots == 2 * report.firmwareUpdates.count)
+            }
+            #expect(reportB.packetsByMarker["0x71", default: 0] > 0, "single-sample batches use temporal deltas")
+
+            // Every command queued during the run was executed and reported, with the right outcome.
+            #expect(Set(reportA.commands.map(\.commandID)) == Set(queued.keys))
+            #expect(reportA.commands.allSatisfy { $0.reported })
+            for (commandID, expected) in queued {
+                let status = try await client.execute(
+                    uri: "/commands/status/\(commandID)",
+                    method: .get,
+                    headers: test.operatorHeaders
+                )
+                #expect((status.json["command"] as? [String: Any])?["status"] as? String == expected)
+            }
+
+            // The configuration was applied: the device now uploads the two registers it was given.
+            #expect(reportA.configsApplied == 1)
+            let latest = try await client.execute(uri: "/latest/SIM_A_001", method: .get, headers: test.operatorHeaders)
+            #expect((latest.json["registers"] as? [String: Any]).map { Set($0.keys) } == ["Vac1", "Pac"])
+
+            // The registry shows the new version, and the server decoded every packet the devices sent.
+            for device in ["SIM_A_001", "SIM_A_003", "SIM_B_002"] {
+                let row = try await client.execute(uri: "/devices/\(device)", method: .get, headers: test.operatorHeaders)
+                #expect((row.json["device"] as? [String: Any])?["firmware_version"] as? String == image.version)
+            }
+            let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
+            let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
+            let sent = reportA.packetsUploaded + reportB.packetsUploaded
+            #expect(compression?["total_packets"] as? Int == sent)
+            #expect(compression?["decoded_packets"] as? Int == sent)
+        }
+    }
+}

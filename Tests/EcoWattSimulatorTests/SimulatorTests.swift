@@ -1,0 +1,94 @@
+import EcoWattProtocol
+import EcoWattTestSupport
+import Foundation
+import Testing
+
+@testable import EcoWattSimulator
+
+@Suite struct InverterModelTests {
+    @Test func sameSeedReadsTheSameValues() {
+        var first = InverterModel(seed: 42)
+        var second = InverterModel(seed: 42)
+        var other = InverterModel(seed: 43)
+        let registers = [0, 1, 5, 6, 7, 9]
+        let a = (0..<200).map { _ in first.read(registers) }
+        let b = (0..<200).map { _ in second.read(registers) }
+        let c = (0..<200).map { _ in other.read(registers) }
+        #expect(a == b)
+        #expect(a != c)
+    }
+
+    @Test func valuesStayAroundTheInverterOperatingPoint() {
+        var model = InverterModel(seed: 7)
+        var sawNight = false
+        var sawDay = false
+        for _ in 0..<5_000 {
+            let all = model.read(Array(0..<10))
+            #expect((2250...2350).contains(all[0]), "Vac1 \(all[0])")
+            #expect((4990...5010).contains(all[2]), "Fac1 \(all[2])")
+            #expect((3550...3650).contains(all[3]), "Vpv1 \(all[3])")
+            #expect((340...670).contains(all[7]), "Temp \(all[7])")
+            #expect(all[8] == 100, "Pow is the export limit")
+            #expect(all[9] <= 1300, "Pac \(all[9])")
+            if all[5] == 0 && all[9] == 0 { sawNight = true }
+            if all[9] > 1000 { sawDay = true }
+        }
+        #expect(sawNight && sawDay)
+    }
+
+    @Test func exportLimitDrivesPowerAndThePowRegister() {
+        var model = InverterModel(seed: 3)
+        model.exportLimit = 50
+        let readings = (0..<300).map { _ in model.read([8, 9]) }
+        #expect(readings.allSatisfy { $0[0] == 50 })
+        #expect(readings.allSatisfy { $0[1] <= 650 })
+    }
+}
+
+@Suite struct NonceStoreTests {
+    @Test func countersStartAtTheFirmwareValueAndSurviveARestart() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("nonces-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let store = try NonceStore(file: file)
+        #expect(store.next(for: "A") == 11001)
+        #expect(store.next(for: "A") == 11002)
+        #expect(store.next(for: "B") == 11001)
+        try store.save()
+        let reloaded = try NonceStore(file: file)
+        #expect(reloaded.next(for: "A") == 11003)
+        #expect(reloaded.next(for: "B") == 11002)
+    }
+}
+
+@Suite struct FleetSimulatorTests {
+    @Test func invalidOptionsAreRefused() {
+        var options = SimulationOptions(baseURL: "http://127.0.0.1:1")
+        options.devices = 0
+        #expect(throws: SimulationError.self) { try FleetSimulator(options: options) }
+        options.devices = 1
+        options.speed = 0
+        #expect(throws: SimulationError.self) { try FleetSimulator(options: options) }
+        options.speed = 1
+        #expect(throws: SimulationError.self) { try FleetSimulator(options: SimulationOptions(baseURL: "ftp://x")) }
+        #expect(options.deviceID(0) == "ESP32_SIM_001")
+        #expect(options.deviceID(1233) == "ESP32_SIM_1234")
+    }
+
+    /// No server: every request fails, the report says so, and packets pile up in the ring instead of being lost
+    /// silently.
+    @Test func unreachableServerIsReportedNotFatal() async throws {
+        let port = LoopbackPort.free()
+        var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
+        options.devices = 2
+        options.duration = 2
+        options.speed = 20
+        options.rampUp = 0
+        let report = try await FleetSimulator(options: options).run()
+        #expect(report.uploadsAccepted == 0)
+        #expect(report.packetsCompressed > 0)
+        #expect(report.requests["POST /aggregated/{id}"]?.transportErrors ?? 0 > 0)
+        #expect(report.requests["GET /ota/status"]?.transportErrors == 2)
+        #expect(!report.isClean)
+        #expect(report.rendered().contains("POST /aggregated/{id}"))
+    }
+}
