@@ -5,7 +5,8 @@
 #      with durability normal and full; and bare GET /health as the ceiling of this stack on this machine.
 #   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ota|mqtt]   (defaults 10, all)
+#   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
+# Usage: scripts/bench.sh [seconds-per-run] [all|ota|mqtt|sim]   (defaults 10, all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
@@ -40,6 +41,11 @@ echo "## verify + decode per upload (ecowatt bench decode)"
 $bin bench decode --iterations 20000
 if [ -f ../shared/conformance/uploads.jsonl ]; then
     $bin bench decode --corpus ../shared/conformance/uploads.jsonl --iterations 50
+fi
+if [ -f ../shared/conformance/blobs.jsonl ]; then
+    echo
+    echo "## every codec, encode and decode, on the firmware's batches (ecowatt bench codecs)"
+    $bin bench codecs --blobs ../shared/conformance/blobs.jsonl --iterations 2000
 fi
 
 for mode in normal full; do
@@ -109,6 +115,23 @@ $bin bench ota-fleet --url "http://127.0.0.1:$port" --devices 200 --keys-dir "$w
 echo "sessions: $(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/stats" | sed -E 's/.*"sessions":(\{[^}]*\}).*/\1/')"
 kill -TERM $server
 wait $server || true
+fi
+
+if [ "$sections" = all ] || [ "$sections" = sim ]; then
+for fleet in "1000 10" "2000 20"; do
+    set -- $fleet
+    echo
+    echo "## simulated fleet: $1 devices at $2x real time for ${duration}s (ecowatt simulate), then GET /health on the same server"
+    run_server normal
+    $bin simulate --url "http://127.0.0.1:$port" --devices "$1" --duration "$duration" --speed "$2" --ramp-up 1 \
+        --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-$1.json" 2>/dev/null | tee "$work/sim.txt" \
+        | sed -n '2,20p' || true
+    health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
+    sim=$(sed -nE 's/.* requests in .* \(([0-9]+)\/s\)/\1/p' "$work/sim.txt")
+    awk -v s="$sim" -v h="$health" 'BEGIN { printf "simulated fleet %d requests/s; GET /health %d/s in the same server; ratio %.2f\n", s, h, s / h }'
+    kill -TERM $server
+    wait $server || true
+done
 fi
 
 if [ "$sections" = all ] || [ "$sections" = mqtt ]; then

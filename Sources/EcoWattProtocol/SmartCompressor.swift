@@ -9,6 +9,11 @@ public struct SmartCompressor: Sendable {
 
     public init() {}
 
+    /// A compressor whose temporal state is `context` (e.g. to resume a boot sequence or to benchmark one batch).
+    public init(context: TemporalContext) {
+        self.context = context
+    }
+
     /// Compresses one sample-major batch: `values[k·R + j]` is register `selection[k·R + j]` of sample `k`.
     public mutating func compress(_ values: [UInt16], selection: [Int]) -> [UInt8] {
         precondition(values.count == selection.count, "one register id per value")

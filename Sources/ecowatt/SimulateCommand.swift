@@ -84,7 +84,10 @@ struct SimulateCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let interactive = isatty(STDERR_FILENO) != 0
-        print("simulating \(devices) devices against \(url) for \(duration) s at \(speed)× real time")
+        // Unbuffered, so that it comes before the progress lines on stderr.
+        FileHandle.standardOutput.write(
+            Data("simulating \(devices) devices against \(url) for \(duration) s at \(speed)× real time\n".utf8)
+        )
         let report = try await simulator.run { progress in
             let report = progress.report
             let line = String(
