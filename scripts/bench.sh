@@ -123,9 +123,15 @@ for fleet in "1000 10" "2000 20"; do
     echo
     echo "## simulated fleet: $1 devices at $2x real time for ${duration}s (ecowatt simulate), then GET /health on the same server"
     run_server normal
-    $bin simulate --url "http://127.0.0.1:$port" --devices "$1" --duration "$duration" --speed "$2" --ramp-up 1 \
-        --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-$1.json" 2>/dev/null | tee "$work/sim.txt" \
-        | sed -n '2,20p' || true
+    server_cpu=$(awk '{print $14+$15}' /proc/$server/stat)
+    TIMEFORMAT='%U %S'
+    { time $bin simulate --url "http://127.0.0.1:$port" --devices "$1" --duration "$duration" --speed "$2" --ramp-up 1 \
+        --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-$1.json" > "$work/sim.txt" 2>/dev/null || true; } \
+        2> "$work/sim-cpu.txt"
+    sed -n '2,20p' "$work/sim.txt"
+    server_cpu=$(( $(awk '{print $14+$15}' /proc/$server/stat) - server_cpu ))
+    awk -v s="$server_cpu" '{ printf "CPU during the run: simulator %.1f s, server %.1f s (of %d cores x %s s)\n", $1 + $2, s / 100, 2, "'"$duration"'" }' \
+        "$work/sim-cpu.txt"
     health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
     sim=$(sed -nE 's/.* requests in .* \(([0-9]+)\/s\)/\1/p' "$work/sim.txt")
     awk -v s="$sim" -v h="$health" 'BEGIN { printf "simulated fleet %d requests/s; GET /health %d/s in the same server; ratio %.2f\n", s, h, s / h }'

@@ -34,12 +34,8 @@ public struct SmartCompressor: Sendable {
 
     /// The packet label the firmware derives from the first byte (spec §3.3 step 4).
     public static func method(of blob: [UInt8]) -> String {
-        switch blob.first {
-        case nil: "raw"
-        case 0xD0: "dictionary"
-        case 0x70, 0x71: "temporal"
-        case 0x50: "semantic"
-        default: "bitpack"
-        }
+        guard let first = blob.first else { return "raw" }
+        // Anything that is not a known marker is labelled "bitpack" by the firmware.
+        return CompressionMarker(rawValue: first)?.method ?? "bitpack"
     }
 }

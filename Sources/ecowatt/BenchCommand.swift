@@ -14,7 +14,19 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// The spec §3.6.3 inner JSON (one 0x01 packet, 3 samples × 6 registers) for `device`.
     static func exampleInner(device: String) -> String {
-        #"{"device_id":"\#(device)","timestamp":1764300015,"data_type":"compressed_sensor_batch","total_samples":1,"sampling_interval":5,"register_mapping":{"0":"Vac1","1":"Iac1","2":"Ipv1","3":"Ipv2","4":"Temp","5":"Pac"},"compressed_data":[{"compressed_binary":"AQwSkAA0BHBGHESukCA0BHBGHESxkBA1BIBGHFSv","decompression_metadata":{"method":"bitpack","register_count":6,"sample_count":3,"original_size_bytes":36,"compressed_size_bytes":30,"timestamp":3363422140,"register_layout":[0,1,5,6,7,9]},"performance_metrics":{"academic_ratio":0.833333313,"traditional_ratio":1.200000048,"compression_time_us":0,"savings_percent":16.66666794,"lossless_verified":false}}],"session_summary":{"total_original_bytes":36,"total_compressed_bytes":30,"overall_academic_ratio":0.833333313,"overall_savings_percent":16.66666794}}"#
+        UploadBuilder.innerJSON(
+            deviceID: device,
+            timestamp: 1_764_300_015,
+            samplingInterval: 5,
+            packets: [
+                .init(
+                    blob: HexCoding.decode("010c129000340470461c44ae9020340470461c44b19010350480461c54af") ?? [],
+                    registerLayout: [0, 1, 5, 6, 7, 9],
+                    sampleCount: 3,
+                    timestamp: 3_363_422_140
+                )
+            ]
+        )
     }
 
     struct DecodeCost: ParsableCommand {
