@@ -260,6 +260,7 @@ struct SimulatedDevice {
         statistics.update {
             $0.uploadsAccepted += 1
             $0.packetsUploaded += drained.count
+            $0.packetsPerUpload[drained.count, default: 0] += 1
             $0.samplesUploaded += drained.reduce(0) { $0 + $1.sampleCount }
         }
         if configChangePending {

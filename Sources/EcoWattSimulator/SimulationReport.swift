@@ -79,6 +79,8 @@ public struct SimulationReport: Sendable {
     /// Attempts that failed on the device before sending (inner JSON ≥ 4095 bytes).
     public var uploadsFailedLocally = 0
     public var packetsUploaded = 0
+    /// Packets per accepted request → number of requests (the firmware sends at most 8).
+    public var packetsPerUpload: [Int: Int] = [:]
     public var samplesUploaded = 0
     public var commands: [ExecutedCommand] = []
     public var configsApplied = 0

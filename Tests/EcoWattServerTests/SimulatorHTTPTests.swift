@@ -110,3 +110,46 @@ import Testing
         }
     }
 }
+
+extension SimulatorHTTPTests {
+    /// Uploads fail for a while (injected 503s): the devices keep compressing into their rings, retry with fresh nonces,
+    /// and after the outage drain the backlog in requests of at most 8 packets, oldest first. Nothing is lost.
+    @Test func backlogAfterAnOutageIsDeliveredInBatchesOfEight() async throws {
+        let test = try TestServer(faultInjection: true)
+        try await test.run { client in
+            let port = try #require(client.port)
+            var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
+            options.idPrefix = "SIM_OUT_"
+            options.devices = 2
+            options.duration = 6
+            options.speed = 10
+            options.rampUp = 0.1
+            options.intervals.poll = 1
+            options.intervals.upload = 2
+            let fleet = Task { try await FleetSimulator(options: options).run() }
+
+            try await Task.sleep(for: .milliseconds(800))
+            let inject = try await client.operatorJSON(
+                .post,
+                "/fault/inject",
+                #"{"fault_type":"network","network_fault_subtype":"disconnect","target_endpoint":"/aggregated","probability":1}"#,
+                server: test
+            )
+            #expect(inject.status == .ok || inject.status == .created)
+            try await Task.sleep(for: .milliseconds(2600))
+            #expect(try await client.operatorJSON(.post, "/fault/clear", nil, server: test).status == .ok)
+            let report = try await fleet.value
+
+            let uploads = try #require(report.requests["POST /aggregated/{id}"])
+            #expect(Set(uploads.statuses.keys) == [200, 503], "\(report.rendered())")
+            #expect(report.uploadsRejected == uploads.statuses[503])
+            #expect(report.packetsDropped == 0)
+            #expect(report.packetsUploaded == report.packetsCompressed, "the whole backlog was delivered")
+            #expect(report.packetsPerUpload.keys.max() == 8, "\(report.packetsPerUpload)")
+            #expect(report.packetsPerUpload.keys.allSatisfy { (1...8).contains($0) })
+            let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
+            let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
+            #expect(compression?["total_packets"] as? Int == report.packetsUploaded)
+        }
+    }
+}
