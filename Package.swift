@@ -140,7 +140,13 @@ let package = Package(
         ),
         .testTarget(
             name: "EcoWattSimulatorTests",
-            dependencies: ["EcoWattSimulator", "EcoWattProtocol", "EcoWattTestSupport"]
+            dependencies: [
+                "EcoWattSimulator",
+                "EcoWattProtocol",
+                "EcoWattTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
         .testTarget(
             name: "EcoWattServerTests",

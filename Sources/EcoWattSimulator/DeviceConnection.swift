@@ -9,22 +9,25 @@ struct DeviceConnection: Sendable {
     struct Reply: Sendable {
         var status: Int
         var body: [UInt8]
-        var json: JSONValue? { try? JSONParser.parse(body) }
+        /// The parsed body as the device sees it, for replies the firmware parses (those sent with a `pool`): `nil`
+        /// when it is not JSON or does not fit the device's pool.
+        var json: JSONValue?
     }
 
     let client: HTTPClient
     let baseURL: String
-    let deviceID: String
     let statistics: SimulationStatistics
 
-    /// Sends one request; `nil` when no response arrived. A status outside `accepted` is recorded as an error.
+    /// Sends one request; `nil` when no response arrived. A status outside `accepted`, or a reply that needs more than
+    /// `pool` bytes of the device's ArduinoJson pool, is recorded as an error.
     func send(
         _ method: HTTPMethod,
         _ path: String,
         route: String,
         body: String? = nil,
         timeoutSeconds: Int64,
-        accepted: Set<Int> = [200, 201]
+        accepted: Set<Int> = [200, 201],
+        pool: Int? = nil
     ) async -> Reply? {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
@@ -39,15 +42,22 @@ struct DeviceConnection: Sendable {
             let bytes = try await response.body.collect(upTo: 1 << 20)
             let elapsed = ContinuousClock.now - started
             let status = Int(response.status.code)
-            let reply = Reply(status: status, body: Array(bytes.readableBytesView))
+            let body = Array(bytes.readableBytesView)
+            var reply = Reply(status: status, body: body, json: pool == nil ? nil : try? JSONParser.parse(body))
             var error: String?
             if !accepted.contains(status) {
                 let text = String(decoding: reply.body.prefix(160), as: UTF8.self)
                 error = "HTTP \(status) \(text)"
+            } else if let pool, let json = reply.json, ArduinoJSONPool.bytes(for: json) > pool {
+                // ArduinoJson fails with NoMemory: the device treats the reply as garbage.
+                error = "reply needs \(ArduinoJSONPool.bytes(for: json)) of the device's \(pool) pool bytes (NoMemory)"
+                reply.json = nil
             }
             statistics.request(route: route, status: status, latencyNs: Self.nanoseconds(elapsed), error: error)
             return reply
         } catch {
+            // A run ended early (Ctrl-C) cancels requests in flight: not a server failure.
+            if Task.isCancelled { return nil }
             let elapsed = ContinuousClock.now - started
             statistics.request(route: route, status: nil, latencyNs: Self.nanoseconds(elapsed), error: "\(error)")
             return nil

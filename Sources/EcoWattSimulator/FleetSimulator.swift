@@ -24,7 +24,8 @@ public struct FleetSimulator: Sendable {
         self.options = options
     }
 
-    /// Runs for `options.duration` real seconds; `progress` is called about once a second.
+    /// Runs for `options.duration` real seconds; `progress` is called about once a second. Cancelling the calling task
+    /// ends the run early (each device stops at its next task boundary) and still returns the report.
     public func run(progress: (@Sendable (Progress) -> Void)? = nil) async throws -> SimulationReport {
         let nonces = try NonceStore(file: options.nonceFile)
         let statistics = SimulationStatistics()
@@ -46,7 +47,7 @@ public struct FleetSimulator: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<options.devices {
                 let id = options.deviceID(index)
-                let connection = DeviceConnection(client: client, baseURL: base, deviceID: id, statistics: statistics)
+                let connection = DeviceConnection(client: client, baseURL: base, statistics: statistics)
                 let offset = rampUp * Double(index) / Double(options.devices)
                 group.addTask {
                     try? await Task.sleep(for: .milliseconds(Int64(offset * 1000)))
@@ -67,7 +68,7 @@ public struct FleetSimulator: Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
                     if Task.isCancelled { return }
-                    try? nonces.save()
+                    try? nonces.save(headroom: 10_000)
                     progress?(
                         Progress(
                             elapsedSeconds: Self.seconds(ContinuousClock.now - clock.startedAt),

@@ -30,9 +30,12 @@ final class NonceStore: Sendable {
     }
 
     /// Writes the counters (atomically) when a file was given.
-    func save() throws {
+    ///
+    /// - Parameter headroom: added to every counter; periodic checkpoints pass a margin so that a run killed between
+    ///   two checkpoints never reuses a nonce in the next run (gaps are harmless, the firmware makes them too).
+    func save(headroom: UInt32 = 0) throws {
         guard let file else { return }
-        let snapshot = values.withLock { $0 }
+        let snapshot = values.withLock { $0.mapValues { $0 &+ headroom } }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         try encoder.encode(snapshot).write(to: file, options: .atomic)

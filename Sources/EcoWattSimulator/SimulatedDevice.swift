@@ -30,6 +30,9 @@ struct SimulatedDevice {
     var layout: [Int]
     var runningVersion: String
     var model: InverterModel
+    /// Modbus faults: probability per read and their own generator (so they do not change the readings).
+    let modbusFaultRate: Double
+    var faults: SplitMix64
     var powerManagementEnabled = false
     var techniques = 8
 
@@ -67,6 +70,8 @@ struct SimulatedDevice {
         layout = Set(options.registers.map(\.rawValue)).sorted()
         runningVersion = options.firmwareVersion
         model = InverterModel(seed: seed)
+        modbusFaultRate = options.modbusFaultRate
+        faults = SplitMix64(seed: seed ^ 0x5EED_FA17)
     }
 
     // MARK: - Scheduling
@@ -96,7 +101,7 @@ struct SimulatedDevice {
             if wake >= end { return }
             do { try await Task.sleep(until: wake, clock: .continuous) } catch { return }
             switch job {
-            case .sensor: readSensors()
+            case .sensor: await readSensors()
             case .upload: await upload()
             case .config: await pollConfig()
             case .command: await pollCommand()
@@ -185,7 +190,10 @@ struct SimulatedDevice {
 
     // MARK: - Sensor and upload (spec §3.2, §3.6)
 
-    mutating func readSensors() {
+    mutating func readSensors() async {
+        if modbusFaultRate > 0, Double.random(in: 0..<1, using: &faults) < modbusFaultRate {
+            guard await recoverFromModbusFault() else { return }
+        }
         let values = model.read(layout)
         // Taken after the read, in whole seconds × 1000, cut to 32 bits.
         let timestamp = UInt32(truncatingIfNeeded: clock.nowMs / 1000 * 1000)
@@ -272,6 +280,34 @@ struct SimulatedDevice {
         }
     }
 
+    /// A Modbus fault, up to 3 re-reads, and the event the firmware posts (spec §6.2). Returns whether a read succeeded.
+    mutating func recoverFromModbusFault() async -> Bool {
+        let kinds = ["timeout", "crc_error", "truncated_payload", "garbage_data", "buffer_overflow", "modbus_exception"]
+        let kind = kinds.randomElement(using: &faults)!
+        let retries = Int.random(in: 1...3, using: &faults)
+        let recovered = retries < 3 || Bool.random(using: &faults)
+        let details =
+            recovered
+            ? "\(kind) detected and recovered after \(retries) retries"
+            : "\(kind) detected, recovery FAILED after 3 retries"
+        let event: JSONValue = .object([
+            ("device_id", .string(id)), ("timestamp", .int(seconds)), ("fault_type", .string(kind)),
+            ("recovery_action", "retry_read"), ("success", .bool(recovered)), ("details", .string(details)),
+            ("retry_count", .int(Int64(retries))),
+        ])
+        _ = await connection.send(
+            .POST,
+            "/fault/recovery",
+            route: "POST /fault/recovery",
+            body: event.serialized,
+            timeoutSeconds: 5
+        )
+        statistics.update {
+            if recovered { $0.faultsRecovered += 1 } else { $0.faultsFailed += 1 }
+        }
+        return recovered
+    }
+
     // MARK: - Commands (spec §4)
 
     mutating func pollCommand() async {
@@ -281,7 +317,8 @@ struct SimulatedDevice {
                 "/commands/\(id)/poll",
                 route: "GET /commands/{id}/poll",
                 timeoutSeconds: 6,
-                accepted: [200]
+                accepted: [200],
+                pool: ArduinoJSONPool.commandPoll
             ),
             reply.status == 200, let json = reply.json, json["commands"] != nil,
             let count = json["count"]?.intValue, count > 0,
@@ -355,7 +392,8 @@ struct SimulatedDevice {
                 "/config/\(id)",
                 route: "GET /config/{id}",
                 timeoutSeconds: 15,
-                accepted: [200]
+                accepted: [200],
+                pool: ArduinoJSONPool.config
             ),
             let json = reply.json, json["is_pending"] == .bool(true),
             let pending = json["pending_config"], pending.isObject
@@ -369,23 +407,26 @@ struct SimulatedDevice {
             if let text = field.stringValue { return Double(UInt32(text) ?? 0) }
             return 0
         }
-        func apply(_ key: String, _ job: Job, minimum: Double, _ path: WritableKeyPath<DeviceIntervals, Double>) {
+        func apply(_ key: String, _ job: Job, _ path: WritableKeyPath<DeviceIntervals, Double>) {
             guard let seconds = interval(key), seconds != intervals[keyPath: path] else { return }
-            guard seconds >= minimum else {
-                statistics.update { $0.errors["config: \(key)=\(Int(seconds)) not applied (firmware minimum)", default: 0] += 1 }
+            if key == "energy_poll_interval", seconds < 5 { return }  // the firmware rejects it silently
+            guard seconds > 0 else {
+                // The firmware would write 0 to its timer (a busy loop); the simulator refuses it and reports it.
+                statistics.update {
+                    $0.errors["GET /config/{id}: \(key)=\(Int(seconds)) would stall the firmware; not applied", default: 0] += 1
+                }
                 return
             }
             intervals[keyPath: path] = seconds
             changes += 1
             schedule(job)
         }
-        // The firmware applies 0 to its timers (a busy loop); the simulator refuses it and reports it instead.
-        apply("sampling_interval", .sensor, minimum: 1, \.poll)
-        apply("upload_interval", .upload, minimum: 1, \.upload)
-        apply("config_poll_interval", .config, minimum: 1, \.config)
-        apply("command_poll_interval", .command, minimum: 1, \.command)
-        apply("firmware_check_interval", .ota, minimum: 1, \.ota)
-        apply("energy_poll_interval", .energy, minimum: 5, \.energy)
+        apply("sampling_interval", .sensor, \.poll)
+        apply("upload_interval", .upload, \.upload)
+        apply("config_poll_interval", .config, \.config)
+        apply("command_poll_interval", .command, \.command)
+        apply("firmware_check_interval", .ota, \.ota)
+        apply("energy_poll_interval", .energy, \.energy)
         if let names = document["registers"]?.arrayValue {
             let matched = Set(names.compactMap { $0.stringValue.flatMap(Register.init(name:))?.rawValue })
             if !matched.isEmpty {
@@ -471,7 +512,8 @@ struct SimulatedDevice {
                 "/ota/check/\(id)?version=\(runningVersion)",
                 route: "GET /ota/check/{id}",
                 timeoutSeconds: 30,
-                accepted: [200]
+                accepted: [200],
+                pool: ArduinoJSONPool.otaCheck
             ),
             reply.status == 200, let json = reply.json, json["update_available"] == .bool(true),
             let info = json["update_info"]
@@ -499,7 +541,8 @@ struct SimulatedDevice {
                 "/ota/initiate/\(id)",
                 route: "POST /ota/initiate/{id}",
                 body: JSONValue.object([("firmware_version", .string(receiver.version))]).serialized,
-                timeoutSeconds: 30
+                timeoutSeconds: 30,
+                pool: ArduinoJSONPool.otaInitiate
             ),
             initiated.status == 200 || initiated.status == 201, initiated.json?["success"] == .bool(true)
         else {
@@ -515,7 +558,8 @@ struct SimulatedDevice {
                 "/ota/chunk/\(id)?version=\(receiver.version)&chunk=\(n)",
                 route: "GET /ota/chunk/{id}",
                 timeoutSeconds: 30,
-                accepted: [200]
+                accepted: [200],
+                pool: ArduinoJSONPool.otaChunk
             )
             do {
                 guard let chunk, chunk.status == 200, let json = chunk.json else {

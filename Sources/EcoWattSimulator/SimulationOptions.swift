@@ -48,6 +48,8 @@ public struct SimulationOptions: Sendable {
     public var nonceFile: URL?
     /// Real seconds over which device boots are spread; `nil`: one upload period.
     public var rampUp: Double?
+    /// Probability that a sensor read hits a Modbus fault (the device then retries and posts `POST /fault/recovery`).
+    public var modbusFaultRate = 0.0
     /// Seed of the inverter models (runs with the same seed read the same values).
     public var seed: UInt64 = 1
 

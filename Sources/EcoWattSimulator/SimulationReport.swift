@@ -85,6 +85,9 @@ public struct SimulationReport: Sendable {
     public var commands: [ExecutedCommand] = []
     public var configsApplied = 0
     public var energyReports = 0
+    /// Modbus faults posted to `POST /fault/recovery` (recovered, failed).
+    public var faultsRecovered = 0
+    public var faultsFailed = 0
     public var boots = 0
     public var firmwareUpdates: [FirmwareUpdateOutcome] = []
 
@@ -126,7 +129,10 @@ public struct SimulationReport: Sendable {
         lines.append(
             "commands: \(commands.count) executed (\(succeeded) success, \(commands.count - succeeded) failed), \(unreported) results not acknowledged"
         )
-        lines.append("config: \(configsApplied) updates applied and acknowledged; energy reports: \(energyReports)")
+        lines.append(
+            "config: \(configsApplied) updates applied and acknowledged; energy reports: \(energyReports); "
+                + "Modbus faults: \(faultsRecovered) recovered, \(faultsFailed) failed"
+        )
         let verified = firmwareUpdates.filter { $0.failure == nil }
         lines.append("firmware: \(firmwareUpdates.count) downloads, \(verified.count) verified and installed")
         for update in firmwareUpdates where update.failure != nil {

@@ -41,6 +41,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "File keeping each device's last nonce across runs (the device's NVS).")
     var nonceFile = ".ecowatt-simulator-nonces.json"
     @Option(help: "Real seconds over which device boots are spread (default: one upload period).") var rampUp: Double?
+    @Option(help: "Probability (0–1) that a sensor read hits a Modbus fault, reported to POST /fault/recovery.")
+    var modbusFaultRate = 0.0
     @Option(help: "Seed of the simulated inverters.") var seed: UInt64 = 1
 
     func run() async throws {
@@ -72,6 +74,8 @@ struct SimulateCommand: AsyncParsableCommand {
         options.nonceFile = URL(fileURLWithPath: nonceFile)
         options.rampUp = rampUp
         options.seed = seed
+        guard (0...1).contains(modbusFaultRate) else { throw ValidationError("--modbus-fault-rate must be in 0...1") }
+        options.modbusFaultRate = modbusFaultRate
         do {
             options.firmwareKeys = try FirmwareKeys(directory: keysDir)
         } catch {
@@ -83,34 +87,42 @@ struct SimulateCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        let interactive = isatty(STDERR_FILENO) != 0
         // Unbuffered, so that it comes before the progress lines on stderr.
         FileHandle.standardOutput.write(
             Data("simulating \(devices) devices against \(url) for \(duration) s at \(speed)× real time\n".utf8)
         )
-        let report = try await simulator.run { progress in
-            let report = progress.report
-            let line = String(
-                format: "[%5.1f/%.0f s] %d requests, uploads %d ok / %d rejected, commands %d, OTA %d/%d, errors %d",
-                progress.elapsedSeconds,
-                progress.durationSeconds,
-                report.totalRequests,
-                report.uploadsAccepted,
-                report.uploadsRejected,
-                report.commands.count,
-                report.firmwareUpdates.filter { $0.failure == nil }.count,
-                report.firmwareUpdates.count,
-                report.errors.values.reduce(0, +)
-            )
-            // A live line on a terminal; one line every 5 s in logs.
-            if interactive {
-                FileHandle.standardError.write(Data("\r\(line)\u{1B}[K".utf8))
-            } else if Int(progress.elapsedSeconds.rounded()) % 5 == 0 {
-                FileHandle.standardError.write(Data("\(line)\n".utf8))
-            }
-        }
-        if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+        // Ctrl-C ends the run early; the report is still printed and the nonces saved.
+        signal(SIGINT, SIG_IGN)
+        let run = Task { try await simulator.run(progress: Self.printProgress) }
+        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        interrupt.setEventHandler { run.cancel() }
+        interrupt.resume()
+        let report = try await run.value
+        interrupt.cancel()
+        if isatty(STDERR_FILENO) != 0 { FileHandle.standardError.write(Data("\n".utf8)) }
         print(report.rendered())
         if !report.isClean { throw ExitCode.failure }
+    }
+
+    /// A live line on a terminal; one line every 5 s in logs.
+    @Sendable static func printProgress(_ progress: FleetSimulator.Progress) {
+        let report = progress.report
+        let line = String(
+            format: "[%5.1f/%.0f s] %d requests, uploads %d ok / %d rejected, commands %d, OTA %d/%d, errors %d",
+            progress.elapsedSeconds,
+            progress.durationSeconds,
+            report.totalRequests,
+            report.uploadsAccepted,
+            report.uploadsRejected,
+            report.commands.count,
+            report.firmwareUpdates.filter { $0.failure == nil }.count,
+            report.firmwareUpdates.count,
+            report.errors.values.reduce(0, +)
+        )
+        if isatty(STDERR_FILENO) != 0 {
+            FileHandle.standardError.write(Data("\r\(line)\u{1B}[K".utf8))
+        } else if Int(progress.elapsedSeconds.rounded()) % 5 == 0 {
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+        }
     }
 }

@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import EcoWattServer
 import Foundation
 import HummingbirdTesting

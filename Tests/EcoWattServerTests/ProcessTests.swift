@@ -91,7 +91,7 @@ import Testing
         let server = try await ServerProcess(root: root, port: LoopbackPort.free())
         let keyHex = String(repeating: "ab", count: 32)
         let dataDir = root.appendingPathComponent("data").path
-        let (status, _, stderr) = try ServerProcess.runCLI(["device", "set-key", "OWN-KEY", keyHex, "--data-dir", dataDir])
+        let (status, _, stderr) = try await ServerProcess.runCLI(["device", "set-key", "OWN-KEY", keyHex, "--data-dir", dataDir])
         #expect(status == 0, "\(stderr)")
         let ownKey = SymmetricKey(data: HexCoding.decode(keyHex)!)
         // Within the reload interval the server switches from the fleet key to the device's own key.
@@ -103,7 +103,7 @@ import Testing
         }
         #expect(accepted)
         #expect(try await server.post("/aggregated/OWN-KEY", Uploads.body(device: "OWN-KEY", nonce: 500)) == 401)
-        let (badStatus, _, badError) = try ServerProcess.runCLI(["device", "set-key", "OWN-KEY", "xyz", "--data-dir", dataDir])
+        let (badStatus, _, badError) = try await ServerProcess.runCLI(["device", "set-key", "OWN-KEY", "xyz", "--data-dir", dataDir])
         #expect(badStatus != 0)
         #expect(badError.contains("hex"))
         try await server.stop(signal: SIGTERM)
@@ -116,21 +116,21 @@ import Testing
         let port = LoopbackPort.free()
         let server = try await ServerProcess(root: root, port: port)
         let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
-        let (queued, id, queueError) = try ServerProcess.runCLI(["command", "queue", "CLI-1", "set_power", "--value", "5000"] + common)
+        let (queued, id, queueError) = try await ServerProcess.runCLI(["command", "queue", "CLI-1", "set_power", "--value", "5000"] + common)
         #expect(queued == 0, "\(queueError)")
         let commandID = id.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(commandID.count == 36)
-        let (_, list, _) = try ServerProcess.runCLI(["command", "list", "CLI-1"] + common)
+        let (_, list, _) = try await ServerProcess.runCLI(["command", "list", "CLI-1"] + common)
         #expect(list.contains(commandID) && list.contains("pending"))
-        let (_, status, _) = try ServerProcess.runCLI(["command", "status", commandID] + common)
+        let (_, status, _) = try await ServerProcess.runCLI(["command", "status", commandID] + common)
         #expect(status.contains(#""value":5000"#))
-        let (cancelled, cancelOutput, _) = try ServerProcess.runCLI(["command", "cancel", commandID] + common)
+        let (cancelled, cancelOutput, _) = try await ServerProcess.runCLI(["command", "cancel", commandID] + common)
         #expect(cancelled == 0)
         #expect(cancelOutput.contains("cancelled"))
-        let (refused, _, reason) = try ServerProcess.runCLI(["command", "queue", "CLI-1", "reboot"] + common)
+        let (refused, _, reason) = try await ServerProcess.runCLI(["command", "queue", "CLI-1", "reboot"] + common)
         #expect(refused != 0)
         #expect(reason.contains("unknown action"))
-        let (unauthorized, _, tokenReason) = try ServerProcess.runCLI(
+        let (unauthorized, _, tokenReason) = try await ServerProcess.runCLI(
             ["command", "list", "CLI-1", "--url", "http://127.0.0.1:\(port)", "--token", "wrong-token-wrong-token"])
         #expect(unauthorized != 0)
         #expect(tokenReason.contains("401"))
@@ -143,13 +143,13 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         let keysDir = root.appendingPathComponent("keys").path
         let firmwareDir = root.appendingPathComponent("firmware").path
-        let (generated, written, generateError) = try ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
+        let (generated, written, generateError) = try await ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
         #expect(generated == 0, "\(generateError)")
         #expect(written.contains("server_private_key.pem") && written.contains("keys.h"))
         let privateKeyPath = (keysDir as NSString).appendingPathComponent("server_private_key.pem")
         let original = try #require(FileManager.default.contents(atPath: privateKeyPath))
         #expect(try FileManager.default.attributesOfItem(atPath: privateKeyPath)[.posixPermissions] as? Int == 0o600)
-        let (refused, _, refusal) = try ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
+        let (refused, _, refusal) = try await ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
         #expect(refused != 0 && refusal.contains("--force"))
         #expect(FileManager.default.contents(atPath: privateKeyPath) == original)
 
@@ -158,13 +158,13 @@ import Testing
         let prepare = [
             "firmware", "prepare", image.path, "--version", "3.1.0", "--notes", "CLI test", "--keys-dir", keysDir, "--firmware-dir", firmwareDir,
         ]
-        let (prepared, summary, progress) = try ServerProcess.runCLI(prepare)
+        let (prepared, summary, progress) = try await ServerProcess.runCLI(prepare)
         #expect(prepared == 0, "\(progress)")
         #expect(summary.contains("196 chunks"), "\(summary)")
         #expect(progress.contains("encrypting [") && progress.contains("100%"), "a progress bar for a 400 KB image")
-        let (again, _, exists) = try ServerProcess.runCLI(prepare)
+        let (again, _, exists) = try await ServerProcess.runCLI(prepare)
         #expect(again != 0 && exists.contains("already exists"))
-        let (badVersion, _, _) = try ServerProcess.runCLI(["firmware", "prepare", image.path, "--version", "../1", "--keys-dir", keysDir])
+        let (badVersion, _, _) = try await ServerProcess.runCLI(["firmware", "prepare", image.path, "--version", "../1", "--keys-dir", keysDir])
         #expect(badVersion != 0)
 
         // The server started afterwards loads these keys (no new ones) and serves the prepared version.
@@ -172,10 +172,10 @@ import Testing
         let server = try await ServerProcess(root: root, port: port)
         #expect(FileManager.default.contents(atPath: privateKeyPath) == original)
         let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
-        let (deployed, deployment, deployError) = try ServerProcess.runCLI(["firmware", "deploy", "3.1.0", "--device", "CLI-OTA"] + common)
+        let (deployed, deployment, deployError) = try await ServerProcess.runCLI(["firmware", "deploy", "3.1.0", "--device", "CLI-OTA"] + common)
         #expect(deployed == 0, "\(deployError)")
         #expect(deployment.contains(#""version":"3.1.0""#))
-        let (_, status, _) = try ServerProcess.runCLI(["firmware", "status", "CLI-OTA"] + common)
+        let (_, status, _) = try await ServerProcess.runCLI(["firmware", "status", "CLI-OTA"] + common)
         #expect(status.contains("no OTA session"))
         #expect(try await server.get("/ota/check/CLI-OTA?version=3.0.0") == 200)
         try await server.stop(signal: SIGTERM)
@@ -240,9 +240,9 @@ import Testing
     }
 
     /// `ecowatt decode` reproduces every decodable packet of the uploads corpus.
-    @Test func decodeCommandReproducesTheCorpus() throws {
+    @Test func decodeCommandReproducesTheCorpus() async throws {
         let input = Conformance.directory.appendingPathComponent("uploads.jsonl").path
-        let (status, stdout, stderr) = try ServerProcess.runCLI(["decode", "--input", input])
+        let (status, stdout, stderr) = try await ServerProcess.runCLI(["decode", "--input", input])
         #expect(status == 0, "\(stderr)")
         var expected = [String: [[Int]]]()
         for line in try Conformance.lines("uploads.jsonl") {

@@ -14,7 +14,18 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Runs the CLI to completion and returns (status, stdout, stderr).
-    static func runCLI(_ arguments: [String]) throws -> (Int32, String, String) {
+    ///
+    /// The blocking pipe reads and the wait run on a Dispatch thread, never on Swift's cooperative pool: on a 2-core
+    /// machine two blocked pool threads would stall every other test running in parallel.
+    static func runCLI(_ arguments: [String]) async throws -> (Int32, String, String) {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try runCLIBlocking(arguments) })
+            }
+        }
+    }
+
+    private static func runCLIBlocking(_ arguments: [String]) throws -> (Int32, String, String) {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments

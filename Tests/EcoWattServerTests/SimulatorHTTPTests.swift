@@ -33,7 +33,8 @@ import Testing
         try OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
-            let batches = Self.options(port: port, prefix: "SIM_A_", devices: 3, keys: keys)
+            var batches = Self.options(port: port, prefix: "SIM_A_", devices: 3, keys: keys)
+            batches.modbusFaultRate = 0.1
             var single = Self.options(port: port, prefix: "SIM_B_", devices: 2, keys: keys)
             single.intervals.upload = 1  // one sample per batch: the temporal (0x71) path
             let fleetA = Task { try await FleetSimulator(options: batches).run() }
@@ -102,6 +103,29 @@ import Testing
                 let row = try await client.execute(uri: "/devices/\(device)", method: .get, headers: test.operatorHeaders)
                 #expect((row.json["device"] as? [String: Any])?["firmware_version"] as? String == image.version)
             }
+            // Modbus fault events and energy reports reached the server, one for one.
+            var faultEvents = 0
+            var energyReports = 0
+            for index in 0..<3 {
+                let device = batches.deviceID(index)
+                let faults = try await client.execute(
+                    uri: "/fault/recovery/\(device)",
+                    method: .get,
+                    headers: test.operatorHeaders
+                )
+                faultEvents += faults.json["total_events"] as? Int ?? 0
+                let energy = try await client.execute(
+                    uri: "/power/energy/\(device)?period=all",
+                    method: .get,
+                    headers: test.operatorHeaders
+                )
+                energyReports += energy.json["count"] as? Int ?? 0
+            }
+            #expect(reportA.faultsRecovered + reportA.faultsFailed > 0)
+            #expect(faultEvents == reportA.faultsRecovered + reportA.faultsFailed)
+            #expect(reportA.energyReports > 0)
+            #expect(energyReports == reportA.energyReports)
+
             let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
             let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
             let sent = reportA.packetsUploaded + reportB.packetsUploaded

@@ -17,8 +17,14 @@ final class TestServer: Sendable {
 
     private let ownsDirectory: Bool
 
+    /// One RSA-2048 key set for every test server that brings none: generating one per server (as a fresh server does)
+    /// costs up to a second of CPU on Swift's cooperative pool each time, and 50 of them starve time-sensitive tests.
+    static let sharedKeys: FirmwareKeys = {
+        do { return try FirmwareKeys.generate() } catch { fatalError("RSA key generation failed: \(error)") }
+    }()
+
     /// - Parameter directory: reuse a data directory (a "restart"); by default a fresh one removed afterwards.
-    /// - Parameter firmwareKeys: FOTA keys written to the keys directory first (otherwise the server generates some).
+    /// - Parameter firmwareKeys: FOTA keys written to the keys directory first (otherwise ``sharedKeys``).
     init(
         durability: String? = nil,
         directory: URL? = nil,
@@ -52,8 +58,8 @@ final class TestServer: Sendable {
         flags.mqttOutboxMaxMessages = mqttOutboxLimit
         flags.mqttClientID = "ecowatt-test-\(UUID().uuidString.prefix(8))"
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
-        if let firmwareKeys, !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
-            try firmwareKeys.write(to: configuration.keysDirectory)
+        if !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
+            try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.keysDirectory)
         }
         var logger = Logger(label: "test")
         logger.logLevel = .warning
@@ -95,31 +101,6 @@ extension TestClientProtocol {
         var headers = server.operatorHeaders
         headers[.contentType] = "application/json"
         return try await execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
-    }
-}
-
-/// Pool bytes ArduinoJson 6.21 needs on the ESP32 for a document (spec §0.5): 16 bytes per object member or array
-/// element, plus every distinct string (keys and values) copied once with its terminator.
-enum ArduinoJSONPool {
-    static func bytes(_ text: String) throws -> Int {
-        let value = try JSONParser.parse(Array(text.utf8))
-        var strings = Set<String>()
-        func walk(_ value: JSONValue) -> Int {
-            switch value {
-            case .object(let members):
-                return members.reduce(0) { total, member in
-                    strings.insert(member.0)
-                    return total + 16 + walk(member.1)
-                }
-            case .array(let values): return values.reduce(0) { $0 + 16 + walk($1) }
-            case .string(let text):
-                strings.insert(text)
-                return 0
-            default: return 0
-            }
-        }
-        let slots = walk(value)
-        return slots + strings.reduce(0) { $0 + $1.utf8.count + 1 }
     }
 }
 

@@ -1,6 +1,8 @@
 import EcoWattProtocol
 import EcoWattTestSupport
 import Foundation
+import Hummingbird
+import HummingbirdTesting
 import Testing
 
 @testable import EcoWattSimulator
@@ -80,15 +82,52 @@ import Testing
         let port = LoopbackPort.free()
         var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
         options.devices = 2
-        options.duration = 2
-        options.speed = 20
+        options.duration = 4  // long enough to survive a busy test process on 2 cores
+        options.speed = 40
         options.rampUp = 0
         let report = try await FleetSimulator(options: options).run()
         #expect(report.uploadsAccepted == 0)
-        #expect(report.packetsCompressed > 0)
+        #expect(report.packetsCompressed > 0, "\(report.rendered())")
         #expect(report.requests["POST /aggregated/{id}"]?.transportErrors ?? 0 > 0)
         #expect(report.requests["GET /ota/status"]?.transportErrors == 2)
         #expect(!report.isClean)
         #expect(report.rendered().contains("POST /aggregated/{id}"))
+    }
+}
+
+/// The simulator against a stand-in server with Flask-era replies: what a real device would reject, it rejects.
+@Suite struct DeviceCompatibilityTests {
+    /// A poll reply carrying two Flask-style commands needs more than the firmware's 512-byte pool: the device cannot
+    /// parse it and executes nothing. The report names the route and the pool.
+    @Test func pollRepliesThatOverflowTheDevicePoolAreReported() async throws {
+        let router = Router()
+        router.get("/ota/status") { _, _ in "{}" }
+        router.post("/devices") { _, _ in Response(status: .created) }
+        router.post("/ota/:id/complete") { _, _ in "{}" }
+        router.post("/config/:id/current") { _, _ in "{}" }
+        router.get("/config/:id") { _, _ in #"{"is_pending":false}"# }
+        router.post("/aggregated/:id") { _, _ in #"{"success":true}"# }
+        let command: @Sendable (String) -> String = { id in
+            #"{"command_id":"\#(id)","command":{"action":"set_power","target_register":"export_power","value":5000,"register_address":8,"register_name":"export_power"}}"#
+        }
+        router.get("/commands/:id/poll") { _, _ in
+            #"{"success":true,"device_id":"ESP32_SIM_001","commands":[\#(command("0b6f7a52-0f1e-4c5e-9d3a-1f2b3c4d5e6f")),\#(command("7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"))],"count":2}"#
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await app.test(.live) { client in
+            var options = SimulationOptions(baseURL: "http://127.0.0.1:\(try #require(client.port))")
+            options.devices = 1
+            options.duration = 4
+            options.speed = 20
+            options.rampUp = 0
+            options.intervals.command = 5
+            let report = try await FleetSimulator(options: options).run()
+            #expect(report.commands.isEmpty, "nothing executed from an unparsable reply")
+            let overflow = report.errors.keys.filter { $0.hasPrefix("GET /commands/{id}/poll: reply needs") }
+            #expect(overflow.count == 1, "\(report.errors)")
+            #expect(overflow.first?.contains("of the device's 512 pool bytes") == true)
+            #expect(report.uploadsAccepted > 0)
+            #expect(!report.isClean)
+        }
     }
 }
