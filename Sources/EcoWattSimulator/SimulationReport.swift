@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import Foundation
 
 /// Response statuses of one route.
@@ -146,5 +147,78 @@ public struct SimulationReport: Sendable {
             }
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+extension SimulationReport {
+    /// The report as JSON, for scripts and CI (`ecowatt simulate --report-json FILE`).
+    public var json: JSONValue {
+        func counts(_ values: [String: Int]) -> JSONValue {
+            .object(values.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })
+        }
+        let routes: [(String, JSONValue)] = requests.keys.sorted().map { route in
+            let counts = requests[route]!
+            let summary = latency[route]
+            return (
+                route,
+                .object([
+                    ("requests", .int(Int64(counts.total))),
+                    ("statuses", .object(counts.statuses.keys.sorted().map { (String($0), .int(Int64(counts.statuses[$0]!))) })),
+                    ("transport_errors", .int(Int64(counts.transportErrors))),
+                    (
+                        "latency_ms",
+                        .object([
+                            ("p50", .double(summary?.p50 ?? 0)), ("p90", .double(summary?.p90 ?? 0)),
+                            ("p99", .double(summary?.p99 ?? 0)), ("max", .double(summary?.max ?? 0)),
+                        ])
+                    ),
+                ])
+            )
+        }
+        return .object([
+            ("clean", .bool(isClean)),
+            ("elapsed_seconds", .double(elapsedSeconds)),
+            ("total_requests", .int(Int64(totalRequests))),
+            ("routes", .object(routes)),
+            ("errors", counts(errors)),
+            ("boots", .int(Int64(boots))),
+            ("samples_read", .int(Int64(samplesRead))),
+            ("packets_compressed", .int(Int64(packetsCompressed))),
+            ("packets_by_marker", counts(packetsByMarker)),
+            ("packets_dropped", .int(Int64(packetsDropped))),
+            ("uploads_accepted", .int(Int64(uploadsAccepted))),
+            ("uploads_rejected", .int(Int64(uploadsRejected))),
+            ("uploads_failed_locally", .int(Int64(uploadsFailedLocally))),
+            ("packets_uploaded", .int(Int64(packetsUploaded))),
+            ("samples_uploaded", .int(Int64(samplesUploaded))),
+            ("packets_per_upload", counts(Dictionary(uniqueKeysWithValues: packetsPerUpload.map { (String($0.key), $0.value) }))),
+            (
+                "commands",
+                .array(
+                    commands.map {
+                        .object([
+                            ("device_id", .string($0.deviceID)), ("command_id", .string($0.commandID)),
+                            ("action", .string($0.action)), ("status", .string($0.status)), ("reported", .bool($0.reported)),
+                        ])
+                    }
+                )
+            ),
+            ("configs_applied", .int(Int64(configsApplied))),
+            ("energy_reports", .int(Int64(energyReports))),
+            ("faults_recovered", .int(Int64(faultsRecovered))),
+            ("faults_failed", .int(Int64(faultsFailed))),
+            (
+                "firmware_updates",
+                .array(
+                    firmwareUpdates.map {
+                        .object([
+                            ("device_id", .string($0.deviceID)), ("from_version", .string($0.fromVersion)),
+                            ("to_version", .string($0.toVersion)), ("chunks", .int(Int64($0.chunks))),
+                            ("failure", $0.failure.map(JSONValue.string) ?? .null),
+                        ])
+                    }
+                )
+            ),
+        ])
     }
 }

@@ -44,6 +44,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Probability (0–1) that a sensor read hits a Modbus fault, reported to POST /fault/recovery.")
     var modbusFaultRate = 0.0
     @Option(help: "Seed of the simulated inverters.") var seed: UInt64 = 1
+    @Option(help: "Also write the final report as JSON to this file.") var reportJSON: String?
 
     func run() async throws {
         var options = SimulationOptions(baseURL: url)
@@ -101,6 +102,9 @@ struct SimulateCommand: AsyncParsableCommand {
         interrupt.cancel()
         if isatty(STDERR_FILENO) != 0 { FileHandle.standardError.write(Data("\n".utf8)) }
         print(report.rendered())
+        if let reportJSON {
+            try Data(report.json.serialized.utf8).write(to: URL(fileURLWithPath: reportJSON), options: .atomic)
+        }
         if !report.isClean { throw ExitCode.failure }
     }
 

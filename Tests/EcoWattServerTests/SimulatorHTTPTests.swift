@@ -177,3 +177,35 @@ extension SimulatorHTTPTests {
         }
     }
 }
+
+extension SimulatorHTTPTests {
+    /// The real binary: `ecowatt simulate` prints its report, writes it as JSON, exits 0 when everything was accepted,
+    /// and a second run with the same nonce file is not a replay.
+    @Test func simulateCommandRunsTwiceWithPersistedNonces() async throws {
+        let test = try TestServer()
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sim-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        try await test.run { client in
+            let port = try #require(client.port)
+            let nonces = scratch.appendingPathComponent("nonces.json").path
+            for run in 1...2 {
+                let reportFile = scratch.appendingPathComponent("report-\(run).json")
+                let (status, stdout, stderr) = try await ServerProcess.runCLI([
+                    "simulate", "--url", "http://127.0.0.1:\(port)", "--devices", "2", "--duration", "3", "--speed", "20",
+                    "--keys-dir", scratch.appendingPathComponent("no-keys").path, "--nonce-file", nonces,
+                    "--report-json", reportFile.path, "--id-prefix", "CLI_SIM_",
+                ])
+                #expect(status == 0, "run \(run): \(stdout)\n\(stderr)")
+                #expect(stdout.contains("POST /aggregated/{id}"))
+                #expect(stderr.contains("OTA checks are off"))
+                let report = try JSONParser.parse(Array(try Data(contentsOf: reportFile)))
+                #expect(report["clean"] == .bool(true), "run \(run): \(report.serialized)")
+                #expect((report["uploads_accepted"]?.intValue ?? 0) > 0)
+                #expect(report["uploads_rejected"] == .int(0))
+            }
+            let saved = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: nonces))))
+            #expect((saved["CLI_SIM_001"]?.intValue ?? 0) > 11001)
+        }
+    }
+}

@@ -92,6 +92,8 @@ import Testing
         #expect(report.requests["GET /ota/status"]?.transportErrors == 2)
         #expect(!report.isClean)
         #expect(report.rendered().contains("POST /aggregated/{id}"))
+        #expect(report.json["clean"] == .bool(false))
+        #expect(report.json["routes"]?["GET /ota/status"]?["transport_errors"] == .int(2))
     }
 }
 
