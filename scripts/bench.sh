@@ -138,6 +138,18 @@ for fleet in "1000 10" "2000 20"; do
     kill -TERM $server
     wait $server || true
 done
+echo
+echo "## firmware rollout under telemetry: 300 simulated devices at 10x, a 256 KiB image deployed to all, OTA check every 60 device-s"
+run_server normal
+head -c 262144 /dev/urandom > "$work/rollout.bin"
+printf '\xe9' | dd of="$work/rollout.bin" bs=1 count=1 conv=notrunc 2>/dev/null
+$bin firmware prepare "$work/rollout.bin" --version 9.1.0 --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" >/dev/null 2>&1
+curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/ota/deployments" \
+    -d '{"version":"9.1.0","devices":"all"}' >/dev/null
+$bin simulate --url "http://127.0.0.1:$port" --devices 300 --duration "$duration" --speed 10 --ramp-up 1 --ota-interval 60 \
+    --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-rollout.json" 2>/dev/null | sed -n '2,22p' || true
+kill -TERM $server
+wait $server || true
 fi
 
 if [ "$sections" = all ] || [ "$sections" = mqtt ]; then
