@@ -139,7 +139,7 @@ for fleet in "1000 10" "2000 20"; do
     wait $server || true
 done
 echo
-echo "## firmware rollout under telemetry: 300 simulated devices at 10x, a 256 KiB image deployed to all, OTA check every 60 device-s"
+echo "## firmware rollout: 300 simulated devices at 10x, a 256 KiB image deployed to all, OTA check every 60 device-s"
 run_server normal
 head -c 262144 /dev/urandom > "$work/rollout.bin"
 printf '\xe9' | dd of="$work/rollout.bin" bs=1 count=1 conv=notrunc 2>/dev/null
