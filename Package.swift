@@ -119,7 +119,7 @@ let package = Package(
         /// Helpers shared by the test targets (the conformance corpus reader).
         .target(
             name: "EcoWattTestSupport",
-            dependencies: ["MQTTBridge"],
+            dependencies: ["MQTTBridge", "EcoWattSimulator"],
             path: "Tests/EcoWattTestSupport"
         ),
         .testTarget(

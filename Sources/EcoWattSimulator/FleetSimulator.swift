@@ -24,9 +24,14 @@ public struct FleetSimulator: Sendable {
         self.options = options
     }
 
-    /// Runs for `options.duration` real seconds; `progress` is called about once a second. Cancelling the calling task
-    /// ends the run early (each device stops at its next task boundary) and still returns the report.
-    public func run(progress: (@Sendable (Progress) -> Void)? = nil) async throws -> SimulationReport {
+    /// Runs for `options.duration` real seconds; `progress` is called about once a second.
+    ///
+    /// - Parameter stop: ends the run early and gracefully; the report is still returned. Cancelling the calling task
+    ///   ends it at once instead (requests in flight are abandoned).
+    public func run(
+        stop: SimulationStop = SimulationStop(),
+        progress: (@Sendable (Progress) -> Void)? = nil
+    ) async throws -> SimulationReport {
         let nonces = try NonceStore(file: options.nonceFile)
         let statistics = SimulationStatistics()
         var configuration = HTTPClient.Configuration()
@@ -60,7 +65,7 @@ public struct FleetSimulator: Sendable {
                         nonces: nonces,
                         seed: options.seed &* 1_000_003 &+ UInt64(index)
                     )
-                    await device.run(until: end)
+                    await device.run(until: end, stop: stop)
                 }
             }
             group.addTask {

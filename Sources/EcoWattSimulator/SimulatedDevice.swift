@@ -91,15 +91,21 @@ struct SimulatedDevice {
         due[job] = clock.nowMs + Int64(max(period(job), 0.05) * 1000)
     }
 
-    /// Boots, then runs the tasks until `end` (a task already started is finished, so no command is left executed
-    /// but unreported and no upload half done).
-    mutating func run(until end: ContinuousClock.Instant) async {
+    /// Boots, then runs the tasks until `end` or a stop request (a task already started is finished, so no command is
+    /// left executed but unreported and no upload half done).
+    mutating func run(until end: ContinuousClock.Instant, stop: SimulationStop) async {
         await boot()
-        while !Task.isCancelled {
+        while !Task.isCancelled, !stop.isRequested {
             guard let (job, deviceMs) = due.min(by: { $0.value < $1.value }) else { return }
             let wake = clock.instant(atDeviceMs: deviceMs)
             if wake >= end { return }
-            do { try await Task.sleep(until: wake, clock: .continuous) } catch { return }
+            // Sleep in slices of at most 0.5 s so that a stop request ends an idle device promptly.
+            while ContinuousClock.now < wake {
+                if stop.isRequested { return }
+                do { try await Task.sleep(until: min(wake, .now + .milliseconds(500)), clock: .continuous) } catch {
+                    return
+                }
+            }
             switch job {
             case .sensor: await readSensors()
             case .upload: await upload()

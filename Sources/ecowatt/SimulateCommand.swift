@@ -92,11 +92,15 @@ struct SimulateCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(
             Data("simulating \(devices) devices against \(url) for \(duration) s at \(speed)× real time\n".utf8)
         )
-        // Ctrl-C ends the run early; the report is still printed and the nonces saved.
+        // The first Ctrl-C ends the run gracefully (devices finish what they are doing), a second one at once; the report
+        // is printed and the nonces saved either way.
         signal(SIGINT, SIG_IGN)
-        let run = Task { try await simulator.run(progress: Self.printProgress) }
+        let stop = SimulationStop()
+        let run = Task { try await simulator.run(stop: stop, progress: Self.printProgress) }
         let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        interrupt.setEventHandler { run.cancel() }
+        interrupt.setEventHandler {
+            if stop.isRequested { run.cancel() } else { stop.request() }
+        }
         interrupt.resume()
         let report = try await run.value
         interrupt.cancel()

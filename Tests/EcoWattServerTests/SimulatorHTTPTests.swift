@@ -1,6 +1,7 @@
 import EcoWattProtocol
 import EcoWattServer
 import EcoWattSimulator
+import EcoWattTestSupport
 import FirmwareImage
 import Foundation
 import HummingbirdTesting
@@ -13,7 +14,7 @@ import Testing
         var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
         options.idPrefix = prefix
         options.devices = devices
-        options.duration = 6
+        options.duration = 60  // the tests end runs with `SimulationStop` once the devices have done their part
         options.speed = 10
         options.rampUp = 0.2
         options.firmwareKeys = keys
@@ -37,11 +38,16 @@ import Testing
             batches.modbusFaultRate = 0.1
             var single = Self.options(port: port, prefix: "SIM_B_", devices: 2, keys: keys)
             single.intervals.upload = 1  // one sample per batch: the temporal (0x71) path
-            let fleetA = Task { try await FleetSimulator(options: batches).run() }
-            let fleetB = Task { try await FleetSimulator(options: single).run() }
+            // The run ends when the devices have done everything below (`stop`), not after a fixed time: a busy test
+            // process on 2 cores runs them slower.
+            let latestA = LatestReport()
+            let latestB = LatestReport()
+            let stop = SimulationStop()
+            let fleetA = Task { try await FleetSimulator(options: batches).run(stop: stop) { latestA.set($0.report) } }
+            let fleetB = Task { try await FleetSimulator(options: single).run(stop: stop) { latestB.set($0.report) } }
 
             // The operator acts while the fleets run.
-            try await Task.sleep(for: .milliseconds(600))
+            try await latestA.wait { $0.uploadsAccepted >= 3 }
             var queued: [String: String] = [:]  // command id → expected status
             for index in 0..<3 {
                 let device = batches.deviceID(index)
@@ -64,6 +70,15 @@ import Testing
             #expect(config.status == .ok)
             _ = try await OTAHTTPTests.deploy(image.version, to: nil, client: client, test: test)
 
+            try await latestB.wait { $0.firmwareUpdates.count == 2 && $0.packetsByMarker["0x71", default: 0] > 0 }
+            try await latestA.wait {
+                $0.firmwareUpdates.count == 3 && $0.commands.count == 9 && $0.configsApplied == 1 && $0.energyReports > 0
+                    && $0.faultsRecovered + $0.faultsFailed > 0
+            }
+            // A few more uploads, so that the new register set has been used.
+            let uploaded = latestA.get()?.uploadsAccepted ?? 0
+            try await latestA.wait { $0.uploadsAccepted >= uploaded + 6 }
+            stop.request()
             let reportA = try await fleetA.value
             let reportB = try await fleetB.value
 
@@ -145,14 +160,16 @@ extension SimulatorHTTPTests {
             var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
             options.idPrefix = "SIM_OUT_"
             options.devices = 2
-            options.duration = 6
+            options.duration = 60  // ended by `stop` once the backlog is delivered
             options.speed = 10
             options.rampUp = 0.1
             options.intervals.poll = 1
-            options.intervals.upload = 2
-            let fleet = Task { try await FleetSimulator(options: options).run() }
-
-            try await Task.sleep(for: .milliseconds(800))
+            options.intervals.upload = 5  // 2 packets per device per real second
+            let latest = LatestReport()
+            let stop = SimulationStop()
+            let fleet = Task { try await FleetSimulator(options: options).run(stop: stop) { latest.set($0.report) } }
+            // Driven by what the devices did, not by wall time: a busy test process on 2 cores runs them slower.
+            try await latest.wait { $0.uploadsAccepted >= 2 }
             let inject = try await client.operatorJSON(
                 .post,
                 "/fault/inject",
@@ -160,8 +177,13 @@ extension SimulatorHTTPTests {
                 server: test
             )
             #expect(inject.status == .ok || inject.status == .created)
-            try await Task.sleep(for: .milliseconds(2600))
+            // At least 9 packets waiting per device (the ring holds 20).
+            try await latest.wait { $0.packetsCompressed - $0.packetsUploaded >= 18 }
             #expect(try await client.operatorJSON(.post, "/fault/clear", nil, server: test).status == .ok)
+            try await latest.wait {
+                $0.packetsUploaded == $0.packetsCompressed && $0.packetsPerUpload.keys.contains(8)
+            }
+            stop.request()
             let report = try await fleet.value
 
             let uploads = try #require(report.requests["POST /aggregated/{id}"])
@@ -192,7 +214,7 @@ extension SimulatorHTTPTests {
             for run in 1...2 {
                 let reportFile = scratch.appendingPathComponent("report-\(run).json")
                 let (status, stdout, stderr) = try await ServerProcess.runCLI([
-                    "simulate", "--url", "http://127.0.0.1:\(port)", "--devices", "2", "--duration", "3", "--speed", "20",
+                    "simulate", "--url", "http://127.0.0.1:\(port)", "--devices", "2", "--duration", "5", "--speed", "20",
                     "--keys-dir", scratch.appendingPathComponent("no-keys").path, "--nonce-file", nonces,
                     "--report-json", reportFile.path, "--id-prefix", "CLI_SIM_",
                 ])

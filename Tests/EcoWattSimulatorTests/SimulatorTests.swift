@@ -82,10 +82,15 @@ import Testing
         let port = LoopbackPort.free()
         var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
         options.devices = 2
-        options.duration = 4  // long enough to survive a busy test process on 2 cores
+        options.duration = 60  // ended by `stop` (a busy test process on 2 cores runs the devices slower)
         options.speed = 40
         options.rampUp = 0
-        let report = try await FleetSimulator(options: options).run()
+        let latest = LatestReport()
+        let stop = SimulationStop()
+        let run = Task { try await FleetSimulator(options: options).run(stop: stop) { latest.set($0.report) } }
+        try await latest.wait { $0.packetsCompressed >= 4 }
+        stop.request()
+        let report = try await run.value
         #expect(report.uploadsAccepted == 0)
         #expect(report.packetsCompressed > 0, "\(report.rendered())")
         #expect(report.requests["POST /aggregated/{id}"]?.transportErrors ?? 0 > 0)
@@ -119,11 +124,16 @@ import Testing
         try await app.test(.live) { client in
             var options = SimulationOptions(baseURL: "http://127.0.0.1:\(try #require(client.port))")
             options.devices = 1
-            options.duration = 4
+            options.duration = 60  // ended by `stop` once a poll and an upload happened
             options.speed = 20
             options.rampUp = 0
             options.intervals.command = 5
-            let report = try await FleetSimulator(options: options).run()
+            let latest = LatestReport()
+            let stop = SimulationStop()
+            let run = Task { try await FleetSimulator(options: options).run(stop: stop) { latest.set($0.report) } }
+            try await latest.wait { ($0.requests["GET /commands/{id}/poll"]?.total ?? 0) >= 2 && $0.uploadsAccepted > 0 }
+            stop.request()
+            let report = try await run.value
             #expect(report.commands.isEmpty, "nothing executed from an unparsable reply")
             let overflow = report.errors.keys.filter { $0.hasPrefix("GET /commands/{id}/poll: reply needs") }
             #expect(overflow.count == 1, "\(report.errors)")
