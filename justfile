@@ -19,3 +19,8 @@ lint:
 # Benchmarks recorded in BENCHMARKS.md
 bench:
     scripts/bench.sh
+
+# Simulated devices against a running server (default: 20 devices, 10x real time, 60 s; see `ecowatt simulate --help`)
+simulate *ARGS:
+    swift build -c release --product ecowatt
+    .build/release/ecowatt simulate --devices 20 --speed 10 --duration 60 {{ARGS}}
