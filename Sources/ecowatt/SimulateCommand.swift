@@ -10,14 +10,16 @@ struct SimulateCommand: AsyncParsableCommand {
         commandName: "simulate",
         abstract: "Run N simulated EcoWatt devices against a server (uploads, commands, config, energy, OTA).",
         discussion: """
-            Each device behaves like firmware 1.3.4: boot sequence (GET /ota/status, POST /devices, POST /ota/{id}/complete,
-            POST /config/{id}/current), sensor reads of a simulated inverter, the firmware's compression (smart
-            selection with its temporal state), sample-major batches of up to 8 packets with the 189-byte base64 cut,
-            HMAC-signed envelopes with a persisted nonce counter, command polling and results, config polling and
-            acknowledgement, energy reports, and OTA check/download/verify/reboot when the server offers an update.
+            Each device behaves like firmware 1.3.4: the boot sequence (GET /ota/status, POST /devices, \
+            POST /ota/{id}/complete, POST /config/{id}/current), sensor reads of a simulated inverter, the firmware's \
+            compression (smart selection with its temporal state), sample-major batches of up to 8 packets with the \
+            189-byte base64 cut, HMAC-signed envelopes with a persisted nonce counter, command polling and results, \
+            config polling and acknowledgement, energy reports, and OTA check, download, verification and reboot when \
+            the server offers an update.
 
-            Intervals are device seconds; --speed 10 runs everything ten times faster (device clocks too).
-            The exit status is 1 when an upload was rejected or a request failed.
+            Intervals are device seconds; --speed 10 runs everything ten times faster (device clocks too). The first \
+            Ctrl-C ends the run gracefully, a second one at once. The exit status is 1 when an upload was rejected or \
+            a request failed.
             """
     )
 
