@@ -116,7 +116,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
-        /// Helpers shared by the test targets (the conformance corpus reader).
+        /// Helpers shared by the test targets (conformance corpus, mosquitto broker, ports, simulator progress).
         .target(
             name: "EcoWattTestSupport",
             dependencies: ["MQTTBridge", "EcoWattSimulator"],
