@@ -524,15 +524,19 @@ struct SimulatedDevice {
             reply.status == 200, let json = reply.json, json["update_available"] == .bool(true),
             let info = json["update_info"]
         else { return }
-        let from = runningVersion
+        let offered = ContinuousClock.now
         var outcome = FirmwareUpdateOutcome(
             deviceID: id,
-            fromVersion: from,
+            fromVersion: runningVersion,
             toVersion: info["latest_version"]?.stringValue ?? "?",
             failure: nil,
-            chunks: 0
+            chunks: 0,
+            seconds: 0
         )
-        defer { statistics.update { [outcome] in $0.firmwareUpdates.append(outcome) } }
+        defer {
+            outcome.seconds = FleetSimulator.seconds(ContinuousClock.now - offered)
+            statistics.update { [outcome] in $0.firmwareUpdates.append(outcome) }
+        }
         var receiver: DeviceFirmwareReceiver
         do {
             receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)

@@ -56,6 +56,8 @@ public struct FirmwareUpdateOutcome: Sendable, Equatable {
     /// `nil` when the image was downloaded and passed every device check (SHA-256, RSA); otherwise the failure.
     public var failure: String?
     public var chunks: Int
+    /// Real seconds from the offer to the end: the reboot into the new version, or the failure.
+    public var seconds: Double
 }
 
 /// Everything a run did, by route and by device activity.
@@ -214,6 +216,7 @@ extension SimulationReport {
                         .object([
                             ("device_id", .string($0.deviceID)), ("from_version", .string($0.fromVersion)),
                             ("to_version", .string($0.toVersion)), ("chunks", .int(Int64($0.chunks))),
+                            ("seconds", .double($0.seconds)),
                             ("failure", $0.failure.map(JSONValue.string) ?? .null),
                         ])
                     }

@@ -1,21 +1,20 @@
 import ArgumentParser
-import AsyncHTTPClient
-import EcoWattProtocol
+import EcoWattSimulator
 import FirmwareImage
 import Foundation
-import NIOCore
-import NIOHTTP1
 
 extension BenchCommand {
-    /// `ecowatt bench ota-fleet`: many emulated devices download and verify a deployed image at once.
+    /// `ecowatt bench ota-fleet`: many simulated devices download and verify a deployed image at once.
     struct OTAFleet: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "ota-fleet",
-            abstract: "Emulate N devices downloading a deployed firmware at once (check, initiate, chunks, verify, complete).",
+            abstract: "Simulate N devices downloading a deployed firmware at once (check, initiate, chunks, verify, reboot).",
             discussion: """
-                Each device does exactly what the firmware does (spec §7.1): one connection per device, chunks in order,
-                CBC chained across chunks, SHA-256 and PKCS#1 v1.5 verification with the public key from --keys-dir.
-                Deploy the version to the device ids first (BENCH-OTA-0 … BENCH-OTA-<N-1>, or all devices).
+                A FleetSimulator run in which only the OTA task comes due: every device boots, checks for an update one \\
+                second later, and does exactly what the firmware does (spec §7.1): chunks in order, CBC chained across \\
+                chunks, SHA-256 and PKCS#1 v1.5 verification with the public key from --keys-dir, then the reboot into \\
+                the new version and POST /ota/{id}/complete. Deploy the version to BENCH-OTA-001 … or to all devices \\
+                first. The run ends when every device has finished.
                 """
         )
         @Option(help: "Server URL.") var url = "http://127.0.0.1:5001"
@@ -23,113 +22,52 @@ extension BenchCommand {
         @Option(help: "Version the devices report running (must differ from the deployed one).") var running = "0.0.1"
         @Option(help: "Keys directory holding the AES key and public key the devices trust.") var keysDir = "./keys"
 
-        struct DeviceResult: Sendable {
-            var chunkLatenciesNs: [UInt64] = []
-            var failure: String?
-        }
-
         func run() async throws {
-            let keys = try FirmwareKeys(directory: keysDir)
-            var configuration = HTTPClient.Configuration()
-            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: devices)
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            let base = url.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-            let start = ContinuousClock.now
-            let results = await withTaskGroup(of: DeviceResult.self) { group in
-                for index in 0..<devices {
-                    group.addTask {
-                        await Self.emulate(deviceID: "BENCH-OTA-\(index)", base: base, running: running, keys: keys, client: client)
-                    }
-                }
-                var results: [DeviceResult] = []
-                for await result in group { results.append(result) }
-                return results
+            var options = SimulationOptions(baseURL: url)
+            options.devices = devices
+            options.idPrefix = "BENCH-OTA-"
+            options.firmwareVersion = running
+            options.firmwareKeys = try FirmwareKeys(directory: keysDir)
+            options.duration = 3600
+            options.rampUp = 0
+            // Only the OTA check comes due (one second after boot); the other tasks are pushed out of the run.
+            let never = 1e9
+            options.intervals.poll = never
+            options.intervals.upload = never
+            options.intervals.config = never
+            options.intervals.command = never
+            options.intervals.energy = never
+            options.intervals.ota = 1
+            let stop = SimulationStop()
+            let expected = devices
+            let report = try await FleetSimulator(options: options).run(stop: stop) { progress in
+                if progress.report.firmwareUpdates.count >= expected { stop.request() }
             }
-            let elapsed = ContinuousClock.now - start
-            try await client.shutdown()
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            let latencies = results.flatMap(\.chunkLatenciesNs).sorted()
-            let failures = results.compactMap(\.failure)
-            func percentile(_ p: Double) -> String {
-                guard !latencies.isEmpty else { return "-" }
-                let value = latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
-                return String(format: "%.2f ms", Double(value) / 1e6)
-            }
-            print("devices: \(devices), verified: \(devices - failures.count), failed: \(failures.count)")
-            print(String(format: "wall time: %.2f s", seconds))
-            print(String(format: "chunk requests: %d (%.0f/s over the whole run)", latencies.count, Double(latencies.count) / seconds))
-            print("chunk latency p50 \(percentile(0.5)), p90 \(percentile(0.9)), p99 \(percentile(0.99)), max \(percentile(1))")
-            for failure in Set(failures).sorted().prefix(5) { print("failure: \(failure)") }
-            if !failures.isEmpty { throw ExitCode.failure }
-        }
 
-        static func emulate(
-            deviceID: String,
-            base: String,
-            running: String,
-            keys: FirmwareKeys,
-            client: HTTPClient
-        ) async
-            -> DeviceResult
-        {
-            var result = DeviceResult()
-            func call(_ method: HTTPMethod, _ path: String, _ body: String? = nil) async throws -> JSONValue {
-                var request = HTTPClientRequest(url: base + path)
-                request.method = method
-                if let body {
-                    request.headers.add(name: "Content-Type", value: "application/json")
-                    request.body = .bytes(ByteBuffer(string: body))
-                }
-                let response = try await client.execute(request, timeout: .seconds(60))
-                let bytes = try await response.body.collect(upTo: 64 * 1024)
-                guard response.status == .ok || response.status == .created else {
-                    throw ValidationError("\(path): HTTP \(response.status.code) \(String(buffer: bytes))")
-                }
-                return try JSONParser.parse(Array(bytes.readableBytesView))
-            }
-            func progress(_ phase: String, _ percent: Int, _ message: String) async throws {
-                _ = try await call(
-                    .POST,
-                    "/ota/\(deviceID)/progress",
-                    #"{"phase":"\#(phase)","progress":\#(percent),"message":"\#(message)","timestamp":0}"#
+            let updates = report.firmwareUpdates
+            let failures = updates.compactMap(\.failure)
+            let chunks = report.latency["GET /ota/chunk/{id}"]
+            func ms(_ value: Double?) -> String { String(format: "%.2f ms", value ?? 0) }
+            print("devices: \(devices), verified: \(updates.count - failures.count), failed: \(failures.count)")
+            print(
+                String(
+                    format: "wall time: %.2f s (slowest device: %.2f s from the offer to its reboot)",
+                    report.elapsedSeconds,
+                    updates.map(\.seconds).max() ?? 0
                 )
+            )
+            let count = chunks?.count ?? 0
+            print(
+                String(format: "chunk requests: %d (%.0f/s over the whole run)", count, Double(count) / report.elapsedSeconds)
+            )
+            print(
+                "chunk latency p50 \(ms(chunks?.p50)), p90 \(ms(chunks?.p90)), p99 \(ms(chunks?.p99)), max \(ms(chunks?.max))"
+            )
+            for failure in Set(failures).sorted().prefix(5) { print("failure: \(failure)") }
+            for (error, times) in report.errors.sorted(by: { $0.value > $1.value }).prefix(5) {
+                print("error: \(times)× \(error)")
             }
-            do {
-                let check = try await call(.GET, "/ota/check/\(deviceID)?version=\(running)")
-                guard check["update_available"] == .bool(true), let info = check["update_info"] else {
-                    throw ValidationError("no update offered: \(check["message"]?.stringValue ?? check.serialized)")
-                }
-                var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
-                try await progress("downloading", 0, "Starting firmware download...")
-                _ = try await call(.POST, "/ota/initiate/\(deviceID)", #"{"firmware_version":"\#(receiver.version)"}"#)
-                result.chunkLatenciesNs.reserveCapacity(receiver.totalChunks)
-                while !receiver.isComplete {
-                    let n = receiver.nextChunk
-                    let started = DispatchTime.now().uptimeNanoseconds
-                    let reply = try await call(.GET, "/ota/chunk/\(deviceID)?version=\(receiver.version)&chunk=\(n)")
-                    result.chunkLatenciesNs.append(DispatchTime.now().uptimeNanoseconds - started)
-                    try receiver.receive(reply: reply)
-                    let percent = (n + 1) * 100 / receiver.totalChunks
-                    if n % 50 == 0 || percent % 10 == 0 {  // the firmware's reporting rule
-                        try await progress("downloading", percent, "Downloading chunk \(n + 1) of \(receiver.totalChunks)")
-                    }
-                }
-                try await progress("download_complete", 100, "Download complete, verifying security...")
-                try receiver.verify(publicKey: keys.publicKey)
-                try await progress("verification_success", 100, "Security verification passed - Installing firmware")
-                try await progress("installing", 100, "Installing new firmware - Device will reboot")
-                let complete = try await call(
-                    .POST,
-                    "/ota/\(deviceID)/complete",
-                    #"{"version":"\#(receiver.version)","status":"success","timestamp":0}"#
-                )
-                guard complete["outcome"]?.stringValue == "success" else {
-                    throw ValidationError("complete: \(complete.serialized)")
-                }
-            } catch {
-                result.failure = "\(error)"
-            }
-            return result
+            if !failures.isEmpty || updates.count < devices || !report.errors.isEmpty { throw ExitCode.failure }
         }
     }
 }
