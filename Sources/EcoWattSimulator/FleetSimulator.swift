@@ -9,6 +9,7 @@ public struct FleetSimulator: Sendable {
     public struct Progress: Sendable {
         public var elapsedSeconds: Double
         public var durationSeconds: Double
+        /// The counts so far (`latency` stays empty until the final report).
         public var report: SimulationReport
     }
 
@@ -78,7 +79,7 @@ public struct FleetSimulator: Sendable {
                         Progress(
                             elapsedSeconds: Self.seconds(ContinuousClock.now - clock.startedAt),
                             durationSeconds: options.duration,
-                            report: statistics.snapshot()
+                            report: statistics.snapshot(latency: false)
                         )
                     )
                 }
@@ -89,7 +90,7 @@ public struct FleetSimulator: Sendable {
         }
         try? await client.shutdown()
         try nonces.save()
-        var report = statistics.snapshot()
+        var report = statistics.snapshot(latency: true)
         report.elapsedSeconds = Self.seconds(ContinuousClock.now - clock.startedAt)
         return report
     }

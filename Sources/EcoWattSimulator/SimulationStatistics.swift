@@ -22,10 +22,12 @@ final class SimulationStatistics: Sendable {
         state.withLock { body(&$0.report) }
     }
 
-    /// The report so far, with latency percentiles.
-    func snapshot() -> SimulationReport {
+    /// The report so far; with `latency`, also the percentiles (which sort every sample recorded, so the progress
+    /// reports taken once a second leave them out).
+    func snapshot(latency: Bool) -> SimulationReport {
         state.withLock { state in
             var report = state.report
+            guard latency else { return report }
             for (route, samples) in state.latenciesUs {
                 report.latency[route] = LatencySummary(samplesUs: samples)
             }
