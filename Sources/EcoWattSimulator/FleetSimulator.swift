@@ -77,7 +77,7 @@ public struct FleetSimulator: Sendable {
                     try? nonces.save(headroom: 10_000)
                     progress?(
                         Progress(
-                            elapsedSeconds: Self.seconds(ContinuousClock.now - clock.startedAt),
+                            elapsedSeconds: clock.elapsedSeconds,
                             durationSeconds: options.duration,
                             report: statistics.snapshot(latency: false)
                         )
@@ -91,12 +91,8 @@ public struct FleetSimulator: Sendable {
         try? await client.shutdown()
         try nonces.save()
         var report = statistics.snapshot(latency: true)
-        report.elapsedSeconds = Self.seconds(ContinuousClock.now - clock.startedAt)
+        report.elapsedSeconds = clock.elapsedSeconds
         return report
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
 

@@ -524,7 +524,7 @@ struct SimulatedDevice {
             reply.status == 200, let json = reply.json, json["update_available"] == .bool(true),
             let info = json["update_info"]
         else { return }
-        let offered = ContinuousClock.now
+        let offered = clock.elapsedSeconds
         var outcome = FirmwareUpdateOutcome(
             deviceID: id,
             fromVersion: runningVersion,
@@ -534,7 +534,7 @@ struct SimulatedDevice {
             seconds: 0
         )
         defer {
-            outcome.seconds = FleetSimulator.seconds(ContinuousClock.now - offered)
+            outcome.seconds = clock.elapsedSeconds - offered
             statistics.update { [outcome] in $0.firmwareUpdates.append(outcome) }
         }
         var receiver: DeviceFirmwareReceiver

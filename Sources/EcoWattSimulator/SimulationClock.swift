@@ -12,11 +12,15 @@ struct SimulationClock: Sendable {
         startEpochMs = Int64(Date().timeIntervalSince1970 * 1000)
     }
 
+    /// Real seconds since the run started.
+    var elapsedSeconds: Double {
+        let elapsed = ContinuousClock.now - startedAt
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
     /// Current device time, Unix milliseconds.
     var nowMs: Int64 {
-        let elapsed = ContinuousClock.now - startedAt
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return startEpochMs + Int64(seconds * speed * 1000)
+        startEpochMs + Int64(elapsedSeconds * speed * 1000)
     }
 
     /// Real instant at which the device clock reads `ms`.
