@@ -108,7 +108,7 @@ curl -sf -X POST "http://127.0.0.1:$port/ota/initiate/BENCH-CHUNKS" -d '{"firmwa
 DEVICE=BENCH-CHUNKS VERSION=9.0.0 TOTAL=513 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-chunks.lua \
     "http://127.0.0.1:$port" | grep -E "Requests/sec|Transfer/sec|Latency|50%|99%|Non-2xx"
 echo
-echo "## 200 emulated devices download and verify the 1 MiB image at once (ecowatt bench ota-fleet)"
+echo "## 200 simulated devices download and verify the 1 MiB image at once (ecowatt bench ota-fleet)"
 curl -sf -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/deployments" \
     -d '{"version":"9.0.0","devices":"all"}' >/dev/null
 $bin bench ota-fleet --url "http://127.0.0.1:$port" --devices 200 --keys-dir "$work/srv/keys"
