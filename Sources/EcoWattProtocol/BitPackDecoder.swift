@@ -8,6 +8,7 @@ public enum BitPackDecoder {
 
     /// Decodes `count` values (from the packet metadata; the header count byte is ignored).
     public static func decode(_ blob: [UInt8], count: Int) throws(CodecError) -> [UInt16] {
+        try PacketLimits.checkValueCount(count)
         guard blob.count >= 3 else { throw .tooShort(needed: 3, have: blob.count) }
         let bits = Int(blob[1])
         guard (1...16).contains(bits) else { throw .corrupt("bit width \(bits) outside 1...16") }

@@ -63,8 +63,8 @@ public struct DeviceStreamState: Sendable, Equatable {
 
 /// Decodes the packets of one upload against a device's ``DeviceStreamState`` (spec §3.6.5).
 public enum DeviceStreamDecoder {
-    /// Largest `register_count × sample_count` accepted (the firmware's maximum is 50 × 10).
-    public static let maxValuesPerPacket = 4096
+    /// Latest arrival time the decoder works with (year 2100): later clocks are clamped to it.
+    public static let maxArrivalMs: Int64 = 4_102_444_800_000
     /// Default sampling interval when the payload does not announce one.
     public static let defaultIntervalSeconds = 5
 
@@ -75,7 +75,9 @@ public enum DeviceStreamDecoder {
         arrivalMs: Int64,
         state: inout DeviceStreamState
     ) -> [DecodedPacket] {
-        upload.packets.enumerated().map { index, packet in
+        // The arrival time comes from the server's clock; clamped anyway so that no time arithmetic can overflow.
+        let arrivalMs = min(max(arrivalMs, 0), maxArrivalMs)
+        return upload.packets.enumerated().map { index, packet in
             decodePacket(packet, index: index, upload: upload, arrivalMs: arrivalMs, state: &state)
         }
     }
@@ -83,6 +85,7 @@ public enum DeviceStreamDecoder {
     /// The epoch-ms value ≡ `timestamp (mod 2^32)` closest to `referenceMs`.
     public static func reconstructEpochMs(_ timestamp: UInt32, near referenceMs: Int64) -> Int64 {
         let period: Int64 = 1 << 32
+        let referenceMs = min(max(referenceMs, 0), maxArrivalMs)
         let base = referenceMs - (referenceMs & (period - 1)) + Int64(timestamp)
         return [base - period, base, base + period].min { abs($0 - referenceMs) < abs($1 - referenceMs) }!
     }
@@ -95,40 +98,51 @@ public enum DeviceStreamDecoder {
         state: inout DeviceStreamState
     ) -> DecodedPacket {
         let blob = Data(base64Encoded: packet.compressedBinary).map(Array.init) ?? []
-        let intervalSeconds = max(1, upload.samplingInterval ?? defaultIntervalSeconds)
+        // Every number below is range-checked before it is multiplied: packets may be built by hand (not only by
+        // `CompressedPacket(json:)`), and the fleet key may be public, so none of them can be trusted.
+        let intervalSeconds = max(
+            1,
+            upload.samplingInterval.flatMap { PacketLimits.samplingIntervalSeconds.contains($0) ? $0 : nil }
+                ?? defaultIntervalSeconds
+        )
+        let uploadSeconds = upload.timestamp.flatMap { PacketLimits.uint32.contains($0) ? $0 : nil }
+        let clockSynced = upload.clockSynced
         let registers = packet.registerCount
         let samples = packet.sampleCount
         let layout = packet.registerLayout
+        let shapeValid =
+            PacketLimits.registerCount.contains(registers) && PacketLimits.sampleCount(registers: registers).contains(samples)
+            && layout.count == registers && layout.allSatisfy { PacketLimits.registerIDs.contains($0) }
 
         // Time: the device clock (for ordering) and the epoch time stored with the samples.
         let deviceMs: Int64
         let lastEpochMs: Int64
-        if upload.clockSynced {
+        if clockSynced {
             deviceMs = reconstructEpochMs(packet.timestamp, near: arrivalMs)
             lastEpochMs = deviceMs
         } else {
             deviceMs = Int64(packet.timestamp)
-            let uploadMs = (upload.timestamp ?? 0) * 1000
+            let uploadMs = (uploadSeconds ?? 0) * 1000
             lastEpochMs = arrivalMs - max(0, uploadMs - Int64(packet.timestamp))
         }
 
+        let declaredSize = packet.compressedSizeBytes.flatMap { PacketLimits.compressedSizeBytes.contains($0) ? $0 : nil }
         var result = DecodedPacket(
             index: index,
             marker: blob.first,
-            method: packet.method ?? blob.first.flatMap(CompressionMarker.init)?.method
-                ?? "raw",
-            registerLayout: layout,
-            sampleCount: samples,
+            method: CompressionMarker.methodLabel(declared: packet.method, marker: blob.first),
+            registerLayout: layout.count <= PacketLimits.registerCount.upperBound ? layout : [],
+            sampleCount: shapeValid ? samples : 0,
             samples: nil,
             sampleTimesMs: [],
             lastSampleEpochMs: lastEpochMs,
             approximate: false,
-            truncated: blob.count < (packet.compressedSizeBytes ?? blob.count),
+            truncated: blob.count < (declaredSize ?? blob.count),
             reason: nil,
             detail: nil,
             blob: blob,
-            compressedSize: packet.compressedSizeBytes ?? blob.count,
-            originalSize: 2 * max(0, registers) * max(0, samples)
+            compressedSize: declaredSize ?? blob.count,
+            originalSize: shapeValid ? 2 * registers * samples : 0
         )
 
         func fail(_ reason: UndecodableReason, _ detail: String) -> DecodedPacket {
@@ -139,12 +153,10 @@ public enum DeviceStreamDecoder {
         }
 
         if let problem = packet.metadataProblem { return fail(.inconsistentMetadata, problem) }
-        guard (1...10).contains(registers), samples >= 1, layout.count == registers,
-            layout.allSatisfy({ (0...9).contains($0) }), registers * samples <= maxValuesPerPacket
-        else {
+        guard shapeValid else {
             return fail(
                 .inconsistentMetadata,
-                "register_count \(registers), sample_count \(samples), layout \(layout) do not describe a batch"
+                "register_count \(registers), sample_count \(samples), layout \(layout.prefix(12)) do not describe a batch"
             )
         }
         guard let first = blob.first else { return fail(.corruptBlob, "empty or non-base64 compressed_binary") }

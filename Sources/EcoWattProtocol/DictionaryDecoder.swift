@@ -2,6 +2,7 @@
 /// (spec §3.4).
 public enum DictionaryDecoder {
     public static func decode(_ blob: [UInt8], count: Int) throws(CodecError) -> [UInt16] {
+        try PacketLimits.checkValueCount(count)
         guard blob.count >= 3 else { throw .tooShort(needed: 3, have: blob.count) }
         let entries = Int(blob[2])
         guard entries > 0 else { throw .corrupt("empty dictionary") }

@@ -18,6 +18,7 @@ public enum SemanticRLEDecoder {
     }
 
     public static func decode(_ blob: [UInt8], count: Int) throws(CodecError) -> [UInt16] {
+        try PacketLimits.checkValueCount(count)
         guard blob.count >= 3 else { throw .tooShort(needed: 3, have: blob.count) }
         var output = [UInt16](repeating: 0, count: count)
         var filled = [Bool](repeating: false, count: count)

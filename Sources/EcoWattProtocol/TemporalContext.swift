@@ -44,7 +44,7 @@ public struct TemporalContext: Sendable, Equatable {
     /// The update the firmware performs after every batch, whichever method won.
     public mutating func update(values: [UInt16], selection: [Int]) {
         let base = Int(writeIndex) * 10
-        for (value, register) in zip(values, selection) {
+        for (value, register) in zip(values, selection) where PacketLimits.registerIDs.contains(register) {
             rows[base + register] = value
         }
         for index in 0..<min(selection.count, 10) {

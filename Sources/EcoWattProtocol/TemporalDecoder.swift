@@ -2,6 +2,7 @@
 public enum TemporalDecoder {
     /// 0x70: `[0x70][count&0xFF][count × RegID][count × uint16 LE]`.
     public static func decodeBase(_ blob: [UInt8], selection: [Int]) throws(CodecError) -> [UInt16] {
+        try PacketLimits.checkSelection(selection)
         let count = selection.count
         let needed = 2 + 3 * count
         guard blob.count >= needed else { throw .tooShort(needed: needed, have: blob.count) }
@@ -18,6 +19,7 @@ public enum TemporalDecoder {
         selection: [Int],
         context: TemporalContext
     ) throws(CodecError) -> [UInt16] {
+        try PacketLimits.checkSelection(selection)
         var offset = 2
         var values = [UInt16]()
         values.reserveCapacity(selection.count)

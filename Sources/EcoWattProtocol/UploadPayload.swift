@@ -36,16 +36,19 @@ public struct UploadPayload: Sendable {
         guard packets.count <= Self.maxPackets else {
             throw .wrongType("compressed_data holds \(packets.count) packets, more than \(Self.maxPackets)")
         }
+        // Out-of-range upload-level numbers are ignored (the packets fall back to arrival time and the default
+        // interval) rather than refused: an authentic upload must get its 200 (spec §3.6.5).
         self.init(
             deviceID: deviceID,
-            timestamp: document["timestamp"]?.intValue,
-            samplingInterval: document["sampling_interval"]?.intValue.flatMap { Int(exactly: $0) },
+            timestamp: document["timestamp"]?.intValue.flatMap { PacketLimits.uint32.contains($0) ? $0 : nil },
+            samplingInterval: document["sampling_interval"]?.intValue.flatMap { Int(exactly: $0) }
+                .flatMap { PacketLimits.samplingIntervalSeconds.contains($0) ? $0 : nil },
             packets: packets.map(CompressedPacket.init(json:))
         )
     }
 
     /// True when the device clock was NTP-synced at upload time (spec §0.6).
-    public var clockSynced: Bool { (timestamp ?? 0) >= 1_000_000_000 }
+    public var clockSynced: Bool { timestamp.map { PacketLimits.uint32.contains($0) && $0 >= 1_000_000_000 } ?? false }
 }
 
 /// Why an authentic upload's inner JSON was refused.
@@ -96,7 +99,8 @@ public struct CompressedPacket: Sendable {
         self.registerLayout = registerLayout
     }
 
-    /// Reads one packet leniently: problems are recorded in ``metadataProblem`` instead of failing the upload.
+    /// Reads one packet leniently: problems are recorded in ``metadataProblem`` instead of failing the upload. Every
+    /// number is range-checked here (``PacketLimits``), so nothing downstream can overflow on it.
     public init(json: JSONValue) {
         self.init(
             compressedBinary: json["compressed_binary"]?.stringValue ?? "",
@@ -116,19 +120,41 @@ public struct CompressedPacket: Sendable {
             return
         }
         method = metadata["method"]?.stringValue
-        compressedSizeBytes = metadata["compressed_size_bytes"]?.intValue.flatMap { Int(exactly: $0) }
         guard let registers = metadata["register_count"]?.intValue.flatMap({ Int(exactly: $0) }),
             let samples = metadata["sample_count"]?.intValue.flatMap({ Int(exactly: $0) }),
             let stamp = metadata["timestamp"]?.intValue,
-            let layout = metadata["register_layout"]?.arrayValue?.map({ $0.intValue.flatMap { Int(exactly: $0) } }),
-            !layout.contains(nil)
+            let layoutValues = metadata["register_layout"]?.arrayValue, layoutValues.count <= PacketLimits.registerCount.upperBound
         else {
             metadataProblem = "decompression_metadata fields missing or mistyped"
             return
         }
+        let layout = layoutValues.map { $0.intValue.flatMap { Int(exactly: $0) } }
+        guard !layout.contains(nil) else {
+            metadataProblem = "register_layout holds a value that is not an integer"
+            return
+        }
+        guard PacketLimits.registerCount.contains(registers) else {
+            metadataProblem = "register_count \(registers) outside \(PacketLimits.registerCount)"
+            return
+        }
+        guard PacketLimits.sampleCount(registers: registers).contains(samples) else {
+            metadataProblem = "sample_count \(samples) outside \(PacketLimits.sampleCount(registers: registers)) for \(registers) registers"
+            return
+        }
+        guard PacketLimits.uint32.contains(stamp) else {
+            metadataProblem = "timestamp \(stamp) is not a 32-bit unsigned value"
+            return
+        }
+        if let size = metadata["compressed_size_bytes"] {
+            guard let bytes = size.intValue.flatMap({ Int(exactly: $0) }), PacketLimits.compressedSizeBytes.contains(bytes) else {
+                metadataProblem = "compressed_size_bytes outside \(PacketLimits.compressedSizeBytes)"
+                return
+            }
+            compressedSizeBytes = bytes
+        }
         registerCount = registers
         sampleCount = samples
-        timestamp = UInt32(truncatingIfNeeded: stamp)
+        timestamp = UInt32(stamp)
         registerLayout = layout.map { $0! }
     }
 }

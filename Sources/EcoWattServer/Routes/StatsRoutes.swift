@@ -17,10 +17,10 @@ struct StatsRoutes {
 
     /// Per method: packets, decoded, byte totals and the ratio compressed / original; undecodable packets by reason.
     static func compressionObject(_ counters: IngestCounters) -> JSONValue {
-        let packets = counters.methods.values.reduce(0) { $0 + $1.packets }
-        let decoded = counters.methods.values.reduce(0) { $0 + $1.decoded }
-        let original = counters.methods.values.reduce(0) { $0 + $1.originalBytes }
-        let compressed = counters.methods.values.reduce(0) { $0 + $1.compressedBytes }
+        let packets = counters.methods.values.reduce(0) { PacketLimits.adding($0, $1.packets) }
+        let decoded = counters.methods.values.reduce(0) { PacketLimits.adding($0, $1.decoded) }
+        let original = counters.methods.values.reduce(0) { PacketLimits.adding($0, $1.originalBytes) }
+        let compressed = counters.methods.values.reduce(0) { PacketLimits.adding($0, $1.compressedBytes) }
         func ratio(_ compressed: Int, _ original: Int) -> JSONValue {
             original > 0 ? .double(Double(compressed) / Double(original)) : .null
         }
@@ -30,7 +30,7 @@ struct StatsRoutes {
             ("success_rate", .double(packets > 0 ? Double(decoded) / Double(packets) : 0)),
             ("total_bytes_original", .int(Int64(original))), ("total_bytes_compressed", .int(Int64(compressed))),
             ("average_ratio", ratio(compressed, original)),
-            ("savings_percent", original > 0 ? .double(100 * Double(original - compressed) / Double(original)) : .null),
+            ("savings_percent", original > 0 ? .double(100 * (Double(original) - Double(compressed)) / Double(original)) : .null),
             (
                 "methods",
                 .object(

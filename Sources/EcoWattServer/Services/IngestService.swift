@@ -109,25 +109,27 @@ public actor IngestService: Service {
             throw .invalidPayload("\(error)")
         }
         let outcome = try await admit(deviceID: deviceID, nonce: nonce, upload: upload, arrivalMs: arrivalMs)
+        // Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``, ``CompressionMarker/methodLabel``), and
+        // sums saturate: a device cannot add statistics entries or overflow a counter.
         count { counters in
             counters.accepted += 1
             for packet in outcome.packets {
-                let marker = packet.marker.map(HexCoding.byteLabel) ?? "none"
+                let marker = CompressionMarker.markerLabel(packet.marker)
                 counters.packets[marker, default: 0] += 1
                 if let reason = packet.reason { counters.undecodable[reason.rawValue, default: 0] += 1 }
-                counters.samples += packet.samples?.count ?? 0
+                counters.samples = PacketLimits.adding(counters.samples, packet.samples?.count ?? 0)
                 var method = counters.methods[packet.method, default: MethodCounts()]
                 method.packets += 1
                 if packet.samples != nil { method.decoded += 1 }
-                method.originalBytes += packet.originalSize
-                method.compressedBytes += packet.compressedSize
+                method.originalBytes = PacketLimits.adding(method.originalBytes, packet.originalSize)
+                method.compressedBytes = PacketLimits.adding(method.compressedBytes, packet.compressedSize)
                 counters.methods[packet.method] = method
             }
         }
         if let metrics {
             metrics.increment("ecowatt_uploads_accepted_total")
             for packet in outcome.packets {
-                let marker = packet.marker.map(HexCoding.byteLabel) ?? "none"
+                let marker = CompressionMarker.markerLabel(packet.marker)
                 metrics.increment("ecowatt_packets_total", [("marker", marker)])
                 metrics.increment("ecowatt_samples_stored_total", by: packet.samples?.count ?? 0)
                 if let reason = packet.reason {
