@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         /// Pure wire protocol: envelope verification, upload models, codecs, register table. No I/O.
@@ -99,6 +100,21 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        /// The fuzzing harness over the device-input path (envelope, inner JSON, codecs, temporal model, time) and its
+        /// seeds from the conformance corpora.
+        .target(
+            name: "EcoWattFuzzing",
+            dependencies: [
+                "EcoWattProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        /// `EcoWattFuzz`: libFuzzer driver (`scripts/fuzz.sh` builds it with `-sanitize=fuzzer` in `.build-fuzz`), or in a
+        /// normal build the seed writer and corpus replayer.
+        .executableTarget(
+            name: "EcoWattFuzz",
+            dependencies: ["EcoWattFuzzing"]
+        ),
         /// The `ecowatt` command-line tool (thin).
         .executableTarget(
             name: "ecowatt",
@@ -124,7 +140,14 @@ let package = Package(
         ),
         .testTarget(
             name: "EcoWattProtocolTests",
-            dependencies: ["EcoWattProtocol", "EcoWattTestSupport"]
+            dependencies: [
+                "EcoWattProtocol", "EcoWattTestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(
+            name: "EcoWattFuzzingTests",
+            dependencies: ["EcoWattFuzzing", "EcoWattProtocol", "EcoWattTestSupport"],
+            resources: [.copy("Corpus"), .copy("Regressions")]
         ),
         .testTarget(
             name: "FirmwareImageTests",

@@ -6,15 +6,17 @@
 #   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ota|mqtt|sim]   (defaults 10, all)
+#   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
+# Usage: scripts/bench.sh [seconds-per-run] [all|ota|mqtt|sim|rejects]   (defaults 10, all)
+# ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 sections="${2:-all}"
 
 scripts/install-deps.sh wrk
-swift build -c release --product ecowatt >&2
-bin=.build/release/ecowatt
+bin="${ECOWATT_BENCH_BINARY:-.build/release/ecowatt}"
+[ -n "${ECOWATT_BENCH_BINARY:-}" ] || swift build -c release --product ecowatt >&2
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -25,8 +27,8 @@ port=5311
 run_server() {  # $1 = durability
     rm -rf "$work/srv"
     ECOWATT_MQTT_ENABLED="${MQTT:-false}" $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
-        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning \
-        --durability "$1" &
+        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level "${LOG_LEVEL:-warning}" \
+        --durability "$1" 2> "$work/server.log" &
     server=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return; sleep 0.1; done
     echo "server did not start" >&2
@@ -148,6 +150,29 @@ curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token"
     -d '{"version":"9.1.0","devices":"all"}' >/dev/null
 $bin simulate --url "http://127.0.0.1:$port" --devices 300 --duration "$duration" --speed 10 --ramp-up 1 --ota-interval 60 \
     --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-rollout.json" 2>/dev/null | sed -n '2,22p' || true
+kill -TERM $server
+wait $server || true
+fi
+
+if [ "$sections" = all ] || [ "$sections" = rejects ]; then
+echo
+echo "## rejections at the default log level (info): GET /health, then bad MAC / replay / malformed uploads in rotation"
+LOG_LEVEL=info run_server normal
+head -n 1 "$work/uploads.tsv" > "$work/valid.tsv"
+cut -f1 "$work/valid.tsv" | { read -r path; curl -sf -X POST "http://127.0.0.1:$port$path" \
+    --data-binary "$(cut -f2 "$work/valid.tsv")" >/dev/null; }   # accepted once: resending it is a replay
+{
+    cat "$work/valid.tsv"
+    sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/valid.tsv"
+    printf '/aggregated/BENCH-MALFORMED\t{"nonce":12,"payload":\n'
+} > "$work/rejects.tsv"
+health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
+REJECTS="$work/rejects.tsv" wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-rejects.lua "http://127.0.0.1:$port" \
+    > "$work/rejects.txt"
+grep -E "Requests/sec|50%|99%|Non-2xx" "$work/rejects.txt"
+rejects=$(awk '/Requests\/sec/ {print $2}' "$work/rejects.txt")
+awk -v r="$rejects" -v h="$health" 'BEGIN { printf "rejections %d/s; GET /health %d/s on the same server; ratio %.2f\n", r, h, r / h }'
+echo "server log lines written during the run: $(wc -l < "$work/server.log")"
 kill -TERM $server
 wait $server || true
 fi

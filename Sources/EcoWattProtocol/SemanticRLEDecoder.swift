@@ -3,7 +3,7 @@
 /// The output is what the blob encodes (run heads, low byte only for 1-byte types), not what the device measured.
 public enum SemanticRLEDecoder {
     /// Value width in bits per semantic type id; types of ≤ 8 bits store one byte per run value.
-    static func typeBits(_ type: UInt8) -> Int? {
+    public static func typeBits(_ type: UInt8) -> Int? {
         switch type {
         case 0: 16
         case 1: 12
