@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, checks formatting, builds, and runs every test
-# (unit tests, the ../shared/conformance corpora over HTTP on loopback, and process-level crash tests).
+# The whole test suite: installs what is missing, checks formatting, builds, and runs every test (unit tests, the
+# ../shared/conformance corpora over HTTP on loopback, process-level crash and connection tests), then a bounded
+# libFuzzer run over the device-input path. Each step prints its duration.
+# Extra arguments go to `swift test` (e.g. --filter). ECOWATT_FUZZ_SECONDS (default 90; 0 skips) bounds the fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+suite_start=$SECONDS
+step() {  # step NAME COMMAND...
+    local name=$1 start=$SECONDS
+    shift
+    echo "==> $name"
+    "$@"
+    echo "==> $name: $((SECONDS - start)) s"
+}
+
+step "install dependencies" scripts/install-deps.sh
 
 if [ ! -d ../shared/conformance ] && [ -z "${ECOWATT_CONFORMANCE_DIR:-}" ]; then
     echo "error: ../shared/conformance not found (set ECOWATT_CONFORMANCE_DIR to the corpus directory)" >&2
     exit 1
 fi
 
-echo "==> swift format lint"
-swift format lint --strict --recursive --parallel Sources Tests Package.swift
-
-echo "==> swift build --build-tests"
-swift build --build-tests
-
-echo "==> swift test"
-swift test --skip-build "$@"
+step "swift format lint" swift format lint --strict --recursive --parallel Sources Tests Package.swift
+step "swift build --build-tests" swift build --build-tests
+step "swift test" swift test --skip-build "$@"
+fuzz_seconds="${ECOWATT_FUZZ_SECONDS:-90}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+    step "fuzz the device-input path (${fuzz_seconds} s)" scripts/fuzz.sh "$fuzz_seconds"
+fi
+echo "==> all tests passed in $((SECONDS - suite_start)) s"

@@ -49,22 +49,26 @@ public struct EcoWattApplication: Sendable {
         let metrics = ServerMetrics()
         let faults = FaultInjector(enabled: configuration.faultInjection)
         if faults.enabled { logger.warning("fault injection is enabled: operators can make device routes fail") }
+        let limits = configuration.limits
         let diagnostics = DiagnosticsService(
             directory: configuration.diagnosticsDirectory,
             maxFileBytes: configuration.diagnosticsMaxFileBytes,
-            retainedFiles: configuration.diagnosticsRetainedFiles
+            retainedFiles: configuration.diagnosticsRetainedFiles,
+            totalBytes: limits.diagnosticsTotalBytes
         )
-        let diagnosticsRoutes = DiagnosticsRoutes(diagnostics: diagnostics, clock: clock)
         let feed = try MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger)
         let ingest = IngestService(
             store: store,
             fleetKey: SymmetricKey(data: fleetKey),
             logger: logger,
             metrics: metrics,
-            feed: feed
+            feed: feed,
+            cacheLimit: limits.ingestCacheDevices
         )
-        let devices = SQLiteDeviceStore(database: database, writer: writer)
-        let activity = DeviceActivity(store: devices, logger: logger)
+        let registryEvents = RegistryEvents()
+        let devices = SQLiteDeviceStore(database: database, writer: writer, retention: limits.retention, events: registryEvents)
+        let activity = try DeviceActivity(store: devices, logger: logger, metrics: metrics)
+        let diagnosticsRoutes = DiagnosticsRoutes(diagnostics: diagnostics, registry: devices, activity: activity, clock: clock)
         let commands = try CommandService(
             store: devices,
             resultTimeoutSeconds: configuration.commandResultTimeoutSeconds,
@@ -91,13 +95,30 @@ public struct EcoWattApplication: Sendable {
             logger: logger,
             clock: clock,
             metrics: metrics,
-            faults: faults
+            faults: faults,
+            maxActiveSessions: limits.maxActiveOTASessions,
+            idleLimitSeconds: limits.otaSessionIdleSeconds
         )
+        // Ids that device requests give a registry row are tracked from then on; pending ids the caps drop leave
+        // memory and disk with their rows.
+        registryEvents.observe { event in
+            switch event {
+            case .admitted(let ids):
+                for id in ids { activity.admit(id, at: clock()) }
+            case .evicted(let ids):
+                activity.forget(ids)
+                ota.evicted(ids)
+                Task { await diagnostics.evicted(ids) }
+                metrics.increment("ecowatt_pending_devices_evicted_total", by: ids.count)
+            }
+        }
         let offlineAfterMs = Int64(configuration.deviceOfflineAfterSeconds) * 1000
         metrics.sample("ecowatt_devices_online") { Double(activity.activeCount(sinceMs: clock() - offlineAfterMs)) }
         metrics.sample("ecowatt_ota_active_sessions") { Double(ota.activeSessionCount) }
         metrics.sample("ecowatt_mqtt_backlog") { Double(feed.status.backlog) }
         metrics.sample("ecowatt_mqtt_connected") { feed.status.connected ? 1 : 0 }
+        metrics.sample("ecowatt_devices_known") { Double(activity.counts.known) }
+        metrics.set("ecowatt_fleet_key_public", configuration.fleetKeyHex == FleetKey.firmwareDefaultHex ? 1 : 0)
         let otaRoutes = OTARoutes(ota: ota, activity: activity, maxFirmwareBytes: configuration.maxFirmwareBytes)
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
@@ -134,7 +155,8 @@ public struct EcoWattApplication: Sendable {
         configRoutes.registerOperatorRoutes(on: operatorRoutes)
         reportRoutes.registerOperatorRoutes(on: operatorRoutes)
         otaRoutes.registerOperatorRoutes(on: operatorRoutes)
-        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics).register(on: operatorRoutes)
+        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics, registry: devices, diagnostics: diagnostics)
+            .register(on: operatorRoutes)
         diagnosticsRoutes.registerOperatorRoutes(on: operatorRoutes)
         FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
         MQTTRoutes(feed: feed).register(on: operatorRoutes)

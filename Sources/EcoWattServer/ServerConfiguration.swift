@@ -68,6 +68,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var mqttTopicPrefix: String = "ecowatt/data"
     /// Most messages waiting in the outbox (`ECOWATT_MQTT_OUTBOX_MAX_MESSAGES`, `mqtt_outbox_max_messages`).
     public var mqttOutboxMaxMessages: Int = 1_000_000
+    /// Caps on stored rows, memory, connections and logging (`limits` object, `ECOWATT_LIMITS_*`, `--limit key=value`).
+    public var limits = ServerLimits()
 
     public init() {}
 
@@ -108,6 +110,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var mqttQoS: Int?
         public var mqttTopicPrefix: String?
         public var mqttOutboxMaxMessages: Int?
+        /// ``ServerLimits`` settings by key.
+        public var limits: [String: Int]?
 
         public init() {}
 
@@ -141,11 +145,12 @@ public struct ServerConfiguration: Sendable, Equatable {
             case mqttQoS = "mqtt_qos"
             case mqttTopicPrefix = "mqtt_topic_prefix"
             case mqttOutboxMaxMessages = "mqtt_outbox_max_messages"
+            case limits
         }
 
-        /// The `ECOWATT_*` variable of each key.
+        /// The `ECOWATT_*` variable of each key (``ServerLimits`` settings have their own, `ECOWATT_LIMITS_*`).
         public static let environmentNames: [String: String] = Dictionary(
-            uniqueKeysWithValues: CodingKeys.allCases.map { ($0.rawValue, "ECOWATT_" + $0.rawValue.uppercased()) }
+            uniqueKeysWithValues: CodingKeys.allCases.filter { $0 != .limits }.map { ($0.rawValue, "ECOWATT_" + $0.rawValue.uppercased()) }
         )
 
         /// Reads the `ECOWATT_*` variables.
@@ -197,6 +202,13 @@ public struct ServerConfiguration: Sendable, Equatable {
             mqttQoS = try integer(.mqttQoS)
             mqttTopicPrefix = value(.mqttTopicPrefix)
             mqttOutboxMaxMessages = try integer(.mqttOutboxMaxMessages)
+            var limits: [String: Int] = [:]
+            for setting in ServerLimits.settings {
+                guard let text = environment[setting.environmentName], !text.isEmpty else { continue }
+                guard let number = Int(text) else { throw .invalid("\(setting.environmentName)=\(text) is not an integer") }
+                limits[setting.key] = number
+            }
+            self.limits = limits.isEmpty ? nil : limits
         }
 
         public init(from decoder: any Decoder) throws {
@@ -236,6 +248,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             mqttQoS = try container.decodeIfPresent(Int.self, forKey: .mqttQoS)
             mqttTopicPrefix = try container.decodeIfPresent(String.self, forKey: .mqttTopicPrefix)
             mqttOutboxMaxMessages = try container.decodeIfPresent(Int.self, forKey: .mqttOutboxMaxMessages)
+            limits = try container.decodeIfPresent([String: Int].self, forKey: .limits)
         }
 
         private struct AnyKey: CodingKey {
@@ -339,6 +352,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let value = layer.mqttOutboxMaxMessages {
             guard (1...100_000_000).contains(value) else { throw .invalid("mqtt_outbox_max_messages must be in 1...100000000") }
             mqttOutboxMaxMessages = value
+        }
+        for (key, value) in (layer.limits ?? [:]).sorted(by: { $0.key < $1.key }) {
+            try limits.set(key, value)
         }
     }
 

@@ -1,31 +1,63 @@
-import CoreMetrics
-import Metrics
 import Prometheus
 import Synchronization
 
-/// The server's metrics: swift-metrics instruments backed by a Prometheus registry owned by this server (not the
-/// process-wide `MetricsSystem`, so several servers in one process, as in the tests, keep separate figures).
+/// The server's metrics in a Prometheus registry owned by this server (not a process-wide one, so several servers in
+/// one process, as in the tests, keep separate figures). Every metric is declared once in ``catalog`` with its type
+/// and help text, so `GET /metrics` carries `# HELP` and `# TYPE` for each; standard process metrics come from
+/// ``ProcessMetrics``.
 public final class ServerMetrics: Sendable {
+    public enum Kind: Sendable { case counter, gauge, histogram }
+
+    /// Every metric the server exposes: name, type and help.
+    public static let catalog: [String: (kind: Kind, help: String)] = [
+        "ecowatt_http_requests_total": (.counter, "HTTP requests by route template, method and status"),
+        "ecowatt_http_request_duration_seconds": (.histogram, "HTTP request duration by route template and method"),
+        "ecowatt_client_errors_total": (.counter, "Requests answered 4xx, by route template and reason"),
+        "ecowatt_uploads_accepted_total": (.counter, "Uploads verified and stored"),
+        "ecowatt_uploads_rejected_total": (.counter, "Uploads refused, by reason (mac, replay, malformed, storage, ...)"),
+        "ecowatt_packets_total": (.counter, "Packets received, by first blob byte (a marker the firmware writes, else other)"),
+        "ecowatt_samples_stored_total": (.counter, "Decoded samples stored"),
+        "ecowatt_decode_failures_total": (.counter, "Packets stored undecodable, by marker and reason"),
+        "ecowatt_ota_chunks_served_total": (.counter, "Firmware chunks served"),
+        "ecowatt_ota_bytes_served_total": (.counter, "Firmware ciphertext bytes served"),
+        "ecowatt_pending_devices_evicted_total": (.counter, "Pending device ids dropped with their rows because the pending set was full"),
+        "ecowatt_unknown_device_requests_total": (.counter, "Device requests from ids without a registry row (counted, never tracked)"),
+        "ecowatt_connections_refused_total": (.counter, "Connections answered 503 and closed at once, by reason (total, per_address)"),
+        "ecowatt_connections_timed_out_total": (.counter, "Connections closed for a slow request, by phase (header, body)"),
+        "ecowatt_devices_online": (.gauge, "Known devices heard from within device_offline_after_seconds"),
+        "ecowatt_devices_known": (.gauge, "Devices with a registry row, tracked for last_seen"),
+        "ecowatt_ota_active_sessions": (.gauge, "OTA sessions in progress"),
+        "ecowatt_mqtt_backlog": (.gauge, "Messages waiting in the MQTT outbox"),
+        "ecowatt_mqtt_connected": (.gauge, "1 while the MQTT feed is connected to its broker"),
+        "ecowatt_connections_open": (.gauge, "Open HTTP connections"),
+        "ecowatt_retained_rows": (.gauge, "Rows kept per bounded table (and pending_devices), see the limits in the README"),
+        "ecowatt_retention_dropped_rows": (.gauge, "Rows dropped by the caps per table since the database was created"),
+        "ecowatt_diagnostics_bytes": (.gauge, "Bytes of diagnostics files on disk"),
+        "ecowatt_diagnostics_files_dropped": (.gauge, "Diagnostics files deleted to stay within diagnostics_total_bytes since start"),
+        "ecowatt_fleet_key_public": (.gauge, "1 while uploads are verified with the firmware's published default fleet key"),
+    ]
+
     public let registry = PrometheusCollectorRegistry()
-    let factory: PrometheusMetricsFactory
-    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
-    private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
+    private let durationBuckets: [Duration] = [
+        .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        .seconds(2.5), .seconds(5),
+    ]
+    private let counters = Mutex<[String: Counter]>([:])
+    private let histograms = Mutex<[String: DurationHistogram]>([:])
+    private let gauges = Mutex<[String: Gauge]>([:])
     /// Values sampled when scraped (devices online, active sessions, backlogs).
     private let samplers = Mutex<[(String, @Sendable () -> Double)]>([])
 
-    public init() {
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
-            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
-            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5),
-        ]
-        self.factory = factory
-    }
+    public init() {}
 
     static func key(_ name: String, _ dimensions: [(String, String)]) -> String {
         dimensions.reduce(name) { $0 + "|" + $1.0 + "=" + $1.1 }
+    }
+
+    static func descriptor(_ name: String) -> MetricNameDescriptor {
+        precondition(catalog[name] != nil, "metric \(name) is not in ServerMetrics.catalog")
+        return MetricNameDescriptor(metricName: name, unitName: "", helpText: catalog[name]!.help)
     }
 
     /// Adds `amount` to the counter `name` with `dimensions`.
@@ -34,24 +66,35 @@ public final class ServerMetrics: Sendable {
         let key = Self.key(name, dimensions)
         let counter = counters.withLock { counters in
             if let counter = counters[key] { return counter }
-            let counter = CoreMetrics.Counter(label: name, dimensions: dimensions, factory: factory)
+            let counter = registry.makeCounter(descriptor: Self.descriptor(name), labels: dimensions)
             counters[key] = counter
             return counter
         }
-        counter.increment(by: amount)
+        counter.increment(by: Int64(amount))
     }
 
     /// Records a duration in the histogram `name`.
     public func record(_ name: String, _ dimensions: [(String, String)] = [], duration: Duration) {
         let key = Self.key(name, dimensions)
-        let timer = timers.withLock { timers in
-            if let timer = timers[key] { return timer }
-            let timer = CoreMetrics.Timer(label: name, dimensions: dimensions, factory: factory)
-            timers[key] = timer
-            return timer
+        let histogram = histograms.withLock { histograms in
+            if let histogram = histograms[key] { return histogram }
+            let histogram = registry.makeDurationHistogram(descriptor: Self.descriptor(name), labels: dimensions, buckets: durationBuckets)
+            histograms[key] = histogram
+            return histogram
         }
-        let (seconds, attoseconds) = duration.components
-        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        histogram.record(duration)
+    }
+
+    /// Sets the gauge `name` with `dimensions`.
+    public func set(_ name: String, _ value: Double, _ dimensions: [(String, String)] = []) {
+        let key = Self.key(name, dimensions)
+        let gauge = gauges.withLock { gauges in
+            if let gauge = gauges[key] { return gauge }
+            let gauge = registry.makeGauge(descriptor: Self.descriptor(name), labels: dimensions)
+            gauges[key] = gauge
+            return gauge
+        }
+        gauge.set(value)
     }
 
     /// Registers a gauge whose value is read at each scrape.
@@ -59,17 +102,11 @@ public final class ServerMetrics: Sendable {
         samplers.withLock { $0.append((name, value)) }
     }
 
-    /// The Prometheus text exposition of every metric, with the sampled gauges refreshed first.
+    /// The Prometheus text exposition of every metric, with the sampled gauges refreshed first, and the process metrics.
     public func exposition() -> [UInt8] {
         for (name, value) in samplers.withLock({ $0 }) {
-            let gauge = gauges.withLock { gauges in
-                if let gauge = gauges[name] { return gauge }
-                let gauge = CoreMetrics.Gauge(label: name, dimensions: [], factory: factory)
-                gauges[name] = gauge
-                return gauge
-            }
-            gauge.record(value())
+            set(name, value())
         }
-        return registry.emitToBuffer()
+        return registry.emitToBuffer() + Array(ProcessMetrics.exposition().utf8)
     }
 }

@@ -25,6 +25,14 @@ public final class EcoWattDatabase: Sendable {
         self.path = path
         self.pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
+        // The pending-device counter can drift when a registration races a first upload; recount it (cheap: a partial
+        // index over at most the pending cap).
+        try pool.write { db in
+            try db.execute(
+                sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM devices WHERE admission = 'pending') WHERE name = ?",
+                arguments: [Retention.pendingDevices]
+            )
+        }
     }
 
     /// Checkpoints the WAL into the database file (truncating it) and closes the pool. Further use throws.
@@ -234,6 +242,44 @@ public final class EcoWattDatabase: Sendable {
                 // The packet's sample rows (ids are consecutive within a transaction); NULL when it has none.
                 t.column("first_sample_id", .integer)
                 t.column("last_sample_id", .integer)
+            }
+        }
+        migrator.registerMigration("v8-retention") { db in
+            // Who may be dropped by the caps: pending ids (no verified upload, not created by an operator) only.
+            try db.alter(table: "devices") { t in
+                t.add(column: "admission", .text).notNull().defaults(to: "pending")  // pending | verified | operator
+            }
+            try db.execute(sql: "UPDATE devices SET admission = 'verified' WHERE last_nonce IS NOT NULL OR upload_count > 0")
+            try db.execute(
+                sql: """
+                    UPDATE devices SET admission = 'operator' WHERE admission = 'pending' AND (
+                      device_id IN (SELECT device_id FROM device_keys) OR device_id IN (SELECT device_id FROM commands)
+                      OR device_id IN (SELECT device_id FROM device_configs WHERE pending_json IS NOT NULL)
+                      OR device_id IN (SELECT device_id FROM ota_deployment_devices))
+                    """
+            )
+            try db.execute(sql: "CREATE INDEX devices_pending ON devices(first_seen_ms, device_id) WHERE admission = 'pending'")
+            try db.create(table: "retention") { t in
+                t.primaryKey("name", .text)
+                t.column("rows", .integer).notNull().defaults(to: 0)
+                t.column("dropped", .integer).notNull().defaults(to: 0)
+            }
+            for name in BoundedTable.allCases.map(\.rawValue) + [Retention.pendingDevices] {
+                try db.execute(sql: "INSERT INTO retention (name) VALUES (?)", arguments: [name])
+            }
+            try Retention.recount(db)
+            // Per-device trimming walks (device_id, id); events without a session are found per device.
+            try db.create(index: "power_reports_device_id", on: "power_reports", columns: ["device_id", "id"])
+            try db.execute(sql: "CREATE INDEX ota_events_unattached ON ota_events(device_id, id) WHERE session_id IS NULL")
+            // A deleted device's last nonce, so that deleting it never reopens replay.
+            try db.create(table: "device_tombstones") { t in
+                t.primaryKey("device_id", .text)
+                t.column("last_nonce", .integer).notNull()
+                t.column("deleted_at_ms", .integer).notNull()
+            }
+            // Device-reported times outside the plausible range are not stored; the flag says one was sent.
+            for table in ["power_reports", "fault_events", "ota_events"] {
+                try db.alter(table: table) { t in t.add(column: "device_time_invalid", .boolean).notNull().defaults(to: false) }
             }
         }
         return migrator

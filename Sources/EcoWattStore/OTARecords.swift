@@ -15,6 +15,9 @@ public enum OTAOutcome: String, Sendable, CaseIterable {
     /// The device installed the image and reports success, but runs another version than the catalog says: the image's
     /// compiled-in version differs. Not offered again to that device (it would loop forever).
     case versionMismatch = "version_mismatch"
+    /// No chunk and no progress for longer than the idle limit (the device gave up, or the id was made up): not a failed
+    /// attempt.
+    case expired
 }
 
 /// An operator's assignment of a firmware version to all devices or a list of them.
@@ -128,6 +131,8 @@ public struct OTAEvent: Sendable, Equatable {
     public var message: String?
     public var deviceTimeS: Int64?
     public var receivedAtMs: Int64
+    /// The device sent a time outside the plausible range (not stored).
+    public var deviceTimeInvalid = false
 
     public init(
         sessionID: String?,

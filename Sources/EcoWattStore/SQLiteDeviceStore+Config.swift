@@ -45,11 +45,21 @@ extension SQLiteDeviceStore: ConfigStore {
         )
     }
 
-    static func history(_ db: Database, _ deviceID: String, _ event: String, _ config: JSONValue?, _ detail: String?, _ now: Int64) throws {
+    /// Appends a history event (bounded per device and in total, see ``RetentionPolicy/configHistory``).
+    func history(
+        _ db: Database,
+        _ deviceID: String,
+        _ event: String,
+        _ config: JSONValue?,
+        _ detail: String?,
+        _ now: Int64,
+        pending: Bool = false
+    ) throws {
         try db.execute(
             sql: "INSERT INTO config_history (device_id, event, config_json, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)",
             arguments: [deviceID, event, config?.serialized, detail, now]
         )
+        try Retention.added(db, .configHistory, deviceID: deviceID, pending: pending, policy: retention)
     }
 
     public func configState(deviceID: String) async throws -> ConfigState {
@@ -58,6 +68,7 @@ extension SQLiteDeviceStore: ConfigStore {
 
     public func addPending(deviceID: String, update: JSONValue, nowMs: Int64) async throws -> ConfigState {
         try await writer.write { db in
+            try Retention.adopt(db, deviceID: deviceID, nowMs: nowMs)
             let state = try Self.loadState(db, deviceID)
             let pending = JSONValue.merge(state.pending ?? .object([]), update)
             try db.execute(
@@ -68,7 +79,7 @@ extension SQLiteDeviceStore: ConfigStore {
                     """,
                 arguments: [deviceID, pending.serialized, nowMs]
             )
-            try Self.history(db, deviceID, "requested", update, nil, nowMs)
+            try history(db, deviceID, "requested", update, nil, nowMs)
             return try Self.loadState(db, deviceID)
         }
     }
@@ -92,13 +103,13 @@ extension SQLiteDeviceStore: ConfigStore {
                     sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?",
                     arguments: [deviceID]
                 )
-                try Self.history(db, deviceID, "cleared_noop", pending, "delivered; changes nothing on the device", nowMs)
+                try history(db, deviceID, "cleared_noop", pending, "delivered; changes nothing on the device", nowMs)
             } else if state.pendingDeliveredAtMs == nil {
                 try db.execute(
                     sql: "UPDATE device_configs SET pending_delivered_at_ms = ? WHERE device_id = ?",
                     arguments: [nowMs, deviceID]
                 )
-                try Self.history(db, deviceID, "delivered", pending, nil, nowMs)
+                try history(db, deviceID, "delivered", pending, nil, nowMs)
             }
             return pending
         }
@@ -116,13 +127,13 @@ extension SQLiteDeviceStore: ConfigStore {
                     """,
                 arguments: [running.serialized, nowMs, deviceID]
             )
-            try Self.history(db, deviceID, "applied", pending, ack.serialized, nowMs)
+            try history(db, deviceID, "applied", pending, ack.serialized, nowMs)
             return true
         }
     }
 
     public func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws {
-        try await writer.write { db in
+        try await admittingWrite(deviceID, nowMs: nowMs) { db, pending in
             try db.execute(
                 sql: """
                     INSERT INTO device_configs (device_id, running_json, running_at_ms) VALUES (?1, ?2, ?3)
@@ -130,7 +141,7 @@ extension SQLiteDeviceStore: ConfigStore {
                     """,
                 arguments: [deviceID, report.serialized, nowMs]
             )
-            try Self.history(db, deviceID, "boot_report", report, nil, nowMs)
+            try history(db, deviceID, "boot_report", report, nil, nowMs, pending: pending)
         }
     }
 

@@ -39,13 +39,18 @@ public protocol OTAStore: Sendable {
     /// Events of a session, oldest first.
     func events(sessionID: String, limit: Int) async throws -> [OTAEvent]
     func otaCounts() async throws -> OTACounts
-    /// Records the firmware version a known device reports running.
+    /// Records the firmware version a known device reports running (no write when it is unchanged or unknown).
     func setFirmwareVersion(deviceID: String, version: String) async throws
+    /// Ends active sessions last updated before `idleBeforeMs` as `expired`; returns their ids and devices.
+    func expireSessions(idleBeforeMs: Int64, nowMs: Int64) async throws -> [(sessionID: String, deviceID: String)]
 }
 
 extension SQLiteDeviceStore: OTAStore {
     public func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment {
         try await writer.write { db in
+            for deviceID in Set(deployment.deviceIDs ?? []) {
+                try Retention.adopt(db, deviceID: deviceID, nowMs: deployment.createdAtMs)
+            }
             try db.execute(
                 sql: """
                     INSERT INTO ota_deployments (version, all_devices, status, max_attempts, notes, created_at_ms)
@@ -148,7 +153,8 @@ extension SQLiteDeviceStore: OTAStore {
     }
 
     public func startSession(_ session: OTASession) async throws -> [String] {
-        try await writer.write { db in
+        let retention = retention
+        return try await admittingWrite(session.deviceID, nowMs: session.startedAtMs) { db, pending in
             let replaced = try String.fetchAll(
                 db,
                 sql: "SELECT session_id FROM ota_sessions WHERE device_id = ? AND outcome IS NULL",
@@ -171,7 +177,9 @@ extension SQLiteDeviceStore: OTAStore {
                     session.totalChunks, session.phase, session.startedAtMs, session.startedAtMs,
                 ]
             )
-            // Progress the device sent just before initiating ("Starting firmware download...") belongs to this session.
+            try Retention.added(db, .otaSessions, deviceID: session.deviceID, pending: pending, policy: retention)
+            // Progress the device sent just before initiating ("Starting firmware download...") belongs to this session
+            // (found through the partial index of events without a session: a few per device, never a scan).
             try db.execute(
                 sql: """
                     UPDATE ota_events SET session_id = ? WHERE device_id = ? AND session_id IS NULL AND received_at_ms >= ?
@@ -189,17 +197,19 @@ extension SQLiteDeviceStore: OTAStore {
     }
 
     public func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws {
-        try await writer.write { db in
+        let retention = retention
+        try await admittingWrite(event.deviceID, nowMs: event.receivedAtMs) { db, pending in
             try db.execute(
                 sql: """
-                    INSERT INTO ota_events (session_id, device_id, phase, progress, message, device_time_s, received_at_ms)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO ota_events (session_id, device_id, phase, progress, message, device_time_s, received_at_ms,
+                      device_time_invalid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     event.sessionID, event.deviceID, event.phase, event.progress, event.message, event.deviceTimeS,
-                    event.receivedAtMs,
+                    event.receivedAtMs, event.deviceTimeInvalid,
                 ]
             )
+            try Retention.added(db, .otaEvents, deviceID: event.deviceID, sessionID: event.sessionID, pending: pending, policy: retention)
             guard let sessionID = event.sessionID else { return }
             try db.execute(
                 sql: """
@@ -271,7 +281,7 @@ extension SQLiteDeviceStore: OTAStore {
                 sql: "SELECT * FROM ota_events WHERE session_id = ? ORDER BY id LIMIT ?",
                 arguments: [sessionID, limit]
             ).map { row in
-                OTAEvent(
+                var event = OTAEvent(
                     sessionID: row["session_id"],
                     deviceID: row["device_id"],
                     phase: row["phase"],
@@ -280,6 +290,8 @@ extension SQLiteDeviceStore: OTAStore {
                     deviceTimeS: row["device_time_s"],
                     receivedAtMs: row["received_at_ms"]
                 )
+                event.deviceTimeInvalid = row["device_time_invalid"]
+                return event
             }
         }
     }
@@ -313,11 +325,35 @@ extension SQLiteDeviceStore: OTAStore {
     }
 
     public func setFirmwareVersion(deviceID: String, version: String) async throws {
+        // Most calls change nothing (every check and every boot report the running version): read first, so that an
+        // anonymous `/ota/check` costs no write transaction.
+        let current = try await database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT firmware_version FROM devices WHERE device_id = ?", arguments: [deviceID])
+        }
+        guard let current, current["firmware_version"] as String? != version else { return }
         try await writer.write { db in
             try db.execute(
                 sql: "UPDATE devices SET firmware_version = ? WHERE device_id = ? AND firmware_version IS NOT ?",
                 arguments: [version, deviceID, version]
             )
+        }
+    }
+
+    public func expireSessions(idleBeforeMs: Int64, nowMs: Int64) async throws -> [(sessionID: String, deviceID: String)] {
+        try await writer.write { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: "SELECT session_id, device_id FROM ota_sessions WHERE outcome IS NULL AND updated_at_ms < ?",
+                arguments: [idleBeforeMs]
+            )
+            try db.execute(
+                sql: """
+                    UPDATE ota_sessions SET outcome = 'expired', ended_at_ms = ?1, updated_at_ms = ?1,
+                      message = 'no chunk or progress for too long' WHERE outcome IS NULL AND updated_at_ms < ?2
+                    """,
+                arguments: [nowMs, idleBeforeMs]
+            )
+            return rows.map { ($0["session_id"], $0["device_id"]) }
         }
     }
 }

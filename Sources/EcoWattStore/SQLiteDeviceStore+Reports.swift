@@ -15,6 +15,8 @@ public struct PowerReport: Sendable, Equatable {
     public var normalMs: Int64?
     public var lowPowerMs: Int64?
     public var sleepMs: Int64?
+    /// The device sent a time outside the plausible range (not stored; see ``DeviceTime``).
+    public var deviceTimeInvalid = false
 
     public init(deviceID: String, receivedAtMs: Int64) {
         self.deviceID = deviceID
@@ -33,6 +35,8 @@ public struct FaultEvent: Sendable, Equatable {
     public var success: Bool
     public var details: String?
     public var retryCount: Int?
+    /// The device sent a time outside the plausible range (not stored).
+    public var deviceTimeInvalid = false
 
     public init(
         deviceID: String,
@@ -68,19 +72,21 @@ public protocol ReportStore: Sendable {
 
 extension SQLiteDeviceStore: ReportStore {
     public func addPowerReport(_ report: PowerReport) async throws {
-        try await writer.write { db in
+        let retention = retention
+        try await admittingWrite(report.deviceID, nowMs: report.receivedAtMs) { db, pending in
             try db.execute(
                 sql: """
                     INSERT INTO power_reports (device_id, device_time_ms, received_at_ms, enabled, techniques, avg_current_ma,
-                      energy_saved_mah, peripheral_savings_mah, uptime_ms, high_perf_ms, normal_ms, low_power_ms, sleep_ms)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      energy_saved_mah, peripheral_savings_mah, uptime_ms, high_perf_ms, normal_ms, low_power_ms, sleep_ms,
+                      device_time_invalid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     report.deviceID, report.deviceTimeMs, report.receivedAtMs, report.enabled, report.techniques,
                     report.avgCurrentMA, report.energySavedMAh, report.peripheralSavingsMAh, report.uptimeMs,
-                    report.highPerfMs, report.normalMs, report.lowPowerMs, report.sleepMs,
+                    report.highPerfMs, report.normalMs, report.lowPowerMs, report.sleepMs, report.deviceTimeInvalid,
                 ]
             )
+            try Retention.added(db, .powerReports, deviceID: report.deviceID, pending: pending, policy: retention)
         }
     }
 
@@ -103,24 +109,28 @@ extension SQLiteDeviceStore: ReportStore {
                 report.normalMs = row["normal_ms"]
                 report.lowPowerMs = row["low_power_ms"]
                 report.sleepMs = row["sleep_ms"]
+                report.deviceTimeInvalid = row["device_time_invalid"]
                 return report
             }
         }
     }
 
     public func addFaultEvent(_ event: FaultEvent) async throws -> Int64 {
-        try await writer.write { db in
+        let retention = retention
+        return try await admittingWrite(event.deviceID, nowMs: event.receivedAtMs) { db, pending in
             try db.execute(
                 sql: """
                     INSERT INTO fault_events (device_id, device_time_s, received_at_ms, fault_type, recovery_action, success,
-                      details, retry_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                      details, retry_count, device_time_invalid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     event.deviceID, event.deviceTimeS, event.receivedAtMs, event.faultType, event.recoveryAction,
-                    event.success, event.details, event.retryCount,
+                    event.success, event.details, event.retryCount, event.deviceTimeInvalid,
                 ]
             )
-            return db.lastInsertedRowID
+            let id = db.lastInsertedRowID
+            try Retention.added(db, .faultEvents, deviceID: event.deviceID, pending: pending, policy: retention)
+            return id
         }
     }
 
@@ -142,6 +152,7 @@ extension SQLiteDeviceStore: ReportStore {
                     retryCount: row["retry_count"]
                 )
                 event.id = row["id"]
+                event.deviceTimeInvalid = row["device_time_invalid"]
                 return event
             }
             let counts = try Row.fetchOne(

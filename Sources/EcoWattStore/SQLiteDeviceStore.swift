@@ -14,6 +14,14 @@ public protocol DeviceRegistryStore: Sendable {
     func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool
     /// Records when known devices (registered or uploaded) were last heard from (batched by ``DeviceActivity``).
     func recordLastSeen(_ lastSeen: [String: Int64]) async throws
+    /// Makes sure an id that a device route is about to store something for has a registry row: unknown ids become
+    /// pending (bounded, see ``RetentionPolicy``). Returns whether the device is pending.
+    @discardableResult
+    func admit(deviceID: String, nowMs: Int64) async throws -> Bool
+    /// Every known device id with its last-seen time (read once at start).
+    func knownDevices() throws -> [String: Int64]
+    /// Rows kept and dropped per bounded table.
+    func retentionCounts() async throws -> RetentionCounts
 }
 
 /// Durable operator command queues (spec §4).
@@ -44,16 +52,60 @@ public protocol CommandStore: Sendable {
 public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     public let database: EcoWattDatabase
     public let writer: GroupCommitWriter
+    public let retention: RetentionPolicy
+    /// Told (after the commit) which ids got a registry row and which pending devices the caps dropped.
+    public let events: RegistryEvents
 
-    public init(database: EcoWattDatabase, writer: GroupCommitWriter) {
+    public init(
+        database: EcoWattDatabase,
+        writer: GroupCommitWriter,
+        retention: RetentionPolicy = RetentionPolicy(),
+        events: RegistryEvents = RegistryEvents()
+    ) {
         self.database = database
         self.writer = writer
+        self.retention = retention
+        self.events = events
+    }
+
+    /// Runs `body` in the next group transaction after admitting `deviceID` (see ``admit(deviceID:nowMs:)``); `body`
+    /// learns whether the device is pending. Evictions are reported once the transaction committed.
+    func admittingWrite<T: Sendable>(
+        _ deviceID: String,
+        nowMs: Int64,
+        _ body: @escaping @Sendable (Database, _ pending: Bool) throws -> T
+    ) async throws -> T {
+        let retention = retention
+        let (value, created, evicted) = try await writer.write { db in
+            let admission = try Retention.admit(db, deviceID: deviceID, nowMs: nowMs, policy: retention)
+            return (try body(db, admission.pending), admission.created, admission.evicted)
+        }
+        if !evicted.isEmpty { events.report(.evicted(evicted)) }
+        if created { events.report(.admitted([deviceID])) }
+        return value
     }
 
     // MARK: Registry
 
+    public func admit(deviceID: String, nowMs: Int64) async throws -> Bool {
+        try await admittingWrite(deviceID, nowMs: nowMs) { _, pending in pending }
+    }
+
+    public func knownDevices() throws -> [String: Int64] {
+        try database.pool.read { db in
+            var devices = [String: Int64]()
+            let rows = try Row.fetchCursor(db, sql: "SELECT device_id, last_seen_ms FROM devices")
+            while let row = try rows.next() { devices[row[0]] = row[1] }
+            return devices
+        }
+    }
+
+    public func retentionCounts() async throws -> RetentionCounts {
+        try await database.pool.read { db in try Retention.counts(db) }
+    }
+
     public func register(deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool {
-        try await writer.write { db in
+        try await admittingWrite(deviceID, nowMs: nowMs) { db, _ in
             let existed =
                 try Bool.fetchOne(db, sql: "SELECT registered_at_ms IS NOT NULL FROM devices WHERE device_id = ?", arguments: [deviceID]) ?? false
             try db.execute(
@@ -86,6 +138,10 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow? {
         try await writer.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE device_id = ?", arguments: [deviceID]) != nil else {
+                return nil
+            }
+            try Retention.adopt(db, deviceID: deviceID, nowMs: 0)
             try db.execute(
                 sql: """
                     UPDATE devices SET device_name = coalesce(?2, device_name), location = coalesce(?3, location),
@@ -100,6 +156,18 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool {
         try await writer.write { db in
+            let row = try Row.fetchOne(db, sql: "SELECT admission, last_nonce FROM devices WHERE device_id = ?", arguments: [deviceID])
+            if let nonce = row?["last_nonce"] as Int64? {
+                // The tombstone keeps the nonce: a deleted device's old uploads stay replays.
+                try db.execute(
+                    sql: """
+                        INSERT INTO device_tombstones (device_id, last_nonce, deleted_at_ms) VALUES (?1, ?2, ?3)
+                        ON CONFLICT(device_id) DO UPDATE SET last_nonce = max(last_nonce, ?2), deleted_at_ms = ?3
+                        """,
+                    arguments: [deviceID, nonce, nowMs]
+                )
+            }
+            if row?["admission"] as String? == "pending" { try Retention.leavePending(db, deviceID: deviceID) }
             try db.execute(sql: "DELETE FROM devices WHERE device_id = ?", arguments: [deviceID])
             let existed = db.changesCount > 0
             try db.execute(
@@ -127,6 +195,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     {
         let commandID = UUID().uuidString.lowercased()
         return try await writer.write { db in
+            try Retention.adopt(db, deviceID: deviceID, nowMs: nowMs)
             if let key = command.idempotencyKey,
                 let existing = try Row.fetchOne(
                     db,

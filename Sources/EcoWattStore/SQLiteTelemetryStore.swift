@@ -19,7 +19,11 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 sql: "SELECT last_nonce, stream_state FROM devices WHERE device_id = ?",
                 arguments: [deviceID]
             )
-            let nonce = row?["last_nonce"] as Int64?
+            // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
+            let nonce =
+                row == nil
+                ? try Int64.fetchOne(db, sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?", arguments: [deviceID])
+                : row?["last_nonce"] as Int64?
             let blob = row?["stream_state"] as Data?
             let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
             return DeviceIngestState(lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) }, stream: stream)
@@ -35,13 +39,31 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public static func apply(_ record: IngestRecord, _ db: Database) throws {
         let device = record.deviceID
         let now = record.receivedAtMs
+        let admission = try String.fetchOne(
+            db.cachedStatement(sql: "SELECT admission FROM devices WHERE device_id = ?"),
+            arguments: [device]
+        )
+        if admission == nil,
+            let tombstone = try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
+                arguments: [device]
+            )
+        {
+            guard Int64(record.nonce) > tombstone else {
+                throw StoreError.nonceNotIncreasing(deviceID: device, nonce: record.nonce, stored: UInt32(truncatingIfNeeded: tombstone))
+            }
+            try db.execute(sql: "DELETE FROM device_tombstones WHERE device_id = ?", arguments: [device])
+        }
+        // A verified upload: the device leaves the pending set (caps never drop it from now on).
+        if admission == "pending" { try Retention.leavePending(db, deviceID: device) }
         // Anti-replay guard inside the transaction: the nonce must still be greater than the stored one.
         try db.cachedStatement(
             sql: """
-                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state)
-                VALUES (?1, ?2, ?2, 1, ?3, ?4)
+                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state, admission)
+                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified')
                 ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
-                  upload_count = upload_count + 1, last_nonce = excluded.last_nonce, stream_state = excluded.stream_state
+                  upload_count = upload_count + 1, last_nonce = excluded.last_nonce, stream_state = excluded.stream_state,
+                  admission = CASE WHEN devices.admission = 'operator' THEN 'operator' ELSE 'verified' END
                 WHERE devices.last_nonce IS NULL OR excluded.last_nonce > devices.last_nonce
                 """
         ).execute(arguments: [device, now, Int64(record.nonce), Data(record.streamState.serialized)])
@@ -108,7 +130,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 sql: "UPDATE devices SET last_nonce = NULL WHERE device_id = ? AND last_nonce IS NOT NULL",
                 arguments: [deviceID]
             )
-            return db.changesCount > 0
+            let changed = db.changesCount > 0
+            try db.execute(sql: "DELETE FROM device_tombstones WHERE device_id = ?", arguments: [deviceID])
+            return changed || db.changesCount > 0
         }
     }
 

@@ -25,16 +25,13 @@ public final class WALCheckpointer: Service, Sendable {
         var configuration = Configuration()
         configuration.busyMode = .timeout(1)
         let connection = try DatabaseQueue(path: path, configuration: configuration)
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: self.interval)
-                do {
-                    try await connection.writeWithoutTransaction { db in
-                        _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
-                    }
-                } catch {
-                    self.logger.debug("passive checkpoint skipped", metadata: ["error": "\(error)"])
+        await repeatUntilShutdown(every: interval) {
+            do {
+                try await connection.writeWithoutTransaction { db in
+                    _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
                 }
+            } catch {
+                self.logger.debug("passive checkpoint skipped", metadata: ["error": "\(error)"])
             }
         }
         try connection.close()

@@ -30,6 +30,11 @@ struct ServeCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
     @Flag(help: "Enable the operator fault-injection routes (env ECOWATT_FAULT_INJECTION=true). Never in production.")
     var faultInjection = false
+    @Option(
+        name: .customLong("limit"),
+        help: "A limit as key=value, repeatable (env ECOWATT_LIMITS_<KEY>; the README lists them), e.g. --limit max_connections=2000."
+    )
+    var limits: [String] = []
 
     func run() async throws {
         var flags = ServerConfiguration.Layer()
@@ -43,6 +48,15 @@ struct ServeCommand: AsyncParsableCommand {
         flags.durability = durability
         flags.maxBodyBytes = maxBodyBytes
         flags.faultInjection = faultInjection ? true : nil
+        var limitFlags: [String: Int] = [:]
+        for text in limits {
+            let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let value = Int(parts[1]) else {
+                throw ValidationError("--limit takes key=value with an integer value, not '\(text)'")
+            }
+            limitFlags[parts[0]] = value
+        }
+        flags.limits = limitFlags.isEmpty ? nil : limitFlags
         let configuration: ServerConfiguration
         do {
             configuration = try ServerConfiguration.load(

@@ -10,6 +10,9 @@ struct ConfigRoutes {
     let ingest: IngestService
     let clock: @Sendable () -> Int64
 
+    /// Largest boot report or acknowledgement: the firmware's are about 400 bytes (spec §5.3, §5.4).
+    static let maxDeviceBodyBytes = 4096
+
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
         router.get("/config/:id", use: poll)
         router.post("/config/:id/acknowledge", use: acknowledge)
@@ -37,7 +40,7 @@ struct ConfigRoutes {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
         var request = request
-        let body = try await request.jsonBody()
+        let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Acknowledgement must be a JSON object") }
         guard try await store.acknowledge(deviceID: deviceID, ack: body, nowMs: clock()) else {
             throw APIError(.notFound, "No pending config to acknowledge")
@@ -51,7 +54,7 @@ struct ConfigRoutes {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
         var request = request
-        let body = try await request.jsonBody()
+        let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Boot report must be a JSON object") }
         try await ingest.deviceRebooted(deviceID)
         try await store.recordRunning(deviceID: deviceID, report: body, nowMs: clock())

@@ -12,6 +12,8 @@ struct DeviceRoutes {
     let clock: @Sendable () -> Int64
 
     static let maxFieldLength = 128
+    /// Largest registration body: the firmware's is under 200 bytes (spec §1.2 B).
+    static let maxDeviceBodyBytes = 4096
 
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
         router.post("/devices", use: registerDevice)
@@ -27,7 +29,7 @@ struct DeviceRoutes {
     /// `POST /devices`: 201 for a new device, 200 for a known one. Also a boot signal (decoder model reset).
     @Sendable func registerDevice(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         var request = request
-        let body = try await request.jsonBody()
+        let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard let deviceID = body["device_id"]?.stringValue, EcoWattRequestContext.isValidDeviceID(deviceID) else {
             throw APIError(.badRequest, "device_id must be 1-128 printable ASCII characters")
         }
@@ -71,7 +73,7 @@ struct DeviceRoutes {
         guard try await store.deleteDevice(deviceID, nowMs: clock()) else {
             throw APIError(.notFound, "Unknown device \(deviceID)")
         }
-        activity.forget(deviceID)
+        activity.forget([deviceID])
         await ingest.forget(deviceID)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID),

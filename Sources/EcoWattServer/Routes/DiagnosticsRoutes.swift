@@ -1,9 +1,13 @@
 import EcoWattProtocol
+import EcoWattStore
 import Hummingbird
 
 /// Diagnostics JSONL (spec §1.3, §9.3). The firmware sends none (spec §6.3); tools and test rigs post them.
 struct DiagnosticsRoutes {
     let diagnostics: DiagnosticsService
+    /// Diagnostics of an unknown id make it a pending device (bounded; dropped with its files when the set is full).
+    let registry: any DeviceRegistryStore
+    let activity: DeviceActivity
     let clock: @Sendable () -> Int64
 
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
@@ -29,6 +33,9 @@ struct DiagnosticsRoutes {
         let deviceID = try Self.deviceID(context)
         var request = request
         let body = try await request.jsonBody(limit: DiagnosticsService.maxBodyBytes)
+        guard body.isObject else { throw APIError(.badRequest, "The body must be a JSON object") }
+        activity.seen(deviceID, at: clock())
+        try await registry.admit(deviceID: deviceID, nowMs: clock())
         try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: QueryRoutes.iso(clock()))
         return JSONBody.response(status: .created, ["success": true, "message": "Diagnostics stored"])
     }

@@ -112,7 +112,7 @@ struct OTARoutes {
             phase: phase,
             progress: progress,
             message: body["message"]?.stringValue.map { String($0.prefix(256)) },
-            deviceTimeS: body["timestamp"]?.intValue
+            deviceTime: DeviceTime.seconds(body["timestamp"]?.intValue, arrivalMs: ota.clock())
         )
         return JSONBody.response(["success": true, "session_id": session.map { .string($0.sessionID) } ?? .null])
     }
@@ -392,6 +392,7 @@ struct OTARoutes {
             ("phase", .string(event.phase)), ("progress", event.progress.map { .int(Int64($0)) } ?? .null),
             ("message", event.message.map(JSONValue.string) ?? .null),
             ("device_timestamp", event.deviceTimeS.map(JSONValue.int) ?? .null),
+            ("device_time_invalid", .bool(event.deviceTimeInvalid)),
             ("received_at", .string(QueryRoutes.iso(event.receivedAtMs))),
         ])
     }

@@ -18,13 +18,16 @@ struct ReportRoutes {
         router.get("/fault/recovery/:id", use: faults)
     }
 
+    /// Largest report body: the firmware's are about 300 bytes (spec §6).
+    static let maxBodyBytes = 4096
+
     /// `POST /power/energy/{id}`: lenient, because the firmware prints `nan`/`inf` and sends `techniques` as `"0x08"`.
     @Sendable func addEnergy(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let now = clock()
         activity.seen(deviceID, at: now)
         var request = request
-        let bytes = try await request.collectLimitedBody(limit: 16 * 1024)
+        let bytes = try await request.collectLimitedBody(limit: Self.maxBodyBytes)
         let body: JSONValue
         do {
             body = try JSONParser.parse(bytes, allowNonFinite: true)
@@ -35,7 +38,7 @@ struct ReportRoutes {
             throw APIError(.badRequest, "power_management object is required")
         }
         var report = PowerReport(deviceID: deviceID, receivedAtMs: now)
-        report.deviceTimeMs = body["timestamp"]?.intValue
+        (report.deviceTimeMs, report.deviceTimeInvalid) = DeviceTime.milliseconds(body["timestamp"]?.intValue, arrivalMs: now)
         report.enabled = power["enabled"]?.boolValue
         report.techniques = Self.techniques(power["techniques"])
         report.avgCurrentMA = power["avg_current_ma"]?.doubleValue
@@ -79,6 +82,7 @@ struct ReportRoutes {
                     let time = report.deviceTimeMs.flatMap { $0 > 1_000_000_000_000 ? $0 : nil } ?? report.receivedAtMs
                     return .object([
                         ("timestamp", .string(QueryRoutes.iso(time))), ("received_at", .string(QueryRoutes.iso(report.receivedAtMs))),
+                        ("device_time_invalid", .bool(report.deviceTimeInvalid)),
                         ("enabled", report.enabled.map(JSONValue.bool) ?? .null),
                         ("techniques", report.techniques.map { .string("0x" + String($0, radix: 16, uppercase: true).leftPadded(2)) } ?? .null),
                         ("techniques_list", .array(report.techniques.map { $0 & 0x08 != 0 ? [.string("peripheral_gating")] : [] } ?? [])),
@@ -100,7 +104,7 @@ struct ReportRoutes {
     /// `POST /fault/recovery`: the device id is in the body (spec §6.2).
     @Sendable func addFault(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         var request = request
-        let body = try await request.jsonBody(limit: 16 * 1024)
+        let body = try await request.jsonBody(limit: Self.maxBodyBytes)
         guard let deviceID = body["device_id"]?.stringValue, EcoWattRequestContext.isValidDeviceID(deviceID) else {
             throw APIError(.badRequest, "device_id must be 1-128 printable ASCII characters")
         }
@@ -110,18 +114,19 @@ struct ReportRoutes {
         guard let success = body["success"]?.boolValue else { throw APIError(.badRequest, "success must be a JSON boolean") }
         let now = clock()
         activity.seen(deviceID, at: now)
-        let id = try await store.addFaultEvent(
-            FaultEvent(
-                deviceID: deviceID,
-                deviceTimeS: body["timestamp"]?.intValue,
-                receivedAtMs: now,
-                faultType: faultType,
-                recoveryAction: body["recovery_action"]?.stringValue.map { String($0.prefix(64)) },
-                success: success,
-                details: body["details"]?.stringValue.map { String($0.prefix(512)) },
-                retryCount: body["retry_count"]?.intValue.flatMap { Int(exactly: $0) }
-            )
+        let time = DeviceTime.seconds(body["timestamp"]?.intValue, arrivalMs: now)
+        var event = FaultEvent(
+            deviceID: deviceID,
+            deviceTimeS: time.value,
+            receivedAtMs: now,
+            faultType: faultType,
+            recoveryAction: body["recovery_action"]?.stringValue.map { String($0.prefix(64)) },
+            success: success,
+            details: body["details"]?.stringValue.map { String($0.prefix(512)) },
+            retryCount: body["retry_count"]?.intValue.flatMap { Int(exactly: $0) }.map { min(max($0, 0), 1000) }
         )
+        event.deviceTimeInvalid = time.invalid
+        let id = try await store.addFaultEvent(event)
         return JSONBody.response(["success": true, "message": "Recovery event recorded", "event_id": .int(id)])
     }
 
@@ -136,6 +141,7 @@ struct ReportRoutes {
                     .object([
                         ("event_id", .int(event.id)), ("received_at", .string(QueryRoutes.iso(event.receivedAtMs))),
                         ("device_timestamp", event.deviceTimeS.map(JSONValue.int) ?? .null),
+                        ("device_time_invalid", .bool(event.deviceTimeInvalid)),
                         ("fault_type", .string(event.faultType)),
                         ("recovery_action", event.recoveryAction.map(JSONValue.string) ?? .null),
                         ("success", .bool(event.success)), ("details", event.details.map(JSONValue.string) ?? .null),

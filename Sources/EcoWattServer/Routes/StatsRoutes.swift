@@ -8,6 +8,8 @@ struct StatsRoutes {
     let commands: CommandService
     let ota: OTAService
     let metrics: ServerMetrics
+    let registry: any DeviceRegistryStore
+    let diagnostics: DiagnosticsService
 
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
         router.get("/stats", use: stats)
@@ -83,7 +85,15 @@ struct StatsRoutes {
 
     /// `GET /metrics`: Prometheus text format.
     @Sendable func scrape(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        Response(
+        // Figures that live in the database are read here, once per scrape.
+        if let counts = try? await registry.retentionCounts() {
+            for (table, rows) in counts.rows { metrics.set("ecowatt_retained_rows", Double(rows), [("table", table)]) }
+            for (table, rows) in counts.dropped { metrics.set("ecowatt_retention_dropped_rows", Double(rows), [("table", table)]) }
+        }
+        let usage = diagnostics.usage
+        metrics.set("ecowatt_diagnostics_bytes", Double(usage.bytes))
+        metrics.set("ecowatt_diagnostics_files_dropped", Double(usage.droppedFiles))
+        return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition()))

@@ -19,8 +19,9 @@ struct TelemetryRoutes {
         var request = request
         let body = try await request.collectLimitedBody(limit: maxBodyBytes)
         let arrivalMs = clock()
-        activity.seen(deviceID, at: arrivalMs)
         let outcome = try await ingest.ingest(deviceID: deviceID, body: body, arrivalMs: arrivalMs)
+        // Tracked from its first verified upload on (refused uploads never add an id).
+        activity.admit(deviceID, at: arrivalMs)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "packets_processed": .int(Int64(outcome.packets.count)),
             "samples_stored": .int(Int64(outcome.samplesStored)), "undecodable_packets": .int(Int64(outcome.undecodable)),

@@ -40,12 +40,7 @@ public actor CommandService: Service {
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.sweepInterval)
-                await self.sweep()
-            }
-        }
+        await repeatUntilShutdown(every: Self.sweepInterval) { await self.sweep() }
     }
 
     /// Applies timeouts and expiries now.

@@ -3,49 +3,84 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Tracks when each device was last heard from. Every device request updates it in memory; the service writes the
-/// changes to the store every ``flushInterval`` (so a busy poll route does not cost a database write per request).
+/// Tracks when each **known** device (one with a registry row) was last heard from. Every device request updates it in
+/// memory; the service writes the changes to the store every ``flushInterval`` (so a busy poll route does not cost a
+/// database write per request).
+///
+/// Device routes are unauthenticated, so requests from ids without a registry row are only counted in aggregate: random
+/// ids can never fill the table and hide a real device. Ids join when they get a row (a verified upload, an operator,
+/// or a device request that stores something, see ``RetentionPolicy``) and leave when deleted or evicted.
 public final class DeviceActivity: Service, Sendable {
     private let store: any DeviceRegistryStore
     private let logger: Logger
-    /// `latest`: newest time per device; `pending`: the part not yet written to the store (a subset of `latest`).
-    private let state = Mutex<(latest: [String: Int64], pending: [String: Int64])>(([:], [:]))
+    private let metrics: ServerMetrics?
+    private struct State {
+        /// Newest time per known device.
+        var latest: [String: Int64]
+        /// The part of `latest` not yet written to the store.
+        var pending: [String: Int64] = [:]
+        /// Requests from ids without a registry row.
+        var unknownRequests = 0
+    }
+    private let state: Mutex<State>
 
     public static let flushInterval = Duration.seconds(2)
 
-    public init(store: any DeviceRegistryStore, logger: Logger) {
+    /// Loads the known devices from the store.
+    public init(store: any DeviceRegistryStore, logger: Logger, metrics: ServerMetrics? = nil) throws {
         self.store = store
         self.logger = logger
+        self.metrics = metrics
+        state = Mutex(State(latest: try store.knownDevices()))
     }
 
-    /// Records that `deviceID` made a request at `nowMs`.
+    /// Records that `deviceID` made a request at `nowMs` (counted in aggregate when the id is not known).
     public func seen(_ deviceID: String, at nowMs: Int64) {
+        let known = state.withLock { state in
+            guard let previous = state.latest[deviceID] else {
+                state.unknownRequests += 1
+                return false
+            }
+            if nowMs > previous {
+                state.latest[deviceID] = nowMs
+                state.pending[deviceID] = nowMs
+            }
+            return true
+        }
+        if !known { metrics?.increment("ecowatt_unknown_device_requests_total") }
+    }
+
+    /// `deviceID` has a registry row now (first upload, or admitted by a device request): track it from `nowMs`.
+    public func admit(_ deviceID: String, at nowMs: Int64) {
         state.withLock { state in
-            guard state.latest[deviceID] != nil || state.latest.count < Self.maxTrackedDevices else { return }
             let time = max(state.latest[deviceID] ?? 0, nowMs)
             state.latest[deviceID] = time
             state.pending[deviceID] = time
         }
     }
 
-    /// Most device ids tracked in memory: device routes are unauthenticated, so random ids must not grow it forever.
-    public static let maxTrackedDevices = 100_000
-
     /// The newest time known for `deviceID`, including requests not yet written to the store.
     public func lastSeen(_ deviceID: String, stored: Int64) -> Int64 {
         max(stored, state.withLock { $0.latest[deviceID] } ?? 0)
     }
 
-    /// Devices (known or not) heard from at or after `sinceMs`.
+    /// Known devices heard from at or after `sinceMs`.
     public func activeCount(sinceMs: Int64) -> Int {
         state.withLock { $0.latest.values.reduce(0) { $0 + ($1 >= sinceMs ? 1 : 0) } }
     }
 
-    /// Forgets a deleted device.
-    public func forget(_ deviceID: String) {
+    /// Known devices tracked, and requests from unknown ids since start.
+    public var counts: (known: Int, unknownRequests: Int) {
+        state.withLock { ($0.latest.count, $0.unknownRequests) }
+    }
+
+    /// Forgets deleted or evicted devices.
+    public func forget(_ deviceIDs: [String]) {
         state.withLock { state in
-            state.latest[deviceID] = nil
-            state.pending[deviceID] = nil
+            for deviceID in deviceIDs {
+                state.latest[deviceID] = nil
+                state.pending[deviceID] = nil
+            }
         }
     }
 
@@ -59,17 +94,16 @@ public final class DeviceActivity: Service, Sendable {
             try await store.recordLastSeen(batch)
         } catch {
             logger.warning("could not record last_seen", metadata: ["error": "\(error)", "devices": "\(batch.count)"])
-            state.withLock { state in state.pending.merge(batch) { max($0, $1) } }
+            state.withLock { state in
+                for (device, time) in batch where state.latest[device] != nil {
+                    state.pending[device] = max(state.pending[device] ?? 0, time)
+                }
+            }
         }
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.flushInterval)
-                await self.flush()
-            }
-        }
+        await repeatUntilShutdown(every: Self.flushInterval) { await self.flush() }
         await flush()
     }
 }

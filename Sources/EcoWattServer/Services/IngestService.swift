@@ -28,8 +28,11 @@ public actor IngestService: Service {
     private let counters = Mutex(IngestCounters())
     private let metrics: ServerMetrics?
     private let feed: MQTTPublisher?
-    /// Nonce and decoder state per device, ahead of the store by the commits in flight.
-    private var devices: [String: DeviceIngestState] = [:]
+    /// Nonce and decoder state per device, ahead of the store by the commits in flight. Bounded (signed uploads prove
+    /// little while the fleet key is public): past ``cacheLimit`` the least recently used entries without a commit in
+    /// flight are dropped and read back from the store when their device uploads again.
+    private var devices = DeviceStateCache()
+    private let cacheLimit: Int
 
     /// - Parameter feed: the MQTT outbox publisher; each accepted upload's messages commit with its samples.
     public init(
@@ -37,9 +40,11 @@ public actor IngestService: Service {
         fleetKey: SymmetricKey,
         logger: Logger,
         metrics: ServerMetrics? = nil,
-        feed: MQTTPublisher? = nil
+        feed: MQTTPublisher? = nil,
+        cacheLimit: Int = 200_000
     ) {
         self.store = store
+        self.cacheLimit = cacheLimit
         self.metrics = metrics
         self.feed = feed
         self.fleetKey = EnvelopeKey(fleetKey)
@@ -51,12 +56,7 @@ public actor IngestService: Service {
 
     public func run() async throws {
         await refreshKeys()
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.keyRefreshInterval)
-                await self.refreshKeys()
-            }
-        }
+        await repeatUntilShutdown(every: Self.keyRefreshInterval) { await self.refreshKeys() }
     }
 
     /// Reloads per-device keys from the store.
@@ -162,6 +162,11 @@ public actor IngestService: Service {
         let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state.stream)
         state.lastNonce = nonce
         devices[deviceID] = state
+        devices.beginCommit(deviceID)
+        defer {
+            devices.endCommit(deviceID)
+            devices.trim(to: cacheLimit)
+        }
         var record = IngestRecord(
             deviceID: deviceID,
             nonce: nonce,
@@ -272,4 +277,47 @@ public struct MethodCounts: Sendable, Equatable {
     public var originalBytes = 0
     /// `compressed_size_bytes` the device reported.
     public var compressedBytes = 0
+}
+
+/// ``IngestService``'s per-device states with use order and commits in flight, so that it can be trimmed without
+/// dropping a state that is ahead of the store.
+struct DeviceStateCache {
+    private struct Entry {
+        var state: DeviceIngestState
+        var lastUse: UInt64
+        var inFlight = 0
+    }
+    private var entries: [String: Entry] = [:]
+    private var clock: UInt64 = 0
+
+    var count: Int { entries.count }
+
+    subscript(deviceID: String) -> DeviceIngestState? {
+        mutating get {
+            clock += 1
+            entries[deviceID]?.lastUse = clock
+            return entries[deviceID]?.state
+        }
+        set {
+            clock += 1
+            if let newValue {
+                entries[deviceID, default: Entry(state: newValue, lastUse: clock)].state = newValue
+                entries[deviceID]?.lastUse = clock
+            } else {
+                entries[deviceID] = nil
+            }
+        }
+    }
+
+    mutating func beginCommit(_ deviceID: String) { entries[deviceID]?.inFlight += 1 }
+    mutating func endCommit(_ deviceID: String) {
+        if let inFlight = entries[deviceID]?.inFlight { entries[deviceID]?.inFlight = max(0, inFlight - 1) }
+    }
+
+    /// Above `limit`, drops the least recently used idle entries down to nine tenths of it (so trimming is rare).
+    mutating func trim(to limit: Int) {
+        guard entries.count > limit else { return }
+        let idle = entries.filter { $0.value.inFlight == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }
+        for (deviceID, _) in idle.prefix(entries.count - limit * 9 / 10) { entries[deviceID] = nil }
+    }
 }

@@ -10,13 +10,15 @@ public enum OTAError: ReasonedError, Sendable, Equatable {
     case conflict(String)
     case keysUnavailable(String)
     case notFound(String)
+    /// As many downloads are in progress as the server allows (``ServerLimits/maxActiveOTASessions``).
+    case busy(Int)
 
     public var status: HTTPResponse.Status {
         switch self {
         case .noFirmware, .notFound: .notFound
         case .chunkOutOfRange, .invalid: .badRequest
         case .noActiveSession, .sessionVersion, .conflict: .conflict
-        case .keysUnavailable: .serviceUnavailable
+        case .keysUnavailable, .busy: .serviceUnavailable
         }
     }
 
@@ -29,6 +31,7 @@ public enum OTAError: ReasonedError, Sendable, Equatable {
             "The active OTA session is for version \(active), not \(requested)"
         case .invalid(let reason), .conflict(let reason), .notFound(let reason): reason
         case .keysUnavailable(let reason): "Firmware keys are not loaded: \(reason)"
+        case .busy(let limit): "\(limit) OTA downloads are in progress, the server's limit: retry at the next OTA check"
         }
     }
 

@@ -30,6 +30,9 @@ public actor OTAService: Service {
     /// Statuses of `POST /ota/{id}/complete` (spec §7.1 step 10).
     public static let completionStatuses: Set<String> = ["success", "pending_verify", "rolled_back", "failed"]
     static let flushInterval = Duration.seconds(1)
+    /// Idle sessions are looked for every 30 flushes.
+    static let expiryEvery = 30
+    private var ticks = 0
 
     let store: any OTAStore & DeviceRegistryStore
     nonisolated let catalog: FirmwareCatalog
@@ -40,6 +43,10 @@ public actor OTAService: Service {
     nonisolated let metrics: ServerMetrics?
     nonisolated let faults: FaultInjector?
     private nonisolated let live: Mutex<[String: LiveSession]>
+    /// Most sessions in progress at once.
+    nonisolated let maxActiveSessions: Int
+    /// A session without chunk or progress for this long expires.
+    nonisolated let idleLimitMs: Int64
 
     init(
         store: any OTAStore & DeviceRegistryStore,
@@ -49,9 +56,13 @@ public actor OTAService: Service {
         logger: Logger,
         clock: @escaping @Sendable () -> Int64,
         metrics: ServerMetrics? = nil,
-        faults: FaultInjector? = nil
+        faults: FaultInjector? = nil,
+        maxActiveSessions: Int = 10_000,
+        idleLimitSeconds: Int = 1_800
     ) throws {
         self.store = store
+        self.maxActiveSessions = maxActiveSessions
+        self.idleLimitMs = Int64(idleLimitSeconds) * 1000
         self.metrics = metrics
         self.faults = faults
         self.catalog = catalog
@@ -77,13 +88,36 @@ public actor OTAService: Service {
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.flushInterval)
-                await self.flush()
-            }
-        }
+        await repeatUntilShutdown(every: Self.flushInterval) { await self.tick() }
         await flush()
+    }
+
+    /// Flushes the chunk counters every second, and expires idle sessions every ``expiryEvery`` ticks.
+    private func tick() async {
+        await flush()
+        ticks += 1
+        if ticks % Self.expiryEvery == 0 { await expireIdleSessions() }
+    }
+
+    /// Ends sessions without a chunk or progress for ``idleLimitMs`` as `expired` (a device that gave up, or an id
+    /// someone made up): their in-memory state goes, and so does the row count of active sessions.
+    func expireIdleSessions() async {
+        await flush()
+        let now = clock()
+        do {
+            let expired = try await store.expireSessions(idleBeforeMs: now - idleLimitMs, nowMs: now)
+            for session in expired { forgetLive(deviceID: session.deviceID, sessionID: session.sessionID) }
+            if !expired.isEmpty { logger.info("OTA sessions expired", metadata: ["count": "\(expired.count)"]) }
+        } catch {
+            logger.warning("could not expire OTA sessions", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Pending devices the registry dropped: their sessions are gone from the store, so from memory too.
+    public nonisolated func evicted(_ deviceIDs: [String]) {
+        live.withLock { sessions in
+            for deviceID in deviceIDs { sessions[deviceID] = nil }
+        }
     }
 
     /// Writes the chunk counters that changed since the last flush.
@@ -146,6 +180,8 @@ public actor OTAService: Service {
     /// download must not block the next attempt).
     public func initiate(deviceID: String, version: String) async throws -> (session: OTASession, replaced: [String]) {
         guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        let busy = live.withLock { $0[deviceID] == nil && $0.count >= maxActiveSessions }
+        guard !busy else { throw OTAError.busy(maxActiveSessions) }
         let now = clock()
         let deployment = try await store.deployment(for: deviceID)
         var session = OTASession(
@@ -214,7 +250,7 @@ public actor OTAService: Service {
         phase: String,
         progress: Int?,
         message: String?,
-        deviceTimeS: Int64?
+        deviceTime: (value: Int64?, invalid: Bool)
     ) async throws
         -> OTASession?
     {
@@ -224,18 +260,17 @@ public actor OTAService: Service {
         let outcome: OTAOutcome? =
             current != nil && (phase == "failed" || phase == "verification_failed") ? .failed : nil
         if outcome != nil { await saveCounters(of: deviceID) }
-        try await store.recordProgress(
-            OTAEvent(
-                sessionID: current?.sessionID,
-                deviceID: deviceID,
-                phase: phase,
-                progress: progress,
-                message: message,
-                deviceTimeS: deviceTimeS,
-                receivedAtMs: clock()
-            ),
-            outcome: outcome
+        var event = OTAEvent(
+            sessionID: current?.sessionID,
+            deviceID: deviceID,
+            phase: phase,
+            progress: progress,
+            message: message,
+            deviceTimeS: deviceTime.value,
+            receivedAtMs: clock()
         )
+        event.deviceTimeInvalid = deviceTime.invalid
+        try await store.recordProgress(event, outcome: outcome)
         guard let current else { return nil }
         if outcome != nil {
             forgetLive(deviceID: deviceID, sessionID: current.sessionID)

@@ -1,0 +1,107 @@
+import EcoWattStore
+
+/// Every bound on what requests can make the server keep, hold open or write to its log, declared once (issue 13).
+///
+/// Set in the config file's `limits` object, as `ECOWATT_LIMITS_<KEY>` in the environment, or with
+/// `ecowatt serve --limit key=value`. Defaults are sized for a fleet of 1 000 000 devices; the README's table is checked
+/// against ``settings`` by a test.
+public struct ServerLimits: Sendable, Equatable {
+    /// Rows and pending devices the database keeps.
+    public var retention = RetentionPolicy()
+    /// Bytes of diagnostics files across all devices.
+    public var diagnosticsTotalBytes = 1 << 30
+    /// Devices whose nonce and decoder model ingest keeps in memory (others are read back from the store).
+    public var ingestCacheDevices = 200_000
+    /// OTA downloads in progress at once; an initiate beyond it is answered 503 (the device retries next period).
+    public var maxActiveOTASessions = 10_000
+    /// An OTA session without a chunk or progress report for this long ends as `expired`.
+    public var otaSessionIdleSeconds = 1_800
+    /// Open connections in all; beyond it a connection is answered 503 and closed at once.
+    public var maxConnections = 10_000
+    /// Open connections from one client address.
+    public var maxConnectionsPerAddress = 64
+    /// A keep-alive connection without a request for this long is closed (the firmware opens one per request).
+    public var idleTimeoutSeconds = 60
+    /// Time from a request's first byte to its complete head.
+    public var headerTimeoutSeconds = 10
+    /// Time from a request's head to its last body byte.
+    public var bodyTimeoutSeconds = 30
+    /// Client errors (4xx) are logged in full for the first few per interval, then as one summary line per interval.
+    public var clientErrorLogIntervalSeconds = 60
+    /// Client errors logged in full per interval before the summary takes over.
+    public var clientErrorLogBurst = 20
+
+    public init() {}
+
+    /// One setting: its key, valid range, help text and place in ``ServerLimits``.
+    public struct Setting: Sendable {
+        public let key: String
+        public let range: ClosedRange<Int>
+        public let help: String
+        let path: WritableKeyPath<ServerLimits, Int> & Sendable
+
+        init(_ key: String, _ range: ClosedRange<Int>, _ path: WritableKeyPath<ServerLimits, Int> & Sendable, _ help: String) {
+            self.key = key
+            self.range = range
+            self.path = path
+            self.help = help
+        }
+
+        /// `ECOWATT_LIMITS_<KEY>`.
+        public var environmentName: String { "ECOWATT_LIMITS_" + key.uppercased() }
+    }
+
+    public static let settings: [Setting] = [
+        Setting(
+            "max_pending_devices",
+            1...100_000_000,
+            \.retention.maxPendingDevices,
+            "Device ids without a verified upload that no operator created (they registered, reported or started an OTA download); beyond it the oldest is dropped with everything it stored"
+        ),
+        Setting(
+            "pending_rows_per_device",
+            1...1000,
+            \.retention.pendingRowsPerDevice,
+            "Rows such a pending id keeps per table (configuration history, faults, energy, OTA events and sessions)"
+        ),
+        Setting("config_history_per_device", 1...100_000, \.retention.configHistory.perDevice, "Configuration events kept per device"),
+        Setting("config_history_total", 1...1_000_000_000, \.retention.configHistory.total, "Configuration events kept in all"),
+        Setting("fault_events_per_device", 1...1_000_000, \.retention.faultEvents.perDevice, "Fault-recovery events kept per device"),
+        Setting("fault_events_total", 1...1_000_000_000, \.retention.faultEvents.total, "Fault-recovery events kept in all"),
+        Setting("power_reports_per_device", 1...1_000_000, \.retention.powerReports.perDevice, "Energy reports kept per device"),
+        Setting("power_reports_total", 1...1_000_000_000, \.retention.powerReports.total, "Energy reports kept in all"),
+        Setting("ota_events_per_session", 1...100_000, \.retention.otaEvents.perDevice, "OTA progress events kept per session"),
+        Setting("ota_events_total", 1...1_000_000_000, \.retention.otaEvents.total, "OTA progress events kept in all"),
+        Setting("ota_sessions_per_device", 1...100_000, \.retention.otaSessions.perDevice, "Ended OTA sessions kept per device"),
+        Setting("ota_sessions_total", 1...1_000_000_000, \.retention.otaSessions.total, "Ended OTA sessions kept in all"),
+        Setting("diagnostics_total_bytes", 4096...(1 << 50), \.diagnosticsTotalBytes, "Bytes of diagnostics files in all; the oldest files go first"),
+        Setting("ingest_cache_devices", 16...100_000_000, \.ingestCacheDevices, "Devices whose anti-replay and decoder state ingest keeps in memory"),
+        Setting("max_active_ota_sessions", 1...10_000_000, \.maxActiveOTASessions, "OTA downloads in progress at once (more initiates get 503)"),
+        Setting("ota_session_idle_seconds", 60...604_800, \.otaSessionIdleSeconds, "An OTA session without chunk or progress for this long expires"),
+        Setting("max_connections", 16...10_000_000, \.maxConnections, "Open connections in all (more are answered 503 and closed)"),
+        Setting("max_connections_per_address", 1...10_000_000, \.maxConnectionsPerAddress, "Open connections per client address"),
+        Setting("idle_timeout_seconds", 1...86_400, \.idleTimeoutSeconds, "Keep-alive connection without a request"),
+        Setting("header_timeout_seconds", 1...3600, \.headerTimeoutSeconds, "First byte of a request to its complete head"),
+        Setting("body_timeout_seconds", 1...3600, \.bodyTimeoutSeconds, "Request head to its last body byte"),
+        Setting("client_error_log_interval_seconds", 1...86_400, \.clientErrorLogIntervalSeconds, "Interval of the client-error summary log line"),
+        Setting("client_error_log_burst", 0...100_000, \.clientErrorLogBurst, "Client errors logged in full per interval"),
+    ]
+
+    public static func setting(_ key: String) -> Setting? {
+        settings.first { $0.key == key }
+    }
+
+    /// The value of `key`.
+    public func value(_ key: String) -> Int? {
+        Self.setting(key).map { self[keyPath: $0.path] }
+    }
+
+    /// Sets `key`, refusing unknown keys and values outside the setting's range.
+    public mutating func set(_ key: String, _ value: Int) throws(ConfigurationError) {
+        guard let setting = Self.setting(key) else {
+            throw .invalid("unknown limit '\(key)' (one of \(Self.settings.map(\.key).joined(separator: ", ")))")
+        }
+        guard setting.range.contains(value) else { throw .invalid("limit \(key) must be in \(setting.range)") }
+        self[keyPath: setting.path] = value
+    }
+}
