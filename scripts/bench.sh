@@ -27,7 +27,7 @@ port=5311
 run_server() {  # $1 = durability
     rm -rf "$work/srv"
     ECOWATT_MQTT_ENABLED="${MQTT:-false}" $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
-        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level "${LOG_LEVEL:-warning}" \
+        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level "${LOG_LEVEL:-warning}" --limit max_connections_per_address=1000000 \
         --durability "$1" 2> "$work/server.log" &
     server=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return; sleep 0.1; done

@@ -161,11 +161,25 @@ public struct EcoWattApplication: Sendable {
         FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
         MQTTRoutes(feed: feed).register(on: operatorRoutes)
 
+        // Connections: every one counted against a total and a per-address cap, with header, body and idle timeouts.
+        let descriptors = FileDescriptorLimit.current
+        let maxConnections = min(limits.maxConnections, max(16, descriptors - FileDescriptorLimit.reserved))
+        if maxConnections < limits.maxConnections {
+            logger.warning(
+                "max_connections lowered to fit the descriptor limit",
+                metadata: ["configured": "\(limits.maxConnections)", "effective": "\(maxConnections)", "descriptors": "\(descriptors)"]
+            )
+        }
+        let limiter = ConnectionLimiter(maxTotal: maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
+        metrics.sample("ecowatt_connections_open") { Double(limiter.openConnections) }
+        let server = GuardedHTTP1Channel.server(limits: limits, limiter: limiter, metrics: metrics)
         var application = Application(
             router: router,
+            server: server,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
-                serverName: "EcoWattCloud"
+                serverName: "EcoWattCloud",
+                backlog: 1024
             ),
             logger: logger
         )

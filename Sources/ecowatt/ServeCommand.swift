@@ -74,6 +74,8 @@ struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "ecowatt")
+        let descriptors = FileDescriptorLimit.raise()
+        logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let server = try EcoWattApplication(configuration: configuration, logger: logger)
         logger.notice(
             "EcoWatt Cloud starting",

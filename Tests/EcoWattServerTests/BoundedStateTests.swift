@@ -153,8 +153,7 @@ import Testing
         #expect(residentAfterSecond <= residentAfterFirst + 16 << 20, "RSS \(residentAfterFirst) → \(residentAfterSecond) bytes")
 
         // The counters say what happened.
-        let token = try String(contentsOf: root.appendingPathComponent("keys/operator_token"), encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try ProcessTests.operatorToken(root)
         let metrics = try await LoopbackHTTP.request(port: port, path: "/metrics", headers: ["Authorization": "Bearer \(token)"])
         #expect(metrics.body.contains("ecowatt_pending_devices_evicted_total "))
         #expect(metrics.body.contains(#"ecowatt_retention_dropped_rows{table="fault_events"}"#))

@@ -13,6 +13,12 @@ import Testing
         FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-proc-\(UUID().uuidString)")
     }
 
+    /// The operator token a server started on `root` generated.
+    static func operatorToken(_ root: URL) throws -> String {
+        try String(contentsOf: root.appendingPathComponent("keys/operator_token"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Uploads from several devices run while the server is SIGKILLed; after a restart on the same data directory,
     /// every upload that got a 200 is stored and every device's nonce state is intact.
     @Test func acknowledgedUploadsAndNoncesSurviveSIGKILL() async throws {

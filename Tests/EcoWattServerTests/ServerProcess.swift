@@ -45,19 +45,26 @@ final class ServerProcess: @unchecked Sendable {
     let logFile: URL
 
     /// Starts `ecowatt serve` on `port` with every directory under `root`, and waits until `/health` answers.
-    init(root: URL, port: Int, extraArguments: [String] = []) async throws {
+    /// - Parameter descriptorLimit: run under `ulimit -n` (soft and hard) of this many descriptors.
+    init(root: URL, port: Int, extraArguments: [String] = [], descriptorLimit: Int? = nil) async throws {
         self.port = port
         logFile = root.appendingPathComponent("server-\(UUID().uuidString).log")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: logFile.path, contents: nil)
         process.executableURL = Self.binary
-        process.arguments =
+        let arguments =
             [
                 "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", root.appendingPathComponent("data").path,
                 "--keys-dir", root.appendingPathComponent("keys").path, "--firmware-dir",
                 root.appendingPathComponent("firmware").path, "--diagnostics-dir",
                 root.appendingPathComponent("diagnostics").path, "--log-level", "info",
             ] + extraArguments
+        if let descriptorLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", #"ulimit -n \#(descriptorLimit) && exec "$0" "$@""#, Self.binary.path] + arguments
+        } else {
+            process.arguments = arguments
+        }
         let handle = try FileHandle(forWritingTo: logFile)
         process.standardOutput = handle
         process.standardError = handle

@@ -54,11 +54,15 @@ public enum LoopbackHTTP {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// True when the server closed the connection (a read returns end of file at once, or the connection was reset).
+    /// True when the server closed the connection: what it sent (a 503, say) is read and followed by end of file, or
+    /// the connection was reset. Does not wait.
     public static func isClosedByPeer(_ fd: Int32) -> Bool {
-        var byte: UInt8 = 0
-        let count = recv(fd, &byte, 1, Int32(MSG_DONTWAIT))
-        return count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count > 0 { continue }
+            return count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
+        }
     }
 
     /// One request on a fresh connection from `localAddress` (`Connection: close`, as the firmware's command poll).

@@ -1,0 +1,97 @@
+import EcoWattProtocol
+import EcoWattTestSupport
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 13: connections are limited and timed out. The real binary runs under a 256-descriptor limit; one client
+/// address opens every connection it can, idle or sending its headers a byte at a time, and another address still gets
+/// `/health` and an upload through within a second.
+@Suite(.serialized) struct ConnectionLimitTests {
+    /// `ecowatt serve` under `ulimit -n 256` (soft and hard, so the server cannot raise it) with short timeouts.
+    static func start(_ root: URL, port: Int) async throws -> ServerProcess {
+        try await ServerProcess(
+            root: root,
+            port: port,
+            extraArguments: [
+                "--limit", "max_connections_per_address=32", "--limit", "header_timeout_seconds=3", "--limit",
+                "body_timeout_seconds=3", "--limit", "idle_timeout_seconds=5",
+            ],
+            descriptorLimit: 256
+        )
+    }
+
+    @Test func aFloodOfIdleAndSlowConnectionsFromOneAddressDoesNotStopAnother() async throws {
+        let root = ProcessTests.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = LoopbackPort.free()
+        let server = try await Self.start(root, port: port)
+        #expect(server.log.contains("open-file limit") && server.log.contains("soft=256"))
+        #expect(server.log.contains("max_connections lowered to fit the descriptor limit"))
+
+        // 127.0.0.1: as many connections as it can get, half idle, half sending a partial request head.
+        var attack: [Int32] = []
+        var slow: Set<Int32> = []
+        defer { for fd in attack { close(fd) } }
+        for index in 0..<400 {
+            guard let fd = LoopbackHTTP.connect(port: port, from: "127.0.0.1") else { continue }
+            if index % 2 == 1 {
+                LoopbackHTTP.send(fd, "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                slow.insert(fd)
+            }
+            attack.append(fd)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let held = attack.filter { !LoopbackHTTP.isClosedByPeer($0) }
+        #expect(held.count == 32, "the per-address cap holds \(held.count) of \(attack.count) connections")
+
+        // 127.0.0.2 is served at once, a read of the health check and a signed upload.
+        let clock = ContinuousClock()
+        let start = clock.now
+        let health = try await LoopbackHTTP.request(port: port, from: "127.0.0.2", path: "/health", timeoutSeconds: 1)
+        #expect(health.status == 200)
+        let upload = try await LoopbackHTTP.request(
+            port: port,
+            from: "127.0.0.2",
+            method: "POST",
+            path: "/aggregated/CONN-1",
+            body: Uploads.body(device: "CONN-1", nonce: 11001),
+            timeoutSeconds: 1
+        )
+        #expect(upload.status == 200)
+        #expect(clock.now - start < .seconds(1))
+
+        // Heads sent a byte a second are cut at the header timeout, idle connections at the idle timeout.
+        let heldSlow = held.filter { slow.contains($0) }
+        #expect(!heldSlow.isEmpty)
+        for _ in 0..<4 {
+            try await Task.sleep(for: .seconds(1))
+            for fd in heldSlow { LoopbackHTTP.send(fd, "a") }
+        }
+        #expect(heldSlow.allSatisfy { LoopbackHTTP.isClosedByPeer($0) }, "slow heads are closed after the header timeout")
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(held.allSatisfy { LoopbackHTTP.isClosedByPeer($0) }, "idle connections are closed after the idle timeout")
+
+        // A slow body is cut at the body timeout.
+        let slowBody = try #require(LoopbackHTTP.connect(port: port, from: "127.0.0.3"))
+        defer { close(slowBody) }
+        LoopbackHTTP.send(slowBody, "POST /aggregated/CONN-2 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"nonce\":")
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(!LoopbackHTTP.isClosedByPeer(slowBody))
+        try await Task.sleep(for: .seconds(2.5))
+        #expect(LoopbackHTTP.isClosedByPeer(slowBody))
+
+        let metrics = try await LoopbackHTTP.request(
+            port: port,
+            path: "/metrics",
+            headers: ["Authorization": "Bearer \(try ProcessTests.operatorToken(root))"]
+        )
+        #expect(metrics.body.contains(#"ecowatt_connections_refused_total{reason="per_address"}"#))
+        #expect(metrics.body.contains(#"ecowatt_connections_timed_out_total{phase="header"}"#))
+        #expect(metrics.body.contains(#"ecowatt_connections_timed_out_total{phase="body"}"#))
+        try await server.stop(signal: SIGTERM)
+    }
+}
