@@ -50,6 +50,9 @@ public struct EcoWattApplication: Sendable {
         let faults = FaultInjector(enabled: configuration.faultInjection)
         if faults.enabled { logger.warning("fault injection is enabled: operators can make device routes fail") }
         let limits = configuration.limits
+        let logInterval = Duration.seconds(limits.clientErrorLogIntervalSeconds)
+        let clientErrors = RateLimitedLog(logger: logger, what: "client errors", interval: logInterval, burst: limits.clientErrorLogBurst)
+        let deviceEvents = RateLimitedLog(logger: logger, what: "device events", interval: logInterval, burst: limits.clientErrorLogBurst)
         let diagnostics = DiagnosticsService(
             directory: configuration.diagnosticsDirectory,
             maxFileBytes: configuration.diagnosticsMaxFileBytes,
@@ -96,6 +99,7 @@ public struct EcoWattApplication: Sendable {
             clock: clock,
             metrics: metrics,
             faults: faults,
+            deviceEvents: deviceEvents,
             maxActiveSessions: limits.maxActiveOTASessions,
             idleLimitSeconds: limits.otaSessionIdleSeconds
         )
@@ -131,7 +135,7 @@ public struct EcoWattApplication: Sendable {
         }
 
         let router = Router(context: EcoWattRequestContext.self)
-        router.add(middleware: RequestLogMiddleware(metrics: metrics))
+        router.add(middleware: RequestLogMiddleware(metrics: metrics, clientErrors: clientErrors))
         router.add(middleware: JSONErrorMiddleware())
         HealthRoutes(writer: writer, ota: ota).register(on: router)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
@@ -185,7 +189,17 @@ public struct EcoWattApplication: Sendable {
         )
         // Shutdown runs in reverse: the HTTP server drains first, then the services (activity flushes last_seen),
         // and the writer, added before them, commits what is queued last.
-        application.addServices(WALCheckpointer(database: database, logger: logger), writer, ingest, activity, commands, ota, feed)
+        application.addServices(
+            WALCheckpointer(database: database, logger: logger),
+            writer,
+            ingest,
+            activity,
+            commands,
+            ota,
+            feed,
+            clientErrors,
+            deviceEvents
+        )
 
         self.application = application
         self.configuration = configuration

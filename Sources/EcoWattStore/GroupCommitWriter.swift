@@ -19,8 +19,11 @@ public final class GroupCommitWriter: Service, Sendable {
         var queue: [Job] = []
         var waiter: CheckedContinuation<Void, Never>?
         var finished = false
+        var running = false
         var batches = 0
         var jobs = 0
+        /// When the oldest job still waiting was queued (`nil` while the queue is empty).
+        var waitingSince: ContinuousClock.Instant?
     }
 
     /// A queued unit of work; `apply` runs on the writer's connection and returns the action that resumes the caller.
@@ -52,6 +55,7 @@ public final class GroupCommitWriter: Service, Sendable {
         )
         let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
             guard !state.finished else { return (false, nil) }
+            if state.queue.isEmpty { state.waitingSince = .now }
             state.queue.append(job)
             defer { state.waiter = nil }
             return (true, state.waiter)
@@ -61,6 +65,22 @@ public final class GroupCommitWriter: Service, Sendable {
         return ticket
     }
 
+    /// Readiness without a write (issue 13: `/ready` is open, so it must not cost a transaction): the database answers a
+    /// read, and the writer runs and has not left work waiting longer than `stalledAfter`.
+    public func probe(stalledAfter: Duration = .seconds(5)) async -> (ready: Bool, detail: String) {
+        do {
+            _ = try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        } catch {
+            return (false, "database not readable: \(error)")
+        }
+        let (running, finished, queued, since) = state.withLock { ($0.running, $0.finished, $0.queue.count, $0.waitingSince) }
+        if !running || finished { return (false, "the writer is not running") }
+        if let since, ContinuousClock.now - since > stalledAfter {
+            return (false, "the writer has left \(queued) writes waiting for more than \(stalledAfter)")
+        }
+        return (true, "readable; writer running, \(queued) writes queued")
+    }
+
     /// Number of transactions and jobs committed so far (for statistics and benchmarks).
     public var counters: (batches: Int, jobs: Int) { state.withLock { ($0.batches, $0.jobs) } }
 
@@ -68,6 +88,8 @@ public final class GroupCommitWriter: Service, Sendable {
     /// service group cancels every service when one fails, e.g. the HTTP server cannot bind its port; waiting for
     /// more work then would keep the process alive forever).
     public func run() async throws {
+        state.withLock { $0.running = true }
+        defer { state.withLock { $0.running = false } }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 while let batch = await nextBatch() {
@@ -102,6 +124,7 @@ public final class GroupCommitWriter: Service, Sendable {
                     let count = min(maxBatch, state.queue.count)
                     let batch = Array(state.queue.prefix(count))
                     state.queue.removeFirst(count)
+                    state.waitingSince = state.queue.isEmpty ? nil : .now
                     return .batch(batch)
                 }
                 return state.finished ? .done : .wait

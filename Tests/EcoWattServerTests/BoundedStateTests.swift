@@ -80,15 +80,7 @@ import Testing
     @Test func floodsOfAnonymousRequestsStayWithinEveryBudgetAndSpareVerifiedDevices() async throws {
         let root = ProcessTests.temporaryRoot()
         defer { try? FileManager.default.removeItem(at: root) }
-        let keysDir = root.appendingPathComponent("keys").path
-        let firmwareDir = root.appendingPathComponent("firmware").path
-        _ = try await ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
-        let image = root.appendingPathComponent("app.bin")
-        try Data([0xE9] + (1..<20_000).map { UInt8(truncatingIfNeeded: $0) }).write(to: image)
-        let (prepared, _, prepareError) = try await ServerProcess.runCLI([
-            "firmware", "prepare", image.path, "--version", "7.0.0", "--keys-dir", keysDir, "--firmware-dir", firmwareDir,
-        ])
-        #expect(prepared == 0, "\(prepareError)")
+        try await ProcessTests.prepareFirmware(root: root, version: "7.0.0")
         let port = LoopbackPort.free()
         let server = try await ServerProcess(
             root: root,

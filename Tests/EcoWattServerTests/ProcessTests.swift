@@ -13,6 +13,19 @@ import Testing
         FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-proc-\(UUID().uuidString)")
     }
 
+    /// Generates FOTA keys under `root/keys` and prepares a small image of `version` into `root/firmware`.
+    static func prepareFirmware(root: URL, version: String) async throws {
+        let keysDir = root.appendingPathComponent("keys").path
+        _ = try await ServerProcess.runCLI(["keys", "generate", "--keys-dir", keysDir])
+        let image = root.appendingPathComponent("app.bin")
+        try Data([0xE9] + (1..<20_000).map { UInt8(truncatingIfNeeded: $0) }).write(to: image)
+        let (prepared, _, error) = try await ServerProcess.runCLI([
+            "firmware", "prepare", image.path, "--version", version, "--keys-dir", keysDir, "--firmware-dir",
+            root.appendingPathComponent("firmware").path,
+        ])
+        #expect(prepared == 0, "\(error)")
+    }
+
     /// The operator token a server started on `root` generated.
     static func operatorToken(_ root: URL) throws -> String {
         try String(contentsOf: root.appendingPathComponent("keys/operator_token"), encoding: .utf8)

@@ -34,7 +34,8 @@ final class TestServer: Sendable {
         diagnosticsMaxFileBytes: Int? = nil,
         diagnosticsRetainedFiles: Int? = nil,
         mqttPort: Int? = nil,
-        mqttOutboxLimit: Int? = nil
+        mqttOutboxLimit: Int? = nil,
+        limits: [String: Int]? = nil
     ) throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -57,6 +58,7 @@ final class TestServer: Sendable {
         flags.mqttPort = mqttPort
         flags.mqttOutboxMaxMessages = mqttOutboxLimit
         flags.mqttClientID = "ecowatt-test-\(UUID().uuidString.prefix(8))"
+        flags.limits = limits
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
         if !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
             try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.keysDirectory)

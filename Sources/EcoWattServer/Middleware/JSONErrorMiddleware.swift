@@ -2,7 +2,9 @@ import EcoWattProtocol
 import Hummingbird
 import Logging
 
-/// Turns every error into `{"success":false,"error":…}` with a fitting status (never a crash, never an HTML page).
+/// Turns every error into `{"success":false,"error":…}` with a fitting status (never a crash, never an HTML page), and
+/// names its reason from a fixed set in the `X-EcoWatt-Error` header (``ErrorCode``), which ``RequestLogMiddleware``
+/// counts and logs.
 public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     public init() {}
 
@@ -13,23 +15,26 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     )
         async throws -> Response
     {
-        let response: Response
+        let error: APIError
         do {
-            response = try await next(request, context)
-        } catch let error as any ReasonedError {
-            response = try APIError(error.status, error.reason).response(from: request, context: context)
-        } catch let error as HTTPError {
-            response = try APIError(error.status, error.body ?? error.status.reasonPhrase)
-                .response(from: request, context: context)
-        } catch let error as any HTTPResponseError {
-            response = try APIError(error.status, error.status.reasonPhrase).response(from: request, context: context)
+            return try await next(request, context)
+        } catch let reasoned as any ReasonedError {
+            error = APIError(reasoned.status, reasoned.reason, code: reasoned.code)
+        } catch let http as HTTPError {
+            error = APIError(http.status, http.body ?? http.status.reasonPhrase)
+        } catch let http as any HTTPResponseError {
+            error = APIError(http.status, http.status.reasonPhrase)
         } catch is DecodingError {
-            response = try APIError(.badRequest, "Malformed JSON body").response(from: request, context: context)
-        } catch {
-            context.logger.error("unhandled error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            response = try APIError(.internalServerError, "Internal server error")
-                .response(from: request, context: context)
+            error = APIError(.badRequest, "Malformed JSON body", code: "malformed_json")
+        } catch let unhandled {
+            context.logger.error(
+                "unhandled error",
+                metadata: ["error": "\(unhandled)", "path": LogText.value(request.uri.path)]
+            )
+            error = APIError(.internalServerError, "Internal server error")
         }
+        var response = try error.response(from: request, context: context)
+        response.headers[ErrorCode.header] = error.code
         return response
     }
 }

@@ -1,11 +1,15 @@
 import Hummingbird
 import Logging
 
-/// One structured log line and the request metrics per request: method, route template, status, duration and the
-/// `{id}` path parameter (a device id on device routes). Never bodies or tokens. 5xx are logged at `error`, 4xx at
-/// `notice`, the rest at `debug` (set `log_level` to `debug` to see every request).
+/// The request metrics and log: method, route template, status, duration, the error code and the `{id}` path
+/// parameter (a device id on device routes, escaped). Never bodies or tokens.
+///
+/// 5xx are logged at `error` (faults of this server). Client errors (4xx) are counted by route and reason in
+/// `ecowatt_client_errors_total` and logged through a ``RateLimitedLog`` at `notice`: the first few per interval in
+/// full, then one summary line, so a flood of bad requests cannot flood the log. Other requests are logged at `debug`.
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: ServerMetrics
+    let clientErrors: RateLimitedLog
 
     func handle(
         _ request: Request,
@@ -16,6 +20,7 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     {
         let start = ContinuousClock.now
         var status = HTTPResponse.Status.internalServerError
+        var code: String?
         defer {
             let elapsed = ContinuousClock.now - start
             // The route template, never the raw path: ids in paths would make one time series per device.
@@ -23,18 +28,28 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             let method = request.method.rawValue
             metrics.increment("ecowatt_http_requests_total", [("route", route), ("method", method), ("status", "\(status.code)")])
             metrics.record("ecowatt_http_request_duration_seconds", [("route", route), ("method", method)], duration: elapsed)
-            let level: Logger.Level = status.code >= 500 ? .error : status.code >= 400 ? .notice : .debug
-            if context.logger.logLevel <= level {
+            func metadata() -> Logger.Metadata {
                 var metadata: Logger.Metadata = [
                     "method": "\(method)", "route": "\(route)", "status": "\(status.code)",
                     "duration_us": "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)",
                 ]
-                if let id = context.parameters.get("id") { metadata["id"] = "\(id)" }
-                context.logger.log(level: level, "request", metadata: metadata)
+                if let code { metadata["error"] = "\(code)" }
+                if let id = context.parameters.get("id") { metadata["id"] = LogText.value(id) }
+                return metadata
+            }
+            if (400..<500).contains(status.code) {
+                let reason = code ?? ErrorCode.of(status)
+                metrics.increment("ecowatt_client_errors_total", [("route", route), ("reason", reason)])
+                clientErrors.log(level: .notice, kind: "\(route) \(reason)", "client error", metadata: metadata())
+            } else if status.code >= 500 {
+                context.logger.error("request", metadata: metadata())
+            } else if context.logger.logLevel <= .debug {
+                context.logger.debug("request", metadata: metadata())
             }
         }
         let response = try await next(request, context)
         status = response.status
+        code = response.headers[ErrorCode.header]
         return response
     }
 }

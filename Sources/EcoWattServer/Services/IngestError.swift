@@ -28,7 +28,15 @@ extension IngestError: ReasonedError {
         }
     }
 
+    public var code: String {
+        switch self {
+        case .security(let error): error.category
+        case .invalidPayload: "invalid_payload"
+        case .storage: "storage"
+        }
+    }
+
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try APIError(status, reason).response(from: request, context: context)
+        try APIError(status, reason, code: code).response(from: request, context: context)
     }
 }

@@ -186,7 +186,7 @@ public actor IngestService: Service {
                 throw .security(.replay(nonce: nonce, lastAccepted: stored))
             }
             countStorageFailure()
-            logger.error("upload not stored", metadata: ["device_id": "\(deviceID)", "error": "\(error)"])
+            logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
             throw .storage("\(error)")
         }
         if record.queueForFeed { feed?.committed(packets.count) }
@@ -210,7 +210,8 @@ public actor IngestService: Service {
         devices[deviceID] = state.lastNonce == nil ? nil : state
         let ticket = store.submitStreamReset(deviceID: deviceID)
         try await ticket.value()
-        logger.info("device boot signal: decoder model reset", metadata: ["device_id": "\(deviceID)"])
+        // Debug only: boot reports are unauthenticated and may come by the thousand.
+        logger.debug("device boot signal: decoder model reset", metadata: ["device_id": LogText.value(deviceID)])
     }
 
     /// Drops the cached state of a deleted device (the store has forgotten it).

@@ -35,6 +35,20 @@ public enum OTAError: ReasonedError, Sendable, Equatable {
         }
     }
 
+    public var code: String {
+        switch self {
+        case .noFirmware: "no_firmware"
+        case .chunkOutOfRange: "chunk_out_of_range"
+        case .noActiveSession: "no_session"
+        case .sessionVersion: "session_version"
+        case .invalid: "invalid"
+        case .conflict: "conflict"
+        case .keysUnavailable: "keys_unavailable"
+        case .notFound: "not_found"
+        case .busy: "busy"
+        }
+    }
+
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         JSONBody.response(status: status, ["success": false, "error": .string(reason)])
     }

@@ -42,6 +42,8 @@ public actor OTAService: Service {
     nonisolated let clock: @Sendable () -> Int64
     nonisolated let metrics: ServerMetrics?
     nonisolated let faults: FaultInjector?
+    /// Log lines devices trigger (rate-limited: initiates and reports are unauthenticated).
+    nonisolated let deviceEvents: RateLimitedLog?
     private nonisolated let live: Mutex<[String: LiveSession]>
     /// Most sessions in progress at once.
     nonisolated let maxActiveSessions: Int
@@ -57,10 +59,12 @@ public actor OTAService: Service {
         clock: @escaping @Sendable () -> Int64,
         metrics: ServerMetrics? = nil,
         faults: FaultInjector? = nil,
+        deviceEvents: RateLimitedLog? = nil,
         maxActiveSessions: Int = 10_000,
         idleLimitSeconds: Int = 1_800
     ) throws {
         self.store = store
+        self.deviceEvents = deviceEvents
         self.maxActiveSessions = maxActiveSessions
         self.idleLimitMs = Int64(idleLimitSeconds) * 1000
         self.metrics = metrics
@@ -203,9 +207,11 @@ public actor OTAService: Service {
                 counters: OTAChunkCounters(chunksServed: 0, bytesServed: 0, lastChunk: nil, updatedAtMs: now)
             )
         }
-        logger.info(
+        deviceEvents?.log(
+            level: .info,
+            kind: "ota_started",
             "OTA session started",
-            metadata: ["device_id": "\(deviceID)", "version": "\(version)", "session_id": "\(session.sessionID)"]
+            metadata: ["device_id": LogText.value(deviceID), "version": LogText.value(version), "session_id": "\(session.sessionID)"]
         )
         return (session, replaced)
     }
@@ -274,9 +280,11 @@ public actor OTAService: Service {
         guard let current else { return nil }
         if outcome != nil {
             forgetLive(deviceID: deviceID, sessionID: current.sessionID)
-            logger.notice(
+            deviceEvents?.log(
+                level: .notice,
+                kind: "ota_failed",
                 "OTA session failed",
-                metadata: ["device_id": "\(deviceID)", "phase": "\(phase)", "message": "\(message ?? "")"]
+                metadata: ["device_id": LogText.value(deviceID), "phase": "\(phase)", "message": LogText.value(message ?? "")]
             )
         }
         return try await store.session(current.sessionID)
@@ -322,9 +330,11 @@ public actor OTAService: Service {
             nowMs: clock()
         )
         forgetLive(deviceID: deviceID, sessionID: session.sessionID)
-        logger.notice(
+        deviceEvents?.log(
+            level: .notice,
+            kind: "ota_ended",
             "OTA session ended",
-            metadata: ["device_id": "\(deviceID)", "outcome": "\(outcome.rawValue)", "version": "\(version)"]
+            metadata: ["device_id": LogText.value(deviceID), "outcome": "\(outcome.rawValue)", "version": LogText.value(version)]
         )
         return (outcome, try await store.session(session.sessionID))
     }
