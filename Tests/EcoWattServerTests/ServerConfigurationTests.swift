@@ -54,4 +54,40 @@ import Testing
             try ServerConfiguration.load(configFile: nil, environment: ["ECOWATT_FLEET_KEY": "abcd"], flags: .init())
         }
     }
+
+    @Test func limitsLayerLikeEveryOtherSettingAndRefuseUnknownKeysAndRanges() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"limits": {"max_pending_devices": 10, "fault_events_total": 500, "max_connections": 100}}"#.utf8).write(to: file)
+        var flags = ServerConfiguration.Layer()
+        flags.limits = ["max_connections": 300]
+        let configuration = try ServerConfiguration.load(
+            configFile: file.path,
+            environment: ["ECOWATT_LIMITS_FAULT_EVENTS_TOTAL": "700", "ECOWATT_LIMITS_MAX_CONNECTIONS": "200"],
+            flags: flags
+        )
+        #expect(configuration.limits.retention.maxPendingDevices == 10)  // file
+        #expect(configuration.limits.retention.faultEvents.total == 700)  // env beats file
+        #expect(configuration.limits.maxConnections == 300)  // flag beats env
+        #expect(configuration.limits.retention.powerReports.perDevice == 300)  // default
+        var unknown = ServerConfiguration.Layer()
+        unknown.limits = ["max_pendng_devices": 1]
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration.load(configFile: nil, environment: [:], flags: unknown) }
+        #expect(throws: ConfigurationError.invalid("limit max_connections_per_address must be in 1...10000000")) {
+            try ServerConfiguration.load(configFile: nil, environment: ["ECOWATT_LIMITS_MAX_CONNECTIONS_PER_ADDRESS": "0"], flags: .init())
+        }
+    }
+
+    @Test func theReadmeListsEveryLimitWithItsDefault() throws {
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("README.md"),
+            encoding: .utf8
+        )
+        let defaults = ServerLimits()
+        for setting in ServerLimits.settings {
+            let row = "| `\(setting.key)` | `\(setting.environmentName)` | \(defaults.value(setting.key)!) |"
+            #expect(readme.contains(row), "README row for \(setting.key)")
+        }
+    }
 }
