@@ -94,9 +94,12 @@ public struct CommandRequest: Sendable, Equatable {
         }
 
         if let expires = json["expires_at"] {
-            guard let seconds = expires.doubleValue, seconds > 0 else { throw .init("expires_at must be epoch seconds") }
-            expiresAtMs = Int64(seconds * 1000)
-            guard expiresAtMs! > nowMs else { throw .init("expires_at is in the past") }
+            guard let seconds = expires.doubleValue, seconds > 0, seconds < 1e11 else {
+                throw .init("expires_at must be epoch seconds (before the year 5138)")
+            }
+            let expires = Int64(seconds * 1000)
+            guard expires > nowMs else { throw .init("expires_at is in the past") }
+            expiresAtMs = expires
         } else if let ttl = json["ttl_seconds"] {
             guard let seconds = ttl.intValue, seconds > 0, seconds <= 30 * 86_400 else {
                 throw .init("ttl_seconds must be an integer in 1...2592000")

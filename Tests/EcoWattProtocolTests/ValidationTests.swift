@@ -31,6 +31,7 @@ import Testing
         #expect(throws: CommandValidationError.self) { try parse(#"{"command":{"action":"write_register","target_register":"70000","value":1}}"#) }
         #expect(throws: CommandValidationError.self) { try parse(#"{"command":{"action":"set_power","value":true}}"#) }
         #expect(throws: CommandValidationError.self) { try parse(#"{"command":{"action":"get_power_stats"},"expires_at":1}"#) }
+        #expect(throws: CommandValidationError.self) { try parse(#"{"command":{"action":"get_power_stats"},"expires_at":1e300}"#) }
         #expect(throws: CommandValidationError.self) { try parse(#"{"command":{"action":"get_power_stats"},"idempotency_key":""}"#) }
     }
 
