@@ -41,6 +41,7 @@ public struct EcoWattApplication: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         let database = try EcoWattDatabase(path: configuration.databasePath, durability: configuration.durability)
+        try database.recountPendingDevices()
         let writer = GroupCommitWriter(database: database, logger: logger)
         let store = SQLiteTelemetryStore(database: database, writer: writer)
         guard let fleetKey = HexCoding.decode(configuration.fleetKeyHex) else {

@@ -63,38 +63,36 @@ public final class ServerMetrics: Sendable {
     /// Adds `amount` to the counter `name` with `dimensions`.
     public func increment(_ name: String, _ dimensions: [(String, String)] = [], by amount: Int = 1) {
         guard amount > 0 else { return }
-        let key = Self.key(name, dimensions)
-        let counter = counters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = registry.makeCounter(descriptor: Self.descriptor(name), labels: dimensions)
-            counters[key] = counter
-            return counter
-        }
-        counter.increment(by: Int64(amount))
+        instrument(counters, name, dimensions) { registry.makeCounter(descriptor: $0, labels: dimensions) }
+            .increment(by: Int64(amount))
     }
 
     /// Records a duration in the histogram `name`.
     public func record(_ name: String, _ dimensions: [(String, String)] = [], duration: Duration) {
-        let key = Self.key(name, dimensions)
-        let histogram = histograms.withLock { histograms in
-            if let histogram = histograms[key] { return histogram }
-            let histogram = registry.makeDurationHistogram(descriptor: Self.descriptor(name), labels: dimensions, buckets: durationBuckets)
-            histograms[key] = histogram
-            return histogram
-        }
-        histogram.record(duration)
+        instrument(histograms, name, dimensions) {
+            registry.makeDurationHistogram(descriptor: $0, labels: dimensions, buckets: durationBuckets)
+        }.record(duration)
     }
 
     /// Sets the gauge `name` with `dimensions`.
     public func set(_ name: String, _ value: Double, _ dimensions: [(String, String)] = []) {
+        instrument(gauges, name, dimensions) { registry.makeGauge(descriptor: $0, labels: dimensions) }.set(value)
+    }
+
+    /// The instrument of `name` with `dimensions` from `cache`, made (from its ``catalog`` entry) the first time.
+    private func instrument<Instrument>(
+        _ cache: borrowing Mutex<[String: Instrument]>,
+        _ name: String,
+        _ dimensions: [(String, String)],
+        make: (MetricNameDescriptor) -> Instrument
+    ) -> Instrument {
         let key = Self.key(name, dimensions)
-        let gauge = gauges.withLock { gauges in
-            if let gauge = gauges[key] { return gauge }
-            let gauge = registry.makeGauge(descriptor: Self.descriptor(name), labels: dimensions)
-            gauges[key] = gauge
-            return gauge
+        return cache.withLock { instruments in
+            if let instrument = instruments[key] { return instrument }
+            let instrument = make(Self.descriptor(name))
+            instruments[key] = instrument
+            return instrument
         }
-        gauge.set(value)
     }
 
     /// Registers a gauge whose value is read at each scrape.

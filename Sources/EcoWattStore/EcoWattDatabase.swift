@@ -25,8 +25,11 @@ public final class EcoWattDatabase: Sendable {
         self.path = path
         self.pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
-        // The pending-device counter can drift when a registration races a first upload; recount it (cheap: a partial
-        // index over at most the pending cap).
+    }
+
+    /// The server's start: the pending-device counter can drift when a registration races a first upload, so it is
+    /// recounted (cheap: a partial index over at most the pending cap).
+    public func recountPendingDevices() throws {
         try pool.write { db in
             try db.execute(
                 sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM devices WHERE admission = 'pending') WHERE name = ?",
@@ -36,8 +39,10 @@ public final class EcoWattDatabase: Sendable {
     }
 
     /// Checkpoints the WAL into the database file (truncating it) and closes the pool. Further use throws.
-    public func close() throws {
-        _ = try pool.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+    /// - Parameter checkpoint: `false` for tools that run beside a server (the server checkpoints; a truncating
+    ///   checkpoint would wait for its transactions).
+    public func close(checkpoint: Bool = true) throws {
+        if checkpoint { _ = try pool.writeWithoutTransaction { try $0.checkpoint(.truncate) } }
         try pool.close()
     }
 

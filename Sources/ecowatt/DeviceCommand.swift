@@ -37,7 +37,7 @@ struct DeviceCommand: AsyncParsableCommand {
             try await database.pool.write { db in
                 try SQLiteTelemetryStore.setDeviceKey(db, deviceID: deviceID, key: bytes)
             }
-            try database.close()
+            try database.close(checkpoint: false)  // a running server checkpoints
             print(remove ? "removed the key of \(deviceID)" : "set the key of \(deviceID)")
         }
     }

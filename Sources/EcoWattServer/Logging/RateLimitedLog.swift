@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import EcoWattStore
 import Logging
 import ServiceLifecycle
@@ -74,24 +75,13 @@ public final class RateLimitedLog: Service, Sendable {
     }
 }
 
-/// Device-supplied text in log metadata: quotes, backslashes and control characters escaped (a newline in a device's
-/// message cannot forge a log line), cut to `limit` characters.
+/// Device-supplied text in log metadata: escaped like a JSON string (quotes, backslashes and control characters), so a
+/// newline in a device's message cannot forge a log line; cut to `limit` characters.
 public enum LogText {
     public static func escaped(_ text: String, limit: Int = 200) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars.prefix(limit) {
-            switch scalar {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029:
-                out += "\\u{\(String(scalar.value, radix: 16))}"
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return text.unicodeScalars.count > limit ? out + "…" : out
+        let cut = text.unicodeScalars.count > limit
+        let literal = JSONValue.string(cut ? String(String.UnicodeScalarView(text.unicodeScalars.prefix(limit))) : text).serialized
+        return String(literal.dropFirst().dropLast()) + (cut ? "…" : "")
     }
 
     /// ``escaped(_:limit:)`` as a metadata value.
