@@ -13,7 +13,8 @@ public enum DeviceInputHarness {
         /// The rest is a request body of `POST /aggregated/{id}`.
         case envelope = 0
         /// The rest is up to ``maxUploads`` inner JSON documents separated by `\n`, decoded in order against one
-        /// device's model (so the temporal model and the time reconstruction see whole boot sequences).
+        /// device's model (so the temporal model and the time reconstruction see whole boot sequences); a line `BOOT`
+        /// is a boot signal (the reboot hypothesis beside the model).
         case uploads = 1
         /// `[registers][samples][blob…]`: the blob given to every decoder, with encode∘decode checks.
         case codecs = 2
@@ -21,6 +22,8 @@ public enum DeviceInputHarness {
         case json = 3
     }
 
+    /// The line of a ``Mode/uploads`` input that stands for a boot signal.
+    public static let bootLine = Array("BOOT".utf8)
     /// Most uploads of one ``Mode/uploads`` input.
     public static let maxUploads = 16
     /// Arrival time of the first unsynced upload of a sequence (synced uploads arrive just after their timestamp).
@@ -63,6 +66,11 @@ public enum DeviceInputHarness {
         var state = DeviceStreamState()
         var arrivalMs = baseArrivalMs
         for document in documents {
+            if document == Self.bootLine {
+                state.bootSignal()
+                coverage.hit(.bootSignal)
+                continue
+            }
             guard let upload = try? UploadPayload(parsing: document) else {
                 coverage.hit(.payloadRejected)
                 continue

@@ -24,9 +24,9 @@ public enum FuzzSeeds {
                 else { continue }
                 let device = path.components(separatedBy: "/").last ?? ""
                 let key = numberedBoots ? "\(line["run"] ?? "")-\(device)-boot\(line["boot"] ?? "")" : device
-                if !numberedBoots, line["boot"] as? Bool == true, let pending = sequences[key], !pending.isEmpty {
-                    seeds.append(("\(file)-uploads-\(key)-\(seeds.count)", sequenceInput(pending)))
-                    sequences[key] = []
+                if !numberedBoots, line["boot"] as? Bool == true {
+                    // A reboot: the sequence so far goes on, with the boot signal before the new boot's first upload.
+                    sequences[key, default: []].append(DeviceInputHarness.bootLine)
                 }
                 sequences[key, default: []].append(envelope.payload)
                 if sequences[key]!.count == DeviceInputHarness.maxUploads {

@@ -18,6 +18,7 @@ public final class HarnessCoverage: Sendable {
         case packetTemporalBase = "packet decoded: 0x70 temporal base"
         case packetTemporalDelta = "packet decoded: 0x71 temporal delta (per-device model)"
         case temporalStateUnknown = "packet undecodable: temporal state unknown"
+        case bootSignal = "boot signal (reboot hypothesis beside the model)"
         case packetUndecodable = "packet undecodable: other reasons"
         case codecBitPack = "codec round trip: bit-pack"
         case codecDictionary = "codec round trip: dictionary"
@@ -34,7 +35,7 @@ public final class HarnessCoverage: Sendable {
         /// reconstructions, and the direct codec checks.
         public static let required: [Path] = [
             .envelopeParsed, .payloadParsed, .timeSynced, .timeUnsynced, .packetBitPack, .packetBitPackTruncated,
-            .packetDictionary, .packetSemantic, .packetTemporalBase, .packetTemporalDelta, .temporalStateUnknown,
+            .packetDictionary, .packetSemantic, .packetTemporalBase, .packetTemporalDelta, .temporalStateUnknown, .bootSignal,
             .codecBitPack, .codecDictionary, .codecSemantic, .codecTemporalBase, .codecTemporalDelta, .jsonParsed,
         ]
     }

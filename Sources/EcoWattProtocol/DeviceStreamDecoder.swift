@@ -1,66 +1,5 @@
 import Foundation
 
-/// Per-device decoding state: the firmware encoder model plus what is needed to know whether it can be trusted.
-///
-/// The temporal (0x71) encoder state depends on every batch the device compressed since boot. The model is trusted
-/// only while the server has seen each batch, in order, decoded exactly. It becomes untrusted after a lossy (0x50),
-/// truncated or undecodable packet, a packet older than one already seen (reordered backlog), or a gap in sample
-/// time larger than `2 × interval + 8 s` (a batch the device lost in its 20-slot ring); only a boot signal resets it.
-public struct DeviceStreamState: Sendable, Equatable {
-    public var context = TemporalContext()
-    public var trusted = true
-    /// Device time (epoch ms when synced, else `millis()`) of the newest sample seen since boot.
-    public var lastSampleDeviceMs: Int64?
-    /// Sampling interval (s) announced with the newest packet.
-    public var lastIntervalSeconds: Int?
-
-    public init() {}
-
-    /// Slack added to the lost-batch gap rule: Modbus retries can delay one sample by up to ~7 s (spec §6.2).
-    public static let gapSlackMs: Int64 = 8_000
-
-    /// Compact binary form for persistence (fixed 192 bytes, little-endian).
-    public var serialized: [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(192)
-        out.append(1)  // format version
-        for value in context.rows {
-            out.append(UInt8(value & 0xFF))
-            out.append(UInt8(value >> 8))
-        }
-        out.append(contentsOf: context.lastRegisters)
-        out += [context.lastRegisterCount, context.writeIndex, context.bufferFull, trusted ? 1 : 0]
-        out.append(lastSampleDeviceMs == nil ? 0 : 1)
-        withUnsafeBytes(of: (lastSampleDeviceMs ?? 0).littleEndian) { out.append(contentsOf: $0) }
-        withUnsafeBytes(of: Int64(lastIntervalSeconds ?? -1).littleEndian) { out.append(contentsOf: $0) }
-        return out
-    }
-
-    /// Restores ``serialized``; `nil` for unknown formats.
-    public init?(serialized bytes: [UInt8]) {
-        guard bytes.count == 192, bytes[0] == 1 else { return nil }
-        var offset = 1
-        for index in 0..<80 {
-            context.rows[index] = UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
-            offset += 2
-        }
-        context.lastRegisters = Array(bytes[offset..<offset + 10])
-        offset += 10
-        context.lastRegisterCount = bytes[offset]
-        context.writeIndex = bytes[offset + 1] % 8
-        context.bufferFull = bytes[offset + 2]
-        trusted = bytes[offset + 3] != 0
-        let hasLast = bytes[offset + 4] != 0
-        offset += 5
-        func int64(at start: Int) -> Int64 {
-            (0..<8).reduce(Int64(0)) { $0 | Int64(bytes[start + $1]) << (8 * Int64($1)) }
-        }
-        lastSampleDeviceMs = hasLast ? int64(at: offset) : nil
-        let interval = int64(at: offset + 8)
-        lastIntervalSeconds = interval >= 0 ? Int(interval) : nil
-    }
-}
-
 /// Decodes the packets of one upload against a device's ``DeviceStreamState`` (spec §3.6.5).
 public enum DeviceStreamDecoder {
     /// Latest arrival time the decoder works with (year 2100): later clocks are clamped to it.
@@ -145,8 +84,13 @@ public enum DeviceStreamDecoder {
             originalSize: shapeValid ? 2 * registers * samples : 0
         )
 
+        /// The packet is lost to both models (undecodable, lossy or cut): neither follows the device exactly any more.
+        func untrustBoth() {
+            state.current.trusted = false
+            state.bootCandidate?.trusted = false
+        }
         func fail(_ reason: UndecodableReason, _ detail: String) -> DecodedPacket {
-            state.trusted = false
+            untrustBoth()
             result.reason = reason
             result.detail = detail
             return result
@@ -161,15 +105,23 @@ public enum DeviceStreamDecoder {
         }
         guard let first = blob.first else { return fail(.corruptBlob, "empty or non-base64 compressed_binary") }
 
-        // Ordering: a sample older than one already seen, or a gap that hides a lost batch, breaks the model.
-        if let last = state.lastSampleDeviceMs {
-            let firstSampleMs = deviceMs - Int64(samples - 1) * Int64(intervalSeconds) * 1000
-            let interval = Int64(max(intervalSeconds, state.lastIntervalSeconds ?? intervalSeconds))
-            if deviceMs <= last || firstSampleMs - last > 2 * interval * 1000 + DeviceStreamState.gapSlackMs {
-                state.trusted = false
-            }
+        // A device without NTP counts time from boot: time that went back is a reboot, proven by a signed upload.
+        if !clockSynced, state.bootCandidate != nil, let last = state.current.lastSampleDeviceMs, deviceMs < last {
+            state.adoptBootCandidate()
         }
-        state.lastSampleDeviceMs = max(state.lastSampleDeviceMs ?? deviceMs, deviceMs)
+        // Ordering: a sample older than one already seen, or a gap that hides a lost batch, breaks a model.
+        let interval = Int64(max(intervalSeconds, state.lastIntervalSeconds ?? intervalSeconds))
+        let firstSampleMs = deviceMs - Int64(samples - 1) * Int64(intervalSeconds) * 1000
+        func followOrder(_ model: inout TemporalModel) {
+            if let last = model.lastSampleDeviceMs,
+                deviceMs <= last || firstSampleMs - last > 2 * interval * 1000 + DeviceStreamState.gapSlackMs
+            {
+                model.trusted = false
+            }
+            model.lastSampleDeviceMs = max(model.lastSampleDeviceMs ?? deviceMs, deviceMs)
+        }
+        followOrder(&state.current)
+        if state.bootCandidate != nil { followOrder(&state.bootCandidate!) }
         state.lastIntervalSeconds = intervalSeconds
 
         let count = registers * samples
@@ -187,7 +139,7 @@ public enum DeviceStreamDecoder {
                 let complete = present / registers * registers
                 guard complete > 0 else { return fail(.corruptBlob, "truncated blob holds no complete sample") }
                 values = try BitPackDecoder.decode(blob, count: complete)
-                state.trusted = false
+                untrustBoth()
             } else {
                 switch marker {
                 case .bitPack: values = try BitPackDecoder.decode(blob, count: count)
@@ -195,15 +147,18 @@ public enum DeviceStreamDecoder {
                 case .semanticRLE:
                     values = try SemanticRLEDecoder.decode(blob, count: count)
                     result.approximate = true
-                    state.trusted = false
+                    untrustBoth()
                 case .temporalBase: values = try TemporalDecoder.decodeBase(blob, selection: selection)
                 case .temporalDelta:
-                    guard state.trusted, state.context.isCompatible(with: selection) else {
-                        return fail(.temporalStateUnknown, "encoder state since the last boot is not known exactly")
+                    switch try decodeDelta(blob, selection: selection, state: &state) {
+                    case .decoded(let decoded): values = decoded
+                    case .unknown(let detail): return fail(.temporalStateUnknown, detail)
                     }
-                    values = try TemporalDecoder.decodeDelta(blob, selection: selection, context: state.context)
                 }
-                if !result.approximate { state.context.update(values: values, selection: selection) }
+                if !result.approximate {
+                    state.current.update(values: values, selection: selection)
+                    state.bootCandidate?.update(values: values, selection: selection)
+                }
             }
         } catch {
             return fail(.corruptBlob, "\(error)")
@@ -213,5 +168,34 @@ public enum DeviceStreamDecoder {
         result.samples = (0..<rows).map { Array(values[$0 * registers..<($0 + 1) * registers]) }
         result.sampleTimesMs = (0..<rows).map { lastEpochMs - Int64(samples - 1 - $0) * Int64(intervalSeconds) * 1000 }
         return result
+    }
+
+    enum DeltaOutcome {
+        case decoded([UInt16])
+        case unknown(String)
+    }
+
+    /// A 0x71 blob against the two hypotheses (no reboot, reboot at the boot signal). The device's encoder was
+    /// compatible when it wrote the blob, so a trusted model that is not compatible is disproved (a freshly booted
+    /// encoder is not compatible before its buffer is full). When both fit, the reboot the device's own address
+    /// announced is the better explanation: the candidate becomes the model (whether or not they predict the same).
+    static func decodeDelta(_ blob: [UInt8], selection: [Int], state: inout DeviceStreamState) throws(CodecError) -> DeltaOutcome {
+        let current = state.current
+        let currentFits = current.isCompatible(with: selection)
+        guard let candidate = state.bootCandidate, candidate.trusted else {
+            guard currentFits else { return .unknown("encoder state since the last boot is not known exactly") }
+            return .decoded(try TemporalDecoder.decodeDelta(blob, selection: selection, context: current.context))
+        }
+        switch (currentFits, candidate.isCompatible(with: selection)) {
+        case (true, true), (false, true):
+            state.adoptBootCandidate()
+            return .decoded(try TemporalDecoder.decodeDelta(blob, selection: selection, context: candidate.context))
+        case (true, false):
+            // A freshly booted encoder could not have written this blob: there was no reboot at the signal.
+            state.bootCandidate = nil
+            return .decoded(try TemporalDecoder.decodeDelta(blob, selection: selection, context: current.context))
+        case (false, false):
+            return .unknown("encoder state since the last boot is not known exactly")
+        }
     }
 }

@@ -16,6 +16,8 @@ public enum SecurityError: Error, Sendable, Equatable {
     case replay(nonce: UInt32, lastAccepted: UInt32)
     /// The inner JSON names another device than the URL.
     case deviceMismatch(url: String, payload: String)
+    /// The nonce is further ahead of the last accepted one than the device can have spent since (nonce poisoning).
+    case nonceJump(nonce: UInt32, lastAccepted: UInt32, allowance: UInt64)
 
     /// Short machine-readable category, used in statistics and logs.
     public var category: String {
@@ -27,6 +29,7 @@ public enum SecurityError: Error, Sendable, Equatable {
         case .macMismatch: "mac"
         case .replay: "replay"
         case .deviceMismatch: "device_mismatch"
+        case .nonceJump: "nonce_jump"
         }
     }
 
@@ -41,6 +44,8 @@ public enum SecurityError: Error, Sendable, Equatable {
         case .replay(let nonce, let last): "Replay detected: nonce \(nonce) <= last accepted nonce \(last)"
         case .deviceMismatch(let url, let payload):
             "Payload device_id '\(payload)' does not match URL device id '\(url)'"
+        case .nonceJump(let nonce, let last, let allowance):
+            "Nonce \(nonce) is more than \(allowance) ahead of the last accepted nonce \(last)"
         }
     }
 }

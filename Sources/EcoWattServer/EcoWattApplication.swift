@@ -67,12 +67,12 @@ public struct EcoWattApplication: Sendable {
             logger: logger,
             metrics: metrics,
             feed: feed,
-            cacheLimit: limits.ingestCacheDevices
+            cacheLimit: limits.ingestCacheDevices,
+            nonceJumpAllowance: UInt64(limits.nonceJumpAllowance)
         )
         let registryEvents = RegistryEvents()
         let devices = SQLiteDeviceStore(database: database, writer: writer, retention: limits.retention, events: registryEvents)
         let activity = try DeviceActivity(store: devices, logger: logger, metrics: metrics)
-        let diagnosticsRoutes = DiagnosticsRoutes(diagnostics: diagnostics, registry: devices, activity: activity, clock: clock)
         let commands = try CommandService(
             store: devices,
             resultTimeoutSeconds: configuration.commandResultTimeoutSeconds,
@@ -80,16 +80,6 @@ public struct EcoWattApplication: Sendable {
             logger: logger,
             clock: clock
         )
-        let deviceRoutes = DeviceRoutes(
-            store: devices,
-            activity: activity,
-            ingest: ingest,
-            offlineAfterMs: Int64(configuration.deviceOfflineAfterSeconds) * 1000,
-            clock: clock
-        )
-        let commandRoutes = CommandRoutes(commands: commands, activity: activity, clock: clock)
-        let configRoutes = ConfigRoutes(store: devices, activity: activity, ingest: ingest, clock: clock)
-        let reportRoutes = ReportRoutes(store: devices, activity: activity, clock: clock)
         let (firmwareKeys, keysError) = Self.loadFirmwareKeys(directory: configuration.keysDirectory, logger: logger)
         let ota = try OTAService(
             store: devices,
@@ -104,6 +94,47 @@ public struct EcoWattApplication: Sendable {
             maxActiveSessions: limits.maxActiveOTASessions,
             idleLimitSeconds: limits.otaSessionIdleSeconds
         )
+        // Unsigned device requests are honoured from the address of the device's verified uploads (issue 14).
+        let binding = DeviceBinding(
+            policy: configuration.deviceBinding,
+            windowSeconds: limits.bindingWindowSeconds,
+            bindings: try devices.bindings()
+        )
+        let access = DeviceAccess(
+            binding: binding,
+            addresses: ClientAddressResolver(trustedProxies: configuration.trustedProxies, header: configuration.forwardedHeader),
+            clock: clock
+        )
+        let boot = try BootMessages(
+            binding: binding,
+            store: devices,
+            registry: devices,
+            ota: ota,
+            ingest: ingest,
+            windowSeconds: limits.holdWindowSeconds,
+            caps: limits.retention.heldMessages,
+            metrics: metrics,
+            logger: logger
+        )
+        let deviceRoutes = DeviceRoutes(
+            store: devices,
+            activity: activity,
+            ingest: ingest,
+            boot: boot,
+            access: access,
+            offlineAfterMs: Int64(configuration.deviceOfflineAfterSeconds) * 1000,
+            clock: clock
+        )
+        let commandRoutes = CommandRoutes(commands: commands, activity: activity, access: access, clock: clock)
+        let configRoutes = ConfigRoutes(store: devices, activity: activity, boot: boot, access: access, clock: clock)
+        let reportRoutes = ReportRoutes(store: devices, activity: activity, access: access, clock: clock)
+        let diagnosticsRoutes = DiagnosticsRoutes(
+            diagnostics: diagnostics,
+            registry: devices,
+            activity: activity,
+            access: access,
+            clock: clock
+        )
         // Ids that device requests give a registry row are tracked from then on; pending ids the caps drop leave
         // memory and disk with their rows.
         registryEvents.observe { event in
@@ -112,6 +143,7 @@ public struct EcoWattApplication: Sendable {
                 for id in ids { activity.admit(id, at: clock()) }
             case .evicted(let ids):
                 activity.forget(ids)
+                binding.forget(ids)
                 ota.evicted(ids)
                 Task { await diagnostics.evicted(ids) }
                 metrics.increment("ecowatt_pending_devices_evicted_total", by: ids.count)
@@ -124,7 +156,13 @@ public struct EcoWattApplication: Sendable {
         metrics.sample("ecowatt_mqtt_connected") { feed.status.connected ? 1 : 0 }
         metrics.sample("ecowatt_devices_known") { Double(activity.counts.known) }
         metrics.set("ecowatt_fleet_key_public", configuration.fleetKeyHex == FleetKey.firmwareDefaultHex ? 1 : 0)
-        let otaRoutes = OTARoutes(ota: ota, activity: activity, maxFirmwareBytes: configuration.maxFirmwareBytes)
+        let otaRoutes = OTARoutes(
+            ota: ota,
+            activity: activity,
+            boot: boot,
+            access: access,
+            maxFirmwareBytes: configuration.maxFirmwareBytes
+        )
         let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
         if created {
             logger.notice(
@@ -143,8 +181,15 @@ public struct EcoWattApplication: Sendable {
         // Injected network faults apply to these routes only.
         let deviceRouter = router.group()
         if faults.enabled { deviceRouter.add(middleware: FaultInjectionMiddleware(faults: faults)) }
-        TelemetryRoutes(ingest: ingest, activity: activity, maxBodyBytes: configuration.maxBodyBytes, clock: clock)
-            .register(on: deviceRouter)
+        TelemetryRoutes(
+            ingest: ingest,
+            activity: activity,
+            boot: boot,
+            access: access,
+            maxBodyBytes: configuration.maxBodyBytes,
+            clock: clock
+        )
+        .register(on: deviceRouter)
         deviceRoutes.registerDeviceRoutes(on: deviceRouter)
         commandRoutes.registerDeviceRoutes(on: deviceRouter)
         configRoutes.registerDeviceRoutes(on: deviceRouter)
@@ -199,7 +244,8 @@ public struct EcoWattApplication: Sendable {
             ota,
             feed,
             clientErrors,
-            deviceEvents
+            deviceEvents,
+            boot
         )
 
         self.application = application

@@ -70,6 +70,14 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var mqttOutboxMaxMessages: Int = 1_000_000
     /// Caps on stored rows, memory, connections and logging (`limits` object, `ECOWATT_LIMITS_*`, `--limit key=value`).
     public var limits = ServerLimits()
+    /// `address` or `off` (`ECOWATT_DEVICE_BINDING`, `device_binding`): unsigned device requests honoured only from the
+    /// address of the device's verified uploads.
+    public var deviceBinding = DeviceBinding.Policy.address
+    /// Reverse proxies whose forwarded client address is believed (`ECOWATT_TRUSTED_PROXIES`, comma-separated;
+    /// `trusted_proxies`, a list).
+    public var trustedProxies: [String] = []
+    /// The header a trusted proxy puts the client address in (`ECOWATT_FORWARDED_HEADER`, `forwarded_header`).
+    public var forwardedHeader = "X-Forwarded-For"
 
     public init() {}
 
@@ -112,6 +120,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var mqttOutboxMaxMessages: Int?
         /// ``ServerLimits`` settings by key.
         public var limits: [String: Int]?
+        public var deviceBinding: String?
+        public var trustedProxies: [String]?
+        public var forwardedHeader: String?
 
         public init() {}
 
@@ -146,6 +157,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             case mqttTopicPrefix = "mqtt_topic_prefix"
             case mqttOutboxMaxMessages = "mqtt_outbox_max_messages"
             case limits
+            case deviceBinding = "device_binding"
+            case trustedProxies = "trusted_proxies"
+            case forwardedHeader = "forwarded_header"
         }
 
         /// The `ECOWATT_*` variable of each key (``ServerLimits`` settings have their own, `ECOWATT_LIMITS_*`).
@@ -209,6 +223,9 @@ public struct ServerConfiguration: Sendable, Equatable {
                 limits[setting.key] = number
             }
             self.limits = limits.isEmpty ? nil : limits
+            deviceBinding = value(.deviceBinding)
+            trustedProxies = value(.trustedProxies).map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            forwardedHeader = value(.forwardedHeader)
         }
 
         public init(from decoder: any Decoder) throws {
@@ -249,6 +266,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             mqttTopicPrefix = try container.decodeIfPresent(String.self, forKey: .mqttTopicPrefix)
             mqttOutboxMaxMessages = try container.decodeIfPresent(Int.self, forKey: .mqttOutboxMaxMessages)
             limits = try container.decodeIfPresent([String: Int].self, forKey: .limits)
+            deviceBinding = try container.decodeIfPresent(String.self, forKey: .deviceBinding)
+            trustedProxies = try container.decodeIfPresent([String].self, forKey: .trustedProxies)
+            forwardedHeader = try container.decodeIfPresent(String.self, forKey: .forwardedHeader)
         }
 
         private struct AnyKey: CodingKey {
@@ -355,6 +375,20 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         for (key, value) in (layer.limits ?? [:]).sorted(by: { $0.key < $1.key }) {
             try limits.set(key, value)
+        }
+        if let value = layer.deviceBinding {
+            guard let policy = DeviceBinding.Policy(rawValue: value.lowercased()) else {
+                throw .invalid("device_binding '\(value)' is not 'address' or 'off'")
+            }
+            deviceBinding = policy
+        }
+        if let value = layer.trustedProxies {
+            guard value.allSatisfy({ !$0.isEmpty && !$0.contains(" ") }) else { throw .invalid("trusted_proxies must be IP addresses") }
+            trustedProxies = value
+        }
+        if let value = layer.forwardedHeader {
+            guard !value.isEmpty, !value.contains(":"), !value.contains(" ") else { throw .invalid("forwarded_header must be a header name") }
+            forwardedHeader = value
         }
     }
 

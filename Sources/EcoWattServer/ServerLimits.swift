@@ -30,6 +30,13 @@ public struct ServerLimits: Sendable, Equatable {
     public var clientErrorLogIntervalSeconds = 60
     /// Client errors logged in full per interval before the summary takes over.
     public var clientErrorLogBurst = 20
+    /// How long the address of a device's last verified upload binds its unsigned requests (issue 14).
+    public var bindingWindowSeconds = 3_600
+    /// How long a boot message from an unbound address waits for a verified upload from that address.
+    public var holdWindowSeconds = 600
+    /// J0 of the nonce-jump rule: an upload may be this far ahead of the last accepted nonce, plus two per second
+    /// since that upload.
+    public var nonceJumpAllowance = 1_024
 
     public init() {}
 
@@ -74,6 +81,13 @@ public struct ServerLimits: Sendable, Equatable {
         Setting("ota_events_total", 1...1_000_000_000, \.retention.otaEvents.total, "OTA progress events kept in all"),
         Setting("ota_sessions_per_device", 1...100_000, \.retention.otaSessions.perDevice, "Ended OTA sessions kept per device"),
         Setting("ota_sessions_total", 1...1_000_000_000, \.retention.otaSessions.total, "Ended OTA sessions kept in all"),
+        Setting(
+            "held_messages_per_device",
+            1...1000,
+            \.retention.heldMessages.perDevice,
+            "Held boot messages (registration, completion, boot report from an unbound address) kept per device"
+        ),
+        Setting("held_messages_total", 1...100_000_000, \.retention.heldMessages.total, "Held boot messages kept in all"),
         Setting("diagnostics_total_bytes", 4096...(1 << 50), \.diagnosticsTotalBytes, "Bytes of diagnostics files in all; the oldest files go first"),
         Setting("ingest_cache_devices", 16...100_000_000, \.ingestCacheDevices, "Devices whose anti-replay and decoder state ingest keeps in memory"),
         Setting("max_active_ota_sessions", 1...10_000_000, \.maxActiveOTASessions, "OTA downloads in progress at once (more initiates get 503)"),
@@ -85,6 +99,24 @@ public struct ServerLimits: Sendable, Equatable {
         Setting("body_timeout_seconds", 1...3600, \.bodyTimeoutSeconds, "Request head to its last body byte"),
         Setting("client_error_log_interval_seconds", 1...86_400, \.clientErrorLogIntervalSeconds, "Interval of the client-error summary log line"),
         Setting("client_error_log_burst", 0...100_000, \.clientErrorLogBurst, "Client errors logged in full per interval"),
+        Setting(
+            "binding_window_seconds",
+            1_800...604_800,
+            \.bindingWindowSeconds,
+            "How long the address of a device's last verified upload binds its unsigned requests"
+        ),
+        Setting(
+            "hold_window_seconds",
+            60...86_400,
+            \.holdWindowSeconds,
+            "How long a boot message from an unbound address waits for a verified upload from that address"
+        ),
+        Setting(
+            "nonce_jump_allowance",
+            16...(1 << 32),
+            \.nonceJumpAllowance,
+            "How far an upload's nonce may be ahead of the last accepted one, plus 2 per second since that upload"
+        ),
     ]
 
     public static func setting(_ key: String) -> Setting? {

@@ -70,11 +70,12 @@ public struct FleetSimulator: Sendable {
                 }
             }
             group.addTask {
-                // Progress and NVS checkpoints until the devices are done.
+                // Progress and NVS checkpoints until the devices are done. The headroom (more than a device spends in a
+                // second, less than the server's nonce-jump allowance of 1024) keeps a killed run from replaying.
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
                     if Task.isCancelled { return }
-                    try? nonces.save(headroom: 10_000)
+                    try? nonces.save(headroom: 256)
                     progress?(
                         Progress(
                             elapsedSeconds: clock.elapsedSeconds,

@@ -154,7 +154,7 @@ struct SimulatedDevice {
                 route: "POST /devices",
                 body: registration.serialized,
                 timeoutSeconds: 10,
-                accepted: [200, 201, 409]
+                accepted: Self.bootMessageStatuses.union([409])
             )
             var complete: [(String, JSONValue)] = [
                 ("version", .string(runningVersion)), ("status", .string(bootStatus)), ("timestamp", .int(seconds)),
@@ -167,7 +167,8 @@ struct SimulatedDevice {
                 "/ota/\(id)/complete",
                 route: "POST /ota/{id}/complete",
                 body: JSONValue.object(complete).serialized,
-                timeoutSeconds: 30
+                timeoutSeconds: 30,
+                accepted: Self.bootMessageStatuses
             )
         }
         bootStatus = "success"
@@ -189,10 +190,15 @@ struct SimulatedDevice {
             "/config/\(id)/current",
             route: "POST /config/{id}/current",
             body: report.serialized,
-            timeoutSeconds: 15
+            timeoutSeconds: 15,
+            accepted: Self.bootMessageStatuses
         )
         for job in Job.allCases { schedule(job) }
     }
+
+    /// Answers the firmware takes for its once-per-boot messages (it only logs them): applied (200/201), or held (202)
+    /// until the device's first verified upload from this address confirms them (a first boot, a new address).
+    static let bootMessageStatuses: Set<Int> = [200, 201, 202]
 
     // MARK: - Sensor and upload (spec §3.2, §3.6)
 

@@ -269,10 +269,12 @@ public final class EcoWattDatabase: Sendable {
                 t.column("rows", .integer).notNull().defaults(to: 0)
                 t.column("dropped", .integer).notNull().defaults(to: 0)
             }
-            for name in BoundedTable.allCases.map(\.rawValue) + [Retention.pendingDevices] {
+            // The tables of this version (a shipped migration never changes with later ones).
+            let tables: [BoundedTable] = [.configHistory, .faultEvents, .powerReports, .otaEvents, .otaSessions]
+            for name in tables.map(\.rawValue) + [Retention.pendingDevices] {
                 try db.execute(sql: "INSERT INTO retention (name) VALUES (?)", arguments: [name])
             }
-            try Retention.recount(db)
+            try Retention.recount(db, tables: tables)
             // Per-device trimming walks (device_id, id); events without a session are found per device.
             try db.create(index: "power_reports_device_id", on: "power_reports", columns: ["device_id", "id"])
             try db.execute(sql: "CREATE INDEX ota_events_unattached ON ota_events(device_id, id) WHERE session_id IS NULL")
@@ -286,6 +288,31 @@ public final class EcoWattDatabase: Sendable {
             for table in ["power_reports", "fault_events", "ota_events"] {
                 try db.alter(table: table) { t in t.add(column: "device_time_invalid", .boolean).notNull().defaults(to: false) }
             }
+        }
+        migrator.registerMigration("v9-device-binding") { db in
+            // The client address of the device's last verified upload: unsigned requests are honoured from it only.
+            try db.alter(table: "devices") { t in
+                t.add(column: "bound_address", .text)
+                t.add(column: "bound_at_ms", .integer)
+                t.add(column: "nonce_jumps_refused", .integer).notNull().defaults(to: 0)
+                t.add(column: "last_refused_nonce", .integer)
+                t.add(column: "last_upload_ms", .integer)  // the last accepted upload (the nonce-jump allowance)
+            }
+            try db.execute(sql: "UPDATE devices SET last_upload_ms = last_seen_ms WHERE last_nonce IS NOT NULL")
+            // A command's result is accepted only from the address it was dispatched to.
+            try db.alter(table: "commands") { t in t.add(column: "dispatched_to", .text) }
+            // Once-per-boot messages from an address the device is not bound to, held until a verified upload from that
+            // address confirms them (or the hold window passes).
+            try db.create(table: "held_messages") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("device_id", .text).notNull()
+                t.column("address", .text).notNull()
+                t.column("kind", .text).notNull()  // registration | complete | boot_report
+                t.column("body", .text).notNull()
+                t.column("received_at_ms", .integer).notNull()
+            }
+            try db.create(index: "held_messages_device", on: "held_messages", columns: ["device_id", "id"])
+            try db.execute(sql: "INSERT INTO retention (name) VALUES ('held_messages')")
         }
         return migrator
     }

@@ -68,10 +68,12 @@ public final class InMemoryTelemetryStore: TelemetryStore {
         )
     }
 
-    public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {
-        state.withLock { $0.streams[deviceID] = nil }
+    public func submitStreamState(deviceID: String, state stream: DeviceStreamState) -> WriteTicket<Void> {
+        state.withLock { $0.streams[deviceID] = stream }
         return .settled(.success(()))
     }
+
+    public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {}
 
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
         .settled(.success(state.withLock { $0.nonces.removeValue(forKey: deviceID) != nil }))

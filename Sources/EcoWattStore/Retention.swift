@@ -58,6 +58,8 @@ public struct RetentionPolicy: Sendable, Equatable {
     public var otaEvents = RowCap(perDevice: 300, total: 2_000_000)
     /// Ended OTA sessions per device and in all (active sessions are never dropped).
     public var otaSessions = RowCap(perDevice: 20, total: 1_000_000)
+    /// Once-per-boot messages from an unbound address, held until a verified upload confirms them.
+    public var heldMessages = RowCap(perDevice: 6, total: 200_000)
 
     public init() {}
 
@@ -68,6 +70,7 @@ public struct RetentionPolicy: Sendable, Equatable {
         case .powerReports: powerReports
         case .otaEvents: otaEvents
         case .otaSessions: otaSessions
+        case .heldMessages: heldMessages
         }
     }
 }
@@ -79,6 +82,7 @@ public enum BoundedTable: String, CaseIterable, Sendable {
     case powerReports = "power_reports"
     case otaEvents = "ota_events"
     case otaSessions = "ota_sessions"
+    case heldMessages = "held_messages"
 }
 
 /// Rows kept and dropped per bounded table (and pending devices), for `/metrics` and the operator.
@@ -155,7 +159,7 @@ enum Retention {
 
     /// Drops a pending device and everything it stored.
     static func evict(_ db: Database, deviceID: String) throws {
-        for table in [BoundedTable.configHistory, .faultEvents, .powerReports, .otaEvents, .otaSessions] {
+        for table in BoundedTable.allCases {
             try db.execute(sql: "DELETE FROM \(table.rawValue) WHERE device_id = ?", arguments: [deviceID])
             try removed(db, table, count: db.changesCount, dropped: true)
         }
@@ -181,7 +185,7 @@ enum Retention {
         let cap = policy.cap(table)
         let perDevice = pending ? min(cap.perDevice, policy.pendingRowsPerDevice) : cap.perDevice
         switch table {
-        case .configHistory, .faultEvents, .powerReports:
+        case .configHistory, .faultEvents, .powerReports, .heldMessages:
             try db.cachedStatement(
                 sql: """
                     DELETE FROM \(table.rawValue) WHERE device_id = ?1 AND id <= (SELECT id FROM \(table.rawValue)
@@ -284,8 +288,8 @@ enum Retention {
 
     /// Recounts every bounded table and the pending devices (at start: the counters are exact again even if an earlier
     /// version or a crash left them off).
-    static func recount(_ db: Database) throws {
-        for table in BoundedTable.allCases {
+    static func recount(_ db: Database, tables: [BoundedTable]) throws {
+        for table in tables {
             try db.execute(
                 sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM \(table.rawValue)) WHERE name = ?",
                 arguments: [table.rawValue]

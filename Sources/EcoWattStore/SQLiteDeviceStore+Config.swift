@@ -27,7 +27,8 @@ public protocol ConfigStore: Sendable {
     /// The pending `config_update` object to deliver, or `nil`. A pending configuration that no longer changes the
     /// device (compared with its running configuration) is delivered once and cleared.
     func deliverPending(deviceID: String, nowMs: Int64) async throws -> JSONValue?
-    /// The device applied the pending configuration: it becomes part of the running one. `false` if none was pending.
+    /// The device applied the pending configuration it was delivered: it becomes part of the running one. `false` if
+    /// none was pending, or it was not delivered yet (an acknowledgement must match what was sent).
     func acknowledge(deviceID: String, ack: JSONValue, nowMs: Int64) async throws -> Bool
     /// The boot report: the device's actual running configuration.
     func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws
@@ -118,7 +119,7 @@ extension SQLiteDeviceStore: ConfigStore {
     public func acknowledge(deviceID: String, ack: JSONValue, nowMs: Int64) async throws -> Bool {
         try await writer.write { db in
             let state = try Self.loadState(db, deviceID)
-            guard let pending = state.pending else { return false }
+            guard let pending = state.pending, state.pendingDeliveredAtMs != nil else { return false }
             let running = JSONValue.merge(state.running, pending)
             try db.execute(
                 sql: """

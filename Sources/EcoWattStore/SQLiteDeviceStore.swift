@@ -29,13 +29,14 @@ public protocol CommandStore: Sendable {
     /// Queues a command. With an idempotency key already used for this device, returns the existing command and
     /// `created: false`.
     func queue(_ command: CommandRequest, deviceID: String, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool)
-    /// Atomically takes the device's oldest deliverable pending command and marks it dispatched (expired ones are
-    /// marked expired on the way). `nil` when there is none.
-    func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow?
+    /// Atomically takes the device's oldest deliverable pending command and marks it dispatched to `address` (expired
+    /// ones are marked expired on the way). `nil` when there is none.
+    func dispatchNext(deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow?
     /// Devices that have pending commands (read once at start, see ``CommandService``).
     func devicesWithPendingCommands() throws -> [String]
-    /// Records a device's result for one of its dispatched (or timed-out) commands.
-    func recordResult(_ result: CommandResult, deviceID: String, nowMs: Int64) async throws -> CommandRow
+    /// Records a device's result for one of its dispatched (or timed-out) commands, reported from the address it was
+    /// dispatched to.
+    func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow
     func command(_ commandID: String) async throws -> CommandRow?
     /// Commands of a device, newest first.
     func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow]
@@ -227,7 +228,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func dispatchNext(deviceID: String, nowMs: Int64) async throws -> CommandRow? {
+    public func dispatchNext(deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow? {
         try await writer.write { db in
             try db.cachedStatement(
                 sql: """
@@ -245,8 +246,8 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             else { return nil }
             var command = CommandRow(row: row)
             try db.cachedStatement(
-                sql: "UPDATE commands SET status = 'dispatched', dispatched_at_ms = ? WHERE command_id = ?"
-            ).execute(arguments: [nowMs, command.commandID])
+                sql: "UPDATE commands SET status = 'dispatched', dispatched_at_ms = ?, dispatched_to = ? WHERE command_id = ?"
+            ).execute(arguments: [nowMs, address, command.commandID])
             command.status = .dispatched
             command.dispatchedAtMs = nowMs
             return command
@@ -259,7 +260,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func recordResult(_ result: CommandResult, deviceID: String, nowMs: Int64) async throws -> CommandRow {
+    public func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow {
         try await writer.write { db in
             guard
                 let row = try Row.fetchOne(
@@ -272,6 +273,10 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             // A late result after a timeout is still the truth about what the device did.
             guard [.dispatched, .timedOut].contains(command.status) else {
                 throw CommandStoreError.wrongState(commandID: command.commandID, status: command.status)
+            }
+            // A result must come from where the command went (a result from elsewhere was not the device's).
+            guard (row["dispatched_to"] as String?).map({ $0 == address }) ?? true else {
+                throw CommandStoreError.notFound(result.commandID)
             }
             let status: CommandStatus = result.succeeded ? .completed : .failed
             try db.execute(

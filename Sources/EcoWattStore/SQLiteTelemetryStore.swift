@@ -16,7 +16,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         try await database.pool.read { db in
             let row = try Row.fetchOne(
                 db,
-                sql: "SELECT last_nonce, stream_state FROM devices WHERE device_id = ?",
+                sql: "SELECT last_nonce, stream_state, last_upload_ms FROM devices WHERE device_id = ?",
                 arguments: [deviceID]
             )
             // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
@@ -26,7 +26,11 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 : row?["last_nonce"] as Int64?
             let blob = row?["stream_state"] as Data?
             let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
-            return DeviceIngestState(lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) }, stream: stream)
+            return DeviceIngestState(
+                lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) },
+                stream: stream,
+                lastUploadMs: row?["last_upload_ms"]
+            )
         }
     }
 
@@ -59,14 +63,18 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         // Anti-replay guard inside the transaction: the nonce must still be greater than the stored one.
         try db.cachedStatement(
             sql: """
-                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state, admission)
-                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified')
+                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state, admission,
+                  last_upload_ms, bound_address, bound_at_ms)
+                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified', ?2, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?2 END)
                 ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
                   upload_count = upload_count + 1, last_nonce = excluded.last_nonce, stream_state = excluded.stream_state,
-                  admission = CASE WHEN devices.admission = 'operator' THEN 'operator' ELSE 'verified' END
+                  admission = CASE WHEN devices.admission = 'operator' THEN 'operator' ELSE 'verified' END,
+                  last_upload_ms = excluded.last_upload_ms,
+                  bound_address = coalesce(excluded.bound_address, devices.bound_address),
+                  bound_at_ms = coalesce(excluded.bound_at_ms, devices.bound_at_ms)
                 WHERE devices.last_nonce IS NULL OR excluded.last_nonce > devices.last_nonce
                 """
-        ).execute(arguments: [device, now, Int64(record.nonce), Data(record.streamState.serialized)])
+        ).execute(arguments: [device, now, Int64(record.nonce), Data(record.streamState.serialized), record.clientAddress])
         if db.changesCount == 0 {
             let stored = try Int64.fetchOne(
                 db,
@@ -118,16 +126,29 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         }
     }
 
-    public func submitStreamReset(deviceID: String) -> WriteTicket<Void> {
-        writer.enqueue { db in
-            try db.execute(sql: "UPDATE devices SET stream_state = NULL WHERE device_id = ?", arguments: [deviceID])
+    public func submitStreamState(deviceID: String, state: DeviceStreamState) -> WriteTicket<Void> {
+        let bytes = Data(state.serialized)
+        return writer.enqueue { db in
+            try db.execute(sql: "UPDATE devices SET stream_state = ? WHERE device_id = ?", arguments: [bytes, deviceID])
+        }
+    }
+
+    public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE devices SET nonce_jumps_refused = nonce_jumps_refused + 1, last_refused_nonce = ?
+                    WHERE device_id = ?
+                    """,
+                arguments: [Int64(nonce), deviceID]
+            )
         }
     }
 
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
         writer.enqueue { db in
             try db.execute(
-                sql: "UPDATE devices SET last_nonce = NULL WHERE device_id = ? AND last_nonce IS NOT NULL",
+                sql: "UPDATE devices SET last_nonce = NULL, last_upload_ms = NULL WHERE device_id = ? AND last_nonce IS NOT NULL",
                 arguments: [deviceID]
             )
             let changed = db.changesCount > 0

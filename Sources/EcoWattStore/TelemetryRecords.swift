@@ -10,6 +10,8 @@ public struct IngestRecord: Sendable {
     public var streamState: DeviceStreamState
     /// Queue every packet in the MQTT outbox, in the same transaction.
     public var queueForFeed = false
+    /// The client address the upload came from: the device's binding from now on (issue 14).
+    public var clientAddress: String?
 
     public init(
         deviceID: String,
@@ -31,10 +33,13 @@ public struct DeviceIngestState: Sendable, Equatable {
     /// Last accepted nonce (`nil`: never seen, any nonce is accepted).
     public var lastNonce: UInt32?
     public var stream: DeviceStreamState
+    /// When the last upload was accepted (the nonce-jump allowance grows with the time since).
+    public var lastUploadMs: Int64?
 
-    public init(lastNonce: UInt32?, stream: DeviceStreamState) {
+    public init(lastNonce: UInt32?, stream: DeviceStreamState, lastUploadMs: Int64? = nil) {
         self.lastNonce = lastNonce
         self.stream = stream
+        self.lastUploadMs = lastUploadMs
     }
 }
 
@@ -76,8 +81,10 @@ public protocol TelemetryStore: Sendable {
     /// decoder state). Queuing is synchronous, so one caller's submissions commit in order; await the ticket.
     /// The ticket throws ``StoreError/nonceNotIncreasing(deviceID:nonce:stored:)`` when a concurrent upload won.
     func submit(_ record: IngestRecord) -> WriteTicket<Void>
-    /// Queues the reset of a device's decoder model (boot signal).
-    func submitStreamReset(deviceID: String) -> WriteTicket<Void>
+    /// Queues the write of a device's decoder state (after a boot signal) for a device the store knows.
+    func submitStreamState(deviceID: String, state: DeviceStreamState) -> WriteTicket<Void>
+    /// Counts a refused nonce jump against the device (shown to operators).
+    func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws
     /// Queues forgetting the anti-replay state of a device (operator reset, spec §2.4); `true` if there was any.
     func submitNonceReset(deviceID: String) -> WriteTicket<Bool>
     /// Latest sample of a device.

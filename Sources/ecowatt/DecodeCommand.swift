@@ -50,10 +50,15 @@ struct DecodeCommand: AsyncParsableCommand {
                 continue
             }
             let seq = (object["seq"] as? Int) ?? lineNumber
-            if object["boot"] as? Bool == true { try await ingest.deviceRebooted(deviceID) }
             let arrivalMs = Int64(((object["sent_at"] as? Double) ?? Date().timeIntervalSince1970) * 1000)
             do {
-                let outcome = try await ingest.ingest(deviceID: deviceID, body: Array(body.utf8), arrivalMs: arrivalMs)
+                // A boot line: the device's boot signal came just before this upload.
+                let outcome = try await ingest.ingest(
+                    deviceID: deviceID,
+                    body: Array(body.utf8),
+                    arrivalMs: arrivalMs,
+                    bootSignal: object["boot"] as? Bool == true
+                )
                 for packet in outcome.packets {
                     if let samples = packet.samples {
                         let values = samples.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }

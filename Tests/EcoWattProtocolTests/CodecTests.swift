@@ -57,15 +57,33 @@ import Testing
         #expect(other.bufferFull == 3)
     }
 
-    @Test func streamStateRoundTrips() {
+    @Test func streamStateRoundTripsWithAndWithoutABootCandidate() {
         var state = DeviceStreamState()
-        state.context.update(values: [1, 2, 3], selection: [0, 1, 9])
-        state.trusted = false
-        state.lastSampleDeviceMs = 1_763_990_149_000
+        state.current.context.update(values: [1, 2, 3], selection: [0, 1, 9])
+        state.current.trusted = false
+        state.current.lastSampleDeviceMs = 1_763_990_149_000
         state.lastIntervalSeconds = 5
-        #expect(state.serialized.count == 192)
+        #expect(state.serialized.count == 376)
         #expect(DeviceStreamState(serialized: state.serialized) == state)
-        #expect(DeviceStreamState(serialized: [2] + state.serialized.dropFirst()) == nil)
+        state.bootSignal()
+        state.bootCandidate?.update(values: [4, 5, 6], selection: [0, 1, 9])
+        state.bootCandidate?.lastSampleDeviceMs = 7
+        #expect(DeviceStreamState(serialized: state.serialized) == state)
+        #expect(DeviceStreamState(serialized: [3] + state.serialized.dropFirst()) == nil)
+    }
+
+    @Test func streamStatesWrittenBeforeBootCandidatesStillLoad() {
+        // Format 1 (192 bytes): rows, layout, count, write index, buffer full, trusted, last sample, interval.
+        var bytes: [UInt8] = [1] + (0..<80).flatMap { [UInt8($0), 0] } + Array(0..<10) + [3, 5, 1, 0, 1]
+        withUnsafeBytes(of: Int64(1_763_990_149_000).littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: Int64(15).littleEndian) { bytes += $0 }
+        let state = try! #require(DeviceStreamState(serialized: bytes))
+        #expect(state.current.context.rows[79] == 79)
+        #expect(state.current.context.writeIndex == 5)
+        #expect(!state.current.trusted)
+        #expect(state.current.lastSampleDeviceMs == 1_763_990_149_000)
+        #expect(state.lastIntervalSeconds == 15)
+        #expect(state.bootCandidate == nil)
     }
 
     @Test func timestampReconstructionPicksTheClosestWrap() {

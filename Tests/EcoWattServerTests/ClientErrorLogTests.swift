@@ -19,6 +19,7 @@ import Testing
             extraArguments: ["--limit", "client_error_log_burst=5", "--limit", "client_error_log_interval_seconds=3"]
         )
         // A device's progress message with a newline and a forged log line after it: logged escaped.
+        #expect(try await server.post("/aggregated/LOG-OTA", Uploads.body(device: "LOG-OTA", nonce: 11001)) == 200)
         #expect(try await server.post("/ota/initiate/LOG-OTA", #"{"firmware_version":"7.0.0"}"#) == 200)
         let forged = #"{"phase":"failed","progress":3,"message":"boom\n2026-12-05T00:00:00+0000 critical ecowatt: FORGED"}"#
         #expect(try await server.post("/ota/LOG-OTA/progress", forged) == 200)

@@ -12,6 +12,7 @@ import Testing
     @Test func queuedCommandsAreDeliveredOneAtATimeOldestFirst() async throws {
         let test = try TestServer()
         try await test.run { client in
+            try await test.bind("DEV-1", client: client)
             let first = try await client.operatorJSON(.post, "/commands/DEV-1", Self.writeByName, server: test)
             #expect(first.status == .created)
             let second = try await client.operatorJSON(.post, "/commands/DEV-1", Self.setPower, server: test)
@@ -82,6 +83,7 @@ import Testing
     @Test func concurrentPollsNeverDeliverACommandTwice() async throws {
         let test = try TestServer()
         try await test.run { client in
+            try await test.bind("RACE", client: client)
             var queued = Set<String>()
             for index in 0..<20 {
                 let body = #"{"command":{"action":"set_power_percentage","value":\#(index)}}"#
@@ -116,6 +118,7 @@ import Testing
     @Test func ttlExpiryTimeoutsAndCancellation() async throws {
         let test = try TestServer(commandResultTimeoutSeconds: 30)
         try await test.run { client in
+            try await test.bind("TTL", client: client)
             let now = test.clock.now
             let shortLived = try await client.operatorJSON(
                 .post,
@@ -203,6 +206,8 @@ import Testing
         let first = try TestServer()
         let commandID = ResultBox()
         try await first.run { client in
+            // Bound before the restart: the binding is persisted with the upload.
+            try await first.bind("QUEUED", client: client)
             let queued = try await client.operatorJSON(.post, "/commands/QUEUED", Self.setPower, server: first)
             commandID.value = queued.json["command_id"] as? String
         }
@@ -218,6 +223,7 @@ import Testing
         let first = try TestServer()
         let commandID = ResultBox()
         try await first.run { client in
+            try await first.bind("RESTART", client: client)
             let queued = try await client.operatorJSON(.post, "/commands/RESTART", Self.setPower, server: first)
             commandID.value = queued.json["command_id"] as? String
             #expect(try await client.execute(uri: "/commands/RESTART/poll", method: .get).json["count"] as? Int == 1)

@@ -13,6 +13,7 @@ import Testing
     @Test func onlyValidChangingFieldsAreDeliveredThenAcknowledged() async throws {
         let test = try TestServer()
         try await test.run { client in
+            try await test.bind("CFG-1", client: client)
             #expect(try await client.postJSON("/config/CFG-1/current", Self.bootReport).status == .ok)
             let update = #"""
                 {"config_update":{"sampling_interval":10,"upload_interval":900,"command_poll_interval":10,
@@ -77,6 +78,7 @@ import Testing
             )
             #expect(response.status == .ok)
             // The device reboots already running exactly that (e.g. configured by hand).
+            try await test.bind("CFG-3", client: client)
             let report = #"{"sampling_interval":10,"upload_interval":15,"registers":["Pac","Vac1"]}"#
             #expect(try await client.postJSON("/config/CFG-3/current", report).status == .ok)
             #expect(try await client.execute(uri: "/config/CFG-3", method: .get).json["is_pending"] as? Bool == true)

@@ -13,11 +13,17 @@ import Testing
         try await test.run { client in
             // Boot self-test first: the device registers only after a 200 here.
             #expect(try await client.execute(uri: "/ota/status", method: .get).status == .ok)
-            let created = try await client.postJSON("/devices", Self.registration)
-            #expect(created.status == .created)
-            #expect(try ArduinoJSONPool.bytes(String(buffer: created.body)) <= 460)
+            // A first boot: no verified upload yet, so the registration is held until the first upload confirms it.
+            let held = try await client.postJSON("/devices", Self.registration)
+            #expect(held.status == .accepted)
+            #expect(held.json["held"] as? Bool == true)
+            #expect(try ArduinoJSONPool.bytes(String(buffer: held.body)) <= 460)
+            #expect(try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders).status == .notFound)
+            try await test.bind("ESP32_001", client: client)
+            // Bound now: a registration takes effect at once.
             let known = try await client.postJSON("/devices", Self.registration)
             #expect(known.status == .ok)
+            #expect(try ArduinoJSONPool.bytes(String(buffer: known.body)) <= 460)
             #expect(try await client.postJSON("/devices", #"{"device_name":"x"}"#).status == .badRequest)
             #expect(try await client.postJSON("/devices", "not json").status == .badRequest)
 
@@ -49,7 +55,7 @@ import Testing
     @Test func lastSeenIsFlushedForKnownDevicesOnly() async throws {
         let test = try TestServer()
         try await test.run { client in
-            #expect(try await client.postJSON("/devices", #"{"device_id":"POLLER"}"#).status == .created)
+            try await test.bind("POLLER", client: client)
             test.clock.set(test.clock.now + 30_000)
             _ = try await client.execute(uri: "/commands/POLLER/poll", method: .get)
             // An unregistered id (a scanner) must not create a registry entry.

@@ -90,6 +90,7 @@ import Testing
             /// Downloads the offered image and returns where the device's checks fail (nil: verified).
             func attempt(_ deviceID: String) async throws -> DeviceFirmwareReceiver.Failure? {
                 var device = OTAHTTPTests.Device(id: deviceID, running: "1.0.0", keys: keys)
+                try await test.bind(device.id, client: client)  // a running device uploads
                 let info = try #require(try await device.checkForUpdate(client))
                 do {
                     var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)

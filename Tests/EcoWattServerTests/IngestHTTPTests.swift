@@ -181,16 +181,17 @@ enum Uploads {
         }
     }
 
-    @Test func bootReportResetsTheTemporalModel() async throws {
+    @Test func aBootReportOpensTheRebootHypothesisWithoutDiscardingTheModel() async throws {
         let test = try TestServer()
         try await test.run { client in
             _ = try await client.postJSON("/aggregated/BOOT-1", Uploads.body(device: "BOOT-1", nonce: 1))
             let before = try await test.server.store.ingestState(deviceID: "BOOT-1")
-            #expect(before.stream.lastSampleDeviceMs != nil)
+            #expect(before.stream.current.lastSampleDeviceMs != nil)
             let report = #"{"sampling_interval":5,"upload_interval":15,"registers":["Vac1"]}"#
             #expect(try await client.postJSON("/config/BOOT-1/current", report).status == .ok)
             let after = try await test.server.store.ingestState(deviceID: "BOOT-1")
-            #expect(after.stream == DeviceStreamState())
+            #expect(after.stream.current == before.stream.current, "an unsigned signal never discards the model")
+            #expect(after.stream.bootCandidate?.context == TemporalContext())
             #expect(after.lastNonce == 1)
         }
     }

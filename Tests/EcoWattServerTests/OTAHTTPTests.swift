@@ -206,10 +206,11 @@ import _CryptoExtras
                 let served = Self.members(try JSONParser.parse(Array(manifest.body.readableBytesView)))
                 for (key, value) in Self.members(vector.manifest) { #expect(served[key] == value, "manifest \(key)") }
 
+                var device = Device(id: deviceID, running: "1.0.0", keys: keys)
+                try await test.bind(device.id, client: client)  // a running device uploads
                 #expect(
                     try await client.postJSON("/devices", #"{"device_id":"\#(deviceID)","firmware_version":"1.0.0"}"#).status == .created
                 )
-                var device = Device(id: deviceID, running: "1.0.0", keys: keys)
                 #expect(try await device.checkForUpdate(client) == nil, "nothing is offered before a deployment")
                 _ = try await Self.deploy(vector.version, to: [deviceID], client: client, test: test)
                 let info = try #require(try await device.checkForUpdate(client))
@@ -256,6 +257,7 @@ import _CryptoExtras
         try await first.run { client in
             _ = try await Self.deploy(vector.version, to: nil, client: client, test: first)
             var device = Device(id: "RESTART-1", running: "1.0.0", keys: keys)
+            try await first.bind(device.id, client: client)  // a running device uploads
             let info = try #require(try await device.checkForUpdate(client))
             var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
             #expect(try await device.initiate(client, version: receiver.version).status == .ok)
@@ -286,6 +288,7 @@ import _CryptoExtras
         try await test.run { client in
             _ = try await Self.deploy(vectors[0].version, to: ["RETRY-1"], client: client, test: test)
             var device = Device(id: "RETRY-1", running: "1.0.0", keys: keys)
+            try await test.bind(device.id, client: client)  // a running device uploads
             let info = try #require(try await device.checkForUpdate(client))
             var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
             let firstInitiate = try await device.initiate(client, version: receiver.version)
@@ -315,10 +318,12 @@ import _CryptoExtras
             _ = try await Self.deploy(version, to: nil, client: client, test: test, maxAttempts: 2)
             // Already running the deployed version.
             var current = Device(id: "CURRENT", running: version, keys: keys)
+            try await test.bind(current.id, client: client)  // a running device uploads
             #expect(try await current.checkForUpdate(client) == nil)
 
             // An image whose compiled-in version differs: after installing, the device reports its old string.
             var mismatch = Device(id: "MISMATCH", running: "1.0.0", keys: keys)
+            try await test.bind(mismatch.id, client: client)  // a running device uploads
             let info = try #require(try await mismatch.checkForUpdate(client))
             var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
             #expect(try await mismatch.initiate(client, version: version).status == .ok)
@@ -330,6 +335,7 @@ import _CryptoExtras
 
             // Two failed attempts (a reboot mid-download, a rollback) exhaust max_attempts = 2.
             var flaky = Device(id: "FLAKY", running: "1.0.0", keys: keys)
+            try await test.bind(flaky.id, client: client)  // a running device uploads
             #expect(try await flaky.checkForUpdate(client) != nil)
             #expect(try await flaky.initiate(client, version: version).status == .ok)
             #expect(try await flaky.boot(client)["outcome"] as? String == "failed")
@@ -354,6 +360,7 @@ import _CryptoExtras
                 #expect(response.json["success"] as? Bool == false, "\(label)")
                 #expect((response.json["error"] as? String)?.isEmpty == false, "\(label)")
             }
+            try await test.bind("BAD-1", client: client)
             // No session yet.
             expectError(try await client.execute(uri: "/ota/chunk/BAD-1?version=\(version)&chunk=0", method: .get), .conflict, "no session")
             expectError(try await client.postJSON("/ota/initiate/BAD-1", #"{"firmware_version":"0.0.404"}"#), .notFound, "unknown version")
@@ -444,6 +451,7 @@ import _CryptoExtras
             // The uploaded image downloads and verifies with the server's public key.
             let deployment = try await Self.deploy("2.0.0", to: ["UP-1"], client: client, test: test)
             var device = Device(id: "UP-1", running: "1.9.0", keys: keys)
+            try await test.bind(device.id, client: client)  // a running device uploads
             let (receiver, _) = try await device.update(client)
             #expect(receiver.plaintext == image)
 

@@ -54,6 +54,7 @@ import Testing
     @Test func anonymousRequestsThatChangeNothingCostNoWriteTransaction() async throws {
         let test = try TestServer()
         try await test.run { client in
+            try await test.bind("CHEAP-1", client: client)
             #expect(try await client.postJSON("/devices", #"{"device_id":"CHEAP-1","firmware_version":"1.3.4"}"#).status == .created)
             #expect(try await client.execute(uri: "/ota/check/CHEAP-1?version=1.3.4", method: .get).status == .ok)
             try await Task.sleep(for: .seconds(2.5))  // the last_seen flush of the registration

@@ -75,6 +75,21 @@ final class TestServer: Sendable {
 
     var operatorHeaders: HTTPFields { [.authorization: "Bearer \(server.operatorToken)"] }
 
+    /// Nonces of the uploads ``bind(_:client:)`` sent (shared by servers on one data directory, a "restart").
+    private static let bindNonces = Mutex<[String: UInt32]>([:])
+
+    /// Makes `deviceID` a device with a verified upload from the test client's address, so that its unsigned requests
+    /// are honoured (issue 14), as the firmware's first upload does.
+    func bind(_ deviceID: String, client: some TestClientProtocol) async throws {
+        let nonce = Self.bindNonces.withLock { nonces in
+            let next = (nonces[deviceID] ?? 90_000) + 1
+            nonces[deviceID] = next
+            return next
+        }
+        let response = try await client.postJSON("/aggregated/\(deviceID)", Uploads.body(device: deviceID, nonce: nonce))
+        precondition(response.status == .ok, "binding upload of \(deviceID): \(response.status)")
+    }
+
     /// Runs `body` against the live server.
     func run(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
         try await server.application.test(.live) { client in try await body(client) }

@@ -7,6 +7,7 @@ import Hummingbird
 struct CommandRoutes {
     let commands: CommandService
     let activity: DeviceActivity
+    let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
@@ -23,11 +24,19 @@ struct CommandRoutes {
         router.delete("/commands/:id", use: cancel)
     }
 
-    /// `GET /commands/{id}/poll`: at most one command, compact (the device parses it into a 512-byte pool).
+    /// `GET /commands/{id}/poll`: at most one command, compact (the device parses it into a 512-byte pool). A bound
+    /// route: a command is dispatched only to the device's bound address; a device with no verified upload yet gets
+    /// none.
     @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
-        guard let command = try await commands.poll(deviceID: deviceID) else {
+        let address = access.address(request, context)
+        switch access.binding.standing(deviceID, address: address, nowMs: clock()) {
+        case .bound: break
+        case .unbound: return JSONBody.response(["commands": .array([]), "count": 0])
+        case .elsewhere: throw BindingError.elsewhere(deviceID)
+        }
+        guard let command = try await commands.poll(deviceID: deviceID, address: address) else {
             return JSONBody.response(["commands": .array([]), "count": 0])
         }
         return JSONBody.response(["commands": .array([Self.devicePayload(command)]), "count": 1])
@@ -42,10 +51,12 @@ struct CommandRoutes {
         return .object([("command_id", .string(command.commandID)), ("command", .object(fields))])
     }
 
-    /// `POST /commands/{id}/result`: the firmware shape or the original one.
+    /// `POST /commands/{id}/result`: the firmware shape or the original one. Accepted only for a command dispatched to
+    /// this device, from the address it was dispatched to.
     @Sendable func result(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
+        let address = try access.requireBound(deviceID, request, context)
         var request = request
         let report: CommandResultReport
         do {
@@ -53,7 +64,7 @@ struct CommandRoutes {
         } catch let error as CommandValidationError {
             throw APIError(.badRequest, error.reason)
         }
-        let command = try await commands.result(report, deviceID: deviceID)
+        let command = try await commands.result(report, deviceID: deviceID, address: address)
         return JSONBody.response([
             "success": true, "command_id": .string(command.commandID), "status": .string(command.status.rawValue),
         ])

@@ -7,7 +7,8 @@ import Hummingbird
 struct ConfigRoutes {
     let store: any ConfigStore
     let activity: DeviceActivity
-    let ingest: IngestService
+    let boot: BootMessages
+    let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
     /// Largest boot report or acknowledgement: the firmware's are about 400 bytes (spec §5.3, §5.4).
@@ -26,39 +27,49 @@ struct ConfigRoutes {
     }
 
     /// `GET /config/{id}`: `{"is_pending":false}` or `{"is_pending":true,"pending_config":{"config_update":{…}}}`.
+    /// A bound route: a pending configuration is delivered only to the device's bound address; a device with no
+    /// verified upload yet gets `is_pending:false`.
     @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
+        switch access.standing(deviceID, request, context) {
+        case .bound: break
+        case .unbound: return JSONBody.response(["is_pending": false])
+        case .elsewhere: throw BindingError.elsewhere(deviceID)
+        }
         guard let pending = try await store.deliverPending(deviceID: deviceID, nowMs: clock()) else {
             return JSONBody.response(["is_pending": false])
         }
         return JSONBody.response(["is_pending": true, "pending_config": .object([("config_update", pending)])])
     }
 
-    /// `POST /config/{id}/acknowledge`: the device applied the pending configuration.
+    /// `POST /config/{id}/acknowledge`: the device applied the pending configuration it was delivered (a bound route).
     @Sendable func acknowledge(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
+        try access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Acknowledgement must be a JSON object") }
         guard try await store.acknowledge(deviceID: deviceID, ack: body, nowMs: clock()) else {
-            throw APIError(.notFound, "No pending config to acknowledge")
+            throw APIError(.notFound, "No delivered configuration to acknowledge")
         }
         return JSONBody.response(["success": true, "device_id": .string(deviceID), "status": "applied"])
     }
 
-    /// `POST /config/{id}/current`: the boot report. Stored as the running configuration, and the reboot signal
-    /// that resets the device's decoder model.
+    /// `POST /config/{id}/current`: the boot report, stored as the running configuration, and a boot signal. From an
+    /// address the device is not bound to, 202: held until a verified upload from that address confirms it.
     @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: clock())
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Boot report must be a JSON object") }
-        try await ingest.deviceRebooted(deviceID)
-        try await store.recordRunning(deviceID: deviceID, report: body, nowMs: clock())
-        return JSONBody.response(["success": true, "device_id": .string(deviceID)])
+        let applied = try await boot.bootReport(deviceID: deviceID, report: body, address: access.address(request, context), nowMs: clock())
+        return JSONBody.response(
+            status: applied ? .ok : .accepted,
+            applied ? ["success": true, "device_id": .string(deviceID)] : ["success": true, "device_id": .string(deviceID), "held": true]
+        )
     }
 
     /// `PUT /config/{id}` (operator): validates `{"config_update":{…}}`; only accepted fields are stored and delivered.

@@ -8,6 +8,8 @@ struct DeviceRoutes {
     let store: any DeviceRegistryStore
     let activity: DeviceActivity
     let ingest: IngestService
+    let boot: BootMessages
+    let access: DeviceAccess
     let offlineAfterMs: Int64
     let clock: @Sendable () -> Int64
 
@@ -26,7 +28,8 @@ struct DeviceRoutes {
         router.delete("/devices/:id", use: delete)
     }
 
-    /// `POST /devices`: 201 for a new device, 200 for a known one. Also a boot signal (decoder model reset).
+    /// `POST /devices`: 201 for a new device, 200 for a known one, and a boot signal. From an address the device is
+    /// not bound to (a first boot, a new address), 202: held until a verified upload from that address confirms it.
     @Sendable func registerDevice(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
@@ -36,8 +39,10 @@ struct DeviceRoutes {
         let fields = try Self.fields(body, allowFirmware: true)
         let now = clock()
         activity.seen(deviceID, at: now)
-        let created = try await store.register(deviceID: deviceID, fields: fields, nowMs: now)
-        try await ingest.deviceRebooted(deviceID)
+        guard let created = try await boot.registration(deviceID: deviceID, fields: fields, address: access.address(request, context), nowMs: now)
+        else {
+            return JSONBody.response(status: .accepted, ["success": true, "device_id": .string(deviceID), "held": true])
+        }
         return JSONBody.response(
             status: created ? .created : .ok,
             ["success": true, "device_id": .string(deviceID), "registered": .bool(created)]
@@ -74,6 +79,7 @@ struct DeviceRoutes {
             throw APIError(.notFound, "Unknown device \(deviceID)")
         }
         activity.forget([deviceID])
+        access.binding.forget([deviceID])
         await ingest.forget(deviceID)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID),

@@ -8,6 +8,7 @@ struct DiagnosticsRoutes {
     /// Diagnostics of an unknown id make it a pending device (bounded; dropped with its files when the set is full).
     let registry: any DeviceRegistryStore
     let activity: DeviceActivity
+    let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
@@ -35,6 +36,7 @@ struct DiagnosticsRoutes {
         let body = try await request.jsonBody(limit: DiagnosticsService.maxBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "The body must be a JSON object") }
         activity.seen(deviceID, at: clock())
+        try ReportRoutes.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
         try await registry.admit(deviceID: deviceID, nowMs: clock())
         try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: QueryRoutes.iso(clock()))
         return JSONBody.response(status: .created, ["success": true, "message": "Diagnostics stored"])

@@ -10,6 +10,8 @@ import MultipartKit
 struct OTARoutes {
     let ota: OTAService
     let activity: DeviceActivity
+    let boot: BootMessages
+    let access: DeviceAccess
     let maxFirmwareBytes: Int
 
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
@@ -69,10 +71,11 @@ struct OTARoutes {
         ])
     }
 
-    /// `POST /ota/initiate/{id}` `{"firmware_version":…}` (spec §7.5; 512-byte pool).
+    /// `POST /ota/initiate/{id}` `{"firmware_version":…}` (spec §7.5; 512-byte pool). A bound route.
     @Sendable func initiate(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: ota.clock())
+        try access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
         guard let version = body["firmware_version"]?.stringValue, FirmwareVersion.isValid(version) else {
@@ -85,10 +88,11 @@ struct OTARoutes {
         ])
     }
 
-    /// `GET /ota/chunk/{id}?version=&chunk=` (spec §7.3): the pre-serialized reply of that chunk.
+    /// `GET /ota/chunk/{id}?version=&chunk=` (spec §7.3): the pre-serialized reply of that chunk. A bound route.
     @Sendable func chunk(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: ota.clock())
+        try access.requireBound(deviceID, request, context)
         let query = request.uri.queryParameters
         guard let version = query["version"].map(String.init), FirmwareVersion.isValid(version) else {
             throw OTAError.invalid("version query parameter must be a URL-safe version string")
@@ -97,10 +101,12 @@ struct OTARoutes {
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: reply))
     }
 
-    /// `POST /ota/{id}/progress` (spec §7.5).
+    /// `POST /ota/{id}/progress` (spec §7.5). A bound route: only the device's own reports move its session (and
+    /// count its failed attempts).
     @Sendable func progress(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: ota.clock())
+        try access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
         guard let phase = body["phase"]?.stringValue, OTAService.phases.contains(phase) else {
@@ -117,7 +123,7 @@ struct OTARoutes {
         return JSONBody.response(["success": true, "session_id": session.map { .string($0.sessionID) } ?? .null])
     }
 
-    /// `POST /ota/{id}/complete` (spec §7.6), sent on every boot.
+    /// `POST /ota/{id}/complete` (spec §7.6), sent on every boot: applied from the device's bound address, else held.
     @Sendable func complete(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         activity.seen(deviceID, at: ota.clock())
@@ -129,12 +135,12 @@ struct OTARoutes {
         guard let status = body["status"]?.stringValue, OTAService.completionStatuses.contains(status) else {
             throw OTAError.invalid("status must be one of \(OTAService.completionStatuses.sorted().joined(separator: ", "))")
         }
-        let (outcome, _) = try await ota.complete(
-            deviceID: deviceID,
-            version: version,
-            status: status,
-            error: body["error_msg"]?.stringValue.map { String($0.prefix(256)) }
-        )
+        let report = CompletionReport(version: version, status: status, error: body["error_msg"]?.stringValue.map { String($0.prefix(256)) })
+        let applied = try await boot.completion(deviceID: deviceID, report: report, address: access.address(request, context), nowMs: ota.clock())
+        guard let outcome = applied else {
+            // From an address the device is not bound to: held until a verified upload from there confirms it.
+            return JSONBody.response(status: .accepted, ["success": true, "device_id": .string(deviceID), "held": true])
+        }
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "version": .string(version), "status": .string(status),
             "outcome": outcome.map { .string($0.rawValue) } ?? .null,

@@ -6,6 +6,7 @@ import Hummingbird
 struct ReportRoutes {
     let store: any ReportStore
     let activity: DeviceActivity
+    let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
     func registerDeviceRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
@@ -26,6 +27,7 @@ struct ReportRoutes {
         let deviceID = try context.deviceID()
         let now = clock()
         activity.seen(deviceID, at: now)
+        try Self.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
         var request = request
         let bytes = try await request.collectLimitedBody(limit: Self.maxBodyBytes)
         let body: JSONValue
@@ -51,6 +53,12 @@ struct ReportRoutes {
         report.sleepMs = power["sleep_ms"]?.intValue
         try await store.addPowerReport(report)
         return JSONBody.response(status: .created, ["success": true, "device_id": .string(deviceID)])
+    }
+
+    /// Reports of a device bound to an address are taken from that address only (403 from elsewhere); a device with no
+    /// verified upload keeps them under the pending caps (issue 13).
+    static func refuseElsewhere(_ deviceID: String, _ standing: DeviceBinding.Standing) throws(BindingError) {
+        if standing == .elsewhere { throw .elsewhere(deviceID) }
     }
 
     /// `"0x08"`, `"8"` or `8` → 8.
@@ -114,6 +122,7 @@ struct ReportRoutes {
         guard let success = body["success"]?.boolValue else { throw APIError(.badRequest, "success must be a JSON boolean") }
         let now = clock()
         activity.seen(deviceID, at: now)
+        try Self.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
         let time = DeviceTime.seconds(body["timestamp"]?.intValue, arrivalMs: now)
         var event = FaultEvent(
             deviceID: deviceID,

@@ -6,6 +6,8 @@ import Hummingbird
 struct TelemetryRoutes {
     let ingest: IngestService
     let activity: DeviceActivity
+    let boot: BootMessages
+    let access: DeviceAccess
     let maxBodyBytes: Int
     let clock: @Sendable () -> Int64
 
@@ -13,15 +15,25 @@ struct TelemetryRoutes {
         router.post("/aggregated/:id", use: upload)
     }
 
-    /// `POST /aggregated/{id}`: 200 only once the upload is durably stored.
+    /// `POST /aggregated/{id}`: 200 only once the upload is durably stored. A verified upload binds the device to its
+    /// client address, and confirms the boot messages held from that address.
     @Sendable func upload(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         var request = request
         let body = try await request.collectLimitedBody(limit: maxBodyBytes)
         let arrivalMs = clock()
-        let outcome = try await ingest.ingest(deviceID: deviceID, body: body, arrivalMs: arrivalMs)
+        let address = access.address(request, context)
+        let outcome = try await ingest.ingest(
+            deviceID: deviceID,
+            body: body,
+            arrivalMs: arrivalMs,
+            clientAddress: address,
+            bootSignal: boot.bootSignalHeld(deviceID: deviceID, address: address, nowMs: arrivalMs)
+        )
+        access.binding.bind(deviceID, address: address, atMs: arrivalMs)
         // Tracked from its first verified upload on (refused uploads never add an id).
         activity.admit(deviceID, at: arrivalMs)
+        await boot.confirm(deviceID: deviceID, address: address, nowMs: arrivalMs)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "packets_processed": .int(Int64(outcome.packets.count)),
             "samples_stored": .int(Int64(outcome.samplesStored)), "undecodable_packets": .int(Int64(outcome.undecodable)),

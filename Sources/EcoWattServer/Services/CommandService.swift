@@ -61,16 +61,17 @@ public actor CommandService: Service {
         return try await store.queue(request, deviceID: deviceID, nowMs: clock(), maxPending: maxPending)
     }
 
-    public nonisolated func poll(deviceID: String) async throws -> CommandRow? {
+    /// The device's next command, dispatched to `address` (its result is accepted from there only).
+    public nonisolated func poll(deviceID: String, address: String) async throws -> CommandRow? {
         guard let version = pendingHint.withLock({ $0[deviceID] }) else { return nil }
-        let command = try await store.dispatchNext(deviceID: deviceID, nowMs: clock())
+        let command = try await store.dispatchNext(deviceID: deviceID, address: address, nowMs: clock())
         if command == nil {
             pendingHint.withLock { if $0[deviceID] == version { $0.removeValue(forKey: deviceID) } }
         }
         return command
     }
 
-    public nonisolated func result(_ report: CommandResultReport, deviceID: String) async throws -> CommandRow {
+    public nonisolated func result(_ report: CommandResultReport, deviceID: String, address: String) async throws -> CommandRow {
         try await store.recordResult(
             CommandResult(
                 commandID: report.commandID,
@@ -80,6 +81,7 @@ public actor CommandService: Service {
                 errorMessage: report.errorMessage
             ),
             deviceID: deviceID,
+            address: address,
             nowMs: clock()
         )
     }

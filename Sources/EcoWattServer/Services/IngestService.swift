@@ -33,6 +33,8 @@ public actor IngestService: Service {
     /// flight are dropped and read back from the store when their device uploads again.
     private var devices = DeviceStateCache()
     private let cacheLimit: Int
+    /// J0 of the nonce-jump rule: how far ahead of the last accepted nonce an upload may be right after it.
+    private let nonceJumpAllowance: UInt64
 
     /// - Parameter feed: the MQTT outbox publisher; each accepted upload's messages commit with its samples.
     public init(
@@ -41,10 +43,12 @@ public actor IngestService: Service {
         logger: Logger,
         metrics: ServerMetrics? = nil,
         feed: MQTTPublisher? = nil,
-        cacheLimit: Int = 200_000
+        cacheLimit: Int = 200_000,
+        nonceJumpAllowance: UInt64 = 1024
     ) {
         self.store = store
         self.cacheLimit = cacheLimit
+        self.nonceJumpAllowance = nonceJumpAllowance
         self.metrics = metrics
         self.feed = feed
         self.fleetKey = EnvelopeKey(fleetKey)
@@ -77,10 +81,16 @@ public actor IngestService: Service {
     }
 
     /// Verifies, decodes and durably stores one upload of `deviceID` (the URL's device id).
+    /// - Parameters:
+    ///   - clientAddress: where the upload came from; once it is stored, the device is bound to it (issue 14).
+    ///   - bootSignal: a held boot signal from this address is confirmed by this upload: it takes effect before the
+    ///     upload's packets are decoded (they are the first batches of the new boot).
     public nonisolated func ingest(
         deviceID: String,
         body: [UInt8],
-        arrivalMs: Int64
+        arrivalMs: Int64,
+        clientAddress: String? = nil,
+        bootSignal: Bool = false
     ) async throws(IngestError)
         -> IngestOutcome
     {
@@ -108,7 +118,14 @@ public actor IngestService: Service {
         } catch {
             throw .invalidPayload("\(error)")
         }
-        let outcome = try await admit(deviceID: deviceID, nonce: nonce, upload: upload, arrivalMs: arrivalMs)
+        let outcome = try await admit(
+            deviceID: deviceID,
+            nonce: nonce,
+            upload: upload,
+            arrivalMs: arrivalMs,
+            clientAddress: clientAddress,
+            bootSignal: bootSignal
+        )
         // Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``, ``CompressionMarker/methodLabel``), and
         // sums saturate: a device cannot add statistics entries or overflow a counter.
         count { counters in
@@ -144,7 +161,9 @@ public actor IngestService: Service {
         deviceID: String,
         nonce: UInt32,
         upload: UploadPayload,
-        arrivalMs: Int64
+        arrivalMs: Int64,
+        clientAddress: String?,
+        bootSignal: Bool
     )
         async throws(IngestError) -> IngestOutcome
     {
@@ -159,8 +178,21 @@ public actor IngestService: Service {
             countRejection(SecurityError.replay(nonce: nonce, lastAccepted: last).category)
             throw .security(.replay(nonce: nonce, lastAccepted: last))
         }
+        if let last = state.lastNonce, let since = state.lastUploadMs {
+            // The firmware spends one nonce per attempt, two per failed upload period of at least a second (spec §2.3):
+            // a nonce further ahead than that is an attempt to poison the device's nonce (4 294 967 295 would lock it out).
+            let allowance = nonceJumpAllowance + 2 * UInt64(max(0, arrivalMs - since) / 1000)
+            if UInt64(nonce) - UInt64(last) > allowance {
+                let error = SecurityError.nonceJump(nonce: nonce, lastAccepted: last, allowance: allowance)
+                countRejection(error.category)
+                try? await store.recordNonceJumpRefused(deviceID: deviceID, nonce: nonce)
+                throw .security(error)
+            }
+        }
+        if bootSignal, state.lastNonce != nil { state.stream.bootSignal() }
         let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state.stream)
         state.lastNonce = nonce
+        state.lastUploadMs = arrivalMs
         devices[deviceID] = state
         devices.beginCommit(deviceID)
         defer {
@@ -175,6 +207,7 @@ public actor IngestService: Service {
             streamState: state.stream
         )
         record.queueForFeed = feed?.admit(packets.count) ?? false
+        record.clientAddress = clientAddress
         let ticket = store.submit(record)
         do {
             try await ticket.value()
@@ -202,16 +235,21 @@ public actor IngestService: Service {
         return loaded
     }
 
-    /// A boot signal (`POST /config/{id}/current`): the device's encoder state is zero again.
-    public func deviceRebooted(_ deviceID: String) async throws {
+    /// A boot signal (registration or boot report, from the device's bound address or confirmed by a verified upload
+    /// from the address it came from). Unsigned, so it never discards the encoder model: it opens the reboot hypothesis
+    /// beside it (``DeviceStreamState/bootSignal()``), and signed uploads decide.
+    public func bootSignal(_ deviceID: String) async throws {
         var state = try await loadState(deviceID)
-        state.stream = DeviceStreamState()
-        // Boot reports are unauthenticated: cache only devices that have uploaded, so random ids cannot grow it.
-        devices[deviceID] = state.lastNonce == nil ? nil : state
-        let ticket = store.submitStreamReset(deviceID: deviceID)
-        try await ticket.value()
-        // Debug only: boot reports are unauthenticated and may come by the thousand.
-        logger.debug("device boot signal: decoder model reset", metadata: ["device_id": LogText.value(deviceID)])
+        // A device that never uploaded has a fresh model anyway (and random ids must not grow the cache).
+        guard state.lastNonce != nil else {
+            devices[deviceID] = nil
+            return
+        }
+        state.stream.bootSignal()
+        devices[deviceID] = state
+        try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
+        // Debug only: boot signals are unauthenticated and may come by the thousand.
+        logger.debug("device boot signal: reboot hypothesis opened", metadata: ["device_id": LogText.value(deviceID)])
     }
 
     /// Drops the cached state of a deleted device (the store has forgotten it).

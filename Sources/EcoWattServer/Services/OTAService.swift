@@ -30,6 +30,8 @@ public actor OTAService: Service {
     /// Statuses of `POST /ota/{id}/complete` (spec §7.1 step 10).
     public static let completionStatuses: Set<String> = ["success", "pending_verify", "rolled_back", "failed"]
     static let flushInterval = Duration.seconds(1)
+    /// A session whose last chunk is this recent is a download in progress.
+    static let downloadActiveMs: Int64 = 120_000
     /// Idle sessions are looked for every 30 flushes.
     static let expiryEvery = 30
     private var ticks = 0
@@ -148,9 +150,9 @@ public actor OTAService: Service {
     // MARK: Device requests
 
     /// The answer to `GET /ota/check/{id}?version=`: the deployed version's `update_info`, unless the device already
-    /// runs it, installed it under another compiled-in version, or failed it `max_attempts` times.
+    /// runs it, installed it under another compiled-in version, or failed it `max_attempts` times. Open to anyone, so
+    /// it changes nothing (the running version is recorded from the completion report and the registration).
     public func check(deviceID: String, runningVersion: String) async throws -> (offer: ServableFirmware?, reason: String) {
-        try await store.setFirmwareVersion(deviceID: deviceID, version: runningVersion)
         guard let deployment = try await store.deployment(for: deviceID) else { return (nil, "no deployment") }
         guard deployment.version != runningVersion else { return (nil, "already running \(runningVersion)") }
         guard let firmware = try catalog.firmware(deployment.version) else {
@@ -184,9 +186,26 @@ public actor OTAService: Service {
     /// download must not block the next attempt).
     public func initiate(deviceID: String, version: String) async throws -> (session: OTASession, replaced: [String]) {
         guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
-        let busy = live.withLock { $0[deviceID] == nil && $0.count >= maxActiveSessions }
-        guard !busy else { throw OTAError.busy(maxActiveSessions) }
+        enum Refusal {
+            case busy
+            case downloading(String)
+        }
         let now = clock()
+        let refusal: Refusal? = live.withLock { sessions in
+            if let active = sessions[deviceID] {
+                // Another version while a download is going (a chunk within two minutes): only an operator's cancel
+                // ends it (a forged initiate must not abort the device's download).
+                return active.version != version && now - active.counters.updatedAtMs < Self.downloadActiveMs
+                    ? .downloading(active.version) : nil
+            }
+            return sessions.count >= maxActiveSessions ? .busy : nil
+        }
+        switch refusal {
+        case .busy: throw OTAError.busy(maxActiveSessions)
+        case .downloading(let active):
+            throw OTAError.conflict("A download of \(active) is in progress for \(deviceID); an operator can cancel it")
+        case nil: break
+        }
         let deployment = try await store.deployment(for: deviceID)
         var session = OTASession(
             sessionID: UUID().uuidString.lowercased(),

@@ -1,0 +1,141 @@
+import EcoWattStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// Binds unsigned device requests to the device's authenticated network identity (issue 14): the client address of its
+/// last HMAC-verified upload. Only uploads are signed, so this address is the one thing a stranger who knows a device
+/// id does not have (short of sharing the device's network).
+public final class DeviceBinding: Sendable {
+    /// `address`: requests are judged by their client address; `off`: every request is honoured as before (devices
+    /// behind changing addresses, at the risk that anyone who knows an id acts for the device).
+    public enum Policy: String, Sendable, CaseIterable {
+        case address
+        case off
+    }
+
+    /// Where a request stands.
+    public enum Standing: Sendable, Equatable {
+        /// From the address of the device's verified uploads (or the policy is `off`).
+        case bound
+        /// The device has no verified upload within the binding window (a first boot, or a long silence).
+        case unbound
+        /// From another address than the device's verified uploads.
+        case elsewhere
+    }
+
+    public let policy: Policy
+    let windowMs: Int64
+    private let bindings: Mutex<[String: DeviceBindingRecord]>
+
+    public init(policy: Policy, windowSeconds: Int, bindings: [String: DeviceBindingRecord]) {
+        self.policy = policy
+        self.windowMs = Int64(windowSeconds) * 1000
+        self.bindings = Mutex(bindings)
+    }
+
+    /// A verified upload of `deviceID` came from `address` (its commit is done).
+    public func bind(_ deviceID: String, address: String, atMs: Int64) {
+        bindings.withLock { $0[deviceID] = DeviceBindingRecord(address: address, atMs: atMs) }
+    }
+
+    public func standing(_ deviceID: String, address: String, nowMs: Int64) -> Standing {
+        guard policy == .address else { return .bound }
+        guard let binding = bindings.withLock({ $0[deviceID] }), nowMs - binding.atMs <= windowMs else { return .unbound }
+        return binding.address == address ? .bound : .elsewhere
+    }
+
+    /// The route's refusal unless the request comes from the device's bound address (a bound route).
+    public func requireBound(_ deviceID: String, address: String, nowMs: Int64) throws(BindingError) {
+        switch standing(deviceID, address: address, nowMs: nowMs) {
+        case .bound: return
+        case .unbound: throw .unbound(deviceID)
+        case .elsewhere: throw .elsewhere(deviceID)
+        }
+    }
+
+    public func forget(_ deviceIDs: [String]) {
+        bindings.withLock { bindings in
+            for deviceID in deviceIDs { bindings[deviceID] = nil }
+        }
+    }
+
+    /// Devices bound now (for metrics).
+    public var count: Int { bindings.withLock { $0.count } }
+}
+
+/// Why a bound route refused a request: 403 with the reason, counted by reason (`not_bound`, `address_mismatch`).
+public enum BindingError: ReasonedError, Sendable, Equatable {
+    case unbound(String)
+    case elsewhere(String)
+
+    public var status: HTTPResponse.Status { .forbidden }
+
+    public var code: String {
+        switch self {
+        case .unbound: "not_bound"
+        case .elsewhere: "address_mismatch"
+        }
+    }
+
+    public var reason: String {
+        switch self {
+        case .unbound(let id): "Device \(id) has no verified upload within the binding window: it must upload first"
+        case .elsewhere(let id): "Requests for device \(id) are honoured only from the address of its verified uploads"
+        }
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        try APIError(status, reason, code: code).response(from: request, context: context)
+    }
+}
+
+/// The client address of a request: the connection's peer, or behind a trusted reverse proxy the address that proxy
+/// saw (the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy).
+public struct ClientAddressResolver: Sendable {
+    let trustedProxies: Set<String>
+    let header: HTTPField.Name?
+
+    public init(trustedProxies: [String], header: String = "X-Forwarded-For") {
+        self.trustedProxies = Set(trustedProxies)
+        self.header = HTTPField.Name(header)
+    }
+
+    public func address(_ request: Request, _ context: EcoWattRequestContext) -> String {
+        let peer = context.remoteAddress?.ipAddress ?? "unknown"
+        guard trustedProxies.contains(peer), let header, let forwarded = request.headers[values: header].last else { return peer }
+        let hops = forwarded.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return hops.last { !trustedProxies.contains($0) } ?? peer
+    }
+}
+
+/// What device routes ask before they act: the request's client address and where it stands for the device.
+public struct DeviceAccess: Sendable {
+    public let binding: DeviceBinding
+    public let addresses: ClientAddressResolver
+    let clock: @Sendable () -> Int64
+
+    public init(binding: DeviceBinding, addresses: ClientAddressResolver, clock: @escaping @Sendable () -> Int64) {
+        self.binding = binding
+        self.addresses = addresses
+        self.clock = clock
+    }
+
+    public func address(_ request: Request, _ context: EcoWattRequestContext) -> String {
+        addresses.address(request, context)
+    }
+
+    public func standing(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) -> DeviceBinding.Standing {
+        binding.standing(deviceID, address: address(request, context), nowMs: clock())
+    }
+
+    /// A bound route: the client address, or the refusal (403) when it is not the device's bound address.
+    @discardableResult
+    public func requireBound(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) throws(BindingError) -> String {
+        let address = address(request, context)
+        try binding.requireBound(deviceID, address: address, nowMs: clock())
+        return address
+    }
+}
