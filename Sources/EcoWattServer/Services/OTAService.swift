@@ -46,7 +46,7 @@ public actor OTAService: Service {
     nonisolated let faults: FaultInjector?
     /// Log lines devices trigger (rate-limited: initiates and reports are unauthenticated).
     nonisolated let deviceEvents: RateLimitedLog?
-    private nonisolated let live: Mutex<[String: LiveSession]>
+    nonisolated let live: Mutex<[String: LiveSession]>
     /// Most sessions in progress at once.
     nonisolated let maxActiveSessions: Int
     /// A session without chunk or progress for this long expires.
@@ -107,7 +107,7 @@ public actor OTAService: Service {
 
     /// Ends sessions without a chunk or progress for ``idleLimitMs`` as `expired` (a device that gave up, or an id
     /// someone made up): their in-memory state goes, and so does the row count of active sessions.
-    func expireIdleSessions() async {
+    public func expireIdleSessions() async {
         await flush()
         let now = clock()
         do {
@@ -358,82 +358,6 @@ public actor OTAService: Service {
         return (outcome, try await store.session(session.sessionID))
     }
 
-    // MARK: Operator requests
-
-    /// Ends the device's active session as cancelled: its next chunk request fails and the device retries at its next
-    /// OTA period if the deployment still targets it.
-    public func cancel(deviceID: String, reason: String = "cancelled by operator") async throws -> OTASession {
-        guard let current = live.withLock({ $0[deviceID] }) else { throw OTAError.noActiveSession(deviceID) }
-        await saveCounters(of: deviceID)
-        _ = try await store.endSession(
-            current.sessionID,
-            outcome: .cancelled,
-            message: reason,
-            reportedVersion: nil,
-            reportedStatus: nil,
-            nowMs: clock()
-        )
-        forgetLive(deviceID: deviceID, sessionID: current.sessionID)
-        guard let session = try await store.session(current.sessionID) else { throw OTAError.noActiveSession(deviceID) }
-        return session
-    }
-
-    /// Prepares an uploaded image with the server's keys and stores it.
-    public func upload(image: [UInt8], version: String, description: String?) throws -> ServableFirmware {
-        guard let keys else { throw OTAError.keysUnavailable(keysError ?? "no keys") }
-        let prepared = try FirmwarePreparer.prepare(image: image, version: version, description: description, keys: keys)
-        let servable = try catalog.add(prepared)
-        logger.notice(
-            "firmware prepared",
-            metadata: ["version": "\(version)", "bytes": "\(image.count)", "chunks": "\(prepared.manifest.totalChunks)"]
-        )
-        return servable
-    }
-
-    /// Deletes every file of a version; refused while a deployment of it is active. Sessions downloading it are
-    /// cancelled.
-    public func deleteFirmware(_ version: String) async throws -> [String] {
-        let deployments = try await store.activeDeploymentIDs(version: version)
-        guard deployments.isEmpty else {
-            throw OTAError.conflict(
-                "Version \(version) is deployed (deployment \(deployments.map(String.init).joined(separator: ", "))): cancel it first"
-            )
-        }
-        let removed = try catalog.delete(version)
-        let downloading = live.withLock { $0.filter { $0.value.version == version }.map(\.key) }
-        for deviceID in downloading { _ = try? await cancel(deviceID: deviceID, reason: "firmware \(version) deleted") }
-        logger.notice("firmware deleted", metadata: ["version": "\(version)", "files": "\(removed.count)"])
-        return removed
-    }
-
-    /// Assigns a version to every device (`deviceIDs == nil`) or to a list. The image must exist and, when the server
-    /// has keys, verify with them (an image the devices will reject is not deployed).
-    public func deploy(version: String, deviceIDs: [String]?, maxAttempts: Int, notes: String?) async throws -> OTADeployment {
-        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
-        if firmware.signatureVerified == false {
-            throw OTAError.conflict(
-                "The signature of \(version) does not verify with the server's keys: devices would reject it"
-            )
-        }
-        let deployment = try await store.createDeployment(
-            OTADeployment(version: version, deviceIDs: deviceIDs, maxAttempts: maxAttempts, notes: notes, createdAtMs: clock())
-        )
-        logger.notice(
-            "firmware deployed",
-            metadata: [
-                "version": "\(version)", "deployment": "\(deployment.id)",
-                "devices": "\(deviceIDs.map { "\($0.count)" } ?? "all")",
-            ]
-        )
-        return deployment
-    }
-
-    /// Fleet figures with the chunk counters flushed first.
-    public func counts() async throws -> OTACounts {
-        await flush()
-        return try await store.otaCounts()
-    }
-
     /// The live counters of the device's active session merged into the stored row.
     public func withLiveCounters(_ session: OTASession) -> OTASession {
         guard session.outcome == nil, let current = live.withLock({ $0[session.deviceID] }),
@@ -448,14 +372,14 @@ public actor OTAService: Service {
     }
 
     /// Drops the device's in-memory session if it is still `sessionID` (an initiate may have replaced it meanwhile).
-    private func forgetLive(deviceID: String, sessionID: String) {
+    func forgetLive(deviceID: String, sessionID: String) {
         live.withLock { sessions in
             if sessions[deviceID]?.sessionID == sessionID { sessions[deviceID] = nil }
         }
     }
 
     /// Writes one device's unsaved counters before its session changes state.
-    private func saveCounters(of deviceID: String) async {
+    func saveCounters(of deviceID: String) async {
         let pending: (String, OTAChunkCounters)? = live.withLock { sessions in
             guard let session = sessions[deviceID], session.dirty else { return nil }
             sessions[deviceID]?.dirty = false
