@@ -340,7 +340,16 @@ extension SQLiteDeviceStore: OTAStore {
     }
 
     public func expireSessions(idleBeforeMs: Int64, nowMs: Int64) async throws -> [(sessionID: String, deviceID: String)] {
-        try await writer.write { db in
+        // Read first (the partial index `ota_sessions_active`): no write transaction while nothing is idle.
+        let idle = try await database.pool.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT EXISTS (SELECT 1 FROM ota_sessions WHERE outcome IS NULL AND updated_at_ms < ?)",
+                arguments: [idleBeforeMs]
+            ) ?? false
+        }
+        guard idle else { return [] }
+        return try await writer.write { db in
             let rows = try Row.fetchAll(
                 db,
                 sql: "SELECT session_id, device_id FROM ota_sessions WHERE outcome IS NULL AND updated_at_ms < ?",

@@ -329,7 +329,19 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     }
 
     public func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int) {
-        try await writer.write { db in
+        // Read first (through `commands_status_expiry`): an idle fleet costs no write transaction every sweep.
+        let due = try await database.pool.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: """
+                    SELECT EXISTS (SELECT 1 FROM commands WHERE status = 'dispatched' AND dispatched_at_ms <= ?2)
+                        OR EXISTS (SELECT 1 FROM commands WHERE status = 'pending' AND expires_at_ms <= ?1)
+                    """,
+                arguments: [nowMs, nowMs - resultTimeoutMs]
+            ) ?? false
+        }
+        guard due else { return (0, 0) }
+        return try await writer.write { db in
             try db.execute(
                 sql: """
                     UPDATE commands SET status = 'timed_out', finished_at_ms = ?1
