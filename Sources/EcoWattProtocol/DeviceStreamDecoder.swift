@@ -8,18 +8,28 @@ public enum DeviceStreamDecoder {
     public static let defaultIntervalSeconds = 5
 
     /// Decodes every packet of `upload`, updating `state`. Never throws: problems become undecodable packets.
-    /// - Parameter arrivalMs: server receive time, epoch milliseconds (anchors the 32-bit packet timestamps).
+    /// - Parameters:
+    ///   - arrivalMs: server receive time, epoch milliseconds (anchors the 32-bit packet timestamps).
+    ///   - failedAttempts: upload attempts the device made since its last accepted upload (`nonce − last − 1`; the
+    ///     firmware spends one nonce per attempt, spec §2.3), or `nil` when unknown. The device drops packets only
+    ///     when its 20-slot ring overflows during failed uploads (or, rarely, on low heap), so a gap in sample time
+    ///     after an upload without failed attempts is a late sensor read, not a lost batch.
     public static func decode(
         _ upload: UploadPayload,
         arrivalMs: Int64,
+        failedAttempts: UInt32? = nil,
         state: inout DeviceStreamState
     ) -> [DecodedPacket] {
         // The arrival time comes from the server's clock; clamped anyway so that no time arithmetic can overflow.
         let arrivalMs = min(max(arrivalMs, 0), maxArrivalMs)
+        let gapMeansLoss = failedAttempts.map { $0 >= maxAttemptsWithoutLoss } ?? true
         return upload.packets.enumerated().map { index, packet in
-            decodePacket(packet, index: index, upload: upload, arrivalMs: arrivalMs, state: &state)
+            decodePacket(packet, index: index, upload: upload, arrivalMs: arrivalMs, gapMeansLoss: gapMeansLoss, state: &state)
         }
     }
+
+    /// Failed attempts that cannot have overflowed the ring: one failed attempt and its retry (spec §3.6.4).
+    static let maxAttemptsWithoutLoss: UInt32 = 2
 
     /// The epoch-ms value ≡ `timestamp (mod 2^32)` closest to `referenceMs`.
     public static func reconstructEpochMs(_ timestamp: UInt32, near referenceMs: Int64) -> Int64 {
@@ -34,6 +44,7 @@ public enum DeviceStreamDecoder {
         index: Int,
         upload: UploadPayload,
         arrivalMs: Int64,
+        gapMeansLoss: Bool,
         state: inout DeviceStreamState
     ) -> DecodedPacket {
         let blob = Data(base64Encoded: packet.compressedBinary).map(Array.init) ?? []
@@ -114,7 +125,7 @@ public enum DeviceStreamDecoder {
         let firstSampleMs = deviceMs - Int64(samples - 1) * Int64(intervalSeconds) * 1000
         func followOrder(_ model: inout TemporalModel) {
             if let last = model.lastSampleDeviceMs,
-                deviceMs <= last || firstSampleMs - last > 2 * interval * 1000 + DeviceStreamState.gapSlackMs
+                deviceMs <= last || (gapMeansLoss && firstSampleMs - last > 2 * interval * 1000 + DeviceStreamState.gapSlackMs)
             {
                 model.trusted = false
             }

@@ -19,6 +19,14 @@ public enum SecurityError: Error, Sendable, Equatable {
     /// The nonce is further ahead of the last accepted one than the device can have spent since (nonce poisoning).
     case nonceJump(nonce: UInt32, lastAccepted: UInt32, allowance: UInt64)
 
+    /// The category a client is told (`X-EcoWatt-Error`): a replay and a nonce jump look alike from outside.
+    public var clientCategory: String {
+        switch self {
+        case .replay, .nonceJump: "nonce"
+        default: category
+        }
+    }
+
     /// Short machine-readable category, used in statistics and logs.
     public var category: String {
         switch self {
@@ -41,11 +49,12 @@ public enum SecurityError: Error, Sendable, Equatable {
         case .invalidField(let field): "Invalid security field: \(field)"
         case .invalidBase64: "Payload is not valid base64"
         case .macMismatch: "HMAC verification failed"
-        case .replay(let nonce, let last): "Replay detected: nonce \(nonce) <= last accepted nonce \(last)"
+        case .replay, .nonceJump:
+            // The same answer for a nonce too low and one too far ahead, without the stored nonce: a client must not
+            // be able to search for it (with the public fleet key, knowing it would let anyone sign an accepted upload).
+            "Nonce refused: not above the device's last accepted nonce, or too far ahead of it"
         case .deviceMismatch(let url, let payload):
             "Payload device_id '\(payload)' does not match URL device id '\(url)'"
-        case .nonceJump(let nonce, let last, let allowance):
-            "Nonce \(nonce) is more than \(allowance) ahead of the last accepted nonce \(last)"
         }
     }
 }

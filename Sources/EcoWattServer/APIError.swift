@@ -57,8 +57,8 @@ public struct APIError: ReasonedError, Sendable {
     /// The answer to a refused envelope: 400 for a body that is not JSON, 401 otherwise (spec §2.4).
     public init(_ error: SecurityError) {
         switch error {
-        case .malformedBody: self.init(.badRequest, error.reason, code: error.category)
-        default: self.init(.unauthorized, "Security validation failed: \(error.reason)", code: error.category)
+        case .malformedBody: self.init(.badRequest, error.reason, code: error.clientCategory)
+        default: self.init(.unauthorized, "Security validation failed: \(error.reason)", code: error.clientCategory)
         }
     }
 }

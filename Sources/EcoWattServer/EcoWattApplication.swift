@@ -25,6 +25,7 @@ public struct EcoWattApplication: Sendable {
     public let faults: FaultInjector
     public let diagnostics: DiagnosticsService
     public let feed: MQTTPublisher
+    public let boot: BootMessages
     public let operatorToken: String
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
@@ -262,6 +263,7 @@ public struct EcoWattApplication: Sendable {
         self.faults = faults
         self.diagnostics = diagnostics
         self.feed = feed
+        self.boot = boot
         self.operatorToken = token
     }
 

@@ -97,6 +97,14 @@ public struct DeviceRow: Sendable, Equatable {
     public var firstSeenMs: Int64
     public var lastSeenMs: Int64
     public var uploadCount: Int
+    /// `pending` (no verified upload, not created by an operator), `verified` or `operator`.
+    public var admission: String
+    /// The address of the last verified upload, which binds the device's unsigned requests, and when.
+    public var boundAddress: String?
+    public var boundAtMs: Int64?
+    /// Uploads refused for a nonce too far ahead, and the last such nonce.
+    public var nonceJumpsRefused: Int
+    public var lastRefusedNonce: Int64?
 
     init(row: Row) {
         deviceID = row["device_id"]
@@ -108,6 +116,11 @@ public struct DeviceRow: Sendable, Equatable {
         firstSeenMs = row["first_seen_ms"]
         lastSeenMs = row["last_seen_ms"]
         uploadCount = row["upload_count"]
+        admission = row["admission"]
+        boundAddress = row["bound_address"]
+        boundAtMs = row["bound_at_ms"]
+        nonceJumpsRefused = row["nonce_jumps_refused"]
+        lastRefusedNonce = row["last_refused_nonce"]
     }
 }
 

@@ -156,4 +156,19 @@ import Testing
         #expect(state.bootCandidate == nil, "adopted at the first upload of the new boot")
         #expect(state.current.context == device.compressor.context)
     }
+
+    @Test func aLateSensorReadIsNotALostBatchUnlessUploadsFailedMeanwhile() {
+        for (failedAttempts, keepsTrust) in [(UInt32(0), true), (1, true), (2, false), (40, false)] {
+            var device = Device()
+            var state = DeviceStreamState()
+            for _ in 0..<10 {
+                let (upload, truth) = device.batch(Self.layout)
+                _ = Self.decode(upload, truth, &state)
+            }
+            device.clockMs += 60_000  // a minute without a sample (a slow Modbus read, or an outage)
+            let (upload, _) = device.batch(Self.layout)
+            _ = DeviceStreamDecoder.decode(upload, arrivalMs: (upload.timestamp ?? 0) * 1000, failedAttempts: failedAttempts, state: &state)
+            #expect(state.current.trusted == keepsTrust, "\(failedAttempts) failed attempts")
+        }
+    }
 }

@@ -60,8 +60,14 @@ import Testing
             _ = try await client.execute(uri: "/commands/POLLER/poll", method: .get)
             // An unregistered id (a scanner) must not create a registry entry.
             _ = try await client.execute(uri: "/commands/RANDOM-SCANNER/poll", method: .get)
+            // The periodic flush may be writing an older time right now: wait for the poll's time to be stored.
             await test.server.activity.flush()
-            let stored = try await test.server.devices.device("POLLER")
+            var stored = try await test.server.devices.device("POLLER")
+            for _ in 0..<30 where stored?.lastSeenMs != test.clock.now {
+                try await Task.sleep(for: .milliseconds(100))
+                await test.server.activity.flush()
+                stored = try await test.server.devices.device("POLLER")
+            }
             #expect(stored?.lastSeenMs == test.clock.now)
             #expect(try await test.server.devices.device("RANDOM-SCANNER") == nil)
         }

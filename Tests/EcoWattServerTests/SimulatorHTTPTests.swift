@@ -27,6 +27,44 @@ import Testing
         return options
     }
 
+    /// Issue 14: boot reports and registrations forged while single-sample devices stream 0x71 packets, from a
+    /// stranger's address (held, never applied) and from the devices' own address (a reboot hypothesis that their
+    /// signed uploads disprove), leave every packet decodable.
+    @Test func forgedBootSignalsDuringARunLeaveEveryTemporalPacketDecodable() async throws {
+        let (keys, _) = try OTAHTTPTests.vectors()
+        let test = try TestServer(firmwareKeys: keys)
+        try await test.run { client in
+            let port = try #require(client.port)
+            var single = Self.options(port: port, prefix: "FORGE_", devices: 2, keys: keys)
+            single.intervals.upload = 1
+            single.intervals.ota = 100_000  // no firmware checks in this run
+            let latest = LatestReport()
+            let stop = SimulationStop()
+            let fleet = Task { try await FleetSimulator(options: single).run(stop: stop) { latest.set($0.report) } }
+            try await latest.wait { $0.packetsByMarker["0x71", default: 0] > 0 }
+            let report = #"{"sampling_interval":1,"upload_interval":1,"registers":["Vac1","Iac1","Ipv1","Ipv2","Temp","Pac"]}"#
+            for round in 0..<12 {
+                for index in 0..<2 {
+                    let id = single.deviceID(index)
+                    let address = round % 2 == 0 ? "127.0.0.2" : "127.0.0.1"
+                    _ = try await LoopbackHTTP.request(port: port, from: address, method: "POST", path: "/config/\(id)/current", body: report)
+                    _ = try await LoopbackHTTP.request(port: port, from: address, method: "POST", path: "/devices", body: #"{"device_id":"\#(id)"}"#)
+                }
+                try await Task.sleep(for: .milliseconds(150))
+            }
+            let delta = latest.get()?.packetsByMarker["0x71", default: 0] ?? 0
+            try await latest.wait { $0.packetsByMarker["0x71", default: 0] >= delta + 10 }
+            stop.request()
+            let result = try await fleet.value
+            #expect(result.uploadsRejected == 0)
+            let stats = try await client.execute(uri: "/compression/stats", method: .get, headers: test.operatorHeaders)
+            let compression = try #require(stats.json["statistics"] as? [String: Any])
+            #expect(compression["total_packets"] as? Int == result.packetsUploaded)
+            #expect(compression["decoded_packets"] as? Int == result.packetsUploaded, "\(compression["undecodable_by_reason"] ?? "")")
+            #expect((compression["packets_by_marker"] as? [String: Int])?["0x71", default: 0] ?? 0 >= 10)
+        }
+    }
+
     @Test func simulatedFleetUploadsRunsCommandsAndInstallsFirmware() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[1]  // 100 KiB, 51 chunks
@@ -145,7 +183,7 @@ import Testing
             let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
             let sent = reportA.packetsUploaded + reportB.packetsUploaded
             #expect(compression?["total_packets"] as? Int == sent)
-            #expect(compression?["decoded_packets"] as? Int == sent)
+            #expect(compression?["decoded_packets"] as? Int == sent, "\(compression?["undecodable_by_reason"] ?? "")")
         }
     }
 }

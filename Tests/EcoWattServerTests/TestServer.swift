@@ -35,7 +35,8 @@ final class TestServer: Sendable {
         diagnosticsRetainedFiles: Int? = nil,
         mqttPort: Int? = nil,
         mqttOutboxLimit: Int? = nil,
-        limits: [String: Int]? = nil
+        limits: [String: Int]? = nil,
+        deviceBinding: String? = nil
     ) throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -59,6 +60,7 @@ final class TestServer: Sendable {
         flags.mqttOutboxMaxMessages = mqttOutboxLimit
         flags.mqttClientID = "ecowatt-test-\(UUID().uuidString.prefix(8))"
         flags.limits = limits
+        flags.deviceBinding = deviceBinding
         let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
         if !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
             try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.keysDirectory)

@@ -201,7 +201,7 @@ public final class BootMessages: Service, Sendable {
     }
 
     /// Messages no upload confirmed within the window are discarded.
-    func expire(nowMs: Int64) async {
+    public func expire(nowMs: Int64) async {
         let expired = state.withLock { state -> [HeldMessage] in
             var expired: [HeldMessage] = []
             for (deviceID, messages) in state.byDevice {

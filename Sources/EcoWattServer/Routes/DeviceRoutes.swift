@@ -98,7 +98,11 @@ struct DeviceRoutes {
             ("status", .string(online ? "online" : "offline")),
             ("registered_at", device.registeredAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),
             ("first_seen", .string(QueryRoutes.iso(device.firstSeenMs))), ("last_seen", .string(QueryRoutes.iso(lastSeen))),
-            ("upload_count", .int(Int64(device.uploadCount))),
+            ("upload_count", .int(Int64(device.uploadCount))), ("admission", .string(device.admission)),
+            ("bound_address", device.boundAddress.map(JSONValue.string) ?? .null),
+            ("bound_at", device.boundAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),
+            ("nonce_jumps_refused", .int(Int64(device.nonceJumpsRefused))),
+            ("last_refused_nonce", device.lastRefusedNonce.map(JSONValue.int) ?? .null),
         ])
     }
 

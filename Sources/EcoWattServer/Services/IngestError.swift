@@ -30,7 +30,7 @@ extension IngestError: ReasonedError {
 
     public var code: String {
         switch self {
-        case .security(let error): error.category
+        case .security(let error): error.clientCategory
         case .invalidPayload: "invalid_payload"
         case .storage: "storage"
         }

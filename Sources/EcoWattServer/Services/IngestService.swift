@@ -190,7 +190,12 @@ public actor IngestService: Service {
             }
         }
         if bootSignal, state.lastNonce != nil { state.stream.bootSignal() }
-        let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state.stream)
+        let packets = DeviceStreamDecoder.decode(
+            upload,
+            arrivalMs: arrivalMs,
+            failedAttempts: state.lastNonce.map { nonce - $0 - 1 },
+            state: &state.stream
+        )
         state.lastNonce = nonce
         state.lastUploadMs = arrivalMs
         devices[deviceID] = state
