@@ -26,7 +26,8 @@ public struct TemporalModel: Sendable, Equatable {
 /// The temporal (0x71) encoder state depends on every batch the device compressed since boot. ``current`` is trusted
 /// only while the server has seen each batch, in order, decoded exactly. It becomes untrusted after a lossy (0x50),
 /// truncated or undecodable packet, a packet older than one already seen (reordered backlog), or a gap in sample time
-/// larger than `2 × interval + 8 s` (a batch the device lost in its 20-slot ring).
+/// larger than `2 × interval + 8 s` when the upload's nonce shows failed attempts before it (a batch the device can have
+/// lost in its 20-slot ring; without failed attempts such a gap is a late sensor read).
 ///
 /// A boot signal (registration, boot report) is not authenticated, so it never discards ``current``: it starts
 /// ``bootCandidate`` from the zeroed state a rebooted encoder has, and both models follow every batch. Signed uploads

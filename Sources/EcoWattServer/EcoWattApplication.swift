@@ -26,6 +26,7 @@ public struct EcoWattApplication: Sendable {
     public let diagnostics: DiagnosticsService
     public let feed: MQTTPublisher
     public let boot: BootMessages
+    public let fleetKey: FleetKeyNotice
     public let operatorToken: String
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
@@ -48,6 +49,8 @@ public struct EcoWattApplication: Sendable {
         guard let fleetKey = HexCoding.decode(configuration.fleetKeyHex) else {
             throw ConfigurationError.invalid("fleet_key is not hex")
         }
+        let fleetKeyNotice = FleetKeyNotice(keyHex: configuration.fleetKeyHex)
+        try fleetKeyNotice.announce(database: database, logger: logger)
         let metrics = ServerMetrics()
         let faults = FaultInjector(enabled: configuration.faultInjection)
         if faults.enabled { logger.warning("fault injection is enabled: operators can make device routes fail") }
@@ -104,6 +107,7 @@ public struct EcoWattApplication: Sendable {
         let access = DeviceAccess(
             binding: binding,
             addresses: ClientAddressResolver(trustedProxies: configuration.trustedProxies, header: configuration.forwardedHeader),
+            activity: activity,
             clock: clock
         )
         let boot = try BootMessages(
@@ -126,13 +130,12 @@ public struct EcoWattApplication: Sendable {
             offlineAfterMs: Int64(configuration.deviceOfflineAfterSeconds) * 1000,
             clock: clock
         )
-        let commandRoutes = CommandRoutes(commands: commands, activity: activity, access: access, clock: clock)
-        let configRoutes = ConfigRoutes(store: devices, activity: activity, boot: boot, access: access, clock: clock)
-        let reportRoutes = ReportRoutes(store: devices, activity: activity, access: access, clock: clock)
+        let commandRoutes = CommandRoutes(commands: commands, access: access, clock: clock)
+        let configRoutes = ConfigRoutes(store: devices, boot: boot, access: access, clock: clock)
+        let reportRoutes = ReportRoutes(store: devices, access: access, clock: clock)
         let diagnosticsRoutes = DiagnosticsRoutes(
             diagnostics: diagnostics,
             registry: devices,
-            activity: activity,
             access: access,
             clock: clock
         )
@@ -156,10 +159,10 @@ public struct EcoWattApplication: Sendable {
         metrics.sample("ecowatt_mqtt_backlog") { Double(feed.status.backlog) }
         metrics.sample("ecowatt_mqtt_connected") { feed.status.connected ? 1 : 0 }
         metrics.sample("ecowatt_devices_known") { Double(activity.counts.known) }
-        metrics.set("ecowatt_fleet_key_public", configuration.fleetKeyHex == FleetKey.firmwareDefaultHex ? 1 : 0)
+        metrics.sample("ecowatt_devices_bound") { Double(binding.boundCount(nowMs: clock())) }
+        metrics.set("ecowatt_fleet_key_public", fleetKeyNotice.isPublic ? 1 : 0)
         let otaRoutes = OTARoutes(
             ota: ota,
-            activity: activity,
             boot: boot,
             access: access,
             maxFirmwareBytes: configuration.maxFirmwareBytes
@@ -177,7 +180,7 @@ public struct EcoWattApplication: Sendable {
         let router = Router(context: EcoWattRequestContext.self)
         router.add(middleware: RequestLogMiddleware(metrics: metrics, clientErrors: clientErrors))
         router.add(middleware: JSONErrorMiddleware())
-        HealthRoutes(writer: writer, ota: ota).register(on: router)
+        HealthRoutes(writer: writer, ota: ota, fleetKey: fleetKeyNotice).register(on: router)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
         // Injected network faults apply to these routes only.
         let deviceRouter = router.group()
@@ -264,6 +267,7 @@ public struct EcoWattApplication: Sendable {
         self.diagnostics = diagnostics
         self.feed = feed
         self.boot = boot
+        self.fleetKey = fleetKeyNotice
         self.operatorToken = token
     }
 

@@ -314,6 +314,13 @@ public final class EcoWattDatabase: Sendable {
             try db.create(index: "held_messages_device", on: "held_messages", columns: ["device_id", "id"])
             try db.execute(sql: "INSERT INTO retention (name) VALUES ('held_messages')")
         }
+        migrator.registerMigration("v10-server-state") { db in
+            // What the server remembers about itself between starts (the fleet key's fingerprint).
+            try db.create(table: "server_state") { t in
+                t.primaryKey("name", .text)
+                t.column("value", .text).notNull()
+            }
+        }
         return migrator
     }
 }

@@ -82,8 +82,7 @@ struct ServeCommand: AsyncParsableCommand {
             metadata: [
                 "address": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
                 "durability": "\(configuration.durability.rawValue)",
-                "fleet_key":
-                    "\(configuration.fleetKeyHex == "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe" ? "firmware default" : "custom")",
+                "fleet_key": "\(server.fleetKey.isPublic ? "public default" : "private \(server.fleetKey.fingerprint)")",
             ]
         )
         try await server.application.runService()

@@ -112,6 +112,31 @@ import Testing
         }
     }
 
+    @Test func aStrangerCannotKeepASilentDeviceOnline() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            try await test.bind("LIVE-B", client: client)
+            func status() async throws -> String? {
+                let device = try await client.execute(uri: "/devices/LIVE-B", method: .get, headers: test.operatorHeaders)
+                return (device.json["device"] as? [String: Any])?["status"] as? String
+            }
+            #expect(try await status() == "online")
+            // The device falls silent; a stranger polls and reports under its id, within and after the binding window.
+            for silence: Int64 in [300_000, 7_200_000] {
+                test.clock.set(test.clock.now + silence)
+                _ = try await Self.from(Self.attacker, client, "GET", "/commands/LIVE-B/poll")
+                _ = try await Self.from(Self.attacker, client, "GET", "/config/LIVE-B")
+                _ = try await Self.from(Self.attacker, client, "GET", "/ota/check/LIVE-B?version=1.3.4")
+                let energy = #"{"device_id":"LIVE-B","power_management":{"enabled":true}}"#
+                _ = try await Self.from(Self.attacker, client, "POST", "/power/energy/LIVE-B", energy)
+                #expect(try await status() == "offline", "after \(silence / 1000) s of silence")
+            }
+            // Its own next upload brings it back.
+            try await test.bind("LIVE-B", client: client)
+            #expect(try await status() == "online")
+        }
+    }
+
     @Test func aStrangerCanNeitherStartReportNorAbortTheDevicesDownload() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try TestServer(firmwareKeys: keys)

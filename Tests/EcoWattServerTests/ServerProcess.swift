@@ -46,7 +46,14 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Starts `ecowatt serve` on `port` with every directory under `root`, and waits until `/health` answers.
     /// - Parameter descriptorLimit: run under `ulimit -n` (soft and hard) of this many descriptors.
-    init(root: URL, port: Int, extraArguments: [String] = [], descriptorLimit: Int? = nil) async throws {
+    /// - Parameter environment: variables set for the server on top of the test's own.
+    init(
+        root: URL,
+        port: Int,
+        extraArguments: [String] = [],
+        descriptorLimit: Int? = nil,
+        environment: [String: String] = [:]
+    ) async throws {
         self.port = port
         logFile = root.appendingPathComponent("server-\(UUID().uuidString).log")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
@@ -65,6 +72,7 @@ final class ServerProcess: @unchecked Sendable {
         } else {
             process.arguments = arguments
         }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let handle = try FileHandle(forWritingTo: logFile)
         process.standardOutput = handle
         process.standardError = handle

@@ -47,23 +47,16 @@ public final class DeviceBinding: Sendable {
         return binding.address == address ? .bound : .elsewhere
     }
 
-    /// The route's refusal unless the request comes from the device's bound address (a bound route).
-    public func requireBound(_ deviceID: String, address: String, nowMs: Int64) throws(BindingError) {
-        switch standing(deviceID, address: address, nowMs: nowMs) {
-        case .bound: return
-        case .unbound: throw .unbound(deviceID)
-        case .elsewhere: throw .elsewhere(deviceID)
-        }
-    }
-
     public func forget(_ deviceIDs: [String]) {
         bindings.withLock { bindings in
             for deviceID in deviceIDs { bindings[deviceID] = nil }
         }
     }
 
-    /// Devices bound now (for metrics).
-    public var count: Int { bindings.withLock { $0.count } }
+    /// Devices bound now: a verified upload within the binding window (the `ecowatt_devices_bound` gauge).
+    public func boundCount(nowMs: Int64) -> Int {
+        bindings.withLock { $0.values.count { nowMs - $0.atMs <= windowMs } }
+    }
 }
 
 /// Why a bound route refused a request: 403 with the reason, counted by reason (`not_bound`, `address_mismatch`).
@@ -111,15 +104,24 @@ public struct ClientAddressResolver: Sendable {
     }
 }
 
-/// What device routes ask before they act: the request's client address and where it stands for the device.
+/// What device routes ask before they act: the request's client address and where it stands for the device. Only a
+/// request from where the device stands bound counts as the device being seen: a stranger polling a dead device's id
+/// must not keep it `online`.
 public struct DeviceAccess: Sendable {
     public let binding: DeviceBinding
     public let addresses: ClientAddressResolver
+    let activity: DeviceActivity
     let clock: @Sendable () -> Int64
 
-    public init(binding: DeviceBinding, addresses: ClientAddressResolver, clock: @escaping @Sendable () -> Int64) {
+    public init(
+        binding: DeviceBinding,
+        addresses: ClientAddressResolver,
+        activity: DeviceActivity,
+        clock: @escaping @Sendable () -> Int64
+    ) {
         self.binding = binding
         self.addresses = addresses
+        self.activity = activity
         self.clock = clock
     }
 
@@ -127,15 +129,28 @@ public struct DeviceAccess: Sendable {
         addresses.address(request, context)
     }
 
+    /// Where the request stands; the device is seen when it is bound.
+    @discardableResult
     public func standing(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) -> DeviceBinding.Standing {
-        binding.standing(deviceID, address: address(request, context), nowMs: clock())
+        standing(deviceID, address: address(request, context))
+    }
+
+    @discardableResult
+    public func standing(_ deviceID: String, address: String) -> DeviceBinding.Standing {
+        let now = clock()
+        let standing = binding.standing(deviceID, address: address, nowMs: now)
+        activity.seen(deviceID, at: now, fromDevice: standing == .bound)
+        return standing
     }
 
     /// A bound route: the client address, or the refusal (403) when it is not the device's bound address.
     @discardableResult
     public func requireBound(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) throws(BindingError) -> String {
         let address = address(request, context)
-        try binding.requireBound(deviceID, address: address, nowMs: clock())
-        return address
+        switch standing(deviceID, address: address) {
+        case .bound: return address
+        case .unbound: throw .unbound(deviceID)
+        case .elsewhere: throw .elsewhere(deviceID)
+        }
     }
 }

@@ -6,7 +6,6 @@ import Hummingbird
 /// Command routes (spec §4): the device polls and reports; operators queue, inspect and cancel.
 struct CommandRoutes {
     let commands: CommandService
-    let activity: DeviceActivity
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
@@ -29,9 +28,8 @@ struct CommandRoutes {
     /// none.
     @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: clock())
         let address = access.address(request, context)
-        switch access.binding.standing(deviceID, address: address, nowMs: clock()) {
+        switch access.standing(deviceID, address: address) {
         case .bound: break
         case .unbound: return JSONBody.response(["commands": .array([]), "count": 0])
         case .elsewhere: throw BindingError.elsewhere(deviceID)
@@ -55,7 +53,6 @@ struct CommandRoutes {
     /// this device, from the address it was dispatched to.
     @Sendable func result(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: clock())
         let address = try access.requireBound(deviceID, request, context)
         var request = request
         let report: CommandResultReport

@@ -6,7 +6,6 @@ import Hummingbird
 /// operators submit validated updates and read the history.
 struct ConfigRoutes {
     let store: any ConfigStore
-    let activity: DeviceActivity
     let boot: BootMessages
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
@@ -31,7 +30,6 @@ struct ConfigRoutes {
     /// verified upload yet gets `is_pending:false`.
     @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: clock())
         switch access.standing(deviceID, request, context) {
         case .bound: break
         case .unbound: return JSONBody.response(["is_pending": false])
@@ -46,7 +44,6 @@ struct ConfigRoutes {
     /// `POST /config/{id}/acknowledge`: the device applied the pending configuration it was delivered (a bound route).
     @Sendable func acknowledge(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: clock())
         try access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
@@ -61,7 +58,7 @@ struct ConfigRoutes {
     /// address the device is not bound to, 202: held until a verified upload from that address confirms it.
     @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: clock())
+        access.standing(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Boot report must be a JSON object") }

@@ -38,7 +38,7 @@ struct DeviceRoutes {
         }
         let fields = try Self.fields(body, allowFirmware: true)
         let now = clock()
-        activity.seen(deviceID, at: now)
+        access.standing(deviceID, request, context)
         guard let created = try await boot.registration(deviceID: deviceID, fields: fields, address: access.address(request, context), nowMs: now)
         else {
             return JSONBody.response(status: .accepted, ["success": true, "device_id": .string(deviceID), "held": true])

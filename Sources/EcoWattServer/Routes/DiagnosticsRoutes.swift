@@ -7,7 +7,6 @@ struct DiagnosticsRoutes {
     let diagnostics: DiagnosticsService
     /// Diagnostics of an unknown id make it a pending device (bounded; dropped with its files when the set is full).
     let registry: any DeviceRegistryStore
-    let activity: DeviceActivity
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
@@ -35,7 +34,6 @@ struct DiagnosticsRoutes {
         var request = request
         let body = try await request.jsonBody(limit: DiagnosticsService.maxBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "The body must be a JSON object") }
-        activity.seen(deviceID, at: clock())
         try ReportRoutes.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
         try await registry.admit(deviceID: deviceID, nowMs: clock())
         try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: QueryRoutes.iso(clock()))

@@ -7,6 +7,7 @@ import Hummingbird
 struct HealthRoutes {
     let writer: GroupCommitWriter
     let ota: OTAService
+    let fleetKey: FleetKeyNotice
 
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
         router.get("/health") { _, _ in
@@ -19,7 +20,8 @@ struct HealthRoutes {
     }
 
     /// 200 when the database answers a read, the single writer runs without a stall, and the FOTA keys are loaded; 503
-    /// otherwise. It writes nothing (the route is open).
+    /// otherwise. It writes nothing (the route is open). The fleet key's check is a warning, never a 503: a fleet on
+    /// the default key works, it is just open to forged uploads.
     @Sendable func ready(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         var checks: [(String, JSONValue)] = []
         let database = await writer.probe()
@@ -31,6 +33,7 @@ struct HealthRoutes {
             ready = false
             checks.append(("firmware_keys", .string("not loaded: \(ota.keysError ?? "unknown")")))
         }
+        checks.append(("fleet_key", .string(fleetKey.readiness)))
         return JSONBody.response(
             status: ready ? .ok : .serviceUnavailable,
             ["status": .string(ready ? "ready" : "not_ready"), "checks": .object(checks)]

@@ -9,7 +9,6 @@ import MultipartKit
 /// firmware catalogue, deployments and sessions.
 struct OTARoutes {
     let ota: OTAService
-    let activity: DeviceActivity
     let boot: BootMessages
     let access: DeviceAccess
     let maxFirmwareBytes: Int
@@ -54,7 +53,7 @@ struct OTARoutes {
     /// `GET /ota/check/{id}?version=<running>` (spec §7.2; 2048-byte pool, JSON booleans).
     @Sendable func check(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: ota.clock())
+        access.standing(deviceID, request, context)
         guard let running = request.uri.queryParameters["version"].map(String.init), Self.isPrintable(running, maximum: 64)
         else {
             throw OTAError.invalid("version query parameter (the running firmware version) is required")
@@ -74,7 +73,6 @@ struct OTARoutes {
     /// `POST /ota/initiate/{id}` `{"firmware_version":…}` (spec §7.5; 512-byte pool). A bound route.
     @Sendable func initiate(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: ota.clock())
         try access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
@@ -91,7 +89,6 @@ struct OTARoutes {
     /// `GET /ota/chunk/{id}?version=&chunk=` (spec §7.3): the pre-serialized reply of that chunk. A bound route.
     @Sendable func chunk(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: ota.clock())
         try access.requireBound(deviceID, request, context)
         let query = request.uri.queryParameters
         guard let version = query["version"].map(String.init), FirmwareVersion.isValid(version) else {
@@ -105,7 +102,6 @@ struct OTARoutes {
     /// count its failed attempts).
     @Sendable func progress(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: ota.clock())
         try access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
@@ -126,7 +122,7 @@ struct OTARoutes {
     /// `POST /ota/{id}/complete` (spec §7.6), sent on every boot: applied from the device's bound address, else held.
     @Sendable func complete(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        activity.seen(deviceID, at: ota.clock())
+        access.standing(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
         guard let version = body["version"]?.stringValue, Self.isPrintable(version, maximum: 64) else {

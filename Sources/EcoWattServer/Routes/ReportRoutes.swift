@@ -5,7 +5,6 @@ import Hummingbird
 /// Device reports (spec §6): energy / power management and fault recovery.
 struct ReportRoutes {
     let store: any ReportStore
-    let activity: DeviceActivity
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
@@ -26,7 +25,6 @@ struct ReportRoutes {
     @Sendable func addEnergy(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let now = clock()
-        activity.seen(deviceID, at: now)
         try Self.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
         var request = request
         let bytes = try await request.collectLimitedBody(limit: Self.maxBodyBytes)
@@ -121,7 +119,6 @@ struct ReportRoutes {
         }
         guard let success = body["success"]?.boolValue else { throw APIError(.badRequest, "success must be a JSON boolean") }
         let now = clock()
-        activity.seen(deviceID, at: now)
         try Self.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
         let time = DeviceTime.seconds(body["timestamp"]?.intValue, arrivalMs: now)
         var event = FaultEvent(

@@ -3,8 +3,8 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Tracks when each **known** device (one with a registry row) was last heard from. Every device request updates it in
-/// memory; the service writes the changes to the store every ``flushInterval`` (so a busy poll route does not cost a
+/// Tracks when each **known** device (one with a registry row) was last heard from. Every request that comes from the
+/// device (a verified upload, or a request from the address it is bound to, see ``DeviceAccess``) updates it in memory; the service writes the changes to the store every ``flushInterval`` (so a busy poll route does not cost a
 /// database write per request).
 ///
 /// Device routes are unauthenticated, so requests from ids without a registry row are only counted in aggregate: random
@@ -34,14 +34,15 @@ public final class DeviceActivity: Service, Sendable {
         state = Mutex(State(latest: try store.knownDevices()))
     }
 
-    /// Records that `deviceID` made a request at `nowMs` (counted in aggregate when the id is not known).
-    public func seen(_ deviceID: String, at nowMs: Int64) {
+    /// Records a request for `deviceID` at `nowMs` (counted in aggregate when the id is not known).
+    /// - Parameter fromDevice: it came from where the device is bound; otherwise it does not make the device `online`.
+    public func seen(_ deviceID: String, at nowMs: Int64, fromDevice: Bool = true) {
         let known = state.withLock { state in
             guard let previous = state.latest[deviceID] else {
                 state.unknownRequests += 1
                 return false
             }
-            if nowMs > previous {
+            if fromDevice, nowMs > previous {
                 state.latest[deviceID] = nowMs
                 state.pending[deviceID] = nowMs
             }
