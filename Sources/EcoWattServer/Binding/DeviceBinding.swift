@@ -98,9 +98,13 @@ public struct ClientAddressResolver: Sendable {
 
     public func address(_ request: Request, _ context: EcoWattRequestContext) -> String {
         let peer = context.remoteAddress?.ipAddress ?? "unknown"
-        guard trustedProxies.contains(peer), let header, let forwarded = request.headers[values: header].last else { return peer }
-        let hops = forwarded.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        return hops.last { !trustedProxies.contains($0) } ?? peer
+        guard trustedProxies.contains(peer), let header else { return peer }
+        // Every line of the header, in order (a proxy may append a line or extend the last one); the entries left of
+        // the last untrusted one are whatever the client claimed.
+        let hops = request.headers[values: header].joined(separator: ",").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard let client = hops.last(where: { !trustedProxies.contains($0) }) else { return peer }
+        return client.count <= 64 ? client : peer
     }
 }
 
