@@ -1,15 +1,11 @@
 import Foundation
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// A real HAProxy in HTTP mode on a free loopback port, forwarding to `backendPort` with `option forwardfor` (it
-/// appends the client's address as an `X-Forwarded-For` line). Stopped with SIGKILL.
-public final class HAProxy: @unchecked Sendable {
-    public let port: Int
+/// appends the client's address as an `X-Forwarded-For` line).
+public final class HAProxy: Sendable {
+    let daemon: LoopbackDaemon
     let directory: URL
-    private var process: Process?
+    public var port: Int { daemon.port }
 
     /// The binary (`$HAPROXY`, else `/usr/sbin/haproxy`; `scripts/test.sh` installs the Debian package).
     public static var binary: String {
@@ -19,7 +15,6 @@ public final class HAProxy: @unchecked Sendable {
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
     public init(backendPort: Int, port: Int = LoopbackPort.free()) throws {
-        self.port = port
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("haproxy-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configuration = """
@@ -40,30 +35,14 @@ public final class HAProxy: @unchecked Sendable {
             """
         let path = directory.appendingPathComponent("haproxy.cfg")
         try configuration.write(to: path, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["-db", "-f", path.path]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        for _ in 0..<100 {
-            if LoopbackPort.isListening(port) { return }
-            usleep(50_000)
-        }
-        stop()
-        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "haproxy did not start on \(port)"])
+        daemon = LoopbackDaemon(binary: Self.binary, arguments: ["-db", "-f", path.path], port: port)
+        try daemon.start()
     }
 
     deinit {
-        stop()
+        daemon.stop()
         try? FileManager.default.removeItem(at: directory)
     }
 
-    public func stop() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
-    }
+    public func stop() { daemon.stop() }
 }

@@ -38,12 +38,11 @@ public enum LoopbackPort {
     }
 }
 
-/// A real `mosquitto` broker on a free loopback port, for tests. Started with `Foundation.Process`, which makes it
-/// ignore SIGTERM, so it is stopped with SIGKILL.
-public final class MosquittoBroker: @unchecked Sendable {
-    public let port: Int
+/// A real `mosquitto` broker on a free loopback port, for tests (stopped with SIGKILL).
+public final class MosquittoBroker: Sendable {
+    let daemon: LoopbackDaemon
     let directory: URL
-    private var process: Process?
+    public var port: Int { daemon.port }
 
     /// The broker binary (`$MOSQUITTO`, else `/usr/sbin/mosquitto`).
     public static var binary: String {
@@ -53,42 +52,25 @@ public final class MosquittoBroker: @unchecked Sendable {
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
     public init(port: Int = LoopbackPort.free()) throws {
-        self.port = port
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("mosquitto-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let configuration = directory.appendingPathComponent("mosquitto.conf")
         try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
-            .write(to: directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
-        try start()
+            .write(to: configuration, atomically: true, encoding: .utf8)
+        daemon = LoopbackDaemon(binary: Self.binary, arguments: ["-c", configuration.path], port: port)
+        try daemon.start()
     }
 
     deinit {
-        stop()
+        daemon.stop()
         try? FileManager.default.removeItem(at: directory)
     }
 
     /// Starts the broker (again) and waits until it accepts connections.
-    public func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["-c", directory.appendingPathComponent("mosquitto.conf").path]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        for _ in 0..<100 {
-            if LoopbackPort.isListening(port) { return }
-            usleep(50_000)
-        }
-        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "mosquitto did not start on \(port)"])
-    }
+    public func start() throws { try daemon.start() }
 
     /// Kills the broker (SIGKILL) and waits for it to exit.
-    public func stop() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
-    }
+    public func stop() { daemon.stop() }
 }
 
 /// A second libmosquitto client that subscribes and records every message.
