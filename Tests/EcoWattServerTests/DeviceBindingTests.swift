@@ -1,5 +1,6 @@
 import EcoWattProtocol
 import EcoWattServer
+import EcoWattStore
 import EcoWattTestSupport
 import FirmwareImage
 import Foundation
@@ -134,6 +135,25 @@ import Testing
             // Its own next upload brings it back.
             try await test.bind("LIVE-B", client: client)
             #expect(try await status() == "online")
+        }
+    }
+
+    @Test func aStreamOfHeldMessagesThatReplaceEachOtherKeepsMemoryBounded() async throws {
+        let test = try TestServer()
+        try await test.run { _ in
+            let fields = DeviceFields(deviceName: "Evil")
+            for index in 0..<3_000 {
+                let held = try await test.server.boot.registration(
+                    deviceID: "HOLD-\(index % 3)",
+                    fields: fields,
+                    address: "10.0.0.9",
+                    nowMs: test.clock.now
+                )
+                #expect(held == nil)
+            }
+            let (messages, entries) = test.server.boot.bookkeeping
+            #expect(messages == 3, "one registration per device and address")
+            #expect(entries <= 2 * messages + 1024, "\(entries) entries for \(messages) messages")
         }
     }
 

@@ -54,6 +54,15 @@ public final class BootMessages: Service, Sendable {
                 head = 0
             }
         }
+
+        /// Drops the entries of messages that were replaced, confirmed or expired once they outnumber the live ones:
+        /// a stream of holds that replace each other must not grow `order` without bound.
+        mutating func pruneOrder() {
+            guard order.count - head > 2 * count + 1024 else { return }
+            let live = Set(byDevice.values.flatMap { $0.map(\.id) })
+            order = order[head...].filter { live.contains($0.id) }
+            head = 0
+        }
     }
     private let state: Mutex<State>
 
@@ -191,6 +200,7 @@ public final class BootMessages: Service, Sendable {
             state.byDevice[deviceID] = messages
             state.order.append((deviceID, stored.id))
             state.count += 1 - replaced - excess
+            state.pruneOrder()
             var dropped = excess
             while state.count > caps.total, state.dropOldest() { dropped += 1 }
             return dropped
@@ -219,6 +229,11 @@ public final class BootMessages: Service, Sendable {
             metrics?.increment("ecowatt_held_messages_total", [("kind", message.kind.rawValue), ("outcome", "discarded")])
         }
         try? await store.deleteHeld(expired.map(\.id))
+    }
+
+    /// Messages held in all, and the entries kept to find the oldest (bounded by about twice the messages).
+    public var bookkeeping: (messages: Int, entries: Int) {
+        state.withLock { ($0.count, $0.order.count - $0.head) }
     }
 
     /// Held messages now, by kind (for tests and operators).
