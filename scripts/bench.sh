@@ -7,7 +7,7 @@
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
 #   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ota|mqtt|sim|rejects]   (defaults 10, all)
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|ota|mqtt|sim|rejects]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,9 @@ if [ -f ../shared/conformance/blobs.jsonl ]; then
     echo "## every codec, encode and decode, on the firmware's batches (ecowatt bench codecs)"
     $bin bench codecs --blobs ../shared/conformance/blobs.jsonl --iterations 2000
 fi
+fi
 
+if [ "$sections" = all ] || [ "$sections" = ingest ]; then
 for mode in normal full; do
     echo
     echo "## ingest over HTTP, durability=$mode (wrk -t2 -c16 -d${duration}s, keep-alive)"
@@ -84,7 +86,7 @@ echo "## command polls, every poll dispatches a command (4000 devices x 40 queue
 run_server normal
 kill -TERM $server
 wait $server || true
-$bin bench queue-commands --data-dir "$work/srv/data" --devices 4000 --per-device 40 >&2
+$bin bench queue-commands --data-dir "$work/srv/data" --devices 4000 --per-device 40 --address 127.0.0.1 >&2
 $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" --keys-dir "$work/srv/keys" \
     --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning &
 server=$!

@@ -96,17 +96,31 @@ struct BenchCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "queue-commands",
             abstract: "Pre-fill command queues in a (stopped) server's database, for the dispatching-poll benchmark.",
-            discussion: "Devices are BENCH-0 … BENCH-(n-1), as in scripts/wrk-polls.lua."
+            discussion: """
+                Devices are BENCH-0 … BENCH-(n-1), as in scripts/wrk-polls.lua. Each is stored as a verified device bound to \
+                --address, as if it had just uploaded from there (commands are dispatched to a device's bound address only).
+                """
         )
 
         @Option(help: "Database directory.") var dataDir: String
         @Option(help: "Number of devices.") var devices = 4000
         @Option(help: "Commands per device.") var perDevice = 20
+        @Option(help: "The address the devices' polls come from.") var address = "127.0.0.1"
 
         func run() async throws {
             let database = try EcoWattDatabase(path: (dataDir as NSString).appendingPathComponent("ecowatt.sqlite"))
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             try await database.pool.write { db in
+                let device = try db.makeStatement(
+                    sql: """
+                        INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, admission, bound_address,
+                          bound_at_ms, last_upload_ms) VALUES (?1, ?2, ?2, 1, 'verified', ?3, ?2, ?2)
+                        ON CONFLICT (device_id) DO UPDATE SET admission = 'verified', bound_address = ?3, bound_at_ms = ?2
+                        """
+                )
+                for index in 0..<devices {
+                    try device.execute(arguments: ["BENCH-\(index)", now, address])
+                }
                 let statement = try db.makeStatement(
                     sql: """
                         INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
