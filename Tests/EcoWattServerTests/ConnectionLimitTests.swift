@@ -63,7 +63,9 @@ import Glibc
             timeoutSeconds: 2
         )
         #expect(upload.status == 200)
-        #expect(clock.now - start < .seconds(2.5))
+        let served = clock.now - start
+        print("ConnectionLimitTests: 127.0.0.2 got /health and an upload in \(served) beside 32 held connections")
+        #expect(served < .seconds(2.5))
 
         // Heads sent a byte a second are cut at the header timeout, idle connections at the idle timeout.
         let heldSlow = held.filter { slow.contains($0) }
