@@ -65,9 +65,9 @@ public enum DeviceInputHarness {
     static func runUploads(_ documents: [[UInt8]]) {
         var state = DeviceStreamState()
         var arrivalMs = baseArrivalMs
-        for document in documents {
+        for (index, document) in documents.enumerated() {
             if document == Self.bootLine {
-                state.bootSignal()
+                state.bootSignal(atMs: arrivalMs + 1000)
                 coverage.hit(.bootSignal)
                 continue
             }
@@ -83,15 +83,28 @@ public enum DeviceInputHarness {
                 arrivalMs += 15_000
                 coverage.hit(.timeUnsynced)
             }
-            let packets = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state)
-            precondition(packets.count == upload.packets.count, "one decoded packet per packet")
-            for packet in packets { check(packet) }
+            // Failed attempts before the upload vary with the input, so that backlogs out of order are exercised too.
+            let failed: UInt32? = index == 0 ? nil : UInt32(document.count % 4)
+            let result = DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, failedAttempts: failed, state: &state)
+            precondition(result.packets.count == upload.packets.count, "one decoded packet per packet")
+            for packet in result.packets { check(packet) }
+            for update in result.updates {
+                if let samples = update.samples {
+                    precondition(samples.count == update.sampleTimesMs.count, "one time per decoded row")
+                    coverage.hit(.packetRedecoded)
+                }
+                precondition(zip(update.sampleTimesMs, update.sampleTimesMs.dropFirst()).allSatisfy { $0 < $1 }, "times increase")
+            }
             // The model is persisted after every upload; a restart must resume it exactly.
             precondition(DeviceStreamState(serialized: state.serialized) == state, "stream state survives persistence")
         }
     }
 
     static func check(_ packet: DecodedPacket) {
+        guard !packet.resend else {
+            coverage.hit(.resend)
+            return
+        }
         guard let samples = packet.samples else {
             precondition(packet.reason != nil, "an undecoded packet has a reason")
             coverage.hit(packet.reason == .temporalStateUnknown ? .temporalStateUnknown : .packetUndecodable)
@@ -104,7 +117,7 @@ public enum DeviceInputHarness {
         precondition(zip(packet.sampleTimesMs, packet.sampleTimesMs.dropFirst()).allSatisfy { $0 < $1 }, "times increase")
         switch packet.marker.flatMap(CompressionMarker.init(rawValue:)) {
         case .bitPack: coverage.hit(packet.truncated ? .packetBitPackTruncated : .packetBitPack)
-        case .dictionary: coverage.hit(.packetDictionary)
+        case .dictionary: coverage.hit(packet.truncated ? .packetDictionaryTruncated : .packetDictionary)
         case .semanticRLE: coverage.hit(.packetSemantic)
         case .temporalBase: coverage.hit(.packetTemporalBase)
         case .temporalDelta: coverage.hit(.packetTemporalDelta)

@@ -40,6 +40,12 @@ public struct DecodedPacket: Sendable {
     public var blob: [UInt8]
     public var compressedSize: Int
     public var originalSize: Int
+    /// Device-scoped number of the stored packet (its key when a later upload decodes or re-times it); 0 for a resend.
+    public var serial: Int64 = 0
+    /// The same batch (stamp, size, blob) was already stored: a resend after a lost 200, acknowledged, not stored.
+    public var resend = false
+    /// The sample times are estimated from the arrival time (the device clock was not synced).
+    public var timeEstimated = false
 
     public init(
         index: Int,
@@ -78,4 +84,7 @@ public struct DecodedPacket: Sendable {
     /// Compression ratio the device achieved (`compressed / original`).
     public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
     public var isDecoded: Bool { samples != nil }
+    /// Samples of the batch that were cut on the wire and are lost (a cut bit-pack or dictionary blob keeps its first
+    /// whole samples).
+    public var lostSamples: Int { samples.map { max(0, sampleCount - $0.count) } ?? 0 }
 }

@@ -1,155 +1,205 @@
-/// One model of a device's temporal encoder, and how far it can be trusted.
-public struct TemporalModel: Sendable, Equatable {
-    public var context = TemporalContext()
-    /// The model has seen every batch since its start, in order, exactly: its write index, buffer-full flag and last
-    /// layout follow the device's encoder.
-    public var trusted = true
-    /// Device time (epoch ms when synced, else `millis()`) of the newest sample this model has seen.
-    public var lastSampleDeviceMs: Int64?
-
-    public init() {}
-
-    /// True when the device's encoder, if it is this model, could have written a 0x71 blob for `selection`.
-    func isCompatible(with selection: [Int]) -> Bool {
-        trusted && context.isCompatible(with: selection)
-    }
-
-    /// The firmware's update after a batch.
-    public mutating func update(values: [UInt16], selection: [Int]) {
-        context.update(values: values, selection: selection)
-    }
-}
-
-/// Per-device decoding state: the firmware encoder model, and, after an (unsigned) boot signal, a second model for the
-/// hypothesis that the device rebooted then (issue 14).
+/// Per-device decoding state: the packets of the current boot in time order, the encoder model of every boot the
+/// device may be in, and the clock that puts its stamps on one time line (issues 14 and 15).
 ///
-/// The temporal (0x71) encoder state depends on every batch the device compressed since boot. ``current`` is trusted
-/// only while the server has seen each batch, in order, decoded exactly. It becomes untrusted after a lossy (0x50),
-/// truncated or undecodable packet, a packet older than one already seen (reordered backlog), or a gap in sample time
-/// larger than `2 × interval + 8 s` when the upload's nonce shows failed attempts before it (a batch the device can have
-/// lost in its 20-slot ring; without failed attempts such a gap is a late sensor read).
+/// The temporal (0x71) encoder state depends on every batch the device compressed since boot, in compression (= sample
+/// time) order. Packets arrive out of that order after failed uploads (the firmware pushes a failed batch back behind
+/// the newer ones, spec §3.6.4), so the chain keeps each boot's packets ordered by time and a model follows them only
+/// while it knows there is no batch missing before the next one: a 0x71 packet that arrives before its predecessors
+/// waits (stored raw) and is decoded when they arrive. Packets carry no sequence number, so a missing batch is inferred:
+/// one can only be missing where a sample fits between two packets, and only while the device's backlog is being
+/// re-sent (see ``Disorder``); once the backlog is delivered, a batch still missing is given up.
 ///
-/// A boot signal (registration, boot report) is not authenticated, so it never discards ``current``: it starts
-/// ``bootCandidate`` from the zeroed state a rebooted encoder has, and both models follow every batch. Signed uploads
-/// decide between them: a 0x71 blob that only one model could have produced (a freshly booted encoder cannot write one
-/// before its buffer is full), an unsynced clock that restarted, or agreement (both predict the same values). Only a
-/// boot signal from the device's bound address, or one confirmed by a verified upload from the address it came from,
-/// opens a candidate, so when both models fit and disagree the reboot is the better explanation and the candidate
-/// wins. A forged boot signal therefore costs nothing, and a real reboot still gives a fresh model.
+/// A boot signal (registration, boot report) is not authenticated, so it never discards the model: it opens a
+/// hypothesis that the device rebooted then (a zeroed encoder) beside the established one, and signed uploads decide
+/// (``settle(finalizing:)``), or the device's uptime does when its clock is not synced.
 public struct DeviceStreamState: Sendable, Equatable {
-    /// The model under the hypothesis that the device did not reboot since it started.
-    public var current = TemporalModel()
-    /// The model under the hypothesis that the device rebooted at the last boot signal; `nil` when none is open.
-    public var bootCandidate: TemporalModel?
-    /// Sampling interval (s) announced with the newest packet.
-    public var lastIntervalSeconds: Int?
+    /// The established boot first, then the reboots announced since, by start.
+    public var hypotheses = [BootHypothesis(startSerial: Int64.min, startTimeMs: nil)]
+    /// Packets of the current boot that a model, a waiting packet or sample times still need, by time.
+    public var entries: [ChainEntry] = []
+    /// The serial the next stored packet gets.
+    public var nextSerial: Int64 = 1
+    public var clock = BootClock()
+    public var disorder = Disorder()
+    /// Stamp and blob hash of the latest packets: a batch re-sent after a lost 200 is acknowledged, not stored twice.
+    public var recent: [PacketFingerprint] = []
+    /// The last entry trimmed: the predecessor (for sample times) of the first one kept.
+    public var trimmed: TrimmedEntry?
 
     public init() {}
 
-    /// Slack added to the lost-batch gap rule: Modbus retries can delay one sample by up to ~7 s (spec §6.2).
-    public static let gapSlackMs: Int64 = 8_000
+    /// The established boot's model.
+    public var context: TemporalContext { hypotheses[0].context }
+    /// The established boot's model still follows the encoder.
+    public var trusted: Bool { !hypotheses[0].broken }
 
-    public var context: TemporalContext { current.context }
-    public var trusted: Bool { current.trusted }
+    /// Reboots announced and not yet decided beyond this many: the oldest announcement is dropped. The latest one is
+    /// the likely truth when they are real, the established boot when they are forged, so both stay.
+    static let maxOpenReboots = 3
+    /// Entries kept at most (the device's ring holds 20 packets, a reboot adds the packets of another boot).
+    static let maxEntries = 64
+    /// Fingerprints kept: more than the 20 packets a device's ring can re-send.
+    static let recentCapacity = 32
 
-    /// A boot signal: opens the reboot hypothesis (a zeroed encoder) beside the current model.
-    public mutating func bootSignal() {
-        bootCandidate = TemporalModel()
+    /// A boot signal at `atMs`: opens the hypothesis that the device rebooted then. The several boot messages of one
+    /// boot (registration, completion, boot report) open one hypothesis.
+    public mutating func bootSignal(atMs: Int64) {
+        if let latest = hypotheses.last, latest.startTimeMs != nil, !entries.contains(where: { $0.serial > latest.startSerial }) {
+            hypotheses[hypotheses.count - 1].startTimeMs = max(latest.startTimeMs ?? atMs, atMs)
+            return
+        }
+        hypotheses.append(BootHypothesis(startSerial: nextSerial - 1, startTimeMs: atMs))
+        if hypotheses.count > Self.maxOpenReboots + 1 { hypotheses.remove(at: 1) }
     }
 
-    /// A signed upload shows that the device rebooted at the boot signal: the candidate becomes the model.
-    mutating func adoptBootCandidate() {
-        guard let candidate = bootCandidate else { return }
-        current = candidate
-        bootCandidate = nil
+    /// A signed upload proves that the device's encoder started at `startMs` (its uptime): the reboot announced about
+    /// then is established, or one that was not announced; the boots announced after it did not happen.
+    mutating func rebootProven(startMs: Int64) {
+        let tolerance = BootClock.sameBootToleranceMs * 2
+        if let announced = hypotheses.lastIndex(where: {
+            ($0.startTimeMs ?? .min) >= startMs - 1000 && ($0.startTimeMs ?? .max) <= startMs + tolerance
+        }) {
+            hypotheses = [hypotheses[announced]]
+        } else {
+            hypotheses = [BootHypothesis(startSerial: nextSerial - 1, startTimeMs: startMs)]
+        }
+        entries.removeAll { $0.serial <= hypotheses[0].startSerial }
+    }
+
+    /// The device's uptime shows it has not rebooted since `bootMs`: the reboots announced after that did not happen.
+    mutating func noRebootSince(_ bootMs: Int64) {
+        let tolerance = BootClock.sameBootToleranceMs * 2
+        hypotheses.removeAll { ($0.startTimeMs ?? .min) > bootMs + tolerance }
+        if hypotheses.isEmpty { hypotheses = [BootHypothesis(startSerial: Int64.min, startTimeMs: nil)] }
+    }
+
+    /// Whether the packet was already stored; remembers it if not.
+    public mutating func isResend(_ fingerprint: PacketFingerprint) -> Bool {
+        if recent.contains(fingerprint) { return true }
+        recent.append(fingerprint)
+        if recent.count > Self.recentCapacity { recent.removeFirst(recent.count - Self.recentCapacity) }
+        return false
+    }
+
+    /// The backlog was delivered (after ``settle(finalizing:)``): where a batch is still missing and the device may have
+    /// dropped one, it is given up (sample times no longer spread across it); the entries lose the disorder mark.
+    mutating func finalizeDisorder() {
+        for index in entries.indices where entries[index].inDisorder && disorder.lossPossible {
+            let previous = timingPredecessor(of: index)
+            if Self.gap(before: entries[index], after: previous.timeMs, previousInterval: previous.interval) == .suspect {
+                entries[index].holeBefore = true
+            }
+        }
+        clearDisorderMarks()
+        disorder.lossPossible = false
+    }
+
+    /// Without a possible loss, a gap with room for a sample is a sampling gap (a failed Modbus read), not a lost batch.
+    mutating func clearDisorderMarks() {
+        for index in entries.indices { entries[index].inDisorder = false }
+    }
+
+    /// Drops what no model, waiting packet or sample time needs any more.
+    mutating func trim() {
+        entries.removeAll { $0.serial <= hypotheses[0].startSerial }
+        func drop(_ count: Int) {
+            guard count > 0 else { return }
+            let last = entries[count - 1]
+            trimmed = TrimmedEntry(serial: last.serial, timeMs: last.timeMs, intervalSeconds: last.intervalSeconds)
+            entries.removeFirst(count)
+        }
+        if !disorder.isOpen {
+            let live = hypotheses.filter { !$0.broken }
+            let keepFrom =
+                live.isEmpty
+                ? entries.count - 1
+                : live.map { hypothesis in
+                    hypothesis.frontier.flatMap { frontier in entries.firstIndex { $0.serial == frontier } } ?? -1
+                }.min() ?? -1
+            let waiting = entries.firstIndex { if case .pending = $0.content { true } else { false } } ?? entries.count
+            drop(min(keepFrom, waiting - 1))
+        }
+        while entries.count > Self.maxEntries {
+            let dropped = entries[0]
+            drop(1)
+            for index in hypotheses.indices where dropped.serial > hypotheses[index].startSerial {
+                if (hypotheses[index].frontierTimeMs ?? .min) < dropped.timeMs { hypotheses[index].broken = true }
+            }
+        }
     }
 }
 
-extension DeviceStreamState {
-    /// Compact binary form for persistence (format 2, 376 bytes, little-endian).
-    public var serialized: [UInt8] {
-        var out: [UInt8] = [2]
-        out.reserveCapacity(376)
-        Self.write(current, into: &out)
-        withUnsafeBytes(of: Int64(lastIntervalSeconds ?? -1).littleEndian) { out.append(contentsOf: $0) }
-        out.append(bootCandidate == nil ? 0 : 1)
-        Self.write(bootCandidate ?? TemporalModel(), into: &out)
-        return out
-    }
+/// Whether the device's backlog may be out of order or cut, from the nonces of its uploads (spec §2.3, §3.6.4).
+///
+/// The firmware spends a nonce per attempt and retries once after 300 ms with the same packets, so a failed attempt
+/// and its successful retry change nothing. Two or more failed attempts mean a failed upload period: its (up to 8)
+/// packets were pushed back behind the newer ones, and past 20 queued packets the oldest were dropped. The backlog held
+/// at the last failure is delivered by three accepted uploads (8 + 8 + 4 of 20 queued packets), or as soon as an
+/// accepted upload carries fewer than 8 packets (the queue was empty after it).
+public struct Disorder: Sendable, Equatable {
+    /// Accepted uploads still needed before the backlog is known to be delivered (0: settled).
+    public var remaining: UInt8 = 0
+    /// Packets may have been dropped (the ring could have overflowed), not only reordered.
+    public var lossPossible = false
+    /// Packets of the last accepted upload (a full one may have left a queue behind it).
+    public var lastUploadPackets: UInt8 = 0
 
-    /// Restores ``serialized`` (format 2, or format 1 written before boot candidates existed); `nil` for others.
-    public init?(serialized bytes: [UInt8]) {
-        var reader = Reader(bytes: bytes)
-        switch (bytes.count, bytes.first) {
-        case (192, 1):
-            // Format 1: context, trusted, last sample, interval.
-            reader.offset = 1
-            current.context = reader.context()
-            current.trusted = reader.byte() != 0
-            let hasLast = reader.byte() != 0
-            let last = reader.int64()
-            current.lastSampleDeviceMs = hasLast ? last : nil
-        case (376, 2):
-            reader.offset = 1
-            current = reader.model()
-            let interval = reader.int64()
-            lastIntervalSeconds = interval >= 0 ? Int(interval) : nil
-            let hasCandidate = reader.byte() != 0
-            let candidate = reader.model()
-            bootCandidate = hasCandidate ? candidate : nil
+    public init() {}
+
+    public var isOpen: Bool { remaining > 0 }
+
+    /// Failed attempts that cannot have reordered anything: one attempt and its retry with the same packets.
+    static let maxAttemptsWithoutReorder: UInt32 = 1
+
+    /// Before an upload's packets: opens the window after a failed upload period. `failedAttempts` is `nil` when
+    /// unknown (the device's first upload, or after an operator reset).
+    mutating func begin(failedAttempts: UInt32?, rebootSinceLastUpload: Bool) {
+        guard let failedAttempts else {
+            remaining = 3
+            lossPossible = true
             return
-        default:
-            return nil
         }
-        let interval = reader.int64()
-        lastIntervalSeconds = interval >= 0 ? Int(interval) : nil
+        if failedAttempts > Self.maxAttemptsWithoutReorder {
+            remaining = 3
+            // 2 attempts per failed period, one packet per period, 20 slots; a full last upload may have left up to 12.
+            let queued = (lastUploadPackets >= 8 && !rebootSinceLastUpload ? 12 : 0) + Int(failedAttempts / 2) + 1
+            lossPossible = lossPossible || queued > 20
+        }
     }
 
-    static func write(_ model: TemporalModel, into out: inout [UInt8]) {
-        for value in model.context.rows {
-            out.append(UInt8(value & 0xFF))
-            out.append(UInt8(value >> 8))
-        }
-        out.append(contentsOf: model.context.lastRegisters)
-        out += [model.context.lastRegisterCount, model.context.writeIndex, model.context.bufferFull, model.trusted ? 1 : 0]
-        out.append(model.lastSampleDeviceMs == nil ? 0 : 1)
-        withUnsafeBytes(of: (model.lastSampleDeviceMs ?? 0).littleEndian) { out.append(contentsOf: $0) }
+    /// After an accepted upload of `packets` packets: true when the backlog is now delivered.
+    mutating func end(packets: Int) -> Bool {
+        lastUploadPackets = UInt8(min(packets, 255))
+        guard remaining > 0 else { return true }
+        remaining = packets < 8 ? 0 : remaining - 1
+        return remaining == 0
+    }
+}
+
+/// What sample times still need of a trimmed entry.
+public struct TrimmedEntry: Sendable, Equatable {
+    public var serial: Int64
+    public var timeMs: Int64
+    public var intervalSeconds: Int
+}
+
+/// A packet's identity within a boot: its stamp, size and blob hash (FNV-1a).
+public struct PacketFingerprint: Sendable, Equatable {
+    public var timestamp: UInt32
+    public var sampleCount: UInt16
+    public var blobHash: UInt32
+
+    public init(timestamp: UInt32, sampleCount: Int, blob: [UInt8]) {
+        self.timestamp = timestamp
+        self.sampleCount = UInt16(truncatingIfNeeded: sampleCount)
+        var hash: UInt32 = 2_166_136_261
+        for byte in blob { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        blobHash = hash
     }
 
-    private struct Reader {
-        let bytes: [UInt8]
-        var offset = 0
-
-        mutating func byte() -> UInt8 {
-            defer { offset += 1 }
-            return bytes[offset]
-        }
-
-        mutating func uint64(_ width: Int) -> UInt64 {
-            defer { offset += width }
-            return (0..<width).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
-        }
-
-        mutating func int64() -> Int64 { Int64(bitPattern: uint64(8)) }
-
-        mutating func context() -> TemporalContext {
-            var context = TemporalContext()
-            for index in 0..<80 { context.rows[index] = UInt16(uint64(2)) }
-            context.lastRegisters = (0..<10).map { _ in byte() }
-            context.lastRegisterCount = byte()
-            context.writeIndex = byte() % 8
-            context.bufferFull = byte()
-            return context
-        }
-
-        mutating func model() -> TemporalModel {
-            var model = TemporalModel()
-            model.context = context()
-            model.trusted = byte() != 0
-            let hasLast = byte() != 0
-            let last = int64()
-            model.lastSampleDeviceMs = hasLast ? last : nil
-            return model
-        }
+    init(timestamp: UInt32, sampleCount: UInt16, blobHash: UInt32) {
+        self.timestamp = timestamp
+        self.sampleCount = sampleCount
+        self.blobHash = blobHash
     }
 }

@@ -1,6 +1,15 @@
 /// Decoder for marker 0xD0: `[0xD0][count&0xFF][U][U × float32 LE][LSB-first indices of width bitlen(U)]`
 /// (spec §3.4).
 public enum DictionaryDecoder {
+    /// Values whose indices are whole in a blob cut on the wire (spec §3.6.2): 0 when the value table itself was cut.
+    public static func availableValues(in blob: [UInt8]) -> Int {
+        guard blob.count >= 3, blob[2] > 0 else { return 0 }
+        let entries = Int(blob[2])
+        let width = Int.bitWidth - entries.leadingZeroBitCount
+        let indexBase = 3 + 4 * entries
+        return blob.count > indexBase ? (blob.count - indexBase) * 8 / width : 0
+    }
+
     public static func decode(_ blob: [UInt8], count: Int) throws(CodecError) -> [UInt16] {
         try PacketLimits.checkValueCount(count)
         guard blob.count >= 3 else { throw .tooShort(needed: 3, have: blob.count) }

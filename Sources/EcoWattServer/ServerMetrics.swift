@@ -18,6 +18,8 @@ public final class ServerMetrics: Sendable {
         "ecowatt_packets_total": (.counter, "Packets received, by first blob byte (a marker the firmware writes, else other)"),
         "ecowatt_samples_stored_total": (.counter, "Decoded samples stored"),
         "ecowatt_decode_failures_total": (.counter, "Packets stored undecodable, by marker and reason"),
+        "ecowatt_packets_resent_total": (.counter, "Packets acknowledged as resends of a stored batch (a lost 200), not stored twice"),
+        "ecowatt_packets_completed_total": (.counter, "Packets stored raw that a later upload decoded once their predecessors arrived"),
         "ecowatt_ota_chunks_served_total": (.counter, "Firmware chunks served"),
         "ecowatt_ota_bytes_served_total": (.counter, "Firmware ciphertext bytes served"),
         "ecowatt_pending_devices_evicted_total": (.counter, "Pending device ids dropped with their rows because the pending set was full"),

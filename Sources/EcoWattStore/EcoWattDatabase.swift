@@ -321,6 +321,18 @@ public final class EcoWattDatabase: Sendable {
                 t.column("value", .text).notNull()
             }
         }
+        migrator.registerMigration("v11-packet-serials") { db in
+            // Issue 15: a packet stored raw is decoded, or its samples re-timed, by a later upload: found by the
+            // device-scoped serial the decoder gave it; its samples are the rows from `first_sample_id` on (one
+            // packet's samples are inserted together by the single writer, so their ids are consecutive).
+            try db.alter(table: "packets") { t in
+                t.add(column: "serial", .integer)
+                t.add(column: "first_sample_id", .integer)
+                t.add(column: "time_estimated", .boolean).notNull().defaults(to: false)
+            }
+            try db.execute(sql: "CREATE INDEX packets_device_serial ON packets(device_id, serial) WHERE serial IS NOT NULL")
+            try db.alter(table: "samples") { t in t.add(column: "time_estimated", .boolean).notNull().defaults(to: false) }
+        }
         return migrator
     }
 }

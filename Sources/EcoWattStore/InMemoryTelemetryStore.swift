@@ -3,13 +3,15 @@ import Synchronization
 
 /// A ``TelemetryStore`` kept in memory: the same ingest pipeline without a database (`ecowatt decode`, tests).
 public final class InMemoryTelemetryStore: TelemetryStore {
-    private struct State {
+    fileprivate struct State {
         var nonces: [String: UInt32] = [:]
         var streams: [String: DeviceStreamState] = [:]
         var samples: [String: [SampleRow]] = [:]
         var packets: [String: [PacketRow]] = [:]
         var keys: [String: [UInt8]] = [:]
         var nextPacketID: Int64 = 1
+        /// Where each packet's samples are in `samples`, by device and serial.
+        var sampleIndices: [String: [Int64: [Int]]] = [:]
     }
 
     private let state = Mutex(State())
@@ -29,7 +31,7 @@ public final class InMemoryTelemetryStore: TelemetryStore {
                 }
                 state.nonces[device] = record.nonce
                 state.streams[device] = record.streamState
-                for packet in record.packets {
+                for packet in record.packets where !packet.resend {
                     state.packets[device, default: []].append(
                         PacketRow(
                             id: state.nextPacketID,
@@ -45,22 +47,45 @@ public final class InMemoryTelemetryStore: TelemetryStore {
                             approximate: packet.approximate,
                             truncated: packet.truncated,
                             reason: packet.reason?.rawValue,
-                            blob: packet.isDecoded ? nil : packet.blob
+                            blob: packet.isDecoded ? nil : packet.blob,
+                            serial: packet.serial,
+                            timeEstimated: packet.timeEstimated
                         )
                     )
                     state.nextPacketID += 1
-                    for (row, time) in zip(packet.samples ?? [], packet.sampleTimesMs) {
-                        state.samples[device, default: []].append(
-                            SampleRow(
-                                deviceID: device,
-                                timestampMs: time,
-                                registerLayout: packet.registerLayout,
-                                rawValues: row,
-                                method: packet.method,
-                                ratio: packet.ratio,
-                                approximate: packet.approximate
-                            )
+                    state.append(packet.samples ?? [], times: packet.sampleTimesMs, of: packet, device: device)
+                }
+                for update in record.updates {
+                    guard let position = state.packets[device]?.firstIndex(where: { $0.serial == update.serial }) else { continue }
+                    if let rows = update.samples {
+                        state.packets[device]?[position].decoded = true
+                        state.packets[device]?[position].reason = nil
+                        state.packets[device]?[position].blob = nil
+                        let stored = state.packets[device]![position]
+                        var packet = DecodedPacket(
+                            index: stored.packetIndex,
+                            marker: stored.marker,
+                            method: stored.method,
+                            registerLayout: stored.registerLayout,
+                            sampleCount: stored.sampleCount,
+                            samples: rows,
+                            sampleTimesMs: update.sampleTimesMs,
+                            lastSampleEpochMs: stored.lastSampleMs,
+                            approximate: stored.approximate,
+                            truncated: stored.truncated,
+                            reason: nil,
+                            detail: nil,
+                            blob: [],
+                            compressedSize: 0,
+                            originalSize: 0
                         )
+                        packet.serial = update.serial
+                        packet.timeEstimated = update.timeEstimated
+                        state.append(rows, times: update.sampleTimesMs, of: packet, device: device)
+                    } else {
+                        for (index, time) in zip(state.sampleIndices[device]?[update.serial] ?? [], update.sampleTimesMs) {
+                            state.samples[device]?[index].timestampMs = time
+                        }
                     }
                 }
                 return .success(())
@@ -102,5 +127,25 @@ public final class InMemoryTelemetryStore: TelemetryStore {
 
     public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
         state.withLock { $0.keys[deviceID] = key }
+    }
+}
+
+extension InMemoryTelemetryStore.State {
+    mutating func append(_ rows: [[UInt16]], times: [Int64], of packet: DecodedPacket, device: String) {
+        for (row, time) in zip(rows, times) {
+            sampleIndices[device, default: [:]][packet.serial, default: []].append(samples[device]?.count ?? 0)
+            samples[device, default: []].append(
+                SampleRow(
+                    deviceID: device,
+                    timestampMs: time,
+                    registerLayout: packet.registerLayout,
+                    rawValues: row,
+                    method: packet.method,
+                    ratio: packet.ratio,
+                    approximate: packet.approximate,
+                    timeEstimated: packet.timeEstimated
+                )
+            )
+        }
     }
 }

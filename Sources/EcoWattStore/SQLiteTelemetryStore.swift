@@ -91,37 +91,111 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             sql: """
                 INSERT INTO packets (device_id, nonce, received_at_ms, packet_index, marker, method, register_layout,
                   sample_count, last_sample_ms, decoded, approximate, truncated, reason, detail, blob, compressed_size,
-                  original_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  original_size, serial, time_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         )
-        let sampleInsert = try db.cachedStatement(
-            sql: """
-                INSERT INTO samples (device_id, packet_id, ts_ms, register_layout, raw_values, method, ratio, approximate)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """
-        )
-        for packet in record.packets {
+        for packet in record.packets where !packet.resend {
             let layout = packet.registerLayout.map(String.init).joined(separator: ",")
             let keepBlob = !packet.isDecoded || packet.truncated
             try packetInsert.execute(arguments: [
                 device, Int64(record.nonce), now, packet.index, packet.marker.map { Int($0) }, packet.method, layout,
                 packet.sampleCount, packet.lastSampleEpochMs, packet.isDecoded, packet.approximate, packet.truncated,
                 packet.reason?.rawValue, packet.detail, keepBlob ? Data(packet.blob) : nil, packet.compressedSize,
-                packet.originalSize,
+                packet.originalSize, packet.serial, packet.timeEstimated,
             ])
             let packetID = db.lastInsertedRowID
-            var sampleIDs: (first: Int64, last: Int64)?
-            for (row, time) in zip(packet.samples ?? [], packet.sampleTimesMs) {
-                try sampleInsert.execute(arguments: [
-                    device, packetID, time, layout, row.map(String.init).joined(separator: ","), packet.method,
-                    packet.ratio, packet.approximate,
-                ])
-                sampleIDs = (sampleIDs?.first ?? db.lastInsertedRowID, db.lastInsertedRowID)
-            }
-            if record.queueForFeed {
-                try db.cachedStatement(
-                    sql: "INSERT INTO mqtt_outbox (packet_id, first_sample_id, last_sample_id) VALUES (?, ?, ?)"
-                ).execute(arguments: [packetID, sampleIDs?.first, sampleIDs?.last])
+            let samples = try insertSamples(
+                db,
+                device: device,
+                packetID: packetID,
+                layout: layout,
+                rows: packet.samples ?? [],
+                times: packet.sampleTimesMs,
+                method: packet.method,
+                ratio: packet.ratio,
+                approximate: packet.approximate,
+                timeEstimated: packet.timeEstimated
+            )
+            if record.queueForFeed { try queueForFeed(db, packetID: packetID, samples: samples) }
+        }
+        for update in record.updates { try apply(update, device: device, queueForFeed: record.queueForFeed, db) }
+    }
+
+    /// Inserts one packet's sample rows (consecutive ids: the writer is the only one) and notes the first on the packet.
+    private static func insertSamples(
+        _ db: Database,
+        device: String,
+        packetID: Int64,
+        layout: String,
+        rows: [[UInt16]],
+        times: [Int64],
+        method: String,
+        ratio: Double,
+        approximate: Bool,
+        timeEstimated: Bool
+    ) throws -> (first: Int64, last: Int64)? {
+        let sampleInsert = try db.cachedStatement(
+            sql: """
+                INSERT INTO samples (device_id, packet_id, ts_ms, register_layout, raw_values, method, ratio, approximate,
+                  time_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        )
+        var ids: (first: Int64, last: Int64)?
+        for (row, time) in zip(rows, times) {
+            try sampleInsert.execute(arguments: [
+                device, packetID, time, layout, row.map(String.init).joined(separator: ","), method, ratio, approximate,
+                timeEstimated,
+            ])
+            ids = (ids?.first ?? db.lastInsertedRowID, db.lastInsertedRowID)
+        }
+        if let ids {
+            try db.cachedStatement(sql: "UPDATE packets SET first_sample_id = ? WHERE id = ?").execute(arguments: [ids.first, packetID])
+        }
+        return ids
+    }
+
+    private static func queueForFeed(_ db: Database, packetID: Int64, samples: (first: Int64, last: Int64)?) throws {
+        try db.cachedStatement(sql: "INSERT INTO mqtt_outbox (packet_id, first_sample_id, last_sample_id) VALUES (?, ?, ?)")
+            .execute(arguments: [packetID, samples?.first, samples?.last])
+    }
+
+    /// A packet of an earlier upload decoded now (its samples inserted, the MQTT feed told) or re-timed.
+    private static func apply(_ update: StreamUpdate, device: String, queueForFeed: Bool, _ db: Database) throws {
+        guard
+            let packet = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT id, register_layout, method, compressed_size, original_size, approximate, first_sample_id
+                        FROM packets WHERE device_id = ? AND serial = ?
+                        """
+                ),
+                arguments: [device, update.serial]
+            )
+        else { return }  // dropped meanwhile (retention)
+        let packetID: Int64 = packet["id"]
+        if let rows = update.samples {
+            try db.cachedStatement(
+                sql: "UPDATE packets SET decoded = 1, reason = NULL, detail = NULL, blob = NULL, time_estimated = ? WHERE id = ?"
+            ).execute(arguments: [update.timeEstimated, packetID])
+            let original: Int = packet["original_size"]
+            let compressed: Int = packet["compressed_size"]
+            let samples = try insertSamples(
+                db,
+                device: device,
+                packetID: packetID,
+                layout: packet["register_layout"],
+                rows: rows,
+                times: update.sampleTimesMs,
+                method: packet["method"],
+                ratio: original > 0 ? Double(compressed) / Double(original) : 0,
+                approximate: packet["approximate"],
+                timeEstimated: update.timeEstimated
+            )
+            if queueForFeed { try Self.queueForFeed(db, packetID: packetID, samples: samples) }
+        } else if let first = packet["first_sample_id"] as Int64? {
+            let retime = try db.cachedStatement(sql: "UPDATE samples SET ts_ms = ? WHERE id = ? AND packet_id = ?")
+            for (offset, time) in update.sampleTimesMs.enumerated() {
+                try retime.execute(arguments: [time, first + Int64(offset), packetID])
             }
         }
     }
@@ -244,7 +318,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             rawValues: integers(row["raw_values"]).map { UInt16(truncatingIfNeeded: $0) },
             method: row["method"],
             ratio: row["ratio"],
-            approximate: row["approximate"]
+            approximate: row["approximate"],
+            timeEstimated: row["time_estimated"]
         )
     }
 

@@ -6,6 +6,8 @@ public struct IngestRecord: Sendable {
     public var nonce: UInt32
     public var receivedAtMs: Int64
     public var packets: [DecodedPacket]
+    /// Packets of earlier uploads this one decoded or re-timed (issue 15), in the same transaction.
+    public var updates: [StreamUpdate] = []
     /// Decoder state after this upload (persisted so a server restart keeps decoding 0x71).
     public var streamState: DeviceStreamState
     /// Queue every packet in the MQTT outbox, in the same transaction.
@@ -52,6 +54,8 @@ public struct SampleRow: Sendable, Equatable {
     public var method: String
     public var ratio: Double
     public var approximate: Bool
+    /// The time is estimated from the arrival time (the device clock was not synced).
+    public var timeEstimated = false
 }
 
 /// One stored packet (decoded or not).
@@ -70,6 +74,9 @@ public struct PacketRow: Sendable, Equatable {
     public var truncated: Bool
     public var reason: String?
     public var blob: [UInt8]?
+    /// The decoder's device-scoped number (issue 15; `nil` for packets stored before it).
+    public var serial: Int64? = nil
+    public var timeEstimated = false
 }
 
 /// The storage operations telemetry ingest and its queries need. SQLite implements it today; a PostgreSQL

@@ -23,7 +23,7 @@ extension BenchCommand {
             let upload = try UploadPayload(parsing: Array(BenchCommand.exampleInner(device: "BENCH-0").utf8))
             var state = DeviceStreamState()
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let packet = try require(DeviceStreamDecoder.decode(upload, arrivalMs: now, state: &state).first)
+            let packet = try require(DeviceStreamDecoder.decode(upload, arrivalMs: now, state: &state).packets.first)
             let stream = state
             try await database.pool.write { db in
                 var record = IngestRecord(deviceID: "", nonce: 0, receivedAtMs: now, packets: [packet], streamState: stream)

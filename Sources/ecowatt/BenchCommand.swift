@@ -73,7 +73,7 @@ struct BenchCommand: AsyncParsableCommand {
                                 upload,
                                 arrivalMs: 1_764_300_015_000,
                                 state: &states[device, default: DeviceStreamState()]
-                            ).count
+                            ).packets.count
                         let done = clock.now
                         phases[0] += verified - start
                         phases[1] += parsed - verified

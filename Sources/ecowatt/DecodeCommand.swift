@@ -38,9 +38,11 @@ struct DecodeCommand: AsyncParsableCommand {
         var logger = Logger(label: "ecowatt.decode")
         logger.logLevel = .warning
         let ingest = IngestService(store: InMemoryTelemetryStore(), fleetKey: .init(data: keyBytes), logger: logger)
-        var decoded = 0
-        var undecodable = 0
+        /// Every stored packet by serial: where it came from and its values (a packet that waited for its predecessors
+        /// gets them from a later upload).
+        var results: [(deviceID: String, serial: Int64, seq: Int, index: Int, samples: [[UInt16]]?, why: String)] = []
         var rejected = 0
+        var resent = 0
         for (lineNumber, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                 let deviceID = object["device_id"] as? String, let body = object["body"] as? String
@@ -51,34 +53,56 @@ struct DecodeCommand: AsyncParsableCommand {
             }
             let seq = (object["seq"] as? Int) ?? lineNumber
             let arrivalMs = Int64(((object["sent_at"] as? Double) ?? Date().timeIntervalSince1970) * 1000)
+            // A boot line: the device's boot signal came just before this upload (at the boot report's time).
+            var bootSignalAtMs: Int64?
+            if object["boot"] as? Bool == true {
+                let report = (object["boot_report"] as? [String: Any])?["body"] as? String
+                let reported = report.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                let seconds = (reported?["timestamp"] as? NSNumber)?.int64Value ?? 0
+                bootSignalAtMs = seconds >= 1_000_000_000 ? seconds * 1000 : arrivalMs - 15_000
+            }
             do {
-                // A boot line: the device's boot signal came just before this upload.
                 let outcome = try await ingest.ingest(
                     deviceID: deviceID,
                     body: Array(body.utf8),
                     arrivalMs: arrivalMs,
-                    bootSignal: object["boot"] as? Bool == true
+                    bootSignalAtMs: bootSignalAtMs
                 )
                 for packet in outcome.packets {
-                    if let samples = packet.samples {
-                        let values = samples.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }
-                        print(
-                            #"{"device_id":\#(JSONValue.string(deviceID).serialized),"seq":\#(seq),"packet_index":\#(packet.index),"values":[\#(values.joined(separator: ","))]}"#
-                        )
-                        decoded += 1
-                    } else {
-                        printError(
-                            "\(deviceID) seq \(seq) packet \(packet.index): undecodable (\(packet.reason?.rawValue ?? "?")): \(packet.detail ?? "")"
-                        )
-                        undecodable += 1
+                    guard !packet.resend else {
+                        resent += 1
+                        continue
                     }
+                    results.append(
+                        (deviceID, packet.serial, seq, packet.index, packet.samples, "\(packet.reason?.rawValue ?? "?"): \(packet.detail ?? "")")
+                    )
+                }
+                for update in outcome.updates {
+                    guard let samples = update.samples,
+                        let position = results.lastIndex(where: { $0.deviceID == deviceID && $0.serial == update.serial })
+                    else { continue }
+                    results[position].samples = samples
                 }
             } catch {
                 printError("\(deviceID) seq \(seq): rejected (HTTP \(error.status.code)): \(error.reason)")
                 rejected += 1
             }
         }
-        printError("decoded \(decoded) packets, \(undecodable) undecodable, \(rejected) uploads rejected")
+        var decoded = 0
+        var undecodable = 0
+        for result in results {
+            if let samples = result.samples {
+                let values = samples.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }
+                print(
+                    #"{"device_id":\#(JSONValue.string(result.deviceID).serialized),"seq":\#(result.seq),"packet_index":\#(result.index),"values":[\#(values.joined(separator: ","))]}"#
+                )
+                decoded += 1
+            } else {
+                printError("\(result.deviceID) seq \(result.seq) packet \(result.index): undecodable (\(result.why))")
+                undecodable += 1
+            }
+        }
+        printError("decoded \(decoded) packets, \(undecodable) undecodable, \(resent) resent, \(rejected) uploads rejected")
     }
 
     private func printError(_ message: String) {

@@ -43,9 +43,14 @@ import Testing
     }
 
     /// Decodes `upload` as the server does and returns the packet, checking exact values when decoded.
-    static func decode(_ upload: UploadPayload, _ truth: [[UInt16]], _ state: inout DeviceStreamState) -> DecodedPacket {
+    static func decode(
+        _ upload: UploadPayload,
+        _ truth: [[UInt16]],
+        _ state: inout DeviceStreamState,
+        failedAttempts: UInt32 = 0
+    ) -> DecodedPacket {
         let arrival = (upload.timestamp ?? 0) * 1000 + 200
-        let packet = DeviceStreamDecoder.decode(upload, arrivalMs: arrival, state: &state)[0]
+        let packet = DeviceStreamDecoder.decode(upload, arrivalMs: arrival, failedAttempts: failedAttempts, state: &state).packets[0]
         if let samples = packet.samples { #expect(samples == truth, "decoded values are the readings") }
         return packet
     }
@@ -58,7 +63,8 @@ import Testing
             var state = DeviceStreamState()
             var delta = 0
             for index in 0..<30 {
-                if index == forgedAt || index == forgedAt + 5 { state.bootSignal() }  // forged: the device did not reboot
+                // Forged: the device did not reboot.
+                if index == forgedAt || index == forgedAt + 5 { state.bootSignal(atMs: device.clockMs + 1000) }
                 let (upload, truth) = device.batch(Self.layout)
                 let packet = Self.decode(upload, truth, &state)
                 #expect(packet.samples != nil, "forged at \(forgedAt): batch \(index) (\(packet.reason?.rawValue ?? ""))")
@@ -76,7 +82,7 @@ import Testing
             #expect(Self.decode(upload, truth, &state).samples != nil)
         }
         device.reboot()
-        state.bootSignal()
+        state.bootSignal(atMs: device.clockMs)
         var delta = 0
         for index in 0..<20 {
             let (upload, truth) = device.batch(Self.layout)
@@ -85,7 +91,7 @@ import Testing
             if packet.marker == 0x71 { delta += 1 }
         }
         #expect(delta >= 10)
-        #expect(state.current.context == device.compressor.context, "the model follows the rebooted encoder")
+        #expect(state.context == device.compressor.context, "the model follows the rebooted encoder")
     }
 
     @Test func aRebootRestoresDecodingAfterTheModelWasLost() {
@@ -95,15 +101,15 @@ import Testing
             let (upload, truth) = device.batch(Self.layout)
             _ = Self.decode(upload, truth, &state)
         }
-        // Batches the server never sees (the device's ring overflowed): a gap in sample time the server notices, so
-        // the model cannot follow the device any more.
+        // Batches the server never sees: an outage of 24 upload periods (48 failed attempts) overflowed the device's
+        // 20-packet ring. The gap in sample time can hide a lost batch, so the model cannot follow the device any more.
         for _ in 0..<3 { _ = device.batch(Self.layout) }
         let (afterLoss, lossTruth) = device.batch(Self.layout, intervalSeconds: 15)
-        let lost = Self.decode(afterLoss, lossTruth, &state)
-        #expect(!state.current.trusted)
+        let lost = Self.decode(afterLoss, lossTruth, &state, failedAttempts: 48)
+        #expect(!state.trusted)
         #expect(lost.marker != 0x71 || lost.samples == nil)
         device.reboot()
-        state.bootSignal()
+        state.bootSignal(atMs: device.clockMs)
         var decoded0x71 = 0
         for _ in 0..<20 {
             let (upload, truth) = device.batch(Self.layout)
@@ -125,7 +131,7 @@ import Testing
             #expect(Self.decode(upload, truth, &state).samples != nil)
         }
         device.reboot()
-        state.bootSignal()
+        state.bootSignal(atMs: device.clockMs)
         var early: [DecodedPacket] = []
         let (overrun, overrunTruth) = device.batch(layout, samples: 2)
         early.append(Self.decode(overrun, overrunTruth, &state))
@@ -136,29 +142,31 @@ import Testing
         let within = early.filter { $0.marker == 0x71 }
         #expect(!within.isEmpty, "the rebooted encoder wrote 0x71 within 8 batches")
         #expect(within.allSatisfy { $0.samples != nil })
-        #expect(state.bootCandidate == nil && state.current.context == device.compressor.context)
+        #expect(state.hypotheses.count == 1 && state.context == device.compressor.context)
     }
 
-    @Test func anUnsyncedClockThatRestartsProvesTheReboot() {
-        // Without NTP the packet times are millis() since boot: time that goes back is a reboot.
-        var device = Device()
-        device.clockMs = 100_000
-        var state = DeviceStreamState()
-        for _ in 0..<10 {
-            let (upload, truth) = device.batch(Self.layout)
-            _ = Self.decode(upload, truth, &state)
-        }
-        state.bootSignal()
-        device.compressor = SmartCompressor()
-        device.clockMs = 5_000
-        let (first, truth) = device.batch(Self.layout)
-        _ = Self.decode(first, truth, &state)
-        #expect(state.bootCandidate == nil, "adopted at the first upload of the new boot")
-        #expect(state.current.context == device.compressor.context)
+    @Test func anUnsyncedUptimeThatRestartsProvesTheRebootAndOneThatGoesOnDisprovesIt() {
+        // Without NTP an upload carries the device's uptime (signed): a boot start later than the known one proves a
+        // reboot even without a boot signal; the same start disproves a forged signal at once.
+        var device = FieldDevice()
+        device.syncMs = .max
+        var server = DecodingServer()
+        for upload in device.run(until: device.nowMs + 300_000) { server.receive(upload) }
+        #expect(server.state.clock.bootEpochMs.map { abs($0 - device.bootMs) <= 1000 } == true)
+        server.bootSignal(atMs: device.nowMs)  // forged
+        for upload in device.run(until: device.nowMs + 30_000) { server.receive(upload) }
+        #expect(server.state.hypotheses.count == 1, "the uptime went on: no reboot")
+        device.nowMs += 20_000
+        device.boot()  // no boot message reached the server
+        for upload in device.run(until: device.nowMs + 200_000) { server.receive(upload) }
+        #expect(server.state.context == device.queue.compressor.context, "the model follows the rebooted encoder")
+        #expect(server.packets.allSatisfy { $0.samples != nil })
     }
 
-    @Test func aLateSensorReadIsNotALostBatchUnlessUploadsFailedMeanwhile() {
-        for (failedAttempts, keepsTrust) in [(UInt32(0), true), (1, true), (2, false), (40, false)] {
+    @Test func aLateSensorReadIsNotALostBatchUnlessTheRingCanHaveOverflowed() {
+        // A failed upload period (two attempts) reorders the backlog; only more failed periods than the ring holds can
+        // drop a batch. A minute without a sample is then a sampling gap, not a lost batch.
+        for (failedAttempts, keepsTrust) in [(UInt32(0), true), (1, true), (2, true), (38, true), (40, false)] {
             var device = Device()
             var state = DeviceStreamState()
             for _ in 0..<10 {
@@ -168,7 +176,7 @@ import Testing
             device.clockMs += 60_000  // a minute without a sample (a slow Modbus read, or an outage)
             let (upload, _) = device.batch(Self.layout)
             _ = DeviceStreamDecoder.decode(upload, arrivalMs: (upload.timestamp ?? 0) * 1000, failedAttempts: failedAttempts, state: &state)
-            #expect(state.current.trusted == keepsTrust, "\(failedAttempts) failed attempts")
+            #expect(state.trusted == keepsTrust, "\(failedAttempts) failed attempts")
         }
     }
 }

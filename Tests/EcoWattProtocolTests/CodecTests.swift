@@ -57,33 +57,80 @@ import Testing
         #expect(other.bufferFull == 3)
     }
 
-    @Test func streamStateRoundTripsWithAndWithoutABootCandidate() {
+    @Test func streamStateRoundTripsWithBootsEntriesAndFingerprints() {
         var state = DeviceStreamState()
-        state.current.context.update(values: [1, 2, 3], selection: [0, 1, 9])
-        state.current.trusted = false
-        state.current.lastSampleDeviceMs = 1_763_990_149_000
-        state.lastIntervalSeconds = 5
-        #expect(state.serialized.count == 376)
+        state.hypotheses[0].context.update(values: [1, 2, 3], selection: [0, 1, 9])
+        state.hypotheses[0].broken = true
+        state.hypotheses[0].frontierTimeMs = 1_763_990_149_000
+        state.clock.bootEpochMs = 1_763_990_000_000
+        state.disorder = Disorder()
+        state.disorder.remaining = 2
+        state.disorder.lossPossible = true
         #expect(DeviceStreamState(serialized: state.serialized) == state)
-        state.bootSignal()
-        state.bootCandidate?.update(values: [4, 5, 6], selection: [0, 1, 9])
-        state.bootCandidate?.lastSampleDeviceMs = 7
-        #expect(DeviceStreamState(serialized: state.serialized) == state)
-        #expect(DeviceStreamState(serialized: [3] + state.serialized.dropFirst()) == nil)
+        state.bootSignal(atMs: 1_763_990_150_000)
+        state.hypotheses[1].context.update(values: [4, 5, 6], selection: [0, 1, 9])
+        state.entries = [
+            ChainEntry(
+                serial: 7,
+                timeMs: 1_763_990_155_000,
+                sampleCount: 2,
+                layout: [0, 1, 9],
+                intervalSeconds: 5,
+                content: .exact(lastRow: [4, 5, 6]),
+                storedSamples: 2,
+                inDisorder: true,
+                timeEstimated: false
+            ),
+            ChainEntry(
+                serial: 8,
+                timeMs: 1_763_990_160_000,
+                sampleCount: 1,
+                layout: [0, 1, 9],
+                intervalSeconds: 5,
+                content: .pending(blob: [0x71, 3, 1, 2]),
+                storedSamples: 0,
+                inDisorder: false,
+                timeEstimated: true
+            ),
+            ChainEntry(
+                serial: 9,
+                timeMs: 1_763_990_170_000,
+                sampleCount: 1,
+                layout: [0],
+                intervalSeconds: 5,
+                content: .lost,
+                storedSamples: 1,
+                inDisorder: false,
+                timeEstimated: false
+            ),
+        ]
+        state.entries[2].holeBefore = true
+        state.entries[2].timedAfter = 8
+        _ = state.isResend(PacketFingerprint(timestamp: 12, sampleCount: 3, blob: [1, 2, 3]))
+        let restored = DeviceStreamState(serialized: state.serialized)
+        #expect(restored == state)
+        #expect(DeviceStreamState(serialized: state.serialized + [0]) == nil, "trailing bytes")
+        #expect(DeviceStreamState(serialized: Array(state.serialized.dropLast())) == nil, "cut")
+        #expect(DeviceStreamState(serialized: [9] + state.serialized.dropFirst()) == nil, "unknown format")
     }
 
-    @Test func streamStatesWrittenBeforeBootCandidatesStillLoad() {
+    @Test func streamStatesWrittenBeforeTheChainStillLoad() {
         // Format 1 (192 bytes): rows, layout, count, write index, buffer full, trusted, last sample, interval.
         var bytes: [UInt8] = [1] + (0..<80).flatMap { [UInt8($0), 0] } + Array(0..<10) + [3, 5, 1, 0, 1]
         withUnsafeBytes(of: Int64(1_763_990_149_000).littleEndian) { bytes += $0 }
         withUnsafeBytes(of: Int64(15).littleEndian) { bytes += $0 }
         let state = try! #require(DeviceStreamState(serialized: bytes))
-        #expect(state.current.context.rows[79] == 79)
-        #expect(state.current.context.writeIndex == 5)
-        #expect(!state.current.trusted)
-        #expect(state.current.lastSampleDeviceMs == 1_763_990_149_000)
-        #expect(state.lastIntervalSeconds == 15)
-        #expect(state.bootCandidate == nil)
+        #expect(state.context.rows[79] == 79)
+        #expect(state.context.writeIndex == 5)
+        #expect(!state.trusted)
+        #expect(state.hypotheses.count == 1)
+        #expect(state.hypotheses[0].frontierTimeMs == 1_763_990_149_000)
+        // Format 2 (376 bytes): the same model, then the interval and a boot candidate (dropped: undecided).
+        var two: [UInt8] = [2] + bytes[1..<184] + bytes[184..<192] + [1] + bytes[1..<184]
+        two[174] = 1
+        let second = try! #require(DeviceStreamState(serialized: two))
+        #expect(second.trusted)
+        #expect(second.context.rows[79] == 79)
     }
 
     @Test func timestampReconstructionPicksTheClosestWrap() {

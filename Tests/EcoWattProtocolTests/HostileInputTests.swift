@@ -11,7 +11,7 @@ import Testing
     static func decode(_ inner: String, arrivalMs: Int64 = arrivalMs) throws -> [DecodedPacket] {
         let upload = try UploadPayload(parsing: Array(inner.utf8))
         var state = DeviceStreamState()
-        return DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state)
+        return DeviceStreamDecoder.decode(upload, arrivalMs: arrivalMs, state: &state).packets
     }
 
     /// One packet of the spec §3.6.3 example with `metadata` replacing its decompression metadata fields.
@@ -66,7 +66,7 @@ import Testing
         #expect(upload.timestamp == nil)
         #expect(upload.samplingInterval == nil)
         var state = DeviceStreamState()
-        let packets = DeviceStreamDecoder.decode(upload, arrivalMs: Self.arrivalMs, state: &state)
+        let packets = DeviceStreamDecoder.decode(upload, arrivalMs: Self.arrivalMs, state: &state).packets
         #expect(packets[0].samples?.count == 3)
         // Unsynced: the last sample is placed at (or before) the arrival time, never far from it.
         #expect(abs(packets[0].lastSampleEpochMs - Self.arrivalMs) < 1 << 33)
@@ -88,7 +88,7 @@ import Testing
                 )
                 let upload = UploadPayload(deviceID: "X", timestamp: .max, samplingInterval: .max, packets: [packet])
                 for arrival in [Int64.min, -1, 0, Self.arrivalMs, Int64.max] {
-                    let decoded = DeviceStreamDecoder.decode(upload, arrivalMs: arrival, state: &state)
+                    let decoded = DeviceStreamDecoder.decode(upload, arrivalMs: arrival, state: &state).packets
                     #expect(decoded[0].reason == .inconsistentMetadata)
                     #expect(decoded[0].method == "other", "a device cannot add method labels")
                 }

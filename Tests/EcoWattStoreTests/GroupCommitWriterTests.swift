@@ -33,7 +33,7 @@ struct TemporaryStore {
 
 func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) -> IngestRecord {
     var state = DeviceStreamState()
-    state.current.lastSampleDeviceMs = Int64(nonce) * 1000
+    state.hypotheses[0].frontierTimeMs = Int64(nonce) * 1000
     let packet = DecodedPacket(
         index: 0,
         marker: 0x01,

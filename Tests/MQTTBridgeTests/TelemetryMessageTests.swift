@@ -14,7 +14,7 @@ import Testing
         var state = DeviceStreamState()
         let upload = try UploadPayload(parsing: Array(Self.inner.utf8))
         let arrival: Int64 = 1_764_300_015_200
-        let packet = try #require(DeviceStreamDecoder.decode(upload, arrivalMs: arrival, state: &state).first)
+        let packet = try #require(DeviceStreamDecoder.decode(upload, arrivalMs: arrival, state: &state).packets.first)
         let rows = try #require(packet.samples)
         let bytes = TelemetryMessage.payload(OutboxPacket(deviceID: "ESP32_001", packet: packet, receivedAtMs: arrival))
         let json = try JSONParser.parse(bytes)

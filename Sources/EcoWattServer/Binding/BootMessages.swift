@@ -126,26 +126,26 @@ public final class BootMessages: Service, Sendable {
             try await hold(.bootReport, deviceID: deviceID, address: address, body: report, nowMs: nowMs)
             return false
         }
-        try await ingest.bootSignal(deviceID)
+        try await ingest.bootSignal(deviceID, atMs: nowMs)
         try await registry.recordRunning(deviceID: deviceID, report: report, nowMs: nowMs)
         return true
     }
 
     private func applyRegistration(deviceID: String, fields: DeviceFields, nowMs: Int64, bootSignal: Bool) async throws -> Bool {
         let created = try await registry.register(deviceID: deviceID, fields: fields, nowMs: nowMs)
-        if bootSignal { try await ingest.bootSignal(deviceID) }
+        if bootSignal { try await ingest.bootSignal(deviceID, atMs: nowMs) }
         return created
     }
 
     // MARK: Holding and confirming
 
-    /// True when a boot signal (registration or boot report) of `deviceID` from `address` is held within the window:
-    /// the verified upload about to be decoded confirms it.
-    public func bootSignalHeld(deviceID: String, address: String, nowMs: Int64) -> Bool {
+    /// When the latest boot signal (registration or boot report) of `deviceID` from `address` held within the window
+    /// was received, if one is: the verified upload about to be decoded confirms it.
+    public func bootSignalHeld(deviceID: String, address: String, nowMs: Int64) -> Int64? {
         state.withLock { state in
-            state.byDevice[deviceID]?.contains {
+            state.byDevice[deviceID]?.filter {
                 $0.address == address && $0.kind != .complete && nowMs - $0.receivedAtMs <= windowMs
-            } ?? false
+            }.map(\.receivedAtMs).max()
         }
     }
 

@@ -28,7 +28,7 @@ struct TelemetryRoutes {
             body: body,
             arrivalMs: arrivalMs,
             clientAddress: address,
-            bootSignal: boot.bootSignalHeld(deviceID: deviceID, address: address, nowMs: arrivalMs)
+            bootSignalAtMs: boot.bootSignalHeld(deviceID: deviceID, address: address, nowMs: arrivalMs)
         )
         access.binding.bind(deviceID, address: address, atMs: arrivalMs)
         // Tracked from its first verified upload on (refused uploads never add an id).

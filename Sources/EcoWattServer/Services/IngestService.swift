@@ -9,9 +9,18 @@ import Synchronization
 
 /// Result of an accepted upload.
 public struct IngestOutcome: Sendable {
+    /// The upload's packets, resends included (they are acknowledged, not stored again).
     public var packets: [DecodedPacket]
-    public var samplesStored: Int { packets.reduce(0) { $0 + ($1.samples?.count ?? 0) } }
-    public var undecodable: Int { packets.filter { !$0.isDecoded }.count }
+    /// Packets of earlier uploads this one decoded (their predecessors arrived) or re-timed.
+    public var updates: [StreamUpdate] = []
+    /// Samples stored by this upload: its own new packets' and those of earlier packets it decoded.
+    public var samplesStored: Int {
+        packets.reduce(0) { $0 + ($1.resend ? 0 : $1.samples?.count ?? 0) } + updates.reduce(0) { $0 + ($1.samples?.count ?? 0) }
+    }
+    public var undecodable: Int { packets.filter { !$0.resend && !$0.isDecoded }.count }
+    public var resent: Int { packets.filter(\.resend).count }
+    /// Earlier packets decoded by this upload.
+    public var completed: Int { updates.filter { $0.samples != nil }.count }
 }
 
 /// The security gate and telemetry ingest (spec §2, §3).
@@ -83,14 +92,14 @@ public actor IngestService: Service {
     /// Verifies, decodes and durably stores one upload of `deviceID` (the URL's device id).
     /// - Parameters:
     ///   - clientAddress: where the upload came from; once it is stored, the device is bound to it (issue 14).
-    ///   - bootSignal: a held boot signal from this address is confirmed by this upload: it takes effect before the
-    ///     upload's packets are decoded (they are the first batches of the new boot).
+    ///   - bootSignalAtMs: when a held boot signal from this address was received, which this upload confirms: it takes
+    ///     effect before the upload's packets are decoded (they are the first batches of the new boot).
     public nonisolated func ingest(
         deviceID: String,
         body: [UInt8],
         arrivalMs: Int64,
         clientAddress: String? = nil,
-        bootSignal: Bool = false
+        bootSignalAtMs: Int64? = nil
     ) async throws(IngestError)
         -> IngestOutcome
     {
@@ -124,13 +133,18 @@ public actor IngestService: Service {
             upload: upload,
             arrivalMs: arrivalMs,
             clientAddress: clientAddress,
-            bootSignal: bootSignal
+            bootSignalAtMs: bootSignalAtMs
         )
         // Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``, ``CompressionMarker/methodLabel``), and
         // sums saturate: a device cannot add statistics entries or overflow a counter.
         count { counters in
             counters.accepted += 1
-            for packet in outcome.packets {
+            counters.resent = PacketLimits.adding(counters.resent, outcome.resent)
+            counters.completed = PacketLimits.adding(counters.completed, outcome.completed)
+            for update in outcome.updates {
+                counters.samples = PacketLimits.adding(counters.samples, update.samples?.count ?? 0)
+            }
+            for packet in outcome.packets where !packet.resend {
                 let marker = CompressionMarker.markerLabel(packet.marker)
                 counters.packets[marker, default: 0] += 1
                 if let reason = packet.reason { counters.undecodable[reason.rawValue, default: 0] += 1 }
@@ -145,7 +159,10 @@ public actor IngestService: Service {
         }
         if let metrics {
             metrics.increment("ecowatt_uploads_accepted_total")
-            for packet in outcome.packets {
+            metrics.increment("ecowatt_packets_resent_total", by: outcome.resent)
+            metrics.increment("ecowatt_packets_completed_total", by: outcome.completed)
+            metrics.increment("ecowatt_samples_stored_total", by: outcome.updates.reduce(0) { $0 + ($1.samples?.count ?? 0) })
+            for packet in outcome.packets where !packet.resend {
                 let marker = CompressionMarker.markerLabel(packet.marker)
                 metrics.increment("ecowatt_packets_total", [("marker", marker)])
                 metrics.increment("ecowatt_samples_stored_total", by: packet.samples?.count ?? 0)
@@ -163,7 +180,7 @@ public actor IngestService: Service {
         upload: UploadPayload,
         arrivalMs: Int64,
         clientAddress: String?,
-        bootSignal: Bool
+        bootSignalAtMs: Int64?
     )
         async throws(IngestError) -> IngestOutcome
     {
@@ -189,13 +206,14 @@ public actor IngestService: Service {
                 throw .security(error)
             }
         }
-        if bootSignal, state.lastNonce != nil { state.stream.bootSignal() }
-        let packets = DeviceStreamDecoder.decode(
+        if let bootSignalAtMs, state.lastNonce != nil { state.stream.bootSignal(atMs: bootSignalAtMs) }
+        let decoded = DeviceStreamDecoder.decode(
             upload,
             arrivalMs: arrivalMs,
-            failedAttempts: state.lastNonce.map { nonce - $0 - 1 },
+            failedAttempts: Self.failedAttempts(nonce: nonce, lastNonce: state.lastNonce),
             state: &state.stream
         )
+        let packets = decoded.packets.filter { !$0.resend }
         state.lastNonce = nonce
         state.lastUploadMs = arrivalMs
         devices[deviceID] = state
@@ -211,7 +229,9 @@ public actor IngestService: Service {
             packets: packets,
             streamState: state.stream
         )
-        record.queueForFeed = feed?.admit(packets.count) ?? false
+        record.updates = decoded.updates
+        let messages = packets.count + decoded.updates.filter { $0.samples != nil }.count
+        record.queueForFeed = feed?.admit(messages) ?? false
         record.clientAddress = clientAddress
         let ticket = store.submit(record)
         do {
@@ -227,8 +247,15 @@ public actor IngestService: Service {
             logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
             throw .storage("\(error)")
         }
-        if record.queueForFeed { feed?.committed(packets.count) }
-        return IngestOutcome(packets: packets)
+        if record.queueForFeed { feed?.committed(messages) }
+        return IngestOutcome(packets: decoded.packets, updates: decoded.updates)
+    }
+
+    /// Attempts the device made since its last accepted upload (one nonce each, spec §2.3); for a device never seen, the
+    /// attempts since the firmware's first nonce, 11001; `nil` when that says nothing (an older nonce after a reset).
+    static func failedAttempts(nonce: UInt32, lastNonce: UInt32?) -> UInt32? {
+        guard let lastNonce else { return nonce >= 11_001 ? nonce - 11_001 : nil }
+        return nonce > lastNonce ? nonce - lastNonce - 1 : nil
     }
 
     private func loadState(_ deviceID: String) async throws -> DeviceIngestState {
@@ -243,14 +270,14 @@ public actor IngestService: Service {
     /// A boot signal (registration or boot report, from the device's bound address or confirmed by a verified upload
     /// from the address it came from). Unsigned, so it never discards the encoder model: it opens the reboot hypothesis
     /// beside it (``DeviceStreamState/bootSignal()``), and signed uploads decide.
-    public func bootSignal(_ deviceID: String) async throws {
+    public func bootSignal(_ deviceID: String, atMs: Int64) async throws {
         var state = try await loadState(deviceID)
         // A device that never uploaded has a fresh model anyway (and random ids must not grow the cache).
         guard state.lastNonce != nil else {
             devices[deviceID] = nil
             return
         }
-        state.stream.bootSignal()
+        state.stream.bootSignal(atMs: atMs)
         devices[deviceID] = state
         try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
         // Debug only: boot signals are unauthenticated and may come by the thousand.
@@ -305,6 +332,10 @@ public struct IngestCounters: Sendable, Equatable {
     /// Undecodable packets by reason.
     public var undecodable: [String: Int] = [:]
     public var samples = 0
+    /// Packets acknowledged as resends of a stored batch (a lost 200), not stored again.
+    public var resent = 0
+    /// Packets stored raw that a later upload decoded (their predecessors arrived late).
+    public var completed = 0
     /// Packets by compression method (`bitpack`, `dictionary`, …), with byte totals.
     public var methods: [String: MethodCounts] = [:]
 
