@@ -21,6 +21,7 @@ extension DeviceStreamState {
             out.uint(UInt64(print.sampleCount), width: 2)
             out.uint(UInt64(print.blobHash), width: 4)
         }
+        out.optional(configurationAppliedMs)
         out.optional(trimmed?.serial)
         if let trimmed {
             out.int64(trimmed.timeMs)
@@ -100,6 +101,7 @@ extension DeviceStreamState {
             let hash = UInt32(try reader.uint(width: 4))
             state.recent.append(PacketFingerprint(timestamp: timestamp, sampleCount: samples, blobHash: hash))
         }
+        state.configurationAppliedMs = try reader.optional()
         if let serial = try reader.optional() {
             state.trimmed = TrimmedEntry(serial: serial, timeMs: try reader.int64(), intervalSeconds: Int(try reader.uint(width: 4)))
         }

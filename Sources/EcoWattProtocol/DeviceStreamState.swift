@@ -25,6 +25,8 @@ public struct DeviceStreamState: Sendable, Equatable {
     public var recent: [PacketFingerprint] = []
     /// The last entry trimmed: the predecessor (for sample times) of the first one kept.
     public var trimmed: TrimmedEntry?
+    /// When the device last acknowledged a configuration change (a new sampling interval takes effect about then).
+    public var configurationAppliedMs: Int64?
 
     public init() {}
 
@@ -71,6 +73,12 @@ public struct DeviceStreamState: Sendable, Equatable {
         let tolerance = BootClock.sameBootToleranceMs * 2
         hypotheses.removeAll { ($0.startTimeMs ?? .min) > bootMs + tolerance }
         if hypotheses.isEmpty { hypotheses = [BootHypothesis(startSerial: Int64.min, startTimeMs: nil)] }
+    }
+
+    /// The device acknowledged a configuration change at `atMs` (spec §5.3): samples before it may have been taken at
+    /// the old interval, even when the uploads already report the new one.
+    public mutating func configurationApplied(atMs: Int64) {
+        configurationAppliedMs = atMs
     }
 
     /// Whether the packet was already stored; remembers it if not.

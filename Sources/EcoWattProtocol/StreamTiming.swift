@@ -44,6 +44,9 @@ extension DeviceStreamState {
             for index in times.indices.dropFirst() where times[index] <= times[index - 1] { times[index] = times[index - 1] + 1 }
             return times
         }
+        if let serial = previous.serial, let split = splitAtIntervalChange(entry, after: previousTime, previousInterval: previous.interval) {
+            return (split, serial)
+        }
         if let serial = previous.serial {
             let shortest = Int64(max(1, min(entry.intervalSeconds, previous.interval ?? entry.intervalSeconds))) * 1000
             let contiguous =
@@ -56,5 +59,22 @@ extension DeviceStreamState {
         }
         // After a boot start: no sample before it.
         return (nominal[0] <= previousTime ? spread() : nominal, nil)
+    }
+
+    /// A packet after an acknowledged change of the sampling interval: the samples that fit before the change at the
+    /// old interval, the rest spread between the change and the last sample (the firmware restarts its sensor timer
+    /// when it applies the change).
+    private func splitAtIntervalChange(_ entry: ChainEntry, after previousTime: Int64, previousInterval: Int?) -> [Int64]? {
+        guard let change = configurationAppliedMs, previousTime < change, change < entry.timeMs,
+            let old = previousInterval, old != entry.intervalSeconds, old > 0
+        else { return nil }
+        let count = entry.sampleCount
+        let oldMs = Int64(old) * 1000
+        let before = Int(min(Int64(count - 1), (change - previousTime) / oldMs))
+        let after = count - before
+        let span = entry.timeMs - change
+        var times: [Int64] = (0..<before).map { previousTime + Int64($0 + 1) * oldMs }
+        for index in 0..<after { times.append(change + span * Int64(index + 1) / Int64(after)) }
+        return zip(times, times.dropFirst()).allSatisfy { $0 < $1 } ? times : nil
     }
 }

@@ -131,7 +131,7 @@ public struct EcoWattApplication: Sendable {
             clock: clock
         )
         let commandRoutes = CommandRoutes(commands: commands, access: access, clock: clock)
-        let configRoutes = ConfigRoutes(store: devices, boot: boot, access: access, clock: clock)
+        let configRoutes = ConfigRoutes(store: devices, ingest: ingest, boot: boot, access: access, clock: clock)
         let reportRoutes = ReportRoutes(store: devices, access: access, clock: clock)
         let diagnosticsRoutes = DiagnosticsRoutes(
             diagnostics: diagnostics,

@@ -6,6 +6,7 @@ import Hummingbird
 /// operators submit validated updates and read the history.
 struct ConfigRoutes {
     let store: any ConfigStore
+    let ingest: IngestService
     let boot: BootMessages
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
@@ -48,6 +49,8 @@ struct ConfigRoutes {
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Acknowledgement must be a JSON object") }
+        // The device applied a change just now, whatever the server delivered: its next samples' times depend on it.
+        try await ingest.configurationApplied(deviceID, atMs: clock())
         guard try await store.acknowledge(deviceID: deviceID, ack: body, nowMs: clock()) else {
             throw APIError(.notFound, "No delivered configuration to acknowledge")
         }

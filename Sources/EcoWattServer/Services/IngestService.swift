@@ -284,6 +284,19 @@ public actor IngestService: Service {
         logger.debug("device boot signal: reboot hypothesis opened", metadata: ["device_id": LogText.value(deviceID)])
     }
 
+    /// The device acknowledged a configuration change (spec §5.3): the sample times of its next packet account for a
+    /// new sampling interval from then on.
+    public func configurationApplied(_ deviceID: String, atMs: Int64) async throws {
+        var state = try await loadState(deviceID)
+        guard state.lastNonce != nil else {
+            devices[deviceID] = nil
+            return
+        }
+        state.stream.configurationApplied(atMs: atMs)
+        devices[deviceID] = state
+        try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
+    }
+
     /// Drops the cached state of a deleted device (the store has forgotten it).
     public func forget(_ deviceID: String) {
         devices[deviceID] = nil
