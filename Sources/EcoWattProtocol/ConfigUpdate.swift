@@ -22,9 +22,20 @@ public struct ConfigUpdate: Sendable, Equatable {
         ("command_poll_interval", 5...300), ("firmware_check_interval", 30...86_400), ("energy_poll_interval", 5...590),
     ]
 
+    /// The firmware-safe range of an interval field (seconds).
+    public static func range(of key: String) -> ClosedRange<Int> {
+        intervalRanges.first { $0.0 == key }.map { Int($0.1.lowerBound)...Int($0.1.upperBound) } ?? 1...1
+    }
+
+    /// The firmware's defaults (spec §0.7), for a device whose boot report is not known.
+    public static let firmwareDefaults: JSONValue = .object([
+        ("sampling_interval", .int(5)), ("upload_interval", .int(15)),
+        ("registers", .array(["Vac1", "Iac1", "Ipv1", "Pac", "Ipv2", "Temp"].map(JSONValue.string))),
+    ])
+
     /// Validates `update` (the object inside `config_update`) against the device's `running` configuration (the
-    /// boot report plus applied updates; empty when unknown).
-    public init(update: JSONValue, running: JSONValue) throws(ConfigValidationError) {
+    /// boot report plus applied updates; empty when unknown) of device `deviceID` (its id is in every upload).
+    public init(update: JSONValue, running: JSONValue, deviceID: String? = nil) throws(ConfigValidationError) {
         guard case .object(let members) = update else { throw .init("config_update must be a JSON object") }
         guard !members.isEmpty else { throw .init("config_update is empty") }
         accepted = []
@@ -58,6 +69,30 @@ public struct ConfigUpdate: Sendable, Equatable {
                 rejected.append(("upload_interval", "upload_interval \(upload) s is shorter than sampling_interval \(sampling) s"))
             }
         }
+        try checkCapacity(running: running, deviceID: deviceID)
+    }
+
+    /// The device's whole configuration after this update (or the firmware defaults where it is not known) must not
+    /// lose data (``DeviceCapacity``); otherwise the update is refused as a whole, with the safe values.
+    private func checkCapacity(running: JSONValue, deviceID: String?) throws(ConfigValidationError) {
+        let fields = ["sampling_interval", "upload_interval", "registers"]
+        guard accepted.contains(where: { fields.contains($0.0) }) else { return }
+        let result = JSONValue.merge(JSONValue.merge(Self.firmwareDefaults, running), .object(accepted))
+        let sampling = result["sampling_interval"]?.intValue.flatMap { Int(exactly: $0) } ?? 5
+        let upload = result["upload_interval"]?.intValue.flatMap { Int(exactly: $0) } ?? 15
+        let registers = (result["registers"]?.arrayValue ?? []).compactMap { $0.stringValue.flatMap(Register.init(name:)) }
+        let problems = DeviceCapacity.problems(samplingSeconds: sampling, uploadSeconds: upload, registers: registers, deviceID: deviceID)
+        guard !problems.isEmpty else { return }
+        let limits = DeviceCapacity.safeLimits(samplingSeconds: sampling, uploadSeconds: upload, registers: registers, deviceID: deviceID)
+        throw ConfigValidationError(
+            "The device would lose data with sampling_interval \(sampling) s, upload_interval \(upload) s and \(registers.count) registers: "
+                + problems.joined(separator: "; "),
+            limits: [
+                ("upload_interval", limits.maxUploadSeconds.map { .object([("max", .int(Int64($0)))]) } ?? .null),
+                ("sampling_interval", limits.minSamplingSeconds.map { .object([("min", .int(Int64($0)))]) } ?? .null),
+                ("registers", limits.maxRegisters.map { .object([("max_count", .int(Int64($0)))]) } ?? .null),
+            ]
+        )
     }
 
     /// The delivered document: `{"config_update":{…accepted…}}`.
@@ -125,7 +160,17 @@ public struct ConfigUpdate: Sendable, Equatable {
 /// A configuration request the server refuses as a whole.
 public struct ConfigValidationError: Error, Sendable, Equatable {
     public var reason: String
-    public init(_ reason: String) { self.reason = reason }
+    /// For a configuration that would lose data: the safe value of each setting with the others as requested.
+    public var limits: [(String, JSONValue)]
+
+    public init(_ reason: String, limits: [(String, JSONValue)] = []) {
+        self.reason = reason
+        self.limits = limits
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.reason == rhs.reason && JSONValue.object(lhs.limits) == JSONValue.object(rhs.limits)
+    }
 }
 
 extension JSONValue {

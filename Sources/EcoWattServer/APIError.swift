@@ -42,6 +42,8 @@ public struct APIError: ReasonedError, Sendable {
     public var status: HTTPResponse.Status
     public var reason: String
     public var code: String
+    /// Members added to the body after `success` and `error`.
+    public var details: [(String, JSONValue)] = []
 
     /// - Parameter code: a fixed label (defaults to one derived from `status`).
     public init(_ status: HTTPResponse.Status, _ reason: String, code: String? = nil) {
@@ -51,7 +53,7 @@ public struct APIError: ReasonedError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONBody.response(status: status, ["success": .bool(false), "error": .string(reason)])
+        JSONBody.response(status: status, .object([("success", .bool(false)), ("error", .string(reason))] + details))
     }
 
     /// The answer to a refused envelope: 400 for a body that is not JSON, 401 otherwise (spec §2.4).

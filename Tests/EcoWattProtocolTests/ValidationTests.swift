@@ -70,7 +70,12 @@ import Testing
         ("sampling_interval", "\"10\"", false), ("sampling_interval", "10.0", false),
     ])
     func intervalRanges(_ key: String, _ value: String, _ accepted: Bool) throws {
-        let result = try update("{\"\(key)\":\(value)}")
+        // Long upload periods are checked at a sampling interval that keeps their batches within what a device holds.
+        let slow = JSONValue.merge(running, .object([("sampling_interval", .int(60))]))
+        let result = try ConfigUpdate(
+            update: try! JSONParser.parse(Array("{\"\(key)\":\(value)}".utf8)),
+            running: key == "upload_interval" ? slow : running
+        )
         #expect(result.accepted.map(\.0) == (accepted ? [key] : []))
         #expect(result.rejected.map(\.0) == (accepted ? [] : [key]))
     }
@@ -86,6 +91,42 @@ import Testing
         #expect(try update(#"{"power_management":{"enabled":true}}"#).accepted.map(\.0) == ["power_management"])
         #expect(try update(#"{"power_management":{"techniques":"0x08"}}"#).rejected.map(\.0) == ["power_management"])
         #expect(try update(#"{"power_management":{"techniques":16}}"#).rejected.map(\.0) == ["power_management"])
+    }
+
+    /// Issue 15: configurations that make the device lose data are refused as a whole, with the safe values.
+    @Test func configurationsThatLoseDataAreRefusedWithTheSafeValues() throws {
+        let defaults = JSONValue.object([])  // no boot report: the firmware's defaults (5 s, 15 s, 6 registers)
+        func refusal(_ text: String, running: JSONValue) -> ConfigValidationError? {
+            do {
+                _ = try ConfigUpdate(update: try! JSONParser.parse(Array(text.utf8)), running: running)
+                return nil
+            } catch { return error }
+        }
+        // 300 s at 5 s: 61 samples in a period, the device keeps 50 (the corpus lost 11 to this).
+        let overwrite = try #require(refusal(#"{"upload_interval":300}"#, running: defaults))
+        #expect(overwrite.reason.contains("keeps 50"))
+        // 120 s at 5 s: 25 samples × 6 registers compress to more than 189 bytes (the corpus's cut packets).
+        let cut = try #require(refusal(#"{"upload_interval":120}"#, running: defaults))
+        #expect(cut.reason.contains("189"))
+        let limits = JSONValue.object(cut.limits)
+        let maxUpload = try #require(limits["upload_interval"]?["max"]?.intValue)
+        let minSampling = try #require(limits["sampling_interval"]?["min"]?.intValue)
+        #expect(refusal("{\"upload_interval\":\(maxUpload)}", running: defaults) == nil, "the largest safe upload interval is safe")
+        #expect(refusal("{\"upload_interval\":\(maxUpload + 1)}", running: defaults) != nil, "and the next one is not")
+        #expect(refusal("{\"sampling_interval\":\(minSampling),\"upload_interval\":120}", running: defaults) == nil)
+        #expect(refusal("{\"sampling_interval\":\(minSampling - 1),\"upload_interval\":120}", running: defaults) != nil)
+        // All ten registers: a backlog of 8 packets no longer serialises under 4 095 bytes (spec §3.6.4).
+        let all = Register.allCases.map { "\"\($0.name)\"" }.joined(separator: ",")
+        let ten = try #require(refusal("{\"registers\":[\(all)]}", running: defaults))
+        #expect(ten.reason.contains("4095"), "\(ten.reason)")
+        let fits = try #require(JSONValue.object(ten.limits)["registers"]?["max_count"]?.intValue)
+        #expect((1..<10).contains(fits))
+        // A change that does not touch these settings is not held back by them.
+        let unsafeRunning = JSONValue.object([("sampling_interval", .int(5)), ("upload_interval", .int(300))])
+        #expect(refusal(#"{"command_poll_interval":20}"#, running: unsafeRunning) == nil)
+        // The boot report's configuration is what is checked, not the defaults.
+        let oneRegister = JSONValue.object([("registers", .array([.string("Vac1")]))])
+        #expect(refusal(#"{"upload_interval":120}"#, running: oneRegister) == nil)
     }
 
     @Test func uploadMustNotBeFasterThanSampling() throws {

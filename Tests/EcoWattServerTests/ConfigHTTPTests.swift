@@ -49,6 +49,29 @@ import Testing
         }
     }
 
+    /// Issue 15: against the device's running configuration (its boot report), a change that lets a batch outgrow the
+    /// device's 50 samples, its 189 wire bytes or an 8-packet backlog's 4 095 JSON bytes is refused whole, 422, with
+    /// the reason and the safe values; nothing is delivered.
+    @Test func aConfigurationThatWouldLoseDataIsRefusedWholeWithTheSafeValues() async throws {
+        let test = try TestServer()
+        try await test.run { client in
+            try await test.bind("CFG-LOSS", client: client)
+            #expect(try await client.postJSON("/config/CFG-LOSS/current", Self.bootReport).status == .ok)
+            let update = #"{"config_update":{"upload_interval":300,"command_poll_interval":20}}"#
+            let refused = try await client.operatorJSON(.put, "/config/CFG-LOSS", update, server: test)
+            #expect(refused.status == .unprocessableContent)
+            #expect(refused.headers[ErrorCode.header] == "data_loss")
+            #expect((refused.json["error"] as? String)?.contains("keeps 50") == true)
+            let limits = try #require(refused.json["safe_limits"] as? [String: Any])
+            let maxUpload = try #require((limits["upload_interval"] as? [String: Any])?["max"] as? Int)
+            #expect((10..<300).contains(maxUpload))
+            #expect(try await client.execute(uri: "/config/CFG-LOSS", method: .get).json["is_pending"] as? Bool == false)
+            // The safe value is accepted.
+            let safe = #"{"config_update":{"upload_interval":\#(maxUpload)}}"#
+            #expect(try await client.operatorJSON(.put, "/config/CFG-LOSS", safe, server: test).status == .ok)
+        }
+    }
+
     @Test func anUpdateWithNothingValidIsRefusedAndNeverDelivered() async throws {
         let test = try TestServer()
         try await test.run { client in

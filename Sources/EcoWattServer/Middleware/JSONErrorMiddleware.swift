@@ -18,6 +18,8 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let error: APIError
         do {
             return try await next(request, context)
+        } catch let api as APIError {
+            error = api
         } catch let reasoned as any ReasonedError {
             error = APIError(reasoned.status, reasoned.reason, code: reasoned.code)
         } catch let http as HTTPError {

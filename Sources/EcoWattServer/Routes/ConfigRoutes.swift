@@ -84,7 +84,15 @@ struct ConfigRoutes {
         let update: ConfigUpdate
         do {
             // Compare with what the device will run once the pending fields are applied.
-            update = try ConfigUpdate(update: updateValue, running: JSONValue.merge(current.running, current.pending ?? .object([])))
+            update = try ConfigUpdate(
+                update: updateValue,
+                running: JSONValue.merge(current.running, current.pending ?? .object([])),
+                deviceID: deviceID
+            )
+        } catch  where !error.limits.isEmpty {
+            var refused = APIError(.unprocessableContent, error.reason, code: "data_loss")
+            refused.details = [("safe_limits", .object(error.limits))]
+            throw refused
         } catch {
             throw APIError(.badRequest, error.reason)
         }
