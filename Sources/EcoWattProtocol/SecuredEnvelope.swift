@@ -31,6 +31,9 @@ public struct SecuredEnvelope: Sendable, Equatable {
         guard let macText = macValue.stringValue else { throw .invalidField("mac") }
         guard let payload = Data(base64Encoded: payloadText) else { throw .invalidBase64 }
         guard let mac = HexCoding.decode(macText, lowercaseOnly: true), mac.count == 32 else { throw .macMismatch }
+        // The firmware never encrypts (spec §2.1). The flag is outside the MAC, so an upload that claims it would be
+        // misread as plain JSON: refused before anything else.
+        if document["encrypted"]?.boolValue == true { throw .encrypted }
         self.init(nonce: nonce, payload: Array(payload), mac: mac)
     }
 
@@ -93,4 +96,20 @@ public enum FleetKey {
     public static let firmwareDefaultHex = "2b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe"
     /// The default key as a `SymmetricKey`.
     public static var firmwareDefault: SymmetricKey { SymmetricKey(data: HexCoding.decode(firmwareDefaultHex)!) }
+
+    /// The definition in the firmware's `src/application/security.cpp` that signs uploads with `key` (32 raw bytes,
+    /// spec §2.1, §2.5). The key is compiled in: a device uses a new fleet key only once it runs firmware built with it.
+    public static func firmwareDefinition(_ key: [UInt8]) -> String {
+        let rows = stride(from: 0, to: key.count, by: 8).map { row in
+            "    " + key[row..<min(row + 8, key.count)].map { "0x" + HexCoding.encode([$0]) }.joined(separator: ", ")
+        }
+        return """
+            // Replace the definition of SecurityLayer::PSK_HMAC in src/application/security.cpp with this one; the server
+            // verifies uploads with the same key (ECOWATT_FLEET_KEY=\(HexCoding.encode(key.prefix(4)))…, see keys/fleet_key).
+            const uint8_t SecurityLayer::PSK_HMAC[\(key.count)] = {
+            \(rows.joined(separator: ",\n"))
+            };
+
+            """
+    }
 }

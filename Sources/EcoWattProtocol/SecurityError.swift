@@ -18,6 +18,8 @@ public enum SecurityError: Error, Sendable, Equatable {
     case deviceMismatch(url: String, payload: String)
     /// The nonce is further ahead of the last accepted one than the device can have spent since (nonce poisoning).
     case nonceJump(nonce: UInt32, lastAccepted: UInt32, allowance: UInt64)
+    /// `"encrypted":true`: not supported (the firmware never encrypts, and the flag is not covered by the MAC); HTTP 400.
+    case encrypted
 
     /// The category a client is told (`X-EcoWatt-Error`): a replay and a nonce jump look alike from outside.
     public var clientCategory: String {
@@ -38,6 +40,7 @@ public enum SecurityError: Error, Sendable, Equatable {
         case .replay: "replay"
         case .deviceMismatch: "device_mismatch"
         case .nonceJump: "nonce_jump"
+        case .encrypted: "encrypted"
         }
     }
 
@@ -55,6 +58,7 @@ public enum SecurityError: Error, Sendable, Equatable {
             "Nonce refused: not above the device's last accepted nonce, or too far ahead of it"
         case .deviceMismatch(let url, let payload):
             "Payload device_id '\(payload)' does not match URL device id '\(url)'"
+        case .encrypted: "Encrypted payloads are not supported"
         }
     }
 }

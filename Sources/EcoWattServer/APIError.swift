@@ -59,7 +59,7 @@ public struct APIError: ReasonedError, Sendable {
     /// The answer to a refused envelope: 400 for a body that is not JSON, 401 otherwise (spec §2.4).
     public init(_ error: SecurityError) {
         switch error {
-        case .malformedBody: self.init(.badRequest, error.reason, code: error.clientCategory)
+        case .malformedBody, .encrypted: self.init(.badRequest, error.reason, code: error.clientCategory)
         default: self.init(.unauthorized, "Security validation failed: \(error.reason)", code: error.clientCategory)
         }
     }

@@ -96,7 +96,7 @@ public struct FirmwareDirectory: Sendable {
 
     /// Writes `data` to a temporary file with `permissions` and renames it to `path`, so readers never see a partial
     /// file (firmware files, and the key files with 0600).
-    static func writeAtomically(_ data: Data, to path: String, permissions: Int) throws(FirmwareError) {
+    public static func writeAtomically(_ data: Data, to path: String, permissions: Int) throws(FirmwareError) {
         let temporary = path + ".tmp-\(UInt32.random(in: 0...UInt32.max))"
         guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: permissions])
         else {

@@ -3,21 +3,22 @@ import EcoWattProtocol
 import FirmwareImage
 import Foundation
 
-/// `ecowatt keys …`: the FOTA key set.
+/// `ecowatt keys …`: the FOTA key set and the fleet (upload) key.
 struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
-        abstract: "FOTA keys: RSA-2048 signing key pair and AES-256 firmware key.",
-        subcommands: [Generate.self]
+        abstract: "FOTA keys (RSA-2048 signing pair, AES-256 firmware key) and the fleet upload key.",
+        subcommands: [Generate.self, FleetKeyCommand.self]
     )
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Generate server_private_key.pem, server_public_key.pem, aes_firmware_key.bin and keys.h (mode 0600).",
+            abstract: "Generate server_private_key.pem, server_public_key.pem, aes_firmware_key.bin (mode 0600) and the firmware's key files.",
             discussion: """
-                keys.h goes into the firmware build: devices then accept only images signed with this private key and
-                encrypted with this AES key. Existing keys are never replaced without --force, because devices in the
-                field keep trusting the old ones.
+                firmware/include/application/keys.h and firmware/src/application/keys.cpp go into the firmware tree at
+                the same paths (copy keys/firmware/ over the firmware repository): devices then accept only images
+                signed with this private key and encrypted with this AES key. Existing keys are never replaced without
+                --force, because devices in the field keep trusting the old ones.
                 """
         )
         @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
@@ -27,7 +28,42 @@ struct KeysCommand: ParsableCommand {
             let directory = keysDir ?? ProcessInfo.processInfo.environment["ECOWATT_KEYS_DIR"] ?? "./keys"
             let keys = try FirmwareKeys.generate()
             for path in try keys.write(to: directory, overwrite: force) { print("wrote \(path)") }
-            print("copy \((directory as NSString).appendingPathComponent(FirmwareKeys.headerFile)) into the firmware build")
+            print("copy \((directory as NSString).appendingPathComponent("firmware"))/ over the firmware repository (same paths)")
+        }
+    }
+
+    struct FleetKeyCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "fleet-key",
+            abstract: "Generate a private fleet key: keys/fleet_key (hex, 0600) and its definition for the firmware's security.cpp.",
+            discussion: """
+                Uploads are signed with SecurityLayer::PSK_HMAC, compiled into security.cpp: a device uses the new key
+                only once it runs firmware built with it, and until then the server refuses its uploads (give such a
+                device the old key as its own with `ecowatt device set-key`). Start the server with
+                ECOWATT_FLEET_KEY=$(cat keys/fleet_key).
+                """
+        )
+        @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
+        @Flag(help: "Replace an existing fleet key.") var force = false
+
+        func run() throws {
+            let directory = keysDir ?? ProcessInfo.processInfo.environment["ECOWATT_KEYS_DIR"] ?? "./keys"
+            let keyPath = (directory as NSString).appendingPathComponent("fleet_key")
+            guard force || !FileManager.default.fileExists(atPath: keyPath) else {
+                throw ValidationError("\(keyPath) exists; pass --force to replace it (devices built with it would be locked out)")
+            }
+            var generator = SystemRandomNumberGenerator()
+            let key = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let snippetPath = (directory as NSString).appendingPathComponent("firmware/security_PSK_HMAC.txt")
+            try FileManager.default.createDirectory(
+                atPath: (snippetPath as NSString).deletingLastPathComponent,
+                withIntermediateDirectories: true
+            )
+            try FirmwareDirectory.writeAtomically(Data((HexCoding.encode(key) + "\n").utf8), to: keyPath, permissions: 0o600)
+            try FirmwareDirectory.writeAtomically(Data(FleetKey.firmwareDefinition(key).utf8), to: snippetPath, permissions: 0o600)
+            print("wrote \(keyPath)")
+            print("wrote \(snippetPath): put it into the firmware's src/application/security.cpp and build new firmware")
+            print("start the server with ECOWATT_FLEET_KEY=$(cat \(keyPath))")
         }
     }
 }

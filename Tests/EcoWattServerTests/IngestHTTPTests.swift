@@ -69,6 +69,21 @@ enum Uploads {
         }
     }
 
+    /// Issue 15: `"encrypted":true` is outside the MAC and the firmware never sends it: refused, nonce untouched.
+    @Test func anEncryptedEnvelopeIsRefusedAndConsumesNoNonce() async throws {
+        let test = try TestServer()
+        test.clock.set(Uploads.exampleArrivalMs)
+        try await test.run { client in
+            let body = Uploads.body(device: "ENC-1", nonce: 11001)
+            let encrypted = body.replacingOccurrences(of: #""encrypted":false"#, with: #""encrypted":true"#)
+            let refused = try await client.postJSON("/aggregated/ENC-1", encrypted)
+            #expect(refused.status == .badRequest)
+            #expect((refused.json["error"] as? String)?.lowercased().contains("encrypted payloads are not supported") == true)
+            #expect(refused.headers[ErrorCode.header] == "encrypted")
+            #expect(try await client.postJSON("/aggregated/ENC-1", body).status == .ok, "the same nonce is still unused")
+        }
+    }
+
     @Test func identicalConcurrentUploadsAreAcceptedExactlyOnce() async throws {
         let test = try TestServer()
         test.clock.set(Uploads.exampleArrivalMs)

@@ -309,6 +309,31 @@ import _CryptoExtras
         }
     }
 
+    /// Issue 15: a download the device abandons without a report (the corpus's corrupted chunk) ends as failed when
+    /// its next attempt starts; the new attempt's "Starting" event belongs to the new session.
+    @Test func aDownloadAbandonedWithoutAReportEndsAsFailedWhenTheNextAttemptStarts() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try TestServer(firmwareKeys: keys)
+        try Self.install(vectors, keys: keys, into: test)
+        try await test.run { client in
+            _ = try await Self.deploy(vectors[1].version, to: ["ABANDON-1"], client: client, test: test)
+            var device = Device(id: "ABANDON-1", running: "1.0.0", keys: keys)
+            try await test.bind(device.id, client: client)
+            let info = try #require(try await device.checkForUpdate(client))
+            var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+            try await device.progress(client, "downloading", 0, "Starting firmware download...")
+            #expect(try await device.initiate(client, version: receiver.version).status == .ok)
+            _ = try await device.fetch(client, &receiver, until: 20)  // then a chunk fails to decrypt: no report
+            let (_, bodies) = try await device.update(client)  // a full OTA period later, from the start
+            #expect(bodies.count == receiver.totalChunks)
+            let history = try await client.execute(uri: "/ota/history/ABANDON-1", method: .get, headers: test.operatorHeaders)
+            let sessions = try #require(history.json["sessions"] as? [[String: Any]])
+            #expect(sessions.map { $0["outcome"] as? String ?? "active" } == ["success", "failed"])
+            #expect((sessions[1]["message"] as? String)?.hasPrefix("abandoned") == true)
+            #expect(sessions[1]["chunks_served"] as? Int == 20, "its progress is not reset by the next attempt")
+        }
+    }
+
     @Test func offersRespectRunningVersionsMismatchesAndAttemptLimits() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try TestServer(firmwareKeys: keys)

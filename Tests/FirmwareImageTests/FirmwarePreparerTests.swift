@@ -197,7 +197,7 @@ import _CryptoExtras
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let keys = try FirmwareKeys.generate()
         let written = try keys.write(to: directory)
-        #expect(written.count == 4)
+        #expect(written.count == 5)
         for path in written {
             let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! Int
             #expect(mode == 0o600, "\(path)")
@@ -208,15 +208,59 @@ import _CryptoExtras
         // Never over existing keys without overwrite.
         #expect(throws: FirmwareError.self) { try FirmwareKeys.generate().write(to: directory) }
         #expect(try FirmwareKeys(directory: directory).aesKey == keys.aesKey)
-        // The header carries the public key and the AES key.
-        let header = try String(contentsOfFile: (directory as NSString).appendingPathComponent("keys.h"), encoding: .utf8)
-        #expect(header.contains("const char* SERVER_PUBLIC_KEY ="))
-        #expect(header.contains(String(format: "0x%02x, 0x%02x", keys.aesKey[0], keys.aesKey[1])))
-        #expect(header.contains("HMAC_PSK = \""))
+        // The firmware's files carry the public key and the AES key.
+        let source = try String(contentsOfFile: (directory as NSString).appendingPathComponent(FirmwareKeys.sourceFile), encoding: .utf8)
+        #expect(source.contains("const char* SERVER_PUBLIC_KEY ="))
+        #expect(source.contains(String(format: "0x%02x, 0x%02x", keys.aesKey[0], keys.aesKey[1])))
+        #expect(source.contains("HMAC_PSK = \""))
         // A public key that belongs to another private key is refused.
         try Data(try FirmwareKeys.generate().publicKey.pemRepresentation.utf8)
             .write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(FirmwareKeys.publicKeyFile)))
         #expect(throws: FirmwareError.self) { try FirmwareKeys(directory: directory) }
+    }
+
+    /// Issue 15: the key files drop into the firmware's tree and compile and link there, included from several
+    /// translation units (the firmware includes keys.h from its OTA and security code).
+    @Test func theFirmwareKeyFilesCompileAndLinkInTheFirmwareLayout() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fwkeys-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let keys = try FirmwareKeys.generate()
+        try keys.write(to: directory)
+        let firmware = (directory as NSString).appendingPathComponent("firmware")
+        let ota = """
+            #include <stdio.h>
+            #include <string.h>
+            #include "application/keys.h"
+            const char* pem_head(void) { return SERVER_PUBLIC_KEY; }
+            int main(void) {
+                printf("%02x %d %zu\\n", AES_FIRMWARE_KEY[0], strncmp(pem_head(), "-----BEGIN PUBLIC KEY-----", 26), strlen(HMAC_PSK));
+                return 0;
+            }
+            """
+        let security = """
+            #include "application/keys.h"
+            int key_bits(void) { return RSA_KEY_SIZE + AES_FIRMWARE_KEY[31] * 0; }
+            """
+        try ota.write(toFile: firmware + "/src/ota.cpp", atomically: true, encoding: .utf8)
+        try security.write(toFile: firmware + "/src/security.cpp", atomically: true, encoding: .utf8)
+        let binary = firmware + "/keys-check"
+        let compile = Process()
+        compile.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        compile.arguments = [
+            "clang++", "-Wall", "-Werror", "-I", firmware + "/include", firmware + "/src/application/keys.cpp", firmware + "/src/ota.cpp",
+            firmware + "/src/security.cpp", "-o", binary,
+        ]
+        try compile.run()
+        compile.waitUntilExit()
+        #expect(compile.terminationStatus == 0, "clang++ compiles and links the key files with two users of keys.h")
+        let run = Process()
+        run.executableURL = URL(fileURLWithPath: binary)
+        let output = Pipe()
+        run.standardOutput = output
+        try run.run()
+        run.waitUntilExit()
+        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(printed == String(format: "%02x 0 64\n", keys.aesKey[0]))
     }
 
     @Test func directoryStoresLoadsAndDeletesEveryFileOfAVersion() throws {

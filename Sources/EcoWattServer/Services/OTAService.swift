@@ -34,6 +34,8 @@ public actor OTAService: Service {
     static let downloadActiveMs: Int64 = 120_000
     /// Idle sessions are looked for every 30 flushes.
     static let expiryEvery = 30
+    /// The progress message that opens every download attempt (spec §7.1 step 2).
+    static let attemptStartMessage = "Starting firmware download"
     private var ticks = 0
 
     let store: any OTAStore & DeviceRegistryStore
@@ -279,7 +281,32 @@ public actor OTAService: Service {
     ) async throws
         -> OTASession?
     {
-        let current = live.withLock { $0[deviceID] }
+        var current = live.withLock { $0[deviceID] }
+        // "Starting firmware download..." opens every attempt (spec §7.1 step 2). A session still open then, that had
+        // served chunks, was abandoned without a report (a chunk that failed to decrypt, a silent local failure): it
+        // failed, and this event belongs to the new attempt. (One that never served a chunk is replaced by the next
+        // initiate, and not counted as a failed attempt.)
+        if let open = current, open.counters.chunksServed > 0, phase == "downloading",
+            message?.hasPrefix(Self.attemptStartMessage) == true
+        {
+            await saveCounters(of: deviceID)
+            _ = try await store.endSession(
+                open.sessionID,
+                outcome: .failed,
+                message: "abandoned: the device started a new download without reporting the end of this one",
+                reportedVersion: nil,
+                reportedStatus: nil,
+                nowMs: clock()
+            )
+            forgetLive(deviceID: deviceID, sessionID: open.sessionID)
+            deviceEvents?.log(
+                level: .notice,
+                kind: "ota_failed",
+                "OTA session abandoned",
+                metadata: ["device_id": LogText.value(deviceID), "session_id": "\(open.sessionID)"]
+            )
+            current = nil
+        }
         // Without a session (the firmware reports "Starting firmware download..." before it initiates, spec §7.1
         // step 2) the event is kept and attached to the session the next initiate starts.
         let outcome: OTAOutcome? =
