@@ -2,8 +2,9 @@
 ///
 /// A device without NTP stamps its packets with `millis()` since boot and its uploads with seconds since boot; when
 /// NTP syncs (without a reboot) it switches to epoch time, while packets stamped before the switch may still wait in
-/// its backlog. The boot's start in epoch time is estimated from the unsynced uploads (arrival time − uptime, the
-/// earliest estimate being the one with the least network delay), so that both kinds of stamps order on one time line.
+/// its backlog. The boot's start in epoch time is estimated from its first unsynced upload (arrival time − uptime) and
+/// kept for the boot: stamps counted from boot then order exactly among themselves, and within the estimate's error (the
+/// network delay of one upload and the uptime's whole seconds) against those taken after the sync.
 public struct BootClock: Sendable, Equatable {
     /// Estimated epoch ms at which this boot's `millis()` was 0, known once an unsynced upload arrived.
     public var bootEpochMs: Int64?
@@ -22,6 +23,7 @@ public struct BootClock: Sendable, Equatable {
     /// The oldest a packet in the device's backlog can be: 20 ring slots × the longest upload period the watchdog
     /// allows (590 s) is 3.3 h; 6 h leaves room for a lost 200 and its resend.
     static let maxBacklogAgeMs: Int64 = 6 * 3_600_000
+    static let dayMs: UInt32 = 86_400_000
 
     /// The boot start an unsynced upload implies: its uptime is `seconds` (whole seconds of a `millis()` that wraps
     /// every 2^32 ms), so the boot began half a second before `arrival − seconds` on average. `nil` for a number no
@@ -39,7 +41,11 @@ public struct BootClock: Sendable, Equatable {
     public mutating func time(of timestamp: UInt32, uploadSynced: Bool, arrivalMs: Int64) -> (ms: Int64, estimated: Bool) {
         let epoch = DeviceStreamDecoder.reconstructEpochMs(timestamp, near: arrivalMs)
         if bootEpochMs == nil {
-            guard uploadSynced, epoch > arrivalMs + Self.futureSlackMs || epoch < arrivalMs - Self.maxBacklogAgeMs else {
+            // A stamp counted from boot is small (the device has been up for minutes); an epoch stamp cut to 32 bits
+            // is below a day only one time in fifty, and then it is also close to the arrival time.
+            guard uploadSynced, timestamp < Self.dayMs,
+                epoch > arrivalMs + Self.futureSlackMs || epoch < arrivalMs - Self.maxBacklogAgeMs
+            else {
                 return (epoch, !uploadSynced)
             }
             // The first upload came after a late sync while the device still held stamps from before it: they are far
@@ -51,10 +57,10 @@ public struct BootClock: Sendable, Equatable {
         guard uploadSynced else { return (sinceBoot, true) }
         // A synced upload of a boot that started unsynced: a stamp taken after the sync is later than the last unsynced
         // upload; one from before the sync is counted from boot and not after the arrival.
-        let epochPlausible =
-            epoch >= (lastUnsyncedArrivalMs ?? boot) - Self.sameBootToleranceMs && epoch <= arrivalMs + Self.futureSlackMs
-        if epochPlausible { return (epoch, false) }
-        if sinceBoot >= boot - 1000, sinceBoot <= arrivalMs + Self.sameBootToleranceMs { return (sinceBoot, true) }
-        return (epoch, false)
+        // Of the two readings, the one that is plausible; if neither is, the one that misses by less.
+        let epochMiss =
+            max(0, (lastUnsyncedArrivalMs ?? boot) - Self.sameBootToleranceMs - epoch) + max(0, epoch - arrivalMs - Self.futureSlackMs)
+        let bootMiss = max(0, boot - 1000 - sinceBoot) + max(0, sinceBoot - arrivalMs - Self.sameBootToleranceMs)
+        return epochMiss <= bootMiss ? (epoch, false) : (sinceBoot, true)
     }
 }

@@ -149,7 +149,8 @@ public enum DeviceStreamDecoder {
         else { return }
         if let boot = state.clock.bootEpochMs {
             if estimate <= boot + BootClock.sameBootToleranceMs {
-                state.clock.bootEpochMs = min(boot, estimate)
+                // The first estimate stays: every stamp of the boot is then placed with the same offset, so packets
+                // order exactly by their millis(), whatever the network delay of later uploads.
                 state.noRebootSince(boot)
             } else {
                 state.rebootProven(startMs: estimate)

@@ -41,9 +41,9 @@ public struct FirmwareUploadQueue: Sendable {
     }
 
     /// The start of an upload period: the samples taken since the last one become a packet (the layout of the first
-    /// sample labels them all). Returns the new packet and how many old packets the full ring dropped; `nil` when no
-    /// sample was taken in the period (then the firmware does not upload at all, not even its backlog).
-    public mutating func batch() -> (packet: UploadBuilder.Packet, dropped: Int)? {
+    /// sample labels them all). Returns the new packet and the old packets the full ring dropped; `nil` when no sample
+    /// was taken in the period (then the firmware does not upload at all, not even its backlog).
+    public mutating func batch() -> (packet: UploadBuilder.Packet, dropped: [UploadBuilder.Packet])? {
         guard newSample, let first = samples.first, let last = samples.last else { return nil }
         newSample = false
         let values = samples.flatMap(\.values)
@@ -52,9 +52,7 @@ public struct FirmwareUploadQueue: Sendable {
         let packet = UploadBuilder.Packet(blob: blob, registerLayout: first.layout, sampleCount: samples.count, timestamp: last.timestamp)
         samples = []
         packets.append(packet)
-        let dropped = max(0, packets.count - Self.packetCapacity)
-        packets.removeFirst(dropped)
-        return (packet, dropped)
+        return (packet, dropOverflow())
     }
 
     /// The packets of this period's request: the first (at most 8) of the ring, taken out of it.
@@ -65,12 +63,19 @@ public struct FirmwareUploadQueue: Sendable {
     }
 
     /// The request failed (both attempts): its packets go back behind the ones that were not drained, which reorders
-    /// them, and the ring drops its oldest beyond 20. Returns how many were dropped.
+    /// them, and the ring drops its oldest beyond 20. Returns the packets dropped.
     @discardableResult
-    public mutating func pushBack(_ drained: [UploadBuilder.Packet]) -> Int {
+    public mutating func pushBack(_ drained: [UploadBuilder.Packet]) -> [UploadBuilder.Packet] {
         packets += drained
-        let dropped = max(0, packets.count - Self.packetCapacity)
-        packets.removeFirst(dropped)
+        return dropOverflow()
+    }
+
+    private mutating func dropOverflow() -> [UploadBuilder.Packet] {
+        let dropped = Array(packets.prefix(max(0, packets.count - Self.packetCapacity)))
+        packets.removeFirst(dropped.count)
         return dropped
     }
+
+    /// Readings not delivered yet: in the sample buffer, and in the packets waiting in the ring.
+    public var samplesWaiting: Int { samples.count + packets.reduce(0) { $0 + $1.sampleCount } }
 }

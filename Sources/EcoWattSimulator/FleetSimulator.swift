@@ -50,7 +50,7 @@ public struct FleetSimulator: Sendable {
         let rampUp = options.rampUp ?? min(options.intervals.upload / options.speed, options.duration / 2)
         let options = self.options
 
-        await withTaskGroup(of: Void.self) { group in
+        let readings = await withTaskGroup(of: (String, [SimulatedDevice.Reading])?.self) { group in
             for index in 0..<options.devices {
                 let id = options.deviceID(index)
                 let connection = DeviceConnection(client: client, baseURL: base, statistics: statistics)
@@ -67,6 +67,7 @@ public struct FleetSimulator: Sendable {
                         seed: options.seed &* 1_000_003 &+ UInt64(index)
                     )
                     await device.run(until: end, stop: stop)
+                    return (id, device.readings ?? [])
                 }
             }
             group.addTask {
@@ -74,7 +75,7 @@ public struct FleetSimulator: Sendable {
                 // second, less than the server's nonce-jump allowance of 1024) keeps a killed run from replaying.
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
-                    if Task.isCancelled { return }
+                    if Task.isCancelled { return nil }
                     try? nonces.save(headroom: 256)
                     progress?(
                         Progress(
@@ -84,16 +85,63 @@ public struct FleetSimulator: Sendable {
                         )
                     )
                 }
+                return nil
             }
             // The devices finish first; then stop the progress task.
-            for _ in 0..<options.devices { await group.next() }
+            var readings: [String: [SimulatedDevice.Reading]] = [:]
+            for _ in 0..<options.devices {
+                if case .some(.some(let (id, device))) = await group.next() { readings[id] = device }
+            }
             group.cancelAll()
+            return readings
+        }
+        var verified: SampleVerification.Outcome?
+        if let token = options.operatorToken {
+            verified = try await Self.verify(
+                readings,
+                with: SampleVerification(client: client, baseURL: base, token: token),
+                clockSkewMs: Int64(clock.elapsedSeconds * max(0, options.speed - 1) * 1000) + 2_000
+            )
         }
         try? await client.shutdown()
         try nonces.save()
         var report = statistics.snapshot(latency: true)
         report.elapsedSeconds = clock.elapsedSeconds
+        report.samplesStoredExactly = verified?.exactly
+        report.samplesStoredApproximately = verified?.approximately
+        report.worstSampleTimeErrorMs = verified?.worstErrorMs
         return report
+    }
+
+    /// Reads every device's samples back, eight devices at a time, and matches them with its readings.
+    static func verify(
+        _ readings: [String: [SimulatedDevice.Reading]],
+        with verification: SampleVerification,
+        clockSkewMs: Int64
+    ) async throws -> SampleVerification.Outcome {
+        var total = SampleVerification.Outcome()
+        let devices = readings.filter { !$0.value.isEmpty }.sorted { $0.key < $1.key }
+        for start in stride(from: 0, to: devices.count, by: 8) {
+            try await withThrowingTaskGroup(of: SampleVerification.Outcome.self) { group in
+                for (id, device) in devices[start..<min(start + 8, devices.count)] {
+                    group.addTask {
+                        let times = device.map(\.timeMs)
+                        let stored = try await verification.stored(
+                            deviceID: id,
+                            fromMs: times.min()! - 86_400_000,
+                            toMs: times.max()! + 86_400_000
+                        )
+                        return SampleVerification.match(device, stored, clockSkewMs: clockSkewMs)
+                    }
+                }
+                for try await outcome in group {
+                    total.exactly += outcome.exactly
+                    total.approximately += outcome.approximately
+                    total.worstErrorMs = max(total.worstErrorMs, outcome.worstErrorMs)
+                }
+            }
+        }
+        return total
     }
 }
 

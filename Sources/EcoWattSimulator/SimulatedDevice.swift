@@ -12,10 +12,11 @@ import NIOHTTP1
 struct SimulatedDevice {
     enum Job: CaseIterable { case sensor, upload, config, command, energy, ota }
 
-    struct Sample {
+    /// A reading and when it was taken (device time), kept to check afterwards what the server stored.
+    struct Reading: Sendable {
         var values: [UInt16]
         var layout: [Int]
-        var timestamp: UInt32
+        var timeMs: Int64
     }
 
     let id: String
@@ -37,18 +38,22 @@ struct SimulatedDevice {
     var techniques = 8
 
     /// Register set received from the server, applied after the next successful upload (spec §5.3).
-    private var pendingLayout: [Int]?
-    private var configChangePending = false
+    var pendingLayout: [Int]?
+    var configChangePending = false
     /// What `POST /ota/{id}/complete` reports at the next boot.
-    private var bootStatus = "success"
+    var bootStatus = "success"
+
+    /// NTP syncs this long after a boot; until then the device stamps with `millis()` and reports its uptime.
+    let ntpDelayMs: Int64
+    /// Each Modbus read takes this long: the sensor period is the poll interval plus it.
+    let readMs: Int64
+    /// Every reading, when the run checks what the server stored.
+    var readings: [Reading]?
 
     // RAM, lost on reboot.
-    private var samples: [Sample] = []
-    private var newSample = false
-    private var packets: [UploadBuilder.Packet] = []
-    private var compressor = SmartCompressor()
-    private var bootMs: Int64 = 0
-    private var due: [Job: Int64] = [:]
+    var queue = FirmwareUploadQueue()
+    var bootMs: Int64 = 0
+    var due: [Job: Int64] = [:]
 
     init(
         id: String,
@@ -71,12 +76,15 @@ struct SimulatedDevice {
         runningVersion = options.firmwareVersion
         model = InverterModel(seed: seed)
         modbusFaultRate = options.modbusFaultRate
+        ntpDelayMs = Int64(options.ntpDelay * 1000)
+        readMs = Int64(options.modbusReadTime * 1000)
+        readings = options.operatorToken == nil ? nil : []
         faults = SplitMix64(seed: seed ^ 0x5EED_FA17)
     }
 
     // MARK: - Scheduling
 
-    private func period(_ job: Job) -> Double {
+    func period(_ job: Job) -> Double {
         switch job {
         case .sensor: intervals.poll
         case .upload: intervals.upload
@@ -87,14 +95,18 @@ struct SimulatedDevice {
         }
     }
 
-    private mutating func schedule(_ job: Job) {
-        due[job] = clock.nowMs + Int64(max(period(job), 0.05) * 1000)
+    mutating func schedule(_ job: Job, after extraMs: Int64 = 0) {
+        due[job] = clock.nowMs + extraMs + Int64(max(period(job), 0.05) * 1000)
     }
 
     /// Boots, then runs the tasks until `end` or a stop request (a task already started is finished, so no command is
     /// left executed but unreported and no upload half done).
     mutating func run(until end: ContinuousClock.Instant, stop: SimulationStop) async {
         await boot()
+        defer {
+            let unsent = queue.samplesWaiting
+            statistics.update { $0.samplesUnsent += unsent }
+        }
         while !Task.isCancelled, !stop.isRequested {
             guard let (job, deviceMs) = due.min(by: { $0.value < $1.value }) else { return }
             let wake = clock.instant(atDeviceMs: deviceMs)
@@ -107,7 +119,10 @@ struct SimulatedDevice {
                 }
             }
             switch job {
-            case .sensor: await readSensors()
+            case .sensor:
+                await readSensors()
+                schedule(.sensor, after: readMs)  // the next wait starts when the read is done
+                continue
             case .upload: await upload()
             case .config: await pollConfig()
             case .command: await pollCommand()
@@ -120,14 +135,21 @@ struct SimulatedDevice {
 
     // MARK: - Boot (spec §0.7, §1.1 A–D)
 
-    private var seconds: Int64 { clock.nowMs / 1000 }
+    /// NTP has synced (spec §0.6).
+    var synced: Bool { clock.nowMs - bootMs >= ntpDelayMs }
+    /// `millis()` at device time `ms`: 32 bits since boot.
+    func millis(_ ms: Int64) -> Int64 { (ms - bootMs) & 0xFFFF_FFFF }
+    /// The "Unix seconds" fields: epoch seconds, or seconds since boot before NTP (spec §0.6).
+    var seconds: Int64 { (synced ? clock.nowMs : millis(clock.nowMs)) / 1000 }
 
     mutating func boot() async {
-        statistics.update { $0.boots += 1 }
-        samples = []
-        packets = []
-        newSample = false
-        compressor = SmartCompressor()
+        // RAM is lost: readings not uploaded before the reboot are gone.
+        let unsent = queue.samplesWaiting
+        statistics.update {
+            $0.boots += 1
+            $0.samplesUnsent += unsent
+        }
+        queue = FirmwareUploadQueue()
         bootMs = clock.nowMs
         if let pendingLayout {
             layout = pendingLayout
@@ -207,38 +229,27 @@ struct SimulatedDevice {
             guard await recoverFromModbusFault() else { return }
         }
         let values = model.read(layout)
-        // Taken after the read, in whole seconds × 1000, cut to 32 bits.
-        let timestamp = UInt32(truncatingIfNeeded: clock.nowMs / 1000 * 1000)
-        samples.append(Sample(values: values, layout: layout, timestamp: timestamp))
-        if samples.count > 50 { samples.removeFirst() }
-        newSample = true
-        statistics.update { $0.samplesRead += 1 }
+        // Taken after the read, in whole seconds × 1000 (of epoch time, or of millis() before NTP), cut to 32 bits.
+        let takenMs = clock.nowMs + readMs
+        let stamp = UInt32(truncatingIfNeeded: (synced ? takenMs : millis(takenMs)) / 1000 * 1000)
+        let overwritten = queue.record(.init(values: values, layout: layout, timestamp: stamp))
+        readings?.append(Reading(values: values, layout: layout, timeMs: takenMs))
+        statistics.update {
+            $0.samplesRead += 1
+            $0.samplesOverwritten += overwritten
+        }
     }
 
     mutating func upload() async {
-        guard newSample, let first = samples.first else { return }
-        newSample = false
-        let batch = samples
-        samples = []
-        let values = batch.flatMap(\.values)
-        let selection = (0..<values.count).map { first.layout[$0 % first.layout.count] }
-        let blob = compressor.compress(values, selection: selection)
-        packets.append(
-            .init(blob: blob, registerLayout: first.layout, sampleCount: batch.count, timestamp: batch.last!.timestamp)
-        )
-        var dropped = 0
-        if packets.count > 20 {
-            packets.removeFirst()
-            dropped = 1
-        }
+        guard let (packet, dropped) = queue.batch() else { return }
         statistics.update {
             $0.packetsCompressed += 1
-            $0.packetsByMarker[HexCoding.byteLabel(blob[0]), default: 0] += 1
-            $0.packetsDropped += dropped
+            $0.packetsByMarker[HexCoding.byteLabel(packet.blob[0]), default: 0] += 1
+            $0.packetsDropped += dropped.count
+            $0.samplesDropped += dropped.reduce(0) { $0 + $1.sampleCount }
         }
 
-        let drained = Array(packets.prefix(UploadBuilder.maxPacketsPerUpload))
-        packets.removeFirst(drained.count)
+        let drained = queue.drain()
         var delivered = false
         for attempt in 0..<2 where !delivered {
             if attempt == 1 { try? await clock.sleep(deviceSeconds: 0.3) }
@@ -269,11 +280,10 @@ struct SimulatedDevice {
         }
         guard delivered else {
             // Pushed back behind the packets that were not drained (this reorders them, as on the device).
-            packets += drained
-            if packets.count > 20 {
-                let excess = packets.count - 20
-                packets.removeFirst(excess)
-                statistics.update { $0.packetsDropped += excess }
+            let dropped = queue.pushBack(drained)
+            statistics.update {
+                $0.packetsDropped += dropped.count
+                $0.samplesDropped += dropped.reduce(0) { $0 + $1.sampleCount }
             }
             return
         }
@@ -318,296 +328,5 @@ struct SimulatedDevice {
             if recovered { $0.faultsRecovered += 1 } else { $0.faultsFailed += 1 }
         }
         return recovered
-    }
-
-    // MARK: - Commands (spec §4)
-
-    mutating func pollCommand() async {
-        guard
-            let reply = await connection.send(
-                .GET,
-                "/commands/\(id)/poll",
-                route: "GET /commands/{id}/poll",
-                timeoutSeconds: 6,
-                accepted: [200],
-                pool: ArduinoJSONPool.commandPoll
-            ),
-            reply.status == 200, let json = reply.json, json["commands"] != nil,
-            let count = json["count"]?.intValue, count > 0,
-            let first = json["commands"]?.arrayValue?.first
-        else { return }
-        let commandID = first["command_id"]?.stringValue ?? ""
-        guard let command = first["command"], command.isObject else { return }
-        let action = command["action"]?.stringValue ?? ""
-        let status = execute(action: action, command: command) ? "success" : "failed"
-        let result: JSONValue = .object([
-            (
-                "command_result",
-                .object([
-                    ("command_id", .string(commandID)), ("status", .string(status)),
-                    ("executed_at", .string(EpochTime.iso8601(seconds: seconds))),
-                ])
-            )
-        ])
-        let answer = await connection.send(
-            .POST,
-            "/commands/\(id)/result",
-            route: "POST /commands/{id}/result",
-            body: result.serialized,
-            timeoutSeconds: 5,
-            accepted: [200]
-        )
-        let executed = ExecutedCommand(
-            deviceID: id,
-            commandID: commandID,
-            action: action,
-            status: status,
-            reported: answer?.status == 200
-        )
-        statistics.update { $0.commands.append(executed) }
-    }
-
-    /// The firmware's `CommandExecutor` against the simulated inverter (only register 8, `Pow`, changes anything).
-    mutating func execute(action: String, command: JSONValue) -> Bool {
-        let value = command["value"]?.intValue ?? 0
-        switch action {
-        case "write_register":
-            var address = command["register_address"]?.intValue ?? -1
-            if address < 0 {
-                // atoi(target_register): a leading number, "0" allowed; a name without an address fails.
-                let digits = (command["target_register"]?.stringValue ?? "").prefix { $0.isNumber }
-                guard let parsed = Int64(digits) else { return false }
-                address = parsed
-            }
-            if UInt16(truncatingIfNeeded: address) == 8 { model.exportLimit = UInt16(truncatingIfNeeded: value) }
-            return true
-        case "set_power":
-            model.exportLimit = UInt16(min(max(value * 100 / 10000, 0), 100))
-            return true
-        case "set_power_percentage":
-            model.exportLimit = UInt16(min(max(value, 0), 100))
-            return true
-        case "get_power_stats", "get_peripheral_stats", "reset_power_stats", "reset_peripheral_stats":
-            return true
-        default:
-            return false
-        }
-    }
-
-    // MARK: - Remote configuration (spec §5)
-
-    mutating func pollConfig() async {
-        // The firmware parses the body whatever the status.
-        guard
-            let reply = await connection.send(
-                .GET,
-                "/config/\(id)",
-                route: "GET /config/{id}",
-                timeoutSeconds: 15,
-                accepted: [200],
-                pool: ArduinoJSONPool.config
-            ),
-            let json = reply.json, json["is_pending"] == .bool(true),
-            let pending = json["pending_config"], pending.isObject
-        else { return }
-        let document = pending["config_update"].flatMap { $0.isObject ? $0 : nil } ?? pending
-        var changes = 0
-        func interval(_ key: String) -> Double? {
-            guard let field = document[key] else { return nil }
-            // as<uint32_t>(): floats truncate, numeric strings parse, anything else is 0.
-            if let number = field.doubleValue { return number < 0 ? 0 : Double(UInt32(min(number, 4e9))) }
-            if let text = field.stringValue { return Double(UInt32(text) ?? 0) }
-            return 0
-        }
-        func apply(_ key: String, _ job: Job, _ path: WritableKeyPath<DeviceIntervals, Double>) {
-            guard let seconds = interval(key), seconds != intervals[keyPath: path] else { return }
-            if key == "energy_poll_interval", seconds < 5 { return }  // the firmware rejects it silently
-            guard seconds > 0 else {
-                // The firmware would write 0 to its timer (a busy loop); the simulator refuses it and reports it.
-                statistics.update {
-                    $0.errors["GET /config/{id}: \(key)=\(Int(seconds)) would stall the firmware; not applied", default: 0] += 1
-                }
-                return
-            }
-            intervals[keyPath: path] = seconds
-            changes += 1
-            schedule(job)
-        }
-        apply("sampling_interval", .sensor, \.poll)
-        apply("upload_interval", .upload, \.upload)
-        apply("config_poll_interval", .config, \.config)
-        apply("command_poll_interval", .command, \.command)
-        apply("firmware_check_interval", .ota, \.ota)
-        apply("energy_poll_interval", .energy, \.energy)
-        if let names = document["registers"]?.arrayValue {
-            let matched = Set(names.compactMap { $0.stringValue.flatMap(Register.init(name:))?.rawValue })
-            if !matched.isEmpty {
-                pendingLayout = matched.sorted()
-                changes += 1  // always counted as a change (spec §5.2)
-            }
-        }
-        if let power = document["power_management"], power.isObject {
-            if let enabled = power["enabled"]?.boolValue, enabled != powerManagementEnabled {
-                powerManagementEnabled = enabled
-                changes += 1
-            }
-            if let value = power["techniques"]?.intValue, Int(value) != techniques {
-                techniques = Int(value)
-                changes += 1
-            }
-        }
-        guard changes > 0 else { return }
-        configChangePending = true
-        let acknowledgement: JSONValue = .object([
-            ("status", "applied"), ("timestamp", .int(seconds)), ("error_msg", "Configuration updated successfully"),
-            (
-                "power_management",
-                .object([
-                    ("enabled", .bool(powerManagementEnabled)), ("techniques", .int(Int64(techniques))),
-                    ("energy_poll_freq", .int(Int64(UInt32(truncatingIfNeeded: Int64(intervals.energy * 1_000_000))))),
-                ])
-            ),
-        ])
-        _ = await connection.send(
-            .POST,
-            "/config/\(id)/acknowledge",
-            route: "POST /config/{id}/acknowledge",
-            body: acknowledgement.serialized,
-            timeoutSeconds: 15,
-            accepted: [200]
-        )
-        statistics.update { $0.configsApplied += 1 }
-    }
-
-    // MARK: - Energy report (spec §6.1)
-
-    mutating func reportEnergy() async {
-        let uptime = UInt32(truncatingIfNeeded: clock.nowMs - bootMs)
-        let current = 140 + Double(model.exportLimit) / 10
-        let saved = powerManagementEnabled ? Double(uptime) / 3_600_000 * 12 : 0
-        let body =
-            #"{"device_id":"\#(id)","timestamp":\#(clock.nowMs),"power_management":{"enabled":\#(powerManagementEnabled),"#
-            + #""techniques":"0x\#(String(format: "%02X", techniques))","avg_current_ma":\#(String(format: "%.2f", current)),"#
-            + #""energy_saved_mah":\#(String(format: "%.2f", saved)),"peripheral_savings_mah":\#(String(format: "%.2f", saved / 2)),"#
-            + #""uptime_ms":\#(uptime),"high_perf_ms":\#(uptime / 10),"normal_ms":\#(uptime - uptime / 10),"low_power_ms":0,"sleep_ms":0}}"#
-        let reply = await connection.send(
-            .POST,
-            "/power/energy/\(id)",
-            route: "POST /power/energy/{id}",
-            body: body,
-            timeoutSeconds: 10
-        )
-        if let reply, reply.status == 200 || reply.status == 201 { statistics.update { $0.energyReports += 1 } }
-    }
-
-    // MARK: - FOTA (spec §7.1)
-
-    private func progress(_ phase: String, _ percent: Int, _ message: String) async {
-        let body: JSONValue = .object([
-            ("phase", .string(phase)), ("progress", .int(Int64(percent))), ("message", .string(message)),
-            ("timestamp", .int(seconds)),
-        ])
-        _ = await connection.send(
-            .POST,
-            "/ota/\(id)/progress",
-            route: "POST /ota/{id}/progress",
-            body: body.serialized,
-            timeoutSeconds: 30
-        )
-    }
-
-    mutating func checkFirmware() async {
-        guard let keys = firmwareKeys else { return }
-        guard
-            let reply = await connection.send(
-                .GET,
-                "/ota/check/\(id)?version=\(runningVersion)",
-                route: "GET /ota/check/{id}",
-                timeoutSeconds: 30,
-                accepted: [200],
-                pool: ArduinoJSONPool.otaCheck
-            ),
-            reply.status == 200, let json = reply.json, json["update_available"] == .bool(true),
-            let info = json["update_info"]
-        else { return }
-        let offered = clock.elapsedSeconds
-        var outcome = FirmwareUpdateOutcome(
-            deviceID: id,
-            fromVersion: runningVersion,
-            toVersion: info["latest_version"]?.stringValue ?? "?",
-            failure: nil,
-            chunks: 0,
-            seconds: 0
-        )
-        defer {
-            outcome.seconds = clock.elapsedSeconds - offered
-            statistics.update { [outcome] in $0.firmwareUpdates.append(outcome) }
-        }
-        var receiver: DeviceFirmwareReceiver
-        do {
-            receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
-        } catch {
-            outcome.failure = "\(error)"
-            return
-        }
-        await progress("downloading", 0, "Starting firmware download...")
-        guard
-            let initiated = await connection.send(
-                .POST,
-                "/ota/initiate/\(id)",
-                route: "POST /ota/initiate/{id}",
-                body: JSONValue.object([("firmware_version", .string(receiver.version))]).serialized,
-                timeoutSeconds: 30,
-                pool: ArduinoJSONPool.otaInitiate
-            ),
-            initiated.status == 200 || initiated.status == 201, initiated.json?["success"] == .bool(true)
-        else {
-            outcome.failure = "initiate refused"
-            return
-        }
-        var lastReportMs = clock.nowMs
-        while !receiver.isComplete {
-            let n = receiver.nextChunk
-            let percent = (n + 1) * 100 / receiver.totalChunks
-            let chunk = await connection.send(
-                .GET,
-                "/ota/chunk/\(id)?version=\(receiver.version)&chunk=\(n)",
-                route: "GET /ota/chunk/{id}",
-                timeoutSeconds: 30,
-                accepted: [200],
-                pool: ArduinoJSONPool.otaChunk
-            )
-            do {
-                guard let chunk, chunk.status == 200, let json = chunk.json else {
-                    throw DeviceFirmwareReceiver.Failure.chunk(n, "no 200 reply")
-                }
-                try receiver.receive(reply: json)
-            } catch {
-                await progress("failed", percent, "Download failed - will retry on next cycle")
-                outcome.failure = "\(error)"
-                return
-            }
-            outcome.chunks += 1
-            if n % 50 == 0 || percent % 10 == 0 || clock.nowMs - lastReportMs > 5000 {
-                await progress("downloading", percent, "Downloading chunk \(n + 1) of \(receiver.totalChunks)")
-                lastReportMs = clock.nowMs
-            }
-        }
-        await progress("download_complete", 100, "Download complete, verifying security...")
-        await progress("verifying", 100, "Verifying firmware security...")
-        do {
-            try receiver.verify(publicKey: keys.publicKey)
-        } catch {
-            await progress("verification_failed", 0, "Security verification failed - Rolling back")
-            outcome.failure = "\(error)"
-            bootStatus = "rolled_back"
-            await boot()
-            return
-        }
-        await progress("verification_success", 100, "Security verification passed - Installing firmware")
-        await progress("installing", 100, "Installing new firmware - Device will reboot")
-        try? await clock.sleep(deviceSeconds: 2)
-        runningVersion = receiver.version
-        await boot()
     }
 }

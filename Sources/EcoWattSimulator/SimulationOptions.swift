@@ -52,6 +52,14 @@ public struct SimulationOptions: Sendable {
     public var modbusFaultRate = 0.0
     /// Seed of the inverter models (runs with the same seed read the same values).
     public var seed: UInt64 = 1
+    /// Device seconds after a boot until NTP syncs: before it the device stamps its samples with `millis()` and
+    /// reports its uptime (spec §0.6). 0: synced at boot.
+    public var ntpDelay: Double = 0
+    /// Device seconds each Modbus read takes (the sensor period is the poll interval plus this).
+    public var modbusReadTime: Double = 0.15
+    /// The operator token: with it, the run ends by reading back every device's samples and counting how many of
+    /// the readings the server stored exactly.
+    public var operatorToken: String?
 
     public init(baseURL: String) {
         self.baseURL = baseURL

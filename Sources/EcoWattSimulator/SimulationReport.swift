@@ -72,6 +72,18 @@ public struct SimulationReport: Sendable {
     public var errors: [String: Int] = [:]
 
     public var samplesRead = 0
+    /// Readings the device overwrote in its 50-sample buffer before an upload period took them.
+    public var samplesOverwritten = 0
+    /// Readings in packets the full 20-slot ring dropped.
+    public var samplesDropped = 0
+    /// Readings never uploaded: still on a device when the run ended, or lost with its RAM at a reboot.
+    public var samplesUnsent = 0
+    /// With an operator token: readings found among the server's samples with the value read and a time within
+    /// ``sampleTimeToleranceMs`` of the reading (exactly), or with a lossy 0x50 value (approximately).
+    public var samplesStoredExactly: Int?
+    public var samplesStoredApproximately: Int?
+    /// The largest time error of a sample stored exactly (ms).
+    public var worstSampleTimeErrorMs: Int64?
     public var packetsCompressed = 0
     /// Packets compressed, by marker (`0x01`, `0xD0`, `0x50`, `0x71`).
     public var packetsByMarker: [String: Int] = [:]
@@ -123,6 +135,14 @@ public struct SimulationReport: Sendable {
         lines.append("")
         let markers = packetsByMarker.keys.sorted().map { "\($0)×\(packetsByMarker[$0]!)" }.joined(separator: " ")
         lines.append("devices: \(boots) boots; samples read \(samplesRead); packets compressed \(packetsCompressed) (\(markers))")
+        if let exactly = samplesStoredExactly {
+            lines.append(
+                "samples: \(samplesRead) read, \(exactly) stored exactly, \(samplesStoredApproximately ?? 0) approximately (0x50), "
+                    + "\(samplesRead - exactly - (samplesStoredApproximately ?? 0)) not stored (\(samplesOverwritten) overwritten and "
+                    + "\(samplesDropped) dropped on the devices, \(samplesUnsent) not sent before a reboot or the end); "
+                    + "worst time error \(worstSampleTimeErrorMs ?? 0) ms"
+            )
+        }
         lines.append(
             "uploads: \(uploadsAccepted) accepted, \(uploadsRejected) rejected, \(uploadsFailedLocally) failed locally; "
                 + "\(packetsUploaded) packets / \(samplesUploaded) samples delivered; \(packetsDropped) packets dropped by the ring"
@@ -185,6 +205,12 @@ extension SimulationReport {
             ("errors", counts(errors)),
             ("boots", .int(Int64(boots))),
             ("samples_read", .int(Int64(samplesRead))),
+            ("samples_overwritten", .int(Int64(samplesOverwritten))),
+            ("samples_dropped", .int(Int64(samplesDropped))),
+            ("samples_unsent", .int(Int64(samplesUnsent))),
+            ("samples_stored_exactly", samplesStoredExactly.map { .int(Int64($0)) } ?? .null),
+            ("samples_stored_approximately", samplesStoredApproximately.map { .int(Int64($0)) } ?? .null),
+            ("worst_sample_time_error_ms", worstSampleTimeErrorMs.map { .int($0) } ?? .null),
             ("packets_compressed", .int(Int64(packetsCompressed))),
             ("packets_by_marker", counts(packetsByMarker)),
             ("packets_dropped", .int(Int64(packetsDropped))),

@@ -275,7 +275,10 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                     approximate: row["approximate"],
                     truncated: row["truncated"],
                     reason: row["reason"],
-                    blob: (row["blob"] as Data?).map(Array.init)
+                    blob: (row["blob"] as Data?).map(Array.init),
+                    detail: row["detail"],
+                    serial: row["serial"],
+                    timeEstimated: row["time_estimated"]
                 )
             }
         }

@@ -74,6 +74,8 @@ public struct PacketRow: Sendable, Equatable {
     public var truncated: Bool
     public var reason: String?
     public var blob: [UInt8]?
+    /// What the decoder said about it (why it is undecodable, how much of a cut blob it kept).
+    public var detail: String? = nil
     /// The decoder's device-scoped number (issue 15; `nil` for packets stored before it).
     public var serial: Int64? = nil
     public var timeEstimated = false

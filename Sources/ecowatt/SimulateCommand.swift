@@ -46,6 +46,12 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Probability (0–1) that a sensor read hits a Modbus fault, reported to POST /fault/recovery.")
     var modbusFaultRate = 0.0
     @Option(help: "Seed of the simulated inverters.") var seed: UInt64 = 1
+    @Option(help: "Device seconds after each boot until NTP syncs (before: millis() stamps and uptime). 0: at boot.")
+    var ntpDelay: Double = 0
+    @Option(help: "Device seconds each Modbus read takes (the sensor period is the poll interval plus this).")
+    var modbusReadTime: Double = 0.15
+    @Flag(help: "After the run, read every device's samples back (operator token from --keys-dir) and count those stored exactly.")
+    var verify = false
     @Option(help: "Also write the final report as JSON to this file.") var reportJSON: String?
 
     func run() async throws {
@@ -79,6 +85,16 @@ struct SimulateCommand: AsyncParsableCommand {
         options.seed = seed
         guard (0...1).contains(modbusFaultRate) else { throw ValidationError("--modbus-fault-rate must be in 0...1") }
         options.modbusFaultRate = modbusFaultRate
+        guard ntpDelay >= 0, modbusReadTime >= 0 else { throw ValidationError("--ntp-delay and --modbus-read-time must be ≥ 0") }
+        options.ntpDelay = ntpDelay
+        options.modbusReadTime = modbusReadTime
+        if verify {
+            let tokenPath = (keysDir as NSString).appendingPathComponent("operator_token")
+            guard let token = try? String(contentsOfFile: tokenPath, encoding: .utf8) else {
+                throw ValidationError("--verify reads the operator token from \(tokenPath), which is not readable")
+            }
+            options.operatorToken = token.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
         do {
             options.firmwareKeys = try FirmwareKeys(directory: keysDir)
         } catch {

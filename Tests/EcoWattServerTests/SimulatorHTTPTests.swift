@@ -241,6 +241,57 @@ extension SimulatorHTTPTests {
 extension SimulatorHTTPTests {
     /// The real binary: `ecowatt simulate` prints its report, writes it as JSON, exits 0 when everything was accepted,
     /// and a second run with the same nonce file is not a replay.
+    /// Issue 15: devices whose first minute runs without NTP, whose reads take 150 ms, with single-sample batches
+    /// (0x71 after the eighth) and uploads that fail for about twelve periods, so that their backlog comes back in the
+    /// firmware's push-back order: the run reads every device's samples back, and every reading that reached the
+    /// server is stored with the value read, at the time it was read.
+    @Test func everyReadingThatReachesTheServerIsStoredWithItsValueAndTime() async throws {
+        let test = try TestServer(faultInjection: true)
+        test.clock.followWallClock()
+        try await test.run { client in
+            let port = try #require(client.port)
+            var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
+            options.idPrefix = "SIM_FID_"
+            options.devices = 2
+            options.duration = 120  // ended by `stop`
+            options.speed = 10
+            options.rampUp = 0.1
+            options.intervals.poll = 5
+            options.intervals.upload = 5
+            options.intervals.ota = 100_000
+            options.ntpDelay = 60
+            options.modbusReadTime = 0.15
+            options.operatorToken = test.server.operatorToken
+            let latest = LatestReport()
+            let stop = SimulationStop()
+            let fleet = Task { try await FleetSimulator(options: options).run(stop: stop) { latest.set($0.report) } }
+            try await latest.wait { $0.packetsByMarker["0x71", default: 0] >= 4 }
+            let inject = try await client.operatorJSON(
+                .post,
+                "/fault/inject",
+                #"{"fault_type":"network","network_fault_subtype":"disconnect","target_endpoint":"/aggregated","probability":1}"#,
+                server: test
+            )
+            #expect(inject.status == .ok || inject.status == .created)
+            try await latest.wait { $0.packetsCompressed - $0.packetsUploaded >= 24 }  // 12 per device, the ring holds 20
+            #expect(try await client.operatorJSON(.post, "/fault/clear", nil, server: test).status == .ok)
+            try await latest.wait { $0.packetsUploaded == $0.packetsCompressed }
+            let caughtUp = latest.get()?.uploadsAccepted ?? 0
+            try await latest.wait { $0.uploadsAccepted >= caughtUp + 6 }
+            stop.request()
+            let report = try await fleet.value
+            #expect(report.uploadsRejected > 0 && report.samplesDropped == 0 && report.samplesOverwritten == 0)
+            let delivered = report.samplesRead - report.samplesUnsent
+            let exactly = try #require(report.samplesStoredExactly)
+            #expect(exactly + (report.samplesStoredApproximately ?? 0) == delivered, "\(report.rendered())")
+            #expect(exactly > delivered * 9 / 10)
+            #expect((report.worstSampleTimeErrorMs ?? .max) <= 1_500)
+            let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
+            let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
+            #expect((compression?["completed_packets"] as? Int ?? 0) > 0, "0x71 packets decoded when their predecessors came")
+        }
+    }
+
     @Test func simulateCommandRunsTwiceWithPersistedNonces() async throws {
         let test = try TestServer()
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sim-cli-\(UUID().uuidString)")

@@ -130,9 +130,11 @@ extension TestResponse {
     }
 }
 
-/// A settable epoch-millisecond clock.
+/// A settable epoch-millisecond clock, or the wall clock (for runs against simulated devices, whose clocks run).
 final class TestClock: Sendable {
-    private let value = Mutex<Int64>(Int64(Date().timeIntervalSince1970 * 1000))
-    var now: Int64 { value.withLock { $0 } }
+    private let value = Mutex<Int64?>(Int64(Date().timeIntervalSince1970 * 1000))
+    var now: Int64 { value.withLock { $0 } ?? Int64(Date().timeIntervalSince1970 * 1000) }
     func set(_ ms: Int64) { value.withLock { $0 = ms } }
+    /// From now on the clock is the wall clock.
+    func followWallClock() { value.withLock { $0 = nil } }
 }

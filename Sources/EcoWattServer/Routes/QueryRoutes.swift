@@ -77,7 +77,8 @@ struct QueryRoutes {
                         ("sample_count", .int(Int64(row.sampleCount))),
                         ("last_sample_time", .string(Self.iso(row.lastSampleMs))), ("decoded", .bool(row.decoded)),
                         ("approximate", .bool(row.approximate)), ("truncated", .bool(row.truncated)),
-                        ("reason", row.reason.map { .string($0) } ?? .null),
+                        ("partial", .bool(row.decoded && row.truncated)), ("time_estimated", .bool(row.timeEstimated)),
+                        ("reason", row.reason.map { .string($0) } ?? .null), ("detail", row.detail.map { .string($0) } ?? .null),
                         ("raw_hex", row.blob.map { .string(HexCoding.encode($0)) } ?? .null),
                     ])
                 }
@@ -94,7 +95,7 @@ struct QueryRoutes {
             ("registers", .object(registers)), ("raw_values", .array(sample.rawValues.map { .int(Int64($0)) })),
             ("register_layout", .array(sample.registerLayout.map { .int(Int64($0)) })),
             ("compression_method", .string(sample.method)), ("compression_ratio", .double(sample.ratio)),
-            ("approximate", .bool(sample.approximate)),
+            ("approximate", .bool(sample.approximate)), ("time_estimated", .bool(sample.timeEstimated)),
         ]
     }
 

@@ -51,6 +51,10 @@ struct StatsRoutes {
             ),
             ("packets_by_marker", SecurityRoutes.countsObject(counters.packets)),
             ("undecodable_by_reason", SecurityRoutes.countsObject(counters.undecodable)),
+            // Stored raw when they arrived, decoded once their predecessors came (a backlog out of order).
+            ("completed_packets", .int(Int64(counters.completed))),
+            // Batches re-sent after a lost 200: acknowledged, not stored again.
+            ("resent_packets", .int(Int64(counters.resent))),
         ])
     }
 
