@@ -136,7 +136,7 @@ let package = Package(
         /// Helpers shared by the test targets (conformance corpus, mosquitto broker, ports, simulator progress).
         .target(
             name: "EcoWattTestSupport",
-            dependencies: ["MQTTBridge", "EcoWattSimulator"],
+            dependencies: ["EcoWattProtocol", "MQTTBridge", "EcoWattSimulator"],
             path: "Tests/EcoWattTestSupport"
         ),
         .testTarget(

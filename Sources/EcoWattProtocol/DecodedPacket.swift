@@ -46,6 +46,9 @@ public struct DecodedPacket: Sendable {
     public var resend = false
     /// The sample times are estimated from the arrival time (the device clock was not synced).
     public var timeEstimated = false
+    /// A later upload may still re-time its samples (it arrived while the backlog was out of order, or while a reboot
+    /// was undecided): the store keeps where its samples are.
+    public var mayBeRetimed = false
 
     public init(
         index: Int,

@@ -57,6 +57,7 @@ public enum DeviceStreamDecoder {
                 continue
             }
             result.serial = state.nextSerial
+            result.mayBeRetimed = state.disorder.isOpen || state.hypotheses.count > 1
             state.nextSerial += 1
             if let content {
                 state.insert(

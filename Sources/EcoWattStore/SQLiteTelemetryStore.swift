@@ -114,14 +114,16 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 method: packet.method,
                 ratio: packet.ratio,
                 approximate: packet.approximate,
-                timeEstimated: packet.timeEstimated
+                timeEstimated: packet.timeEstimated,
+                noteFirst: packet.mayBeRetimed
             )
             if record.queueForFeed { try queueForFeed(db, packetID: packetID, samples: samples) }
         }
         for update in record.updates { try apply(update, device: device, queueForFeed: record.queueForFeed, db) }
     }
 
-    /// Inserts one packet's sample rows (consecutive ids: the writer is the only one) and notes the first on the packet.
+    /// Inserts one packet's sample rows (consecutive ids: the writer is the only one) and, when it may be re-timed, notes
+    /// the first on the packet.
     private static func insertSamples(
         _ db: Database,
         device: String,
@@ -132,7 +134,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         method: String,
         ratio: Double,
         approximate: Bool,
-        timeEstimated: Bool
+        timeEstimated: Bool,
+        noteFirst: Bool = true
     ) throws -> (first: Int64, last: Int64)? {
         let sampleInsert = try db.cachedStatement(
             sql: """
@@ -148,7 +151,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             ])
             ids = (ids?.first ?? db.lastInsertedRowID, db.lastInsertedRowID)
         }
-        if let ids {
+        // Only a packet a later upload may re-time needs it (an extra statement on the hot path otherwise).
+        if noteFirst, let ids {
             try db.cachedStatement(sql: "UPDATE packets SET first_sample_id = ? WHERE id = ?").execute(arguments: [ids.first, packetID])
         }
         return ids

@@ -13,17 +13,19 @@ struct BenchCommand: AsyncParsableCommand {
     )
 
     /// The spec §3.6.3 inner JSON (one 0x01 packet, 3 samples × 6 registers) for `device`.
-    static func exampleInner(device: String) -> String {
+    /// The spec §3.6.3 upload of `device`, as its `round`-th batch: 15 s later per round, so that every upload carries
+    /// a new batch (the same batch again would be a resend, acknowledged but not stored).
+    static func exampleInner(device: String, round: Int = 0) -> String {
         UploadBuilder.innerJSON(
             deviceID: device,
-            timestamp: 1_764_300_015,
+            timestamp: UInt64(1_764_300_015 + 15 * round),
             samplingInterval: 5,
             packets: [
                 .init(
                     blob: HexCoding.decode("010c129000340470461c44ae9020340470461c44b19010350480461c54af") ?? [],
                     registerLayout: [0, 1, 5, 6, 7, 9],
                     sampleCount: 3,
-                    timestamp: 3_363_422_140
+                    timestamp: UInt32(truncatingIfNeeded: 3_363_422_140 + 15_000 * round)
                 )
             ]
         )
@@ -156,7 +158,7 @@ struct BenchCommand: AsyncParsableCommand {
             for round in 0..<rounds {
                 for index in 0..<devices {
                     let device = "BENCH-\(index)"
-                    let inner = Array(BenchCommand.exampleInner(device: device).utf8)
+                    let inner = Array(BenchCommand.exampleInner(device: device, round: round).utf8)
                     let body = SecuredEnvelope.sign(payload: inner, nonce: UInt32(11001 + round), key: FleetKey.firmwareDefault)
                         .jsonBody
                     let line = Array("/aggregated/\(device)\t\(body)\n".utf8)

@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import EcoWattTestSupport
 import Testing
 
 /// Issue 14: an unsigned boot signal never discards the encoder model. A forged one leaves every 0x71 packet

@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import EcoWattTestSupport
 import Testing
 
 /// Issue 15: every sample a field device keeps reaches the store with the value it read and the time it read it, when

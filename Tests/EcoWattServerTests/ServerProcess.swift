@@ -79,7 +79,8 @@ final class ServerProcess: @unchecked Sendable {
         try process.run()
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
-            if let status = try? await get("/health"), status == 200 { return }
+            // Our server, not another test's that took the port meanwhile: its own log says it listens there.
+            if log.contains("listening on 127.0.0.1:\(port)"), let status = try? await get("/health"), status == 200 { return }
             guard process.isRunning else { break }
             try await Task.sleep(for: .milliseconds(100))
         }

@@ -317,6 +317,21 @@ extension SimulatorHTTPTests {
             }
             let saved = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: nonces))))
             #expect((saved["CLI_SIM_001"]?.intValue ?? 0) > 11001)
+            // With the operator token (the server's keys directory), NTP 20 device seconds late and 200 ms reads: the
+            // run reads the samples back and every reading that was uploaded is stored exactly.
+            let verified = scratch.appendingPathComponent("report-verified.json")
+            let (status, stdout, stderr) = try await ServerProcess.runCLI([
+                "simulate", "--url", "http://127.0.0.1:\(port)", "--devices", "2", "--duration", "5", "--speed", "20",
+                "--keys-dir", test.directory.appendingPathComponent("keys").path, "--verify", "--ntp-delay", "20",
+                "--modbus-read-time", "0.2", "--report-json", verified.path, "--id-prefix", "CLI_VER_",
+            ])
+            #expect(status == 0, "\(stdout)\n\(stderr)")
+            #expect(stdout.contains("stored exactly"))
+            let report = try JSONParser.parse(Array(try Data(contentsOf: verified)))
+            let read = report["samples_read"]?.intValue ?? 0
+            let unsent = report["samples_unsent"]?.intValue ?? 0
+            let stored = (report["samples_stored_exactly"]?.intValue ?? 0) + (report["samples_stored_approximately"]?.intValue ?? 0)
+            #expect(read > 0 && stored == read - unsent, "\(report.serialized)")
         }
     }
 }

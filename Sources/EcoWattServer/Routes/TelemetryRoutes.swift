@@ -37,6 +37,7 @@ struct TelemetryRoutes {
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "packets_processed": .int(Int64(outcome.packets.count)),
             "samples_stored": .int(Int64(outcome.samplesStored)), "undecodable_packets": .int(Int64(outcome.undecodable)),
+            "resent_packets": .int(Int64(outcome.resent)),
         ])
     }
 }

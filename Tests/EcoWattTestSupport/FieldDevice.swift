@@ -3,38 +3,40 @@ import EcoWattProtocol
 /// A field device as the decoder meets it: the firmware's sensor and upload path (``FirmwareUploadQueue``) on a clock,
 /// with NTP that may sync late, a Modbus read time, upload outages, lost responses and reboots. It records what it
 /// read, so that a test can check every stored sample against the reading.
-struct FieldDevice {
-    struct Upload {
-        var payload: UploadPayload
-        var arrivalMs: Int64
-        var nonce: UInt32
+public struct FieldDevice {
+    public struct Upload: Sendable {
+        public var payload: UploadPayload
+        /// The inner JSON as the firmware serialised it.
+        public var inner: String
+        public var arrivalMs: Int64
+        public var nonce: UInt32
     }
 
-    struct Reading {
-        var values: [UInt16]
-        var layout: [Int]
-        var timeMs: Int64
+    public struct Reading: Sendable {
+        public var values: [UInt16]
+        public var layout: [Int]
+        public var timeMs: Int64
     }
 
-    var queue = FirmwareUploadQueue()
-    var nowMs: Int64 = 1_764_300_000_000
-    var bootMs: Int64 = 1_764_300_000_000
+    public var queue = FirmwareUploadQueue()
+    public var nowMs: Int64 = 1_764_300_000_000
+    public var bootMs: Int64 = 1_764_300_000_000
     /// NTP syncs at this time; before it the device stamps with `millis()` and reports its uptime.
-    var syncMs: Int64 = 0
-    var intervalMs: Int64 = 15_000
+    public var syncMs: Int64 = 0
+    public var intervalMs: Int64 = 15_000
     /// What uploads report as `sampling_interval` (after a change the new value, also for samples taken before it).
-    var reportedInterval = 15
-    var uploadMs: Int64 = 15_000
-    var readMs: Int64 = 150
-    var layout = [0, 1, 9]
-    var nonce: UInt32 = 11_000
+    public var reportedInterval = 15
+    public var uploadMs: Int64 = 15_000
+    public var readMs: Int64 = 150
+    public var layout = [0, 1, 9]
+    public var nonce: UInt32 = 11_000
     /// Upload attempts in these windows fail (an outage): the device retries once, then pushes its packets back.
-    var outages: [ClosedRange<Int64>] = []
+    public var outages: [ClosedRange<Int64>] = []
     /// Accepted uploads whose 200 the device never sees (it re-sends the same packets under a new nonce).
-    var lostResponses: Set<UInt32> = []
+    public var lostResponses: Set<UInt32> = []
     /// Every reading, by batch: the packet stamp and sample count identify the batch.
-    private(set) var batches: [String: [Reading]] = [:]
-    private(set) var readings = 0
+    public private(set) var batches: [String: [Reading]] = [:]
+    public private(set) var readings = 0
     private var step = 0
     private var nextRead: Int64 = 0
     private var nextUpload: Int64 = 0
@@ -42,20 +44,20 @@ struct FieldDevice {
     private var booted = false
 
     /// The device boots at `ms`, when it first runs (after the test has set its intervals).
-    init(at ms: Int64 = 1_764_300_000_000) {
+    public init(at ms: Int64 = 1_764_300_000_000) {
         nowMs = ms
         bootMs = ms
     }
 
-    var synced: Bool { nowMs >= syncMs }
+    public var synced: Bool { nowMs >= syncMs }
 
     /// The firmware's `millis()` at epoch time `ms`: 32 bits since boot.
-    func millis(_ ms: Int64) -> Int64 { (ms - bootMs) & 0xFFFF_FFFF }
+    public func millis(_ ms: Int64) -> Int64 { (ms - bootMs) & 0xFFFF_FFFF }
 
-    var batchCount: Int { batches.count }
+    public var batchCount: Int { batches.count }
 
     /// A (re)boot: RAM is lost; every task waits one full period before its first run.
-    mutating func boot() {
+    public mutating func boot() {
         booted = true
         queue = FirmwareUploadQueue()
         bootMs = nowMs
@@ -63,13 +65,13 @@ struct FieldDevice {
         nextUpload = nowMs + uploadMs
     }
 
-    static func key(_ packet: UploadBuilder.Packet) -> String { "\(packet.timestamp)/\(packet.sampleCount)" }
-    static func key(_ packet: DecodedPacket) -> String {
+    public static func key(_ packet: UploadBuilder.Packet) -> String { "\(packet.timestamp)/\(packet.sampleCount)" }
+    public static func key(_ packet: DecodedPacket) -> String {
         "\(UInt32(truncatingIfNeeded: packet.lastSampleEpochMs))/\(packet.sampleCount)"
     }
 
     /// Runs until `endMs`; returns the accepted uploads in the order they reached the server.
-    mutating func run(until endMs: Int64) -> [Upload] {
+    public mutating func run(until endMs: Int64) -> [Upload] {
         var uploads: [Upload] = []
         if !booted {
             let boot = bootMs
@@ -116,7 +118,9 @@ struct FieldDevice {
             guard inner.utf8.count < UploadBuilder.maxInnerJSONBytes else { break }
             nonce += 1
             if outages.contains(where: { $0.contains(at) }) { continue }
-            reached.append(Upload(payload: try! UploadPayload(parsing: Array(inner.utf8)), arrivalMs: at + 20, nonce: nonce))
+            reached.append(
+                Upload(payload: try! UploadPayload(parsing: Array(inner.utf8)), inner: inner, arrivalMs: at + 20, nonce: nonce)
+            )
             // A lost 200: stored by the server, a failure for the device.
             if !lostResponses.contains(nonce) { return reached }
         }
@@ -126,7 +130,7 @@ struct FieldDevice {
 
     /// The readings of the batch a stored packet holds: by its stamp, or (for a time estimated from the arrival) the
     /// batch of the same size whose last reading is closest.
-    func truth(for packet: DecodedPacket) -> [Reading]? {
+    public func truth(for packet: DecodedPacket) -> [Reading]? {
         if !packet.timeEstimated, let exact = batches[Self.key(packet)] { return exact }
         return batches.values.filter { $0.count == packet.sampleCount }
             .min { abs($0.last!.timeMs - packet.lastSampleEpochMs) < abs($1.last!.timeMs - packet.lastSampleEpochMs) }
@@ -134,14 +138,16 @@ struct FieldDevice {
 }
 
 /// The server's side of the replay: the decoder with the nonce rule of ingest, and what it stored.
-struct DecodingServer {
-    var state = DeviceStreamState()
-    var lastNonce: UInt32?
+public struct DecodingServer {
+    public var state = DeviceStreamState()
+    public var lastNonce: UInt32?
     /// Stored packets by serial.
-    var stored: [Int64: DecodedPacket] = [:]
-    var resends = 0
+    public var stored: [Int64: DecodedPacket] = [:]
+    public var resends = 0
 
-    mutating func receive(_ upload: FieldDevice.Upload) {
+    public init() {}
+
+    public mutating func receive(_ upload: FieldDevice.Upload) {
         let failed: UInt32? =
             lastNonce.map { upload.nonce - $0 - 1 } ?? (upload.nonce >= 11_001 ? upload.nonce - 11_001 : nil)
         lastNonce = upload.nonce
@@ -162,8 +168,8 @@ struct DecodingServer {
         }
     }
 
-    mutating func bootSignal(atMs: Int64) { state.bootSignal(atMs: atMs) }
+    public mutating func bootSignal(atMs: Int64) { state.bootSignal(atMs: atMs) }
 
     /// Stored packets in time order.
-    var packets: [DecodedPacket] { stored.values.sorted { $0.lastSampleEpochMs < $1.lastSampleEpochMs } }
+    public var packets: [DecodedPacket] { stored.values.sorted { $0.lastSampleEpochMs < $1.lastSampleEpochMs } }
 }
