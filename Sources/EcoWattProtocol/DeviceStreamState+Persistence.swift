@@ -1,7 +1,8 @@
 /// The persisted form of ``DeviceStreamState``: written with every accepted upload, in its transaction.
 ///
-/// Format 3 (little-endian): header, clock, disorder, fingerprints, hypotheses, entries. About 250 bytes for a device
-/// in order (one hypothesis, the last packet), growing by about 40 bytes per packet kept while a backlog is re-sent.
+/// Format 3 (little-endian): header, clock, disorder, fingerprints, hypotheses, entries. About 480 bytes for a device
+/// in order (the model, the last packet, 24 fingerprints), growing by about 50 bytes per packet kept while a backlog is
+/// re-sent.
 /// Formats 1 and 2 (one model, before issue 15) are still read: their model becomes the established boot.
 extension DeviceStreamState {
     static let format: UInt8 = 3
@@ -16,11 +17,7 @@ extension DeviceStreamState {
         out.byte(disorder.lossPossible ? 1 : 0)
         out.byte(disorder.lastUploadPackets)
         out.byte(UInt8(recent.count))
-        for print in recent {
-            out.uint(UInt64(print.timestamp), width: 4)
-            out.uint(UInt64(print.sampleCount), width: 2)
-            out.uint(UInt64(print.blobHash), width: 4)
-        }
+        for print in recent { out.uint(print.hash, width: 8) }
         out.optional(configurationAppliedMs)
         out.optional(trimmed?.serial)
         if let trimmed {
@@ -95,12 +92,7 @@ extension DeviceStreamState {
         state.disorder.lossPossible = try reader.byte() != 0
         state.disorder.lastUploadPackets = try reader.byte()
         state.recent = []
-        for _ in 0..<(try reader.byte()) {
-            let timestamp = UInt32(try reader.uint(width: 4))
-            let samples = UInt16(try reader.uint(width: 2))
-            let hash = UInt32(try reader.uint(width: 4))
-            state.recent.append(PacketFingerprint(timestamp: timestamp, sampleCount: samples, blobHash: hash))
-        }
+        for _ in 0..<(try reader.byte()) { state.recent.append(PacketFingerprint(hash: try reader.uint(width: 8))) }
         state.configurationAppliedMs = try reader.optional()
         if let serial = try reader.optional() {
             state.trimmed = TrimmedEntry(serial: serial, timeMs: try reader.int64(), intervalSeconds: Int(try reader.uint(width: 4)))

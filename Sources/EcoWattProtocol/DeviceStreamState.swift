@@ -41,7 +41,7 @@ public struct DeviceStreamState: Sendable, Equatable {
     /// Entries kept at most (the device's ring holds 20 packets, a reboot adds the packets of another boot).
     static let maxEntries = 64
     /// Fingerprints kept: more than the 20 packets a device's ring can re-send.
-    static let recentCapacity = 32
+    static let recentCapacity = 24
 
     /// A boot signal at `atMs`: opens the hypothesis that the device rebooted then. The several boot messages of one
     /// boot (registration, completion, boot report) open one hypothesis.
@@ -191,23 +191,21 @@ public struct TrimmedEntry: Sendable, Equatable {
     public var intervalSeconds: Int
 }
 
-/// A packet's identity within a boot: its stamp, size and blob hash (FNV-1a).
+/// A packet's identity within a boot: a 64-bit FNV-1a hash of its stamp, sample count and blob (8 bytes persisted per
+/// packet remembered; a collision between two of a device's latest packets is a 2^-64 event).
 public struct PacketFingerprint: Sendable, Equatable {
-    public var timestamp: UInt32
-    public var sampleCount: UInt16
-    public var blobHash: UInt32
+    public var hash: UInt64
 
     public init(timestamp: UInt32, sampleCount: Int, blob: [UInt8]) {
-        self.timestamp = timestamp
-        self.sampleCount = UInt16(truncatingIfNeeded: sampleCount)
-        var hash: UInt32 = 2_166_136_261
-        for byte in blob { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
-        blobHash = hash
+        var hash: UInt64 = 14_695_981_039_346_656_037
+        func mix(_ byte: UInt8) { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
+        for shift in stride(from: 0, to: 32, by: 8) { mix(UInt8(truncatingIfNeeded: timestamp >> UInt32(shift))) }
+        for shift in stride(from: 0, to: 16, by: 8) { mix(UInt8(truncatingIfNeeded: sampleCount >> shift)) }
+        for byte in blob { mix(byte) }
+        self.hash = hash
     }
 
-    init(timestamp: UInt32, sampleCount: UInt16, blobHash: UInt32) {
-        self.timestamp = timestamp
-        self.sampleCount = sampleCount
-        self.blobHash = blobHash
+    init(hash: UInt64) {
+        self.hash = hash
     }
 }
