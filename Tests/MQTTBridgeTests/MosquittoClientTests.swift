@@ -48,6 +48,9 @@ struct MosquittoClientTests {
         let connected = Mutex(false)
         var configuration = MosquittoClient.Configuration()
         configuration.port = port
+        // libmosquitto's own reconnect backs off exponentially up to the maximum: keep it short, so that the test
+        // measures "connects once the broker appears", not the backoff (with the default 30 s it could outlast 15 s).
+        configuration.reconnectMaxSeconds = 2
         let failures = Mutex(0)
         let client = try MosquittoClient(configuration: configuration) { event in
             if case .connected = event { connected.withLock { $0 = true } }
