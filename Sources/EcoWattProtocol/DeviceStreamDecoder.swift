@@ -107,22 +107,13 @@ public enum DeviceStreamDecoder {
                 }
                 packets[position].sampleTimesMs = Array(times.prefix(packets[position].samples?.count ?? 0))
                 state.entries[index].timedAfter = after
-            } else if let rows {
+            } else if rows != nil || (entry.storedSamples > 0 && after != entry.timedAfter) {
+                // Newly decoded rows (stored with their times), or stored rows whose times moved (re-timed).
                 updates.append(
                     StreamUpdate(
                         serial: entry.serial,
                         samples: rows,
-                        sampleTimesMs: Array(times.prefix(rows.count)),
-                        timeEstimated: entry.timeEstimated
-                    )
-                )
-                state.entries[index].timedAfter = after
-            } else if entry.storedSamples > 0, after != entry.timedAfter {
-                updates.append(
-                    StreamUpdate(
-                        serial: entry.serial,
-                        samples: nil,
-                        sampleTimesMs: Array(times.prefix(entry.storedSamples)),
+                        sampleTimesMs: Array(times.prefix(rows?.count ?? entry.storedSamples)),
                         timeEstimated: entry.timeEstimated
                     )
                 )

@@ -137,13 +137,16 @@ public final class MosquittoClient: @unchecked Sendable {
             return true
         }
         guard first else { return }
+        // Connect first, then start the thread (libmosquitto's documented order). A thread started before the host is
+        // set finds no connection, fails its own reconnects and backs off towards `reconnectMaxSeconds`; it then took
+        // over the connection attempt and the first connect waited up to 30 s (seen as a 20 s test timeout under load).
         // (`mosquitto_loop_start` puts the handle in threaded mode itself and refuses a handle already marked threaded
         // with `mosquitto_threaded_set`.) Once started, the thread reconnects by itself with the configured backoff.
+        retryConnect()
         let code = mosquitto_loop_start(handle)
         if code != MOSQ_ERR_SUCCESS.rawValue {
             box.onEvent(.connectFailed(reason: "mosquitto_loop_start: \(String(cString: mosquitto_strerror(code)))"))
         }
-        retryConnect()
     }
 
     /// Starts a connection attempt unless one is under way. libmosquitto's thread reconnects by itself once a

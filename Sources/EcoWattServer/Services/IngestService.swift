@@ -271,15 +271,7 @@ public actor IngestService: Service {
     /// from the address it came from). Unsigned, so it never discards the encoder model: it opens the reboot hypothesis
     /// beside it (``DeviceStreamState/bootSignal()``), and signed uploads decide.
     public func bootSignal(_ deviceID: String, atMs: Int64) async throws {
-        var state = try await loadState(deviceID)
-        // A device that never uploaded has a fresh model anyway (and random ids must not grow the cache).
-        guard state.lastNonce != nil else {
-            devices[deviceID] = nil
-            return
-        }
-        state.stream.bootSignal(atMs: atMs)
-        devices[deviceID] = state
-        try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
+        guard try await updateStream(deviceID, { $0.bootSignal(atMs: atMs) }) else { return }
         // Debug only: boot signals are unauthenticated and may come by the thousand.
         logger.debug("device boot signal: reboot hypothesis opened", metadata: ["device_id": LogText.value(deviceID)])
     }
@@ -287,14 +279,22 @@ public actor IngestService: Service {
     /// The device acknowledged a configuration change (spec §5.3): the sample times of its next packet account for a
     /// new sampling interval from then on.
     public func configurationApplied(_ deviceID: String, atMs: Int64) async throws {
+        try await updateStream(deviceID) { $0.configurationApplied(atMs: atMs) }
+    }
+
+    /// Applies an unsigned event to a device's stream model and stores it; false (nothing done) for a device that never
+    /// uploaded: its model is fresh anyway, and random ids must not grow the cache.
+    @discardableResult
+    private func updateStream(_ deviceID: String, _ change: (inout DeviceStreamState) -> Void) async throws -> Bool {
         var state = try await loadState(deviceID)
         guard state.lastNonce != nil else {
             devices[deviceID] = nil
-            return
+            return false
         }
-        state.stream.configurationApplied(atMs: atMs)
+        change(&state.stream)
         devices[deviceID] = state
         try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
+        return true
     }
 
     /// Drops the cached state of a deleted device (the store has forgotten it).
