@@ -73,6 +73,8 @@ public final class MQTTPublisher: Service, Sendable {
         }
         /// libmosquitto has no connection attempt under way (it failed before the network thread took over).
         var needsConnect = false
+        /// Connection attempts failed since the last connection.
+        var failedAttempts = 0
     }
 
     public let configuration: Configuration
@@ -83,16 +85,22 @@ public final class MQTTPublisher: Service, Sendable {
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
     private let lastDelete = Mutex(ContinuousClock.now)
+    /// With `waitForListener`, ``run()`` connects only after ``listenerReady()``.
+    private let waitForListener: Bool
+    private let startSignal: AsyncStream<Void>
+    private let startContinuation: AsyncStream<Void>.Continuation
     /// Admission counters, lock-free: the ingest actor reads them for every upload and must never wait for the
     /// publisher or libmosquitto's thread.
     private let backlog = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
 
-    public init(configuration: Configuration, store: any OutboxStore, logger: Logger) throws {
+    public init(configuration: Configuration, store: any OutboxStore, logger: Logger, waitForListener: Bool = false) throws {
         self.configuration = configuration
+        self.waitForListener = waitForListener
+        (startSignal, startContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.store = store
         self.logger = logger
-        var status = Status(enabled: configuration.enabled)
+        let status = Status(enabled: configuration.enabled)
         let initialBacklog = try store.outboxCount()
         let state = LockedState(State(status: status))
         self.state = state
@@ -103,15 +111,29 @@ public final class MQTTPublisher: Service, Sendable {
             return
         }
         let wake = self.wake
+        let broker = "\(configuration.client.host):\(configuration.client.port)"
         client = try MosquittoClient(configuration: configuration.client) { event in
-            state.withLock { state in
+            let change = state.withLock { state -> FeedChange? in
+                var change: FeedChange?
                 switch event {
                 case .connected:
+                    change = .connected(after: state.failedAttempts)
                     state.status.connected = true
+                    state.status.lastError = nil
                     state.needsConnect = false
+                    state.failedAttempts = 0
                 case .disconnected(let reason):
+                    if reason != "requested" {
+                        if state.status.connected {
+                            change = .lost(reason)
+                        } else {
+                            // An attempt in progress failed (refused or reset before the CONNACK).
+                            state.failedAttempts += 1
+                            if state.failedAttempts % 10 == 1 { change = .unreachable(reason, attempts: state.failedAttempts) }
+                        }
+                        state.status.lastError = "disconnected: \(reason)"
+                    }
                     state.status.connected = false
-                    if reason != "requested" { state.status.lastError = "disconnected: \(reason)" }
                     // Everything after the watermark is sent again from the outbox after the reconnect.
                     state.lastQueuedID = state.watermark
                     state.generation += 1
@@ -122,7 +144,13 @@ public final class MQTTPublisher: Service, Sendable {
                     state.earlyAcks = []
                 case .connectFailed(let reason):
                     state.status.connected = false
-                    state.status.lastError = "connect failed: \(reason)"
+                    state.failedAttempts += 1
+                    // The first failure, a new reason, then every 10th: a broker down for a day writes a few lines.
+                    let error = "connect failed: \(reason)"
+                    if state.status.lastError != error || state.failedAttempts % 10 == 1 {
+                        change = .unreachable(reason, attempts: state.failedAttempts)
+                    }
+                    state.status.lastError = error
                 case .published(let messageID):
                     if let id = state.inflight.removeValue(forKey: messageID) {
                         state.acknowledge(id)
@@ -132,9 +160,38 @@ public final class MQTTPublisher: Service, Sendable {
                 case .message:
                     break
                 }
+                return change
+            }
+            // Logged outside the lock (libmosquitto's thread holds no lock of ours while logging).
+            switch change {
+            case .connected(let attempts):
+                logger.info("MQTT connected", metadata: ["broker": "\(broker)", "failed_attempts": "\(attempts)"])
+            case .lost(let reason):
+                logger.warning("MQTT connection lost; reconnecting", metadata: ["broker": "\(broker)", "reason": "\(reason)"])
+            case .unreachable(let reason, let attempts):
+                logger.warning(
+                    "MQTT broker unreachable; uploads are kept in the outbox and forwarded once it is back",
+                    metadata: ["broker": "\(broker)", "reason": "\(reason)", "attempts": "\(attempts)"]
+                )
+            case nil:
+                break
             }
             wake.yield()
         }
+    }
+
+    /// What the connection did, for the log.
+    enum FeedChange {
+        case connected(after: Int)
+        case lost(String)
+        case unreachable(String, attempts: Int)
+    }
+
+    /// Lets ``run()`` connect: the server calls it once its HTTP port is bound, so a server that cannot bind never
+    /// connects under the shared client id and disconnects the one that runs (issue 16).
+    public func listenerReady() {
+        startContinuation.yield()
+        startContinuation.finish()
     }
 
     /// Whether the packets of one accepted upload go into the outbox: not when the feed is disabled, nor when the outbox
@@ -174,6 +231,13 @@ public final class MQTTPublisher: Service, Sendable {
             try? await gracefulShutdown()
             return
         }
+        if waitForListener {
+            let ready = await cancelWhenGracefulShutdown { [startSignal] in
+                for await _ in startSignal { return true }
+                return false
+            }
+            guard ready else { return }
+        }
         client.start()
         logger.info(
             "MQTT feed started",
@@ -187,24 +251,15 @@ public final class MQTTPublisher: Service, Sendable {
 
     /// Publishes while connected, retries connecting while not, until cancelled.
     private func drain(_ client: MosquittoClient) async {
-        var retryDelay = Duration.seconds(configuration.client.reconnectMinSeconds)
-        var nextConnect = ContinuousClock.now + retryDelay
         while !Task.isCancelled {
             await deleteAcknowledged()
             let (connected, room) = state.withLock { ($0.status.connected, configuration.maxInflight - $0.inflight.count) }
             if !connected {
-                if ContinuousClock.now >= nextConnect {
-                    // libmosquitto reconnects by itself once an attempt began; this covers attempts that failed at
-                    // once (connection refused, name resolution).
-                    if client.retryConnect() != nil {
-                        retryDelay = min(retryDelay * 2, .seconds(configuration.client.reconnectMaxSeconds))
-                    }
-                    nextConnect = ContinuousClock.now + retryDelay
-                }
-                try? await Task.sleep(for: .milliseconds(100))
+                // The client's network thread reconnects with backoff; a connection wakes this loop.
+                await waitForWork()
+                try? await Task.sleep(for: .milliseconds(50))
                 continue
             }
-            retryDelay = .seconds(configuration.client.reconnectMinSeconds)
             var sent = 0
             if room > 0 { sent = await publishBatch(client, limit: min(room, 500)) }
             if sent < 100 {

@@ -2,12 +2,19 @@ import CMosquitto
 import Foundation
 import Synchronization
 
-/// A libmosquitto client on its own network thread (`mosquitto_loop_start`): connects asynchronously, reconnects with
-/// exponential backoff, publishes with QoS 0/1/2 and reports PUBACKs by message id. libmosquitto keeps unacknowledged
-/// QoS 1 messages and sends them again after a reconnect, in order.
+/// A libmosquitto client on its own network thread: connects asynchronously, reconnects with exponential backoff,
+/// publishes with QoS 0/1/2 and reports PUBACKs by message id. libmosquitto keeps unacknowledged QoS 1 messages and
+/// sends them again after a reconnect, in order.
 ///
-/// `@unchecked Sendable`: the `mosquitto` handle is only used through libmosquitto's thread-safe API (threaded mode);
-/// the Swift-side state is behind a `Mutex`.
+/// The thread is ours, not `mosquitto_loop_start`'s: libmosquitto 2.0's loop waits with `select()`, and
+/// `mosquitto_loop` returns `MOSQ_ERR_INVAL` without a callback once the socket's descriptor is 1024 or above
+/// (eclipse/mosquitto#1299). A server with a thousand device connections gets such a descriptor on its next reconnect,
+/// and its feed then stalled silently, retrying with backoff forever (seen as an MQTT test that never connected while
+/// the whole suite ran). This loop waits with `poll()`, which takes any descriptor, and drives libmosquitto through
+/// `mosquitto_loop_read`/`_write`/`_misc`, the API libmosquitto provides for external loops.
+///
+/// `@unchecked Sendable`: the `mosquitto` handle is used from other threads only through libmosquitto's thread-safe
+/// calls (`mosquitto_threaded_set`); the Swift-side state is behind a `Mutex`.
 public final class MosquittoClient: @unchecked Sendable {
     /// Connection settings.
     public struct Configuration: Sendable, Equatable {
@@ -53,16 +60,42 @@ public final class MosquittoClient: @unchecked Sendable {
         return true
     }()
 
-    /// Holds the event handler for the C callbacks (passed as libmosquitto's user data).
+    /// Holds the event handler for the C callbacks (passed as libmosquitto's user data), and the loop's state, so that
+    /// a CONNACK resets the backoff.
     private final class Box: Sendable {
-        let onEvent: @Sendable (Event) -> Void
-        init(_ onEvent: @escaping @Sendable (Event) -> Void) { self.onEvent = onEvent }
+        let handler: @Sendable (Event) -> Void
+        let state = Mutex<LoopState>(LoopState())
+        init(_ handler: @escaping @Sendable (Event) -> Void) { self.handler = handler }
+
+        func onEvent(_ event: Event) {
+            if case .connected = event {
+                state.withLock { state in
+                    state.connected = true
+                    state.failures = 0
+                }
+            }
+            handler(event)
+        }
     }
 
     public let configuration: Configuration
     private let handle: OpaquePointer
     private let box: Box
-    private let state = Mutex<(started: Bool, connectPending: Bool, stopped: Bool)>((false, false, false))
+    /// Wakes the network thread from `poll()` (a publish, a stop, a connect request).
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private let finished = DispatchSemaphore(value: 0)
+
+    struct LoopState {
+        var started = false
+        var stopped = false
+        /// The next connection attempt, while not connected.
+        var nextAttempt = ContinuousClock.now
+        var failures = 0
+        var connected = false
+        /// `mosquitto_connect_async` was called once (later attempts use `mosquitto_reconnect_async`).
+        var hostSet = false
+    }
 
     public init(configuration: Configuration, onEvent: @escaping @Sendable (Event) -> Void) throws {
         _ = Self.libraryInitialized
@@ -74,12 +107,18 @@ public final class MosquittoClient: @unchecked Sendable {
             throw Failure.library("mosquitto_new failed")
         }
         self.handle = handle
-        mosquitto_reconnect_delay_set(
-            handle,
-            UInt32(configuration.reconnectMinSeconds),
-            UInt32(configuration.reconnectMaxSeconds),
-            true
-        )
+        var pipeEnds: [Int32] = [-1, -1]
+        guard pipe(&pipeEnds) == 0 else {
+            mosquitto_destroy(handle)
+            throw Failure.library("pipe2: \(String(cString: strerror(errno)))")
+        }
+        (wakeRead, wakeWrite) = (pipeEnds[0], pipeEnds[1])
+        for end in pipeEnds {
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        // Publishes from other threads only queue; this client's thread writes.
+        try Self.check(mosquitto_threaded_set(handle, true), "threaded_set")
         if configuration.username != nil || configuration.password != nil {
             try Self.check(mosquitto_username_pw_set(handle, configuration.username, configuration.password), "username_pw_set")
         }
@@ -120,6 +159,8 @@ public final class MosquittoClient: @unchecked Sendable {
     deinit {
         stop()
         mosquitto_destroy(handle)
+        close(wakeRead)
+        close(wakeWrite)
     }
 
     static func check(_ code: Int32, _ what: String) throws {
@@ -128,44 +169,32 @@ public final class MosquittoClient: @unchecked Sendable {
         }
     }
 
-    /// Starts the network thread and the first connection attempt. A broker that is down is not an error: the
-    /// network thread (or ``retryConnect()``) keeps trying.
+    /// Starts the network thread, which connects at once and reconnects with backoff while the broker is away. A
+    /// broker that is down is not an error.
     public func start() {
-        let first = state.withLock { state -> Bool in
+        let first = box.state.withLock { state -> Bool in
             guard !state.started, !state.stopped else { return false }
             state.started = true
             return true
         }
         guard first else { return }
-        // Connect first, then start the thread (libmosquitto's documented order). A thread started before the host is
-        // set finds no connection, fails its own reconnects and backs off towards `reconnectMaxSeconds`; it then took
-        // over the connection attempt and the first connect waited up to 30 s (seen as a 20 s test timeout under load).
-        // (`mosquitto_loop_start` puts the handle in threaded mode itself and refuses a handle already marked threaded
-        // with `mosquitto_threaded_set`.) Once started, the thread reconnects by itself with the configured backoff.
-        retryConnect()
-        let code = mosquitto_loop_start(handle)
-        if code != MOSQ_ERR_SUCCESS.rawValue {
-            box.onEvent(.connectFailed(reason: "mosquitto_loop_start: \(String(cString: mosquitto_strerror(code)))"))
+        // Weak: a client nobody holds any more stops (its deinit) instead of running on.
+        let finished = self.finished
+        let thread = Thread { [weak self] in
+            while let client = self, client.step() {}
+            finished.signal()
         }
+        thread.name = networkThreadName
+        thread.start()
     }
 
-    /// Starts a connection attempt unless one is under way. libmosquitto's thread reconnects by itself once a
-    /// connection attempt has begun; this is for attempts that failed before reaching it (e.g. connection refused at
-    /// once, name resolution).
+    /// Asks the network thread to try connecting now instead of at the end of its backoff (e.g. a broker known to be
+    /// back). Returns `nil`; the outcome arrives as an event.
     @discardableResult
     public func retryConnect() -> String? {
-        let pending = state.withLock { state -> Bool in
-            guard !state.connectPending, !state.stopped else { return true }
-            state.connectPending = true
-            return false
-        }
-        guard !pending else { return nil }
-        let code = mosquitto_connect_async(handle, configuration.host, Int32(configuration.port), Int32(configuration.keepaliveSeconds))
-        if code == MOSQ_ERR_SUCCESS.rawValue { return nil }
-        state.withLock { $0.connectPending = false }
-        let reason = code == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(code))
-        box.onEvent(.connectFailed(reason: reason))
-        return reason
+        box.state.withLock { if !$0.connected { $0.nextAttempt = .now } }
+        wake()
+        return nil
     }
 
     /// Queues a message; returns its message id (reported again by ``Event/published(messageID:)``).
@@ -175,22 +204,121 @@ public final class MosquittoClient: @unchecked Sendable {
             mosquitto_publish(handle, &messageID, topic, Int32(bytes.count), bytes.baseAddress, qos, false)
         }
         try Self.check(code, "publish")
+        wake()
         return messageID
     }
 
     public func subscribe(topic: String, qos: Int32) throws {
         try Self.check(mosquitto_subscribe(handle, nil, topic, qos), "subscribe")
+        wake()
     }
 
-    /// Disconnects and stops the network thread. Idempotent.
+    /// Disconnects and stops the network thread (waits for it). Idempotent.
     public func stop() {
-        let wasStarted = state.withLock { state -> Bool in
+        let wasStarted = box.state.withLock { state -> Bool in
             guard !state.stopped else { return false }
             state.stopped = true
             return state.started
         }
         guard wasStarted else { return }
         mosquitto_disconnect(handle)
-        mosquitto_loop_stop(handle, false)
+        wake()
+        // Not on the network thread itself (a last reference released there runs deinit there).
+        if Thread.current.name != networkThreadName { finished.wait() }
+    }
+
+    private var networkThreadName: String { "mosquitto \(configuration.clientID)" }
+
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+    }
+
+    private func drainWakes() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while read(wakeRead, &buffer, buffer.count) > 0 {}
+    }
+
+    /// One turn of the network thread: connects when due, then waits on the socket and the wake pipe, reads, writes,
+    /// and keeps the connection alive. False once ``stop()`` was called.
+    private func step() -> Bool {
+        do {
+            let (stopped, due) = box.state.withLock { ($0.stopped, $0.nextAttempt <= .now) }
+            if stopped {
+                // Flush the DISCONNECT queued by stop().
+                if mosquitto_socket(handle) >= 0 { _ = mosquitto_loop_write(handle, 1) }
+                return false
+            }
+            var socket = mosquitto_socket(handle)
+            if socket < 0, due {
+                connect()
+                socket = mosquitto_socket(handle)
+            }
+            var descriptors = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+            if socket >= 0 {
+                let events = POLLIN | (mosquitto_want_write(handle) ? POLLOUT : 0)
+                descriptors.append(pollfd(fd: socket, events: Int16(events), revents: 0))
+            }
+            let timeout: Int32 = socket >= 0 ? 1000 : nextAttemptDelayMs()
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
+            if ready < 0, errno != EINTR { usleep(10_000) }
+            let woken = descriptors[0].revents & Int16(POLLIN) != 0
+            if woken { drainWakes() }
+            guard socket >= 0 else { return true }
+            let events = descriptors[1].revents
+            var code = MOSQ_ERR_SUCCESS.rawValue
+            if events & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
+                code = mosquitto_loop_read(handle, 1)
+            }
+            if code == MOSQ_ERR_SUCCESS.rawValue, mosquitto_socket(handle) >= 0,
+                events & Int16(POLLOUT) != 0 || (woken && mosquitto_want_write(handle))
+            {
+                code = mosquitto_loop_write(handle, 1)
+            }
+            if mosquitto_socket(handle) >= 0 { _ = mosquitto_loop_misc(handle) }
+            if mosquitto_socket(handle) < 0 {
+                // Lost (libmosquitto reported it through the disconnect callback).
+                connectionLost()
+            }
+            return true
+        }
+    }
+
+    /// Starts a non-blocking connection attempt and schedules the next one after the backoff (used only if this one
+    /// fails); a failure at once (refused, name resolution) is reported as `connectFailed`.
+    private func connect() {
+        let hostSet = box.state.withLock { state in
+            defer {
+                state.hostSet = true
+                // min, 2×min, 4×min, … up to max seconds; a CONNACK resets it.
+                let delay = min(configuration.reconnectMinSeconds << min(state.failures, 16), configuration.reconnectMaxSeconds)
+                state.failures += 1
+                state.nextAttempt = .now + .seconds(max(1, delay))
+            }
+            return state.hostSet
+        }
+        let code =
+            hostSet
+            ? mosquitto_reconnect_async(handle)
+            : mosquitto_connect_async(handle, configuration.host, Int32(configuration.port), Int32(configuration.keepaliveSeconds))
+        guard code != MOSQ_ERR_SUCCESS.rawValue else { return }
+        let reason = code == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(code))
+        box.onEvent(.connectFailed(reason: reason))
+    }
+
+    /// The connection is gone: after a working connection, the next attempt comes after the minimum delay; after a
+    /// failed attempt, when ``connect()`` scheduled it.
+    private func connectionLost() {
+        box.state.withLock { state in
+            guard state.connected else { return }
+            state.connected = false
+            state.nextAttempt = .now + .seconds(max(1, configuration.reconnectMinSeconds))
+        }
+    }
+
+    private func nextAttemptDelayMs() -> Int32 {
+        let remaining = box.state.withLock { $0.nextAttempt } - .now
+        let (seconds, attoseconds) = remaining.components
+        return Int32(clamping: max(0, seconds * 1000 + attoseconds / 1_000_000_000_000_000))
     }
 }

@@ -8,10 +8,17 @@ import Testing
 
 @Suite(.enabled(if: MosquittoBroker.isInstalled, "needs the mosquitto broker (apt install mosquitto)"))
 struct MQTTFeedTests {
-    static func waitUntil(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+    static func waitUntil(
+        timeout: Duration = .seconds(20),
+        _ condition: () async throws -> Bool,
+        state: () async throws -> String = { "" }
+    ) async throws {
         let deadline = ContinuousClock.now + timeout
         while !(try await condition()) {
-            try #require(ContinuousClock.now < deadline, "timed out")
+            if ContinuousClock.now >= deadline {
+                let described = try await state()
+                try #require(ContinuousClock.now < deadline, "timed out: \(described)")
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
     }
@@ -27,7 +34,11 @@ struct MQTTFeedTests {
         let test = try TestServer(mqttPort: broker.port)
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
-            try await Self.waitUntil { try await Self.status(client, test)["connected"] as? Bool == true }
+            try await Self.waitUntil {
+                try await Self.status(client, test)["connected"] as? Bool == true
+            } state: {
+                "\(try await Self.status(client, test))"
+            }
             #expect(try await client.postJSON("/aggregated/MQ-1", Uploads.body(device: "MQ-1", nonce: 1)).status == .ok)
             #expect(try await client.postJSON("/aggregated/MQ-2", Uploads.body(device: "MQ-2", nonce: 1)).status == .ok)
             // A rejected upload publishes nothing.
@@ -72,7 +83,11 @@ struct MQTTFeedTests {
         let test = try TestServer(mqttPort: broker.port)
         let base = Uploads.exampleArrivalMs
         try await test.run { client in
-            try await Self.waitUntil { try await Self.status(client, test)["connected"] as? Bool == true }
+            try await Self.waitUntil {
+                try await Self.status(client, test)["connected"] as? Bool == true
+            } state: {
+                "\(try await Self.status(client, test))"
+            }
             broker.stop()
             try await Self.waitUntil { try await Self.status(client, test)["connected"] as? Bool == false }
             for index in 0..<200 {

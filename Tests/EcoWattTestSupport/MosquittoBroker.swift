@@ -8,20 +8,32 @@ import Glibc
 
 /// Loopback TCP ports for tests (servers, brokers).
 public enum LoopbackPort {
-    /// A free TCP port on 127.0.0.1 (bound once with port 0, then released).
+    /// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (32768–60999 here).
+    ///
+    /// A port the kernel picked for a bind to port 0 and that was then released is soon handed out again, to another
+    /// test's server binding port 0 or to an outgoing connection: a broker started on it afterwards failed to bind while
+    /// something else answered there, and an MQTT test waited 20 s for a connection that could not happen. Ports from
+    /// 20000–32767 are never chosen by the kernel; each is checked bindable and handed out once per process.
     public static func free() -> Int {
+        while true {
+            let port = Int.random(in: 20_000...32_767)
+            guard issued.withLock({ $0.insert(port).inserted }) else { continue }
+            if canBind(port) { return port }
+        }
+    }
+
+    private static let issued = Mutex<Set<Int>>([])
+
+    private static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
     }
 
     /// True if something accepts TCP connections on 127.0.0.1:`port`.
