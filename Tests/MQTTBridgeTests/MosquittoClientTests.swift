@@ -5,6 +5,10 @@ import Testing
 
 @testable import MQTTBridge
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite(.enabled(if: MosquittoBroker.isInstalled, "needs the mosquitto broker (apt install mosquitto)"))
 struct MosquittoClientTests {
     /// Publishes with QoS 1 to a real broker: every message id is acknowledged and a subscriber receives the payloads
@@ -68,6 +72,45 @@ struct MosquittoClientTests {
         #expect(failures.withLock { $0 } >= 1, "the attempts before the broker existed failed")
         client.stop()
         _ = broker
+    }
+
+    /// A server with a thousand device connections gives the MQTT socket a descriptor above 1023, where libmosquitto's
+    /// own select() loop fails without a callback; this client's poll() loop connects and publishes there.
+    @Test func connectsAndPublishesWithADescriptorAbove1023() async throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        try #require(limit.rlim_max >= 1200, "needs a descriptor limit of at least 1200 (hard limit \(limit.rlim_max))")
+        if limit.rlim_cur < 1200 {
+            limit.rlim_cur = min(limit.rlim_max, 4096)
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        let broker = try MosquittoBroker()
+        // Fill every descriptor below 1100, so the client's socket (and its wake pipe) come after.
+        var filler: [Int32] = []
+        defer { for fd in filler { close(fd) } }
+        while true {
+            let fd = open("/dev/null", O_RDONLY)
+            guard fd >= 0 else { break }
+            filler.append(fd)
+            if fd >= 1100 { break }
+        }
+        let connected = Mutex(false)
+        let acknowledged = Mutex<Set<Int32>>([])
+        var configuration = MosquittoClient.Configuration()
+        configuration.port = broker.port
+        configuration.clientID = "high-fd-\(UUID().uuidString.prefix(8))"
+        let client = try MosquittoClient(configuration: configuration) { event in
+            switch event {
+            case .connected: connected.withLock { $0 = true }
+            case .published(let id): _ = acknowledged.withLock { $0.insert(id) }
+            default: break
+            }
+        }
+        client.start()
+        try await Self.waitUntil { connected.withLock { $0 } }
+        let id = try client.publish(topic: "test/high", payload: Array("x".utf8), qos: 1)
+        try await Self.waitUntil { acknowledged.withLock { $0.contains(id) } }
+        client.stop()
     }
 
     static func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
