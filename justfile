@@ -12,6 +12,10 @@ test *ARGS:
 format:
     swift format --in-place --recursive --parallel Sources Tests Package.swift
 
+# Build release once and install the binary, a configuration file and a hardened systemd unit (as root)
+install *ARGS:
+    scripts/install.sh {{ARGS}}
+
 # Check formatting
 lint:
     swift format lint --strict --recursive --parallel Sources Tests Package.swift
@@ -22,5 +26,5 @@ bench:
 
 # Simulated devices against a running server (default: 20 devices, 10x real time, 60 s; see `ecowatt simulate --help`)
 simulate *ARGS:
-    swift build -c release --product ecowatt
+    scripts/build-release.sh
     .build/release/ecowatt simulate --devices 20 --speed 10 --duration 60 {{ARGS}}

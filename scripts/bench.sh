@@ -16,7 +16,7 @@ sections="${2:-all}"
 
 scripts/install-deps.sh wrk
 bin="${ECOWATT_BENCH_BINARY:-.build/release/ecowatt}"
-[ -n "${ECOWATT_BENCH_BINARY:-}" ] || swift build -c release --product ecowatt >&2
+[ -n "${ECOWATT_BENCH_BINARY:-}" ] || scripts/build-release.sh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 

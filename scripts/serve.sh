@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds (release) and starts the EcoWatt Cloud server with embedded defaults:
+# Builds (release, only when a source changed: scripts/build-release.sh) and starts the EcoWatt Cloud server with
+# embedded defaults:
 # 0.0.0.0:5001, SQLite in ./data, operator token and development FOTA keys generated into ./keys on first start,
 # and the MQTT feed to 127.0.0.1:1883 (a local mosquitto is started when installed and nothing listens there).
 # Extra arguments are passed to `ecowatt serve` (see `ecowatt serve --help`).
@@ -8,8 +9,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
-echo "==> swift build -c release --product ecowatt" >&2
-swift build -c release --product ecowatt
+scripts/build-release.sh
 
 broker=""
 mqtt_port="${ECOWATT_MQTT_PORT:-1883}"

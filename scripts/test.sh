@@ -15,7 +15,7 @@ step() {  # step NAME COMMAND...
     echo "==> $name: $((SECONDS - start)) s"
 }
 
-step "install dependencies" scripts/install-deps.sh haproxy
+step "install dependencies" scripts/install-deps.sh haproxy openssl
 
 if [ ! -d ../shared/conformance ] && [ -z "${ECOWATT_CONFORMANCE_DIR:-}" ]; then
     echo "error: ../shared/conformance not found (set ECOWATT_CONFORMANCE_DIR to the corpus directory)" >&2
@@ -23,7 +23,8 @@ if [ ! -d ../shared/conformance ] && [ -z "${ECOWATT_CONFORMANCE_DIR:-}" ]; then
 fi
 
 step "swift format lint" swift format lint --strict --recursive --parallel Sources Tests Package.swift
-step "swift build --build-tests" swift build --build-tests
+# Piped: SwiftPM adds -color-diagnostics on a terminal, and a build from a terminal after one from a log recompiles all.
+step "swift build --build-tests" bash -c "set -o pipefail; swift build --build-tests 2>&1 | cat"
 step "swift test" swift test --skip-build "$@"
 fuzz_seconds="${ECOWATT_FUZZ_SECONDS:-90}"
 if [ "$fuzz_seconds" -gt 0 ]; then

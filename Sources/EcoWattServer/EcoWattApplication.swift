@@ -28,6 +28,8 @@ public struct EcoWattApplication: Sendable {
     public let boot: BootMessages
     public let fleetKey: FleetKeyNotice
     public let operatorToken: String
+    /// The data directory's lock, held while the application lives.
+    public let lock: DataDirectoryLock
 
     /// Epoch milliseconds now: the arrival time stamped on uploads.
     public static let systemClock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
@@ -39,9 +41,17 @@ public struct EcoWattApplication: Sendable {
         logger: Logger,
         clock: @escaping @Sendable () -> Int64 = systemClock
     ) throws {
-        for directory in [configuration.dataDirectory, configuration.firmwareDirectory, configuration.diagnosticsDirectory] {
+        // Files private to the server's user; then one server per data directory, before anything opens a file there.
+        PrivateFiles.restrictNewFiles()
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let lock = try DataDirectoryLock(directory: configuration.dataDirectory)
+        for directory in [configuration.firmwareDirectory, configuration.diagnosticsDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        PrivateFiles.tighten(
+            [configuration.dataDirectory, configuration.keysDirectory, configuration.diagnosticsDirectory],
+            logger: logger
+        )
         let database = try EcoWattDatabase(path: configuration.databasePath, durability: configuration.durability)
         try database.recountPendingDevices()
         let writer = GroupCommitWriter(database: database, logger: logger)
@@ -64,7 +74,7 @@ public struct EcoWattApplication: Sendable {
             retainedFiles: configuration.diagnosticsRetainedFiles,
             totalBytes: limits.diagnosticsTotalBytes
         )
-        let feed = try MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger)
+        let feed = try MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger, waitForListener: true)
         let ingest = IngestService(
             store: store,
             fleetKey: SymmetricKey(data: fleetKey),
@@ -84,12 +94,10 @@ public struct EcoWattApplication: Sendable {
             logger: logger,
             clock: clock
         )
-        let (firmwareKeys, keysError) = Self.loadFirmwareKeys(directory: configuration.keysDirectory, logger: logger)
+        let keyRing = FirmwareKeyRing(directory: configuration.keysDirectory, logger: logger)
         let ota = try OTAService(
             store: devices,
-            catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.firmwareDirectory), keys: firmwareKeys),
-            keys: firmwareKeys,
-            keysError: keysError,
+            catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.firmwareDirectory), keyRing: keyRing),
             logger: logger,
             clock: clock,
             metrics: metrics,
@@ -177,10 +185,9 @@ public struct EcoWattApplication: Sendable {
             logger.info("operator API token loaded", metadata: ["path": "\(configuration.operatorTokenPath)"])
         }
 
-        let router = Router(context: EcoWattRequestContext.self)
-        router.add(middleware: RequestLogMiddleware(metrics: metrics, clientErrors: clientErrors))
-        router.add(middleware: JSONErrorMiddleware())
-        HealthRoutes(writer: writer, ota: ota, fleetKey: fleetKeyNotice).register(on: router)
+        let listeners = try Listeners(configuration: configuration, logger: logger)
+        let health = HealthRoutes(writer: writer, ota: ota, fleetKey: fleetKeyNotice, feed: feed)
+        let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
         // Injected network faults apply to these routes only.
         let deviceRouter = router.group()
@@ -200,8 +207,11 @@ public struct EcoWattApplication: Sendable {
         reportRoutes.registerDeviceRoutes(on: deviceRouter)
         otaRoutes.registerDeviceRoutes(on: deviceRouter)
         diagnosticsRoutes.registerDeviceRoutes(on: deviceRouter)
-        // Operator routes: bearer token.
-        let operatorRoutes = router.group().add(middleware: OperatorAuthMiddleware(token: token))
+        // Operator routes: bearer token; on their own listener when `operator_port` is set.
+        let operatorRouter =
+            listeners.separateOperator
+            ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
+        let operatorRoutes = operatorRouter.group().add(middleware: OperatorAuthMiddleware(token: token))
         QueryRoutes(store: store).register(on: operatorRoutes)
         SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
         deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
@@ -215,27 +225,20 @@ public struct EcoWattApplication: Sendable {
         FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
         MQTTRoutes(feed: feed).register(on: operatorRoutes)
 
-        // Connections: every one counted against a total and a per-address cap, with header, body and idle timeouts.
-        let descriptors = FileDescriptorLimit.current
-        let maxConnections = min(limits.maxConnections, max(16, descriptors - FileDescriptorLimit.reserved))
-        if maxConnections < limits.maxConnections {
-            logger.warning(
-                "max_connections lowered to fit the descriptor limit",
-                metadata: ["configured": "\(limits.maxConnections)", "effective": "\(maxConnections)", "descriptors": "\(descriptors)"]
-            )
-        }
-        let limiter = ConnectionLimiter(maxTotal: maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
-        metrics.sample("ecowatt_connections_open") { Double(limiter.openConnections) }
-        let server = GuardedHTTP1Channel.server(limits: limits, limiter: limiter, metrics: metrics)
-        var application = Application(
+        var application = try listeners.deviceApplication(
             router: router,
-            server: server,
-            configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port),
-                serverName: "EcoWattCloud",
-                backlog: 1024
-            ),
-            logger: logger
+            metrics: metrics,
+            // The MQTT client connects once the device port is bound (a server that cannot bind never connects).
+            onListening: { feed.listenerReady() }
+        )
+        if listeners.separateOperator {
+            application.addServices(try listeners.operatorApplication(router: operatorRouter, metrics: metrics))
+        }
+        application.addServices(
+            HangupReloader(
+                logger: logger,
+                actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]
+            )
         )
         // Shutdown runs in reverse: the HTTP server drains first, then the services (activity flushes last_seen),
         // and the writer, added before them, commits what is queued last.
@@ -269,30 +272,6 @@ public struct EcoWattApplication: Sendable {
         self.boot = boot
         self.fleetKey = fleetKeyNotice
         self.operatorToken = token
-    }
-
-    /// Loads the FOTA keys from `directory`, generating development keys when none exist (never over existing ones).
-    /// Unusable keys are logged and leave firmware preparation disabled; the rest of the server runs.
-    static func loadFirmwareKeys(directory: String, logger: Logger) -> (FirmwareKeys?, String?) {
-        do {
-            if !FirmwareKeys.anyExist(in: directory) {
-                let keys = try FirmwareKeys.generate()
-                try keys.write(to: directory)
-                logger.notice(
-                    "generated development FOTA keys: field devices only accept firmware signed with the keys built into them",
-                    metadata: ["keys_dir": "\(directory)"]
-                )
-                return (keys, nil)
-            }
-            let keys = try FirmwareKeys(directory: directory)
-            logger.info("FOTA keys loaded", metadata: ["keys_dir": "\(directory)"])
-            return (keys, nil)
-        } catch {
-            logger.error(
-                "FOTA keys not loaded: firmware upload is disabled until they are fixed",
-                metadata: ["keys_dir": "\(directory)", "error": "\(error)"]
-            )
-            return (nil, "\(error)")
-        }
+        self.lock = lock
     }
 }

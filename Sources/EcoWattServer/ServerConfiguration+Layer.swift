@@ -41,6 +41,10 @@ extension ServerConfiguration {
         public var deviceBinding: String?
         public var trustedProxies: [String]?
         public var forwardedHeader: String?
+        public var operatorHost: String?
+        public var operatorPort: Int?
+        public var tlsCertFile: String?
+        public var tlsKeyFile: String?
 
         public init() {}
 
@@ -78,6 +82,10 @@ extension ServerConfiguration {
             case deviceBinding = "device_binding"
             case trustedProxies = "trusted_proxies"
             case forwardedHeader = "forwarded_header"
+            case operatorHost = "operator_host"
+            case operatorPort = "operator_port"
+            case tlsCertFile = "tls_cert_file"
+            case tlsKeyFile = "tls_key_file"
         }
 
         /// The `ECOWATT_*` variable of each key (``ServerLimits`` settings have their own, `ECOWATT_LIMITS_*`).
@@ -144,6 +152,10 @@ extension ServerConfiguration {
             deviceBinding = value(.deviceBinding)
             trustedProxies = value(.trustedProxies).map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             forwardedHeader = value(.forwardedHeader)
+            operatorHost = value(.operatorHost)
+            operatorPort = try integer(.operatorPort)
+            tlsCertFile = value(.tlsCertFile)
+            tlsKeyFile = value(.tlsKeyFile)
         }
 
         public init(from decoder: any Decoder) throws {
@@ -187,6 +199,10 @@ extension ServerConfiguration {
             deviceBinding = try container.decodeIfPresent(String.self, forKey: .deviceBinding)
             trustedProxies = try container.decodeIfPresent([String].self, forKey: .trustedProxies)
             forwardedHeader = try container.decodeIfPresent(String.self, forKey: .forwardedHeader)
+            operatorHost = try container.decodeIfPresent(String.self, forKey: .operatorHost)
+            operatorPort = try container.decodeIfPresent(Int.self, forKey: .operatorPort)
+            tlsCertFile = try container.decodeIfPresent(String.self, forKey: .tlsCertFile)
+            tlsKeyFile = try container.decodeIfPresent(String.self, forKey: .tlsKeyFile)
         }
 
         private struct AnyKey: CodingKey {

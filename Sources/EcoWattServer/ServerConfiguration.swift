@@ -9,6 +9,16 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var host = "0.0.0.0"
     /// Listen port, the firmware's 5001 by default (`ECOWATT_PORT`, `port`).
     public var port = 5001
+    /// Operator listener address (`ECOWATT_OPERATOR_HOST`, `operator_host`); with ``operatorPort``, the operator API
+    /// moves off the device port.
+    public var operatorHost = "127.0.0.1"
+    /// Operator listener port (`ECOWATT_OPERATOR_PORT`, `operator_port`); `nil`: operator routes on the device port.
+    public var operatorPort: Int? = nil
+    /// TLS certificate chain (PEM) for the operator listener, or the only listener without one
+    /// (`ECOWATT_TLS_CERT_FILE`, `tls_cert_file`); reloaded on SIGHUP.
+    public var tlsCertFile: String? = nil
+    /// TLS private key (PEM) (`ECOWATT_TLS_KEY_FILE`, `tls_key_file`).
+    public var tlsKeyFile: String? = nil
     /// Directory of the SQLite database (`ECOWATT_DATA_DIR`, `data_dir`).
     public var dataDirectory = "./data"
     /// Keys directory: operator token, firmware keys (`ECOWATT_KEYS_DIR`, `keys_dir`).
@@ -193,6 +203,16 @@ public struct ServerConfiguration: Sendable, Equatable {
             guard value.allSatisfy({ !$0.isEmpty && !$0.contains(" ") }) else { throw .invalid("trusted_proxies must be IP addresses") }
             trustedProxies = value
         }
+        if let value = layer.operatorHost {
+            guard !value.isEmpty, !value.contains(" ") else { throw .invalid("operator_host must be an address") }
+            operatorHost = value
+        }
+        if let value = layer.operatorPort {
+            guard (1...65535).contains(value) else { throw .invalid("operator_port must be in 1...65535") }
+            operatorPort = value
+        }
+        if let value = layer.tlsCertFile { tlsCertFile = value }
+        if let value = layer.tlsKeyFile { tlsKeyFile = value }
         if let value = layer.forwardedHeader {
             guard !value.isEmpty, !value.contains(":"), !value.contains(" ") else { throw .invalid("forwarded_header must be a header name") }
             forwardedHeader = value

@@ -157,7 +157,16 @@ public struct SimulationReport: Sendable {
                 + "Modbus faults: \(faultsRecovered) recovered, \(faultsFailed) failed"
         )
         let verified = firmwareUpdates.filter { $0.failure == nil }
-        lines.append("firmware: \(firmwareUpdates.count) downloads, \(verified.count) verified and installed")
+        if requests["GET /ota/check/{id}"] == nil {
+            // The firmware checks every 6000 s by default: a short run makes none, which is easy to mistake for a
+            // deployment that does not work.
+            lines.append(
+                "firmware: no firmware check was due in this run (one every --ota-interval device seconds, "
+                    + "none without --keys-dir): lower --ota-interval to see a deployed update installed"
+            )
+        } else {
+            lines.append("firmware: \(firmwareUpdates.count) downloads, \(verified.count) verified and installed")
+        }
         for update in firmwareUpdates where update.failure != nil {
             lines.append("  \(update.deviceID) \(update.fromVersion) → \(update.toVersion): \(update.failure!)")
         }

@@ -46,6 +46,23 @@ public final class EcoWattDatabase: Sendable {
         try pool.close()
     }
 
+    /// Devices that uploaded verified telemetry or that an operator created, in the database at `path` (read-only, so
+    /// a running server is not disturbed); `nil` when there is no database there.
+    public static func admittedDeviceCount(path: String) throws -> Int? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        var configuration = Configuration()
+        configuration.readonly = true
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        return try queue.read { db in
+            guard try db.tableExists("devices") else { return 0 }
+            let hasAdmission = try db.columns(in: "devices").contains { $0.name == "admission" }
+            return try Int.fetchOne(
+                db,
+                sql: hasAdmission ? "SELECT COUNT(*) FROM devices WHERE admission != 'pending'" : "SELECT COUNT(*) FROM devices"
+            ) ?? 0
+        }
+    }
+
     /// The versioned migrations. Never edit a shipped migration: add a new one.
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()

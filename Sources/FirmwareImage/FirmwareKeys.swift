@@ -28,6 +28,10 @@ public struct FirmwareKeys: Sendable {
     public var publicKey: _RSA.Signing.PublicKey { privateKey.publicKey }
     /// ``aesKey`` for CryptoKit.
     public var symmetricKey: SymmetricKey { SymmetricKey(data: aesKey) }
+    /// The first 8 bytes of SHA-256 over the public key's DER, in hex: tells key sets apart in logs and errors.
+    public var fingerprint: String {
+        SHA256.hash(data: publicKey.derRepresentation).prefix(8).map { String(format: "%02x", $0) }.joined()
+    }
 
     /// A key set from existing parts. `aesKey` must be 32 bytes.
     public init(privateKey: _RSA.Signing.PrivateKey, aesKey: [UInt8]) throws(FirmwareError) {
@@ -83,6 +87,32 @@ public struct FirmwareKeys: Sendable {
                 throw .keys("\(path(Self.publicKeyFile)) does not belong to \(path(Self.privateKeyFile))")
             }
         }
+    }
+
+    /// Moves the existing key files of `directory` (and the firmware key sources) into `archive/<UTC time>/` below it,
+    /// never deleting them: images prepared with them, and devices built with them, still need them.
+    /// - Returns: the archive directory, or `nil` when there was nothing to archive.
+    public static func archive(in directory: String, now: Date = Date()) throws(FirmwareError) -> String? {
+        let manager = FileManager.default
+        let names = [privateKeyFile, publicKeyFile, aesKeyFile, headerFile, sourceFile].filter {
+            manager.fileExists(atPath: (directory as NSString).appendingPathComponent($0))
+        }
+        guard !names.isEmpty else { return nil }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let archive = (directory as NSString).appendingPathComponent("archive/\(formatter.string(from: now))")
+        do {
+            for name in names {
+                let target = (archive as NSString).appendingPathComponent(name)
+                try manager.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try manager.moveItem(atPath: (directory as NSString).appendingPathComponent(name), toPath: target)
+            }
+        } catch {
+            throw .io("cannot archive the keys of \(directory) into \(archive): \(error.localizedDescription)")
+        }
+        return archive
     }
 
     /// Writes the key files and the C header into `directory` (created if needed), each with mode 0600.

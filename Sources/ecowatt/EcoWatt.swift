@@ -6,6 +6,7 @@ struct EcoWatt: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ecowatt",
         abstract: "EcoWatt Cloud: the server for EcoWatt ESP32 energy monitors, and its operator tools.",
+        version: BuildInfo.description,
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
             CommandCommand.self, SimulateCommand.self, BenchCommand.self,

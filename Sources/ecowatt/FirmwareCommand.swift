@@ -1,5 +1,6 @@
 import ArgumentParser
 import EcoWattProtocol
+import EcoWattStore
 import FirmwareImage
 import Foundation
 
@@ -17,17 +18,54 @@ struct KeysCommand: ParsableCommand {
             discussion: """
                 firmware/include/application/keys.h and firmware/src/application/keys.cpp go into the firmware tree at
                 the same paths (copy keys/firmware/ over the firmware repository): devices then accept only images
-                signed with this private key and encrypted with this AES key. Existing keys are never replaced without
-                --force, because devices in the field keep trusting the old ones.
+                signed with this private key and encrypted with this AES key.
+
+                Existing keys are replaced only with --force, and while prepared images or devices exist only with
+                --force --rotate: every device in the field keeps trusting the keys it was built with and rejects
+                images prepared with new ones. Replaced keys are moved to archive/<time>/ in the keys directory, never
+                deleted. A running server picks up the new keys on SIGHUP (systemctl reload ecowatt).
                 """
         )
         @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
-        @Flag(help: "Replace existing keys.") var force = false
+        @Option(help: "Firmware directory checked for prepared images (env ECOWATT_FIRMWARE_DIR, default ./firmware).")
+        var firmwareDir: String?
+        @Option(help: "Data directory checked for registered devices (env ECOWATT_DATA_DIR, default ./data).") var dataDir: String?
+        @Flag(help: "Replace existing keys (archived first).") var force = false
+        @Flag(help: "With --force: replace them even though images were prepared or devices registered with them.")
+        var rotate = false
 
         func run() throws {
-            let directory = keysDir ?? ProcessInfo.processInfo.environment["ECOWATT_KEYS_DIR"] ?? "./keys"
+            let environment = ProcessInfo.processInfo.environment
+            let directory = keysDir ?? environment["ECOWATT_KEYS_DIR"] ?? "./keys"
+            if FirmwareKeys.anyExist(in: directory) {
+                guard force else {
+                    throw ValidationError(
+                        "keys already exist in \(directory); pass --force to replace them (devices in the field keep trusting the old ones)"
+                    )
+                }
+                let firmware = FirmwareDirectory(path: firmwareDir ?? environment["ECOWATT_FIRMWARE_DIR"] ?? "./firmware")
+                let images = firmware.versions()
+                let database = ((dataDir ?? environment["ECOWATT_DATA_DIR"] ?? "./data") as NSString)
+                    .appendingPathComponent("ecowatt.sqlite")
+                let devices = try EcoWattDatabase.admittedDeviceCount(path: database) ?? 0
+                if !rotate, !images.isEmpty || devices > 0 {
+                    throw ValidationError(
+                        "refusing to replace the FOTA keys: \(images.count) prepared image(s) and \(devices) registered device(s) "
+                            + "use them, and devices built with them would reject every image prepared with new keys. "
+                            + "If that is what you want (a compromised key, new hardware), add --rotate."
+                    )
+                }
+                if let archive = try FirmwareKeys.archive(in: directory) { print("archived the old keys in \(archive)") }
+                if !images.isEmpty || devices > 0 {
+                    print(
+                        "rotated: the \(devices) registered device(s) accept only images signed with the old keys until they run firmware "
+                            + "built with \((directory as NSString).appendingPathComponent("firmware"))/; prepare images again with the new keys, "
+                            + "and send the server SIGHUP (systemctl reload ecowatt)"
+                    )
+                }
+            }
             let keys = try FirmwareKeys.generate()
-            for path in try keys.write(to: directory, overwrite: force) { print("wrote \(path)") }
+            for path in try keys.write(to: directory, overwrite: true) { print("wrote \(path)") }
             print("copy \((directory as NSString).appendingPathComponent("firmware"))/ over the firmware repository (same paths)")
         }
     }

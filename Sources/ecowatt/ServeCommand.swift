@@ -3,6 +3,7 @@ import EcoWattServer
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 
 /// `ecowatt serve`: runs the server until SIGINT/SIGTERM, then shuts down gracefully.
 struct ServeCommand: AsyncParsableCommand {
@@ -17,6 +18,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "JSON configuration file (env ECOWATT_CONFIG).") var config: String?
     @Option(help: "Listen address (env ECOWATT_HOST, default 0.0.0.0).") var host: String?
     @Option(help: "Listen port (env ECOWATT_PORT, default 5001).") var port: Int?
+    @Option(help: "Operator listener address with --operator-port (env ECOWATT_OPERATOR_HOST, default 127.0.0.1).")
+    var operatorHost: String?
+    @Option(help: "Serve the operator API on this port only, not on the device port (env ECOWATT_OPERATOR_PORT).")
+    var operatorPort: Int?
+    @Option(help: "TLS certificate chain, PEM (env ECOWATT_TLS_CERT_FILE); reloaded on SIGHUP.") var tlsCertFile: String?
+    @Option(help: "TLS private key, PEM (env ECOWATT_TLS_KEY_FILE).") var tlsKeyFile: String?
     @Option(help: "Database directory (env ECOWATT_DATA_DIR, default ./data).") var dataDir: String?
     @Option(help: "Keys directory (env ECOWATT_KEYS_DIR, default ./keys).") var keysDir: String?
     @Option(help: "Firmware directory (env ECOWATT_FIRMWARE_DIR, default ./firmware).") var firmwareDir: String?
@@ -40,6 +47,10 @@ struct ServeCommand: AsyncParsableCommand {
         var flags = ServerConfiguration.Layer()
         flags.host = host
         flags.port = port
+        flags.operatorHost = operatorHost
+        flags.operatorPort = operatorPort
+        flags.tlsCertFile = tlsCertFile
+        flags.tlsKeyFile = tlsKeyFile
         flags.dataDirectory = dataDir
         flags.keysDirectory = keysDir
         flags.firmwareDirectory = firmwareDir
@@ -76,17 +87,41 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "ecowatt")
         let descriptors = FileDescriptorLimit.raise()
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
-        let server = try EcoWattApplication(configuration: configuration, logger: logger)
+        let server: EcoWattApplication
+        do {
+            server = try EcoWattApplication(configuration: configuration, logger: logger)
+        } catch let error as DataDirectoryLock.Failure {
+            throw Self.fail(logger, "\(error)")
+        } catch let error as ConfigurationError {
+            throw Self.fail(logger, error.message)
+        }
         logger.notice(
             "EcoWatt Cloud starting",
             metadata: [
-                "address": "\(configuration.host):\(configuration.port)", "database": "\(configuration.databasePath)",
+                "version": "\(BuildInfo.description)",
+                "address": "\(configuration.host):\(configuration.port)",
+                "operator_address": "\(configuration.operatorPort.map { "\(configuration.operatorHost):\($0)" } ?? "same as devices")",
+                "database": "\(configuration.databasePath)",
                 "durability": "\(configuration.durability.rawValue)",
                 "fleet_key": "\(server.fleetKey.isPublic ? "public default" : "private \(server.fleetKey.fingerprint)")",
             ]
         )
-        try await server.application.runService()
+        do {
+            try await server.application.runService()
+        } catch let error as ListenerError {
+            throw Self.fail(logger, error.description)
+        } catch let error as IOError {
+            // The device listener's bind (the operator listener's failures arrive as ListenerError).
+            throw Self.fail(logger, ListenerError(address: "\(configuration.host):\(configuration.port)", underlying: "\(error)").description)
+        }
         try server.database.close()
+        server.lock.release()
         logger.notice("EcoWatt Cloud stopped; database closed")
+    }
+
+    /// Logs a fatal start-up error as one line and exits with status 1.
+    static func fail(_ logger: Logger, _ message: String) -> ExitCode {
+        logger.critical("\(message)")
+        return ExitCode(1)
     }
 }

@@ -97,11 +97,20 @@ struct MQTTFeedTests {
                 #expect(response.status == .ok)
             }
             #expect(try await Self.status(client, test)["backlog"] as? Int == 200)
+            // /ready reports the outage but stays ready: uploads are kept in the outbox.
+            let down = try await client.execute(uri: "/ready", method: .get)
+            #expect(down.status == .ok)
+            #expect(((down.json["checks"] as? [String: Any])?["mqtt"] as? String)?.hasPrefix("disconnected") == true)
+            #expect(try await Self.status(client, test)["last_error"] is String)
             try broker.start()
             let subscriber = try MQTTSubscriber(port: broker.port, topic: "ecowatt/data/#")
             try await subscriber.waitUntilSubscribed()
             // The publisher reconnects on its own (backoff) and drains the outbox.
             try await Self.waitUntil(timeout: .seconds(40)) { try await Self.status(client, test)["backlog"] as? Int == 0 }
+            // Connected again: the last error is cleared and /ready says so.
+            #expect(try await Self.status(client, test)["last_error"] is NSNull)
+            let up = try await client.execute(uri: "/ready", method: .get)
+            #expect((up.json["checks"] as? [String: Any])?["mqtt"] as? String == "connected")
             let messages = try await subscriber.wait(for: 200)
             var seen: [String: [String]] = [:]
             for message in messages {

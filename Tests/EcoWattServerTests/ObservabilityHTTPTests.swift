@@ -85,6 +85,8 @@ import Testing
             let ready = try await client.execute(uri: "/ready", method: .get)
             #expect(ready.status == .ok)
             #expect(((ready.json["checks"] as? [String: Any])?["database"] as? String)?.hasPrefix("readable; writer running") == true)
+            // The feed's state is reported and never makes the server unready (this test server runs without MQTT).
+            #expect((ready.json["checks"] as? [String: Any])?["mqtt"] as? String == "disabled")
             #expect(try await client.execute(uri: "/health", method: .get).status == .ok)
         }
         // Unusable keys: the server runs, but is not ready and refuses uploads of firmware.

@@ -246,27 +246,17 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         let port = LoopbackPort.free()
         let first = try await ServerProcess(root: root.appendingPathComponent("a"), port: port)
-        let process = Process()
-        process.executableURL = ServerProcess.binary
         let other = root.appendingPathComponent("b")
-        process.arguments = [
-            "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", other.appendingPathComponent("data").path,
-            "--keys-dir", other.appendingPathComponent("keys").path, "--firmware-dir", other.appendingPathComponent("fw").path,
-            "--diagnostics-dir", other.appendingPathComponent("diag").path,
-        ]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = ContinuousClock.now + .seconds(20)
-        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-        let exited = !process.isRunning
-        if !exited { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        #expect(exited, "the process must end by itself")
-        #expect(process.terminationStatus != 0)
-        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(stderr.contains("Address already in use"), "\(stderr)")
+        let (status, _, stderr) = try await ServerProcess.runCLI(
+            [
+                "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", other.appendingPathComponent("data").path,
+                "--keys-dir", other.appendingPathComponent("keys").path, "--firmware-dir", other.appendingPathComponent("fw").path,
+                "--diagnostics-dir", other.appendingPathComponent("diag").path,
+            ],
+            timeout: .seconds(20)
+        )
+        #expect(status == 1, "the process must end by itself, with status 1 (\(status))")
+        #expect(stderr.contains("cannot listen on 127.0.0.1:\(port)") && stderr.contains("Address already in use"), "\(stderr)")
         try await first.stop(signal: SIGTERM)
     }
 

@@ -1,3 +1,4 @@
+import EcoWattTestSupport
 import Foundation
 import HummingbirdTesting
 import NIOCore
@@ -15,32 +16,30 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Runs the CLI to completion and returns (status, stdout, stderr).
     ///
-    /// The blocking pipe reads and the wait run on a Dispatch thread, never on Swift's cooperative pool: on a 2-core
-    /// machine two blocked pool threads would stall every other test running in parallel.
-    static func runCLI(_ arguments: [String]) async throws -> (Int32, String, String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try runCLIBlocking(arguments) })
-            }
-        }
+    /// The blocking wait runs on a Dispatch thread, never on Swift's cooperative pool: on a 2-core machine two blocked
+    /// pool threads would stall every other test running in parallel. With `timeout`, a process still running then is
+    /// killed (a `serve` expected to fail that does not must not hang the suite).
+    static func runCLI(
+        _ arguments: [String],
+        environment: [String: String] = [:],
+        timeout: Duration? = nil
+    ) async throws -> (Int32, String, String) {
+        try await run(binary.path, arguments, environment: environment, timeout: timeout)
     }
 
-    private static func runCLIBlocking(_ arguments: [String]) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    /// Runs any executable to completion (see ``runCLI(_:environment:timeout:)``).
+    static func run(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String] = [:],
+        timeout: Duration? = nil
+    ) async throws -> (Int32, String, String) {
+        let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let result = try await ChildProcess.run(executable, arguments, environment: merged, timeout: timeout)
+        return (result.status, result.output, result.error)
     }
 
-    let process = Process()
+    let process: ChildProcess
     let port: Int
     let logFile: URL
 
@@ -57,8 +56,7 @@ final class ServerProcess: @unchecked Sendable {
         self.port = port
         logFile = root.appendingPathComponent("server-\(UUID().uuidString).log")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        process.executableURL = Self.binary
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let arguments =
             [
                 "serve", "--host", "127.0.0.1", "--port", "\(port)", "--data-dir", root.appendingPathComponent("data").path,
@@ -66,17 +64,17 @@ final class ServerProcess: @unchecked Sendable {
                 root.appendingPathComponent("firmware").path, "--diagnostics-dir",
                 root.appendingPathComponent("diagnostics").path, "--log-level", "info",
             ] + extraArguments
+        let environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         if let descriptorLimit {
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", #"ulimit -n \#(descriptorLimit) && exec "$0" "$@""#, Self.binary.path] + arguments
+            process = try ChildProcess(
+                executable: "/bin/sh",
+                arguments: ["-c", #"ulimit -n \#(descriptorLimit) && exec "$0" "$@""#, Self.binary.path] + arguments,
+                environment: environment,
+                outputPath: logFile.path
+            )
         } else {
-            process.arguments = arguments
+            process = try ChildProcess(executable: Self.binary.path, arguments: arguments, environment: environment, outputPath: logFile.path)
         }
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let handle = try FileHandle(forWritingTo: logFile)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
             // Our server, not another test's that took the port meanwhile: its own log says it listens there.

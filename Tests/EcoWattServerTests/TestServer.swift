@@ -66,7 +66,7 @@ final class TestServer: Sendable {
             try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.keysDirectory)
         }
         var logger = Logger(label: "test")
-        logger.logLevel = .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["ECOWATT_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let clock = self.clock
         server = try EcoWattApplication(configuration: configuration, logger: logger, clock: { clock.now })
     }
@@ -94,6 +94,8 @@ final class TestServer: Sendable {
 
     /// Runs `body` against the live server.
     func run(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        // The data directory is free again once this server stopped (a restart test opens a new one on it).
+        defer { server.lock.release() }
         try await server.application.test(.live) { client in try await body(client) }
     }
 }

@@ -4,13 +4,13 @@ import Foundation
 import Glibc
 #endif
 
-/// A helper process that listens on a loopback port (a broker, a proxy): started with `Foundation.Process` (which makes
-/// it ignore SIGTERM), waited for until it accepts connections, stopped with SIGKILL.
+/// A helper process that listens on a loopback port (a broker, a proxy): started as a ``ChildProcess``, waited for until
+/// it accepts connections, stopped with SIGKILL.
 public final class LoopbackDaemon: @unchecked Sendable {
     public let port: Int
     let binary: String
     let arguments: [String]
-    private var process: Process?
+    private var process: ChildProcess?
 
     public init(binary: String, arguments: [String], port: Int) {
         self.binary = binary
@@ -22,12 +22,7 @@ public final class LoopbackDaemon: @unchecked Sendable {
 
     /// Starts the process (again) and waits until it accepts connections on `port`.
     public func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess(executable: binary, arguments: arguments)
         self.process = process
         for _ in 0..<100 {
             if LoopbackPort.isListening(port) { return }
@@ -41,7 +36,7 @@ public final class LoopbackDaemon: @unchecked Sendable {
     /// Kills the process (SIGKILL) and waits for it to exit.
     public func stop() {
         guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
+        process.signal(SIGKILL)
         process.waitUntilExit()
         self.process = nil
     }

@@ -32,12 +32,14 @@ public final class ServableFirmware: Sendable {
 /// The prepared images of the firmware directory, loaded on first use and kept in memory.
 public final class FirmwareCatalog: Sendable {
     public let directory: FirmwareDirectory
-    let keys: FirmwareKeys?
+    let keyRing: FirmwareKeyRing
     private let loaded = Mutex<[String: ServableFirmware]>([:])
 
-    init(directory: FirmwareDirectory, keys: FirmwareKeys?) {
+    init(directory: FirmwareDirectory, keyRing: FirmwareKeyRing) {
         self.directory = directory
-        self.keys = keys
+        self.keyRing = keyRing
+        // Whether an image verifies depends on the keys: check again with the new ones.
+        keyRing.onChange { [weak self] in self?.loaded.withLock { $0 = [:] } }
     }
 
     /// The image of `version`, read from disk on first use (so images prepared with the CLI while the server runs are
@@ -45,7 +47,7 @@ public final class FirmwareCatalog: Sendable {
     public func firmware(_ version: String) throws(FirmwareError) -> ServableFirmware? {
         if let cached = loaded.withLock({ $0[version] }) { return cached }
         guard directory.contains(version) else { return nil }
-        let servable = ServableFirmware(try directory.load(version), keys: keys)
+        let servable = ServableFirmware(try directory.load(version), keys: keyRing.keys)
         return loaded.withLock { cache in
             if let raced = cache[version] { return raced }
             cache[version] = servable
@@ -56,7 +58,7 @@ public final class FirmwareCatalog: Sendable {
     /// Stores a newly prepared image and serves it from memory.
     func add(_ firmware: PreparedFirmware) throws(FirmwareError) -> ServableFirmware {
         try directory.save(firmware)
-        let servable = ServableFirmware(firmware, keys: keys)
+        let servable = ServableFirmware(firmware, keys: keyRing.keys)
         loaded.withLock { $0[firmware.manifest.version] = servable }
         return servable
     }

@@ -57,7 +57,10 @@ extension OTAService {
         guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
         if firmware.signatureVerified == false {
             throw OTAError.conflict(
-                "The signature of \(version) does not verify with the server's keys: devices would reject it"
+                "The signature of \(version) does not verify with the server's current FOTA keys (public key "
+                    + "\(keyRing.fingerprint ?? "none")): it was prepared with other keys, and devices built with the current "
+                    + "public key would reject it. Prepare the image again (POST /ota/upload or `ecowatt firmware prepare`), "
+                    + "or restore the keys it was prepared with from the keys directory's archive/ and send the server SIGHUP."
             )
         }
         let deployment = try await store.createDeployment(

@@ -40,8 +40,9 @@ public actor OTAService: Service {
 
     let store: any OTAStore & DeviceRegistryStore
     nonisolated let catalog: FirmwareCatalog
-    nonisolated let keys: FirmwareKeys?
-    nonisolated let keysError: String?
+    nonisolated var keyRing: FirmwareKeyRing { catalog.keyRing }
+    nonisolated var keys: FirmwareKeys? { keyRing.keys }
+    nonisolated var keysError: String? { keyRing.error }
     let logger: Logger
     nonisolated let clock: @Sendable () -> Int64
     nonisolated let metrics: ServerMetrics?
@@ -57,8 +58,6 @@ public actor OTAService: Service {
     init(
         store: any OTAStore & DeviceRegistryStore,
         catalog: FirmwareCatalog,
-        keys: FirmwareKeys?,
-        keysError: String?,
         logger: Logger,
         clock: @escaping @Sendable () -> Int64,
         metrics: ServerMetrics? = nil,
@@ -74,8 +73,6 @@ public actor OTAService: Service {
         self.metrics = metrics
         self.faults = faults
         self.catalog = catalog
-        self.keys = keys
-        self.keysError = keysError
         self.logger = logger
         self.clock = clock
         var sessions: [String: LiveSession] = [:]
