@@ -231,17 +231,8 @@ public struct EcoWattApplication: Sendable {
             // The MQTT client connects once the device port is bound (a server that cannot bind never connects).
             onListening: { feed.listenerReady() }
         )
-        if listeners.separateOperator {
-            application.addServices(try listeners.operatorApplication(router: operatorRouter, metrics: metrics))
-        }
-        application.addServices(
-            HangupReloader(
-                logger: logger,
-                actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]
-            )
-        )
-        // Shutdown runs in reverse: the HTTP server drains first, then the services (activity flushes last_seen),
-        // and the writer, added before them, commits what is queued last.
+        // Shutdown runs in reverse: the HTTP server drains first, then the operator listener (added last), then the
+        // services (activity flushes last_seen), and the writer, added before them, commits what is queued last.
         application.addServices(
             WALCheckpointer(database: database, logger: logger),
             writer,
@@ -252,8 +243,15 @@ public struct EcoWattApplication: Sendable {
             feed,
             clientErrors,
             deviceEvents,
-            boot
+            boot,
+            HangupReloader(
+                logger: logger,
+                actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]
+            )
         )
+        if listeners.separateOperator {
+            application.addServices(try listeners.operatorApplication(router: operatorRouter, metrics: metrics))
+        }
 
         self.application = application
         self.configuration = configuration

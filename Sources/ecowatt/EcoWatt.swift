@@ -9,7 +9,7 @@ struct EcoWatt: AsyncParsableCommand {
         version: BuildInfo.description,
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
-            CommandCommand.self, SimulateCommand.self, BenchCommand.self,
+            CommandCommand.self, SimulateCommand.self, BenchCommand.self, DatabaseCommand.self,
         ]
     )
 }

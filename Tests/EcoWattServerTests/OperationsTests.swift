@@ -111,6 +111,9 @@ import Glibc
         #expect(stats.status == 200)
         #expect(stats.headers["Strict-Transport-Security"].first == "max-age=31536000")
         #expect(try await Self.request("https://127.0.0.1:\(operatorPort)/stats", trust: first).status == 401)
+        let metrics = try await Self.request("https://127.0.0.1:\(operatorPort)/metrics", token: token, trust: first)
+        #expect(metrics.status == 200)
+        #expect(metrics.body.contains("ecowatt_operator_connections_open 1"), "this scrape's own connection is counted")
         await #expect(throws: (any Error).self) { try await Self.request("http://127.0.0.1:\(operatorPort)/health") }
 
         // A renewed certificate (another key pair): served after SIGHUP, to new connections.
@@ -198,7 +201,7 @@ import Glibc
         _ url: String,
         token: String? = nil,
         trust: NIOSSLCertificate? = nil
-    ) async throws -> (status: UInt, headers: HTTPHeaders) {
+    ) async throws -> (status: UInt, headers: HTTPHeaders, body: String) {
         var configuration = HTTPClient.Configuration()
         if let trust {
             var tls = TLSConfiguration.makeClientConfiguration()
@@ -211,9 +214,9 @@ import Glibc
             var request = HTTPClientRequest(url: url)
             if let token { request.headers.add(name: "Authorization", value: "bearer \(token)") }
             let response = try await client.execute(request, timeout: .seconds(10))
-            _ = try await response.body.collect(upTo: 1 << 20)
+            let body = try await response.body.collect(upTo: 1 << 20)
             try await client.shutdown()
-            return (response.status.code, response.headers)
+            return (response.status.code, response.headers, String(buffer: body))
         } catch {
             try? await client.shutdown()
             throw error
