@@ -4,12 +4,15 @@ import EcoWattProtocol
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Options shared by the commands that talk to a running server's operator API.
 struct OperatorOptions: ParsableArguments {
     @Option(help: "Server URL (env ECOWATT_URL, default http://127.0.0.1:5001).") var url: String?
     @Option(help: "Operator token (env ECOWATT_TOKEN; default: read from --token-file).") var token: String?
     @Option(help: "File holding the operator token (default ./keys/operator_token).") var tokenFile: String?
+    @Option(help: "PEM certificate(s) to trust for an https URL, e.g. the operator listener's own (env ECOWATT_CA_FILE).")
+    var caFile: String?
 
     var baseURL: String {
         (url ?? ProcessInfo.processInfo.environment["ECOWATT_URL"] ?? "http://127.0.0.1:5001")
@@ -34,7 +37,27 @@ struct OperatorOptions: ParsableArguments {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        guard let caFile = caFile ?? ProcessInfo.processInfo.environment["ECOWATT_CA_FILE"] else {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            return try await Self.parse(response)
+        }
+        // A client that trusts only the given certificates (a self-signed operator listener).
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(caFile)
+        var configuration = HTTPClient.Configuration()
+        configuration.tlsConfiguration = tls
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        do {
+            let result = try await Self.parse(try await client.execute(request, timeout: .seconds(30)))
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private static func parse(_ response: HTTPClientResponse) async throws -> (UInt, JSONValue) {
         let bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
         let json = (try? JSONParser.parse(Array(bytes.readableBytesView))) ?? .null
         return (response.status.code, json)

@@ -115,6 +115,11 @@ import Glibc
         #expect(metrics.status == 200)
         #expect(metrics.body.contains("ecowatt_operator_connections_open 1"), "this scrape's own connection is counted")
         await #expect(throws: (any Error).self) { try await Self.request("http://127.0.0.1:\(operatorPort)/health") }
+        // The CLI reaches it with the certificate to trust.
+        let (listed, output, listError) = try await ServerProcess.runCLI(
+            ["command", "list", "TLS-1", "--url", "https://127.0.0.1:\(operatorPort)", "--token", token, "--ca-file", cert]
+        )
+        #expect(listed == 0, "\(listError) \(output)")
 
         // A renewed certificate (another key pair): served after SIGHUP, to new connections.
         try await Self.makeCertificate(cert: cert, key: key, name: "second")
