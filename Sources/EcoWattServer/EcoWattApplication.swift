@@ -244,6 +244,7 @@ public struct EcoWattApplication: Sendable {
             clientErrors,
             deviceEvents,
             boot,
+            DatabaseSizeMonitor(database: database, metrics: metrics, logger: logger),
             HangupReloader(
                 logger: logger,
                 actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]

@@ -33,6 +33,8 @@ public final class ServerMetrics: Sendable {
         "ecowatt_mqtt_connected": (.gauge, "1 while the MQTT feed is connected to its broker"),
         "ecowatt_connections_open": (.gauge, "Open HTTP connections on the device listener (the only one without operator_port)"),
         "ecowatt_operator_connections_open": (.gauge, "Open HTTP connections on the separate operator listener"),
+        "ecowatt_database_bytes": (.gauge, "Bytes of database pages per table, its indexes included (measured every 5 minutes)"),
+        "ecowatt_database_file_bytes": (.gauge, "Bytes of the database file, its WAL and shared-memory file (every 5 minutes)"),
         "ecowatt_retained_rows": (.gauge, "Rows kept per bounded table (and pending_devices), see the limits in the README"),
         "ecowatt_retention_dropped_rows": (.gauge, "Rows dropped by the caps per table since the database was created"),
         "ecowatt_diagnostics_bytes": (.gauge, "Bytes of diagnostics files on disk"),

@@ -8,7 +8,7 @@ struct DatabaseCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "db",
         abstract: "Back up and restore the SQLite database.",
-        subcommands: [Backup.self, Restore.self]
+        subcommands: [Backup.self, Restore.self, Stats.self]
     )
 
     static func databasePath(_ dataDir: String?) -> (directory: String, file: String) {
@@ -73,6 +73,34 @@ struct DatabaseCommand: ParsableCommand {
             print(
                 "restored \(file) to \(target): \(summary.devices) devices, \(summary.packets) packets, schema \(summary.lastMigration)"
             )
+        }
+    }
+}
+
+extension DatabaseCommand {
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Disk usage and rows per table (tables with their indexes), read-only beside a running server."
+        )
+        @Option(help: "Data directory (env ECOWATT_DATA_DIR, default ./data).") var dataDir: String?
+
+        func run() throws {
+            let path = DatabaseCommand.databasePath(dataDir).file
+            let statistics = try EcoWattDatabase.statistics(path: path, countRows: true)
+            let total = statistics.tables.reduce(0) { $0 + $1.bytes }
+            print("table".padding(toLength: 28, withPad: " ", startingAt: 0) + "      bytes        rows  bytes/row")
+            for table in statistics.tables {
+                let rows = table.rows.map { String($0) } ?? "-"
+                let perRow = table.rows.flatMap { $0 > 0 ? String(format: "%.1f", Double(table.bytes) / Double($0)) : nil } ?? "-"
+                print(
+                    table.name.padding(toLength: 28, withPad: " ", startingAt: 0)
+                        + String(repeating: " ", count: max(0, 11 - String(table.bytes).count)) + String(table.bytes)
+                        + String(repeating: " ", count: max(0, 12 - rows.count)) + rows
+                        + String(repeating: " ", count: max(0, 11 - perRow.count)) + perRow
+                )
+            }
+            print("total in pages: \(total) bytes")
+            for (file, bytes) in statistics.files.sorted(by: { $0.key < $1.key }) { print("file \(file): \(bytes) bytes") }
         }
     }
 }

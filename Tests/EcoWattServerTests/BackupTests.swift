@@ -66,6 +66,12 @@ import Glibc
         #expect(try DatabaseBackup.inspect(dataDir + "/ecowatt.sqlite").packets == copy.packets)
         // The restored nonce state accepts the device's next uploads (its nonces only grew since the backup).
         #expect(try await second.post("/aggregated/BACKUP-1", Uploads.body(device: "BACKUP-1", nonce: nonce.withLock { $0 })) == 200)
+        // Disk usage per table, read-only beside the running server: the restored rows are counted.
+        let (statsStatus, stats, statsError) = try await ServerProcess.runCLI(["db", "stats", "--data-dir", dataDir])
+        #expect(statsStatus == 0, "\(statsError)")
+        let packetsLine = stats.split(separator: "\n").first { $0.hasPrefix("packets ") }.map(String.init) ?? ""
+        #expect(packetsLine.split(separator: " ").dropFirst(2).first.map(String.init) == "\(copy.packets + 1)", "\(stats)")
+        #expect(stats.contains("file ecowatt.sqlite:") && stats.contains("bytes/row"), "\(stats)")
         #expect(try await second.stop(signal: SIGTERM) == 0)
 
         // Not a database: refused before anything is touched.
