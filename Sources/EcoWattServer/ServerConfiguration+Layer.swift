@@ -5,7 +5,7 @@ import MQTTBridge
 
 extension ServerConfiguration {
     /// One setting as it may come from a file, the environment or a flag.
-    public struct Layer: Decodable, Sendable, Equatable {
+    public struct Layer: Codable, Sendable, Equatable {
         public var host: String?
         public var port: Int?
         public var dataDirectory: String?

@@ -37,6 +37,8 @@ struct ServeCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
     @Flag(help: "Enable the operator fault-injection routes (env ECOWATT_FAULT_INJECTION=true). Never in production.")
     var faultInjection = false
+    @Flag(help: "Print the effective configuration, each value with its source (default, file, environment, flag), and exit.")
+    var printConfig = false
     @Option(
         name: .customLong("limit"),
         help: "A limit as key=value, repeatable (env ECOWATT_LIMITS_<KEY>; the README lists them), e.g. --limit max_connections=2000."
@@ -68,6 +70,14 @@ struct ServeCommand: AsyncParsableCommand {
             limitFlags[parts[0]] = value
         }
         flags.limits = limitFlags.isEmpty ? nil : limitFlags
+        if printConfig {
+            do {
+                print(try ServerConfiguration.describe(configFile: config, environment: ProcessInfo.processInfo.environment, flags: flags))
+            } catch {
+                throw ValidationError(error.message)
+            }
+            return
+        }
         let configuration: ServerConfiguration
         do {
             configuration = try ServerConfiguration.load(

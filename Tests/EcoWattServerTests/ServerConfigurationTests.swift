@@ -13,6 +13,33 @@ import Testing
         #expect(configuration.maxBodyBytes == 65536)
     }
 
+    /// `serve --print-config`: every setting once, with the layer it came from, and no secret in the clear.
+    @Test func printedConfigurationNamesEverySettingItsSourceAndMasksSecrets() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"port": 6000, "log_level": "debug", "limits": {"max_connections": 500}}"#.utf8).write(to: file)
+        var flags = ServerConfiguration.Layer()
+        flags.host = "127.0.0.1"
+        let privateKey = String(repeating: "ab", count: 32)
+        let text = try ServerConfiguration.describe(
+            configFile: file.path,
+            environment: ["ECOWATT_LOG_LEVEL": "notice", "ECOWATT_FLEET_KEY": privateKey, "ECOWATT_MQTT_PASSWORD": "hunter2"],
+            flags: flags
+        )
+        let lines = text.split(separator: "\n").map(String.init)
+        let printedKeys = lines.map { String($0.prefix { $0 != " " }) }
+        #expect(Set(printedKeys).count == printedKeys.count, "each setting once")
+        for key in ServerConfiguration.Layer.environmentNames.keys { #expect(printedKeys.contains(key), "\(key) is printed") }
+        #expect(lines.contains("port = 6000  (file)"))
+        #expect(lines.contains("log_level = notice  (environment)"))
+        #expect(lines.contains("host = 127.0.0.1  (flag)"))
+        #expect(lines.contains("durability = normal  (default)"))
+        #expect(lines.contains("limits.max_connections = 500  (file)"))
+        #expect(lines.contains("mqtt_password = ***  (environment)"))
+        #expect(!text.contains(privateKey) && !text.contains("hunter2"))
+        #expect(lines.contains { $0.hasPrefix("fleet_key = *** (fingerprint ") })
+    }
+
     @Test func layersApplyInOrderFileEnvironmentFlags() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: file) }
