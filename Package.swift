@@ -8,7 +8,8 @@ let package = Package(
         .executable(name: "ecowatt", targets: ["ecowatt"]),
         .library(name: "EcoWattProtocol", targets: ["EcoWattProtocol"]),
         .library(name: "FirmwareImage", targets: ["FirmwareImage"]),
-        .library(name: "EcoWattStore", targets: ["EcoWattStore"]),
+        .library(name: "EcoWattStorage", targets: ["EcoWattStorage"]),
+        .library(name: "EcoWattSQLite", targets: ["EcoWattSQLite"]),
         .library(name: "EcoWattServer", targets: ["EcoWattServer"]),
         .library(name: "EcoWattSimulator", targets: ["EcoWattSimulator"]),
     ],
@@ -56,16 +57,26 @@ let package = Package(
             dependencies: [
                 "CMosquitto",
                 "EcoWattProtocol",
-                "EcoWattStore",
+                "EcoWattStorage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        /// SQLite (GRDB, WAL) storage: migrations, records, the single group-commit writer.
+        /// The storage seam: store protocols, record types, write tickets and in-memory stores. No GRDB.
         .target(
-            name: "EcoWattStore",
+            name: "EcoWattStorage",
             dependencies: [
                 "EcoWattProtocol",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        /// SQLite (GRDB, WAL) storage: migrations, the stores, the single group-commit writer, backups. The only
+        /// module that imports GRDB.
+        .target(
+            name: "EcoWattSQLite",
+            dependencies: [
+                "EcoWattProtocol",
+                "EcoWattStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -76,7 +87,8 @@ let package = Package(
             name: "EcoWattServer",
             dependencies: [
                 "EcoWattProtocol",
-                "EcoWattStore",
+                "EcoWattSQLite",
+                "EcoWattStorage",
                 "FirmwareImage",
                 "MQTTBridge",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -127,14 +139,14 @@ let package = Package(
                 "EcoWattServer",
                 "EcoWattProtocol",
                 "EcoWattSimulator",
-                "EcoWattStore",
+                "EcoWattSQLite",
+                "EcoWattStorage",
                 "FirmwareImage",
                 "MQTTBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
@@ -161,11 +173,15 @@ let package = Package(
         ),
         .testTarget(
             name: "MQTTBridgeTests",
-            dependencies: ["MQTTBridge", "EcoWattStore", "EcoWattProtocol", "EcoWattTestSupport"]
+            dependencies: ["MQTTBridge", "EcoWattSQLite", "EcoWattStorage", "EcoWattProtocol", "EcoWattTestSupport"]
         ),
         .testTarget(
-            name: "EcoWattStoreTests",
-            dependencies: ["EcoWattStore", .product(name: "GRDB", package: "GRDB.swift")]
+            name: "EcoWattStorageTests",
+            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattProtocol"]
+        ),
+        .testTarget(
+            name: "EcoWattSQLiteTests",
+            dependencies: ["EcoWattSQLite", "EcoWattStorage", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "EcoWattSimulatorTests",
@@ -186,7 +202,8 @@ let package = Package(
                 "FirmwareImage",
                 .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "GRDB", package: "GRDB.swift"),
+                "EcoWattSQLite",
+                "EcoWattStorage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -23,6 +23,7 @@ if [ ! -d ../shared/conformance ] && [ -z "${ECOWATT_CONFORMANCE_DIR:-}" ]; then
 fi
 
 step "swift format lint" swift format lint --strict --recursive --parallel Sources Tests Package.swift
+step "storage seam: GRDB only in EcoWattSQLite" scripts/check-imports.sh
 # Piped: SwiftPM adds -color-diagnostics on a terminal, and a build from a terminal after one from a log recompiles all.
 step "swift build --build-tests" bash -c "set -o pipefail; swift build --build-tests 2>&1 | cat"
 step "swift test" swift test --skip-build "$@"

@@ -1,5 +1,6 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Foundation
 import MQTTBridge
 

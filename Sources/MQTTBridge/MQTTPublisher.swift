@@ -1,5 +1,5 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattStorage
 import Logging
 import ServiceLifecycle
 import Synchronization

@@ -1,5 +1,5 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattStorage
 import Foundation
 
 /// The JSON published for one uploaded packet on `{prefix}/{device_id}`: the original feed's fields (`device_id`,

@@ -1,8 +1,8 @@
 import ArgumentParser
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Foundation
-import GRDB
 import MQTTBridge
 
 extension BenchCommand {
@@ -25,15 +25,8 @@ extension BenchCommand {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let packet = try require(DeviceStreamDecoder.decode(upload, arrivalMs: now, state: &state).packets.first)
             let stream = state
-            try await database.pool.write { db in
-                var record = IngestRecord(deviceID: "", nonce: 0, receivedAtMs: now, packets: [packet], streamState: stream)
-                record.queueForFeed = true
-                for index in 0..<messages {
-                    record.deviceID = "BENCH-\(index % devices)"
-                    record.nonce = UInt32(index / devices + 1)
-                    try SQLiteTelemetryStore.apply(record, db)
-                }
-            }
+            let record = IngestRecord(deviceID: "", nonce: 0, receivedAtMs: now, packets: [packet], streamState: stream)
+            try await database.fillBenchOutbox(record: record, messages: messages, devices: devices)
             try database.close()
             print("queued \(messages) messages")
         }

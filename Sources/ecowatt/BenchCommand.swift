@@ -1,8 +1,8 @@
 import ArgumentParser
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Foundation
-import GRDB
 
 /// `ecowatt bench …`: measurement helpers behind BENCHMARKS.md.
 struct BenchCommand: AsyncParsableCommand {
@@ -112,29 +112,7 @@ struct BenchCommand: AsyncParsableCommand {
         func run() async throws {
             let database = try EcoWattDatabase(path: (dataDir as NSString).appendingPathComponent("ecowatt.sqlite"))
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            try await database.pool.write { db in
-                let device = try db.makeStatement(
-                    sql: """
-                        INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, admission, bound_address,
-                          bound_at_ms, last_upload_ms) VALUES (?1, ?2, ?2, 1, 'verified', ?3, ?2, ?2)
-                        ON CONFLICT (device_id) DO UPDATE SET admission = 'verified', bound_address = ?3, bound_at_ms = ?2
-                        """
-                )
-                for index in 0..<devices {
-                    try device.execute(arguments: ["BENCH-\(index)", now, address])
-                }
-                let statement = try db.makeStatement(
-                    sql: """
-                        INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
-                          created_at_ms) VALUES (?, ?, 'set_power', '8', 8, ?, 'pending', ?)
-                        """
-                )
-                for round in 0..<perDevice {
-                    for device in 0..<devices {
-                        try statement.execute(arguments: [UUID().uuidString.lowercased(), "BENCH-\(device)", round, now])
-                    }
-                }
-            }
+            try await database.queueBenchCommands(devices: devices, perDevice: perDevice, address: address, nowMs: now)
             try database.close()
             print("queued \(devices * perDevice) commands")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
+import EcoWattSQLite
 import EcoWattServer
-import EcoWattStore
+import EcoWattStorage
 import Foundation
 
 /// `ecowatt db …`: consistent backups of a running server's database, and restoring one.

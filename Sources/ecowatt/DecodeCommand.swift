@@ -1,7 +1,8 @@
 import ArgumentParser
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
-import EcoWattStore
+import EcoWattStorage
 import Foundation
 import Logging
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Foundation
 
 /// `ecowatt device …`: per-device settings written straight to the database.
@@ -34,9 +35,7 @@ struct DeviceCommand: AsyncParsableCommand {
             let directory = dataDir ?? ProcessInfo.processInfo.environment["ECOWATT_DATA_DIR"] ?? "./data"
             let database = try EcoWattDatabase(path: (directory as NSString).appendingPathComponent("ecowatt.sqlite"))
             let bytes = key.flatMap { HexCoding.decode($0) }
-            try await database.pool.write { db in
-                try SQLiteTelemetryStore.setDeviceKey(db, deviceID: deviceID, key: bytes)
-            }
+            try await database.setDeviceKey(deviceID: deviceID, key: bytes)
             try database.close(checkpoint: false)  // a running server checkpoints
             print(remove ? "removed the key of \(deviceID)" : "set the key of \(deviceID)")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import FirmwareImage
 import Foundation
 

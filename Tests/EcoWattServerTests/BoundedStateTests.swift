@@ -1,7 +1,7 @@
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattTestSupport
 import Foundation
-import GRDB
 import HummingbirdTesting
 import NIOCore
 import Testing
@@ -60,11 +60,8 @@ import Testing
     /// the WAL itself is reused, so its size says nothing about what is kept).
     static func databaseBytes(_ root: URL) throws -> Int {
         let path = root.appendingPathComponent("data/ecowatt.sqlite").path
-        let connection = try DatabaseQueue(path: path)
-        for _ in 0..<3 {
-            _ = try connection.writeWithoutTransaction { try Row.fetchOne($0, sql: "PRAGMA wal_checkpoint(PASSIVE)") }
-        }
-        try connection.close()
+        let connection = try DatabaseInspector(path: path)
+        for _ in 0..<3 { try connection.checkpointPassively() }
         return (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }
 
@@ -111,29 +108,29 @@ import Testing
         let residentAfterSecond = Self.residentBytes(server.process.processIdentifier)
 
         // Rows: within every cap, per device and in total.
-        let database = try DatabaseQueue(path: root.appendingPathComponent("data/ecowatt.sqlite").path)
-        try await database.read { db in
-            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE admission = 'pending'")!
+        let database = try DatabaseInspector(path: root.appendingPathComponent("data/ecowatt.sqlite").path)
+        do {
+            let pending = try database.int("SELECT COUNT(*) FROM devices WHERE admission = 'pending'")!
             #expect(pending <= 50)
             for (table, total) in [
                 ("config_history", 100), ("fault_events", 100), ("power_reports", 100), ("ota_events", 100), ("ota_sessions", 40),
                 ("held_messages", 100),
             ] {
-                let rows = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table)")!
+                let rows = try database.int("SELECT COUNT(*) FROM \(table)")!
                 #expect(rows <= total, "\(table): \(rows) rows")
-                let stored = try Int.fetchOne(db, sql: "SELECT rows FROM retention WHERE name = ?", arguments: [table])
+                let stored = try database.int("SELECT rows FROM retention WHERE name = ?", [.text(table)])
                 #expect(stored == rows, "the ledger counts \(table) exactly")
-                let perDevice = try Int.fetchOne(db, sql: "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM \(table) GROUP BY device_id)") ?? 0
+                let perDevice = try database.int("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM \(table) GROUP BY device_id)") ?? 0
                 #expect(perDevice <= (table == "ota_events" ? 6 : 5), "\(table): \(perDevice) rows for one device")
             }
-            let dropped = try Int.fetchOne(db, sql: "SELECT SUM(dropped) FROM retention")!
+            let dropped = try database.int("SELECT SUM(dropped) FROM retention")!
             #expect(dropped > 1000)
             // The verified device and its running session survive every cap.
-            #expect(try String.fetchOne(db, sql: "SELECT admission FROM devices WHERE device_id = 'REAL-1'") == "verified")
-            #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ota_sessions WHERE device_id = 'REAL-1' AND outcome IS NULL") == 1)
-            #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM fault_events WHERE device_id = 'REAL-1'") == 5)
+            #expect(try database.string("SELECT admission FROM devices WHERE device_id = 'REAL-1'") == "verified")
+            #expect(try database.int("SELECT COUNT(*) FROM ota_sessions WHERE device_id = 'REAL-1' AND outcome IS NULL") == 1)
+            #expect(try database.int("SELECT COUNT(*) FROM fault_events WHERE device_id = 'REAL-1'") == 5)
             // Polls from unknown ids stored nothing.
-            #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE device_id LIKE '%-poll'") == 0)
+            #expect(try database.int("SELECT COUNT(*) FROM devices WHERE device_id LIKE '%-poll'") == 0)
         }
         #expect(try await server.get("/ota/chunk/REAL-1?version=7.0.0&chunk=1") == 200, "the download goes on")
 

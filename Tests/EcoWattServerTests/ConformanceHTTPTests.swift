@@ -1,7 +1,7 @@
+import EcoWattSQLite
 import EcoWattServer
 import EcoWattTestSupport
 import Foundation
-import GRDB
 import HummingbirdTesting
 import Testing
 
@@ -16,20 +16,15 @@ import Testing
     ) throws
         -> [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])]
     {
-        try server.database.pool.read { db in
-            let packets = try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM packets WHERE device_id = ? AND nonce = ? ORDER BY packet_index",
-                arguments: [device, nonce]
-            )
-            return try packets.map { packet in
-                let rows = try String.fetchAll(
-                    db,
-                    sql: "SELECT raw_values FROM samples WHERE packet_id = ? ORDER BY ts_ms, id",
-                    arguments: [packet["id"] as Int64]
-                ).map { $0.split(separator: ",").map { Int($0)! } }
-                return (packet["decoded"], packet["approximate"], packet["last_sample_ms"], rows)
-            }
+        let database = DatabaseInspector(server.database)
+        let packets = try database.rows(
+            "SELECT * FROM packets WHERE device_id = ? AND nonce = ? ORDER BY packet_index",
+            [.text(device), .integer(Int64(nonce))]
+        )
+        return try packets.map { packet in
+            let rows = try database.rows("SELECT raw_values FROM samples WHERE packet_id = ? ORDER BY ts_ms, id", [packet["id"]])
+                .map { $0["raw_values"].string!.split(separator: ",").map { Int($0)! } }
+            return (packet["decoded"].bool!, packet["approximate"].bool!, packet["last_sample_ms"].int64!, rows)
         }
     }
 

@@ -1,6 +1,7 @@
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
-import EcoWattStore
+import EcoWattStorage
 import EcoWattTestSupport
 import FirmwareImage
 import Foundation

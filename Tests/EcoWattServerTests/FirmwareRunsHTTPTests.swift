@@ -1,8 +1,8 @@
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
 import EcoWattTestSupport
 import Foundation
-import GRDB
 import HummingbirdTesting
 import Testing
 
@@ -18,22 +18,17 @@ import Testing
 
     /// Samples stored per (nonce, packet index), in time order.
     static func stored(_ server: EcoWattApplication) throws -> [String: Stored] {
-        try server.database.pool.read { db in
-            var result: [String: Stored] = [:]
-            for packet in try Row.fetchAll(db, sql: "SELECT id, nonce, packet_index, approximate FROM packets") {
-                let samples = try Row.fetchAll(
-                    db,
-                    sql: "SELECT raw_values, ts_ms FROM samples WHERE packet_id = ? ORDER BY ts_ms, id",
-                    arguments: [packet["id"] as Int64]
-                )
-                result["\(packet["nonce"] as Int64)/\(packet["packet_index"] as Int)"] = Stored(
-                    rows: samples.map { ($0["raw_values"] as String).split(separator: ",").map { Int($0)! } },
-                    times: samples.map { $0["ts_ms"] },
-                    approximate: packet["approximate"]
-                )
-            }
-            return result
+        let database = DatabaseInspector(server.database)
+        var result: [String: Stored] = [:]
+        for packet in try database.rows("SELECT id, nonce, packet_index, approximate FROM packets") {
+            let samples = try database.rows("SELECT raw_values, ts_ms FROM samples WHERE packet_id = ? ORDER BY ts_ms, id", [packet["id"]])
+            result["\(packet["nonce"].int64!)/\(packet["packet_index"].int!)"] = Stored(
+                rows: samples.map { $0["raw_values"].string!.split(separator: ",").map { Int($0)! } },
+                times: samples.map { $0["ts_ms"].int64! },
+                approximate: packet["approximate"].bool!
+            )
         }
+        return result
     }
 
     static let registerNames = Register.allCases.map(\.name)
@@ -132,20 +127,17 @@ import Testing
                 #expect(response.status == .ok)
             }
         }
-        let rows = try await test.server.database.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT raw_values, ts_ms FROM samples WHERE device_id = 'FIELD' ORDER BY ts_ms")
-        }
+        let database = DatabaseInspector(test.server.database)
+        let rows = try database.rows("SELECT raw_values, ts_ms FROM samples WHERE device_id = 'FIELD' ORDER BY ts_ms")
         let readings = device.batches.values.flatMap { $0 }.sorted { $0.timeMs < $1.timeMs }  // every batch uploaded
         #expect(rows.count == readings.count)
         var worst: Int64 = 0
         for (row, reading) in zip(rows, readings) {
-            #expect((row["raw_values"] as String) == reading.values.map(String.init).joined(separator: ","))
-            worst = max(worst, abs((row["ts_ms"] as Int64) - reading.timeMs))
+            #expect(row["raw_values"].string == reading.values.map(String.init).joined(separator: ","))
+            worst = max(worst, abs(row["ts_ms"].int64! - reading.timeMs))
         }
         #expect(worst <= 1_500, "worst time error \(worst) ms")
-        let retimed = try await test.server.database.pool.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM packets WHERE device_id = 'FIELD' AND first_sample_id IS NOT NULL")
-        }
+        let retimed = try database.int("SELECT COUNT(*) FROM packets WHERE device_id = 'FIELD' AND first_sample_id IS NOT NULL")
         #expect((retimed ?? 0) > 0, "packets of the backlog kept where their samples are")
     }
 }

@@ -1,8 +1,8 @@
 import Crypto
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
 import Foundation
-import GRDB
 import HummingbirdTesting
 import NIOCore
 import Testing
@@ -93,9 +93,7 @@ enum Uploads {
             let statuses = try await Self.concurrentPosts(port: port, path: "/aggregated/RACE-1", body: body, count: 24)
             #expect(statuses.filter { $0 == 200 }.count == 1)
             #expect(statuses.filter { $0 == 401 }.count == 23)
-            let samples = try await test.server.database.pool.read { db in
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM samples WHERE device_id = 'RACE-1'")
-            }
+            let samples = try DatabaseInspector(test.server.database).int("SELECT COUNT(*) FROM samples WHERE device_id = 'RACE-1'")
             #expect(samples == 3)
         }
     }

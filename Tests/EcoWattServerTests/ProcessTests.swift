@@ -1,9 +1,9 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import EcoWattTestSupport
 import Foundation
-import GRDB
 import Synchronization
 import Testing
 
@@ -65,24 +65,20 @@ import Testing
         let acked = acknowledged.snapshot
 
         let second = try await ServerProcess(root: root, port: port)
-        let database = try EcoWattDatabase(path: root.appendingPathComponent("data/ecowatt.sqlite").path)
+        let database = try DatabaseInspector(path: root.appendingPathComponent("data/ecowatt.sqlite").path)
         for device in devices {
             let nonces = try #require(acked[device], "every device got uploads through")
             for nonce in nonces {
-                let samples = try await database.pool.read { db in
-                    try Int.fetchOne(
-                        db,
-                        sql: "SELECT COUNT(*) FROM samples s JOIN packets p ON p.id = s.packet_id WHERE p.device_id = ? AND p.nonce = ?",
-                        arguments: [device, nonce]
-                    )
-                }
+                let samples = try database.int(
+                    "SELECT COUNT(*) FROM samples s JOIN packets p ON p.id = s.packet_id WHERE p.device_id = ? AND p.nonce = ?",
+                    [.text(device), .integer(Int64(nonce))]
+                )
                 #expect(samples == 3, "\(device) nonce \(nonce) was acknowledged")
             }
             // The last acknowledged nonce is remembered: resending it is a replay.
             let last = nonces.max()!
             #expect(try await second.post("/aggregated/\(device)", Uploads.body(device: device, nonce: last)) == 401)
         }
-        try database.close()
         #expect(try await second.stop(signal: SIGTERM) == 0)
     }
 

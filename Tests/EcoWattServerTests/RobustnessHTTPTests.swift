@@ -1,7 +1,7 @@
 import Crypto
 import EcoWattProtocol
+import EcoWattSQLite
 import Foundation
-import GRDB
 import HTTPTypes
 import HummingbirdTesting
 import NIOCore
@@ -75,13 +75,10 @@ import Testing
             #expect(test.server.writer.counters.jobs == before, "120 anonymous requests and three idle sweeps, no write")
         }
         // The initiate's search for events without a session goes through an index, never a scan of them all.
-        let plan = try await test.server.database.pool.read { db in
-            try Row.fetchAll(
-                db,
-                sql: "EXPLAIN QUERY PLAN UPDATE ota_events SET session_id = 'x' WHERE device_id = ? AND session_id IS NULL AND received_at_ms >= ?",
-                arguments: ["D", 0]
-            ).map { $0["detail"] as String }
-        }
+        let plan = try DatabaseInspector(test.server.database).rows(
+            "EXPLAIN QUERY PLAN UPDATE ota_events SET session_id = 'x' WHERE device_id = ? AND session_id IS NULL AND received_at_ms >= ?",
+            ["D", 0]
+        ).map { $0["detail"].string ?? "" }
         #expect(plan.contains { $0.contains("ota_events_unattached") }, "\(plan)")
     }
 

@@ -1,4 +1,5 @@
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Foundation
 import HTTPTypes
 import Hummingbird

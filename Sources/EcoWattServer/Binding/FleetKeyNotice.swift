@@ -1,6 +1,7 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Logging
 
 /// The fleet key is loud (issue 14): the firmware's default key is published, so with it anyone can sign an upload for

@@ -1,5 +1,6 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Logging
 import ServiceLifecycle
 import Synchronization

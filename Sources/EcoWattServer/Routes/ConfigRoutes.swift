@@ -1,5 +1,6 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Hummingbird
 
 /// Remote configuration (spec §5): the device polls, acknowledges and reports its running configuration at boot;

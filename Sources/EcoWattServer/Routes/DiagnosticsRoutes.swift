@@ -1,5 +1,6 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Hummingbird
 
 /// Diagnostics JSONL (spec §1.3, §9.3). The firmware sends none (spec §6.3); tools and test rigs post them.

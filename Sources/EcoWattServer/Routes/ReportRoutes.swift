@@ -1,5 +1,6 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Hummingbird
 
 /// Device reports (spec §6): energy / power management and fault recovery.

@@ -1,5 +1,6 @@
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Hummingbird
 
 /// Operator statistics from the live counters (spec §1.3) and the Prometheus scrape.

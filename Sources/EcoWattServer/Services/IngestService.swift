@@ -1,6 +1,7 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import Foundation
 import Logging
 import MQTTBridge

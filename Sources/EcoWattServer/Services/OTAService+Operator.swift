@@ -1,4 +1,5 @@
-import EcoWattStore
+import EcoWattSQLite
+import EcoWattStorage
 import FirmwareImage
 import Foundation
 

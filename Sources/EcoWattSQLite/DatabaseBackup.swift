@@ -1,3 +1,4 @@
+import EcoWattStorage
 import Foundation
 import GRDB
 

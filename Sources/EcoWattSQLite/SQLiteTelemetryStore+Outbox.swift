@@ -1,15 +1,6 @@
+import EcoWattStorage
 import Foundation
 import GRDB
-
-/// The MQTT outbox: packets queued with their upload, removed once the broker acknowledged them.
-public protocol OutboxStore: Sendable {
-    /// Queued packets with an outbox id above `afterID`, oldest first, with their samples.
-    func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket]
-    /// Removes every queued packet up to and including `id` (all acknowledged).
-    func deleteOutbox(through id: Int64) async throws
-    /// Packets waiting.
-    func outboxCount() throws -> Int
-}
 
 extension SQLiteTelemetryStore: OutboxStore {
     public func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket] {

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// Lifecycle of an operator command (spec §4.4).
 public enum CommandStatus: String, Sendable, Codable, CaseIterable {
@@ -38,23 +37,40 @@ public struct CommandRow: Sendable, Equatable {
     public var resultJSON: String?
     public var errorMessage: String?
 
-    init(row: Row) {
-        commandID = row["command_id"]
-        deviceID = row["device_id"]
-        action = row["action"]
-        targetRegister = row["target_register"]
-        registerAddress = row["register_address"]
-        value = row["value"]
-        status = CommandStatus(rawValue: row["status"]) ?? .pending
-        idempotencyKey = row["idempotency_key"]
-        createdAtMs = row["created_at_ms"]
-        expiresAtMs = row["expires_at_ms"]
-        dispatchedAtMs = row["dispatched_at_ms"]
-        finishedAtMs = row["finished_at_ms"]
-        resultStatus = row["result_status"]
-        executedAt = row["executed_at"]
-        resultJSON = row["result_json"]
-        errorMessage = row["error_msg"]
+    public init(
+        commandID: String,
+        deviceID: String,
+        action: String,
+        targetRegister: String?,
+        registerAddress: Int?,
+        value: Int?,
+        status: CommandStatus,
+        idempotencyKey: String?,
+        createdAtMs: Int64,
+        expiresAtMs: Int64?,
+        dispatchedAtMs: Int64?,
+        finishedAtMs: Int64?,
+        resultStatus: String?,
+        executedAt: String?,
+        resultJSON: String?,
+        errorMessage: String?
+    ) {
+        self.commandID = commandID
+        self.deviceID = deviceID
+        self.action = action
+        self.targetRegister = targetRegister
+        self.registerAddress = registerAddress
+        self.value = value
+        self.status = status
+        self.idempotencyKey = idempotencyKey
+        self.createdAtMs = createdAtMs
+        self.expiresAtMs = expiresAtMs
+        self.dispatchedAtMs = dispatchedAtMs
+        self.finishedAtMs = finishedAtMs
+        self.resultStatus = resultStatus
+        self.executedAt = executedAt
+        self.resultJSON = resultJSON
+        self.errorMessage = errorMessage
     }
 }
 
@@ -106,21 +122,36 @@ public struct DeviceRow: Sendable, Equatable {
     public var nonceJumpsRefused: Int
     public var lastRefusedNonce: Int64?
 
-    init(row: Row) {
-        deviceID = row["device_id"]
-        deviceName = row["device_name"]
-        location = row["location"]
-        description = row["description"]
-        firmwareVersion = row["firmware_version"]
-        registeredAtMs = row["registered_at_ms"]
-        firstSeenMs = row["first_seen_ms"]
-        lastSeenMs = row["last_seen_ms"]
-        uploadCount = row["upload_count"]
-        admission = row["admission"]
-        boundAddress = row["bound_address"]
-        boundAtMs = row["bound_at_ms"]
-        nonceJumpsRefused = row["nonce_jumps_refused"]
-        lastRefusedNonce = row["last_refused_nonce"]
+    public init(
+        deviceID: String,
+        deviceName: String?,
+        location: String?,
+        description: String?,
+        firmwareVersion: String?,
+        registeredAtMs: Int64?,
+        firstSeenMs: Int64,
+        lastSeenMs: Int64,
+        uploadCount: Int,
+        admission: String,
+        boundAddress: String?,
+        boundAtMs: Int64?,
+        nonceJumpsRefused: Int,
+        lastRefusedNonce: Int64?
+    ) {
+        self.deviceID = deviceID
+        self.deviceName = deviceName
+        self.location = location
+        self.description = description
+        self.firmwareVersion = firmwareVersion
+        self.registeredAtMs = registeredAtMs
+        self.firstSeenMs = firstSeenMs
+        self.lastSeenMs = lastSeenMs
+        self.uploadCount = uploadCount
+        self.admission = admission
+        self.boundAddress = boundAddress
+        self.boundAtMs = boundAtMs
+        self.nonceJumpsRefused = nonceJumpsRefused
+        self.lastRefusedNonce = lastRefusedNonce
     }
 }
 

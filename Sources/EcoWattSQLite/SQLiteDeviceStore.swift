@@ -1,53 +1,7 @@
 import EcoWattProtocol
+import EcoWattStorage
 import Foundation
 import GRDB
-
-/// The device registry as the server's services see it.
-public protocol DeviceRegistryStore: Sendable {
-    /// Registers or updates a device (boot registration). Returns `true` when the device was new.
-    func register(deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool
-    func device(_ deviceID: String) async throws -> DeviceRow?
-    func devices(limit: Int) async throws -> [DeviceRow]
-    /// Updates operator-editable fields; `nil` when the device is unknown.
-    func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow?
-    /// Forgets a device: registry row (with its nonce and decoder state) and its pending commands. Telemetry stays.
-    func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool
-    /// Records when known devices (registered or uploaded) were last heard from (batched by ``DeviceActivity``).
-    func recordLastSeen(_ lastSeen: [String: Int64]) async throws
-    /// Makes sure an id that a device route is about to store something for has a registry row: unknown ids become
-    /// pending (bounded, see ``RetentionPolicy``). Returns whether the device is pending.
-    @discardableResult
-    func admit(deviceID: String, nowMs: Int64) async throws -> Bool
-    /// Every known device id with its last-seen time (read once at start).
-    func knownDevices() throws -> [String: Int64]
-    /// Rows kept and dropped per bounded table.
-    func retentionCounts() async throws -> RetentionCounts
-}
-
-/// Durable operator command queues (spec §4).
-public protocol CommandStore: Sendable {
-    /// Queues a command. With an idempotency key already used for this device, returns the existing command and
-    /// `created: false`.
-    func queue(_ command: CommandRequest, deviceID: String, nowMs: Int64, maxPending: Int) async throws -> (command: CommandRow, created: Bool)
-    /// Atomically takes the device's oldest deliverable pending command and marks it dispatched to `address` (expired
-    /// ones are marked expired on the way). `nil` when there is none.
-    func dispatchNext(deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow?
-    /// Devices that have pending commands (read once at start, see ``CommandService``).
-    func devicesWithPendingCommands() throws -> [String]
-    /// Records a device's result for one of its dispatched (or timed-out) commands, reported from the address it was
-    /// dispatched to.
-    func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow
-    func command(_ commandID: String) async throws -> CommandRow?
-    /// Commands of a device, newest first.
-    func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow]
-    /// Cancels a pending command.
-    func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow
-    /// Marks dispatched commands without a result after `resultTimeoutMs` as timed out, and pending ones past their
-    /// expiry as expired.
-    func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int)
-    /// Number of commands in each state.
-    func commandCounts() async throws -> [CommandStatus: Int]
-}
 
 /// ``DeviceRegistryStore`` and ``CommandStore`` on SQLite; every write goes through the ``GroupCommitWriter``.
 public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {

@@ -56,6 +56,26 @@ public struct SampleRow: Sendable, Equatable {
     public var approximate: Bool
     /// The time is estimated from the arrival time (the device clock was not synced).
     public var timeEstimated = false
+
+    public init(
+        deviceID: String,
+        timestampMs: Int64,
+        registerLayout: [Int],
+        rawValues: [UInt16],
+        method: String,
+        ratio: Double,
+        approximate: Bool,
+        timeEstimated: Bool = false
+    ) {
+        self.timeEstimated = timeEstimated
+        self.deviceID = deviceID
+        self.timestampMs = timestampMs
+        self.registerLayout = registerLayout
+        self.rawValues = rawValues
+        self.method = method
+        self.ratio = ratio
+        self.approximate = approximate
+    }
 }
 
 /// One stored packet (decoded or not).
@@ -79,6 +99,44 @@ public struct PacketRow: Sendable, Equatable {
     /// The decoder's device-scoped number (issue 15; `nil` for packets stored before it).
     public var serial: Int64? = nil
     public var timeEstimated = false
+
+    public init(
+        id: Int64,
+        deviceID: String,
+        nonce: UInt32,
+        packetIndex: Int,
+        marker: UInt8?,
+        method: String,
+        registerLayout: [Int],
+        sampleCount: Int,
+        lastSampleMs: Int64,
+        decoded: Bool,
+        approximate: Bool,
+        truncated: Bool,
+        reason: String?,
+        blob: [UInt8]?,
+        detail: String? = nil,
+        serial: Int64? = nil,
+        timeEstimated: Bool = false
+    ) {
+        self.timeEstimated = timeEstimated
+        self.id = id
+        self.deviceID = deviceID
+        self.nonce = nonce
+        self.packetIndex = packetIndex
+        self.marker = marker
+        self.method = method
+        self.registerLayout = registerLayout
+        self.sampleCount = sampleCount
+        self.lastSampleMs = lastSampleMs
+        self.decoded = decoded
+        self.approximate = approximate
+        self.truncated = truncated
+        self.reason = reason
+        self.blob = blob
+        self.detail = detail
+        self.serial = serial
+    }
 }
 
 /// The storage operations telemetry ingest and its queries need. SQLite implements it today; a PostgreSQL

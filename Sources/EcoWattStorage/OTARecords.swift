@@ -1,5 +1,3 @@
-import GRDB
-
 /// How an OTA session ended.
 public enum OTAOutcome: String, Sendable, CaseIterable {
     /// The device booted the target version.
@@ -100,25 +98,44 @@ public struct OTASession: Sendable, Equatable {
         self.updatedAtMs = startedAtMs
     }
 
-    init(row: Row) {
-        sessionID = row["session_id"]
-        deviceID = row["device_id"]
-        version = row["version"]
-        deploymentID = row["deployment_id"]
-        fromVersion = row["from_version"]
-        totalChunks = row["total_chunks"]
-        chunksServed = row["chunks_served"]
-        bytesServed = row["bytes_served"]
-        lastChunk = row["last_chunk"]
-        phase = row["phase"]
-        progress = row["progress"]
-        startedAtMs = row["started_at_ms"]
-        updatedAtMs = row["updated_at_ms"]
-        endedAtMs = row["ended_at_ms"]
-        outcome = (row["outcome"] as String?).flatMap(OTAOutcome.init(rawValue:))
-        message = row["message"]
-        reportedVersion = row["reported_version"]
-        reportedStatus = row["reported_status"]
+    public init(
+        sessionID: String,
+        deviceID: String,
+        version: String,
+        deploymentID: Int64?,
+        fromVersion: String?,
+        totalChunks: Int,
+        chunksServed: Int,
+        bytesServed: Int64,
+        lastChunk: Int?,
+        phase: String,
+        progress: Int,
+        startedAtMs: Int64,
+        updatedAtMs: Int64,
+        endedAtMs: Int64?,
+        outcome: OTAOutcome?,
+        message: String?,
+        reportedVersion: String?,
+        reportedStatus: String?
+    ) {
+        self.sessionID = sessionID
+        self.deviceID = deviceID
+        self.version = version
+        self.deploymentID = deploymentID
+        self.fromVersion = fromVersion
+        self.totalChunks = totalChunks
+        self.chunksServed = chunksServed
+        self.bytesServed = bytesServed
+        self.lastChunk = lastChunk
+        self.phase = phase
+        self.progress = progress
+        self.startedAtMs = startedAtMs
+        self.updatedAtMs = updatedAtMs
+        self.endedAtMs = endedAtMs
+        self.outcome = outcome
+        self.message = message
+        self.reportedVersion = reportedVersion
+        self.reportedStatus = reportedStatus
     }
 }
 

@@ -1,49 +1,6 @@
+import EcoWattStorage
 import Foundation
 import GRDB
-
-/// Durable OTA state (spec §7): deployments, sessions that survive a restart mid-download, and progress events.
-public protocol OTAStore: Sendable {
-    func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment
-    /// Deployments, newest first.
-    func deployments(limit: Int) async throws -> [OTADeployment]
-    /// Marks a deployment cancelled; `nil` when unknown.
-    func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment?
-    /// The newest active deployment that targets the device.
-    func deployment(for deviceID: String) async throws -> OTADeployment?
-    /// Ids of active deployments of `version`.
-    func activeDeploymentIDs(version: String) async throws -> [Int64]
-    /// Failed sessions of the device for `version` started at or after `sinceMs`, and whether it ever installed that
-    /// version but reported another one.
-    func attempts(deviceID: String, version: String, sinceMs: Int64) async throws -> (failed: Int, versionMismatch: Bool)
-    /// Ends the device's active sessions as `replaced` and stores `session` (taking over the device's progress events
-    /// of the last two minutes that had no session); returns the replaced session ids.
-    func startSession(_ session: OTASession) async throws -> [String]
-    /// Every active session (read at start).
-    func activeSessions() throws -> [OTASession]
-    /// Stores a progress event and the session's new phase; ends the session when `outcome` is given.
-    func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws
-    /// Writes chunk counters of several sessions.
-    func saveCounters(_ counters: [String: OTAChunkCounters]) async throws
-    /// Ends an active session; `false` when it was not active.
-    func endSession(
-        _ sessionID: String,
-        outcome: OTAOutcome,
-        message: String?,
-        reportedVersion: String?,
-        reportedStatus: String?,
-        nowMs: Int64
-    ) async throws -> Bool
-    func session(_ sessionID: String) async throws -> OTASession?
-    /// Sessions of a device, newest first.
-    func sessions(deviceID: String, limit: Int) async throws -> [OTASession]
-    /// Events of a session, oldest first.
-    func events(sessionID: String, limit: Int) async throws -> [OTAEvent]
-    func otaCounts() async throws -> OTACounts
-    /// Records the firmware version a known device reports running (no write when it is unchanged or unknown).
-    func setFirmwareVersion(deviceID: String, version: String) async throws
-    /// Ends active sessions last updated before `idleBeforeMs` as `expired`; returns their ids and devices.
-    func expireSessions(idleBeforeMs: Int64, nowMs: Int64) async throws -> [(sessionID: String, deviceID: String)]
-}
 
 extension SQLiteDeviceStore: OTAStore {
     public func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment {

@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import EcoWattStorage
 import Foundation
 import GRDB
 

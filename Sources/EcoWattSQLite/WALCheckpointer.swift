@@ -1,3 +1,4 @@
+import EcoWattStorage
 import GRDB
 import Logging
 import ServiceLifecycle

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The storage seam (issue 17): only the SQLite module and its own tests import GRDB; everything else goes through the
+# store protocols of EcoWattStorage (and DatabaseInspector for tests that look at rows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+offenders=$(grep -rlE '^(@testable )?import GRDB' Sources Tests | grep -vE '^(Sources/EcoWattSQLite|Tests/EcoWattSQLiteTests)/' || true)
+if [ -n "$offenders" ]; then
+    echo "error: GRDB imported outside the SQLite module:" >&2
+    echo "$offenders" >&2
+    exit 1
+fi
+if grep -rlE '^(@testable )?import GRDB' Sources/EcoWattStorage >/dev/null 2>&1; then
+    echo "error: EcoWattStorage must not import GRDB" >&2
+    exit 1
+fi
+echo "GRDB is imported only by EcoWattSQLite ($(grep -rlE '^import GRDB' Sources/EcoWattSQLite | wc -l) files) and its tests"
