@@ -3,8 +3,8 @@ import EcoWattStorage
 import GRDB
 
 extension SQLiteDeviceStore: BindingStore {
-    public func bindings() throws -> [String: DeviceBindingRecord] {
-        try database.pool.read { db in
+    public func bindings() async throws -> [String: DeviceBindingRecord] {
+        try await database.pool.read { db in
             var bindings: [String: DeviceBindingRecord] = [:]
             let rows = try Row.fetchCursor(
                 db,
@@ -29,8 +29,8 @@ extension SQLiteDeviceStore: BindingStore {
         )
     }
 
-    public func heldMessages() throws -> [HeldMessage] {
-        try database.pool.read { db in
+    public func heldMessages() async throws -> [HeldMessage] {
+        try await database.pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM held_messages ORDER BY id").compactMap(Self.heldMessage)
         }
     }

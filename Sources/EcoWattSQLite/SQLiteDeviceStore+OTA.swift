@@ -147,8 +147,8 @@ extension SQLiteDeviceStore: OTAStore {
         }
     }
 
-    public func activeSessions() throws -> [OTASession] {
-        try database.pool.read { db in
+    public func activeSessions() async throws -> [OTASession] {
+        try await database.pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM ota_sessions WHERE outcome IS NULL").map(OTASession.init(row:))
         }
     }

@@ -46,8 +46,8 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         try await admittingWrite(deviceID, nowMs: nowMs) { _, pending in pending }
     }
 
-    public func knownDevices() throws -> [String: Int64] {
-        try database.pool.read { db in
+    public func knownDevices() async throws -> [String: Int64] {
+        try await database.pool.read { db in
             var devices = [String: Int64]()
             let rows = try Row.fetchCursor(db, sql: "SELECT device_id, last_seen_ms FROM devices")
             while let row = try rows.next() { devices[row[0]] = row[1] }
@@ -208,8 +208,8 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func devicesWithPendingCommands() throws -> [String] {
-        try database.pool.read { db in
+    public func devicesWithPendingCommands() async throws -> [String] {
+        try await database.pool.read { db in
             try String.fetchAll(db, sql: "SELECT DISTINCT device_id FROM commands WHERE status = 'pending'")
         }
     }

@@ -56,7 +56,7 @@ extension SQLiteTelemetryStore: OutboxStore {
         }
     }
 
-    public func outboxCount() throws -> Int {
-        try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM mqtt_outbox") ?? 0 }
+    public func outboxCount() async throws -> Int {
+        try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM mqtt_outbox") ?? 0 }
     }
 }

@@ -41,7 +41,7 @@ public struct EcoWattApplication: Sendable {
         configuration: ServerConfiguration,
         logger: Logger,
         clock: @escaping @Sendable () -> Int64 = systemClock
-    ) throws {
+    ) async throws {
         // Files private to the server's user; then one server per data directory, before anything opens a file there.
         PrivateFiles.restrictNewFiles()
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
@@ -75,7 +75,7 @@ public struct EcoWattApplication: Sendable {
             retainedFiles: configuration.diagnosticsRetainedFiles,
             totalBytes: limits.diagnosticsTotalBytes
         )
-        let feed = try MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger, waitForListener: true)
+        let feed = try await MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger, waitForListener: true)
         let ingest = IngestService(
             store: store,
             fleetKey: SymmetricKey(data: fleetKey),
@@ -87,8 +87,8 @@ public struct EcoWattApplication: Sendable {
         )
         let registryEvents = RegistryEvents()
         let devices = SQLiteDeviceStore(database: database, writer: writer, retention: limits.retention, events: registryEvents)
-        let activity = try DeviceActivity(store: devices, logger: logger, metrics: metrics)
-        let commands = try CommandService(
+        let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics)
+        let commands = try await CommandService(
             store: devices,
             resultTimeoutSeconds: configuration.commandResultTimeoutSeconds,
             maxPending: configuration.maxPendingCommands,
@@ -96,7 +96,7 @@ public struct EcoWattApplication: Sendable {
             clock: clock
         )
         let keyRing = FirmwareKeyRing(directory: configuration.keysDirectory, logger: logger)
-        let ota = try OTAService(
+        let ota = try await OTAService(
             store: devices,
             catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.firmwareDirectory), keyRing: keyRing),
             logger: logger,
@@ -111,7 +111,7 @@ public struct EcoWattApplication: Sendable {
         let binding = DeviceBinding(
             policy: configuration.deviceBinding,
             windowSeconds: limits.bindingWindowSeconds,
-            bindings: try devices.bindings()
+            bindings: try await devices.bindings()
         )
         let access = DeviceAccess(
             binding: binding,
@@ -119,7 +119,7 @@ public struct EcoWattApplication: Sendable {
             activity: activity,
             clock: clock
         )
-        let boot = try BootMessages(
+        let boot = try await BootMessages(
             binding: binding,
             store: devices,
             registry: devices,

@@ -42,9 +42,9 @@ public struct HeldMessage: Sendable, Equatable {
 /// Bindings and held messages (issue 14).
 public protocol BindingStore: Sendable {
     /// Every device's binding (read once at start).
-    func bindings() throws -> [String: DeviceBindingRecord]
+    func bindings() async throws -> [String: DeviceBindingRecord]
     /// Every held message, oldest first (read once at start).
-    func heldMessages() throws -> [HeldMessage]
+    func heldMessages() async throws -> [HeldMessage]
     /// Stores a held message, replacing an earlier one of the same kind from the same address; returns it with its id.
     func hold(_ message: HeldMessage) async throws -> HeldMessage
     /// Deletes held messages by id.

@@ -19,7 +19,7 @@ public protocol OTAStore: Sendable {
     /// of the last two minutes that had no session); returns the replaced session ids.
     func startSession(_ session: OTASession) async throws -> [String]
     /// Every active session (read at start).
-    func activeSessions() throws -> [OTASession]
+    func activeSessions() async throws -> [OTASession]
     /// Stores a progress event and the session's new phase; ends the session when `outcome` is given.
     func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws
     /// Writes chunk counters of several sessions.

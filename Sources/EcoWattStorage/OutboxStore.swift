@@ -8,5 +8,5 @@ public protocol OutboxStore: Sendable {
     /// Removes every queued packet up to and including `id` (all acknowledged).
     func deleteOutbox(through id: Int64) async throws
     /// Packets waiting.
-    func outboxCount() throws -> Int
+    func outboxCount() async throws -> Int
 }

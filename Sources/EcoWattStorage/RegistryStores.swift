@@ -19,7 +19,7 @@ public protocol DeviceRegistryStore: Sendable {
     @discardableResult
     func admit(deviceID: String, nowMs: Int64) async throws -> Bool
     /// Every known device id with its last-seen time (read once at start).
-    func knownDevices() throws -> [String: Int64]
+    func knownDevices() async throws -> [String: Int64]
     /// Rows kept and dropped per bounded table.
     func retentionCounts() async throws -> RetentionCounts
 }
@@ -33,7 +33,7 @@ public protocol CommandStore: Sendable {
     /// ones are marked expired on the way). `nil` when there is none.
     func dispatchNext(deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow?
     /// Devices that have pending commands (read once at start, see ``CommandService``).
-    func devicesWithPendingCommands() throws -> [String]
+    func devicesWithPendingCommands() async throws -> [String]
     /// Records a device's result for one of its dispatched (or timed-out) commands, reported from the address it was
     /// dispatched to.
     func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow

@@ -94,14 +94,14 @@ public final class MQTTPublisher: Service, Sendable {
     private let backlog = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
 
-    public init(configuration: Configuration, store: any OutboxStore, logger: Logger, waitForListener: Bool = false) throws {
+    public init(configuration: Configuration, store: any OutboxStore, logger: Logger, waitForListener: Bool = false) async throws {
         self.configuration = configuration
         self.waitForListener = waitForListener
         (startSignal, startContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.store = store
         self.logger = logger
         let status = Status(enabled: configuration.enabled)
-        let initialBacklog = try store.outboxCount()
+        let initialBacklog = try await store.outboxCount()
         let state = LockedState(State(status: status))
         self.state = state
         backlog.store(initialBacklog, ordering: .relaxed)

@@ -99,7 +99,7 @@ struct ServeCommand: AsyncParsableCommand {
         logger.info("open-file limit", metadata: ["soft": "\(descriptors.soft)", "hard": "\(descriptors.hard)"])
         let server: EcoWattApplication
         do {
-            server = try EcoWattApplication(configuration: configuration, logger: logger)
+            server = try await EcoWattApplication(configuration: configuration, logger: logger)
         } catch let error as DataDirectoryLock.Failure {
             throw Self.fail(logger, "\(error)")
         } catch let error as ConfigurationError {

@@ -10,7 +10,7 @@ import Testing
     static let setPower = #"{"command_type":"set_power","parameters":{"value":5000}}"#
 
     @Test func queuedCommandsAreDeliveredOneAtATimeOldestFirst() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("DEV-1", client: client)
             let first = try await client.operatorJSON(.post, "/commands/DEV-1", Self.writeByName, server: test)
@@ -81,7 +81,7 @@ import Testing
     }
 
     @Test func concurrentPollsNeverDeliverACommandTwice() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("RACE", client: client)
             var queued = Set<String>()
@@ -116,7 +116,7 @@ import Testing
     }
 
     @Test func ttlExpiryTimeoutsAndCancellation() async throws {
-        let test = try TestServer(commandResultTimeoutSeconds: 30)
+        let test = try await TestServer(commandResultTimeoutSeconds: 30)
         try await test.run { client in
             try await test.bind("TTL", client: client)
             let now = test.clock.now
@@ -167,7 +167,7 @@ import Testing
         (#"{"command":"#, "Malformed JSON"),
     ])
     func invalidCommandsAreRefusedWithAReason(_ body: String, _ reason: String) async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let response = try await client.operatorJSON(.post, "/commands/BAD", body, server: test)
             #expect(response.status == .badRequest)
@@ -177,7 +177,7 @@ import Testing
     }
 
     @Test func idempotencyKeyQueuesOnce() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             var headers = test.operatorHeaders
             headers[.contentType] = "application/json"
@@ -203,7 +203,7 @@ import Testing
     }
 
     @Test func aCommandQueuedBeforeARestartIsDeliveredAfterIt() async throws {
-        let first = try TestServer()
+        let first = try await TestServer()
         let commandID = ResultBox()
         try await first.run { client in
             // Bound before the restart: the binding is persisted with the upload.
@@ -211,7 +211,7 @@ import Testing
             let queued = try await client.operatorJSON(.post, "/commands/QUEUED", Self.setPower, server: first)
             commandID.value = queued.json["command_id"] as? String
         }
-        let second = try TestServer(directory: first.directory)
+        let second = try await TestServer(directory: first.directory)
         try await second.run { client in
             let poll = try await client.execute(uri: "/commands/QUEUED/poll", method: .get)
             let delivered = (poll.json["commands"] as? [[String: Any]])?.first?["command_id"] as? String
@@ -220,7 +220,7 @@ import Testing
     }
 
     @Test func aResultAfterAServerRestartIsRecorded() async throws {
-        let first = try TestServer()
+        let first = try await TestServer()
         let commandID = ResultBox()
         try await first.run { client in
             try await first.bind("RESTART", client: client)
@@ -228,7 +228,7 @@ import Testing
             commandID.value = queued.json["command_id"] as? String
             #expect(try await client.execute(uri: "/commands/RESTART/poll", method: .get).json["count"] as? Int == 1)
         }
-        let second = try TestServer(directory: first.directory)
+        let second = try await TestServer(directory: first.directory)
         try await second.run { client in
             let id = try #require(commandID.value)
             let result = try await client.postJSON(

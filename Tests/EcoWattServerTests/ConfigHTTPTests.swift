@@ -11,7 +11,7 @@ import Testing
         #"{"status":"applied","timestamp":1764300100,"error_msg":"Configuration updated successfully","power_management":{"enabled":true,"techniques":8,"energy_poll_freq":300000000}}"#
 
     @Test func onlyValidChangingFieldsAreDeliveredThenAcknowledged() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("CFG-1", client: client)
             #expect(try await client.postJSON("/config/CFG-1/current", Self.bootReport).status == .ok)
@@ -53,7 +53,7 @@ import Testing
     /// device's 50 samples, its 189 wire bytes or an 8-packet backlog's 4 095 JSON bytes is refused whole, 422, with
     /// the reason and the safe values; nothing is delivered.
     @Test func aConfigurationThatWouldLoseDataIsRefusedWholeWithTheSafeValues() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("CFG-LOSS", client: client)
             #expect(try await client.postJSON("/config/CFG-LOSS/current", Self.bootReport).status == .ok)
@@ -73,7 +73,7 @@ import Testing
     }
 
     @Test func anUpdateWithNothingValidIsRefusedAndNeverDelivered() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let response = try await client.operatorJSON(
                 .put,
@@ -91,7 +91,7 @@ import Testing
     }
 
     @Test func aPendingConfigThatChangesNothingIsClearedOnceDelivered() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let response = try await client.operatorJSON(
                 .put,

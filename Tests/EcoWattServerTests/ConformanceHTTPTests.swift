@@ -61,7 +61,7 @@ import Testing
     }
 
     @Test func uploadsCorpusIsAcceptedAndDecodedExactly() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let lines = try Conformance.lines("uploads.jsonl")
             #expect(lines.count == 317)
@@ -107,7 +107,7 @@ import Testing
     }
 
     @Test func negativeCorpusGetsTheExpectedAnswers() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let lines = try Conformance.lines("negative.jsonl")
             #expect(lines.count == 29)

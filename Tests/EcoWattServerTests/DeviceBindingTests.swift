@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func aStrangerCanNeitherTakeNorAnswerTheDevicesCommands() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("CMD-B", client: client)
             let queued = try await client.operatorJSON(
@@ -59,7 +59,7 @@ import Testing
     }
 
     @Test func aStrangerCanNeitherReadNorAcknowledgeAPendingConfiguration() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("CFG-B", client: client)
             let update = #"{"config_update":{"sampling_interval":10}}"#
@@ -77,7 +77,7 @@ import Testing
     }
 
     @Test func bootMessagesFromAStrangerAreHeldAndNeverApplied() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("BOOT-B", client: client)
             let real = #"{"device_id":"BOOT-B","device_name":"Real","firmware_version":"1.3.4","location":"Roof"}"#
@@ -115,7 +115,7 @@ import Testing
     }
 
     @Test func aStrangerCannotKeepASilentDeviceOnline() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("LIVE-B", client: client)
             func status() async throws -> String? {
@@ -140,7 +140,7 @@ import Testing
     }
 
     @Test func aStreamOfHeldMessagesThatReplaceEachOtherKeepsMemoryBounded() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { _ in
             let fields = DeviceFields(deviceName: "Evil")
             for index in 0..<3_000 {
@@ -160,7 +160,7 @@ import Testing
 
     @Test func aStrangerCanNeitherStartReportNorAbortTheDevicesDownload() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try OTAHTTPTests.install(vectors, keys: keys, into: test)
         try await test.run { client in
             var device = OTAHTTPTests.Device(id: "OTA-B", running: "1.0.0", keys: keys)
@@ -191,7 +191,7 @@ import Testing
 
     @Test func aCompletionFromANewAddressAfterAnOTARebootIsHeldThenConfirmedByTheFirstUpload() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try OTAHTTPTests.install(vectors, keys: keys, into: test)
         try await test.run { client in
             var device = OTAHTTPTests.Device(id: "DHCP-1", running: "1.0.0", keys: keys)
@@ -223,7 +223,7 @@ import Testing
     }
 
     @Test func aPoisonedNonceIsRefusedAndTheDeviceGoesOn() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             #expect(try await client.postJSON("/aggregated/NONCE-B", Uploads.body(device: "NONCE-B", nonce: 11_001)).status == .ok)
@@ -248,7 +248,7 @@ import Testing
     }
 
     @Test func aFirstBootDeviceGetsNoCommandBeforeItsFirstUpload() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let queued = try await client.operatorJSON(
                 .post,
@@ -265,7 +265,7 @@ import Testing
     }
 
     @Test func bindingOffRestoresTheOpenBehaviour() async throws {
-        let test = try TestServer(deviceBinding: "off")
+        let test = try await TestServer(deviceBinding: "off")
         try await test.run { client in
             try await test.bind("OPEN-B", client: client)
             let queued = try await client.operatorJSON(

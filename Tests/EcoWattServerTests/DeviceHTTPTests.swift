@@ -9,7 +9,7 @@ import Testing
         #"{"device_id":"ESP32_001","device_name":"EcoWatt Smart Monitor","firmware_version":"1.3.4","location":"Default Location","description":"EcoWatt Energy Monitor"}"#
 
     @Test func bootRegistrationAndOperatorCRUD() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             // Boot self-test first: the device registers only after a 200 here.
             #expect(try await client.execute(uri: "/ota/status", method: .get).status == .ok)
@@ -53,7 +53,7 @@ import Testing
     }
 
     @Test func lastSeenIsFlushedForKnownDevicesOnly() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("POLLER", client: client)
             test.clock.set(test.clock.now + 30_000)

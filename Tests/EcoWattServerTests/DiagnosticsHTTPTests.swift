@@ -11,7 +11,7 @@ import Testing
     }
 
     @Test func concurrentWritersProduceOnlyWholeLinesThatSurviveARestart() async throws {
-        let first = try TestServer()
+        let first = try await TestServer()
         let writers = 48
         try await first.run { client in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -40,7 +40,7 @@ import Testing
         #expect(seen.count == writers)
 
         // Read back from the files by a new server on the same directories, newest first.
-        let second = try TestServer(directory: first.directory)
+        let second = try await TestServer(directory: first.directory)
         try await second.run { client in
             let list = try await client.execute(uri: "/diagnostics/DIAG-1?limit=100", method: .get, headers: second.operatorHeaders)
             #expect(list.json["count"] as? Int == writers)
@@ -58,7 +58,7 @@ import Testing
     }
 
     @Test func unsafeIdsAndBodiesAreRejected() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             for id in ["..", ".hidden", "-rf", "a%2Fb", "..%2F..%2Fetc%2Fpasswd", "a%00b", "x%20y", String(repeating: "a", count: 65)] {
                 let response = try await client.postJSON("/diagnostics/\(id)", #"{"a":1}"#)
@@ -78,7 +78,7 @@ import Testing
     }
 
     @Test func filesRotateBySizeAndKeepTheRetentionLimit() async throws {
-        let test = try TestServer(diagnosticsMaxFileBytes: 2048, diagnosticsRetainedFiles: 2)
+        let test = try await TestServer(diagnosticsMaxFileBytes: 2048, diagnosticsRetainedFiles: 2)
         try await test.run { client in
             for seq in 0..<60 {
                 let body = #"{"seq":\#(seq),"filler":"\#(String(repeating: "z", count: 200))"}"#

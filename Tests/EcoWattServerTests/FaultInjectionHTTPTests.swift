@@ -8,7 +8,7 @@ import Testing
 
 @Suite struct FaultInjectionHTTPTests {
     @Test func disabledByDefault() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let inject = try await client.operatorJSON(
                 .post,
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func networkFaultsHitDeviceRoutesOnly() async throws {
-        let test = try TestServer(faultInjection: true)
+        let test = try await TestServer(faultInjection: true)
         try await test.run { client in
             func inject(_ body: String) async throws -> String {
                 let response = try await client.operatorJSON(.post, "/fault/inject", body, server: test)
@@ -82,7 +82,7 @@ import Testing
 
     @Test func otaFaultsMakeTheDeviceFailAtTheExpectedCheck() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
-        let test = try TestServer(firmwareKeys: keys, faultInjection: true)
+        let test = try await TestServer(firmwareKeys: keys, faultInjection: true)
         try OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
         let version = vectors[0].version
         try await test.run { client in
@@ -121,7 +121,7 @@ import Testing
     }
 
     @Test func securitySelfTestsNeverTouchRealNonceState() async throws {
-        let test = try TestServer(faultInjection: true)
+        let test = try await TestServer(faultInjection: true)
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             #expect(try await client.postJSON("/aggregated/SELF-1", Uploads.body(device: "SELF-1", nonce: 11_000)).status == .ok)

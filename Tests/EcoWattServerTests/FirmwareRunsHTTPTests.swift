@@ -40,7 +40,7 @@ import Testing
             .filter { $0["scenario"] as? String != "outage" }
             .map { (at: $0["t_epoch_ms"] as! Int64, method: $0["method"] as! String, path: $0["path"] as! String, body: $0["body"] as! String) }
         let truth = try Conformance.lines("firmware_truth.jsonl").filter { $0["run"] as? String == run }
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             for request in requests {
                 test.clock.set(request.at)
@@ -119,7 +119,7 @@ import Testing
         let requests = uploads.map { upload in
             (upload.arrivalMs, SecuredEnvelope.sign(payload: Array(upload.inner.utf8), nonce: upload.nonce, key: FleetKey.firmwareDefault).jsonBody)
         }
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             for (arrivalMs, body) in requests {
                 test.clock.set(arrivalMs)

@@ -32,7 +32,7 @@ enum Uploads {
 
 @Suite struct IngestHTTPTests {
     @Test func specExampleUploadIsStoredAndQueryable() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             let response = try await client.postJSON("/aggregated/ESP32_001", Uploads.body(device: "ESP32_001", nonce: 11001))
@@ -71,7 +71,7 @@ enum Uploads {
 
     /// Issue 15: `"encrypted":true` is outside the MAC and the firmware never sends it: refused, nonce untouched.
     @Test func anEncryptedEnvelopeIsRefusedAndConsumesNoNonce() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             let body = Uploads.body(device: "ENC-1", nonce: 11001)
@@ -85,7 +85,7 @@ enum Uploads {
     }
 
     @Test func identicalConcurrentUploadsAreAcceptedExactlyOnce() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         let body = Uploads.body(device: "RACE-1", nonce: 20000)
         try await test.run { client in
@@ -120,7 +120,7 @@ enum Uploads {
     }
 
     @Test func deviceIDMustMatchTheURL() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let body = Uploads.body(device: "ESP32_001", nonce: 11001)
             let response = try await client.postJSON("/aggregated/ESP32_999", body)
@@ -132,7 +132,7 @@ enum Uploads {
     }
 
     @Test func perDeviceKeyOverridesTheFleetKey() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         let key = SymmetricKey(data: Array(repeating: UInt8(7), count: 32))
         try await test.run { client in
             // The writer commits only while the application runs, so the key is set inside `run`.
@@ -146,7 +146,7 @@ enum Uploads {
     }
 
     @Test func operatorNonceResetLetsAWipedDeviceUploadAgain() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 50000)).status == .ok)
             // The device's NVS was erased: it starts again at 11001 and is refused as a replay.
@@ -166,7 +166,7 @@ enum Uploads {
     }
 
     @Test func limitsAndErrorsAreJSON() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let big = String(repeating: "x", count: 70_000)
             let tooLarge = try await client.postJSON("/aggregated/BIG", #"{"nonce":1,"payload":"\#(big)"}"#)
@@ -198,7 +198,7 @@ enum Uploads {
     }
 
     @Test func aBootReportOpensTheRebootHypothesisWithoutDiscardingTheModel() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             _ = try await client.postJSON("/aggregated/BOOT-1", Uploads.body(device: "BOOT-1", nonce: 1))
             let before = try await test.server.store.ingestState(deviceID: "BOOT-1")

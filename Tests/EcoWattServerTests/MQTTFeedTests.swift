@@ -31,7 +31,7 @@ struct MQTTFeedTests {
         let broker = try MosquittoBroker()
         let subscriber = try MQTTSubscriber(port: broker.port, topic: "ecowatt/data/#")
         try await subscriber.waitUntilSubscribed()
-        let test = try TestServer(mqttPort: broker.port)
+        let test = try await TestServer(mqttPort: broker.port)
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             try await Self.waitUntil {
@@ -80,7 +80,7 @@ struct MQTTFeedTests {
     /// Broker down: 200 uploads are accepted and kept; broker back: all 200 arrive, in order per device.
     @Test func aBrokerOutageLosesNothing() async throws {
         let broker = try MosquittoBroker()
-        let test = try TestServer(mqttPort: broker.port)
+        let test = try await TestServer(mqttPort: broker.port)
         let base = Uploads.exampleArrivalMs
         try await test.run { client in
             try await Self.waitUntil {
@@ -127,7 +127,7 @@ struct MQTTFeedTests {
 
     @Test func aFullOutboxKeepsAcceptingUploadsAndCountsWhatItDrops() async throws {
         // No broker on this port: everything stays in the outbox, which holds 2 messages.
-        let test = try TestServer(mqttPort: LoopbackPort.free(), mqttOutboxLimit: 2)
+        let test = try await TestServer(mqttPort: LoopbackPort.free(), mqttOutboxLimit: 2)
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             for nonce in 1...3 {

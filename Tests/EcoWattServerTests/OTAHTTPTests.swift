@@ -194,7 +194,7 @@ import _CryptoExtras
 
     @Test func emulatedDevicesDownloadAndVerifyBothVectorImages() async throws {
         let (keys, vectors) = try Self.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try Self.install(vectors, keys: keys, into: test)
         try await test.run { client in
             for (index, vector) in vectors.enumerated() {
@@ -251,7 +251,7 @@ import _CryptoExtras
     @Test func downloadSurvivesAServerRestartMidway() async throws {
         let (keys, vectors) = try Self.vectors()
         let vector = vectors[1]  // 51 chunks
-        let first = try TestServer(firmwareKeys: keys)
+        let first = try await TestServer(firmwareKeys: keys)
         try Self.install([vector], keys: keys, into: first)
         let state = Mutex<(Device, DeviceFirmwareReceiver)?>(nil)
         try await first.run { client in
@@ -265,7 +265,7 @@ import _CryptoExtras
             state.withLock { $0 = (device, receiver) }
         }
         // Same directories, new process state: the session and its counters come back from SQLite.
-        let second = try TestServer(directory: first.directory, firmwareKeys: keys)
+        let second = try await TestServer(directory: first.directory, firmwareKeys: keys)
         try await second.run { client in
             var (device, receiver) = try #require(state.withLock { $0 })
             let status = try await client.execute(uri: "/ota/status/RESTART-1", method: .get, headers: second.operatorHeaders)
@@ -283,7 +283,7 @@ import _CryptoExtras
 
     @Test func aFailedAttemptNeverBlocksTheNextInitiate() async throws {
         let (keys, vectors) = try Self.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try Self.install(vectors, keys: keys, into: test)
         try await test.run { client in
             _ = try await Self.deploy(vectors[0].version, to: ["RETRY-1"], client: client, test: test)
@@ -313,7 +313,7 @@ import _CryptoExtras
     /// its next attempt starts; the new attempt's "Starting" event belongs to the new session.
     @Test func aDownloadAbandonedWithoutAReportEndsAsFailedWhenTheNextAttemptStarts() async throws {
         let (keys, vectors) = try Self.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try Self.install(vectors, keys: keys, into: test)
         try await test.run { client in
             _ = try await Self.deploy(vectors[1].version, to: ["ABANDON-1"], client: client, test: test)
@@ -336,7 +336,7 @@ import _CryptoExtras
 
     @Test func offersRespectRunningVersionsMismatchesAndAttemptLimits() async throws {
         let (keys, vectors) = try Self.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try Self.install(vectors, keys: keys, into: test)
         let version = vectors[0].version
         try await test.run { client in
@@ -376,7 +376,7 @@ import _CryptoExtras
 
     @Test func wrongVersionsChunksAndBodiesAreClearFourHundreds() async throws {
         let (keys, vectors) = try Self.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try Self.install(vectors, keys: keys, into: test)
         let version = vectors[0].version
         try await test.run { client in
@@ -439,7 +439,7 @@ import _CryptoExtras
     }
 
     @Test func operatorsUploadDeployAndDeleteFirmware() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         let keys = try FirmwareKeys(directory: test.server.configuration.keysDirectory)  // generated at start
         let image = [0xE9] + (1..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         try await test.run { client in
@@ -494,7 +494,7 @@ import _CryptoExtras
 
     @Test func imagesSignedWithOtherKeysAreNotDeployed() async throws {
         let (keys, vectors) = try Self.vectors()
-        let test = try TestServer()  // the server generated its own keys; the vectors are signed with the test keys
+        let test = try await TestServer()  // the server generated its own keys; the vectors are signed with the test keys
         try Self.install([vectors[0]], keys: keys, into: test)
         try await test.run { client in
             let response = try await client.operatorJSON(.post, "/ota/deployments", #"{"version":"\#(vectors[0].version)"}"#, server: test)

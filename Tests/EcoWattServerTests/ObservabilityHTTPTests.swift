@@ -31,7 +31,7 @@ import Testing
     }
 
     @Test func metricsAreValidPrometheusTextAndMoveWithTraffic() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             #expect(try await client.execute(uri: "/metrics", method: .get).status == .unauthorized)
@@ -63,7 +63,7 @@ import Testing
     }
 
     @Test func statsRoutesReportRealCounters() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             for nonce in 1...3 {
@@ -83,7 +83,7 @@ import Testing
     }
 
     @Test func readinessChecksTheWriterAndTheKeys() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let ready = try await client.execute(uri: "/ready", method: .get)
             #expect(ready.status == .ok)
@@ -95,7 +95,7 @@ import Testing
         // Unusable keys: the server runs, but is not ready and refuses uploads of firmware.
         let keys = test.directory.appendingPathComponent("keys/aes_firmware_key.bin")
         try Data([1, 2, 3]).write(to: keys)
-        let broken = try TestServer(directory: test.directory)
+        let broken = try await TestServer(directory: test.directory)
         try await broken.run { client in
             let ready = try await client.execute(uri: "/ready", method: .get)
             #expect(ready.status == .serviceUnavailable)

@@ -5,7 +5,7 @@ import Testing
 
 @Suite struct ReportHTTPTests {
     @Test func energyReportsAcceptTheFirmwaresNonFiniteNumbers() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let nan =
                 #"{"device_id":"PWR","timestamp":1764300000123,"power_management":{"enabled":true,"techniques":"0x08","avg_current_ma":nan,"energy_saved_mah":-inf,"peripheral_savings_mah":1.25,"uptime_ms":0,"high_perf_ms":0,"normal_ms":0,"low_power_ms":0,"sleep_ms":0}}"#
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func faultRecoveryEventsAreStoredAndSummarised() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             let ok =
                 #"{"device_id":"FLT","timestamp":1764300000,"fault_type":"crc_error","recovery_action":"retry_read","success":true,"details":"crc_error detected and recovered after 1 retries","retry_count":1}"#

@@ -18,7 +18,7 @@ import Testing
     }
 
     @Test func signedUploadsWithExtremeNumbersAreAllAcknowledgedAndTheServerStaysUp() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         let extremes: [String] = [
             "9223372036854775807", "-9223372036854775807", "-1", "0", "4294967296", "1e300", "-1e16", "18446744073709551616",
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func anonymousRequestsThatChangeNothingCostNoWriteTransaction() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             try await test.bind("CHEAP-1", client: client)
             #expect(try await client.postJSON("/devices", #"{"device_id":"CHEAP-1","firmware_version":"1.3.4"}"#).status == .created)
@@ -83,7 +83,7 @@ import Testing
     }
 
     @Test func deletingADeviceNeverReopensReplay() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             let accepted = Uploads.body(device: "TOMB-1", nonce: 11_005)
@@ -102,7 +102,7 @@ import Testing
     }
 
     @Test func implausibleDeviceTimesAreFlaggedNotStored() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         let now = test.clock.now
         try await test.run { client in
             for time in ["-5", "\(now + 2 * 86_400_000)", "9223372036854775807"] {
@@ -125,7 +125,7 @@ import Testing
     }
 
     @Test func everyMetricHasHelpAndTypeAndTheProcessIsDescribed() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         try await test.run { client in
             _ = try await client.postJSON("/aggregated/M-1", #"{"nonce":1}"#)
             _ = try await client.execute(uri: "/commands/UNKNOWN-M/poll", method: .get)

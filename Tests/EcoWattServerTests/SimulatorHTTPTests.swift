@@ -32,7 +32,7 @@ import Testing
     /// signed uploads disprove), leave every packet decodable.
     @Test func forgedBootSignalsDuringARunLeaveEveryTemporalPacketDecodable() async throws {
         let (keys, _) = try OTAHTTPTests.vectors()
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try await test.run { client in
             let port = try #require(client.port)
             var single = Self.options(port: port, prefix: "FORGE_", devices: 2, keys: keys)
@@ -68,7 +68,7 @@ import Testing
     @Test func simulatedFleetUploadsRunsCommandsAndInstallsFirmware() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[1]  // 100 KiB, 51 chunks
-        let test = try TestServer(firmwareKeys: keys)
+        let test = try await TestServer(firmwareKeys: keys)
         try OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
@@ -192,7 +192,7 @@ extension SimulatorHTTPTests {
     /// Uploads fail for a while (injected 503s): the devices keep compressing into their rings, retry with fresh nonces,
     /// and after the outage drain the backlog in requests of at most 8 packets, oldest first. Nothing is lost.
     @Test func backlogAfterAnOutageIsDeliveredInBatchesOfEight() async throws {
-        let test = try TestServer(faultInjection: true)
+        let test = try await TestServer(faultInjection: true)
         try await test.run { client in
             let port = try #require(client.port)
             var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
@@ -246,7 +246,7 @@ extension SimulatorHTTPTests {
     /// firmware's push-back order: the run reads every device's samples back, and every reading that reached the
     /// server is stored with the value read, at the time it was read.
     @Test func everyReadingThatReachesTheServerIsStoredWithItsValueAndTime() async throws {
-        let test = try TestServer(faultInjection: true)
+        let test = try await TestServer(faultInjection: true)
         test.clock.followWallClock()
         try await test.run { client in
             let port = try #require(client.port)
@@ -293,7 +293,7 @@ extension SimulatorHTTPTests {
     }
 
     @Test func simulateCommandRunsTwiceWithPersistedNonces() async throws {
-        let test = try TestServer()
+        let test = try await TestServer()
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sim-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }

@@ -37,7 +37,7 @@ final class TestServer: Sendable {
         mqttOutboxLimit: Int? = nil,
         limits: [String: Int]? = nil,
         deviceBinding: String? = nil
-    ) throws {
+    ) async throws {
         ownsDirectory = directory == nil
         self.directory =
             directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-test-\(UUID().uuidString)")
@@ -68,7 +68,7 @@ final class TestServer: Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = ProcessInfo.processInfo.environment["ECOWATT_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let clock = self.clock
-        server = try EcoWattApplication(configuration: configuration, logger: logger, clock: { clock.now })
+        server = try await EcoWattApplication(configuration: configuration, logger: logger, clock: { clock.now })
     }
 
     deinit {

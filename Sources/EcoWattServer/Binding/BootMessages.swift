@@ -77,7 +77,7 @@ public final class BootMessages: Service, Sendable {
         caps: RowCap,
         metrics: ServerMetrics?,
         logger: Logger
-    ) throws {
+    ) async throws {
         self.binding = binding
         self.store = store
         self.registry = registry
@@ -88,7 +88,7 @@ public final class BootMessages: Service, Sendable {
         self.metrics = metrics
         self.logger = logger
         var initial = State()
-        for message in try store.heldMessages() {
+        for message in try await store.heldMessages() {
             initial.byDevice[message.deviceID, default: []].append(message)
             initial.order.append((message.deviceID, message.id))
             initial.count += 1

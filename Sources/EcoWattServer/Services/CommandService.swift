@@ -31,8 +31,8 @@ public actor CommandService: Service {
         maxPending: Int,
         logger: Logger,
         clock: @escaping @Sendable () -> Int64
-    ) throws {
-        pendingHint = Mutex(Dictionary(uniqueKeysWithValues: try store.devicesWithPendingCommands().map { ($0, 0) }))
+    ) async throws {
+        pendingHint = Mutex(Dictionary(uniqueKeysWithValues: try await store.devicesWithPendingCommands().map { ($0, 0) }))
         self.store = store
         self.resultTimeoutMs = Int64(resultTimeoutSeconds) * 1000
         self.maxPending = maxPending

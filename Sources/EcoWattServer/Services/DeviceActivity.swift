@@ -28,11 +28,11 @@ public final class DeviceActivity: Service, Sendable {
     public static let flushInterval = Duration.seconds(2)
 
     /// Loads the known devices from the store.
-    public init(store: any DeviceRegistryStore, logger: Logger, metrics: ServerMetrics? = nil) throws {
+    public init(store: any DeviceRegistryStore, logger: Logger, metrics: ServerMetrics? = nil) async throws {
         self.store = store
         self.logger = logger
         self.metrics = metrics
-        state = Mutex(State(latest: try store.knownDevices()))
+        state = Mutex(State(latest: try await store.knownDevices()))
     }
 
     /// Records a request for `deviceID` at `nowMs` (counted in aggregate when the id is not known).

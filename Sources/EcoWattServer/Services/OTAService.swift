@@ -66,7 +66,7 @@ public actor OTAService: Service {
         deviceEvents: RateLimitedLog? = nil,
         maxActiveSessions: Int = 10_000,
         idleLimitSeconds: Int = 1_800
-    ) throws {
+    ) async throws {
         self.store = store
         self.deviceEvents = deviceEvents
         self.maxActiveSessions = maxActiveSessions
@@ -77,7 +77,7 @@ public actor OTAService: Service {
         self.logger = logger
         self.clock = clock
         var sessions: [String: LiveSession] = [:]
-        for session in try store.activeSessions() {
+        for session in try await store.activeSessions() {
             sessions[session.deviceID] = LiveSession(
                 sessionID: session.sessionID,
                 version: session.version,
