@@ -10,6 +10,10 @@ import Synchronization
 /// Each job runs in its own savepoint: a job that throws is rolled back alone and gets its error; the others commit.
 /// A caller is resumed only after the transaction holding its work has committed. Run it as a `Service`; on graceful
 /// shutdown it commits what is queued, then refuses new work with ``StoreError/shuttingDown``.
+///
+/// One writer commits everything in submission order, which is more than the storage contract asks: the contract is
+/// per device (one device's writes in submission order), so that a backend with several writers (PostgreSQL, several
+/// instances) can keep it with the nonce check in its transactions.
 public final class GroupCommitWriter: Service, Sendable {
     private let database: EcoWattDatabase
     private let maxBatch: Int

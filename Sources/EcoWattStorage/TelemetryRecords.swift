@@ -145,7 +145,11 @@ public protocol TelemetryStore: Sendable {
     /// Nonce and decoder state of a device (defaults for a device never seen).
     func ingestState(deviceID: String) async throws -> DeviceIngestState
     /// Queues an accepted upload for an atomic commit (nonce, which must increase, device, packets, samples,
-    /// decoder state). Queuing is synchronous, so one caller's submissions commit in order; await the ticket.
+    /// decoder state). The ordering contract every backend keeps is **per device**: one device's writes commit in the
+    /// order they were submitted (queuing is synchronous, so a caller's submissions are ordered); writes of different
+    /// devices may commit in any order, or concurrently. The nonce check inside the transaction stays the source of
+    /// truth: of two uploads racing for one device, the one that commits second with a nonce not above the first's is
+    /// refused. Await the ticket.
     /// The ticket throws ``StoreError/nonceNotIncreasing(deviceID:nonce:stored:)`` when a concurrent upload won.
     func submit(_ record: IngestRecord) -> WriteTicket<Void>
     /// Queues the write of a device's decoder state (after a boot signal) for a device the store knows.
