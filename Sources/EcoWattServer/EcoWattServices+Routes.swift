@@ -1,0 +1,78 @@
+import EcoWattProtocol
+import EcoWattSQLite
+import EcoWattStorage
+import Foundation
+import Hummingbird
+
+extension EcoWattServices {
+    /// The routes: device routes (and health) on the device listener; operator routes behind the bearer token, on the
+    /// operator listener when `operator_port` is set, else beside the device routes.
+    func buildRouters(
+        listeners: Listeners
+    ) -> (devices: Router<EcoWattRequestContext>, operators: Router<EcoWattRequestContext>) {
+        let deviceRoutes = DeviceRoutes(
+            store: devices,
+            activity: activity,
+            ingest: ingest,
+            boot: boot,
+            access: access,
+            offlineAfterMs: Int64(configuration.deviceOfflineAfterSeconds) * 1000,
+            clock: clock
+        )
+        let commandRoutes = CommandRoutes(commands: commands, access: access, clock: clock)
+        let configRoutes = ConfigRoutes(store: devices, ingest: ingest, boot: boot, access: access, clock: clock)
+        let reportRoutes = ReportRoutes(store: devices, access: access, clock: clock)
+        let diagnosticsRoutes = DiagnosticsRoutes(
+            diagnostics: diagnostics,
+            registry: devices,
+            access: access,
+            clock: clock
+        )
+        let otaRoutes = OTARoutes(
+            ota: ota,
+            boot: boot,
+            access: access,
+            maxFirmwareBytes: configuration.maxFirmwareBytes
+        )
+        let health = HealthRoutes(writer: writer, ota: ota, fleetKey: fleetKey, feed: feed)
+        let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
+        // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
+        // Injected network faults apply to these routes only.
+        let deviceRouter = router.group()
+        if faults.enabled { deviceRouter.add(middleware: FaultInjectionMiddleware(faults: faults)) }
+        TelemetryRoutes(
+            ingest: ingest,
+            activity: activity,
+            boot: boot,
+            access: access,
+            maxBodyBytes: configuration.maxBodyBytes,
+            clock: clock
+        )
+        .register(on: deviceRouter)
+        deviceRoutes.registerDeviceRoutes(on: deviceRouter)
+        commandRoutes.registerDeviceRoutes(on: deviceRouter)
+        configRoutes.registerDeviceRoutes(on: deviceRouter)
+        reportRoutes.registerDeviceRoutes(on: deviceRouter)
+        otaRoutes.registerDeviceRoutes(on: deviceRouter)
+        diagnosticsRoutes.registerDeviceRoutes(on: deviceRouter)
+        // Operator routes: bearer token; on their own listener when `operator_port` is set.
+        let operatorRouter =
+            listeners.separateOperator
+            ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
+        let operatorRoutes = operatorRouter.group().add(middleware: OperatorAuthMiddleware(token: operatorToken))
+        QueryRoutes(store: store).register(on: operatorRoutes)
+        SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
+        deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
+        commandRoutes.registerOperatorRoutes(on: operatorRoutes)
+        configRoutes.registerOperatorRoutes(on: operatorRoutes)
+        reportRoutes.registerOperatorRoutes(on: operatorRoutes)
+        otaRoutes.registerOperatorRoutes(on: operatorRoutes)
+        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics, registry: devices, diagnostics: diagnostics)
+            .register(on: operatorRoutes)
+        diagnosticsRoutes.registerOperatorRoutes(on: operatorRoutes)
+        FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
+        MQTTRoutes(feed: feed).register(on: operatorRoutes)
+
+        return (router, operatorRouter)
+    }
+}
