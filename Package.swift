@@ -153,7 +153,7 @@ let package = Package(
         /// Helpers shared by the test targets (conformance corpus, mosquitto broker, ports, simulator progress).
         .target(
             name: "EcoWattTestSupport",
-            dependencies: ["EcoWattProtocol", "MQTTBridge", "EcoWattSimulator"],
+            dependencies: ["EcoWattProtocol", "EcoWattStorage", "MQTTBridge", "EcoWattSimulator"],
             path: "Tests/EcoWattTestSupport"
         ),
         .testTarget(
@@ -177,11 +177,11 @@ let package = Package(
         ),
         .testTarget(
             name: "EcoWattStorageTests",
-            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattProtocol"]
+            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattProtocol", "EcoWattTestSupport"]
         ),
         .testTarget(
             name: "EcoWattSQLiteTests",
-            dependencies: ["EcoWattSQLite", "EcoWattStorage", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["EcoWattSQLite", "EcoWattStorage", "EcoWattTestSupport", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "EcoWattSimulatorTests",

@@ -1,6 +1,7 @@
 import EcoWattProtocol
 import EcoWattSQLite
 import EcoWattStorage
+import EcoWattTestSupport
 import Foundation
 import GRDB
 import Testing
@@ -32,27 +33,9 @@ struct TemporaryStore {
     func remove() { try? FileManager.default.removeItem(at: directory) }
 }
 
+/// One upload for `device` (a single sample unless `values` says otherwise).
 func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) -> IngestRecord {
-    var state = DeviceStreamState()
-    state.hypotheses[0].frontierTimeMs = Int64(nonce) * 1000
-    let packet = DecodedPacket(
-        index: 0,
-        marker: 0x01,
-        method: "bitpack",
-        registerLayout: [0, 1],
-        sampleCount: values.count,
-        samples: values,
-        sampleTimesMs: values.indices.map { Int64(nonce) * 1000 + Int64($0) },
-        lastSampleEpochMs: Int64(nonce) * 1000,
-        approximate: false,
-        truncated: false,
-        reason: nil,
-        detail: nil,
-        blob: [0x01],
-        compressedSize: 10,
-        originalSize: 4 * values.count
-    )
-    return IngestRecord(deviceID: device, nonce: nonce, receivedAtMs: 0, packets: [packet], streamState: state)
+    IngestRecord.example(device, nonce: nonce, values: values)
 }
 
 @Suite struct GroupCommitWriterTests {

@@ -1,6 +1,7 @@
 import EcoWattProtocol
 import EcoWattSQLite
 import EcoWattStorage
+import EcoWattTestSupport
 import Foundation
 import Testing
 
@@ -36,29 +37,8 @@ import Testing
         }
     }
 
-    /// An accepted upload of one decoded packet with `values` (one row per sample), the last sample at `nonce` s.
     static func upload(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50], [2301, 51]]) -> IngestRecord {
-        var state = DeviceStreamState()
-        state.hypotheses[0].frontierTimeMs = Int64(nonce) * 1000
-        let last = Int64(nonce) * 1000
-        let packet = DecodedPacket(
-            index: 0,
-            marker: 0x01,
-            method: "bitpack",
-            registerLayout: [0, 1],
-            sampleCount: values.count,
-            samples: values,
-            sampleTimesMs: values.indices.map { last - Int64(values.count - 1 - $0) * 100 },
-            lastSampleEpochMs: last,
-            approximate: false,
-            truncated: false,
-            reason: nil,
-            detail: nil,
-            blob: [0x01],
-            compressedSize: 10,
-            originalSize: 4 * values.count
-        )
-        return IngestRecord(deviceID: device, nonce: nonce, receivedAtMs: last, packets: [packet], streamState: state)
+        IngestRecord.example(device, nonce: nonce, values: values)
     }
 
     @Test(arguments: Backend.allCases) func aDeviceNeverSeenHasNoNonceAndAFreshModel(_ backend: Backend) async throws {
