@@ -85,6 +85,7 @@ public final class MosquittoClient: @unchecked Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let finished = DispatchSemaphore(value: 0)
+    private let wakePending = Atomic<Bool>(false)
 
     struct LoopState {
         var started = false
@@ -229,7 +230,10 @@ public final class MosquittoClient: @unchecked Sendable {
 
     private var networkThreadName: String { "mosquitto \(configuration.clientID)" }
 
+    /// Wakes the network thread once: publishes in a burst share one pipe write (the thread clears the flag before it
+    /// looks at the queue, so nothing queued after that waits for the poll timeout).
     private func wake() {
+        guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
     }
@@ -263,7 +267,10 @@ public final class MosquittoClient: @unchecked Sendable {
             let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0, errno != EINTR { usleep(10_000) }
             let woken = descriptors[0].revents & Int16(POLLIN) != 0
-            if woken { drainWakes() }
+            if woken {
+                wakePending.store(false, ordering: .releasing)
+                drainWakes()
+            }
             guard socket >= 0 else { return true }
             let events = descriptors[1].revents
             var code = MOSQ_ERR_SUCCESS.rawValue
