@@ -246,49 +246,40 @@ public final class MosquittoClient: @unchecked Sendable {
     /// One turn of the network thread: connects when due, then waits on the socket and the wake pipe, reads, writes,
     /// and keeps the connection alive. False once ``stop()`` was called.
     private func step() -> Bool {
-        do {
-            let (stopped, due) = box.state.withLock { ($0.stopped, $0.nextAttempt <= .now) }
-            if stopped {
-                // Flush the DISCONNECT queued by stop().
-                if mosquitto_socket(handle) >= 0 { _ = mosquitto_loop_write(handle, 1) }
-                return false
-            }
-            var socket = mosquitto_socket(handle)
-            if socket < 0, due {
-                connect()
-                socket = mosquitto_socket(handle)
-            }
-            var descriptors = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            if socket >= 0 {
-                let events = POLLIN | (mosquitto_want_write(handle) ? POLLOUT : 0)
-                descriptors.append(pollfd(fd: socket, events: Int16(events), revents: 0))
-            }
-            let timeout: Int32 = socket >= 0 ? 1000 : nextAttemptDelayMs()
-            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
-            if ready < 0, errno != EINTR { usleep(10_000) }
-            let woken = descriptors[0].revents & Int16(POLLIN) != 0
-            if woken {
-                wakePending.store(false, ordering: .releasing)
-                drainWakes()
-            }
-            guard socket >= 0 else { return true }
-            let events = descriptors[1].revents
-            var code = MOSQ_ERR_SUCCESS.rawValue
-            if events & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
-                code = mosquitto_loop_read(handle, 1)
-            }
-            if code == MOSQ_ERR_SUCCESS.rawValue, mosquitto_socket(handle) >= 0,
-                events & Int16(POLLOUT) != 0 || (woken && mosquitto_want_write(handle))
-            {
-                code = mosquitto_loop_write(handle, 1)
-            }
-            if mosquitto_socket(handle) >= 0 { _ = mosquitto_loop_misc(handle) }
-            if mosquitto_socket(handle) < 0 {
-                // Lost (libmosquitto reported it through the disconnect callback).
-                connectionLost()
-            }
-            return true
+        let (stopped, due) = box.state.withLock { ($0.stopped, $0.nextAttempt <= .now) }
+        if stopped {
+            // Flush the DISCONNECT queued by stop().
+            if mosquitto_socket(handle) >= 0 { _ = mosquitto_loop_write(handle, 1) }
+            return false
         }
+        var socket = mosquitto_socket(handle)
+        if socket < 0, due {
+            connect()
+            socket = mosquitto_socket(handle)
+        }
+        var descriptors = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+        if socket >= 0 {
+            let events = POLLIN | (mosquitto_want_write(handle) ? POLLOUT : 0)
+            descriptors.append(pollfd(fd: socket, events: Int16(events), revents: 0))
+        }
+        // Connected: wake at least every second for the keepalive; otherwise when the next attempt is due.
+        let timeout: Int32 = socket >= 0 ? 1000 : nextAttemptDelayMs()
+        if poll(&descriptors, nfds_t(descriptors.count), timeout) < 0, errno != EINTR { usleep(10_000) }
+        let woken = descriptors[0].revents & Int16(POLLIN) != 0
+        if woken {
+            wakePending.store(false, ordering: .releasing)
+            drainWakes()
+        }
+        guard socket >= 0 else { return true }
+        // Errors are reported through the disconnect callback (and the socket is closed), not by the return codes.
+        let events = descriptors[1].revents
+        if events & Int16(POLLIN | POLLERR | POLLHUP) != 0 { _ = mosquitto_loop_read(handle, 1) }
+        if mosquitto_socket(handle) >= 0, events & Int16(POLLOUT) != 0 || (woken && mosquitto_want_write(handle)) {
+            _ = mosquitto_loop_write(handle, 1)
+        }
+        if mosquitto_socket(handle) >= 0 { _ = mosquitto_loop_misc(handle) }
+        if mosquitto_socket(handle) < 0 { connectionLost() }
+        return true
     }
 
     /// Starts a non-blocking connection attempt and schedules the next one after the backoff (used only if this one
