@@ -1,8 +1,9 @@
 import EcoWattProtocol
 import Synchronization
 
-/// A ``TelemetryStore`` kept in memory: the same ingest pipeline without a database (`ecowatt decode`, tests).
-public final class InMemoryTelemetryStore: TelemetryStore {
+/// A ``TelemetryStore`` and ``OutboxStore`` kept in memory: the same ingest pipeline without a database (`ecowatt
+/// decode`, tests). It passes the same contract suite as the SQLite store (`EcoWattStorageTests`).
+public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore {
     fileprivate struct State {
         var nonces: [String: UInt32] = [:]
         var streams: [String: DeviceStreamState] = [:]
@@ -12,6 +13,17 @@ public final class InMemoryTelemetryStore: TelemetryStore {
         var nextPacketID: Int64 = 1
         /// Where each packet's samples are in `samples`, by device and serial.
         var sampleIndices: [String: [Int64: [Int]]] = [:]
+        /// The same by packet id, and what the outbox reads of a packet besides its row.
+        var packetSamples: [Int64: [Int]] = [:]
+        var packetFacts: [Int64: (receivedAtMs: Int64, originalSize: Int, compressedSize: Int)] = [:]
+        /// The MQTT outbox: (outbox id, device, packet id), in id order.
+        var outbox: [(id: Int64, device: String, packetID: Int64)] = []
+        var nextOutboxID: Int64 = 1
+
+        mutating func queue(device: String, packetID: Int64) {
+            outbox.append((nextOutboxID, device, packetID))
+            nextOutboxID += 1
+        }
     }
 
     private let state = Mutex(State())
@@ -52,8 +64,11 @@ public final class InMemoryTelemetryStore: TelemetryStore {
                             timeEstimated: packet.timeEstimated
                         )
                     )
+                    let packetID = state.nextPacketID
                     state.nextPacketID += 1
-                    state.append(packet.samples ?? [], times: packet.sampleTimesMs, of: packet, device: device)
+                    state.packetFacts[packetID] = (record.receivedAtMs, packet.originalSize, packet.compressedSize)
+                    state.append(packet.samples ?? [], times: packet.sampleTimesMs, of: packet, device: device, packetID: packetID)
+                    if record.queueForFeed { state.queue(device: device, packetID: packetID) }
                 }
                 for update in record.updates {
                     guard let position = state.packets[device]?.firstIndex(where: { $0.serial == update.serial }) else { continue }
@@ -81,7 +96,8 @@ public final class InMemoryTelemetryStore: TelemetryStore {
                         )
                         packet.serial = update.serial
                         packet.timeEstimated = update.timeEstimated
-                        state.append(rows, times: update.sampleTimesMs, of: packet, device: device)
+                        state.append(rows, times: update.sampleTimesMs, of: packet, device: device, packetID: stored.id)
+                        if record.queueForFeed { state.queue(device: device, packetID: stored.id) }
                     } else {
                         for (index, time) in zip(state.sampleIndices[device]?[update.serial] ?? [], update.sampleTimesMs) {
                             state.samples[device]?[index].timestampMs = time
@@ -128,12 +144,45 @@ public final class InMemoryTelemetryStore: TelemetryStore {
     public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
         state.withLock { $0.keys[deviceID] = key }
     }
+
+    public func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket] {
+        state.withLock { state in
+            state.outbox.filter { $0.id > afterID }.prefix(limit).compactMap { entry -> OutboxPacket? in
+                guard let row = state.packets[entry.device]?.first(where: { $0.id == entry.packetID }) else { return nil }
+                let samples = (state.packetSamples[entry.packetID] ?? []).compactMap { state.samples[entry.device]?[$0] }
+                let facts = state.packetFacts[entry.packetID] ?? (0, 0, 0)
+                return OutboxPacket(
+                    id: entry.id,
+                    deviceID: entry.device,
+                    method: row.method,
+                    registerLayout: row.registerLayout,
+                    samples: samples.map(\.rawValues),
+                    sampleTimesMs: samples.map(\.timestampMs),
+                    lastSampleMs: row.lastSampleMs,
+                    approximate: row.approximate,
+                    reason: row.reason,
+                    originalSize: facts.originalSize,
+                    compressedSize: facts.compressedSize,
+                    receivedAtMs: facts.receivedAtMs
+                )
+            }
+        }
+    }
+
+    public func deleteOutbox(through id: Int64) async throws {
+        state.withLock { $0.outbox.removeAll { $0.id <= id } }
+    }
+
+    public func outboxCount() async throws -> Int {
+        state.withLock { $0.outbox.count }
+    }
 }
 
 extension InMemoryTelemetryStore.State {
-    mutating func append(_ rows: [[UInt16]], times: [Int64], of packet: DecodedPacket, device: String) {
+    mutating func append(_ rows: [[UInt16]], times: [Int64], of packet: DecodedPacket, device: String, packetID: Int64) {
         for (row, time) in zip(rows, times) {
             sampleIndices[device, default: [:]][packet.serial, default: []].append(samples[device]?.count ?? 0)
+            packetSamples[packetID, default: []].append(samples[device]?.count ?? 0)
             samples[device, default: []].append(
                 SampleRow(
                     deviceID: device,

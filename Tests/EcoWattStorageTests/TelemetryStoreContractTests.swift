@@ -5,8 +5,8 @@ import EcoWattTestSupport
 import Foundation
 import Testing
 
-/// The storage seam's contract (issue 17): the same tests against every backend of ``TelemetryStore`` — in memory
-/// and SQLite (PostgreSQL joins when it lands). A backend passes only if it behaves exactly like the others.
+/// The storage seam's contract (issue 17): the same tests against every backend of ``TelemetryStore`` and
+/// ``OutboxStore`` — in memory and SQLite (PostgreSQL joins when it lands). A backend passes only if it behaves exactly like the others.
 @Suite struct TelemetryStoreContractTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
         case memory, sqlite
@@ -14,7 +14,7 @@ import Testing
     }
 
     /// Runs `body` with a fresh store of `backend` (SQLite: a temporary file with its writer running).
-    static func withStore(_ backend: Backend, _ body: (any TelemetryStore) async throws -> Void) async throws {
+    static func withStore(_ backend: Backend, _ body: (any TelemetryStore & OutboxStore) async throws -> Void) async throws {
         switch backend {
         case .memory:
             try await body(InMemoryTelemetryStore())
@@ -139,6 +139,48 @@ import Testing
             try await store.submit(Self.upload("D5", nonce: 70)).value()
             try await store.recordNonceJumpRefused(deviceID: "D5", nonce: 9_000_000)
             #expect(try await store.ingestState(deviceID: "D5").lastNonce == 70)
+        }
+    }
+
+    // MARK: - OutboxStore
+
+    /// An upload queued for the MQTT feed comes back from the outbox with its packet's fields, samples and times, in
+    /// id order, page by page; deleting through an id removes exactly the acknowledged prefix.
+    @Test(arguments: Backend.allCases) func queuedPacketsComeBackInOrderWithTheirSamples(_ backend: Backend) async throws {
+        try await Self.withStore(backend) { store in
+            for nonce: UInt32 in 1...3 {
+                var upload = Self.upload("OUT-\(nonce % 2)", nonce: nonce * 10, values: [[UInt16(nonce), 1], [UInt16(nonce), 2]])
+                upload.queueForFeed = true
+                try await store.submit(upload).value()
+            }
+            try await store.submit(Self.upload("QUIET", nonce: 5)).value()  // not queued for the feed
+            #expect(try await store.outboxCount() == 3)
+            let all = try await store.outboxBatch(afterID: 0, limit: 10)
+            #expect(all.map(\.deviceID) == ["OUT-1", "OUT-0", "OUT-1"])
+            #expect(all.map(\.id) == all.map(\.id).sorted() && Set(all.map(\.id)).count == 3)
+            let first = try #require(all.first)
+            #expect(first.samples == [[1, 1], [1, 2]] && first.sampleTimesMs == [9_900, 10_000])
+            #expect(first.method == "bitpack" && first.registerLayout == [0, 1] && first.lastSampleMs == 10_000)
+            #expect(first.receivedAtMs == 10_000 && first.originalSize == 8 && first.compressedSize == 10 && first.reason == nil)
+            let page = try await store.outboxBatch(afterID: all[0].id, limit: 1)
+            #expect(page.map(\.id) == [all[1].id])
+            try await store.deleteOutbox(through: all[1].id)
+            #expect(try await store.outboxCount() == 1)
+            #expect(try await store.outboxBatch(afterID: 0, limit: 10).map(\.id) == [all[2].id])
+        }
+    }
+
+    /// An undecodable packet is queued too (the feed says why), without samples.
+    @Test(arguments: Backend.allCases) func anUndecodablePacketIsQueuedWithItsReason(_ backend: Backend) async throws {
+        try await Self.withStore(backend) { store in
+            var upload = Self.upload("RAW", nonce: 7)
+            upload.packets[0].samples = nil
+            upload.packets[0].reason = .unknownMarker
+            upload.queueForFeed = true
+            try await store.submit(upload).value()
+            let queued = try await store.outboxBatch(afterID: 0, limit: 10)
+            #expect(queued.count == 1)
+            #expect(queued.first?.samples == [] && queued.first?.reason == "unknown_marker")
         }
     }
 }
