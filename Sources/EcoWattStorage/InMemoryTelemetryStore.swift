@@ -1,9 +1,9 @@
 import EcoWattProtocol
 import Synchronization
 
-/// A ``TelemetryStore`` and ``OutboxStore`` kept in memory: the same ingest pipeline without a database (`ecowatt
+/// A ``TelemetryStore``, ``OutboxStore`` and ``BindingStore`` kept in memory: the same ingest pipeline without a database (`ecowatt
 /// decode`, tests). It passes the same contract suite as the SQLite store (`EcoWattStorageTests`).
-public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore {
+public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingStore {
     fileprivate struct State {
         var nonces: [String: UInt32] = [:]
         var streams: [String: DeviceStreamState] = [:]
@@ -20,6 +20,11 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore {
         var outbox: [(id: Int64, device: String, packetID: Int64)] = []
         var nextOutboxID: Int64 = 1
 
+        /// Bindings (set by verified uploads) and held messages.
+        var bindings: [String: DeviceBindingRecord] = [:]
+        var held: [HeldMessage] = []
+        var nextHeldID: Int64 = 1
+
         mutating func queue(device: String, packetID: Int64) {
             outbox.append((nextOutboxID, device, packetID))
             nextOutboxID += 1
@@ -27,8 +32,12 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore {
     }
 
     private let state = Mutex(State())
+    private let heldCap: RowCap
 
-    public init() {}
+    /// - Parameter retention: the caps on held messages (per device and in total), as the SQLite store keeps them.
+    public init(retention: RetentionPolicy = RetentionPolicy()) {
+        heldCap = retention.heldMessages
+    }
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
         state.withLock { DeviceIngestState(lastNonce: $0.nonces[deviceID], stream: $0.streams[deviceID] ?? .init()) }
@@ -43,6 +52,9 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore {
                 }
                 state.nonces[device] = record.nonce
                 state.streams[device] = record.streamState
+                if let address = record.clientAddress {
+                    state.bindings[device] = DeviceBindingRecord(address: address, atMs: record.receivedAtMs)
+                }
                 for packet in record.packets where !packet.resend {
                     state.packets[device, default: []].append(
                         PacketRow(
@@ -175,6 +187,41 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore {
 
     public func outboxCount() async throws -> Int {
         state.withLock { $0.outbox.count }
+    }
+
+    public func bindings() async throws -> [String: DeviceBindingRecord] {
+        state.withLock { $0.bindings }
+    }
+
+    public func heldMessages() async throws -> [HeldMessage] {
+        state.withLock { $0.held }
+    }
+
+    public func hold(_ message: HeldMessage) async throws -> HeldMessage {
+        let cap = heldCap
+        return state.withLock { state in
+            state.held.removeAll { $0.deviceID == message.deviceID && $0.address == message.address && $0.kind == message.kind }
+            var stored = message
+            stored.id = state.nextHeldID
+            state.nextHeldID += 1
+            state.held.append(stored)
+            // The device's newest `perDevice`; then, past the total, the oldest overall and a tenth of the cap more
+            // (as the SQLite ledger trims, so that a table at its cap is not trimmed on every insert).
+            let mine = state.held.filter { $0.deviceID == message.deviceID }
+            if mine.count > cap.perDevice {
+                let drop = Set(mine.prefix(mine.count - cap.perDevice).map(\.id))
+                state.held.removeAll { drop.contains($0.id) }
+            }
+            if state.held.count > cap.total {
+                state.held.removeFirst(min(state.held.count, state.held.count - cap.total + max(1, cap.total / 10)))
+            }
+            return stored
+        }
+    }
+
+    public func deleteHeld(_ ids: [Int64]) async throws {
+        let doomed = Set(ids)
+        state.withLock { $0.held.removeAll { doomed.contains($0.id) } }
     }
 }
 

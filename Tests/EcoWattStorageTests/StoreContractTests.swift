@@ -5,9 +5,9 @@ import EcoWattTestSupport
 import Foundation
 import Testing
 
-/// The storage seam's contract (issue 17): the same tests against every backend of ``TelemetryStore`` and
-/// ``OutboxStore`` — in memory and SQLite (PostgreSQL joins when it lands). A backend passes only if it behaves exactly like the others.
-@Suite struct TelemetryStoreContractTests {
+/// The storage seam's contract (issue 17): the same tests against every backend of ``TelemetryStore``,
+/// ``OutboxStore`` and ``BindingStore`` — in memory and SQLite (PostgreSQL joins when it lands). A backend passes only if it behaves exactly like the others.
+@Suite struct StoreContractTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
         case memory, sqlite
         var testDescription: String { rawValue }
@@ -181,6 +181,84 @@ import Testing
             let queued = try await store.outboxBatch(afterID: 0, limit: 10)
             #expect(queued.count == 1)
             #expect(queued.first?.samples == [] && queued.first?.reason == "unknown_marker")
+        }
+    }
+
+    // MARK: - BindingStore
+
+    /// A telemetry store and the binding store that sees its uploads' addresses, with small caps on held messages.
+    static func withBindingStores(
+        _ backend: Backend,
+        _ body: (any TelemetryStore, any BindingStore) async throws -> Void
+    ) async throws {
+        var retention = RetentionPolicy()
+        retention.heldMessages = RowCap(perDevice: 2, total: 4)
+        switch backend {
+        case .memory:
+            let store = InMemoryTelemetryStore(retention: retention)
+            try await body(store, store)
+        case .sqlite:
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("contract-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let database = try EcoWattDatabase(path: directory.appendingPathComponent("ecowatt.sqlite").path)
+            let writer = GroupCommitWriter(database: database)
+            let loop = Task { try await writer.run() }
+            let telemetry = SQLiteTelemetryStore(database: database, writer: writer)
+            let devices = SQLiteDeviceStore(database: database, writer: writer, retention: retention)
+            do {
+                try await body(telemetry, devices)
+            } catch {
+                writer.finish()
+                _ = try? await loop.value
+                throw error
+            }
+            writer.finish()
+            try await loop.value
+            try database.close()
+        }
+    }
+
+    /// A verified upload binds its device to the address it came from; one without an address keeps the binding.
+    @Test(arguments: Backend.allCases) func aVerifiedUploadBindsItsDeviceToItsAddress(_ backend: Backend) async throws {
+        try await Self.withBindingStores(backend) { telemetry, bindings in
+            #expect(try await bindings.bindings().isEmpty)
+            var first = Self.upload("B1", nonce: 10)
+            first.clientAddress = "10.0.0.5"
+            try await telemetry.submit(first).value()
+            try await telemetry.submit(Self.upload("B1", nonce: 11)).value()  // no address: the binding stays
+            try await telemetry.submit(Self.upload("B2", nonce: 12)).value()
+            #expect(try await bindings.bindings() == ["B1": DeviceBindingRecord(address: "10.0.0.5", atMs: 10_000)])
+            var moved = Self.upload("B1", nonce: 13)
+            moved.clientAddress = "10.0.0.6"
+            try await telemetry.submit(moved).value()
+            #expect(try await bindings.bindings()["B1"] == DeviceBindingRecord(address: "10.0.0.6", atMs: 13_000))
+        }
+    }
+
+    /// Held messages: one per device, address and kind (a later one replaces it), the device's newest within its cap,
+    /// all within the total, oldest first; deleted by id.
+    @Test(arguments: Backend.allCases) func heldMessagesAreReplacedCappedAndDeleted(_ backend: Backend) async throws {
+        try await Self.withBindingStores(backend) { _, store in
+            func message(_ device: String, _ address: String, _ kind: HeldMessageKind, _ at: Int64) -> HeldMessage {
+                HeldMessage(deviceID: device, address: address, kind: kind, body: .object([("at", .int(at))]), receivedAtMs: at)
+            }
+            let first = try await store.hold(message("H1", "10.0.0.1", .registration, 1))
+            let replaced = try await store.hold(message("H1", "10.0.0.1", .registration, 2))
+            #expect(replaced.id > first.id)
+            #expect(try await store.heldMessages().map(\.receivedAtMs) == [2], "the same kind from the same address replaces")
+            _ = try await store.hold(message("H1", "10.0.0.1", .bootReport, 3))
+            _ = try await store.hold(message("H1", "10.0.0.2", .registration, 4))
+            #expect(try await store.heldMessages().map(\.receivedAtMs) == [3, 4], "the device's newest two")
+            _ = try await store.hold(message("H2", "10.0.0.3", .complete, 5))
+            _ = try await store.hold(message("H3", "10.0.0.4", .complete, 6))
+            let all = try await store.heldMessages()
+            #expect(all.map(\.receivedAtMs) == [3, 4, 5, 6] && all.map(\.id) == all.map(\.id).sorted())
+            _ = try await store.hold(message("H4", "10.0.0.5", .complete, 7))
+            let trimmed = try await store.heldMessages()
+            #expect(trimmed.count <= 4 && trimmed.last?.receivedAtMs == 7, "within the total, the newest kept")
+            #expect(trimmed.first?.body == .object([("at", .int(trimmed.first!.receivedAtMs))]), "bodies come back as stored")
+            try await store.deleteHeld(trimmed.prefix(2).map(\.id))
+            #expect(try await store.heldMessages().map(\.id) == trimmed.dropFirst(2).map(\.id))
         }
     }
 }
