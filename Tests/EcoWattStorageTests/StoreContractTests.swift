@@ -19,22 +19,27 @@ import Testing
         case .memory:
             try await body(InMemoryTelemetryStore())
         case .sqlite:
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("contract-\(UUID().uuidString)")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let database = try EcoWattDatabase(path: directory.appendingPathComponent("ecowatt.sqlite").path)
-            let writer = GroupCommitWriter(database: database)
-            let loop = Task { try await writer.run() }
-            do {
-                try await body(SQLiteTelemetryStore(database: database, writer: writer))
-            } catch {
-                writer.finish()
-                _ = try? await loop.value
-                throw error
-            }
-            writer.finish()
-            try await loop.value
-            try database.close()
+            try await withSQLite { database, writer in try await body(SQLiteTelemetryStore(database: database, writer: writer)) }
         }
+    }
+
+    /// A fresh SQLite database in a temporary directory with its writer running, for the length of `body`.
+    static func withSQLite(_ body: (EcoWattDatabase, GroupCommitWriter) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("contract-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let database = try EcoWattDatabase(path: directory.appendingPathComponent("ecowatt.sqlite").path)
+        let writer = GroupCommitWriter(database: database)
+        let loop = Task { try await writer.run() }
+        do {
+            try await body(database, writer)
+        } catch {
+            writer.finish()
+            _ = try? await loop.value
+            throw error
+        }
+        writer.finish()
+        try await loop.value
+        try database.close()
     }
 
     static func upload(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50], [2301, 51]]) -> IngestRecord {
@@ -198,23 +203,12 @@ import Testing
             let store = InMemoryTelemetryStore(retention: retention)
             try await body(store, store)
         case .sqlite:
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("contract-\(UUID().uuidString)")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let database = try EcoWattDatabase(path: directory.appendingPathComponent("ecowatt.sqlite").path)
-            let writer = GroupCommitWriter(database: database)
-            let loop = Task { try await writer.run() }
-            let telemetry = SQLiteTelemetryStore(database: database, writer: writer)
-            let devices = SQLiteDeviceStore(database: database, writer: writer, retention: retention)
-            do {
-                try await body(telemetry, devices)
-            } catch {
-                writer.finish()
-                _ = try? await loop.value
-                throw error
+            try await withSQLite { database, writer in
+                try await body(
+                    SQLiteTelemetryStore(database: database, writer: writer),
+                    SQLiteDeviceStore(database: database, writer: writer, retention: retention)
+                )
             }
-            writer.finish()
-            try await loop.value
-            try database.close()
         }
     }
 
