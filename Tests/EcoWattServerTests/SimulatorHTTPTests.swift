@@ -122,6 +122,7 @@ import Testing
 
             for (report, devices) in [(reportA, 3), (reportB, 2)] {
                 #expect(report.isClean, "\(report.rendered())")
+                #expect(report.rendered().contains("verified and installed"), "checks were due: the download line")
                 #expect(report.uploadsAccepted > 0)
                 #expect(report.uploadsRejected == 0)
                 let uploads = try #require(report.requests["POST /aggregated/{id}"])
