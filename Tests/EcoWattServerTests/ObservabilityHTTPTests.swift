@@ -1,6 +1,7 @@
 import EcoWattProtocol
 import EcoWattServer
 import Foundation
+import HTTPTypes
 import HummingbirdTesting
 import NIOCore
 import Testing
@@ -35,6 +36,15 @@ import Testing
         test.clock.set(Uploads.exampleArrivalMs)
         try await test.run { client in
             #expect(try await client.execute(uri: "/metrics", method: .get).status == .unauthorized)
+            // The scheme is case-insensitive (RFC 9110); the token is not, and other schemes are refused.
+            for scheme in ["bearer", "BEARER", "Bearer"] {
+                let headers: HTTPFields = [.authorization: "\(scheme) \(test.server.operatorToken)"]
+                #expect(try await client.execute(uri: "/metrics", method: .get, headers: headers).status == .ok, "\(scheme)")
+            }
+            let wrongCase: HTTPFields = [.authorization: "Bearer \(test.server.operatorToken.uppercased())"]
+            #expect(try await client.execute(uri: "/metrics", method: .get, headers: wrongCase).status == .unauthorized)
+            let basic: HTTPFields = [.authorization: "Basic \(test.server.operatorToken)"]
+            #expect(try await client.execute(uri: "/metrics", method: .get, headers: basic).status == .unauthorized)
             let before = try await Self.scrape(client, test)
             #expect(try await client.postJSON("/aggregated/M-1", Uploads.body(device: "M-1", nonce: 5)).status == .ok)
             #expect(try await client.postJSON("/aggregated/M-1", Uploads.body(device: "M-1", nonce: 5)).status == .unauthorized)
