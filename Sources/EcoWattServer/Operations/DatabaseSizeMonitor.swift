@@ -4,7 +4,11 @@ import Logging
 import ServiceLifecycle
 
 /// Publishes the database's disk usage per table as gauges (`ecowatt_database_bytes{table}`, and the files as
-/// `ecowatt_database_file_bytes{file}`): at start, then every `interval`. Not per scrape: `dbstat` reads every page.
+/// `ecowatt_database_file_bytes{file}`): at start, then every `interval` — or less often on a large database.
+///
+/// Not per scrape: `dbstat` reads every page (50 ms for a 38 MB database here warm, 220 ms cold; seconds for gigabytes). The
+/// next measurement waits at least 200 times as long as the last one took, so the monitor never spends more than
+/// 0.5 % of the time (and of the disk's reads) on it.
 struct DatabaseSizeMonitor: Service {
     let database: EcoWattDatabase
     let metrics: ServerMetrics
@@ -12,11 +16,20 @@ struct DatabaseSizeMonitor: Service {
     var interval: Duration = .seconds(300)
 
     func run() async throws {
-        await measure()
-        await repeatUntilShutdown(every: interval) { await measure() }
+        await cancelWhenGracefulShutdown {
+            var wait = await measure()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: wait)
+                if Task.isCancelled { break }
+                wait = await measure()
+            }
+        }
     }
 
-    func measure() async {
+    /// Measures once; returns how long to wait before the next measurement.
+    func measure() async -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
         do {
             let statistics = try await database.statistics()
             for table in statistics.tables { metrics.set("ecowatt_database_bytes", Double(table.bytes), [("table", table.name)]) }
@@ -24,5 +37,8 @@ struct DatabaseSizeMonitor: Service {
         } catch {
             logger.warning("database size not measured", metadata: ["error": "\(error)"])
         }
+        let took = clock.now - start
+        if took > .seconds(1) { logger.info("database size measured", metadata: ["duration": "\(took)"]) }
+        return max(interval, took * 200)
     }
 }
