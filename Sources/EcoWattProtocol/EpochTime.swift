@@ -13,6 +13,16 @@ public enum EpochTime {
         return whole.hasSuffix("Z") ? "\(whole.dropLast()).\(fraction)Z" : whole
     }
 
+    /// Compact ISO 8601 in UTC for file and directory names, e.g. `20251128T032015Z` (key archives, databases kept
+    /// aside by a restore).
+    public static func compactStamp(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.string(from: date)
+    }
+
     /// ISO 8601 in UTC with whole seconds, e.g. `2025-11-28T03:20:15Z` (the firmware's `executed_at`).
     public static func iso8601(seconds: Int64) -> String {
         Date(timeIntervalSince1970: Double(min(max(seconds, -62_135_596_800), 253_402_300_799))).formatted(Date.ISO8601FormatStyle())

@@ -1,3 +1,4 @@
+import EcoWattProtocol
 import EcoWattStorage
 import Foundation
 import GRDB
@@ -104,17 +105,13 @@ public enum DatabaseBackup {
     public static func restore(source: String, target: String, now: Date = Date()) throws -> (Summary, String?) {
         let summary = try inspect(source)
         let manager = FileManager.default
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
         var kept: String?
         if manager.fileExists(atPath: target) {
             // Fold the WAL into the file first, so the kept copy is one file.
             let current = try DatabaseQueue(path: target)
             try current.writeWithoutTransaction { try $0.checkpoint(.truncate) }
             try current.close()
-            let aside = "\(target).before-restore-\(formatter.string(from: now))"
+            let aside = "\(target).before-restore-\(EpochTime.compactStamp(now))"
             try manager.moveItem(atPath: target, toPath: aside)
             kept = aside
         }

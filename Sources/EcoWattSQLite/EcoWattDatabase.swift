@@ -9,6 +9,14 @@ public final class EcoWattDatabase: Sendable {
     /// Path of the SQLite file.
     public let path: String
 
+    /// The database file's name in a data directory.
+    public static let fileName = "ecowatt.sqlite"
+
+    /// The database file of the data directory `directory`.
+    public static func path(inDirectory directory: String) -> String {
+        (directory as NSString).appendingPathComponent(fileName)
+    }
+
     /// Opens (creating if needed) the database at `path` and migrates it to the latest schema.
     /// - Parameter walAutocheckpointPages: WAL size (pages) at which a commit also checkpoints and restarts the WAL.
     public init(path: String, durability: Durability = .normal, walAutocheckpointPages: Int = 1000) throws {

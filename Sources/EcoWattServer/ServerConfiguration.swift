@@ -93,7 +93,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public init() {}
 
     /// The SQLite file inside ``dataDirectory``.
-    public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("ecowatt.sqlite") }
+    public var databasePath: String { EcoWattDatabase.path(inDirectory: dataDirectory) }
     /// The operator bearer token file inside ``keysDirectory``.
     public var operatorTokenPath: String { (keysDirectory as NSString).appendingPathComponent("operator_token") }
 

@@ -98,11 +98,7 @@ public struct FirmwareKeys: Sendable {
             manager.fileExists(atPath: (directory as NSString).appendingPathComponent($0))
         }
         guard !names.isEmpty else { return nil }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        let archive = (directory as NSString).appendingPathComponent("archive/\(formatter.string(from: now))")
+        let archive = (directory as NSString).appendingPathComponent("archive/\(EpochTime.compactStamp(now))")
         do {
             for name in names {
                 let target = (archive as NSString).appendingPathComponent(name)

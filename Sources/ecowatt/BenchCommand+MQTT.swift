@@ -19,7 +19,7 @@ extension BenchCommand {
         @Option(help: "Devices (messages are spread round-robin).") var devices = 1000
 
         func run() async throws {
-            let database = try EcoWattDatabase(path: (dataDir as NSString).appendingPathComponent("ecowatt.sqlite"))
+            let database = try EcoWattDatabase(path: EcoWattDatabase.path(inDirectory: dataDir))
             let upload = try UploadPayload(parsing: Array(BenchCommand.exampleInner(device: "BENCH-0").utf8))
             var state = DeviceStreamState()
             let now = Int64(Date().timeIntervalSince1970 * 1000)

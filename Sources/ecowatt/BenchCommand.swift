@@ -110,7 +110,7 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "The address the devices' polls come from.") var address = "127.0.0.1"
 
         func run() async throws {
-            let database = try EcoWattDatabase(path: (dataDir as NSString).appendingPathComponent("ecowatt.sqlite"))
+            let database = try EcoWattDatabase(path: EcoWattDatabase.path(inDirectory: dataDir))
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             try await database.queueBenchCommands(devices: devices, perDevice: perDevice, address: address, nowMs: now)
             try database.close()

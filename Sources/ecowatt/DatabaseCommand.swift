@@ -14,7 +14,7 @@ struct DatabaseCommand: ParsableCommand {
 
     static func databasePath(_ dataDir: String?) -> (directory: String, file: String) {
         let directory = dataDir ?? ProcessInfo.processInfo.environment["ECOWATT_DATA_DIR"] ?? "./data"
-        return (directory, (directory as NSString).appendingPathComponent("ecowatt.sqlite"))
+        return (directory, EcoWattDatabase.path(inDirectory: directory))
     }
 
     struct Backup: ParsableCommand {

@@ -33,7 +33,7 @@ struct DeviceCommand: AsyncParsableCommand {
 
         func run() async throws {
             let directory = dataDir ?? ProcessInfo.processInfo.environment["ECOWATT_DATA_DIR"] ?? "./data"
-            let database = try EcoWattDatabase(path: (directory as NSString).appendingPathComponent("ecowatt.sqlite"))
+            let database = try EcoWattDatabase(path: EcoWattDatabase.path(inDirectory: directory))
             let bytes = key.flatMap { HexCoding.decode($0) }
             try await database.setDeviceKey(deviceID: deviceID, key: bytes)
             try database.close(checkpoint: false)  // a running server checkpoints

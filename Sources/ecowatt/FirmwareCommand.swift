@@ -46,8 +46,7 @@ struct KeysCommand: ParsableCommand {
                 }
                 let firmware = FirmwareDirectory(path: firmwareDir ?? environment["ECOWATT_FIRMWARE_DIR"] ?? "./firmware")
                 let images = firmware.versions()
-                let database = ((dataDir ?? environment["ECOWATT_DATA_DIR"] ?? "./data") as NSString)
-                    .appendingPathComponent("ecowatt.sqlite")
+                let database = DatabaseCommand.databasePath(dataDir).file
                 let devices = try EcoWattDatabase.admittedDeviceCount(path: database) ?? 0
                 if !rotate, !images.isEmpty || devices > 0 {
                     throw ValidationError(
