@@ -11,9 +11,8 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
         var packets: [String: [PacketRow]] = [:]
         var keys: [String: [UInt8]] = [:]
         var nextPacketID: Int64 = 1
-        /// Where each packet's samples are in `samples`, by device and serial.
-        var sampleIndices: [String: [Int64: [Int]]] = [:]
-        /// The same by packet id, and what the outbox reads of a packet besides its row.
+        /// Where each packet's samples are in its device's `samples`, by packet id (re-timing finds the packet by
+        /// serial, the outbox by id); and what the outbox reads of a packet besides its row.
         var packetSamples: [Int64: [Int]] = [:]
         var packetFacts: [Int64: (receivedAtMs: Int64, originalSize: Int, compressedSize: Int)] = [:]
         /// The MQTT outbox: (outbox id, device, packet id), in id order.
@@ -111,7 +110,8 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
                         state.append(rows, times: update.sampleTimesMs, of: packet, device: device, packetID: stored.id)
                         if record.queueForFeed { state.queue(device: device, packetID: stored.id) }
                     } else {
-                        for (index, time) in zip(state.sampleIndices[device]?[update.serial] ?? [], update.sampleTimesMs) {
+                        let packetID = state.packets[device]![position].id
+                        for (index, time) in zip(state.packetSamples[packetID] ?? [], update.sampleTimesMs) {
                             state.samples[device]?[index].timestampMs = time
                         }
                     }
@@ -228,7 +228,6 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
 extension InMemoryTelemetryStore.State {
     mutating func append(_ rows: [[UInt16]], times: [Int64], of packet: DecodedPacket, device: String, packetID: Int64) {
         for (row, time) in zip(rows, times) {
-            sampleIndices[device, default: [:]][packet.serial, default: []].append(samples[device]?.count ?? 0)
             packetSamples[packetID, default: []].append(samples[device]?.count ?? 0)
             samples[device, default: []].append(
                 SampleRow(

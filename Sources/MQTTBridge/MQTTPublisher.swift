@@ -71,8 +71,6 @@ public final class MQTTPublisher: Service, Sendable {
                 sentHead = 0
             }
         }
-        /// libmosquitto has no connection attempt under way (it failed before the network thread took over).
-        var needsConnect = false
         /// Connection attempts failed since the last connection.
         var failedAttempts = 0
     }
@@ -120,7 +118,6 @@ public final class MQTTPublisher: Service, Sendable {
                     change = .connected(after: state.failedAttempts)
                     state.status.connected = true
                     state.status.lastError = nil
-                    state.needsConnect = false
                     state.failedAttempts = 0
                 case .disconnected(let reason):
                     if reason != "requested" {

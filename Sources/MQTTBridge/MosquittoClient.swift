@@ -81,7 +81,7 @@ public final class MosquittoClient: @unchecked Sendable {
     public let configuration: Configuration
     private let handle: OpaquePointer
     private let box: Box
-    /// Wakes the network thread from `poll()` (a publish, a stop, a connect request).
+    /// Wakes the network thread from `poll()` (a publish, a subscribe, a stop).
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let finished = DispatchSemaphore(value: 0)
@@ -187,15 +187,6 @@ public final class MosquittoClient: @unchecked Sendable {
         }
         thread.name = networkThreadName
         thread.start()
-    }
-
-    /// Asks the network thread to try connecting now instead of at the end of its backoff (e.g. a broker known to be
-    /// back). Returns `nil`; the outcome arrives as an event.
-    @discardableResult
-    public func retryConnect() -> String? {
-        box.state.withLock { if !$0.connected { $0.nextAttempt = .now } }
-        wake()
-        return nil
     }
 
     /// Queues a message; returns its message id (reported again by ``Event/published(messageID:)``).

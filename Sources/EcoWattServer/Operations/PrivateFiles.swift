@@ -20,7 +20,7 @@ public enum PrivateFiles {
         var changed: [String] = []
         let manager = FileManager.default
         for directory in directories {
-            guard tighten(directory, to: 0o700, manager: manager) else { continue }
+            guard tighten(directory, to: 0o700) else { continue }
             changed.append(directory)
         }
         for directory in directories {
@@ -28,7 +28,7 @@ public enum PrivateFiles {
                 let path = (directory as NSString).appendingPathComponent(name)
                 var isDirectory: ObjCBool = false
                 guard manager.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
-                if tighten(path, to: 0o600, manager: manager) { changed.append(path) }
+                if tighten(path, to: 0o600) { changed.append(path) }
             }
         }
         if !changed.isEmpty {
@@ -41,7 +41,7 @@ public enum PrivateFiles {
     }
 
     /// Sets `mode` when the current one grants more (group or other bits); true if it changed.
-    private static func tighten(_ path: String, to mode: mode_t, manager: FileManager) -> Bool {
+    private static func tighten(_ path: String, to mode: mode_t) -> Bool {
         var info = stat()
         guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) != S_IFLNK else { return false }
         let current = info.st_mode & 0o777
