@@ -41,10 +41,7 @@ public enum DatabaseBackup {
     ) throws -> Summary {
         guard FileManager.default.fileExists(atPath: source) else { throw Failure.noDatabase(source) }
         guard !FileManager.default.fileExists(atPath: destination) else { throw Failure.exists(destination) }
-        var configuration = Configuration()
-        configuration.readonly = true
-        configuration.busyMode = .timeout(10)
-        let reader = try DatabasePool(path: source, configuration: configuration)
+        let reader = try EcoWattDatabase.readOnly(source)
         let partial = destination + ".partial"
         try? FileManager.default.removeItem(atPath: partial)
         do {
@@ -69,11 +66,9 @@ public enum DatabaseBackup {
     /// Checks that `path` is an intact EcoWatt database this server can open, and counts what it holds.
     public static func inspect(_ path: String) throws -> Summary {
         guard FileManager.default.fileExists(atPath: path) else { throw Failure.noDatabase(path) }
-        var configuration = Configuration()
-        configuration.readonly = true
         let queue: DatabaseQueue
         do {
-            queue = try DatabaseQueue(path: path, configuration: configuration)
+            queue = try EcoWattDatabase.readOnly(path)
         } catch {
             throw Failure.notADatabase(path, "\(error)")
         }

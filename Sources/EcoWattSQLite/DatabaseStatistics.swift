@@ -55,9 +55,7 @@ extension EcoWattDatabase {
     /// The same for a database file the caller does not serve (`ecowatt db stats`), opened read-only.
     public static func statistics(path: String, countRows: Bool) throws -> DatabaseStatistics {
         guard FileManager.default.fileExists(atPath: path) else { throw DatabaseBackup.Failure.noDatabase(path) }
-        var configuration = Configuration()
-        configuration.readonly = true
-        let reader = try DatabasePool(path: path, configuration: configuration)
+        let reader = try EcoWattDatabase.readOnly(path)
         defer { try? reader.close() }
         return try reader.read { db in try DatabaseStatistics.read(db, path: path, countRows: countRows) }
     }

@@ -59,10 +59,7 @@ public final class EcoWattDatabase: Sendable {
     /// a running server is not disturbed); `nil` when there is no database there.
     public static func admittedDeviceCount(path: String) throws -> Int? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        var configuration = Configuration()
-        configuration.readonly = true
-        let queue = try DatabaseQueue(path: path, configuration: configuration)
-        return try queue.read { db in
+        return try readOnly(path).read { db in
             guard try db.tableExists("devices") else { return 0 }
             let hasAdmission = try db.columns(in: "devices").contains { $0.name == "admission" }
             return try Int.fetchOne(
@@ -70,6 +67,16 @@ public final class EcoWattDatabase: Sendable {
                 sql: hasAdmission ? "SELECT COUNT(*) FROM devices WHERE admission != 'pending'" : "SELECT COUNT(*) FROM devices"
             ) ?? 0
         }
+    }
+
+    /// A read-only connection to the database file at `path`, for the tools that look at a database the server may be
+    /// serving (backup, inspection, statistics): WAL readers never block the server's writer; a busy lock is waited
+    /// for up to 10 s.
+    static func readOnly(_ path: String) throws -> DatabaseQueue {
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(10)
+        return try DatabaseQueue(path: path, configuration: configuration)
     }
 
     /// The versioned migrations. Never edit a shipped migration: add a new one.
