@@ -76,7 +76,9 @@ public enum DatabaseBackup {
         return try queue.read { db in
             let check = try String.fetchAll(db, sql: "PRAGMA integrity_check")
             guard check == ["ok"] else { throw Failure.notADatabase(path, check.prefix(3).joined(separator: "; ")) }
-            guard try db.tableExists("grdb_migrations"), try db.tableExists("devices"), try db.tableExists("packets") else {
+            guard try db.tableExists("grdb_migrations"), try db.tableExists("devices"),
+                try db.tableExists("packets") || db.tableExists("telemetry_chunks")
+            else {
                 throw Failure.notADatabase(path, "no EcoWatt schema")
             }
             let applied = Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
@@ -87,10 +89,19 @@ public enum DatabaseBackup {
             return Summary(
                 bytes: size,
                 devices: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0,
-                packets: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM packets") ?? 0,
+                packets: try storedPackets(db),
                 lastMigration: last
             )
         }
+    }
+
+    /// Packets stored (schema v12 on: counted from each chunk's header; before: the packet rows).
+    static func storedPackets(_ db: Database) throws -> Int {
+        guard try db.tableExists("telemetry_chunks") else { return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM packets") ?? 0 }
+        var count = 0
+        let bodies = try Data.fetchCursor(db, sql: "SELECT body FROM telemetry_chunks")
+        while let body = try bodies.next() { count += (try? TelemetryChunk.packetCount(encoded: [UInt8](body))) ?? 0 }
+        return count
     }
 
     /// Replaces the database at `target` with the backup at `source`. The caller holds the data directory's lock (no

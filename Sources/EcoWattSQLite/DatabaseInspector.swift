@@ -56,7 +56,7 @@ public struct SQLRow: Sendable {
 /// Read-only SQL against the server's database, for tests and diagnostics: the one way outside this module to look
 /// at rows directly (the services go through the store protocols), so that nothing else imports GRDB.
 public final class DatabaseInspector: Sendable {
-    private let reader: any DatabaseWriter
+    let reader: any DatabaseWriter
 
     /// Through the server's own pool.
     public init(_ database: EcoWattDatabase) {
@@ -89,5 +89,39 @@ public final class DatabaseInspector: Sendable {
     /// `PRAGMA wal_checkpoint(PASSIVE)` from this connection (copies committed pages without waiting for readers).
     public func checkpointPassively() throws {
         _ = try reader.writeWithoutTransaction { try Row.fetchOne($0, sql: "PRAGMA wal_checkpoint(PASSIVE)") }
+    }
+}
+
+/// A stored packet as ``DatabaseInspector/packets(deviceID:)`` reads it back from its chunk.
+public struct InspectedPacket: Sendable {
+    /// The packet's id (its chunk's id and place).
+    public let id: Int64
+    public let deviceID: String
+    public let layout: [Int]
+    public let packet: ChunkPacket
+}
+
+extension DatabaseInspector {
+    /// Every stored packet (of `deviceID`, or of all devices), in the order they were stored, decoded from the chunks.
+    public func packets(deviceID: String? = nil) throws -> [InspectedPacket] {
+        try reader.read { db in
+            let rows =
+                if let deviceID {
+                    try Row.fetchAll(db, sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? ORDER BY id", arguments: [deviceID])
+                } else {
+                    try Row.fetchAll(db, sql: "SELECT id, device_id, body FROM telemetry_chunks ORDER BY id")
+                }
+            return try rows.flatMap { row in
+                let stored = try TelemetryChunks.decode(row)
+                return stored.chunk.packets.enumerated().map { place, packet in
+                    InspectedPacket(
+                        id: TelemetryChunks.packetID(chunk: stored.id, place: place),
+                        deviceID: stored.deviceID,
+                        layout: stored.chunk.layout,
+                        packet: packet
+                    )
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,18 @@ public struct DatabaseStatistics: Sendable, Equatable {
         public let rows: Int?
     }
 
+    /// Packets and samples stored as telemetry (only when rows are counted: every chunk is decoded).
+    public struct Telemetry: Sendable, Equatable {
+        public let packets: Int
+        public let samples: Int
+        /// Everything stored for them: the chunks and the serial references, with their indexes.
+        public let bytes: Int64
+        /// The per-minute and per-hour rollups, with their indexes (reported apart).
+        public let rollupBytes: Int64
+    }
+
     public let tables: [Table]
+    public let telemetry: Telemetry?
     /// The database file, its WAL and its shared-memory file, in bytes.
     public let files: [String: Int64]
 
@@ -41,7 +52,25 @@ public struct DatabaseStatistics: Sendable, Equatable {
             let attributes = try? FileManager.default.attributesOfItem(atPath: path + suffix)
             if let size = attributes?[.size] as? Int64 { files[(path as NSString).lastPathComponent + suffix] = size }
         }
-        return DatabaseStatistics(tables: tables, files: files)
+        var telemetry: Telemetry?
+        if countRows, try db.tableExists("telemetry_chunks") {
+            var packets = 0
+            var samples = 0
+            let bodies = try Data.fetchCursor(db, sql: "SELECT body FROM telemetry_chunks")
+            while let body = try bodies.next() {
+                guard let chunk = try? TelemetryChunk(decoding: [UInt8](body)) else { continue }
+                packets += chunk.packets.count
+                samples += chunk.packets.reduce(0) { $0 + ($1.samples?.count ?? 0) }
+            }
+            let bytes = { (names: [String]) in tables.filter { names.contains($0.name) }.reduce(Int64(0)) { $0 + $1.bytes } }
+            telemetry = Telemetry(
+                packets: packets,
+                samples: samples,
+                bytes: bytes(["telemetry_chunks", "telemetry_refs"]),
+                rollupBytes: bytes(["telemetry_rollups"])
+            )
+        }
+        return DatabaseStatistics(tables: tables, telemetry: telemetry, files: files)
     }
 }
 

@@ -366,6 +366,7 @@ public final class EcoWattDatabase: Sendable {
             try db.execute(sql: "CREATE INDEX packets_device_serial ON packets(device_id, serial) WHERE serial IS NOT NULL")
             try db.alter(table: "samples") { t in t.add(column: "time_estimated", .boolean).notNull().defaults(to: false) }
         }
+        migrator.registerMigration("v12-telemetry-chunks") { db in try TelemetryMigration.run(db) }
         return migrator
     }
 }

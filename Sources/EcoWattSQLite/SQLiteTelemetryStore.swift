@@ -44,10 +44,12 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public static func apply(_ record: IngestRecord, _ db: Database) throws {
         let device = record.deviceID
         let now = record.receivedAtMs
-        let admission = try String.fetchOne(
-            db.cachedStatement(sql: "SELECT admission FROM devices WHERE device_id = ?"),
+        let deviceRow = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT admission, open_chunk FROM devices WHERE device_id = ?"),
             arguments: [device]
         )
+        let admission: String? = deviceRow?["admission"]
+        var open: Int64? = deviceRow?["open_chunk"]
         if admission == nil,
             let tombstone = try Int64.fetchOne(
                 db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
@@ -88,121 +90,28 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 stored: UInt32(truncatingIfNeeded: stored ?? 0)
             )
         }
-        let packetInsert = try db.cachedStatement(
-            sql: """
-                INSERT INTO packets (device_id, nonce, received_at_ms, packet_index, marker, method, register_layout,
-                  sample_count, last_sample_ms, decoded, approximate, truncated, reason, detail, blob, compressed_size,
-                  original_size, serial, time_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """
-        )
+        var changedTimes: [Int64] = []
         for packet in record.packets where !packet.resend {
-            let layout = packet.registerLayout.map(String.init).joined(separator: ",")
-            let keepBlob = !packet.isDecoded || packet.truncated
-            try packetInsert.execute(arguments: [
-                device, Int64(record.nonce), now, packet.index, packet.marker.map { Int($0) }, packet.method, layout,
-                packet.sampleCount, packet.lastSampleEpochMs, packet.isDecoded, packet.approximate, packet.truncated,
-                packet.reason?.rawValue, packet.detail, keepBlob ? Data(packet.blob) : nil, packet.compressedSize,
-                packet.originalSize, packet.serial, packet.timeEstimated,
-            ])
-            let packetID = db.lastInsertedRowID
-            let samples = try insertSamples(
-                db,
-                device: device,
-                packetID: packetID,
-                layout: layout,
-                rows: packet.samples ?? [],
-                times: packet.sampleTimesMs,
-                method: packet.method,
-                ratio: packet.ratio,
-                approximate: packet.approximate,
-                timeEstimated: packet.timeEstimated,
-                noteFirst: packet.mayBeRetimed
-            )
-            if record.queueForFeed { try queueForFeed(db, packetID: packetID, samples: samples) }
-        }
-        for update in record.updates { try apply(update, device: device, queueForFeed: record.queueForFeed, db) }
-    }
-
-    /// Inserts one packet's sample rows (consecutive ids: the writer is the only one) and, when it may be re-timed, notes
-    /// the first on the packet.
-    private static func insertSamples(
-        _ db: Database,
-        device: String,
-        packetID: Int64,
-        layout: String,
-        rows: [[UInt16]],
-        times: [Int64],
-        method: String,
-        ratio: Double,
-        approximate: Bool,
-        timeEstimated: Bool,
-        noteFirst: Bool = true
-    ) throws -> (first: Int64, last: Int64)? {
-        let sampleInsert = try db.cachedStatement(
-            sql: """
-                INSERT INTO samples (device_id, packet_id, ts_ms, register_layout, raw_values, method, ratio, approximate,
-                  time_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """
-        )
-        var ids: (first: Int64, last: Int64)?
-        for (row, time) in zip(rows, times) {
-            try sampleInsert.execute(arguments: [
-                device, packetID, time, layout, row.map(String.init).joined(separator: ","), method, ratio, approximate,
-                timeEstimated,
-            ])
-            ids = (ids?.first ?? db.lastInsertedRowID, db.lastInsertedRowID)
-        }
-        // Only a packet a later upload may re-time needs it (an extra statement on the hot path otherwise).
-        if noteFirst, let ids {
-            try db.cachedStatement(sql: "UPDATE packets SET first_sample_id = ? WHERE id = ?").execute(arguments: [ids.first, packetID])
-        }
-        return ids
-    }
-
-    private static func queueForFeed(_ db: Database, packetID: Int64, samples: (first: Int64, last: Int64)?) throws {
-        try db.cachedStatement(sql: "INSERT INTO mqtt_outbox (packet_id, first_sample_id, last_sample_id) VALUES (?, ?, ?)")
-            .execute(arguments: [packetID, samples?.first, samples?.last])
-    }
-
-    /// A packet of an earlier upload decoded now (its samples inserted, the MQTT feed told) or re-timed.
-    private static func apply(_ update: StreamUpdate, device: String, queueForFeed: Bool, _ db: Database) throws {
-        guard
-            let packet = try Row.fetchOne(
-                db.cachedStatement(
-                    sql: """
-                        SELECT id, register_layout, method, compressed_size, original_size, approximate, first_sample_id
-                        FROM packets WHERE device_id = ? AND serial = ?
-                        """
-                ),
-                arguments: [device, update.serial]
-            )
-        else { return }  // dropped meanwhile (retention)
-        let packetID: Int64 = packet["id"]
-        if let rows = update.samples {
-            try db.cachedStatement(
-                sql: "UPDATE packets SET decoded = 1, reason = NULL, detail = NULL, blob = NULL, time_estimated = ? WHERE id = ?"
-            ).execute(arguments: [update.timeEstimated, packetID])
-            let original: Int = packet["original_size"]
-            let compressed: Int = packet["compressed_size"]
-            let samples = try insertSamples(
-                db,
-                device: device,
-                packetID: packetID,
-                layout: packet["register_layout"],
-                rows: rows,
-                times: update.sampleTimesMs,
-                method: packet["method"],
-                ratio: original > 0 ? Double(compressed) / Double(original) : 0,
-                approximate: packet["approximate"],
-                timeEstimated: update.timeEstimated
-            )
-            if queueForFeed { try Self.queueForFeed(db, packetID: packetID, samples: samples) }
-        } else if let first = packet["first_sample_id"] as Int64? {
-            let retime = try db.cachedStatement(sql: "UPDATE samples SET ts_ms = ? WHERE id = ? AND packet_id = ?")
-            for (offset, time) in update.sampleTimesMs.enumerated() {
-                try retime.execute(arguments: [time, first + Int64(offset), packetID])
+            let stored = ChunkPacket(packet, nonce: record.nonce, receivedAtMs: now)
+            let appended = try TelemetryChunks.append(db, device: device, layout: packet.registerLayout, packet: stored, open: open)
+            open = appended.open
+            // Only a packet a later upload may decode or re-time needs to be found by its serial.
+            if !packet.isDecoded || packet.mayBeRetimed {
+                try TelemetryChunks.addReference(db, device: device, serial: packet.serial, packetID: appended.packetID)
             }
+            changedTimes += stored.sampleTimesMs
+            if record.queueForFeed { try queueForFeed(db, packetID: appended.packetID) }
         }
+        for update in record.updates {
+            guard let completed = try TelemetryChunks.complete(db, device: device, update: update) else { continue }
+            changedTimes += completed.times
+            if update.samples != nil, record.queueForFeed { try queueForFeed(db, packetID: completed.packetID) }
+        }
+        try RollupLedger.markChanged(db, device: device, times: changedTimes)
+    }
+
+    private static func queueForFeed(_ db: Database, packetID: Int64) throws {
+        try db.cachedStatement(sql: "INSERT INTO mqtt_outbox (packet_id) VALUES (?)").execute(arguments: [packetID])
     }
 
     public func submitStreamState(deviceID: String, state: DeviceStreamState) -> WriteTicket<Void> {
@@ -238,54 +147,72 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func latestSample(deviceID: String) async throws -> SampleRow? {
         try await database.pool.read { db in
-            try Row.fetchOne(
+            // Chunks by their latest time: the newest sample is in the first chunk that has samples, or in a later one
+            // whose span still reaches past it.
+            let chunks = try Row.fetchCursor(
                 db,
-                sql: "SELECT * FROM samples WHERE device_id = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+                sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks WHERE device_id = ? ORDER BY last_ms DESC, id DESC",
                 arguments: [deviceID]
-            ).map(Self.sample)
+            )
+            // Of samples of one time, the one stored last (chunk id, then place in the chunk).
+            var best: (sample: SampleRow, chunk: Int64)?
+            while let row = try chunks.next() {
+                if let best, (row["last_ms"] as Int64) < best.sample.timestampMs { break }
+                let stored = try TelemetryChunks.decode(row)
+                for packet in stored.chunk.packets {
+                    for sample in SampleRow.rows(of: packet, device: deviceID, layout: stored.chunk.layout) {
+                        guard let current = best else {
+                            best = (sample, stored.id)
+                            continue
+                        }
+                        if (sample.timestampMs, stored.id) >= (current.sample.timestampMs, current.chunk) { best = (sample, stored.id) }
+                    }
+                }
+            }
+            return best?.sample
         }
     }
 
     public func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow] {
         try await database.pool.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM samples WHERE device_id = ? AND ts_ms BETWEEN ? AND ?
-                    ORDER BY ts_ms, id LIMIT ?
-                    """,
-                arguments: [deviceID, fromMs, toMs, limit]
-            ).map(Self.sample)
+            // Each sample with where it is stored (packet id, row): samples of one time keep the order they were
+            // stored in.
+            var found: [(sample: SampleRow, packet: Int64, row: Int)] = []
+            for chunk in try TelemetryChunks.overlapping(db, device: deviceID, fromMs: fromMs, toMs: toMs) {
+                // Chunks come by their earliest time: once `limit` samples are found, a chunk starting after the
+                // limit-th earliest of them adds nothing.
+                if found.count >= limit, chunk.firstMs > found[limit - 1].sample.timestampMs { break }
+                guard let stored = try TelemetryChunks.load(db, id: chunk.id) else { continue }
+                for (place, packet) in stored.chunk.packets.enumerated() {
+                    let id = TelemetryChunks.packetID(chunk: stored.id, place: place)
+                    for (row, sample) in SampleRow.rows(of: packet, device: deviceID, layout: stored.chunk.layout).enumerated()
+                    where (fromMs...toMs).contains(sample.timestampMs) {
+                        found.append((sample, id, row))
+                    }
+                }
+                found.sort { ($0.sample.timestampMs, $0.packet, $0.row) < ($1.sample.timestampMs, $1.packet, $1.row) }
+                if found.count > limit { found.removeLast(found.count - limit) }
+            }
+            return found.map(\.sample)
         }
     }
 
     public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
         try await database.pool.read { db in
-            try Row.fetchAll(
+            let chunks = try Row.fetchCursor(
                 db,
-                sql: "SELECT * FROM packets WHERE device_id = ? ORDER BY id DESC LIMIT ?",
-                arguments: [deviceID, limit]
-            ).map { row in
-                PacketRow(
-                    id: row["id"],
-                    deviceID: row["device_id"],
-                    nonce: UInt32(truncatingIfNeeded: row["nonce"] as Int64),
-                    packetIndex: row["packet_index"],
-                    marker: (row["marker"] as Int?).map { UInt8(truncatingIfNeeded: $0) },
-                    method: row["method"],
-                    registerLayout: Self.integers(row["register_layout"]),
-                    sampleCount: row["sample_count"],
-                    lastSampleMs: row["last_sample_ms"],
-                    decoded: row["decoded"],
-                    approximate: row["approximate"],
-                    truncated: row["truncated"],
-                    reason: row["reason"],
-                    blob: (row["blob"] as Data?).map(Array.init),
-                    detail: row["detail"],
-                    serial: row["serial"],
-                    timeEstimated: row["time_estimated"]
-                )
+                sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? ORDER BY id DESC",
+                arguments: [deviceID]
+            )
+            var rows: [PacketRow] = []
+            while rows.count < limit, let row = try chunks.next() {
+                let stored = try TelemetryChunks.decode(row)
+                for (place, packet) in stored.chunk.packets.enumerated().reversed() where rows.count < limit {
+                    let id = TelemetryChunks.packetID(chunk: stored.id, place: place)
+                    rows.append(PacketRow(packet, id: id, device: deviceID, layout: stored.chunk.layout))
+                }
             }
+            return rows
         }
     }
 
@@ -316,22 +243,5 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         } else {
             try db.execute(sql: "DELETE FROM device_keys WHERE device_id = ?", arguments: [deviceID])
         }
-    }
-
-    static func sample(_ row: Row) -> SampleRow {
-        SampleRow(
-            deviceID: row["device_id"],
-            timestampMs: row["ts_ms"],
-            registerLayout: integers(row["register_layout"]),
-            rawValues: integers(row["raw_values"]).map { UInt16(truncatingIfNeeded: $0) },
-            method: row["method"],
-            ratio: row["ratio"],
-            approximate: row["approximate"],
-            timeEstimated: row["time_estimated"]
-        )
-    }
-
-    static func integers(_ text: String) -> [Int] {
-        text.split(separator: ",").compactMap { Int($0) }
     }
 }

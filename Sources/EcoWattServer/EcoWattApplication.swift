@@ -71,6 +71,7 @@ public struct EcoWattApplication: Sendable {
             services.deviceEvents,
             boot,
             DatabaseSizeMonitor(database: database, metrics: metrics, logger: logger),
+            services.maintenance,
             HangupReloader(
                 logger: logger,
                 actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]

@@ -72,6 +72,13 @@ public struct ServerLimits: Sendable, Equatable {
             \.retention.pendingRowsPerDevice,
             "Rows such a pending id keeps per table (configuration history, faults, energy, OTA events and sessions)"
         ),
+        Setting(
+            "retention_raw_days",
+            1...36_500,
+            \.retention.rawTelemetryDays,
+            "Days raw telemetry and its per-minute rollups are kept after they arrived (pruned in small batches, whole chunks of up to an hour)"
+        ),
+        Setting("retention_rollup_days", 1...36_500, \.retention.rollupDays, "Days per-hour rollups are kept"),
         Setting("config_history_per_device", 1...100_000, \.retention.configHistory.perDevice, "Configuration events kept per device"),
         Setting("config_history_total", 1...1_000_000_000, \.retention.configHistory.total, "Configuration events kept in all"),
         Setting("fault_events_per_device", 1...1_000_000, \.retention.faultEvents.perDevice, "Fault-recovery events kept per device"),

@@ -4,7 +4,7 @@ import Synchronization
 /// A ``TelemetryStore``, ``OutboxStore`` and ``BindingStore`` kept in memory: the same ingest pipeline without a database (`ecowatt
 /// decode`, tests). It passes the same contract suite as the SQLite store (`EcoWattStorageTests`).
 public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingStore {
-    fileprivate struct State {
+    struct State {
         var nonces: [String: UInt32] = [:]
         var streams: [String: DeviceStreamState] = [:]
         var samples: [String: [SampleRow]] = [:]
@@ -24,13 +24,25 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
         var held: [HeldMessage] = []
         var nextHeldID: Int64 = 1
 
+        /// Rollups as the SQLite store keeps them: materialised, recomputed for the changed range by
+        /// ``refreshRollups(limit:)``; the range each device changed since, and the latest time retention dropped.
+        var rollups: [String: [RollupResolution: [Int64: TelemetryRollup]]] = [:]
+        var changed: [String: ClosedRange<Int64>] = [:]
+        var rollupFloors: [String: Int64] = [:]
+
+        mutating func markChanged(_ device: String, times: [Int64]) {
+            guard let low = times.min(), let high = times.max() else { return }
+            let old = changed[device] ?? low...high
+            changed[device] = min(old.lowerBound, low)...max(old.upperBound, high)
+        }
+
         mutating func queue(device: String, packetID: Int64) {
             outbox.append((nextOutboxID, device, packetID))
             nextOutboxID += 1
         }
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let heldCap: RowCap
 
     /// - Parameter retention: the caps on held messages (per device and in total), as the SQLite store keeps them.
@@ -79,6 +91,7 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
                     state.nextPacketID += 1
                     state.packetFacts[packetID] = (record.receivedAtMs, packet.originalSize, packet.compressedSize)
                     state.append(packet.samples ?? [], times: packet.sampleTimesMs, of: packet, device: device, packetID: packetID)
+                    state.markChanged(device, times: packet.samples == nil ? [] : packet.sampleTimesMs)
                     if record.queueForFeed { state.queue(device: device, packetID: packetID) }
                 }
                 for update in record.updates {
@@ -108,10 +121,12 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
                         packet.serial = update.serial
                         packet.timeEstimated = update.timeEstimated
                         state.append(rows, times: update.sampleTimesMs, of: packet, device: device, packetID: stored.id)
+                        state.markChanged(device, times: update.sampleTimesMs)
                         if record.queueForFeed { state.queue(device: device, packetID: stored.id) }
                     } else {
                         let packetID = state.packets[device]![position].id
                         for (index, time) in zip(state.packetSamples[packetID] ?? [], update.sampleTimesMs) {
+                            state.markChanged(device, times: [state.samples[device]?[index].timestampMs ?? time, time])
                             state.samples[device]?[index].timestampMs = time
                         }
                     }

@@ -61,6 +61,10 @@ public struct RetentionPolicy: Sendable, Equatable {
     public var otaSessions = RowCap(perDevice: 20, total: 1_000_000)
     /// Once-per-boot messages from an unbound address, held until a verified upload confirms them.
     public var heldMessages = RowCap(perDevice: 6, total: 200_000)
+    /// Days raw telemetry (and its per-minute rollups) is kept after it arrived (issue 17).
+    public var rawTelemetryDays = 90
+    /// Days per-hour rollups are kept.
+    public var rollupDays = 1_825
 
     public init() {}
 

@@ -167,6 +167,15 @@ extension TelemetryChunk {
         return step
     }
 
+    /// How many packets the blob holds, read from its header alone.
+    public static func packetCount(encoded bytes: [UInt8]) throws(StoredBlobError) -> Int {
+        var reader = ByteReader(bytes)
+        let version = try reader.byte()
+        guard version == formatVersion else { throw StoredBlobError("chunk format \(version) is not known") }
+        for _ in 0..<(try reader.count(in: 0...PacketLimits.maxValues)) { _ = try reader.signed() }
+        return try reader.count(in: 0...maxPackets)
+    }
+
     /// Reads a blob written by ``encoded()``.
     public init(decoding bytes: [UInt8]) throws(StoredBlobError) {
         var reader = ByteReader(bytes)

@@ -164,6 +164,15 @@ public protocol TelemetryStore: Sendable {
     func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow]
     /// Packets of a device, newest first.
     func packets(deviceID: String, limit: Int) async throws -> [PacketRow]
+    /// Rollups of a device whose bucket starts in `[fromMs, toMs]` (the bucket `fromMs` falls in included), oldest
+    /// first, at most `limit`.
+    func rollups(deviceID: String, resolution: RollupResolution, fromMs: Int64, toMs: Int64, limit: Int) async throws
+        -> [TelemetryRollup]
+    /// Brings the rollups of up to `limit` devices whose telemetry changed up to date (a background job calls it);
+    /// returns how many devices it looked at (0: all are up to date).
+    func refreshRollups(limit: Int) async throws -> Int
+    /// Drops raw telemetry and rollups older than `cutoffs`, at most about `limit` rows per kind; returns how many.
+    func pruneTelemetry(_ cutoffs: TelemetryCutoffs, limit: Int) async throws -> Int
     /// Per-device HMAC keys that override the fleet key.
     func deviceKeys() async throws -> [String: [UInt8]]
     /// Sets (or with `nil` removes) a device's HMAC key.

@@ -101,6 +101,13 @@ extension DatabaseCommand {
                 )
             }
             print("total in pages: \(total) bytes")
+            if let telemetry = statistics.telemetry {
+                let perSample = telemetry.samples > 0 ? String(format: "%.1f", Double(telemetry.bytes) / Double(telemetry.samples)) : "-"
+                print(
+                    "telemetry: \(telemetry.packets) packets, \(telemetry.samples) samples, \(telemetry.bytes) bytes "
+                        + "(\(perSample) bytes per sample); rollups \(telemetry.rollupBytes) bytes"
+                )
+            }
             for (file, bytes) in statistics.files.sorted(by: { $0.key < $1.key }) { print("file \(file): \(bytes) bytes") }
         }
     }

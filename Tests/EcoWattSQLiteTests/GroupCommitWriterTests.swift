@@ -52,7 +52,7 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
             let counters = store.writer.counters
             #expect(counters.jobs == 400)
             #expect(counters.batches < 400, "group commit should batch concurrent writes")
-            let samples = try await store.database.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM samples") }
+            let samples = try DatabaseInspector(store.database).packets().map { $0.packet.samples?.count ?? 0 }.reduce(0, +)
             #expect(samples == 400)
         }
     }
@@ -68,10 +68,7 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
                 try await stale.value()
             }
             try await fresh.value()
-            let counts = try await store.database.pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT device_id, COUNT(*) AS n FROM samples GROUP BY device_id ORDER BY device_id")
-                    .map { "\($0["device_id"] as String)=\($0["n"] as Int)" }
-            }
+            let counts = try DatabaseInspector(store.database).packets().map { "\($0.deviceID)=\($0.packet.samples?.count ?? 0)" }
             #expect(counts == ["N1=1", "N2=1"])
         }
     }

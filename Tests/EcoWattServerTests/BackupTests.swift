@@ -70,8 +70,8 @@ import Glibc
         // Disk usage per table, read-only beside the running server: the restored rows are counted.
         let (statsStatus, stats, statsError) = try await ServerProcess.runCLI(["db", "stats", "--data-dir", dataDir])
         #expect(statsStatus == 0, "\(statsError)")
-        let packetsLine = stats.split(separator: "\n").first { $0.hasPrefix("packets ") }.map(String.init) ?? ""
-        #expect(packetsLine.split(separator: " ").dropFirst(2).first.map(String.init) == "\(copy.packets + 1)", "\(stats)")
+        let telemetryLine = stats.split(separator: "\n").first { $0.hasPrefix("telemetry: ") }.map(String.init) ?? ""
+        #expect(telemetryLine.hasPrefix("telemetry: \(copy.packets + 1) packets, \(3 * (copy.packets + 1)) samples"), "\(stats)")
         #expect(stats.contains("file ecowatt.sqlite:") && stats.contains("bytes/row"), "\(stats)")
         #expect(try await second.stop(signal: SIGTERM) == 0)
 

@@ -16,16 +16,14 @@ import Testing
     ) throws
         -> [(decoded: Bool, approximate: Bool, lastMs: Int64, rows: [[Int]])]
     {
-        let database = DatabaseInspector(server.database)
-        let packets = try database.rows(
-            "SELECT * FROM packets WHERE device_id = ? AND nonce = ? ORDER BY packet_index",
-            [.text(device), .integer(Int64(nonce))]
-        )
-        return try packets.map { packet in
-            let rows = try database.rows("SELECT raw_values FROM samples WHERE packet_id = ? ORDER BY ts_ms, id", [packet["id"]])
-                .map { $0["raw_values"].string!.split(separator: ",").map { Int($0)! } }
-            return (packet["decoded"].bool!, packet["approximate"].bool!, packet["last_sample_ms"].int64!, rows)
-        }
+        try DatabaseInspector(server.database).packets(deviceID: device).filter { $0.packet.nonce == UInt32(nonce) }
+            .sorted { $0.packet.packetIndex < $1.packet.packetIndex }
+            .map { stored in
+                let packet = stored.packet
+                let rows = zip(packet.samples ?? [], packet.sampleTimesMs).enumerated()
+                    .sorted { ($0.element.1, $0.offset) < ($1.element.1, $1.offset) }.map { $0.element.0.map { Int($0) } }
+                return (packet.samples != nil, packet.approximate, packet.lastSampleMs, rows)
+            }
     }
 
     /// Checks stored packets against a corpus `expected.packets` list. A packet the corpus calls decodable must be

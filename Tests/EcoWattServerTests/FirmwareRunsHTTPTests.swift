@@ -18,14 +18,14 @@ import Testing
 
     /// Samples stored per (nonce, packet index), in time order.
     static func stored(_ server: EcoWattApplication) throws -> [String: Stored] {
-        let database = DatabaseInspector(server.database)
         var result: [String: Stored] = [:]
-        for packet in try database.rows("SELECT id, nonce, packet_index, approximate FROM packets") {
-            let samples = try database.rows("SELECT raw_values, ts_ms FROM samples WHERE packet_id = ? ORDER BY ts_ms, id", [packet["id"]])
-            result["\(packet["nonce"].int64!)/\(packet["packet_index"].int!)"] = Stored(
-                rows: samples.map { $0["raw_values"].string!.split(separator: ",").map { Int($0)! } },
-                times: samples.map { $0["ts_ms"].int64! },
-                approximate: packet["approximate"].bool!
+        for stored in try DatabaseInspector(server.database).packets() {
+            let samples = zip(stored.packet.samples ?? [], stored.packet.sampleTimesMs).enumerated()
+                .sorted { ($0.element.1, $0.offset) < ($1.element.1, $1.offset) }.map(\.element)
+            result["\(stored.packet.nonce)/\(stored.packet.packetIndex)"] = Stored(
+                rows: samples.map { $0.0.map { Int($0) } },
+                times: samples.map(\.1),
+                approximate: stored.packet.approximate
             )
         }
         return result
@@ -127,17 +127,17 @@ import Testing
                 #expect(response.status == .ok)
             }
         }
-        let database = DatabaseInspector(test.server.database)
-        let rows = try database.rows("SELECT raw_values, ts_ms FROM samples WHERE device_id = 'FIELD' ORDER BY ts_ms")
+        let packets = try DatabaseInspector(test.server.database).packets(deviceID: "FIELD")
+        let rows = packets.flatMap { zip($0.packet.samples ?? [], $0.packet.sampleTimesMs) }.sorted { $0.1 < $1.1 }
         let readings = device.batches.values.flatMap { $0 }.sorted { $0.timeMs < $1.timeMs }  // every batch uploaded
         #expect(rows.count == readings.count)
         var worst: Int64 = 0
         for (row, reading) in zip(rows, readings) {
-            #expect(row["raw_values"].string == reading.values.map(String.init).joined(separator: ","))
-            worst = max(worst, abs(row["ts_ms"].int64! - reading.timeMs))
+            #expect(row.0 == reading.values)
+            worst = max(worst, abs(row.1 - reading.timeMs))
         }
         #expect(worst <= 1_500, "worst time error \(worst) ms")
-        let retimed = try database.int("SELECT COUNT(*) FROM packets WHERE device_id = 'FIELD' AND first_sample_id IS NOT NULL")
+        let retimed = try DatabaseInspector(test.server.database).int("SELECT COUNT(*) FROM telemetry_refs WHERE device_id = 'FIELD'")
         #expect((retimed ?? 0) > 0, "packets of the backlog kept where their samples are")
     }
 }

@@ -93,7 +93,7 @@ enum Uploads {
             let statuses = try await Self.concurrentPosts(port: port, path: "/aggregated/RACE-1", body: body, count: 24)
             #expect(statuses.filter { $0 == 200 }.count == 1)
             #expect(statuses.filter { $0 == 401 }.count == 23)
-            let samples = try DatabaseInspector(test.server.database).int("SELECT COUNT(*) FROM samples WHERE device_id = 'RACE-1'")
+            let samples = try DatabaseInspector(test.server.database).packets(deviceID: "RACE-1").map { $0.packet.samples?.count ?? 0 }.reduce(0, +)
             #expect(samples == 3)
         }
     }

@@ -138,7 +138,7 @@ struct MQTTFeedTests {
             #expect(status["backlog"] as? Int == 2)
             #expect(status["dropped"] as? Int == 1)
             let samples = try await client.execute(
-                uri: "/aggregation/historical/FULL-1?start_time=0&end_time=2000000000",
+                uri: "/aggregation/historical/FULL-1?start_time=0&end_time=2000000000&resolution=raw",
                 method: .get,
                 headers: test.operatorHeaders
             )

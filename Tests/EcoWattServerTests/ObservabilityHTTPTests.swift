@@ -67,7 +67,7 @@ import Testing
             #expect(after["ecowatt_ota_active_sessions"] == 0)
             #expect(!after.keys.contains { $0.contains("M-1") }, "no device ids in series")
             // Disk usage per table, measured at start (dbstat): the packets table and the database file are there.
-            #expect((after[#"ecowatt_database_bytes{table="packets"}"#] ?? 0) >= 4096)
+            #expect((after[#"ecowatt_database_bytes{table="telemetry_chunks"}"#] ?? 0) >= 4096)
             #expect((after[#"ecowatt_database_file_bytes{file="ecowatt.sqlite"}"#] ?? 0) > 0)
         }
     }

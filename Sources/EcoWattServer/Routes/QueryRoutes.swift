@@ -53,12 +53,57 @@ struct QueryRoutes {
         let end = try query["end_time"].map { try Self.parseTime(String($0), name: "end_time") } ?? now
         guard start <= end else { throw APIError(.badRequest, "start_time must not be after end_time") }
         let limit = try request.limitParameter(default: Self.defaultLimit, maximum: Self.maxLimit)
-        let samples = try await store.samples(deviceID: deviceID, fromMs: start, toMs: end, limit: limit)
+        let resolution = try Self.resolution(query["resolution"].map(String.init), start: start, end: end)
+        let data: [JSONValue]
+        if let resolution {
+            let rollups = try await store.rollups(deviceID: deviceID, resolution: resolution, fromMs: start, toMs: end, limit: limit)
+            data = rollups.map { .object(Self.rollupMembers($0)) }
+        } else {
+            let samples = try await store.samples(deviceID: deviceID, fromMs: start, toMs: end, limit: limit)
+            data = samples.map { .object(Self.sampleMembers($0)) }
+        }
         return JSONBody.response([
-            "success": true, "device_id": .string(deviceID),
-            "data": .array(samples.map { .object(Self.sampleMembers($0)) }), "count": .int(Int64(samples.count)),
+            "success": true, "device_id": .string(deviceID), "resolution": .string(resolution?.rawValue ?? "raw"),
+            "data": .array(data), "count": .int(Int64(data.count)),
             "start_time": .string(Self.iso(start)), "end_time": .string(Self.iso(end)), "limit": .int(Int64(limit)),
         ])
+    }
+
+    /// Windows up to this long return raw samples unless asked otherwise (the default window is one day).
+    static let rawWindowMs: Int64 = 86_400_000
+    /// Windows up to this long return per-minute rollups, longer ones per-hour rollups.
+    static let minuteWindowMs: Int64 = 14 * 86_400_000
+
+    /// `resolution=raw|minute|hour|auto` (`nil`: raw samples). `auto` (the default) picks by the window's length.
+    static func resolution(_ text: String?, start: Int64, end: Int64) throws -> RollupResolution? {
+        switch text ?? "auto" {
+        case "raw": return nil
+        case "auto":
+            let span = end.subtractingReportingOverflow(start)
+            if !span.overflow, span.partialValue <= rawWindowMs { return nil }
+            return !span.overflow && span.partialValue <= minuteWindowMs ? .minute : .hour
+        case let name:
+            guard let resolution = RollupResolution(rawValue: name) else {
+                throw APIError(.badRequest, "resolution must be raw, minute, hour or auto")
+            }
+            return resolution
+        }
+    }
+
+    /// One rollup bucket: the mean of each register (scaled as `registers` of a raw sample is), its minimum and maximum.
+    static func rollupMembers(_ rollup: TelemetryRollup) -> [(String, JSONValue)] {
+        func scaled(_ pick: (RegisterStatistics) -> Double) -> JSONValue {
+            .object(
+                rollup.registers.compactMap { entry in
+                    Register(rawValue: entry.register).map { ($0.name, .double($0.gain > 0 ? pick(entry) / $0.gain : pick(entry))) }
+                }
+            )
+        }
+        return [
+            ("timestamp", .string(iso(rollup.bucketMs))), ("timestamp_ms", .int(rollup.bucketMs)),
+            ("sample_count", .int(Int64(rollup.sampleCount))), ("registers", scaled(\.mean)),
+            ("minimum", scaled { Double($0.minimum) }), ("maximum", scaled { Double($0.maximum) }),
+        ]
     }
 
     /// `GET /packets/{id}?limit=`: stored packets (newest first) with their decode outcome, for debugging a device.

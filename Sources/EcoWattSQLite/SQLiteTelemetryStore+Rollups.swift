@@ -1,0 +1,141 @@
+import EcoWattProtocol
+import EcoWattStorage
+import Foundation
+import GRDB
+
+/// Which devices' rollups are out of date: the device row keeps the time range its uploads changed since the last
+/// refresh (`rollup_from_ms`…`rollup_to_ms`, set in the upload's own transaction, so nothing committed is missed), and
+/// the latest sample time retention dropped (`rollup_floor_ms`: buckets up to it are never recomputed, their raw
+/// samples are gone).
+enum RollupLedger {
+    static func markChanged(_ db: Database, device: String, times: [Int64]) throws {
+        guard let low = times.min(), let high = times.max() else { return }
+        try db.cachedStatement(
+            sql: """
+                UPDATE devices SET rollup_from_ms = min(coalesce(rollup_from_ms, ?2), ?2),
+                  rollup_to_ms = max(coalesce(rollup_to_ms, ?3), ?3) WHERE device_id = ?1
+                """
+        ).execute(arguments: [device, low, high])
+    }
+}
+
+extension SQLiteTelemetryStore {
+    public func rollups(
+        deviceID: String,
+        resolution: RollupResolution,
+        fromMs: Int64,
+        toMs: Int64,
+        limit: Int
+    ) async throws -> [TelemetryRollup] {
+        try await database.pool.read { db in
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT bucket_ms, stats FROM telemetry_rollups WHERE device_id = ? AND resolution = ?
+                          AND bucket_ms BETWEEN ? AND ? ORDER BY bucket_ms LIMIT ?
+                        """
+                ),
+                arguments: [deviceID, resolution.rawValue, resolution.bucket(of: fromMs), toMs, limit]
+            ).map { row in try TelemetryRollup(bucketMs: row["bucket_ms"], decodingStatistics: [UInt8](row["stats"] as Data)) }
+        }
+    }
+
+    public func refreshRollups(limit: Int) async throws -> Int {
+        // Read the marks and the chunks in one snapshot, write the buckets in the writer; a mark is cleared only if no
+        // upload of the device committed since the snapshot (its upload count is unchanged), else the next refresh
+        // recomputes the range with that upload in it.
+        let work = try await database.pool.read { db -> [(device: String, uploads: Int64, from: Int64, to: Int64, buckets: [RollupResolution: [Int64: TelemetryRollup]])] in
+            let marks = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT device_id, upload_count, rollup_from_ms, rollup_to_ms, rollup_floor_ms FROM devices
+                    WHERE rollup_from_ms IS NOT NULL LIMIT ?
+                    """,
+                arguments: [limit]
+            )
+            return try marks.map { mark in
+                let device: String = mark["device_id"]
+                let hour = RollupResolution.hour
+                var from = hour.bucket(of: mark["rollup_from_ms"])
+                if let floor = mark["rollup_floor_ms"] as Int64? { from = max(from, hour.bucket(of: floor) &+ hour.milliseconds) }
+                let to = hour.bucket(of: mark["rollup_to_ms"]) &+ (hour.milliseconds - 1)
+                var samples: [(time: Int64, layout: [Int], values: [UInt16])] = []
+                if from <= to {
+                    for chunk in try TelemetryChunks.overlapping(db, device: device, fromMs: from, toMs: to) {
+                        guard let stored = try TelemetryChunks.load(db, id: chunk.id) else { continue }
+                        for packet in stored.chunk.packets {
+                            for (values, time) in zip(packet.samples ?? [], packet.sampleTimesMs) where (from...to).contains(time) {
+                                samples.append((time, stored.chunk.layout, values))
+                            }
+                        }
+                    }
+                }
+                var buckets: [RollupResolution: [Int64: TelemetryRollup]] = [:]
+                for resolution in RollupResolution.allCases { buckets[resolution] = TelemetryRollup.aggregate(samples, resolution: resolution) }
+                return (device, mark["upload_count"], from, to, buckets)
+            }
+        }
+        guard !work.isEmpty else { return 0 }
+        try await writer.write { db in
+            let clear = try db.cachedStatement(sql: "DELETE FROM telemetry_rollups WHERE device_id = ? AND resolution = ? AND bucket_ms BETWEEN ? AND ?")
+            let insert = try db.cachedStatement(
+                sql: "INSERT INTO telemetry_rollups (device_id, resolution, bucket_ms, stats) VALUES (?, ?, ?, ?)"
+            )
+            let done = try db.cachedStatement(
+                sql: "UPDATE devices SET rollup_from_ms = NULL, rollup_to_ms = NULL WHERE device_id = ? AND upload_count = ?"
+            )
+            for item in work {
+                if item.from <= item.to {
+                    for (resolution, buckets) in item.buckets {
+                        try clear.execute(arguments: [item.device, resolution.rawValue, item.from, item.to])
+                        for rollup in buckets.values {
+                            try insert.execute(arguments: [item.device, resolution.rawValue, rollup.bucketMs, Data(rollup.encodedStatistics())])
+                        }
+                    }
+                }
+                try done.execute(arguments: [item.device, item.uploads])
+            }
+        }
+        return work.count
+    }
+
+    public func pruneTelemetry(_ cutoffs: TelemetryCutoffs, limit: Int) async throws -> Int {
+        try await writer.write { db in
+            var dropped = 0
+            // Chunks in id order are in arrival order: drop from the oldest while they arrived before the cutoff.
+            let oldest = try Row.fetchAll(
+                db,
+                sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks ORDER BY id LIMIT ?",
+                arguments: [limit]
+            )
+            var floors: [String: Int64] = [:]
+            for row in oldest {
+                let body: Data = row["body"]
+                let created = (try? TelemetryChunk(decoding: [UInt8](body)))?.createdMs ?? Int64.min
+                guard created < cutoffs.rawBeforeMs else { break }
+                let id: Int64 = row["id"]
+                try db.cachedStatement(sql: "DELETE FROM telemetry_chunks WHERE id = ?").execute(arguments: [id])
+                try db.cachedStatement(sql: "DELETE FROM telemetry_refs WHERE packet_id BETWEEN ? AND ?")
+                    .execute(arguments: [TelemetryChunks.packetID(chunk: id, place: 0), TelemetryChunks.packetID(chunk: id, place: 255)])
+                floors[row["device_id"], default: Int64.min] = max(floors[row["device_id"], default: Int64.min], row["last_ms"])
+                dropped += 1
+            }
+            for (device, floor) in floors {
+                try db.cachedStatement(
+                    sql: "UPDATE devices SET rollup_floor_ms = max(coalesce(rollup_floor_ms, ?2), ?2) WHERE device_id = ?1"
+                ).execute(arguments: [device, floor])
+            }
+            for resolution in RollupResolution.allCases {
+                let cutoff = resolution == .minute ? cutoffs.minuteBeforeMs : cutoffs.hourBeforeMs
+                try db.cachedStatement(
+                    sql: """
+                        DELETE FROM telemetry_rollups WHERE rowid IN (SELECT rowid FROM telemetry_rollups
+                          WHERE resolution = ? AND bucket_ms < ? LIMIT ?)
+                        """
+                ).execute(arguments: [resolution.rawValue, cutoff, limit])
+                dropped += db.changesCount
+            }
+            return dropped
+        }
+    }
+}

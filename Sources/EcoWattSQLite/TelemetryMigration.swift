@@ -1,0 +1,155 @@
+import EcoWattProtocol
+import EcoWattStorage
+import Foundation
+import GRDB
+
+/// Schema v12 (issue 17): telemetry moves from a row per sample and per packet into ``TelemetryChunk`` blobs, with
+/// rollups beside them. An existing database is converted in place, in the migration's transaction: every packet with
+/// its samples, the MQTT outbox (same ids, so the publisher resumes where it was) and the serials a later upload may
+/// still complete.
+enum TelemetryMigration {
+    static func run(_ db: Database) throws {
+        try db.create(table: "telemetry_chunks") { t in
+            t.primaryKey("id", .integer)
+            t.column("device_id", .text).notNull()
+            t.column("first_ms", .integer).notNull()  // earliest and latest time of any packet in the chunk
+            t.column("last_ms", .integer).notNull()
+            t.column("body", .blob).notNull()  // TelemetryChunk, format 1
+        }
+        // Covering for the time-range lookup: which chunks to read is found in the index alone.
+        try db.create(index: "telemetry_chunks_device_time", on: "telemetry_chunks", columns: ["device_id", "last_ms", "first_ms"])
+        try db.execute(
+            sql: """
+                CREATE TABLE telemetry_refs (device_id TEXT NOT NULL, serial INTEGER NOT NULL, packet_id INTEGER NOT NULL,
+                  PRIMARY KEY (device_id, serial)) WITHOUT ROWID
+                """
+        )
+        try db.create(index: "telemetry_refs_packet", on: "telemetry_refs", columns: ["packet_id"])
+        try db.create(table: "telemetry_rollups") { t in
+            t.column("device_id", .text).notNull()
+            t.column("resolution", .text).notNull()  // minute | hour
+            t.column("bucket_ms", .integer).notNull()
+            t.column("stats", .blob).notNull()  // TelemetryRollup.encodedStatistics
+        }
+        try db.create(
+            index: "telemetry_rollups_key",
+            on: "telemetry_rollups",
+            columns: ["device_id", "resolution", "bucket_ms"],
+            unique: true
+        )
+        try db.create(index: "telemetry_rollups_age", on: "telemetry_rollups", columns: ["resolution", "bucket_ms"])
+        try db.alter(table: "devices") { t in
+            t.add(column: "open_chunk", .integer)  // the chunk the device's next packet joins
+            t.add(column: "rollup_from_ms", .integer)  // the range changed since the rollups were computed
+            t.add(column: "rollup_to_ms", .integer)
+            t.add(column: "rollup_floor_ms", .integer)  // the latest sample time retention dropped
+        }
+        try db.execute(sql: "CREATE INDEX devices_rollup_changed ON devices(device_id) WHERE rollup_from_ms IS NOT NULL")
+        try convert(db)
+        try db.execute(sql: "DROP TABLE samples")
+        try db.execute(sql: "DROP TABLE packets")
+    }
+
+    /// Moves every stored packet into chunks, device by device in storage order.
+    private static func convert(_ db: Database) throws {
+        try db.execute(sql: "CREATE INDEX migration_samples_packet ON samples(packet_id, id)")
+        let queued = Set(try Int64.fetchAll(db, sql: "SELECT packet_id FROM mqtt_outbox"))
+        var newIDs: [Int64: Int64] = [:]
+        var current: (device: String, chunk: TelemetryChunk, times: ClosedRange<Int64>?)?
+        var refs: [(device: String, serial: Int64, place: Int)] = []
+        var outboxPlaces: [(old: Int64, place: Int)] = []
+
+        func flush() throws {
+            guard let pending = current, let range = pending.chunk.timeRange else { return }
+            try db.execute(
+                sql: "INSERT INTO telemetry_chunks (device_id, first_ms, last_ms, body) VALUES (?, ?, ?, ?)",
+                arguments: [pending.device, range.lowerBound, range.upperBound, Data(pending.chunk.encoded())]
+            )
+            let id = db.lastInsertedRowID
+            for ref in refs {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO telemetry_refs (device_id, serial, packet_id) VALUES (?, ?, ?)",
+                    arguments: [ref.device, ref.serial, TelemetryChunks.packetID(chunk: id, place: ref.place)]
+                )
+            }
+            refs = []
+            for entry in outboxPlaces { newIDs[entry.old] = TelemetryChunks.packetID(chunk: id, place: entry.place) }
+            outboxPlaces = []
+            try db.execute(sql: "UPDATE devices SET open_chunk = ? WHERE device_id = ?", arguments: [id, pending.device])
+            if let times = pending.times {
+                try RollupLedger.markChanged(db, device: pending.device, times: [times.lowerBound, times.upperBound])
+            }
+            current = nil
+        }
+
+        let packets = try Row.fetchCursor(db, sql: "SELECT * FROM packets ORDER BY device_id, id")
+        while let row = try packets.next() {
+            let device: String = row["device_id"]
+            let layout = (row["register_layout"] as String).split(separator: ",").compactMap { Int($0) }
+            let packet = try Self.packet(row, db)
+            if let open = current, open.device != device || !open.chunk.accepts(packet, layout: layout, encodedSize: open.chunk.encoded().count) {
+                try flush()
+            }
+            if current == nil { current = (device, TelemetryChunk(layout: layout), nil) }
+            let place = current!.chunk.packets.count
+            current!.chunk.packets.append(packet)
+            if let first = packet.sampleTimesMs.min(), let last = packet.sampleTimesMs.max() {
+                let times = current!.times
+                current!.times = min(times?.lowerBound ?? first, first)...max(times?.upperBound ?? last, last)
+            }
+            let oldID: Int64 = row["id"]
+            if queued.contains(oldID) { outboxPlaces.append((oldID, place)) }
+            if let serial = packet.serial, packet.samples == nil || row["first_sample_id"] != nil {
+                refs.append((device, serial, place))
+            }
+        }
+        try flush()
+        try db.execute(sql: "CREATE TABLE mqtt_outbox_v12 (id INTEGER PRIMARY KEY AUTOINCREMENT, packet_id INTEGER NOT NULL)")
+        for row in try Row.fetchAll(db, sql: "SELECT id, packet_id FROM mqtt_outbox ORDER BY id") {
+            guard let packetID = newIDs[row["packet_id"]] else { continue }
+            try db.execute(sql: "INSERT INTO mqtt_outbox_v12 (id, packet_id) VALUES (?, ?)", arguments: [row["id"], packetID])
+        }
+        // Outbox ids keep increasing past the old table's.
+        let highest = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'mqtt_outbox'") ?? 0
+        try db.execute(sql: "DROP TABLE mqtt_outbox")
+        try db.execute(sql: "ALTER TABLE mqtt_outbox_v12 RENAME TO mqtt_outbox")
+        try db.execute(
+            sql: "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'mqtt_outbox'",
+            arguments: [highest]
+        )
+        if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'mqtt_outbox'") == 0, highest > 0 {
+            try db.execute(sql: "INSERT INTO sqlite_sequence (name, seq) VALUES ('mqtt_outbox', ?)", arguments: [highest])
+        }
+    }
+
+    /// One stored packet row and its sample rows as a chunk keeps them.
+    private static func packet(_ row: Row, _ db: Database) throws -> ChunkPacket {
+        var packet = ChunkPacket(
+            nonce: UInt32(truncatingIfNeeded: row["nonce"] as Int64),
+            packetIndex: row["packet_index"],
+            marker: (row["marker"] as Int?).map { UInt8(truncatingIfNeeded: $0) },
+            method: row["method"],
+            sampleCount: row["sample_count"],
+            lastSampleMs: row["last_sample_ms"],
+            receivedAtMs: row["received_at_ms"],
+            compressedSize: row["compressed_size"],
+            originalSize: row["original_size"]
+        )
+        packet.approximate = row["approximate"]
+        packet.truncated = row["truncated"]
+        packet.timeEstimated = row["time_estimated"]
+        packet.reason = row["reason"]
+        packet.detail = row["detail"]
+        packet.blob = (row["blob"] as Data?).map { [UInt8]($0) }
+        packet.serial = row["serial"]
+        if row["decoded"] as Bool {
+            let samples = try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT ts_ms, raw_values FROM samples WHERE packet_id = ? ORDER BY id"),
+                arguments: [row["id"]]
+            )
+            packet.samples = samples.map { ($0["raw_values"] as String).split(separator: ",").compactMap { UInt16($0) } }
+            packet.sampleTimesMs = samples.map { $0["ts_ms"] }
+        }
+        return packet
+    }
+}
