@@ -9,6 +9,13 @@ public struct StreamUpdate: Sendable, Equatable {
     /// Epoch ms of every stored sample of the packet.
     public var sampleTimesMs: [Int64]
     public var timeEstimated: Bool
+
+    public init(serial: Int64, samples: [[UInt16]]?, sampleTimesMs: [Int64], timeEstimated: Bool) {
+        self.serial = serial
+        self.samples = samples
+        self.sampleTimesMs = sampleTimesMs
+        self.timeEstimated = timeEstimated
+    }
 }
 
 /// What one upload changes: its own packets, and earlier packets it completed.

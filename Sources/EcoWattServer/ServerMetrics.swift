@@ -26,6 +26,8 @@ public final class ServerMetrics: Sendable {
         "ecowatt_unknown_device_requests_total": (.counter, "Device requests from ids without a registry row (counted, never tracked)"),
         "ecowatt_connections_refused_total": (.counter, "Connections answered 503 and closed at once, by reason (total, per_address)"),
         "ecowatt_connections_timed_out_total": (.counter, "Connections closed for a slow request, by phase (header, body)"),
+        "ecowatt_rollup_refreshes_total": (.counter, "Devices whose changed hours of telemetry were rolled up again"),
+        "ecowatt_telemetry_pruned_total": (.counter, "Telemetry chunks and rollups dropped past retention_raw_days / retention_rollup_days"),
         "ecowatt_devices_online": (.gauge, "Known devices heard from within device_offline_after_seconds"),
         "ecowatt_devices_known": (.gauge, "Devices with a registry row, tracked for last_seen"),
         "ecowatt_ota_active_sessions": (.gauge, "OTA sessions in progress"),

@@ -59,6 +59,33 @@ enum Uploads {
             #expect(data?.map { $0["timestamp_ms"] as? Int64 } == [1_764_300_003_500, 1_764_300_008_500, 1_764_300_013_500])
             #expect((data?.first?["registers"] as? [String: Double])?["Iac1"] == 5.2)
 
+            // Longer windows answer with rollups (once the background job made them), and say so.
+            await test.server.services.runTelemetryMaintenance()
+            let twoDays = try await client.execute(
+                uri: "/aggregation/historical/ESP32_001?start_time=1764200000&end_time=1764400000",
+                method: .get,
+                headers: test.operatorHeaders
+            )
+            #expect(twoDays.json["resolution"] as? String == "minute")
+            let minute = try #require((twoDays.json["data"] as? [[String: Any]])?.first)
+            #expect(minute["timestamp_ms"] as? Int64 == 1_764_300_000_000 && minute["sample_count"] as? Int == 3)
+            #expect((minute["minimum"] as? [String: Double])?["Pac"] != nil)
+            for (resolution, count) in [("hour", 1), ("raw", 3)] {
+                let forced = try await client.execute(
+                    uri: "/aggregation/historical/ESP32_001?start_time=1764200000&end_time=1764400000&resolution=\(resolution)",
+                    method: .get,
+                    headers: test.operatorHeaders
+                )
+                #expect(forced.json["resolution"] as? String == resolution && forced.json["count"] as? Int == count)
+            }
+            #expect(history.json["resolution"] as? String == "raw", "a window up to a day is raw")
+            let unknown = try await client.execute(
+                uri: "/aggregation/historical/ESP32_001?resolution=second",
+                method: .get,
+                headers: test.operatorHeaders
+            )
+            #expect(unknown.status == .badRequest)
+
             let bad = try await client.execute(
                 uri: "/aggregation/historical/ESP32_001?start_time=yesterday",
                 method: .get,

@@ -53,6 +53,9 @@ struct TelemetryMaintenance: Service {
 }
 
 extension EcoWattServices {
+    /// One round of the rollup and retention job now (tests; the server runs it every 30 s).
+    public func runTelemetryMaintenance() async { await maintenance.runOnce() }
+
     /// The rollup and retention job over this server's store.
     var maintenance: TelemetryMaintenance {
         TelemetryMaintenance(store: store, retention: configuration.limits.retention, metrics: metrics, logger: logger, now: clock)
