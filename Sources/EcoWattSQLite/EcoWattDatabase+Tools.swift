@@ -47,6 +47,13 @@ extension EcoWattDatabase {
         }
     }
 
+    /// `ecowatt bench history`: stores `records` as accepted uploads in one transaction.
+    public func fill(_ records: [IngestRecord]) async throws {
+        try await pool.write { db in
+            for record in records { try SQLiteTelemetryStore.apply(record, db) }
+        }
+    }
+
     /// `ecowatt device set-key`: sets (or with `nil` removes) a device's own HMAC key.
     public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
         try await pool.write { db in try SQLiteTelemetryStore.setDeviceKey(db, deviceID: deviceID, key: key) }

@@ -19,7 +19,16 @@ enum RollupLedger {
     }
 }
 
+/// One device's share of a rollup refresh: the range recomputed (up to `end`, what is left for the next refresh) and
+/// its buckets, read in one snapshot with the device's upload count.
+typealias RollupWork = (
+    device: String, uploads: Int64, from: Int64, to: Int64, end: Int64, buckets: [RollupResolution: [Int64: TelemetryRollup]]
+)
+
 extension SQLiteTelemetryStore {
+    /// The most one refresh recomputes of one device.
+    static let rollupDayMs: Int64 = 86_400_000
+
     public func rollups(
         deviceID: String,
         resolution: RollupResolution,
@@ -44,7 +53,7 @@ extension SQLiteTelemetryStore {
         // Read the marks and the chunks in one snapshot, write the buckets in the writer; a mark is cleared only if no
         // upload of the device committed since the snapshot (its upload count is unchanged), else the next refresh
         // recomputes the range with that upload in it.
-        let work = try await database.pool.read { db -> [(device: String, uploads: Int64, from: Int64, to: Int64, buckets: [RollupResolution: [Int64: TelemetryRollup]])] in
+        let work = try await database.pool.read { db -> [RollupWork] in
             let marks = try Row.fetchAll(
                 db,
                 sql: """
@@ -58,7 +67,11 @@ extension SQLiteTelemetryStore {
                 let hour = RollupResolution.hour
                 var from = hour.bucket(of: mark["rollup_from_ms"])
                 if let floor = mark["rollup_floor_ms"] as Int64? { from = max(from, hour.bucket(of: floor) &+ hour.milliseconds) }
-                let to = hour.bucket(of: mark["rollup_to_ms"]) &+ (hour.milliseconds - 1)
+                // At most a day per device and refresh (a backlog of weeks, e.g. after the v12 migration, goes day by
+                // day, so one refresh never holds the writer long).
+                let end = hour.bucket(of: mark["rollup_to_ms"]) &+ (hour.milliseconds - 1)
+                let span = end.subtractingReportingOverflow(from)
+                let to = span.overflow || span.partialValue >= Self.rollupDayMs ? from &+ (Self.rollupDayMs - 1) : end
                 var samples: [(time: Int64, layout: [Int], values: [UInt16])] = []
                 if from <= to {
                     for chunk in try TelemetryChunks.overlapping(db, device: device, fromMs: from, toMs: to) {
@@ -72,7 +85,7 @@ extension SQLiteTelemetryStore {
                 }
                 var buckets: [RollupResolution: [Int64: TelemetryRollup]] = [:]
                 for resolution in RollupResolution.allCases { buckets[resolution] = TelemetryRollup.aggregate(samples, resolution: resolution) }
-                return (device, mark["upload_count"], from, to, buckets)
+                return (device, mark["upload_count"], from, to, end, buckets)
             }
         }
         guard !work.isEmpty else { return 0 }
@@ -84,6 +97,7 @@ extension SQLiteTelemetryStore {
             let done = try db.cachedStatement(
                 sql: "UPDATE devices SET rollup_from_ms = NULL, rollup_to_ms = NULL WHERE device_id = ? AND upload_count = ?"
             )
+            let advance = try db.cachedStatement(sql: "UPDATE devices SET rollup_from_ms = ? WHERE device_id = ? AND upload_count = ?")
             for item in work {
                 if item.from <= item.to {
                     for (resolution, buckets) in item.buckets {
@@ -93,7 +107,11 @@ extension SQLiteTelemetryStore {
                         }
                     }
                 }
-                try done.execute(arguments: [item.device, item.uploads])
+                if item.to < item.end {
+                    try advance.execute(arguments: [item.to &+ 1, item.device, item.uploads])
+                } else {
+                    try done.execute(arguments: [item.device, item.uploads])
+                }
             }
         }
         return work.count
