@@ -45,65 +45,87 @@ enum TelemetryMigration {
             t.add(column: "rollup_floor_ms", .integer)  // the latest sample time retention dropped
         }
         try db.execute(sql: "CREATE INDEX devices_rollup_changed ON devices(device_id) WHERE rollup_from_ms IS NOT NULL")
-        try convert(db)
+        try convertOutbox(db, newIDs: try convert(db))
         try db.execute(sql: "DROP TABLE samples")
         try db.execute(sql: "DROP TABLE packets")
     }
 
-    /// Moves every stored packet into chunks, device by device in storage order.
-    private static func convert(_ db: Database) throws {
+    /// A device's chunk being filled during the conversion.
+    private struct Open {
+        var chunk: TelemetryChunk
+        var times: ClosedRange<Int64>?
+        var refs: [(serial: Int64, place: Int)] = []
+        var queued: [(old: Int64, place: Int)] = []
+    }
+
+    /// Moves every stored packet into chunks in arrival (row id) order, every device's chunk open at once, so that
+    /// chunk ids follow arrival as the server's own writes do (retention drops chunks in id order). A chunk is written
+    /// once it takes no more packets, or once arrivals moved past its span, so memory holds the chunks of the devices
+    /// heard from within the last hour of the stored history.
+    private static func convert(_ db: Database) throws -> [Int64: Int64] {
         try db.execute(sql: "CREATE INDEX migration_samples_packet ON samples(packet_id, id)")
         let queued = Set(try Int64.fetchAll(db, sql: "SELECT packet_id FROM mqtt_outbox"))
         var newIDs: [Int64: Int64] = [:]
-        var current: (device: String, chunk: TelemetryChunk, times: ClosedRange<Int64>?)?
-        var refs: [(device: String, serial: Int64, place: Int)] = []
-        var outboxPlaces: [(old: Int64, place: Int)] = []
+        var open: [String: Open] = [:]
 
-        func flush() throws {
-            guard let pending = current, let range = pending.chunk.timeRange else { return }
+        func flush(_ device: String) throws {
+            guard let pending = open.removeValue(forKey: device), let range = pending.chunk.timeRange else { return }
             try db.execute(
                 sql: "INSERT INTO telemetry_chunks (device_id, first_ms, last_ms, body) VALUES (?, ?, ?, ?)",
-                arguments: [pending.device, range.lowerBound, range.upperBound, Data(pending.chunk.encoded())]
+                arguments: [device, range.lowerBound, range.upperBound, Data(pending.chunk.encoded())]
             )
             let id = db.lastInsertedRowID
-            for ref in refs {
+            for ref in pending.refs {
                 try db.execute(
                     sql: "INSERT OR REPLACE INTO telemetry_refs (device_id, serial, packet_id) VALUES (?, ?, ?)",
-                    arguments: [ref.device, ref.serial, TelemetryChunks.packetID(chunk: id, place: ref.place)]
+                    arguments: [device, ref.serial, TelemetryChunks.packetID(chunk: id, place: ref.place)]
                 )
             }
-            refs = []
-            for entry in outboxPlaces { newIDs[entry.old] = TelemetryChunks.packetID(chunk: id, place: entry.place) }
-            outboxPlaces = []
-            try db.execute(sql: "UPDATE devices SET open_chunk = ? WHERE device_id = ?", arguments: [id, pending.device])
+            for entry in pending.queued { newIDs[entry.old] = TelemetryChunks.packetID(chunk: id, place: entry.place) }
+            try db.execute(sql: "UPDATE devices SET open_chunk = ? WHERE device_id = ?", arguments: [id, device])
             if let times = pending.times {
-                try RollupLedger.markChanged(db, device: pending.device, times: [times.lowerBound, times.upperBound])
+                try RollupLedger.markChanged(db, device: device, times: [times.lowerBound, times.upperBound])
             }
-            current = nil
         }
 
-        let packets = try Row.fetchCursor(db, sql: "SELECT * FROM packets ORDER BY device_id, id")
+        let packets = try Row.fetchCursor(db, sql: "SELECT * FROM packets ORDER BY id")
+        var converted = 0
         while let row = try packets.next() {
             let device: String = row["device_id"]
             let layout = (row["register_layout"] as String).split(separator: ",").compactMap { Int($0) }
             let packet = try Self.packet(row, db)
-            if let open = current, open.device != device || !open.chunk.accepts(packet, layout: layout, encodedSize: open.chunk.encoded().count) {
-                try flush()
+            if let current = open[device], !current.chunk.accepts(packet, layout: layout, encodedSize: current.chunk.encoded().count) {
+                try flush(device)
             }
-            if current == nil { current = (device, TelemetryChunk(layout: layout), nil) }
-            let place = current!.chunk.packets.count
-            current!.chunk.packets.append(packet)
+            var current = open[device] ?? Open(chunk: TelemetryChunk(layout: layout))
+            let place = current.chunk.packets.count
+            current.chunk.packets.append(packet)
             if let first = packet.sampleTimesMs.min(), let last = packet.sampleTimesMs.max() {
-                let times = current!.times
-                current!.times = min(times?.lowerBound ?? first, first)...max(times?.upperBound ?? last, last)
+                current.times = min(current.times?.lowerBound ?? first, first)...max(current.times?.upperBound ?? last, last)
             }
             let oldID: Int64 = row["id"]
-            if queued.contains(oldID) { outboxPlaces.append((oldID, place)) }
+            if queued.contains(oldID) { current.queued.append((oldID, place)) }
             if let serial = packet.serial, packet.samples == nil || row["first_sample_id"] != nil {
-                refs.append((device, serial, place))
+                current.refs.append((serial, place))
+            }
+            open[device] = current
+            converted += 1
+            // Chunks no later arrival can join (their span is over) are written, oldest first.
+            if converted % 10_000 == 0 {
+                let horizon = packet.receivedAtMs &- TelemetryChunk.maxSpanMs
+                let done = open.filter { ($0.value.chunk.createdMs ?? .min) < horizon }
+                    .sorted { ($0.value.chunk.createdMs ?? .min) < ($1.value.chunk.createdMs ?? .min) }.map(\.key)
+                for device in done { try flush(device) }
             }
         }
-        try flush()
+        for device in open.sorted(by: { ($0.value.chunk.createdMs ?? .min) < ($1.value.chunk.createdMs ?? .min) }).map(\.key) {
+            try flush(device)
+        }
+        return newIDs
+    }
+
+    /// The MQTT outbox keeps its ids and order; each row names the packet's new id.
+    private static func convertOutbox(_ db: Database, newIDs: [Int64: Int64]) throws {
         try db.execute(sql: "CREATE TABLE mqtt_outbox_v12 (id INTEGER PRIMARY KEY AUTOINCREMENT, packet_id INTEGER NOT NULL)")
         for row in try Row.fetchAll(db, sql: "SELECT id, packet_id FROM mqtt_outbox ORDER BY id") {
             guard let packetID = newIDs[row["packet_id"]] else { continue }

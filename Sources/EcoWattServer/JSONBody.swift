@@ -16,11 +16,11 @@ public enum JSONBody {
 
     /// A response whose body is `value` as compact JSON.
     public static func response(status: HTTPResponse.Status = .ok, _ value: JSONValue) -> Response {
-        let text = value.serialized
+        let bytes = value.serializedBytes
         return Response(
             status: status,
             headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(string: text))
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes))
         )
     }
 }

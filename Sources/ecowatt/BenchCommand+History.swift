@@ -19,22 +19,66 @@ extension BenchCommand {
         @Option(help: "Database directory.") var dataDir: String
         @Option(help: "Devices (HIST-0, HIST-1, …).") var devices = 10
         @Option(help: "Days of uploads per device.") var days = 7
+        @Flag(help: "Do not store anything: time the store's queries for one device and one day (median of 20).")
+        var queryOnly = false
 
         func run() async throws {
             let database = try EcoWattDatabase(path: EcoWattDatabase.path(inDirectory: dataDir))
+            if queryOnly {
+                try await Self.timeQueries(database)
+                try database.close()
+                return
+            }
             let uploads = days * 5_760
             let nowMs = Int64(Date().timeIntervalSince1970 * 1000) / 15_000 * 15_000
             var generator = SystemRandomNumberGenerator()
-            for device in 0..<devices {
-                for start in stride(from: 0, to: uploads, by: 5_000) {
-                    let records = (start..<min(uploads, start + 5_000)).map { index in
-                        Self.record(device: "HIST-\(device)", index: index, lastMs: nowMs - Int64(uploads - 1 - index) * 15_000, using: &generator)
-                    }
-                    try await database.fill(records)
+            // In arrival order (every device's upload of one period, then the next period), as a server stores them.
+            let total = uploads * devices
+            for start in stride(from: 0, to: total, by: 5_000) {
+                let records = (start..<min(total, start + 5_000)).map { position in
+                    let index = position / devices
+                    return Self.record(
+                        device: "HIST-\(position % devices)",
+                        index: index,
+                        lastMs: nowMs - Int64(uploads - 1 - index) * 15_000,
+                        using: &generator
+                    )
                 }
-                print("HIST-\(device): \(uploads) uploads, \(uploads * 3) samples")
+                try await database.fill(records)
             }
+            print("\(devices) devices: \(uploads) uploads and \(uploads * 3) samples each")
             try database.close()
+        }
+
+        /// The store's part of `GET /aggregation/historical` for HIST-0 and the day ending a day ago: raw samples at
+        /// two limits and the rollups, without HTTP and JSON.
+        static func timeQueries(_ database: EcoWattDatabase) async throws {
+            let writer = GroupCommitWriter(database: database)
+            let store = SQLiteTelemetryStore(database: database, writer: writer)
+            let end = Int64(Date().timeIntervalSince1970 * 1000) - 86_400_000
+            let start = end - 86_400_000
+            func median(_ label: String, _ query: () async throws -> Int) async throws {
+                var times: [Double] = []
+                var count = 0
+                for _ in 0..<20 {
+                    let clock = ContinuousClock()
+                    let began = clock.now
+                    count = try await query()
+                    let took = clock.now - began
+                    times.append(Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000)
+                }
+                print("\(label): \(count) rows, median \(String(format: "%.2f", times.sorted()[10])) ms")
+            }
+            for limit in [1_000, 10_000, 20_000] {
+                try await median("raw samples, limit \(limit)") {
+                    try await store.samples(deviceID: "HIST-0", fromMs: start, toMs: end, limit: limit).count
+                }
+            }
+            for resolution in RollupResolution.allCases {
+                try await median("\(resolution.rawValue) rollups") {
+                    try await store.rollups(deviceID: "HIST-0", resolution: resolution, fromMs: start, toMs: end, limit: 10_000).count
+                }
+            }
         }
 
         static func record(device: String, index: Int, lastMs: Int64, using generator: inout SystemRandomNumberGenerator) -> IngestRecord {

@@ -58,3 +58,15 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONParser.parse(Array("nope".utf8), allowNonFinite: true) }
     }
 }
+
+@Suite struct JSONSerializerTests {
+    @Test func serializedTextEscapesWhatJSONRequiresAndParsesBackToTheSameValue() throws {
+        let text = "quote \" backslash \\ newline \n tab \t return \r bell \u{07} é 😀 end"
+        let value = JSONValue.object([("k\"ey", .string(text)), ("n", .int(-42)), ("x", .double(2.5)), ("a", .array([.null, .bool(true)]))])
+        let serialized = value.serialized
+        #expect(serialized.contains(#"\""#) && serialized.contains(#"\\"#) && serialized.contains(#"\n"#) && serialized.contains(#"\u0007"#))
+        #expect(!serialized.utf8.contains { $0 < 0x20 })
+        #expect(try JSONParser.parse(value.serializedBytes) == value)
+        #expect(String(decoding: value.serializedBytes, as: UTF8.self) == serialized)
+    }
+}

@@ -17,23 +17,16 @@ struct TelemetryMaintenance: Service {
     var interval: Duration = .seconds(30)
     var batchSize = 200
     var pause: Duration = .milliseconds(20)
+    var maxRounds = 100
 
     func run() async throws {
         await repeatUntilShutdown(every: interval) { await runOnce() }
     }
 
-    /// One round: rollups of every changed device, then pruning until nothing is older than the cutoffs (both stop
-    /// early at shutdown).
+    /// One round: pruning until nothing is older than the cutoffs (bounded work), then rollups of changed devices (both
+    /// stop early at shutdown).
     func runOnce() async {
         do {
-            var devices = 0
-            while !Task.isCancelled {
-                let done = try await store.refreshRollups(limit: batchSize)
-                devices += done
-                if done < batchSize { break }
-                try? await Task.sleep(for: pause)
-            }
-            if devices > 0 { metrics.increment("ecowatt_rollup_refreshes_total", by: devices) }
             let cutoffs = TelemetryCutoffs(nowMs: now(), rawDays: retention.rawTelemetryDays, rollupDays: retention.rollupDays)
             var dropped = 0
             while !Task.isCancelled {
@@ -46,6 +39,16 @@ struct TelemetryMaintenance: Service {
                 metrics.increment("ecowatt_telemetry_pruned_total", by: dropped)
                 logger.info("telemetry past retention dropped", metadata: ["rows": "\(dropped)"])
             }
+            // Rounds until every device is up to date (a round recomputes at most a day per device), at most
+            // `maxRounds` per wake-up: devices that upload all the time are never all up to date.
+            var devices = 0
+            for _ in 0..<maxRounds where !Task.isCancelled {
+                let done = try await store.refreshRollups(limit: batchSize)
+                devices += done
+                if done == 0 { break }
+                try? await Task.sleep(for: pause)
+            }
+            if devices > 0 { metrics.increment("ecowatt_rollup_refreshes_total", by: devices) }
         } catch {
             logger.warning("telemetry maintenance failed", metadata: ["error": "\(error)"])
         }
