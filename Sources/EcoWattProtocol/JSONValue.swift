@@ -60,7 +60,8 @@ public enum JSONValue: Sendable, Equatable {
     }
 
     static func writeString(_ text: String, into out: inout [UInt8]) {
-        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        let quote = UInt8(ascii: "\"")
+        let backslash = UInt8(ascii: "\\")
         out.append(quote)
         for byte in text.utf8 {
             switch byte {

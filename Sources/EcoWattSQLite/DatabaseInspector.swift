@@ -107,7 +107,11 @@ extension DatabaseInspector {
         try reader.read { db in
             let rows =
                 if let deviceID {
-                    try Row.fetchAll(db, sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? ORDER BY id", arguments: [deviceID])
+                    try Row.fetchAll(
+                        db,
+                        sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? ORDER BY id",
+                        arguments: [deviceID]
+                    )
                 } else {
                     try Row.fetchAll(db, sql: "SELECT id, device_id, body FROM telemetry_chunks ORDER BY id")
                 }

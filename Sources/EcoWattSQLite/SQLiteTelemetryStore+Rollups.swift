@@ -90,7 +90,9 @@ extension SQLiteTelemetryStore {
         }
         guard !work.isEmpty else { return 0 }
         try await writer.write { db in
-            let clear = try db.cachedStatement(sql: "DELETE FROM telemetry_rollups WHERE device_id = ? AND resolution = ? AND bucket_ms BETWEEN ? AND ?")
+            let clear = try db.cachedStatement(
+                sql: "DELETE FROM telemetry_rollups WHERE device_id = ? AND resolution = ? AND bucket_ms BETWEEN ? AND ?"
+            )
             let insert = try db.cachedStatement(
                 sql: "INSERT INTO telemetry_rollups (device_id, resolution, bucket_ms, stats) VALUES (?, ?, ?, ?)"
             )

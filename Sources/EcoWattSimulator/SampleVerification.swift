@@ -32,7 +32,8 @@ struct SampleVerification {
         var from = fromMs
         while true {
             var request = HTTPClientRequest(
-                url: "\(baseURL)/aggregation/historical/\(deviceID)?start_time=\(Double(from) / 1000)&end_time=\(Double(toMs) / 1000)&limit=10000&resolution=raw"
+                url:
+                    "\(baseURL)/aggregation/historical/\(deviceID)?start_time=\(Double(from) / 1000)&end_time=\(Double(toMs) / 1000)&limit=10000&resolution=raw"
             )
             request.headers.add(name: "Authorization", value: "Bearer \(token)")
             let response = try await client.execute(request, timeout: .seconds(30))

@@ -166,7 +166,13 @@ public protocol TelemetryStore: Sendable {
     func packets(deviceID: String, limit: Int) async throws -> [PacketRow]
     /// Rollups of a device whose bucket starts in `[fromMs, toMs]` (the bucket `fromMs` falls in included), oldest
     /// first, at most `limit`.
-    func rollups(deviceID: String, resolution: RollupResolution, fromMs: Int64, toMs: Int64, limit: Int) async throws
+    func rollups(
+        deviceID: String,
+        resolution: RollupResolution,
+        fromMs: Int64,
+        toMs: Int64,
+        limit: Int
+    ) async throws
         -> [TelemetryRollup]
     /// Brings the rollups of up to `limit` devices whose telemetry changed up to date (a background job calls it);
     /// returns how many devices it looked at (0: all are up to date).

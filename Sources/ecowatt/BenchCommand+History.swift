@@ -86,8 +86,13 @@ extension BenchCommand {
             let rows = times.map { time -> [UInt16] in
                 // Sunlight over the day: output power and current follow it, voltages and frequency stay near nominal.
                 let sun = max(0, sin(Double(time % 86_400_000) / 86_400_000 * 2 * .pi - .pi / 2))
-                func noisy(_ value: Double, _ spread: Int) -> UInt16 { UInt16(clamping: Int(value) + Int.random(in: -spread...spread, using: &generator)) }
-                return [noisy(2300, 4), noisy(10 + 60 * sun, 1), noisy(5000, 2), noisy(2800 + 800 * sun, 6), noisy(2750 + 800 * sun, 6), noisy(3000 * sun, 8)]
+                func noisy(_ value: Double, _ spread: Int) -> UInt16 {
+                    UInt16(clamping: Int(value) + Int.random(in: -spread...spread, using: &generator))
+                }
+                return [
+                    noisy(2300, 4), noisy(10 + 60 * sun, 1), noisy(5000, 2), noisy(2800 + 800 * sun, 6), noisy(2750 + 800 * sun, 6),
+                    noisy(3000 * sun, 8),
+                ]
             }
             var packet = DecodedPacket(
                 index: 0,
@@ -107,7 +112,13 @@ extension BenchCommand {
                 originalSize: 36
             )
             packet.serial = Int64(index + 1)
-            return IngestRecord(deviceID: device, nonce: UInt32(index + 1), receivedAtMs: lastMs + 300, packets: [packet], streamState: DeviceStreamState())
+            return IngestRecord(
+                deviceID: device,
+                nonce: UInt32(index + 1),
+                receivedAtMs: lastMs + 300,
+                packets: [packet],
+                streamState: DeviceStreamState()
+            )
         }
     }
 }

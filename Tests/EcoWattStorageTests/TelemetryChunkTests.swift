@@ -28,7 +28,9 @@ import Testing
     @Test func aChunkOfSteadyPacketsReadsBackExactlyInUnderTenBytesPerSample() throws {
         var chunk = TelemetryChunk(layout: Self.layout)
         for index in 0..<20 {
-            chunk.packets.append(Self.packet(nonce: 11_001 + UInt32(index), serial: Int64(index + 1), lastMs: 1_764_300_015_000 + Int64(index) * 15_000))
+            chunk.packets.append(
+                Self.packet(nonce: 11_001 + UInt32(index), serial: Int64(index + 1), lastMs: 1_764_300_015_000 + Int64(index) * 15_000)
+            )
         }
         let bytes = chunk.encoded()
         #expect(try TelemetryChunk(decoding: bytes) == chunk)
@@ -110,7 +112,13 @@ import Testing
         let size = chunk.encoded().count
         #expect(chunk.accepts(Self.packet(nonce: 2, serial: 2, lastMs: 10_015_000), layout: Self.layout, encodedSize: size))
         #expect(!chunk.accepts(Self.packet(nonce: 2, serial: 2, lastMs: 10_015_000), layout: [0, 1], encodedSize: size))
-        #expect(!chunk.accepts(Self.packet(nonce: 2, serial: 2, lastMs: 10_000_000 + TelemetryChunk.maxSpanMs + 1), layout: Self.layout, encodedSize: size))
+        #expect(
+            !chunk.accepts(
+                Self.packet(nonce: 2, serial: 2, lastMs: 10_000_000 + TelemetryChunk.maxSpanMs + 1),
+                layout: Self.layout,
+                encodedSize: size
+            )
+        )
         #expect(!chunk.accepts(Self.packet(nonce: 2, serial: 2, lastMs: 10_015_000), layout: Self.layout, encodedSize: TelemetryChunk.maxBytes))
         var late = Self.packet(nonce: 2, serial: 2, lastMs: 10_015_000)
         late.receivedAtMs = first.receivedAtMs + TelemetryChunk.maxSpanMs + 1

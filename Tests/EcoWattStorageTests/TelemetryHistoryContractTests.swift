@@ -9,7 +9,14 @@ import Testing
     typealias Backend = StoreContractTests.Backend
 
     /// An upload of one packet: `rows` samples 5 s apart ending at `lastMs`, values `base + row`, arriving at `arrivalMs`.
-    static func upload(_ device: String, nonce: UInt32, lastMs: Int64, rows: Int = 3, base: UInt16 = 100, arrivalMs: Int64? = nil)
+    static func upload(
+        _ device: String,
+        nonce: UInt32,
+        lastMs: Int64,
+        rows: Int = 3,
+        base: UInt16 = 100,
+        arrivalMs: Int64? = nil
+    )
         -> IngestRecord
     {
         var record = IngestRecord.example(device, nonce: nonce, values: (0..<rows).map { [base &+ UInt16($0), 7] })
