@@ -26,9 +26,6 @@ typealias RollupWork = (
 )
 
 extension SQLiteTelemetryStore {
-    /// The most one refresh recomputes of one device.
-    static let rollupDayMs: Int64 = 86_400_000
-
     public func rollups(
         deviceID: String,
         resolution: RollupResolution,
@@ -64,14 +61,8 @@ extension SQLiteTelemetryStore {
             )
             return try marks.map { mark in
                 let device: String = mark["device_id"]
-                let hour = RollupResolution.hour
-                var from = hour.bucket(of: mark["rollup_from_ms"])
-                if let floor = mark["rollup_floor_ms"] as Int64? { from = max(from, hour.bucket(of: floor) &+ hour.milliseconds) }
-                // At most a day per device and refresh (a backlog of weeks, e.g. after the v12 migration, goes day by
-                // day, so one refresh never holds the writer long).
-                let end = hour.bucket(of: mark["rollup_to_ms"]) &+ (hour.milliseconds - 1)
-                let span = end.subtractingReportingOverflow(from)
-                let to = span.overflow || span.partialValue >= Self.rollupDayMs ? from &+ (Self.rollupDayMs - 1) : end
+                let plan = RollupRefreshRange(changedFrom: mark["rollup_from_ms"], changedTo: mark["rollup_to_ms"], floorMs: mark["rollup_floor_ms"])
+                let (from, to, end) = plan.map { ($0.from, $0.to, $0.end) } ?? (1, 0, 0)
                 var samples: [(time: Int64, layout: [Int], values: [UInt16])] = []
                 if from <= to {
                     for chunk in try TelemetryChunks.overlapping(db, device: device, fromMs: from, toMs: to) {

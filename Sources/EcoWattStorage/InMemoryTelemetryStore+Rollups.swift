@@ -19,18 +19,13 @@ extension InMemoryTelemetryStore {
     public func refreshRollups(limit: Int) async throws -> Int {
         state.withLock { state in
             let devices = Array(state.changed.keys.sorted().prefix(limit))
-            let hour = RollupResolution.hour
             for device in devices {
                 guard let range = state.changed.removeValue(forKey: device) else { continue }
-                var from = hour.bucket(of: range.lowerBound)
-                if let floor = state.rollupFloors[device] { from = max(from, hour.bucket(of: floor) &+ hour.milliseconds) }
-                let end = hour.bucket(of: range.upperBound) &+ (hour.milliseconds - 1)
-                guard from <= end else { continue }
-                // At most a day per refresh, the rest is left for the next.
-                let day: Int64 = 86_400_000
-                let span = end.subtractingReportingOverflow(from)
-                let to = span.overflow || span.partialValue >= day ? from &+ (day - 1) : end
-                if to < end { state.changed[device] = (to &+ 1)...range.upperBound }
+                guard
+                    let plan = RollupRefreshRange(changedFrom: range.lowerBound, changedTo: range.upperBound, floorMs: state.rollupFloors[device])
+                else { continue }
+                let (from, to) = (plan.from, plan.to)
+                if to < plan.end { state.changed[device] = (to &+ 1)...range.upperBound }
                 let samples = (state.samples[device] ?? []).filter { (from...to).contains($0.timestampMs) }
                     .map { (time: $0.timestampMs, layout: $0.registerLayout, values: $0.rawValues) }
                 for resolution in RollupResolution.allCases {

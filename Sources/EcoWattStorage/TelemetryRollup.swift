@@ -133,3 +133,25 @@ public struct TelemetryCutoffs: Sendable, Equatable {
         self.init(rawBeforeMs: raw, minuteBeforeMs: raw, hourBeforeMs: nowMs &- Int64(rollupDays) &* day)
     }
 }
+
+/// The hours a rollup refresh recomputes for one device, the same for every backend: whole hours around the changed
+/// range, never at or below the latest sample time retention dropped (`floorMs`: those hours keep their rollups), and at
+/// most a day per refresh (`to` < `end`: the rest waits for the next refresh, from `to + 1`).
+public struct RollupRefreshRange: Sendable, Equatable {
+    public static let maxSpanMs: Int64 = 86_400_000
+
+    public var from: Int64
+    public var to: Int64
+    public var end: Int64
+
+    /// `nil` when nothing of the changed range may be recomputed.
+    public init?(changedFrom: Int64, changedTo: Int64, floorMs: Int64?) {
+        let hour = RollupResolution.hour
+        from = hour.bucket(of: changedFrom)
+        if let floorMs { from = max(from, hour.bucket(of: floorMs) &+ hour.milliseconds) }
+        end = hour.bucket(of: changedTo) &+ (hour.milliseconds - 1)
+        guard from <= end else { return nil }
+        let span = end.subtractingReportingOverflow(from)
+        to = span.overflow || span.partialValue >= Self.maxSpanMs ? from &+ (Self.maxSpanMs - 1) : end
+    }
+}
