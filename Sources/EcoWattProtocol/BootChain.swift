@@ -10,7 +10,7 @@ public struct ChainEntry: Sendable, Equatable {
         case lost
     }
 
-    /// Device-scoped packet number: the store's key for the packet row.
+    /// Device-scoped packet number: how the store finds the packet when a later upload decodes or re-times it.
     public var serial: Int64
     /// Last sample time, epoch ms (estimated when the device clock was not synced).
     public var timeMs: Int64

@@ -85,7 +85,13 @@ public struct DecodedPacket: Sendable {
     }
 
     /// Compression ratio the device achieved (`compressed / original`).
-    public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
+    public var ratio: Double { Self.ratio(compressed: compressedSize, original: originalSize) }
+
+    /// `compressed / original` as the device reports sizes (0 when it reports no original size): the ratio every stored
+    /// and published form of a packet shows.
+    public static func ratio(compressed: Int, original: Int) -> Double {
+        original > 0 ? Double(compressed) / Double(original) : 0
+    }
     public var isDecoded: Bool { samples != nil }
     /// Samples of the batch that were cut on the wire and are lost (a cut bit-pack or dictionary blob keeps its first
     /// whole samples).

@@ -52,9 +52,10 @@ public enum Register: Int, CaseIterable, Sendable, Codable {
     }
 
     /// The value in physical units (`raw / gain`).
-    public func scaled(_ raw: UInt16) -> Double {
-        Double(raw) / self.gain
-    }
+    public func scaled(_ raw: UInt16) -> Double { scaled(Double(raw)) }
+
+    /// A raw value that is no longer an integer (a mean of raw values) in physical units.
+    public func scaled(_ raw: Double) -> Double { raw / gain }
 
     /// Looks a register up by its exact firmware name.
     public init?(name: String) {

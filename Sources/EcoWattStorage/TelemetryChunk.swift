@@ -78,7 +78,7 @@ public struct ChunkPacket: Sendable, Equatable {
     }
 
     /// `compressed / original`, as the device reports sizes.
-    public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
+    public var ratio: Double { DecodedPacket.ratio(compressed: compressedSize, original: originalSize) }
 
     /// A later upload decoded this packet (issue 15): it keeps the rows, drops the raw blob and the reason.
     public mutating func complete(with update: StreamUpdate) {

@@ -250,5 +250,5 @@ public struct OutboxPacket: Sendable, Equatable {
     }
 
     /// `compressed / original`, as the device reports sizes.
-    public var ratio: Double { originalSize > 0 ? Double(compressedSize) / Double(originalSize) : 0 }
+    public var ratio: Double { DecodedPacket.ratio(compressed: compressedSize, original: originalSize) }
 }

@@ -95,7 +95,7 @@ struct QueryRoutes {
         func scaled(_ pick: (RegisterStatistics) -> Double) -> JSONValue {
             .object(
                 rollup.registers.compactMap { entry in
-                    Register(rawValue: entry.register).map { ($0.name, .double($0.gain > 0 ? pick(entry) / $0.gain : pick(entry))) }
+                    Register(rawValue: entry.register).map { ($0.name, .double($0.scaled(pick(entry)))) }
                 }
             )
         }
