@@ -63,21 +63,29 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         }
         // A verified upload: the device leaves the pending set (caps never drop it from now on).
         if admission == "pending" { try Retention.leavePending(db, deviceID: device) }
+        // The time range the upload's own samples add, marked for the rollups in the same statement (?6, ?7: NULL when
+        // none; the device row is written here anyway, so a separate update per upload is not needed).
+        let sampleTimes = record.packets.lazy.filter { !$0.resend && $0.isDecoded }.flatMap(\.sampleTimesMs)
         // Anti-replay guard inside the transaction: the nonce must still be greater than the stored one.
         try db.cachedStatement(
             sql: """
                 INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state, admission,
-                  last_upload_ms, bound_address, bound_at_ms)
-                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified', ?2, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?2 END)
+                  last_upload_ms, bound_address, bound_at_ms, rollup_from_ms, rollup_to_ms)
+                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified', ?2, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?2 END, ?6, ?7)
                 ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
                   upload_count = upload_count + 1, last_nonce = excluded.last_nonce, stream_state = excluded.stream_state,
                   admission = CASE WHEN devices.admission = 'operator' THEN 'operator' ELSE 'verified' END,
                   last_upload_ms = excluded.last_upload_ms,
                   bound_address = coalesce(excluded.bound_address, devices.bound_address),
-                  bound_at_ms = coalesce(excluded.bound_at_ms, devices.bound_at_ms)
+                  bound_at_ms = coalesce(excluded.bound_at_ms, devices.bound_at_ms),
+                  rollup_from_ms = min(coalesce(devices.rollup_from_ms, ?6), coalesce(?6, devices.rollup_from_ms)),
+                  rollup_to_ms = max(coalesce(devices.rollup_to_ms, ?7), coalesce(?7, devices.rollup_to_ms))
                 WHERE devices.last_nonce IS NULL OR excluded.last_nonce > devices.last_nonce
                 """
-        ).execute(arguments: [device, now, Int64(record.nonce), Data(record.streamState.serialized), record.clientAddress])
+        ).execute(arguments: [
+            device, now, Int64(record.nonce), Data(record.streamState.serialized), record.clientAddress, sampleTimes.min(),
+            sampleTimes.max(),
+        ])
         if db.changesCount == 0 {
             let stored = try Int64.fetchOne(
                 db,
@@ -90,7 +98,6 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 stored: UInt32(truncatingIfNeeded: stored ?? 0)
             )
         }
-        var changedTimes: [Int64] = []
         for packet in record.packets where !packet.resend {
             let stored = ChunkPacket(packet, nonce: record.nonce, receivedAtMs: now)
             let appended = try TelemetryChunks.append(db, device: device, layout: packet.registerLayout, packet: stored, open: open)
@@ -99,9 +106,10 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             if !packet.isDecoded || packet.mayBeRetimed {
                 try TelemetryChunks.addReference(db, device: device, serial: packet.serial, packetID: appended.packetID)
             }
-            changedTimes += stored.sampleTimesMs
             if record.queueForFeed { try queueForFeed(db, packetID: appended.packetID) }
         }
+        // A packet an earlier upload stored, decoded or re-timed now: its old and new times (rare).
+        var changedTimes: [Int64] = []
         for update in record.updates {
             guard let completed = try TelemetryChunks.complete(db, device: device, update: update) else { continue }
             changedTimes += completed.times
