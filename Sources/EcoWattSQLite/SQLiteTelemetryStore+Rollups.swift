@@ -63,17 +63,10 @@ extension SQLiteTelemetryStore {
                 let device: String = mark["device_id"]
                 let plan = RollupRefreshRange(changedFrom: mark["rollup_from_ms"], changedTo: mark["rollup_to_ms"], floorMs: mark["rollup_floor_ms"])
                 let (from, to, end) = plan.map { ($0.from, $0.to, $0.end) } ?? (1, 0, 0)
-                var samples: [(time: Int64, layout: [Int], values: [UInt16])] = []
-                if from <= to {
-                    for chunk in try TelemetryChunks.overlapping(db, device: device, fromMs: from, toMs: to) {
-                        guard let stored = try TelemetryChunks.load(db, id: chunk.id) else { continue }
-                        for packet in stored.chunk.packets {
-                            for (values, time) in zip(packet.samples ?? [], packet.sampleTimesMs) where (from...to).contains(time) {
-                                samples.append((time, stored.chunk.layout, values))
-                            }
-                        }
-                    }
-                }
+                let samples =
+                    from <= to
+                    ? try TelemetryChunks.samples(db, device: device, fromMs: from, toMs: to, limit: .max)
+                        .map { (time: $0.timestampMs, layout: $0.registerLayout, values: $0.rawValues) } : []
                 var buckets: [RollupResolution: [Int64: TelemetryRollup]] = [:]
                 for resolution in RollupResolution.allCases { buckets[resolution] = TelemetryRollup.aggregate(samples, resolution: resolution) }
                 return (device, mark["upload_count"], from, to, end, buckets)

@@ -182,27 +182,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     }
 
     public func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow] {
-        try await database.pool.read { db in
-            // Each sample with where it is stored (packet id, row): samples of one time keep the order they were
-            // stored in.
-            var found: [(sample: SampleRow, packet: Int64, row: Int)] = []
-            for chunk in try TelemetryChunks.overlapping(db, device: deviceID, fromMs: fromMs, toMs: toMs) {
-                // Chunks come by their earliest time: once `limit` samples are found, a chunk starting after the
-                // limit-th earliest of them adds nothing.
-                if found.count >= limit, chunk.firstMs > found[limit - 1].sample.timestampMs { break }
-                guard let stored = try TelemetryChunks.load(db, id: chunk.id) else { continue }
-                for (place, packet) in stored.chunk.packets.enumerated() {
-                    let id = TelemetryChunks.packetID(chunk: stored.id, place: place)
-                    for (row, sample) in SampleRow.rows(of: packet, device: deviceID, layout: stored.chunk.layout).enumerated()
-                    where (fromMs...toMs).contains(sample.timestampMs) {
-                        found.append((sample, id, row))
-                    }
-                }
-                found.sort { ($0.sample.timestampMs, $0.packet, $0.row) < ($1.sample.timestampMs, $1.packet, $1.row) }
-                if found.count > limit { found.removeLast(found.count - limit) }
-            }
-            return found.map(\.sample)
-        }
+        try await database.pool.read { db in try TelemetryChunks.samples(db, device: deviceID, fromMs: fromMs, toMs: toMs, limit: limit) }
     }
 
     public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {

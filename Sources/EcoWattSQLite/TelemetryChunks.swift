@@ -100,6 +100,38 @@ enum TelemetryChunks {
     }
 }
 
+extension TelemetryChunks {
+    /// Samples of `device` in `[fromMs, toMs]`, oldest first, at most `limit` (the historical query, and the raw input of
+    /// a rollup refresh with no limit).
+    static func samples(_ db: Database, device: String, fromMs: Int64, toMs: Int64, limit: Int) throws -> [SampleRow] {
+        guard limit > 0, fromMs <= toMs else { return [] }
+        // Each sample with where it is stored (packet id, row): samples of one time keep the order they were stored in.
+        var found: [(sample: SampleRow, packet: Int64, row: Int)] = []
+        func settle() {
+            found.sort { ($0.sample.timestampMs, $0.packet, $0.row) < ($1.sample.timestampMs, $1.packet, $1.row) }
+            if found.count > limit { found.removeLast(found.count - limit) }
+        }
+        for chunk in try overlapping(db, device: device, fromMs: fromMs, toMs: toMs) {
+            // Chunks come by their earliest time: once `limit` samples are found, a chunk starting after the limit-th
+            // earliest of them adds nothing.
+            if found.count >= limit {
+                settle()
+                if chunk.firstMs > found[limit - 1].sample.timestampMs { break }
+            }
+            guard let stored = try load(db, id: chunk.id) else { continue }
+            for (place, packet) in stored.chunk.packets.enumerated() {
+                let id = packetID(chunk: stored.id, place: place)
+                for (row, sample) in SampleRow.rows(of: packet, device: device, layout: stored.chunk.layout).enumerated()
+                where (fromMs...toMs).contains(sample.timestampMs) {
+                    found.append((sample, id, row))
+                }
+            }
+        }
+        settle()
+        return found.map(\.sample)
+    }
+}
+
 extension SampleRow {
     /// The samples of a stored packet.
     static func rows(of packet: ChunkPacket, device: String, layout: [Int]) -> [SampleRow] {

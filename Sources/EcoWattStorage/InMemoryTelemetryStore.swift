@@ -152,7 +152,8 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
     }
 
     public func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow] {
-        state.withLock { state in
+        guard limit > 0, fromMs <= toMs else { return [] }
+        return state.withLock { state in
             Array(
                 (state.samples[deviceID] ?? []).filter { (fromMs...toMs).contains($0.timestampMs) }
                     .sorted { $0.timestampMs < $1.timestampMs }.prefix(limit)

@@ -42,6 +42,8 @@ import Testing
             #expect(window.count == 121)
             let limited = try await store.samples(deviceID: "H-1", fromMs: 2_000_000, toMs: .max, limit: 5)
             #expect(limited.map(\.timestampMs) == Array(window.prefix(5).map(\.timestampMs)))
+            #expect(try await store.samples(deviceID: "H-1", fromMs: 2_600_000, toMs: 2_000_000, limit: 10).isEmpty, "a reversed range")
+            #expect(try await store.samples(deviceID: "H-1", fromMs: 0, toMs: .max, limit: 0).isEmpty)
             #expect(try await store.latestSample(deviceID: "H-1")?.timestampMs == 1_000_000 + 399 * 15_000)
             #expect(try await store.packets(deviceID: "H-1", limit: 3).map(\.nonce) == [400, 399, 398])
             #expect(Set(try await store.packets(deviceID: "H-1", limit: 1_000).map(\.id)).count == 400)
