@@ -9,10 +9,11 @@ public enum RollupResolution: String, Sendable, CaseIterable, Codable {
         }
     }
 
-    /// The start of the bucket `time` falls in (floor, also for times before 1970).
+    /// The start of the bucket `time` falls in (floor, also for times before 1970). Sample times come from devices:
+    /// the first bucket before `Int64.min` wraps instead of trapping.
     public func bucket(of time: Int64) -> Int64 {
         let (quotient, remainder) = time.quotientAndRemainder(dividingBy: milliseconds)
-        return (remainder < 0 ? quotient - 1 : quotient) * milliseconds
+        return (remainder < 0 ? quotient - 1 : quotient) &* milliseconds
     }
 }
 

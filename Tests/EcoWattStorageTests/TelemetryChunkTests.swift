@@ -128,4 +128,12 @@ import Testing
         #expect(!chunk.accepts(hostile, layout: Self.layout, encodedSize: size))
         #expect(!TelemetryChunk(layout: Self.layout).accepts(first, layout: Self.layout, encodedSize: 0))
     }
+
+    @Test func rollupBucketsFloorEveryTimeWithoutTrapping() {
+        #expect(RollupResolution.minute.bucket(of: -1) == -60_000)
+        #expect(RollupResolution.hour.bucket(of: 7_199_999) == 3_600_000)
+        for time in [Int64.min, Int64.min + 1, Int64.max, 0] {
+            for resolution in RollupResolution.allCases { _ = resolution.bucket(of: time) }  // a trap would end the test run
+        }
+    }
 }
