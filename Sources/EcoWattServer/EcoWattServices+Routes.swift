@@ -16,7 +16,7 @@ extension EcoWattServices {
             ingest: ingest,
             boot: boot,
             access: access,
-            offlineAfterMs: Int64(configuration.deviceOfflineAfterSeconds) * 1000,
+            offlineAfterMs: Int64(configuration.devices.offlineAfterSeconds) * 1000,
             clock: clock
         )
         let commandRoutes = CommandRoutes(commands: commands, access: access, clock: clock)
@@ -32,7 +32,7 @@ extension EcoWattServices {
             ota: ota,
             boot: boot,
             access: access,
-            maxFirmwareBytes: configuration.maxFirmwareBytes
+            maxFirmwareBytes: configuration.ota.maxFirmwareBytes
         )
         let health = HealthRoutes(writer: writer, ota: ota, fleetKey: fleetKey, feed: feed)
         let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
@@ -45,7 +45,7 @@ extension EcoWattServices {
             activity: activity,
             boot: boot,
             access: access,
-            maxBodyBytes: configuration.maxBodyBytes,
+            maxBodyBytes: configuration.http.maxBodyBytes,
             clock: clock
         )
         .register(on: deviceRouter)

@@ -46,23 +46,23 @@ public struct EcoWattServices: Sendable {
     ) async throws -> EcoWattServices {
         // Files private to the server's user; then one server per data directory, before anything opens a file there.
         PrivateFiles.restrictNewFiles()
-        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let lock = try DataDirectoryLock(directory: configuration.dataDirectory)
-        for directory in [configuration.firmwareDirectory, configuration.diagnosticsDirectory] {
+        try FileManager.default.createDirectory(atPath: configuration.storage.dataDirectory, withIntermediateDirectories: true)
+        let lock = try DataDirectoryLock(directory: configuration.storage.dataDirectory)
+        for directory in [configuration.ota.firmwareDirectory, configuration.diagnostics.directory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         PrivateFiles.tighten(
-            [configuration.dataDirectory, configuration.keysDirectory, configuration.diagnosticsDirectory],
+            [configuration.storage.dataDirectory, configuration.security.keysDirectory, configuration.diagnostics.directory],
             logger: logger
         )
-        let database = try EcoWattDatabase(path: configuration.databasePath, durability: configuration.durability)
+        let database = try EcoWattDatabase(path: configuration.storage.databasePath, durability: configuration.storage.durability)
         try database.recountPendingDevices()
         let writer = GroupCommitWriter(database: database, logger: logger)
         let store = SQLiteTelemetryStore(database: database, writer: writer)
-        guard let fleetKey = HexCoding.decode(configuration.fleetKeyHex) else {
+        guard let fleetKey = HexCoding.decode(configuration.security.fleetKeyHex) else {
             throw ConfigurationError.invalid("fleet_key is not hex")
         }
-        let fleetKeyNotice = FleetKeyNotice(keyHex: configuration.fleetKeyHex)
+        let fleetKeyNotice = FleetKeyNotice(keyHex: configuration.security.fleetKeyHex)
         try fleetKeyNotice.announce(database: database, logger: logger)
         let metrics = ServerMetrics()
         let faults = FaultInjector(enabled: configuration.faultInjection)
@@ -72,9 +72,9 @@ public struct EcoWattServices: Sendable {
         let clientErrors = RateLimitedLog(logger: logger, what: "client errors", interval: logInterval, burst: limits.clientErrorLogBurst)
         let deviceEvents = RateLimitedLog(logger: logger, what: "device events", interval: logInterval, burst: limits.clientErrorLogBurst)
         let diagnostics = DiagnosticsService(
-            directory: configuration.diagnosticsDirectory,
-            maxFileBytes: configuration.diagnosticsMaxFileBytes,
-            retainedFiles: configuration.diagnosticsRetainedFiles,
+            directory: configuration.diagnostics.directory,
+            maxFileBytes: configuration.diagnostics.maxFileBytes,
+            retainedFiles: configuration.diagnostics.retainedFiles,
             totalBytes: limits.diagnosticsTotalBytes
         )
         let feed = try await MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger, waitForListener: true)
@@ -92,15 +92,15 @@ public struct EcoWattServices: Sendable {
         let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics)
         let commands = try await CommandService(
             store: devices,
-            resultTimeoutSeconds: configuration.commandResultTimeoutSeconds,
-            maxPending: configuration.maxPendingCommands,
+            resultTimeoutSeconds: configuration.commands.resultTimeoutSeconds,
+            maxPending: configuration.commands.maxPending,
             logger: logger,
             clock: clock
         )
-        let keyRing = FirmwareKeyRing(directory: configuration.keysDirectory, logger: logger)
+        let keyRing = FirmwareKeyRing(directory: configuration.security.keysDirectory, logger: logger)
         let ota = try await OTAService(
             store: devices,
-            catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.firmwareDirectory), keyRing: keyRing),
+            catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.ota.firmwareDirectory), keyRing: keyRing),
             logger: logger,
             clock: clock,
             metrics: metrics,
@@ -111,13 +111,13 @@ public struct EcoWattServices: Sendable {
         )
         // Unsigned device requests are honoured from the address of the device's verified uploads (issue 14).
         let binding = DeviceBinding(
-            policy: configuration.deviceBinding,
+            policy: configuration.security.deviceBinding,
             windowSeconds: limits.bindingWindowSeconds,
             bindings: try await devices.bindings()
         )
         let access = DeviceAccess(
             binding: binding,
-            addresses: ClientAddressResolver(trustedProxies: configuration.trustedProxies, header: configuration.forwardedHeader),
+            addresses: ClientAddressResolver(trustedProxies: configuration.http.trustedProxies, header: configuration.http.forwardedHeader),
             activity: activity,
             clock: clock
         )
@@ -146,7 +146,7 @@ public struct EcoWattServices: Sendable {
                 metrics.increment("ecowatt_pending_devices_evicted_total", by: ids.count)
             }
         }
-        let offlineAfterMs = Int64(configuration.deviceOfflineAfterSeconds) * 1000
+        let offlineAfterMs = Int64(configuration.devices.offlineAfterSeconds) * 1000
         metrics.sample("ecowatt_devices_online") { Double(activity.activeCount(sinceMs: clock() - offlineAfterMs)) }
         metrics.sample("ecowatt_ota_active_sessions") { Double(ota.activeSessionCount) }
         metrics.sample("ecowatt_mqtt_backlog") { Double(feed.status.backlog) }
@@ -154,14 +154,14 @@ public struct EcoWattServices: Sendable {
         metrics.sample("ecowatt_devices_known") { Double(activity.counts.known) }
         metrics.sample("ecowatt_devices_bound") { Double(binding.boundCount(nowMs: clock())) }
         metrics.set("ecowatt_fleet_key_public", fleetKeyNotice.isPublic ? 1 : 0)
-        let (token, created) = try OperatorToken.loadOrCreate(path: configuration.operatorTokenPath)
+        let (token, created) = try OperatorToken.loadOrCreate(path: configuration.security.operatorTokenPath)
         if created {
             logger.notice(
                 "generated operator API token",
-                metadata: ["path": "\(configuration.operatorTokenPath)"]
+                metadata: ["path": "\(configuration.security.operatorTokenPath)"]
             )
         } else {
-            logger.info("operator API token loaded", metadata: ["path": "\(configuration.operatorTokenPath)"])
+            logger.info("operator API token loaded", metadata: ["path": "\(configuration.security.operatorTokenPath)"])
         }
 
         return EcoWattServices(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Configuration
 import EcoWattServer
 import Foundation
 import Hummingbird
@@ -39,6 +40,8 @@ struct ServeCommand: AsyncParsableCommand {
     var faultInjection = false
     @Flag(help: "Print the effective configuration, each value with its source (default, file, environment, flag), and exit.")
     var printConfig = false
+    @Flag(help: "Print the configuration reference (Markdown, as in the README) from the declared settings, and exit.")
+    var printReference = false
     @Option(
         name: .customLong("limit"),
         help: "A limit as key=value, repeatable (env ECOWATT_LIMITS_<KEY>; the README lists them), e.g. --limit max_connections=2000."
@@ -46,33 +49,35 @@ struct ServeCommand: AsyncParsableCommand {
     var limits: [String] = []
 
     func run() async throws {
-        var flags = ServerConfiguration.Layer()
-        flags.host = host
-        flags.port = port
-        flags.operatorHost = operatorHost
-        flags.operatorPort = operatorPort
-        flags.tlsCertFile = tlsCertFile
-        flags.tlsKeyFile = tlsKeyFile
-        flags.dataDirectory = dataDir
-        flags.keysDirectory = keysDir
-        flags.firmwareDirectory = firmwareDir
-        flags.diagnosticsDirectory = diagnosticsDir
-        flags.logLevel = logLevel
-        flags.durability = durability
-        flags.maxBodyBytes = maxBodyBytes
-        flags.faultInjection = faultInjection ? true : nil
-        var limitFlags: [String: Int] = [:]
+        if printReference {
+            print(ServerConfiguration.referenceHead)
+            print(ServerConfiguration.referenceRows.joined(separator: "\n"))
+            return
+        }
+        // Flags by setting key (``ServerConfiguration/settings``); they override the file and the environment.
+        var flags: [String: ConfigValue] = [:]
+        let texts: [(String, String?)] = [
+            ("host", host), ("operator_host", operatorHost), ("tls_cert_file", tlsCertFile), ("tls_key_file", tlsKeyFile),
+            ("data_dir", dataDir), ("keys_dir", keysDir), ("firmware_dir", firmwareDir), ("diagnostics_dir", diagnosticsDir),
+            ("log_level", logLevel), ("durability", durability),
+        ]
+        for case (let key, let value?) in texts { flags[key] = ConfigValue(.string(value), isSecret: false) }
+        let numbers: [(String, Int?)] = [("port", port), ("operator_port", operatorPort), ("max_body_bytes", maxBodyBytes)]
+        for case (let key, let value?) in numbers { flags[key] = ConfigValue(.int(value), isSecret: false) }
+        if faultInjection { flags["fault_injection"] = ConfigValue(.bool(true), isSecret: false) }
         for text in limits {
             let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, let value = Int(parts[1]) else {
                 throw ValidationError("--limit takes key=value with an integer value, not '\(text)'")
             }
-            limitFlags[parts[0]] = value
+            guard ServerLimits.setting(parts[0]) != nil else {
+                throw ValidationError("--limit: unknown limit '\(parts[0])' (the README lists them)")
+            }
+            flags["limits." + parts[0]] = ConfigValue(.int(value), isSecret: false)
         }
-        flags.limits = limitFlags.isEmpty ? nil : limitFlags
         if printConfig {
             do {
-                print(try ServerConfiguration.describe(configFile: config, environment: ProcessInfo.processInfo.environment, flags: flags))
+                print(try await ServerConfiguration.describe(configFile: config, environment: ProcessInfo.processInfo.environment, flags: flags))
             } catch {
                 throw ValidationError(error.message)
             }
@@ -80,7 +85,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let configuration: ServerConfiguration
         do {
-            configuration = try ServerConfiguration.load(
+            configuration = try await ServerConfiguration.load(
                 configFile: config,
                 environment: ProcessInfo.processInfo.environment,
                 flags: flags
@@ -109,10 +114,10 @@ struct ServeCommand: AsyncParsableCommand {
             "EcoWatt Cloud starting",
             metadata: [
                 "version": "\(BuildInfo.description)",
-                "address": "\(configuration.host):\(configuration.port)",
-                "operator_address": "\(configuration.operatorPort.map { "\(configuration.operatorHost):\($0)" } ?? "same as devices")",
-                "database": "\(configuration.databasePath)",
-                "durability": "\(configuration.durability.rawValue)",
+                "address": "\(configuration.http.host):\(configuration.http.port)",
+                "operator_address": "\(configuration.http.operatorPort.map { "\(configuration.http.operatorHost):\($0)" } ?? "same as devices")",
+                "database": "\(configuration.storage.databasePath)",
+                "durability": "\(configuration.storage.durability.rawValue)",
                 "fleet_key": "\(server.fleetKey.isPublic ? "public default" : "private \(server.fleetKey.fingerprint)")",
             ]
         )
@@ -122,7 +127,10 @@ struct ServeCommand: AsyncParsableCommand {
             throw Self.fail(logger, error.description)
         } catch let error as IOError {
             // The device listener's bind (the operator listener's failures arrive as ListenerError).
-            throw Self.fail(logger, ListenerError(address: "\(configuration.host):\(configuration.port)", underlying: "\(error)").description)
+            throw Self.fail(
+                logger,
+                ListenerError(address: "\(configuration.http.host):\(configuration.http.port)", underlying: "\(error)").description
+            )
         }
         try server.database.close()
         server.lock.release()

@@ -52,7 +52,7 @@ import _CryptoExtras
 
     /// Prepares the vectors into the server's firmware directory as `ecowatt firmware prepare` would (fixed IV).
     static func install(_ vectors: [Vector], keys: FirmwareKeys, into test: TestServer) throws {
-        let directory = FirmwareDirectory(path: test.server.configuration.firmwareDirectory)
+        let directory = FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory)
         for vector in vectors {
             try directory.save(
                 FirmwarePreparer.prepare(
@@ -201,7 +201,7 @@ import _CryptoExtras
                 let deviceID = "OTA-\(index)"
                 // The stored manifest is served byte for byte and carries every field of the vector.
                 let manifest = try await client.execute(uri: "/ota/firmware/\(vector.version)/manifest", method: .get, headers: test.operatorHeaders)
-                let path = FirmwareDirectory(path: test.server.configuration.firmwareDirectory).manifestPath(vector.version)
+                let path = FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory).manifestPath(vector.version)
                 #expect(Array(manifest.body.readableBytesView) == Array(FileManager.default.contents(atPath: path)!))
                 let served = Self.members(try JSONParser.parse(Array(manifest.body.readableBytesView)))
                 for (key, value) in Self.members(vector.manifest) { #expect(served[key] == value, "manifest \(key)") }
@@ -440,7 +440,7 @@ import _CryptoExtras
 
     @Test func operatorsUploadDeployAndDeleteFirmware() async throws {
         let test = try await TestServer()
-        let keys = try FirmwareKeys(directory: test.server.configuration.keysDirectory)  // generated at start
+        let keys = try FirmwareKeys(directory: test.server.configuration.security.keysDirectory)  // generated at start
         let image = [0xE9] + (1..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         try await test.run { client in
             let boundary = "ecowatt-\(UUID().uuidString)"
@@ -486,7 +486,7 @@ import _CryptoExtras
             let deleted = try await client.execute(uri: "/ota/firmware/2.0.0", method: .delete, headers: test.operatorHeaders)
             #expect(deleted.status == .ok)
             #expect((deleted.json["removed"] as? [String])?.count == 2)
-            #expect(FirmwareDirectory(path: test.server.configuration.firmwareDirectory).versions().isEmpty)
+            #expect(FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory).versions().isEmpty)
             #expect(try await client.execute(uri: "/ota/firmware/2.0.0/manifest", method: .get, headers: test.operatorHeaders).status == .notFound)
             #expect(try await client.operatorJSON(.post, "/ota/deployments", #"{"version":"2.0.0"}"#, server: test).status == .notFound)
         }

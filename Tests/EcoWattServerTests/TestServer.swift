@@ -1,3 +1,4 @@
+import Configuration
 import EcoWattProtocol
 import EcoWattServer
 import FirmwareImage
@@ -41,29 +42,29 @@ final class TestServer: Sendable {
         ownsDirectory = directory == nil
         self.directory =
             directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-test-\(UUID().uuidString)")
-        var flags = ServerConfiguration.Layer()
-        flags.host = "127.0.0.1"
-        flags.port = 0
         let directory = self.directory
-        flags.dataDirectory = directory.appendingPathComponent("data").path
-        flags.keysDirectory = directory.appendingPathComponent("keys").path
-        flags.firmwareDirectory = directory.appendingPathComponent("firmware").path
-        flags.diagnosticsDirectory = directory.appendingPathComponent("diagnostics").path
-        flags.durability = durability
-        flags.commandResultTimeoutSeconds = commandResultTimeoutSeconds
-        flags.faultInjection = faultInjection
-        flags.diagnosticsMaxFileBytes = diagnosticsMaxFileBytes
-        flags.diagnosticsRetainedFiles = diagnosticsRetainedFiles
-        // The MQTT feed only when a test brings its own broker.
-        flags.mqttEnabled = mqttPort != nil
-        flags.mqttPort = mqttPort
-        flags.mqttOutboxMaxMessages = mqttOutboxLimit
-        flags.mqttClientID = "ecowatt-test-\(UUID().uuidString.prefix(8))"
-        flags.limits = limits
-        flags.deviceBinding = deviceBinding
-        let configuration = try ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
-        if !FirmwareKeys.anyExist(in: configuration.keysDirectory) {
-            try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.keysDirectory)
+        var flags: [String: ConfigValue] = [
+            "host": "127.0.0.1", "port": 0,
+            "data_dir": .init(.string(directory.appendingPathComponent("data").path), isSecret: false),
+            "keys_dir": .init(.string(directory.appendingPathComponent("keys").path), isSecret: false),
+            "firmware_dir": .init(.string(directory.appendingPathComponent("firmware").path), isSecret: false),
+            "diagnostics_dir": .init(.string(directory.appendingPathComponent("diagnostics").path), isSecret: false),
+            // The MQTT feed only when a test brings its own broker.
+            "mqtt_enabled": .init(.bool(mqttPort != nil), isSecret: false),
+            "mqtt_client_id": .init(.string("ecowatt-test-\(UUID().uuidString.prefix(8))"), isSecret: false),
+        ]
+        let texts: [(String, String?)] = [("durability", durability), ("device_binding", deviceBinding)]
+        for case (let key, let value?) in texts { flags[key] = .init(.string(value), isSecret: false) }
+        let numbers: [(String, Int?)] = [
+            ("command_result_timeout_seconds", commandResultTimeoutSeconds), ("diagnostics_max_file_bytes", diagnosticsMaxFileBytes),
+            ("diagnostics_retained_files", diagnosticsRetainedFiles), ("mqtt_port", mqttPort), ("mqtt_outbox_max_messages", mqttOutboxLimit),
+        ]
+        for case (let key, let value?) in numbers { flags[key] = .init(.int(value), isSecret: false) }
+        if let faultInjection { flags["fault_injection"] = .init(.bool(faultInjection), isSecret: false) }
+        for (key, value) in limits ?? [:] { flags["limits." + key] = .init(.int(value), isSecret: false) }
+        let configuration = try await ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
+        if !FirmwareKeys.anyExist(in: configuration.security.keysDirectory) {
+            try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.security.keysDirectory)
         }
         var logger = Logger(label: "test")
         logger.logLevel = ProcessInfo.processInfo.environment["ECOWATT_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning

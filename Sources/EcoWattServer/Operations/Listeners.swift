@@ -14,12 +14,12 @@ struct Listeners: Sendable {
     let logger: Logger
     /// The certificate and key of the TLS listener, reloaded on SIGHUP.
     let tls: TLSCertificates?
-    var separateOperator: Bool { configuration.operatorPort != nil }
+    var separateOperator: Bool { configuration.http.operatorPort != nil }
 
     init(configuration: ServerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        switch (configuration.tlsCertFile, configuration.tlsKeyFile) {
+        switch (configuration.http.tlsCertFile, configuration.http.tlsKeyFile) {
         case (let cert?, let key?):
             do {
                 tls = try TLSCertificates(certificatePath: cert, keyPath: key)
@@ -29,12 +29,12 @@ struct Listeners: Sendable {
         case (nil, nil): tls = nil
         default: throw ConfigurationError.invalid("tls_cert_file and tls_key_file go together")
         }
-        let operatorHost = separateOperator ? configuration.operatorHost : configuration.host
+        let operatorHost = separateOperator ? configuration.http.operatorHost : configuration.http.host
         if tls == nil, !Self.isLoopback(operatorHost) {
             logger.warning(
                 "operator routes are served over plain HTTP on a non-loopback address: the operator token crosses the network in clear",
                 metadata: [
-                    "address": "\(operatorHost):\(configuration.operatorPort ?? configuration.port)",
+                    "address": "\(operatorHost):\(configuration.http.operatorPort ?? configuration.http.port)",
                     "advice": "set operator_port with operator_host 127.0.0.1 (reach it over SSH or a TLS proxy), or tls_cert_file and tls_key_file",
                 ]
             )
@@ -71,13 +71,13 @@ struct Listeners: Sendable {
         metrics: ServerMetrics,
         onListening: @escaping @Sendable () -> Void
     ) throws -> Application<RouterResponder<EcoWattRequestContext>> {
-        let address = "\(configuration.host):\(configuration.port)"
+        let address = "\(configuration.http.host):\(configuration.http.port)"
         let logger = logger
         return Application(
             router: router,
             server: try server(metrics: metrics, tls: separateOperator ? nil : tls, name: "device"),
             configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port),
+                address: .hostname(configuration.http.host, port: configuration.http.port),
                 serverName: "EcoWattCloud",
                 backlog: 1024
             ),
@@ -92,13 +92,13 @@ struct Listeners: Sendable {
     /// The operator listener (`operator_host`:`operator_port`), a service of the device application. A bind failure
     /// names its address.
     func operatorApplication(router: Router<EcoWattRequestContext>, metrics: ServerMetrics) throws -> some Service {
-        let port = configuration.operatorPort ?? 0
-        let address = "\(configuration.operatorHost):\(port)"
+        let port = configuration.http.operatorPort ?? 0
+        let address = "\(configuration.http.operatorHost):\(port)"
         let logger = logger
         let application = Application(
             router: router,
             server: try server(metrics: metrics, tls: tls, name: "operator"),
-            configuration: .init(address: .hostname(configuration.operatorHost, port: port), serverName: "EcoWattCloud"),
+            configuration: .init(address: .hostname(configuration.http.operatorHost, port: port), serverName: "EcoWattCloud"),
             onServerRunning: { _ in
                 logger.notice(
                     "listening",

@@ -135,13 +135,4 @@ public struct ServerLimits: Sendable, Equatable {
     public func value(_ key: String) -> Int? {
         Self.setting(key).map { self[keyPath: $0.path] }
     }
-
-    /// Sets `key`, refusing unknown keys and values outside the setting's range.
-    public mutating func set(_ key: String, _ value: Int) throws(ConfigurationError) {
-        guard let setting = Self.setting(key) else {
-            throw .invalid("unknown limit '\(key)' (one of \(Self.settings.map(\.key).joined(separator: ", ")))")
-        }
-        guard setting.range.contains(value) else { throw .invalid("limit \(key) must be in \(setting.range)") }
-        self[keyPath: setting.path] = value
-    }
 }

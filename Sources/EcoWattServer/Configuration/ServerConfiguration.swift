@@ -1,0 +1,96 @@
+import EcoWattProtocol
+import EcoWattSQLite
+import EcoWattStorage
+import Foundation
+import MQTTBridge
+
+/// Every setting of `ecowatt serve`, nested by concern. The keys, environment variables, ranges and help of the
+/// settings are declared once, in ``settings``; ``load(configFile:environment:flags:)`` reads them through
+/// swift-configuration: defaults < config file < `ECOWATT_*` environment < command-line flags.
+public struct ServerConfiguration: Sendable, Equatable {
+    /// The listeners.
+    public struct HTTP: Sendable, Equatable {
+        public var host = "0.0.0.0"
+        /// The firmware's 5001 by default.
+        public var port = 5001
+        public var operatorHost = "127.0.0.1"
+        /// `nil`: operator routes on the device port.
+        public var operatorPort: Int? = nil
+        public var tlsCertFile: String? = nil
+        public var tlsKeyFile: String? = nil
+        public var maxBodyBytes = 64 * 1024
+        public var trustedProxies: [String] = []
+        public var forwardedHeader = "X-Forwarded-For"
+    }
+
+    /// The database.
+    public struct Storage: Sendable, Equatable {
+        public var dataDirectory = "./data"
+        public var durability = Durability.normal
+        /// The SQLite file inside ``dataDirectory``.
+        public var databasePath: String { EcoWattDatabase.path(inDirectory: dataDirectory) }
+    }
+
+    /// Keys and what an unsigned device request may do.
+    public struct Security: Sendable, Equatable {
+        public var keysDirectory = "./keys"
+        public var fleetKeyHex = FleetKey.firmwareDefaultHex
+        public var deviceBinding = DeviceBinding.Policy.address
+        /// The operator bearer token file inside ``keysDirectory``.
+        public var operatorTokenPath: String { (keysDirectory as NSString).appendingPathComponent("operator_token") }
+    }
+
+    /// The device registry.
+    public struct Devices: Sendable, Equatable {
+        public var offlineAfterSeconds = 120
+    }
+
+    /// Command queues.
+    public struct Commands: Sendable, Equatable {
+        public var resultTimeoutSeconds = 60
+        public var maxPending = 100
+    }
+
+    /// Firmware images.
+    public struct OTA: Sendable, Equatable {
+        public var firmwareDirectory = "./firmware"
+        public var maxFirmwareBytes = 8 * 1024 * 1024
+    }
+
+    /// Diagnostics JSONL files.
+    public struct Diagnostics: Sendable, Equatable {
+        public var directory = "./diagnostics_data"
+        public var maxFileBytes = 4 * 1024 * 1024
+        public var retainedFiles = 5
+    }
+
+    public var http = HTTP()
+    public var storage = Storage()
+    public var security = Security()
+    public var devices = Devices()
+    public var commands = Commands()
+    public var ota = OTA()
+    public var diagnostics = Diagnostics()
+    /// The MQTT feed.
+    public var mqtt = MQTTPublisher.Configuration()
+    /// Caps on stored rows, memory, connections and logging.
+    public var limits = ServerLimits()
+    public var logLevel = "info"
+    public var faultInjection = false
+
+    public init() {}
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+}
+
+/// A configuration value that cannot be used.
+public enum ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalid(String)
+
+    public var message: String {
+        switch self {
+        case .invalid(let message): message
+        }
+    }
+    public var description: String { message }
+}
