@@ -38,7 +38,7 @@ struct DecodeCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "ecowatt.decode")
         logger.logLevel = .warning
-        let ingest = IngestService(store: InMemoryTelemetryStore(), fleetKey: .init(data: keyBytes), logger: logger)
+        let ingest = IngestService(store: InMemoryStore(), fleetKey: .init(data: keyBytes), logger: logger)
         /// Every stored packet by serial: where it came from and its values (a packet that waited for its predecessors
         /// gets them from a later upload).
         var results: [(deviceID: String, serial: Int64, seq: Int, index: Int, samples: [[UInt16]]?, why: String)] = []

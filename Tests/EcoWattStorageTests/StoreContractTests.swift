@@ -17,7 +17,7 @@ import Testing
     static func withStore(_ backend: Backend, _ body: (any TelemetryStore & OutboxStore) async throws -> Void) async throws {
         switch backend {
         case .memory:
-            try await body(InMemoryTelemetryStore())
+            try await body(InMemoryStore())
         case .sqlite:
             try await withSQLite { database, writer in try await body(SQLiteTelemetryStore(database: database, writer: writer)) }
         }
@@ -200,7 +200,7 @@ import Testing
         retention.heldMessages = RowCap(perDevice: 2, total: 4)
         switch backend {
         case .memory:
-            let store = InMemoryTelemetryStore(retention: retention)
+            let store = InMemoryStore(retention: retention)
             try await body(store, store)
         case .sqlite:
             try await withSQLite { database, writer in

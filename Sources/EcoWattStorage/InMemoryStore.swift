@@ -1,9 +1,9 @@
 import EcoWattProtocol
 import Synchronization
 
-/// A ``TelemetryStore``, ``OutboxStore`` and ``BindingStore`` kept in memory: the same ingest pipeline without a database (`ecowatt
-/// decode`, tests). It passes the same contract suite as the SQLite store (`EcoWattStorageTests`).
-public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingStore {
+/// Every store protocol kept in memory, under one lock as one database: the same server without a database (`ecowatt
+/// decode`, tests). It passes the same contract suites as the SQLite stores (`EcoWattStorageTests`).
+public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore {
     struct State {
         var nonces: [String: UInt32] = [:]
         var streams: [String: DeviceStreamState] = [:]
@@ -30,6 +30,9 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
         var changed: [String: ClosedRange<Int64>] = [:]
         var rollupFloors: [String: Int64] = [:]
 
+        /// The registry, commands, configuration, reports and OTA (``InMemoryStore`` as ``DeviceRegistryStore`` …).
+        var registry = RegistryTables()
+
         mutating func markChanged(_ device: String, times: [Int64]) {
             guard let low = times.min(), let high = times.max() else { return }
             let old = changed[device] ?? low...high
@@ -43,11 +46,14 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
     }
 
     let state = Mutex(State())
-    private let heldCap: RowCap
+    let retention: RetentionPolicy
+    /// Told (after the change) which ids got a registry row and which pending devices the caps dropped.
+    public let events: RegistryEvents
 
-    /// - Parameter retention: the caps on held messages (per device and in total), as the SQLite store keeps them.
-    public init(retention: RetentionPolicy = RetentionPolicy()) {
-        heldCap = retention.heldMessages
+    /// - Parameter retention: the caps on rows and pending devices, as the SQLite store keeps them.
+    public init(retention: RetentionPolicy = RetentionPolicy(), events: RegistryEvents = RegistryEvents()) {
+        self.retention = retention
+        self.events = events
     }
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
@@ -63,6 +69,7 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
                 }
                 state.nonces[device] = record.nonce
                 state.streams[device] = record.streamState
+                state.registry.uploaded(record)
                 if let address = record.clientAddress {
                     state.bindings[device] = DeviceBindingRecord(address: address, atMs: record.receivedAtMs)
                 }
@@ -141,7 +148,12 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
         return .settled(.success(()))
     }
 
-    public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {}
+    public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {
+        state.withLock { state in
+            state.registry.devices[deviceID]?.nonceJumpsRefused += 1
+            state.registry.devices[deviceID]?.lastRefusedNonce = Int64(nonce)
+        }
+    }
 
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
         .settled(.success(state.withLock { $0.nonces.removeValue(forKey: deviceID) != nil }))
@@ -214,23 +226,17 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
     }
 
     public func hold(_ message: HeldMessage) async throws -> HeldMessage {
-        let cap = heldCap
+        let cap = retention.heldMessages
         return state.withLock { state in
             state.held.removeAll { $0.deviceID == message.deviceID && $0.address == message.address && $0.kind == message.kind }
             var stored = message
             stored.id = state.nextHeldID
             state.nextHeldID += 1
             state.held.append(stored)
-            // The device's newest `perDevice`; then, past the total, the oldest overall and a tenth of the cap more
-            // (as the SQLite ledger trims, so that a table at its cap is not trimmed on every insert).
-            let mine = state.held.filter { $0.deviceID == message.deviceID }
-            if mine.count > cap.perDevice {
-                let drop = Set(mine.prefix(mine.count - cap.perDevice).map(\.id))
-                state.held.removeAll { drop.contains($0.id) }
-            }
-            if state.held.count > cap.total {
-                state.held.removeFirst(min(state.held.count, state.held.count - cap.total + max(1, cap.total / 10)))
-            }
+            let dropped =
+                RegistryTables.trim(&state.held, keep: cap.perDevice) { $0.deviceID == message.deviceID }
+                + RegistryTables.trimTotal(&state.held, total: cap.total)
+            state.registry.dropped(.heldMessages, dropped)
             return stored
         }
     }
@@ -241,7 +247,7 @@ public final class InMemoryTelemetryStore: TelemetryStore, OutboxStore, BindingS
     }
 }
 
-extension InMemoryTelemetryStore.State {
+extension InMemoryStore.State {
     mutating func append(_ rows: [[UInt16]], times: [Int64], of packet: DecodedPacket, device: String, packetID: Int64) {
         for (row, time) in zip(rows, times) {
             packetSamples[packetID, default: []].append(samples[device]?.count ?? 0)

@@ -1,4 +1,4 @@
-extension InMemoryTelemetryStore {
+extension InMemoryStore {
     public func rollups(
         deviceID: String,
         resolution: RollupResolution,
