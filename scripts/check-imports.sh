@@ -13,4 +13,16 @@ if grep -rlE '^(@testable )?import GRDB' Sources/EcoWattStorage >/dev/null 2>&1;
     echo "error: EcoWattStorage must not import GRDB" >&2
     exit 1
 fi
+# Routes and services see the store protocols (and services, for routes), never the SQLite implementation: only the
+# composition root and the operations that are about the SQLite file itself import EcoWattSQLite.
+sqlite_users=$(grep -rlE '^import EcoWattSQLite' Sources/EcoWattServer/Routes Sources/EcoWattServer/Services Sources/EcoWattServer/Binding/DeviceBinding.swift Sources/EcoWattServer/Binding/BootMessages.swift || true)
+if [ -n "$sqlite_users" ]; then
+    echo "error: routes or services import EcoWattSQLite:" >&2
+    echo "$sqlite_users" >&2
+    exit 1
+fi
+if grep -rnE 'any (TelemetryStore|DeviceRegistryStore|CommandStore|ConfigStore|ReportStore|OTAStore|BindingStore)|Store\b.*: *SQLite' Sources/EcoWattServer/Routes >/dev/null; then
+    echo "error: a route takes a store; routes call services" >&2
+    exit 1
+fi
 echo "GRDB is imported only by EcoWattSQLite ($(grep -rlE '^import GRDB' Sources/EcoWattSQLite | wc -l) files) and its tests"

@@ -14,7 +14,7 @@ import Synchronization
 /// One writer commits everything in submission order, which is more than the storage contract asks: the contract is
 /// per device (one device's writes in submission order), so that a backend with several writers (PostgreSQL, several
 /// instances) can keep it with the nonce check in its transactions.
-public final class GroupCommitWriter: Service, Sendable {
+public final class GroupCommitWriter: Service, StorageProbe {
     private let database: EcoWattDatabase
     private let maxBatch: Int
     private let logger: Logger

@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Foundation
 import Hummingbird
@@ -10,21 +9,27 @@ extension EcoWattServices {
     func buildRouters(
         listeners: Listeners
     ) -> (devices: Router<EcoWattRequestContext>, operators: Router<EcoWattRequestContext>) {
-        let deviceRoutes = DeviceRoutes(
+        // Routes see services, never stores.
+        let registry = DeviceService(
             store: devices,
             activity: activity,
+            binding: binding,
             ingest: ingest,
-            boot: boot,
-            access: access,
             offlineAfterMs: Int64(configuration.devices.offlineAfterSeconds) * 1000,
             clock: clock
         )
+        let deviceRoutes = DeviceRoutes(devices: registry, boot: boot, access: access, clock: clock)
         let commandRoutes = CommandRoutes(commands: commands, access: access, clock: clock)
-        let configRoutes = ConfigRoutes(store: devices, ingest: ingest, boot: boot, access: access, clock: clock)
-        let reportRoutes = ReportRoutes(store: devices, access: access, clock: clock)
+        let configRoutes = ConfigRoutes(
+            config: ConfigService(store: devices, ingest: ingest, clock: clock),
+            boot: boot,
+            access: access,
+            clock: clock
+        )
+        let reportRoutes = ReportRoutes(reports: ReportService(store: devices), access: access, clock: clock)
         let diagnosticsRoutes = DiagnosticsRoutes(
             diagnostics: diagnostics,
-            registry: devices,
+            devices: registry,
             access: access,
             clock: clock
         )
@@ -34,7 +39,7 @@ extension EcoWattServices {
             access: access,
             maxFirmwareBytes: configuration.ota.maxFirmwareBytes
         )
-        let health = HealthRoutes(writer: writer, ota: ota, fleetKey: fleetKey, feed: feed)
+        let health = HealthRoutes(storage: writer, ota: ota, fleetKey: fleetKey, feed: feed)
         let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
         // Injected network faults apply to these routes only.
@@ -60,14 +65,14 @@ extension EcoWattServices {
             listeners.separateOperator
             ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
         let operatorRoutes = operatorRouter.group().add(middleware: OperatorAuthMiddleware(token: operatorToken))
-        QueryRoutes(store: store).register(on: operatorRoutes)
+        QueryRoutes(queries: TelemetryQueries(store: store)).register(on: operatorRoutes)
         SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
         deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
         commandRoutes.registerOperatorRoutes(on: operatorRoutes)
         configRoutes.registerOperatorRoutes(on: operatorRoutes)
         reportRoutes.registerOperatorRoutes(on: operatorRoutes)
         otaRoutes.registerOperatorRoutes(on: operatorRoutes)
-        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics, registry: devices, diagnostics: diagnostics)
+        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics, devices: registry, diagnostics: diagnostics)
             .register(on: operatorRoutes)
         diagnosticsRoutes.registerOperatorRoutes(on: operatorRoutes)
         FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)

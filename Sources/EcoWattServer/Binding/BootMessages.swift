@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Logging
 import ServiceLifecycle

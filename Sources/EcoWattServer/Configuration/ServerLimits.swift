@@ -1,4 +1,3 @@
-import EcoWattSQLite
 import EcoWattStorage
 
 /// Every bound on what requests can make the server keep, hold open or write to its log, declared once (issue 13).

@@ -20,6 +20,8 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let api as APIError {
             error = api
+        } catch let mapped as any APIErrorConvertible {
+            error = mapped.apiError
         } catch let reasoned as any ReasonedError {
             error = APIError(reasoned.status, reasoned.reason, code: reasoned.code)
         } catch let http as HTTPError {

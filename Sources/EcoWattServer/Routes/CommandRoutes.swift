@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import HTTPTypes
 import Hummingbird

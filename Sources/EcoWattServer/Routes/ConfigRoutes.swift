@@ -1,13 +1,11 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Hummingbird
 
 /// Remote configuration (spec §5): the device polls, acknowledges and reports its running configuration at boot;
 /// operators submit validated updates and read the history.
 struct ConfigRoutes {
-    let store: any ConfigStore
-    let ingest: IngestService
+    let config: ConfigService
     let boot: BootMessages
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
@@ -37,7 +35,7 @@ struct ConfigRoutes {
         case .unbound: return JSONBody.response(["is_pending": false])
         case .elsewhere: throw BindingError.elsewhere(deviceID)
         }
-        guard let pending = try await store.deliverPending(deviceID: deviceID, nowMs: clock()) else {
+        guard let pending = try await config.deliver(deviceID: deviceID) else {
             return JSONBody.response(["is_pending": false])
         }
         return JSONBody.response(["is_pending": true, "pending_config": .object([("config_update", pending)])])
@@ -50,11 +48,7 @@ struct ConfigRoutes {
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Acknowledgement must be a JSON object") }
-        // The device applied a change just now, whatever the server delivered: its next samples' times depend on it.
-        try await ingest.configurationApplied(deviceID, atMs: clock())
-        guard try await store.acknowledge(deviceID: deviceID, ack: body, nowMs: clock()) else {
-            throw APIError(.notFound, "No delivered configuration to acknowledge")
-        }
+        try await config.acknowledge(deviceID: deviceID, ack: body)
         return JSONBody.response(["success": true, "device_id": .string(deviceID), "status": "applied"])
     }
 
@@ -81,26 +75,7 @@ struct ConfigRoutes {
         guard let updateValue = body["config_update"] else {
             throw APIError(.badRequest, #"Body must be {"config_update":{…}}"#)
         }
-        let current = try await store.configState(deviceID: deviceID)
-        let update: ConfigUpdate
-        do {
-            // Compare with what the device will run once the pending fields are applied.
-            update = try ConfigUpdate(
-                update: updateValue,
-                running: JSONValue.merge(current.running, current.pending ?? .object([])),
-                deviceID: deviceID
-            )
-        } catch  where !error.limits.isEmpty {
-            var refused = APIError(.unprocessableContent, error.reason, code: "data_loss")
-            refused.details = [("safe_limits", .object(error.limits))]
-            throw refused
-        } catch {
-            throw APIError(.badRequest, error.reason)
-        }
-        var state = current
-        if !update.accepted.isEmpty {
-            state = try await store.addPending(deviceID: deviceID, update: .object(update.accepted), nowMs: clock())
-        }
+        let (update, state) = try await config.request(deviceID: deviceID, update: updateValue)
         let status: HTTPResponse.Status = update.accepted.isEmpty && !update.rejected.isEmpty ? .badRequest : .ok
         return JSONBody.response(
             status: status,
@@ -119,8 +94,7 @@ struct ConfigRoutes {
     @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let limit = try request.limitParameter(default: 10, maximum: 1000)
-        let state = try await store.configState(deviceID: deviceID)
-        let rows = try await store.configHistory(deviceID: deviceID, limit: limit)
+        let (state, rows) = try await config.history(deviceID: deviceID, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "running_config": state.running,
             "pending_config": state.pending ?? .null,

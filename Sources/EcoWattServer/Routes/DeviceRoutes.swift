@@ -1,17 +1,13 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Foundation
 import Hummingbird
 
 /// Device registry (spec §1.2 B, §1.3): boot registration from the device, CRUD for operators.
 struct DeviceRoutes {
-    let store: any DeviceRegistryStore
-    let activity: DeviceActivity
-    let ingest: IngestService
+    let devices: DeviceService
     let boot: BootMessages
     let access: DeviceAccess
-    let offlineAfterMs: Int64
     let clock: @Sendable () -> Int64
 
     static let maxFieldLength = 128
@@ -52,53 +48,43 @@ struct DeviceRoutes {
 
     @Sendable func list(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let limit = try request.limitParameter(default: 1000, maximum: 10_000)
-        let devices = try await store.devices(limit: limit)
+        let listings = try await devices.devices(limit: limit)
         return JSONBody.response([
-            "success": true, "devices": .array(devices.map(render)), "count": .int(Int64(devices.count)),
+            "success": true, "devices": .array(listings.map(Self.render)), "count": .int(Int64(listings.count)),
         ])
     }
 
     @Sendable func show(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        guard let device = try await store.device(deviceID) else { throw APIError(.notFound, "Unknown device \(deviceID)") }
-        return JSONBody.response(["success": true, "device": render(device)])
+        return JSONBody.response(["success": true, "device": Self.render(try await devices.device(deviceID))])
     }
 
     @Sendable func update(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         var request = request
         let fields = try Self.fields(try await request.jsonBody(), allowFirmware: false)
-        guard let device = try await store.updateDevice(deviceID, fields: fields) else {
-            throw APIError(.notFound, "Unknown device \(deviceID)")
-        }
-        return JSONBody.response(["success": true, "device": render(device)])
+        return JSONBody.response(["success": true, "device": Self.render(try await devices.update(deviceID, fields: fields))])
     }
 
     @Sendable func delete(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        guard try await store.deleteDevice(deviceID, nowMs: clock()) else {
-            throw APIError(.notFound, "Unknown device \(deviceID)")
-        }
-        activity.forget([deviceID])
-        access.binding.forget([deviceID])
-        await ingest.forget(deviceID)
+        try await devices.delete(deviceID)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID),
             "message": .string("Device, its nonce and decoder state and its pending commands were removed; telemetry is kept"),
         ])
     }
 
-    func render(_ device: DeviceRow) -> JSONValue {
-        let lastSeen = activity.lastSeen(device.deviceID, stored: device.lastSeenMs)
-        let online = clock() - lastSeen <= offlineAfterMs
+    static func render(_ listing: DeviceService.Listing) -> JSONValue {
+        let device = listing.row
         return .object([
             ("device_id", .string(device.deviceID)), ("device_name", device.deviceName.map(JSONValue.string) ?? .null),
             ("location", device.location.map(JSONValue.string) ?? .null),
             ("description", device.description.map(JSONValue.string) ?? .null),
             ("firmware_version", device.firmwareVersion.map(JSONValue.string) ?? .null),
-            ("status", .string(online ? "online" : "offline")),
+            ("status", .string(listing.online ? "online" : "offline")),
             ("registered_at", device.registeredAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),
-            ("first_seen", .string(QueryRoutes.iso(device.firstSeenMs))), ("last_seen", .string(QueryRoutes.iso(lastSeen))),
+            ("first_seen", .string(QueryRoutes.iso(device.firstSeenMs))), ("last_seen", .string(QueryRoutes.iso(listing.lastSeenMs))),
             ("upload_count", .int(Int64(device.uploadCount))), ("admission", .string(device.admission)),
             ("bound_address", device.boundAddress.map(JSONValue.string) ?? .null),
             ("bound_at", device.boundAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),

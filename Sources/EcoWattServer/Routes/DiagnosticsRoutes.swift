@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Hummingbird
 
@@ -7,7 +6,7 @@ import Hummingbird
 struct DiagnosticsRoutes {
     let diagnostics: DiagnosticsService
     /// Diagnostics of an unknown id make it a pending device (bounded; dropped with its files when the set is full).
-    let registry: any DeviceRegistryStore
+    let devices: DeviceService
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
@@ -36,7 +35,7 @@ struct DiagnosticsRoutes {
         let body = try await request.jsonBody(limit: DiagnosticsService.maxBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "The body must be a JSON object") }
         try ReportRoutes.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
-        try await registry.admit(deviceID: deviceID, nowMs: clock())
+        try await devices.admit(deviceID)
         try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: QueryRoutes.iso(clock()))
         return JSONBody.response(status: .created, ["success": true, "message": "Diagnostics stored"])
     }

@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Foundation
 import Hummingbird
@@ -7,7 +6,7 @@ import MQTTBridge
 
 /// Open liveness and readiness probes. (The firmware's boot self-test, `GET /ota/status`, is in ``OTARoutes``.)
 struct HealthRoutes {
-    let writer: GroupCommitWriter
+    let storage: any StorageProbe
     let ota: OTAService
     let fleetKey: FleetKeyNotice
     let feed: MQTTPublisher
@@ -28,7 +27,7 @@ struct HealthRoutes {
     /// the default key works, it is just open to forged uploads.
     @Sendable func ready(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         var checks: [(String, JSONValue)] = []
-        let database = await writer.probe()
+        let database = await storage.probe(stalledAfter: .seconds(5))
         var ready = database.ready
         checks.append(("database", .string(database.detail)))
         if ota.keys != nil {

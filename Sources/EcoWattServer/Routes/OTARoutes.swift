@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import FirmwareImage
 import Foundation
@@ -206,7 +205,7 @@ struct OTARoutes {
     /// `GET /ota/firmwares`: every prepared version, oldest first, with the deployments that use it.
     @Sendable func firmwares(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let versions = ota.catalog.directory.versions()
-        let deployments = try await ota.store.deployments(limit: 10_000).filter { $0.status == "active" }
+        let deployments = try await ota.deployments(limit: 10_000).filter { $0.status == "active" }
         var items: [JSONValue] = []
         for version in versions {
             do {
@@ -280,7 +279,7 @@ struct OTARoutes {
 
     @Sendable func deployments(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let limit = try request.limitParameter(default: 100, maximum: 10_000)
-        let deployments = try await ota.store.deployments(limit: limit)
+        let deployments = try await ota.deployments(limit: limit)
         return JSONBody.response([
             "success": true, "count": .int(Int64(deployments.count)), "deployments": .array(deployments.map(Self.json)),
         ])
@@ -290,7 +289,7 @@ struct OTARoutes {
         guard let id = context.parameters.get("id").flatMap(Int64.init) else {
             throw OTAError.invalid("deployment id must be an integer")
         }
-        guard let deployment = try await ota.store.cancelDeployment(id: id, nowMs: ota.clock()) else {
+        guard let deployment = try await ota.cancelDeployment(id: id) else {
             throw OTAError.notFound("No deployment \(id)")
         }
         return JSONBody.response(["success": true, "deployment": Self.json(deployment)])
@@ -299,13 +298,12 @@ struct OTARoutes {
     /// `GET /ota/status/{id}`: the device's latest session (live counters) and its progress events.
     @Sendable func status(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        guard let latest = try await ota.store.sessions(deviceID: deviceID, limit: 1).first else {
+        guard let session = try await ota.sessions(deviceID: deviceID, limit: 1).first else {
             return JSONBody.response([
                 "success": true, "device_id": .string(deviceID), "active": false, "session": .null, "events": .array([]),
             ])
         }
-        let session = await ota.withLiveCounters(latest)
-        let events = try await ota.store.events(sessionID: session.sessionID, limit: 1000)
+        let events = try await ota.events(sessionID: session.sessionID, limit: 1000)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "active": .bool(session.outcome == nil),
             "session": Self.json(session), "events": .array(events.map(Self.json)),
@@ -315,10 +313,7 @@ struct OTARoutes {
     @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let limit = try request.limitParameter(default: 50, maximum: 1000)
-        var sessions: [JSONValue] = []
-        for session in try await ota.store.sessions(deviceID: deviceID, limit: limit) {
-            sessions.append(Self.json(await ota.withLiveCounters(session)))
-        }
+        let sessions = try await ota.sessions(deviceID: deviceID, limit: limit).map(Self.json)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "count": .int(Int64(sessions.count)), "sessions": .array(sessions),
         ])

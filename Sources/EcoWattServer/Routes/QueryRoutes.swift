@@ -1,12 +1,11 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Foundation
 import Hummingbird
 
 /// Operator telemetry queries (spec §1.3): latest sample and history, scaled by the register gains.
 struct QueryRoutes {
-    let store: any TelemetryStore
+    let queries: TelemetryQueries
 
     static let defaultLimit = 1000
     static let maxLimit = 10_000
@@ -20,9 +19,7 @@ struct QueryRoutes {
 
     @Sendable func latest(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        guard let sample = try await store.latestSample(deviceID: deviceID) else {
-            throw APIError(.notFound, "No data for device \(deviceID)")
-        }
+        let sample = try await queries.latest(deviceID)
         var members = Self.sampleMembers(sample)
         members.insert(("success", true), at: 0)
         members.insert(("device_id", .string(deviceID)), at: 1)
@@ -51,43 +48,22 @@ struct QueryRoutes {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let start = try query["start_time"].map { try Self.parseTime(String($0), name: "start_time") } ?? now - 86_400_000
         let end = try query["end_time"].map { try Self.parseTime(String($0), name: "end_time") } ?? now
-        guard start <= end else { throw APIError(.badRequest, "start_time must not be after end_time") }
         let limit = try request.limitParameter(default: Self.defaultLimit, maximum: Self.maxLimit)
-        let resolution = try Self.resolution(query["resolution"].map(String.init), start: start, end: end)
-        let data: [JSONValue]
-        if let resolution {
-            let rollups = try await store.rollups(deviceID: deviceID, resolution: resolution, fromMs: start, toMs: end, limit: limit)
-            data = rollups.map { .object(Self.rollupMembers($0)) }
-        } else {
-            let samples = try await store.samples(deviceID: deviceID, fromMs: start, toMs: end, limit: limit)
-            data = samples.map { .object(Self.sampleMembers($0)) }
-        }
+        let history = try await queries.history(
+            deviceID: deviceID,
+            fromMs: start,
+            toMs: end,
+            resolution: query["resolution"].map(String.init),
+            limit: limit
+        )
+        let data: [JSONValue] =
+            history.resolution == nil
+            ? history.samples.map { .object(Self.sampleMembers($0)) } : history.rollups.map { .object(Self.rollupMembers($0)) }
         return JSONBody.response([
-            "success": true, "device_id": .string(deviceID), "resolution": .string(resolution?.rawValue ?? "raw"),
+            "success": true, "device_id": .string(deviceID), "resolution": .string(history.resolution?.rawValue ?? "raw"),
             "data": .array(data), "count": .int(Int64(data.count)),
             "start_time": .string(Self.iso(start)), "end_time": .string(Self.iso(end)), "limit": .int(Int64(limit)),
         ])
-    }
-
-    /// Windows up to this long return raw samples unless asked otherwise (the default window is one day).
-    static let rawWindowMs: Int64 = 86_400_000
-    /// Windows up to this long return per-minute rollups, longer ones per-hour rollups.
-    static let minuteWindowMs: Int64 = 14 * 86_400_000
-
-    /// `resolution=raw|minute|hour|auto` (`nil`: raw samples). `auto` (the default) picks by the window's length.
-    static func resolution(_ text: String?, start: Int64, end: Int64) throws -> RollupResolution? {
-        switch text ?? "auto" {
-        case "raw": return nil
-        case "auto":
-            let span = end.subtractingReportingOverflow(start)
-            if !span.overflow, span.partialValue <= rawWindowMs { return nil }
-            return !span.overflow && span.partialValue <= minuteWindowMs ? .minute : .hour
-        case let name:
-            guard let resolution = RollupResolution(rawValue: name) else {
-                throw APIError(.badRequest, "resolution must be raw, minute, hour or auto")
-            }
-            return resolution
-        }
     }
 
     /// One rollup bucket: the mean of each register (scaled as `registers` of a raw sample is), its minimum and maximum.
@@ -110,7 +86,7 @@ struct QueryRoutes {
     @Sendable func packets(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let limit = try request.limitParameter(default: 100, maximum: 1000)
-        let rows = try await store.packets(deviceID: deviceID, limit: limit)
+        let rows = try await queries.packets(deviceID: deviceID, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "count": .int(Int64(rows.count)),
             "packets": .array(

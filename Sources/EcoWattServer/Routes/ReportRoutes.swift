@@ -1,11 +1,10 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Hummingbird
 
 /// Device reports (spec §6): energy / power management and fault recovery.
 struct ReportRoutes {
-    let store: any ReportStore
+    let reports: ReportService
     let access: DeviceAccess
     let clock: @Sendable () -> Int64
 
@@ -50,7 +49,7 @@ struct ReportRoutes {
         report.normalMs = power["normal_ms"]?.intValue
         report.lowPowerMs = power["low_power_ms"]?.intValue
         report.sleepMs = power["sleep_ms"]?.intValue
-        try await store.addPowerReport(report)
+        try await reports.record(report)
         return JSONBody.response(status: .created, ["success": true, "device_id": .string(deviceID)])
     }
 
@@ -78,7 +77,7 @@ struct ReportRoutes {
         guard let span = spans[period] else { throw APIError(.badRequest, "period must be one of 1h, 24h, 7d, 30d, all") }
         let limit = try request.limitParameter(default: 100, maximum: 10_000)
         let since = span == .max ? Int64.min : clock() - span
-        let reports = try await store.powerReports(deviceID: deviceID, sinceMs: since, limit: limit)
+        let reports = try await reports.powerReports(deviceID: deviceID, sinceMs: since, limit: limit)
         func number(_ value: Double?) -> JSONValue { value.map(JSONValue.double) ?? .null }
         func integer(_ value: Int64?) -> JSONValue { value.map(JSONValue.int) ?? .null }
         return JSONBody.response([
@@ -133,14 +132,14 @@ struct ReportRoutes {
             retryCount: body["retry_count"]?.intValue.flatMap { Int(exactly: $0) }.map { min(max($0, 0), 1000) }
         )
         event.deviceTimeInvalid = time.invalid
-        let id = try await store.addFaultEvent(event)
+        let id = try await reports.record(event)
         return JSONBody.response(["success": true, "message": "Recovery event recorded", "event_id": .int(id)])
     }
 
     @Sendable func faults(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let limit = try request.limitParameter(default: 50, maximum: 10_000)
-        let (events, total, successful) = try await store.faultEvents(deviceID: deviceID, limit: limit)
+        let (events, total, successful) = try await reports.faultEvents(deviceID: deviceID, limit: limit)
         return JSONBody.response([
             "success": true, "device_id": .string(deviceID), "total_events": .int(Int64(total)),
             "events": .array(

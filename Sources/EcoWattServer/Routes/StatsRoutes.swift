@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Hummingbird
 
@@ -9,7 +8,7 @@ struct StatsRoutes {
     let commands: CommandService
     let ota: OTAService
     let metrics: ServerMetrics
-    let registry: any DeviceRegistryStore
+    let devices: DeviceService
     let diagnostics: DiagnosticsService
 
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
@@ -91,7 +90,7 @@ struct StatsRoutes {
     /// `GET /metrics`: Prometheus text format.
     @Sendable func scrape(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         // Figures that live in the database are read here, once per scrape.
-        if let counts = try? await registry.retentionCounts() {
+        if let counts = try? await devices.retentionCounts() {
             for (table, rows) in counts.rows { metrics.set("ecowatt_retained_rows", Double(rows), [("table", table)]) }
             for (table, rows) in counts.dropped { metrics.set("ecowatt_retention_dropped_rows", Double(rows), [("table", table)]) }
         }

@@ -1,4 +1,3 @@
-import EcoWattSQLite
 import EcoWattStorage
 import Logging
 import ServiceLifecycle

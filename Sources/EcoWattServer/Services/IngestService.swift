@@ -1,6 +1,5 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Foundation
 import Logging

@@ -1,4 +1,3 @@
-import EcoWattSQLite
 import EcoWattStorage
 import FirmwareImage
 import Foundation
@@ -81,5 +80,25 @@ extension OTAService {
     public func counts() async throws -> OTACounts {
         await flush()
         return try await store.otaCounts()
+    }
+
+    /// Deployments, newest first.
+    public nonisolated func deployments(limit: Int) async throws -> [OTADeployment] {
+        try await store.deployments(limit: limit)
+    }
+
+    /// Cancels an active deployment (a cancelled one stays as it is); `nil` when there is no deployment `id`.
+    public nonisolated func cancelDeployment(id: Int64) async throws -> OTADeployment? {
+        try await store.cancelDeployment(id: id, nowMs: clock())
+    }
+
+    /// The device's sessions, newest first, an active one with its live chunk counters.
+    public func sessions(deviceID: String, limit: Int) async throws -> [OTASession] {
+        try await store.sessions(deviceID: deviceID, limit: limit).map(withLiveCounters)
+    }
+
+    /// A session's progress events, oldest first.
+    public nonisolated func events(sessionID: String, limit: Int) async throws -> [OTAEvent] {
+        try await store.events(sessionID: sessionID, limit: limit)
     }
 }
