@@ -23,6 +23,7 @@ extension CommandRow {
             resultJSON: row["result_json"],
             errorMessage: row["error_msg"]
         )
+        sequence = row["id"]
     }
 }
 
@@ -69,5 +70,6 @@ extension OTASession {
             reportedVersion: row["reported_version"],
             reportedStatus: row["reported_status"]
         )
+        sequence = row["rowid"] as Int64? ?? 0
     }
 }

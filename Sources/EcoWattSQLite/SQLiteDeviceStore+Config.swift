@@ -113,20 +113,34 @@ extension SQLiteDeviceStore: ConfigStore {
         }
     }
 
-    public func configHistory(deviceID: String, limit: Int) async throws -> [ConfigHistoryRow] {
+    public func configHistory(deviceID: String, before: Int64?, limit: Int) async throws -> [ConfigHistoryRow] {
         try await database.pool.read { db in
             try Row.fetchAll(
                 db,
-                sql: "SELECT * FROM config_history WHERE device_id = ? ORDER BY id DESC LIMIT ?",
-                arguments: [deviceID, limit]
+                sql: "SELECT * FROM config_history WHERE device_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, before ?? Int64.max, limit]
             ).map { row in
-                ConfigHistoryRow(
+                var entry = ConfigHistoryRow(
                     event: row["event"],
                     config: JSONValue(storedText: row["config_json"]),
                     detail: row["detail"],
                     createdAtMs: row["created_at_ms"]
                 )
+                entry.id = row["id"]
+                return entry
             }
+        }
+    }
+
+    public func withdrawPending(deviceID: String, nowMs: Int64) async throws -> Bool {
+        try await writer.write { db in
+            guard let pending = try Self.loadState(db, deviceID).pending else { return false }
+            try db.execute(
+                sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?",
+                arguments: [deviceID]
+            )
+            try history(db, deviceID, "withdrawn", pending, nil, nowMs)
+            return true
         }
     }
 }

@@ -52,10 +52,20 @@ extension SQLiteDeviceStore: OTAStore {
         )
     }
 
-    public func deployments(limit: Int) async throws -> [OTADeployment] {
+    public func deployments(status: String?, before: Int64?, limit: Int) async throws -> [OTADeployment] {
         try await database.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM ota_deployments ORDER BY id DESC LIMIT ?", arguments: [limit])
-                .map { try Self.deployment(db, row: $0) }
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM ota_deployments WHERE (?1 IS NULL OR status = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                arguments: [status, before ?? Int64.max, limit]
+            )
+            .map { try Self.deployment(db, row: $0) }
+        }
+    }
+
+    public func deployment(id: Int64) async throws -> OTADeployment? {
+        try await database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM ota_deployments WHERE id = ?", arguments: [id]).map { try Self.deployment(db, row: $0) }
         }
     }
 
@@ -149,7 +159,7 @@ extension SQLiteDeviceStore: OTAStore {
 
     public func activeSessions() async throws -> [OTASession] {
         try await database.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM ota_sessions WHERE outcome IS NULL").map(OTASession.init(row:))
+            try Row.fetchAll(db, sql: "SELECT rowid, * FROM ota_sessions WHERE outcome IS NULL").map(OTASession.init(row:))
         }
     }
 
@@ -216,17 +226,22 @@ extension SQLiteDeviceStore: OTAStore {
 
     public func session(_ sessionID: String) async throws -> OTASession? {
         try await database.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM ota_sessions WHERE session_id = ?", arguments: [sessionID])
+            try Row.fetchOne(db, sql: "SELECT rowid, * FROM ota_sessions WHERE session_id = ?", arguments: [sessionID])
                 .map(OTASession.init(row:))
         }
     }
 
-    public func sessions(deviceID: String, limit: Int) async throws -> [OTASession] {
+    public func sessions(deviceID: String, outcome: String?, before: OTASessionCursor?, limit: Int) async throws -> [OTASession] {
         try await database.pool.read { db in
             try Row.fetchAll(
                 db,
-                sql: "SELECT * FROM ota_sessions WHERE device_id = ? ORDER BY started_at_ms DESC, rowid DESC LIMIT ?",
-                arguments: [deviceID, limit]
+                sql: """
+                    SELECT rowid, * FROM ota_sessions WHERE device_id = ?1
+                      AND (?2 IS NULL OR (?2 = 'active' AND outcome IS NULL) OR outcome = ?2)
+                      AND (started_at_ms < ?3 OR (started_at_ms = ?3 AND rowid < ?4))
+                    ORDER BY started_at_ms DESC, rowid DESC LIMIT ?5
+                    """,
+                arguments: [deviceID, outcome, before?.startedAtMs ?? Int64.max, before?.sequence ?? Int64.max, limit]
             ).map(OTASession.init(row:))
         }
     }

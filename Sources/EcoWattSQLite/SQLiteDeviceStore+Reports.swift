@@ -21,14 +21,17 @@ extension SQLiteDeviceStore: ReportStore {
         }
     }
 
-    public func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport] {
+    public func powerReports(deviceID: String, sinceMs: Int64, before: Int64?, limit: Int) async throws -> [PowerReport] {
         try await database.pool.read { db in
             try Row.fetchAll(
                 db,
-                sql: "SELECT * FROM power_reports WHERE device_id = ? AND received_at_ms >= ? ORDER BY id DESC LIMIT ?",
-                arguments: [deviceID, sinceMs, limit]
+                sql: """
+                    SELECT * FROM power_reports WHERE device_id = ? AND received_at_ms >= ? AND id < ? ORDER BY id DESC LIMIT ?
+                    """,
+                arguments: [deviceID, sinceMs, before ?? Int64.max, limit]
             ).map { row in
                 var report = PowerReport(deviceID: row["device_id"], receivedAtMs: row["received_at_ms"])
+                report.id = row["id"]
                 report.deviceTimeMs = row["device_time_ms"]
                 report.enabled = row["enabled"]
                 report.techniques = row["techniques"]
@@ -65,12 +68,12 @@ extension SQLiteDeviceStore: ReportStore {
         }
     }
 
-    public func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
+    public func faultEvents(deviceID: String, before: Int64?, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
         try await database.pool.read { db in
             let events = try Row.fetchAll(
                 db,
-                sql: "SELECT * FROM fault_events WHERE device_id = ? ORDER BY id DESC LIMIT ?",
-                arguments: [deviceID, limit]
+                sql: "SELECT * FROM fault_events WHERE device_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                arguments: [deviceID, before ?? Int64.max, limit]
             ).map { row in
                 var event = FaultEvent(
                     deviceID: row["device_id"],

@@ -85,9 +85,38 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func devices(limit: Int) async throws -> [DeviceRow] {
+    public func devices(after: String?, limit: Int, filter: DeviceFilter) async throws -> [DeviceRow] {
         try await database.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM devices ORDER BY device_id LIMIT ?", arguments: [limit]).map(DeviceRow.init)
+            var sql = "SELECT * FROM devices WHERE device_id > ?"
+            var arguments: StatementArguments = [after ?? ""]
+            if let version = filter.firmwareVersion {
+                sql += " AND firmware_version = ?"
+                arguments += [version]
+            }
+            if let prefix = filter.idPrefix {
+                sql += " AND substr(device_id, 1, length(?)) = ?"
+                arguments += [prefix, prefix]
+            }
+            sql += " ORDER BY device_id LIMIT ?"
+            arguments += [limit]
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map(DeviceRow.init)
+        }
+    }
+
+    public func createDevice(_ deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool {
+        try await writer.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE device_id = ?", arguments: [deviceID]) == nil else {
+                return false
+            }
+            try Retention.adopt(db, deviceID: deviceID, nowMs: nowMs)
+            try db.execute(
+                sql: """
+                    UPDATE devices SET device_name = ?2, location = ?3, description = ?4, firmware_version = ?5
+                    WHERE device_id = ?1
+                    """,
+                arguments: [deviceID, fields.deviceName, fields.location, fields.description, fields.firmwareVersion]
+            )
+            return true
         }
     }
 
@@ -253,12 +282,15 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow] {
+    public func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
         try await database.pool.read { db in
             try Row.fetchAll(
                 db,
-                sql: "SELECT * FROM commands WHERE device_id = ? ORDER BY id DESC LIMIT ?",
-                arguments: [deviceID, limit]
+                sql: """
+                    SELECT * FROM commands WHERE device_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < ?3
+                    ORDER BY id DESC LIMIT ?4
+                    """,
+                arguments: [deviceID, status?.rawValue, before ?? Int64.max, limit]
             ).map(CommandRow.init)
         }
     }

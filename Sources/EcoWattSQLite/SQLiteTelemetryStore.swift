@@ -185,18 +185,21 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         try await database.pool.read { db in try TelemetryChunks.samples(db, device: deviceID, fromMs: fromMs, toMs: toMs, limit: limit) }
     }
 
-    public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
+    public func packets(deviceID: String, before: Int64?, limit: Int) async throws -> [PacketRow] {
         try await database.pool.read { db in
+            // A packet's id is its chunk's id and its place (``TelemetryChunks/packetID(chunk:place:)``): the chunk of
+            // `before` is the first that can hold older packets.
             let chunks = try Row.fetchCursor(
                 db,
-                sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? ORDER BY id DESC",
-                arguments: [deviceID]
+                sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? AND id <= ? ORDER BY id DESC",
+                arguments: [deviceID, before.map { $0 >> 8 } ?? Int64.max]
             )
             var rows: [PacketRow] = []
             while rows.count < limit, let row = try chunks.next() {
                 let stored = try TelemetryChunks.decode(row)
                 for (place, packet) in stored.chunk.packets.enumerated().reversed() where rows.count < limit {
                     let id = TelemetryChunks.packetID(chunk: stored.id, place: place)
+                    if let before, id >= before { continue }
                     rows.append(PacketRow(packet, id: id, device: deviceID, layout: stored.chunk.layout))
                 }
             }

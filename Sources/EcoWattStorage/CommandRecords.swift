@@ -20,6 +20,8 @@ public enum CommandStatus: String, Sendable, Codable, CaseIterable {
 
 /// A stored command.
 public struct CommandRow: Sendable, Equatable {
+    /// Increases with every queued command (the order of the queue and the listing's cursor).
+    public var sequence: Int64 = 0
     public var commandID: String
     public var deviceID: String
     public var action: String

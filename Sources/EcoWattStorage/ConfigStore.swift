@@ -25,6 +25,8 @@ public struct ConfigState: Sendable, Equatable {
 
 /// One entry of a device's configuration history.
 public struct ConfigHistoryRow: Sendable, Equatable {
+    /// Increases with every entry (the listing's cursor).
+    public var id: Int64 = 0
     public var event: String
     public var config: JSONValue?
     public var detail: String?
@@ -56,5 +58,14 @@ public protocol ConfigStore: Sendable {
     func acknowledge(deviceID: String, ack: JSONValue, nowMs: Int64) async throws -> Bool
     /// The boot report: the device's actual running configuration.
     func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws
-    func configHistory(deviceID: String, limit: Int) async throws -> [ConfigHistoryRow]
+    /// The device's configuration events, newest first, those with an id below `before` when it is given.
+    func configHistory(deviceID: String, before: Int64?, limit: Int) async throws -> [ConfigHistoryRow]
+    /// Drops the pending configuration (recorded as `withdrawn`); `false` when none was pending.
+    func withdrawPending(deviceID: String, nowMs: Int64) async throws -> Bool
+}
+
+extension ConfigStore {
+    public func configHistory(deviceID: String, limit: Int) async throws -> [ConfigHistoryRow] {
+        try await configHistory(deviceID: deviceID, before: nil, limit: limit)
+    }
 }

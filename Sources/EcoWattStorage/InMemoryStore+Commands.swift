@@ -17,7 +17,7 @@ extension InMemoryStore: CommandStore {
             }
             let pending = state.registry.commands.count { $0.deviceID == deviceID && $0.status == .pending }
             guard pending < maxPending else { throw CommandStoreError.queueFull(deviceID: deviceID, limit: maxPending) }
-            let row = CommandRow(
+            var row = CommandRow(
                 commandID: UUID().uuidString.lowercased(),
                 deviceID: deviceID,
                 action: command.action,
@@ -35,6 +35,7 @@ extension InMemoryStore: CommandStore {
                 resultJSON: nil,
                 errorMessage: nil
             )
+            row.sequence = state.registry.takeID()
             state.registry.commands.append(row)
             return (row, true)
         }
@@ -85,8 +86,15 @@ extension InMemoryStore: CommandStore {
         state.withLock { $0.registry.commands.first { $0.commandID == commandID } }
     }
 
-    public func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow] {
-        state.withLock { Array($0.registry.commands.reversed().filter { $0.deviceID == deviceID }.prefix(max(0, limit))) }
+    public func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
+        state.withLock { state in
+            Array(
+                state.registry.commands.reversed().filter { command in
+                    command.deviceID == deviceID && command.sequence < before ?? .max && (status.map { command.status == $0 } ?? true)
+                }
+                .prefix(max(0, limit))
+            )
+        }
     }
 
     public func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow {

@@ -73,8 +73,30 @@ extension InMemoryStore: ConfigStore {
         }
     }
 
-    public func configHistory(deviceID: String, limit: Int) async throws -> [ConfigHistoryRow] {
-        state.withLock { Array($0.registry.configHistory.reversed().filter { $0.deviceID == deviceID }.prefix(max(0, limit)).map(\.row)) }
+    public func configHistory(deviceID: String, before: Int64?, limit: Int) async throws -> [ConfigHistoryRow] {
+        state.withLock { state in
+            Array(
+                state.registry.configHistory.reversed().filter { $0.deviceID == deviceID && $0.id < before ?? .max }.prefix(max(0, limit))
+                    .map { entry in
+                        var row = entry.row
+                        row.id = entry.id
+                        return row
+                    }
+            )
+        }
+    }
+
+    public func withdrawPending(deviceID: String, nowMs: Int64) async throws -> Bool {
+        let policy = retention
+        return state.withLock { state in
+            var config = state.registry.config(deviceID)
+            guard let pending = config.pending else { return false }
+            config.pending = nil
+            config.pendingDeliveredAtMs = nil
+            state.registry.configs[deviceID] = config
+            state.registry.history(deviceID, "withdrawn", pending, nil, nowMs, pending: false, policy: policy)
+            return true
+        }
     }
 }
 
@@ -82,15 +104,18 @@ extension InMemoryStore: ReportStore {
     public func addPowerReport(_ report: PowerReport) async throws {
         let policy = retention
         admitting(report.deviceID, nowMs: report.receivedAtMs) { state, pending in
-            state.registry.powerReports.append(report)
+            var stored = report
+            stored.id = state.registry.takeID()
+            state.registry.powerReports.append(stored)
             state.registry.bound(.powerReports, \.powerReports, deviceID: report.deviceID, pending: pending, policy: policy) { $0.deviceID }
         }
     }
 
-    public func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport] {
+    public func powerReports(deviceID: String, sinceMs: Int64, before: Int64?, limit: Int) async throws -> [PowerReport] {
         state.withLock { state in
             Array(
-                state.registry.powerReports.reversed().filter { $0.deviceID == deviceID && $0.receivedAtMs >= sinceMs }
+                state.registry.powerReports.reversed()
+                    .filter { $0.deviceID == deviceID && $0.receivedAtMs >= sinceMs && $0.id < before ?? .max }
                     .prefix(max(0, limit))
             )
         }
@@ -107,10 +132,11 @@ extension InMemoryStore: ReportStore {
         }
     }
 
-    public func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
+    public func faultEvents(deviceID: String, before: Int64?, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
         state.withLock { state in
             let mine = state.registry.faultEvents.filter { $0.deviceID == deviceID }
-            return (Array(mine.reversed().prefix(max(0, limit))), mine.count, mine.count(where: \.success))
+            let page = mine.reversed().filter { $0.id < before ?? .max }.prefix(max(0, limit))
+            return (Array(page), mine.count, mine.count(where: \.success))
         }
     }
 }

@@ -14,8 +14,19 @@ extension InMemoryStore: OTAStore {
         }
     }
 
-    public func deployments(limit: Int) async throws -> [OTADeployment] {
-        state.withLock { Array($0.registry.deployments.reversed().prefix(max(0, limit))) }
+    public func deployments(status: String?, before: Int64?, limit: Int) async throws -> [OTADeployment] {
+        state.withLock { state in
+            Array(
+                state.registry.deployments.reversed().filter { deployment in
+                    deployment.id < before ?? .max && (status.map { deployment.status == $0 } ?? true)
+                }
+                .prefix(max(0, limit))
+            )
+        }
+    }
+
+    public func deployment(id: Int64) async throws -> OTADeployment? {
+        state.withLock { $0.registry.deployments.first { $0.id == id } }
     }
 
     public func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment? {
@@ -57,6 +68,7 @@ extension InMemoryStore: OTAStore {
                 state.registry.sessions[index].end(.replaced, message: "replaced by a new initiate", nowMs: session.startedAtMs)
             }
             var stored = session
+            stored.sequence = state.registry.takeID()
             stored.progress = 0
             stored.updatedAtMs = session.startedAtMs
             state.registry.sessions.append(stored)
@@ -130,13 +142,16 @@ extension InMemoryStore: OTAStore {
         state.withLock { $0.registry.sessions.first { $0.sessionID == sessionID } }
     }
 
-    public func sessions(deviceID: String, limit: Int) async throws -> [OTASession] {
+    public func sessions(deviceID: String, outcome: String?, before: OTASessionCursor?, limit: Int) async throws -> [OTASession] {
         state.withLock { state in
-            // Newest first: by start time, then by insertion (SQLite's rowid).
-            let mine = state.registry.sessions.enumerated().filter { $0.element.deviceID == deviceID }
-            return Array(
-                mine.sorted { ($0.element.startedAtMs, $0.offset) > ($1.element.startedAtMs, $1.offset) }.prefix(max(0, limit)).map(\.element)
-            )
+            let mine = state.registry.sessions.filter { session in
+                guard session.deviceID == deviceID else { return false }
+                if let outcome, outcome == "active" ? session.outcome != nil : session.outcome?.rawValue != outcome { return false }
+                guard let before else { return true }
+                return (session.startedAtMs, session.sequence) < (before.startedAtMs, before.sequence)
+            }
+            // Newest first: by start time, then by sequence.
+            return Array(mine.sorted { ($0.startedAtMs, $0.sequence) > ($1.startedAtMs, $1.sequence) }.prefix(max(0, limit)))
         }
     }
 

@@ -212,8 +212,25 @@ extension InMemoryStore: DeviceRegistryStore {
         state.withLock { $0.registry.devices[deviceID] }
     }
 
-    public func devices(limit: Int) async throws -> [DeviceRow] {
-        state.withLock { Array($0.registry.devices.values.sorted { $0.deviceID < $1.deviceID }.prefix(max(0, limit))) }
+    public func devices(after: String?, limit: Int, filter: DeviceFilter) async throws -> [DeviceRow] {
+        state.withLock { state in
+            let matching = state.registry.devices.values.filter { row in
+                row.deviceID > (after ?? "") && (filter.firmwareVersion.map { row.firmwareVersion == $0 } ?? true)
+                    && (filter.idPrefix.map { row.deviceID.utf8.starts(with: $0.utf8) } ?? true)
+            }
+            // Byte order, as SQLite compares text.
+            return Array(matching.sorted { $0.deviceID.utf8.lexicographicallyPrecedes($1.deviceID.utf8) }.prefix(max(0, limit)))
+        }
+    }
+
+    public func createDevice(_ deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool {
+        state.withLock { state in
+            guard state.registry.devices[deviceID] == nil else { return false }
+            var row = RegistryTables.newRow(deviceID, nowMs: nowMs, admission: "operator")
+            row.apply(fields)
+            state.registry.devices[deviceID] = row
+            return true
+        }
     }
 
     public func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow? {

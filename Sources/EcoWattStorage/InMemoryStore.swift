@@ -173,8 +173,8 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore {
         }
     }
 
-    public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
-        state.withLock { Array(($0.packets[deviceID] ?? []).reversed().prefix(limit)) }
+    public func packets(deviceID: String, before: Int64?, limit: Int) async throws -> [PacketRow] {
+        state.withLock { Array(($0.packets[deviceID] ?? []).reversed().filter { $0.id < before ?? .max }.prefix(max(0, limit))) }
     }
 
     public func deviceKeys() async throws -> [String: [UInt8]] {

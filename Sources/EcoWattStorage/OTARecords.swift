@@ -55,6 +55,9 @@ public struct OTADeployment: Sendable, Equatable {
 
 /// One download attempt of a device, from `initiate` to its outcome.
 public struct OTASession: Sendable, Equatable {
+    /// Increases with every session started (the tie-break of sessions started in the same millisecond, and the
+    /// listing's cursor); 0 until stored.
+    public var sequence: Int64 = 0
     public var sessionID: String
     public var deviceID: String
     public var version: String

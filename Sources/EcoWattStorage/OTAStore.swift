@@ -4,8 +4,9 @@ import Foundation
 /// Durable OTA state (spec §7): deployments, sessions that survive a restart mid-download, and progress events.
 public protocol OTAStore: Sendable {
     func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment
-    /// Deployments, newest first.
-    func deployments(limit: Int) async throws -> [OTADeployment]
+    /// Deployments, newest first, of `status` when it is given, with an id below `before` when it is given.
+    func deployments(status: String?, before: Int64?, limit: Int) async throws -> [OTADeployment]
+    func deployment(id: Int64) async throws -> OTADeployment?
     /// Marks a deployment cancelled; `nil` when unknown.
     func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment?
     /// The newest active deployment that targets the device.
@@ -34,8 +35,9 @@ public protocol OTAStore: Sendable {
         nowMs: Int64
     ) async throws -> Bool
     func session(_ sessionID: String) async throws -> OTASession?
-    /// Sessions of a device, newest first.
-    func sessions(deviceID: String, limit: Int) async throws -> [OTASession]
+    /// Sessions of a device, newest first (by start, then by ``OTASession/sequence``), with `outcome` when it is given
+    /// (`active`: none yet), after `before` in that order when it is given.
+    func sessions(deviceID: String, outcome: String?, before: OTASessionCursor?, limit: Int) async throws -> [OTASession]
     /// Events of a session, oldest first.
     func events(sessionID: String, limit: Int) async throws -> [OTAEvent]
     func otaCounts() async throws -> OTACounts
@@ -43,4 +45,31 @@ public protocol OTAStore: Sendable {
     func setFirmwareVersion(deviceID: String, version: String) async throws
     /// Ends active sessions last updated before `idleBeforeMs` as `expired`; returns their ids and devices.
     func expireSessions(idleBeforeMs: Int64, nowMs: Int64) async throws -> [(sessionID: String, deviceID: String)]
+}
+
+/// Where a listing of sessions continues: the last session of the previous page.
+public struct OTASessionCursor: Sendable, Equatable {
+    public var startedAtMs: Int64
+    public var sequence: Int64
+
+    public init(startedAtMs: Int64, sequence: Int64) {
+        self.startedAtMs = startedAtMs
+        self.sequence = sequence
+    }
+
+    public init(_ session: OTASession) {
+        self.init(startedAtMs: session.startedAtMs, sequence: session.sequence)
+    }
+}
+
+extension OTAStore {
+    /// Deployments, newest first.
+    public func deployments(limit: Int) async throws -> [OTADeployment] {
+        try await deployments(status: nil, before: nil, limit: limit)
+    }
+
+    /// Sessions of a device, newest first.
+    public func sessions(deviceID: String, limit: Int) async throws -> [OTASession] {
+        try await sessions(deviceID: deviceID, outcome: nil, before: nil, limit: limit)
+    }
 }

@@ -7,7 +7,10 @@ public protocol DeviceRegistryStore: Sendable {
     /// Registers or updates a device (boot registration). Returns `true` when the device was new.
     func register(deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool
     func device(_ deviceID: String) async throws -> DeviceRow?
-    func devices(limit: Int) async throws -> [DeviceRow]
+    /// Devices by id, after `after` when it is given, matching `filter`.
+    func devices(after: String?, limit: Int, filter: DeviceFilter) async throws -> [DeviceRow]
+    /// Creates a device for an operator (pre-provisioning); `false` when the id already has a row (nothing changes).
+    func createDevice(_ deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool
     /// Updates operator-editable fields; `nil` when the device is unknown.
     func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow?
     /// Forgets a device: registry row (with its nonce and decoder state) and its pending commands. Telemetry stays.
@@ -38,8 +41,9 @@ public protocol CommandStore: Sendable {
     /// dispatched to.
     func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow
     func command(_ commandID: String) async throws -> CommandRow?
-    /// Commands of a device, newest first.
-    func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow]
+    /// Commands of a device, newest first, of `status` when it is given, with a ``CommandRow/sequence`` below
+    /// `before` when it is given.
+    func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow]
     /// Cancels a pending command.
     func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow
     /// Marks dispatched commands without a result after `resultTimeoutMs` as timed out, and pending ones past their
@@ -47,4 +51,28 @@ public protocol CommandStore: Sendable {
     func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int)
     /// Number of commands in each state.
     func commandCounts() async throws -> [CommandStatus: Int]
+}
+
+/// What a device listing is narrowed to (the stored fields; live status is the service's).
+public struct DeviceFilter: Sendable, Equatable {
+    public var firmwareVersion: String?
+    public var idPrefix: String?
+
+    public init(firmwareVersion: String? = nil, idPrefix: String? = nil) {
+        self.firmwareVersion = firmwareVersion
+        self.idPrefix = idPrefix
+    }
+}
+
+extension DeviceRegistryStore {
+    public func devices(limit: Int) async throws -> [DeviceRow] {
+        try await devices(after: nil, limit: limit, filter: DeviceFilter())
+    }
+}
+
+extension CommandStore {
+    /// Commands of a device, newest first.
+    public func commandHistory(deviceID: String, limit: Int) async throws -> [CommandRow] {
+        try await commands(deviceID: deviceID, status: nil, before: nil, limit: limit)
+    }
 }

@@ -3,6 +3,8 @@ import Foundation
 
 /// An energy / power-management report (spec §6.1). Non-finite numbers the device printed are `nil`.
 public struct PowerReport: Sendable, Equatable {
+    /// Set when stored; increases with every report (the listing's cursor).
+    public var id: Int64 = 0
     public var deviceID: String
     public var deviceTimeMs: Int64?
     public var receivedAtMs: Int64
@@ -63,10 +65,21 @@ public struct FaultEvent: Sendable, Equatable {
 /// Device reports: energy and fault recovery.
 public protocol ReportStore: Sendable {
     func addPowerReport(_ report: PowerReport) async throws
-    /// Reports received at or after `sinceMs`, newest first.
-    func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport]
+    /// Reports received at or after `sinceMs`, newest first, those with an id below `before` when it is given.
+    func powerReports(deviceID: String, sinceMs: Int64, before: Int64?, limit: Int) async throws -> [PowerReport]
     /// Stores an event and returns its id.
     func addFaultEvent(_ event: FaultEvent) async throws -> Int64
-    /// Events of a device, newest first, and the total/successful counts over all of them.
-    func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int)
+    /// Events of a device, newest first (those with an id below `before` when it is given), and the total/successful
+    /// counts over all of them.
+    func faultEvents(deviceID: String, before: Int64?, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int)
+}
+
+extension ReportStore {
+    public func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport] {
+        try await powerReports(deviceID: deviceID, sinceMs: sinceMs, before: nil, limit: limit)
+    }
+
+    public func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
+        try await faultEvents(deviceID: deviceID, before: nil, limit: limit)
+    }
 }

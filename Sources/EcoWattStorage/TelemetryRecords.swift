@@ -163,7 +163,8 @@ public protocol TelemetryStore: Sendable {
     /// Samples in `[fromMs, toMs]`, oldest first, at most `limit`.
     func samples(deviceID: String, fromMs: Int64, toMs: Int64, limit: Int) async throws -> [SampleRow]
     /// Packets of a device, newest first.
-    func packets(deviceID: String, limit: Int) async throws -> [PacketRow]
+    /// Stored packets, newest first (by id), those with an id below `before` when it is given.
+    func packets(deviceID: String, before: Int64?, limit: Int) async throws -> [PacketRow]
     /// Rollups of a device whose bucket starts in `[fromMs, toMs]` (the bucket `fromMs` falls in included), oldest
     /// first, at most `limit`.
     func rollups(
@@ -251,4 +252,11 @@ public struct OutboxPacket: Sendable, Equatable {
 
     /// `compressed / original`, as the device reports sizes.
     public var ratio: Double { DecodedPacket.ratio(compressed: compressedSize, original: originalSize) }
+}
+
+extension TelemetryStore {
+    /// The newest stored packets.
+    public func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
+        try await packets(deviceID: deviceID, before: nil, limit: limit)
+    }
 }
