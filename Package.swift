@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "FirmwareImage", targets: ["FirmwareImage"]),
         .library(name: "EcoWattStorage", targets: ["EcoWattStorage"]),
         .library(name: "EcoWattSQLite", targets: ["EcoWattSQLite"]),
+        .library(name: "EcoWattAPI", targets: ["EcoWattAPI"]),
         .library(name: "EcoWattServer", targets: ["EcoWattServer"]),
         .library(name: "EcoWattSimulator", targets: ["EcoWattSimulator"]),
     ],
@@ -27,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-openapi-generator.git", from: "1.14.3"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird.git", from: "2.1.0"),
+        .package(url: "https://github.com/swift-server/swift-openapi-async-http-client.git", from: "1.1.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
@@ -45,6 +50,16 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
+        ),
+        /// The operator API v1: types, server protocol and client generated from `openapi.json` (issue 18).
+        .target(
+            name: "EcoWattAPI",
+            dependencies: [
+                "EcoWattProtocol",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+            ],
+            resources: [.embedInCode("openapi.json")],
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
         ),
         /// libmosquitto from Debian (`libmosquitto-dev`).
         .systemLibrary(
@@ -104,6 +119,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                "EcoWattAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),

@@ -46,7 +46,7 @@ public struct EcoWattApplication: Sendable {
     ) async throws {
         let services = try await EcoWattServices.build(configuration: configuration, logger: logger, clock: clock)
         let listeners = try Listeners(configuration: configuration, logger: logger)
-        let (router, operatorRouter) = services.buildRouters(listeners: listeners)
+        let (router, operatorRouter) = try services.buildRouters(listeners: listeners)
         let (database, writer, ingest, activity, commands, ota, feed, boot, metrics, keyRing) = (
             services.database, services.writer, services.ingest, services.activity, services.commands, services.ota,
             services.feed, services.boot, services.metrics, services.keyRing

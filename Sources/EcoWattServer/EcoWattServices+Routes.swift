@@ -8,7 +8,7 @@ extension EcoWattServices {
     /// operator listener when `operator_port` is set, else beside the device routes.
     func buildRouters(
         listeners: Listeners
-    ) -> (devices: Router<EcoWattRequestContext>, operators: Router<EcoWattRequestContext>) {
+    ) throws -> (devices: Router<EcoWattRequestContext>, operators: Router<EcoWattRequestContext>) {
         // Routes see services, never stores.
         let registry = DeviceService(
             store: devices,
@@ -16,17 +16,21 @@ extension EcoWattServices {
             binding: binding,
             ingest: ingest,
             offlineAfterMs: Int64(configuration.devices.offlineAfterSeconds) * 1000,
+            updating: { [ota] in ota.isUpdating($0) },
             clock: clock
         )
         let deviceRoutes = DeviceRoutes(devices: registry, boot: boot, access: access, clock: clock)
         let commandRoutes = CommandRoutes(commands: commands, access: access, clock: clock)
+        let configService = ConfigService(store: devices, ingest: ingest, clock: clock)
+        let reportService = ReportService(store: devices)
+        let queries = TelemetryQueries(store: store)
         let configRoutes = ConfigRoutes(
-            config: ConfigService(store: devices, ingest: ingest, clock: clock),
+            config: configService,
             boot: boot,
             access: access,
             clock: clock
         )
-        let reportRoutes = ReportRoutes(reports: ReportService(store: devices), access: access, clock: clock)
+        let reportRoutes = ReportRoutes(reports: reportService, access: access, clock: clock)
         let diagnosticsRoutes = DiagnosticsRoutes(
             diagnostics: diagnostics,
             devices: registry,
@@ -65,7 +69,24 @@ extension EcoWattServices {
             listeners.separateOperator
             ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
         let operatorRoutes = operatorRouter.group().add(middleware: OperatorAuthMiddleware(token: operatorToken))
-        QueryRoutes(queries: TelemetryQueries(store: store)).register(on: operatorRoutes)
+        QueryRoutes(queries: queries).register(on: operatorRoutes)
+        // The operator API v1, generated from openapi.json (issue 18).
+        try OperatorAPI(
+            devices: registry,
+            telemetry: queries,
+            commands: commands,
+            config: configService,
+            reports: reportService,
+            diagnostics: diagnostics,
+            ota: ota,
+            ingest: ingest,
+            feed: feed,
+            faults: faults,
+            commandDefaultTTLSeconds: configuration.commands.defaultTTLSeconds,
+            maxFirmwareBytes: configuration.ota.maxFirmwareBytes,
+            clock: clock
+        )
+        .register(on: operatorRoutes)
         SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
         deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
         commandRoutes.registerOperatorRoutes(on: operatorRoutes)

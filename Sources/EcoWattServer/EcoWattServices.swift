@@ -94,6 +94,7 @@ public struct EcoWattServices: Sendable {
             store: devices,
             resultTimeoutSeconds: configuration.commands.resultTimeoutSeconds,
             maxPending: configuration.commands.maxPending,
+            defaultTTLSeconds: configuration.commands.defaultTTLSeconds,
             logger: logger,
             clock: clock
         )

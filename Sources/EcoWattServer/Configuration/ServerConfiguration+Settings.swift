@@ -86,6 +86,12 @@ extension ServerConfiguration {
             "A dispatched command with no result after this long becomes `timed_out`"
         ),
         .integer("max_pending_commands", \.commands.maxPending, 1...10_000, "Pending commands per device before queueing answers 429"),
+        .integer(
+            "command_default_ttl_seconds",
+            \.commands.defaultTTLSeconds,
+            60...2_592_000,
+            "A command queued without `ttl_seconds` or `expires_at` expires after this long"
+        ),
         .text("firmware_dir", \.ota.firmwareDirectory, "Prepared firmware images"),
         .integer("max_firmware_bytes", \.ota.maxFirmwareBytes, 4096...(16 << 20), "Largest image `POST /ota/upload` accepts"),
         .text("diagnostics_dir", \.diagnostics.directory, "Diagnostics JSONL"),

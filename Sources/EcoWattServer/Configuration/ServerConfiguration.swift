@@ -49,6 +49,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public struct Commands: Sendable, Equatable {
         public var resultTimeoutSeconds = 60
         public var maxPending = 100
+        public var defaultTTLSeconds = 86_400
     }
 
     /// Firmware images.

@@ -1,12 +1,19 @@
 import EcoWattProtocol
 import Hummingbird
 import Logging
+import OpenAPIRuntime
 
-/// Turns every error into `{"success":false,"error":…}` with a fitting status (never a crash, never an HTML page), and
-/// names its reason from a fixed set in the `X-EcoWatt-Error` header (``ErrorCode``), which ``RequestLogMiddleware``
-/// counts and logs.
+/// Turns every error into JSON with a fitting status (never a crash, never an HTML page), and names its reason from a
+/// fixed set in the `X-EcoWatt-Error` header (``ErrorCode``), which ``RequestLogMiddleware`` counts and logs.
+///
+/// Under `/api/` the body is the operator API's `{"error":{"code","message","details"}}`; device routes keep the
+/// firmware-era `{"success":false,"error":…}`. A path that exists with other methods answers 405 with `Allow`.
 public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+    let routes: RouteTable
+
+    public init() {
+        routes = .documented
+    }
 
     public func handle(
         _ request: Request,
@@ -15,30 +22,91 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     )
         async throws -> Response
     {
-        let error: APIError
+        var error: APIError
         do {
             return try await next(request, context)
-        } catch let api as APIError {
-            error = api
-        } catch let mapped as any APIErrorConvertible {
-            error = mapped.apiError
-        } catch let reasoned as any ReasonedError {
-            error = APIError(reasoned.status, reasoned.reason, code: reasoned.code)
-        } catch let http as HTTPError {
-            error = APIError(http.status, http.body ?? http.status.reasonPhrase)
-        } catch let http as any HTTPResponseError {
-            error = APIError(http.status, http.status.reasonPhrase)
-        } catch is DecodingError {
-            error = APIError(.badRequest, "Malformed JSON body", code: "malformed_json")
-        } catch let unhandled {
-            context.logger.error(
-                "unhandled error",
-                metadata: ["error": "\(unhandled)", "path": LogText.value(request.uri.path)]
-            )
-            error = APIError(.internalServerError, "Internal server error")
+        } catch let thrown {
+            error = Self.apiError(thrown, request: request, context: context)
         }
-        var response = try error.response(from: request, context: context)
+        var allow: [HTTPRequest.Method] = []
+        if error.status == .notFound, error.code == "not_found" || error.code == "no_route" {
+            allow = routes.methods(forPath: request.uri.path)
+            if !allow.isEmpty, !allow.contains(request.method) {
+                error = APIError(.methodNotAllowed, "\(request.method) is not allowed here; use \(Self.list(allow))", code: "method_not_allowed")
+            }
+        }
+        var response =
+            request.uri.path.hasPrefix("/api/")
+            ? JSONBody.response(
+                status: error.status,
+                .object([
+                    (
+                        "error",
+                        .object(
+                            [("code", .string(error.code)), ("message", .string(error.reason))]
+                                + (error.details.isEmpty ? [] : [("details", .object(error.details))])
+                        )
+                    )
+                ])
+            ) : try error.response(from: request, context: context)
         response.headers[ErrorCode.header] = error.code
+        if error.status == .methodNotAllowed { response.headers[.allow] = Self.list(allow) }
         return response
+    }
+
+    static func list(_ methods: [HTTPRequest.Method]) -> String { methods.map(\.rawValue).joined(separator: ", ") }
+
+    /// The answer to `error`: services' and routes' errors as they say, the operator API's decoding failures as 400
+    /// (malformed) or 422 (valid JSON that does not fit the schema), anything else a logged 500.
+    static func apiError(_ error: any Error, request: Request, context: Context) -> APIError {
+        switch error {
+        case let api as APIError: return api
+        case let mapped as any APIErrorConvertible: return mapped.apiError
+        case let reasoned as any ReasonedError: return APIError(reasoned.status, reasoned.reason, code: reasoned.code)
+        case let server as ServerError:
+            // The generated operator API wraps what a handler throws, and its own decoding failures.
+            switch server.underlyingError {
+            case let decoding as DecodingError: return Self.decodingError(decoding)
+            case is APIError, is any APIErrorConvertible, is any ReasonedError, is HTTPError:
+                return apiError(server.underlyingError, request: request, context: context)
+            default:
+                if server.httpStatus.code >= 400, server.httpStatus.code < 500 {
+                    return APIError(server.httpStatus, server.causeDescription, code: "invalid")
+                }
+                // A request the generated code could not take apart (a missing or malformed parameter, a content type).
+                if server.operationOutput == nil, !(server.underlyingError is CancellationError) {
+                    return APIError(.badRequest, "\(server.causeDescription): \(server.underlyingError)", code: "invalid")
+                }
+                return unhandled(server.underlyingError, request: request, context: context)
+            }
+        case let http as HTTPError:
+            if http.status == .notFound, http.body == nil { return APIError(.notFound, "No route \(request.uri.path)", code: "no_route") }
+            return APIError(http.status, http.body ?? http.status.reasonPhrase)
+        case let http as any HTTPResponseError: return APIError(http.status, http.status.reasonPhrase)
+        case let decoding as DecodingError: return decodingError(decoding)
+        default: return unhandled(error, request: request, context: context)
+        }
+    }
+
+    static func decodingError(_ error: DecodingError) -> APIError {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return keys.isEmpty ? "the body" : keys
+        }
+        switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            return APIError(.badRequest, "Malformed JSON body", code: "malformed_json")
+        case .keyNotFound(let key, let context):
+            return APIError(.unprocessableContent, "\(key.stringValue) is required in \(path(context))", code: "invalid")
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return APIError(.unprocessableContent, "\(path(context)): \(context.debugDescription)", code: "invalid")
+        @unknown default:
+            return APIError(.unprocessableContent, "The body does not fit the schema", code: "invalid")
+        }
+    }
+
+    static func unhandled(_ error: any Error, request: Request, context: Context) -> APIError {
+        context.logger.error("unhandled error", metadata: ["error": "\(error)", "path": LogText.value(request.uri.path)])
+        return APIError(.internalServerError, "Internal server error")
     }
 }

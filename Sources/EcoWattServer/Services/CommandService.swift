@@ -15,6 +15,9 @@ public actor CommandService: Service {
     public let resultTimeoutMs: Int64
     /// Most pending commands one device may have.
     public let maxPending: Int
+    /// Expiry of a command queued without one (`command_default_ttl_seconds`): a command for a device that never
+    /// polls does not wait forever.
+    public let defaultTTLMs: Int64
 
     public static let sweepInterval = Duration.seconds(5)
 
@@ -28,6 +31,7 @@ public actor CommandService: Service {
         store: any CommandStore,
         resultTimeoutSeconds: Int,
         maxPending: Int,
+        defaultTTLSeconds: Int = 86_400,
         logger: Logger,
         clock: @escaping @Sendable () -> Int64
     ) async throws {
@@ -35,6 +39,7 @@ public actor CommandService: Service {
         self.store = store
         self.resultTimeoutMs = Int64(resultTimeoutSeconds) * 1000
         self.maxPending = maxPending
+        self.defaultTTLMs = Int64(defaultTTLSeconds) * 1000
         self.logger = logger
         self.clock = clock
     }
@@ -58,7 +63,15 @@ public actor CommandService: Service {
 
     public nonisolated func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
         defer { pendingHint.withLock { $0[deviceID, default: 0] &+= 1 } }
-        return try await store.queue(request, deviceID: deviceID, nowMs: clock(), maxPending: maxPending)
+        let now = clock()
+        var request = request
+        if request.expiresAtMs == nil { request.expiresAtMs = now.addingReportingOverflow(defaultTTLMs).partialValue }
+        return try await store.queue(request, deviceID: deviceID, nowMs: now, maxPending: maxPending)
+    }
+
+    /// A device's commands, newest first (of `status`, below the sequence `before`, when given).
+    public nonisolated func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
+        try await store.commands(deviceID: deviceID, status: status, before: before, limit: limit)
     }
 
     /// The device's next command, dispatched to `address` (its result is accepted from there only).

@@ -6,6 +6,7 @@ struct ConfigService: Sendable {
     enum Failure: Error {
         /// No delivered configuration waits for an acknowledgement.
         case nothingToAcknowledge
+        case nothingPending(String)
         case invalid(String)
         /// The requested settings would lose data on the device; `limits` gives the safe value of each.
         case dataLoss(String, limits: [(String, JSONValue)])
@@ -56,5 +57,19 @@ struct ConfigService: Sendable {
     /// The running and pending configuration, and the newest history events.
     func history(deviceID: String, limit: Int) async throws -> (state: ConfigState, events: [ConfigHistoryRow]) {
         (try await store.configState(deviceID: deviceID), try await store.configHistory(deviceID: deviceID, limit: limit))
+    }
+
+    func state(deviceID: String) async throws -> ConfigState {
+        try await store.configState(deviceID: deviceID)
+    }
+
+    /// History events, newest first, below the id `before` when given.
+    func events(deviceID: String, before: Int64?, limit: Int) async throws -> [ConfigHistoryRow] {
+        try await store.configHistory(deviceID: deviceID, before: before, limit: limit)
+    }
+
+    /// Drops the pending change before the device takes it.
+    func withdraw(deviceID: String) async throws {
+        guard try await store.withdrawPending(deviceID: deviceID, nowMs: clock()) else { throw Failure.nothingPending(deviceID) }
     }
 }

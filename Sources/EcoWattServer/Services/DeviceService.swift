@@ -6,6 +6,15 @@ import Foundation
 struct DeviceService: Sendable {
     enum Failure: Error, Equatable {
         case unknownDevice(String)
+        /// An operator request names a device the server has never seen, without `create`.
+        case notProvisioned(String)
+        case exists(String)
+    }
+
+    enum Status: String, Sendable, CaseIterable {
+        case online, offline
+        /// An OTA download is in progress.
+        case updating
     }
 
     /// A registry row with what the server knows beyond it.
@@ -13,14 +22,30 @@ struct DeviceService: Sendable {
         var row: DeviceRow
         /// The latest of the stored time and requests not yet written.
         var lastSeenMs: Int64
-        var online: Bool
+        var status: Status
+        var online: Bool { status != .offline }
     }
+
+    /// What a listing is narrowed to: the stored fields, and the live state.
+    struct Query: Sendable {
+        var stored = DeviceFilter()
+        var status: Status?
+        var lastSeenAfterMs: Int64?
+        var lastSeenBeforeMs: Int64?
+    }
+
+    /// Rows read per store page while filters on live state skip devices; a listing page reads at most
+    /// ``maxScannedPerPage`` rows and then answers what it found with a cursor.
+    static let scanBatch = 500
+    static let maxScannedPerPage = 20_000
 
     private let store: any DeviceRegistryStore
     let activity: DeviceActivity
     let binding: DeviceBinding
     let ingest: IngestService
     let offlineAfterMs: Int64
+    /// Whether a device has an OTA download in progress.
+    let updating: @Sendable (String) -> Bool
     let clock: @Sendable () -> Int64
 
     init(
@@ -29,6 +54,7 @@ struct DeviceService: Sendable {
         binding: DeviceBinding,
         ingest: IngestService,
         offlineAfterMs: Int64,
+        updating: @escaping @Sendable (String) -> Bool = { _ in false },
         clock: @escaping @Sendable () -> Int64
     ) {
         self.store = store
@@ -36,11 +62,50 @@ struct DeviceService: Sendable {
         self.binding = binding
         self.ingest = ingest
         self.offlineAfterMs = offlineAfterMs
+        self.updating = updating
         self.clock = clock
     }
 
+    /// Devices by id after `after`, up to `limit` matching `query`; `next` is where the following page starts (`nil`
+    /// at the end). Live filters (status, last seen) are applied to store pages, so a page may hold fewer devices.
+    func devices(after: String?, limit: Int, query: Query = Query()) async throws -> (items: [Listing], next: String?) {
+        var items: [Listing] = []
+        var cursor = after
+        var scanned = 0
+        while items.count < limit, scanned < Self.maxScannedPerPage {
+            let batch = min(Self.scanBatch, Self.maxScannedPerPage - scanned)
+            let rows = try await store.devices(after: cursor, limit: batch, filter: query.stored)
+            for row in rows {
+                scanned += 1
+                cursor = row.deviceID
+                let entry = listing(row)
+                guard query.matches(entry) else { continue }
+                items.append(entry)
+                // There may be more: the next page starts after this device (and may be empty).
+                if items.count == limit { return (items, row.deviceID) }
+            }
+            if rows.count < batch { return (items, nil) }
+        }
+        return (items, cursor)
+    }
+
     func devices(limit: Int) async throws -> [Listing] {
-        try await store.devices(limit: limit).map(listing)
+        try await devices(after: nil, limit: limit).items
+    }
+
+    /// Creates a device for an operator; refuses an id that is known.
+    func create(_ deviceID: String, fields: DeviceFields) async throws -> Listing {
+        guard try await store.createDevice(deviceID, fields: fields, nowMs: clock()) else { throw Failure.exists(deviceID) }
+        activity.admit(deviceID, at: clock())
+        return try await device(deviceID)
+    }
+
+    /// Refuses an id the server has never seen unless the operator asked to `create` it (pre-provisioning): a typo
+    /// must not leave commands or configuration waiting for a device that does not exist.
+    func requireKnown(_ deviceID: String, create: Bool) async throws {
+        if create { return }
+        if try await store.device(deviceID) != nil { return }
+        throw Failure.notProvisioned(deviceID)
     }
 
     func device(_ deviceID: String) async throws -> Listing {
@@ -74,6 +139,16 @@ struct DeviceService: Sendable {
 
     private func listing(_ row: DeviceRow) -> Listing {
         let lastSeen = activity.lastSeen(row.deviceID, stored: row.lastSeenMs)
-        return Listing(row: row, lastSeenMs: lastSeen, online: clock() - lastSeen <= offlineAfterMs)
+        let status: Status = updating(row.deviceID) ? .updating : clock() - lastSeen <= offlineAfterMs ? .online : .offline
+        return Listing(row: row, lastSeenMs: lastSeen, status: status)
+    }
+}
+
+extension DeviceService.Query {
+    func matches(_ listing: DeviceService.Listing) -> Bool {
+        if let status, listing.status != status { return false }
+        if let after = lastSeenAfterMs, listing.lastSeenMs <= after { return false }
+        if let before = lastSeenBeforeMs, listing.lastSeenMs >= before { return false }
+        return true
     }
 }

@@ -82,9 +82,13 @@ extension OTAService {
         return try await store.otaCounts()
     }
 
-    /// Deployments, newest first.
-    public nonisolated func deployments(limit: Int) async throws -> [OTADeployment] {
-        try await store.deployments(limit: limit)
+    /// Deployments, newest first (of `status`, below the id `before`, when given).
+    public nonisolated func deployments(status: String? = nil, before: Int64? = nil, limit: Int) async throws -> [OTADeployment] {
+        try await store.deployments(status: status, before: before, limit: limit)
+    }
+
+    public nonisolated func deployment(id: Int64) async throws -> OTADeployment? {
+        try await store.deployment(id: id)
     }
 
     /// Cancels an active deployment (a cancelled one stays as it is); `nil` when there is no deployment `id`.
@@ -93,8 +97,18 @@ extension OTAService {
     }
 
     /// The device's sessions, newest first, an active one with its live chunk counters.
-    public func sessions(deviceID: String, limit: Int) async throws -> [OTASession] {
-        try await store.sessions(deviceID: deviceID, limit: limit).map(withLiveCounters)
+    public func sessions(
+        deviceID: String,
+        outcome: String? = nil,
+        before: OTASessionCursor? = nil,
+        limit: Int
+    ) async throws -> [OTASession] {
+        try await store.sessions(deviceID: deviceID, outcome: outcome, before: before, limit: limit).map(withLiveCounters)
+    }
+
+    /// Whether the device has a download in progress.
+    public nonisolated func isUpdating(_ deviceID: String) -> Bool {
+        live.withLock { $0[deviceID] != nil }
     }
 
     /// A session's progress events, oldest first.

@@ -13,8 +13,8 @@ struct ReportService: Sendable {
     }
 
     /// Reports received at or after `sinceMs`, newest first.
-    func powerReports(deviceID: String, sinceMs: Int64, limit: Int) async throws -> [PowerReport] {
-        try await store.powerReports(deviceID: deviceID, sinceMs: sinceMs, limit: limit)
+    func powerReports(deviceID: String, sinceMs: Int64, before: Int64? = nil, limit: Int) async throws -> [PowerReport] {
+        try await store.powerReports(deviceID: deviceID, sinceMs: sinceMs, before: before, limit: limit)
     }
 
     /// Stores an event; returns its id.
@@ -23,7 +23,7 @@ struct ReportService: Sendable {
     }
 
     /// The newest events and the counts over all of them.
-    func faultEvents(deviceID: String, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
-        try await store.faultEvents(deviceID: deviceID, limit: limit)
+    func faultEvents(deviceID: String, before: Int64? = nil, limit: Int) async throws -> (events: [FaultEvent], total: Int, successful: Int) {
+        try await store.faultEvents(deviceID: deviceID, before: before, limit: limit)
     }
 }

@@ -46,9 +46,9 @@ struct TelemetryQueries: Sendable {
         )
     }
 
-    /// Stored packets, newest first, with their decode outcome.
-    func packets(deviceID: String, limit: Int) async throws -> [PacketRow] {
-        try await store.packets(deviceID: deviceID, limit: limit)
+    /// Stored packets, newest first, with their decode outcome (below the packet id `before` when it is given).
+    func packets(deviceID: String, before: Int64? = nil, limit: Int) async throws -> [PacketRow] {
+        try await store.packets(deviceID: deviceID, before: before, limit: limit)
     }
 
     /// `nil`: raw samples.
