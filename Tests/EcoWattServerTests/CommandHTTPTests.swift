@@ -6,16 +6,16 @@ import NIOCore
 import Testing
 
 @Suite struct CommandHTTPTests {
-    static let writeByName = #"{"command":{"action":"write_register","target_register":"export_power","value":50}}"#
-    static let setPower = #"{"command_type":"set_power","parameters":{"value":5000}}"#
+    static let writeByName = #"{"action":"write_register","target_register":"export_power","value":50}"#
+    static let setPower = #"{"action":"set_power","value":5000}"#
 
     @Test func queuedCommandsAreDeliveredOneAtATimeOldestFirst() async throws {
         let test = try await TestServer()
         try await test.run { client in
             try await test.bind("DEV-1", client: client)
-            let first = try await client.operatorJSON(.post, "/commands/DEV-1", Self.writeByName, server: test)
+            let first = try await client.operatorJSON(.post, "/api/v1/devices/DEV-1/commands", Self.writeByName, server: test)
             #expect(first.status == .created)
-            let second = try await client.operatorJSON(.post, "/commands/DEV-1", Self.setPower, server: test)
+            let second = try await client.operatorJSON(.post, "/api/v1/devices/DEV-1/commands", Self.setPower, server: test)
             #expect(second.status == .created)
             let firstID = try #require(first.json["command_id"] as? String)
             let secondID = try #require(second.json["command_id"] as? String)
@@ -54,17 +54,16 @@ import Testing
             )
             #expect(failed.json["status"] as? String == "failed")
 
-            let status = try await client.execute(uri: "/commands/status/\(secondID)", method: .get, headers: test.operatorHeaders)
-            let stored = try #require(status.json["command"] as? [String: Any])
+            let stored = try await client.execute(uri: "/api/v1/commands/\(secondID)", method: .get, headers: test.operatorHeaders).json
             #expect(stored["status"] as? String == "failed")
-            #expect(stored["error_msg"] as? String == "no echo")
-            let history = try await client.execute(uri: "/commands/DEV-1/history?limit=10", method: .get, headers: test.operatorHeaders)
-            #expect((history.json["history"] as? [[String: Any]])?.map { $0["command_id"] as? String } == [secondID, firstID])
-            let stats = try await client.execute(uri: "/commands/stats", method: .get, headers: test.operatorHeaders)
-            let statistics = try #require(stats.json["statistics"] as? [String: Any])
-            #expect(statistics["completed"] as? Int == 1)
-            #expect(statistics["failed"] as? Int == 1)
-            #expect(statistics["total_commands"] as? Int == 2)
+            #expect(stored["error_message"] as? String == "no echo")
+            let history = try await client.execute(uri: "/api/v1/devices/DEV-1/commands?limit=10", method: .get, headers: test.operatorHeaders)
+            #expect((history.json["items"] as? [[String: Any]])?.map { $0["command_id"] as? String } == [secondID, firstID])
+            let stats = try await client.execute(uri: "/api/v1/stats/commands", method: .get, headers: test.operatorHeaders).json
+            let byStatus = try #require(stats["by_status"] as? [String: Any])
+            #expect(byStatus["completed"] as? Int == 1)
+            #expect(byStatus["failed"] as? Int == 1)
+            #expect(stats["total"] as? Int == 2)
 
             // A result cannot be posted twice, nor for an unknown command.
             let again = try await client.postJSON(
@@ -86,8 +85,8 @@ import Testing
             try await test.bind("RACE", client: client)
             var queued = Set<String>()
             for index in 0..<20 {
-                let body = #"{"command":{"action":"set_power_percentage","value":\#(index)}}"#
-                let response = try await client.operatorJSON(.post, "/commands/RACE", body, server: test)
+                let body = #"{"action":"set_power_percentage","value":\#(index)}"#
+                let response = try await client.operatorJSON(.post, "/api/v1/devices/RACE/commands", body, server: test)
                 queued.insert(try #require(response.json["command_id"] as? String))
             }
             let port = try #require(client.port)
@@ -120,58 +119,59 @@ import Testing
         try await test.run { client in
             try await test.bind("TTL", client: client)
             let now = test.clock.now
-            let shortLived = try await client.operatorJSON(
-                .post,
-                "/commands/TTL",
-                #"{"command":{"action":"get_power_stats"},"ttl_seconds":5}"#,
+            let shortLived = try await client.operatorJSON(.post, "/api/v1/devices/TTL/commands",
+                #"{"action":"get_power_stats","ttl_seconds":5}"#,
                 server: test
             )
             let expiringID = try #require(shortLived.json["command_id"] as? String)
             test.clock.set(now + 6_000)
             let poll = try await client.execute(uri: "/commands/TTL/poll", method: .get)
             #expect(poll.json["count"] as? Int == 0)
-            let expired = try await client.execute(uri: "/commands/status/\(expiringID)", method: .get, headers: test.operatorHeaders)
-            #expect((expired.json["command"] as? [String: Any])?["status"] as? String == "expired")
+            let expired = try await client.execute(uri: "/api/v1/commands/\(expiringID)", method: .get, headers: test.operatorHeaders)
+            #expect(expired.json["status"] as? String == "expired")
 
             // Dispatched without a result: timed out by the sweep, and a late result is still recorded.
-            let queued = try await client.operatorJSON(.post, "/commands/TTL", #"{"command":{"action":"reset_power_stats"}}"#, server: test)
+            let queued = try await client.operatorJSON(.post, "/api/v1/devices/TTL/commands", #"{"action":"reset_power_stats"}"#, server: test)
             let id = try #require(queued.json["command_id"] as? String)
             #expect(try await client.execute(uri: "/commands/TTL/poll", method: .get).json["count"] as? Int == 1)
             test.clock.set(now + 6_000 + 31_000)
             await test.server.commands.sweep()
-            let timedOut = try await client.execute(uri: "/commands/status/\(id)", method: .get, headers: test.operatorHeaders)
-            #expect((timedOut.json["command"] as? [String: Any])?["status"] as? String == "timed_out")
+            let timedOut = try await client.execute(uri: "/api/v1/commands/\(id)", method: .get, headers: test.operatorHeaders)
+            #expect(timedOut.json["status"] as? String == "timed_out")
             let late = try await client.postJSON("/commands/TTL/result", #"{"command_result":{"command_id":"\#(id)","status":"success"}}"#)
             #expect(late.json["status"] as? String == "completed")
 
             // Cancel: only while pending.
-            let cancellable = try await client.operatorJSON(.post, "/commands/TTL", #"{"command":{"action":"reset_peripheral_stats"}}"#, server: test)
+            let cancellable = try await client.operatorJSON(.post, "/api/v1/devices/TTL/commands", #"{"action":"reset_peripheral_stats"}"#, server: test)
             let cancelID = try #require(cancellable.json["command_id"] as? String)
-            let cancel = try await client.operatorJSON(.delete, "/commands/\(cancelID)", nil, server: test)
-            #expect((cancel.json["command"] as? [String: Any])?["status"] as? String == "cancelled")
-            #expect(try await client.operatorJSON(.delete, "/commands/\(cancelID)", nil, server: test).status == .conflict)
-            #expect(try await client.operatorJSON(.delete, "/commands/unknown-id", nil, server: test).status == .notFound)
+            let cancel = try await client.operatorJSON(.delete, "/api/v1/commands/\(cancelID)", nil, server: test)
+            #expect(cancel.json["status"] as? String == "cancelled")
+            #expect(try await client.operatorJSON(.delete, "/api/v1/commands/\(cancelID)", nil, server: test).status == .conflict)
+            #expect(try await client.operatorJSON(.delete, "/api/v1/commands/unknown-id", nil, server: test).status == .notFound)
             #expect(try await client.execute(uri: "/commands/TTL/poll", method: .get).json["count"] as? Int == 0)
         }
     }
 
+    /// Bodies that are not JSON are 400; JSON that does not fit the schema or the firmware's rules is 422, with a reason.
     @Test(arguments: [
-        (#"{"command":{"action":"reboot"}}"#, "unknown action"),
-        (#"{"command":{"action":"set_power","value":50.5}}"#, "JSON integer"),
-        (#"{"command":{"action":"set_power","value":"50"}}"#, "JSON integer"),
-        (#"{"command":{"action":"set_power_percentage","value":150}}"#, "outside"),
-        (#"{"command":{"action":"write_register","target_register":"Flux","value":1}}"#, "unknown target_register"),
-        (#"{"command":{"action":"write_register","value":1}}"#, "target_register"),
-        (#"{"command":{"action":"get_power_stats"},"ttl_seconds":-1}"#, "ttl_seconds"),
-        (#"{"nothing":true}"#, "expected"),
-        (#"{"command":"#, "Malformed JSON"),
+        (#"{"action":"reboot"}"#, 422, "action"),
+        (#"{"action":"set_power","value":50.5}"#, 422, "schema"),
+        (#"{"action":"set_power","value":"50"}"#, 422, "value"),
+        (#"{"action":"set_power_percentage","value":150}"#, 422, "outside"),
+        (#"{"action":"write_register","target_register":"Flux","value":1}"#, 422, "unknown target_register"),
+        (#"{"action":"write_register","value":1}"#, 422, "target_register"),
+        (#"{"action":"get_power_stats","ttl_seconds":-1}"#, 422, "ttl_seconds"),
+        (#"{"nothing":true}"#, 422, "action"),
+        (#"{"action":"#, 400, "Malformed JSON"),
     ])
-    func invalidCommandsAreRefusedWithAReason(_ body: String, _ reason: String) async throws {
+    func invalidCommandsAreRefusedWithAReason(_ body: String, _ status: Int, _ reason: String) async throws {
         let test = try await TestServer()
         try await test.run { client in
-            let response = try await client.operatorJSON(.post, "/commands/BAD", body, server: test)
-            #expect(response.status == .badRequest)
-            #expect((response.json["error"] as? String)?.contains(reason) == true, "\(response.json)")
+            try await test.bind("BAD", client: client)
+            let response = try await client.operatorJSON(.post, "/api/v1/devices/BAD/commands", body, server: test)
+            #expect(response.status.code == status)
+            let message = (response.json["error"] as? [String: Any])?["message"] as? String
+            #expect(message?.contains(reason) == true, "\(response.json)")
             #expect(try await client.execute(uri: "/commands/BAD/poll", method: .get).json["count"] as? Int == 0)
         }
     }
@@ -179,26 +179,15 @@ import Testing
     @Test func idempotencyKeyQueuesOnce() async throws {
         let test = try await TestServer()
         try await test.run { client in
-            var headers = test.operatorHeaders
-            headers[.contentType] = "application/json"
-            headers[.init("Idempotency-Key")!] = "op-42"
-            let first = try await client.execute(
-                uri: "/commands/IDEM",
-                method: .post,
-                headers: headers,
-                body: ByteBuffer(string: Self.setPower)
-            )
-            let second = try await client.execute(
-                uri: "/commands/IDEM",
-                method: .post,
-                headers: headers,
-                body: ByteBuffer(string: Self.setPower)
-            )
+            try await test.bind("IDEM", client: client)
+            let body = #"{"action":"set_power","value":5000,"idempotency_key":"op-42"}"#
+            let first = try await client.operatorJSON(.post, "/api/v1/devices/IDEM/commands", body, server: test)
+            let second = try await client.operatorJSON(.post, "/api/v1/devices/IDEM/commands", body, server: test)
             #expect(first.status == .created)
             #expect(second.status == .ok)
             #expect(first.json["command_id"] as? String == second.json["command_id"] as? String)
-            let history = try await client.execute(uri: "/commands/IDEM/history", method: .get, headers: test.operatorHeaders)
-            #expect(history.json["count"] as? Int == 1)
+            let history = try await client.execute(uri: "/api/v1/devices/IDEM/commands", method: .get, headers: test.operatorHeaders)
+            #expect((history.json["items"] as? [Any])?.count == 1)
         }
     }
 
@@ -208,7 +197,7 @@ import Testing
         try await first.run { client in
             // Bound before the restart: the binding is persisted with the upload.
             try await first.bind("QUEUED", client: client)
-            let queued = try await client.operatorJSON(.post, "/commands/QUEUED", Self.setPower, server: first)
+            let queued = try await client.operatorJSON(.post, "/api/v1/devices/QUEUED/commands", Self.setPower, server: first)
             commandID.value = queued.json["command_id"] as? String
         }
         let second = try await TestServer(directory: first.directory)
@@ -224,7 +213,7 @@ import Testing
         let commandID = ResultBox()
         try await first.run { client in
             try await first.bind("RESTART", client: client)
-            let queued = try await client.operatorJSON(.post, "/commands/RESTART", Self.setPower, server: first)
+            let queued = try await client.operatorJSON(.post, "/api/v1/devices/RESTART/commands", Self.setPower, server: first)
             commandID.value = queued.json["command_id"] as? String
             #expect(try await client.execute(uri: "/commands/RESTART/poll", method: .get).json["count"] as? Int == 1)
         }

@@ -1,4 +1,6 @@
 import Configuration
+import EcoWattAPI
+import OpenAPIAsyncHTTPClient
 import EcoWattProtocol
 import EcoWattServer
 import FirmwareImage
@@ -37,7 +39,8 @@ final class TestServer: Sendable {
         mqttPort: Int? = nil,
         mqttOutboxLimit: Int? = nil,
         limits: [String: Int]? = nil,
-        deviceBinding: String? = nil
+        deviceBinding: String? = nil,
+        commandDefaultTTLSeconds: Int? = nil
     ) async throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -58,6 +61,7 @@ final class TestServer: Sendable {
         let numbers: [(String, Int?)] = [
             ("command_result_timeout_seconds", commandResultTimeoutSeconds), ("diagnostics_max_file_bytes", diagnosticsMaxFileBytes),
             ("diagnostics_retained_files", diagnosticsRetainedFiles), ("mqtt_port", mqttPort), ("mqtt_outbox_max_messages", mqttOutboxLimit),
+            ("command_default_ttl_seconds", commandDefaultTTLSeconds),
         ]
         for case (let key, let value?) in numbers { flags[key] = .init(.int(value), isSecret: false) }
         if let faultInjection { flags["fault_injection"] = .init(.bool(faultInjection), isSecret: false) }
@@ -98,6 +102,18 @@ final class TestServer: Sendable {
         // The data directory is free again once this server stopped (a restart test opens a new one on it).
         defer { server.lock.release() }
         try await server.application.test(.live) { client in try await body(client) }
+    }
+}
+
+extension TestServer {
+    /// The generated operator API client (EcoWattAPI) against the live server `client` talks to, with the token.
+    func api(_ client: some TestClientProtocol) -> EcoWattAPI.Client {
+        Client(
+            serverURL: URL(string: "http://127.0.0.1:\(client.port!)")!,
+            configuration: .ecoWatt,
+            transport: AsyncHTTPClientTransport(),
+            middlewares: [BearerToken(server.operatorToken)]
+        )
     }
 }
 

@@ -27,8 +27,16 @@ struct OperatorAPI: APIProtocol {
 
     /// Registers the operations on `router` (under `/api/v1`, as the document's paths say).
     func register(on router: RouterGroup<EcoWattRequestContext>) throws {
-        try registerHandlers(on: router, serverURL: URL(string: "/")!, configuration: .ecoWatt)
+        try registerHandlers(
+            on: router,
+            serverURL: URL(string: "/")!,
+            configuration: .ecoWatt,
+            middlewares: [RequestBodyCheck(maxJSONBytes: Self.maxJSONBytes)]
+        )
     }
+
+    /// Largest JSON body (a deployment to 100 000 devices is about 2 MB).
+    static let maxJSONBytes = 4 << 20
 
     // MARK: Helpers
 

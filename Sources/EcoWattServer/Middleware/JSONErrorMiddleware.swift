@@ -95,7 +95,9 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         switch error {
         case .dataCorrupted(let context) where context.codingPath.isEmpty:
-            return APIError(.badRequest, "Malformed JSON body", code: "malformed_json")
+            // The operator API checked the syntax first (``RequestBodyCheck``): Foundation's decoder says "not valid
+            // JSON" for a number of the wrong type too.
+            return APIError(.unprocessableContent, "The body does not fit the schema (a value of the wrong type)", code: "invalid")
         case .keyNotFound(let key, let context):
             return APIError(.unprocessableContent, "\(key.stringValue) is required in \(path(context))", code: "invalid")
         case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
