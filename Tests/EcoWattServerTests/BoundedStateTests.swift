@@ -161,9 +161,9 @@ import Testing
         try await Task.sleep(for: .seconds(1))
         #expect(try await server.get("/commands/NEW-REAL/poll") == 200)
         try await Task.sleep(for: .seconds(2.5))
-        let device = try await LoopbackHTTP.request(port: port, path: "/devices/NEW-REAL", headers: ["Authorization": "Bearer \(token)"])
+        let device = try await LoopbackHTTP.request(port: port, path: "/api/v1/devices/NEW-REAL", headers: ["Authorization": "Bearer \(token)"])
         let fields = try JSONSerialization.jsonObject(with: Data(device.body.utf8)) as? [String: Any]
-        let record = fields?["device"] as? [String: Any]
+        let record = fields
         #expect(record?["status"] as? String == "online")
         let lastSeen = try Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse((record?["last_seen"] as? String) ?? "")
         #expect(abs(lastSeen.timeIntervalSinceNow) < 5, "last_seen follows the device's polls")

@@ -119,7 +119,9 @@ import Testing
         try await test.run { client in
             try await test.bind("TTL", client: client)
             let now = test.clock.now
-            let shortLived = try await client.operatorJSON(.post, "/api/v1/devices/TTL/commands",
+            let shortLived = try await client.operatorJSON(
+                .post,
+                "/api/v1/devices/TTL/commands",
                 #"{"action":"get_power_stats","ttl_seconds":5}"#,
                 server: test
             )
@@ -142,7 +144,12 @@ import Testing
             #expect(late.json["status"] as? String == "completed")
 
             // Cancel: only while pending.
-            let cancellable = try await client.operatorJSON(.post, "/api/v1/devices/TTL/commands", #"{"action":"reset_peripheral_stats"}"#, server: test)
+            let cancellable = try await client.operatorJSON(
+                .post,
+                "/api/v1/devices/TTL/commands",
+                #"{"action":"reset_peripheral_stats"}"#,
+                server: test
+            )
             let cancelID = try #require(cancellable.json["command_id"] as? String)
             let cancel = try await client.operatorJSON(.delete, "/api/v1/commands/\(cancelID)", nil, server: test)
             #expect(cancel.json["status"] as? String == "cancelled")

@@ -20,9 +20,9 @@ import Testing
                  "registers":["Vac1","Pac","Vac1"],"power_management":{"enabled":true,"techniques":"0x08"},
                  "config_poll_interval":2.5,"compression_enabled":false,"energy_poll_interval":60}}
                 """#
-            let response = try await client.operatorJSON(.put, "/config/CFG-1", update, server: test)
+            let response = try await client.operatorJSON(.put, "/api/v1/devices/CFG-1/config/pending", update, server: test)
             #expect(response.status == .ok)
-            let ack = try #require(response.json["config_ack"] as? [String: Any])
+            let ack = response.json
             #expect((ack["accepted"] as? [String: Any])?.keys.sorted() == ["energy_poll_interval", "sampling_interval"])
             #expect(
                 (ack["rejected"] as? [String: String])?.keys.sorted() == [
@@ -42,10 +42,11 @@ import Testing
             #expect(String(buffer: try await client.execute(uri: "/config/CFG-1", method: .get).body) == #"{"is_pending":false}"#)
             #expect(try await client.postJSON("/config/CFG-1/acknowledge", Self.ack).status == .notFound)
 
-            let history = try await client.execute(uri: "/config/CFG-1/history", method: .get, headers: test.operatorHeaders)
-            let events = (history.json["history"] as? [[String: Any]])?.map { $0["event"] as? String }
+            let history = try await client.execute(uri: "/api/v1/devices/CFG-1/config/history", method: .get, headers: test.operatorHeaders)
+            let events = (history.json["items"] as? [[String: Any]])?.map { $0["event"] as? String }
             #expect(events == ["applied", "delivered", "requested", "boot_report"])
-            #expect((history.json["running_config"] as? [String: Any])?["sampling_interval"] as? Int == 10)
+            let config = try await client.execute(uri: "/api/v1/devices/CFG-1/config", method: .get, headers: test.operatorHeaders)
+            #expect((config.json["running"] as? [String: Any])?["sampling_interval"] as? Int == 10)
         }
     }
 
@@ -58,17 +59,18 @@ import Testing
             try await test.bind("CFG-LOSS", client: client)
             #expect(try await client.postJSON("/config/CFG-LOSS/current", Self.bootReport).status == .ok)
             let update = #"{"config_update":{"upload_interval":300,"command_poll_interval":20}}"#
-            let refused = try await client.operatorJSON(.put, "/config/CFG-LOSS", update, server: test)
+            let refused = try await client.operatorJSON(.put, "/api/v1/devices/CFG-LOSS/config/pending", update, server: test)
             #expect(refused.status == .unprocessableContent)
             #expect(refused.headers[ErrorCode.header] == "data_loss")
-            #expect((refused.json["error"] as? String)?.contains("keeps 50") == true)
-            let limits = try #require(refused.json["safe_limits"] as? [String: Any])
+            let error = try #require(refused.json["error"] as? [String: Any])
+            #expect((error["message"] as? String)?.contains("keeps 50") == true)
+            let limits = try #require((error["details"] as? [String: Any])?["safe_limits"] as? [String: Any])
             let maxUpload = try #require((limits["upload_interval"] as? [String: Any])?["max"] as? Int)
             #expect((10..<300).contains(maxUpload))
             #expect(try await client.execute(uri: "/config/CFG-LOSS", method: .get).json["is_pending"] as? Bool == false)
             // The safe value is accepted.
             let safe = #"{"config_update":{"upload_interval":\#(maxUpload)}}"#
-            #expect(try await client.operatorJSON(.put, "/config/CFG-LOSS", safe, server: test).status == .ok)
+            #expect(try await client.operatorJSON(.put, "/api/v1/devices/CFG-LOSS/config/pending", safe, server: test).status == .ok)
         }
     }
 
@@ -77,16 +79,18 @@ import Testing
         try await test.run { client in
             let response = try await client.operatorJSON(
                 .put,
-                "/config/CFG-2",
-                #"{"config_update":{"sampling_interval":0,"registers":[]}}"#,
+                "/api/v1/devices/CFG-2/config/pending",
+                #"{"config_update":{"sampling_interval":0,"registers":[]},"create":true}"#,
                 server: test
             )
-            #expect(response.status == .badRequest)
-            #expect(response.json["success"] as? Bool == false)
+            #expect(response.status == .unprocessableContent)
+            let rejected = ((response.json["error"] as? [String: Any])?["details"] as? [String: Any])?["rejected"] as? [String: Any]
+            #expect(rejected?.keys.sorted() == ["registers", "sampling_interval"])
             #expect(try await client.execute(uri: "/config/CFG-2", method: .get).json["is_pending"] as? Bool == false)
-            #expect(try await client.operatorJSON(.put, "/config/CFG-2", #"{"sampling_interval":5}"#, server: test).status == .badRequest)
-            #expect(try await client.operatorJSON(.put, "/config/CFG-2", "{", server: test).status == .badRequest)
-            #expect(try await client.execute(uri: "/config/CFG-2/history", method: .get).status == .unauthorized)
+            let path = "/api/v1/devices/CFG-2/config/pending"
+            #expect(try await client.operatorJSON(.put, path, #"{"sampling_interval":5}"#, server: test).status == .unprocessableContent)
+            #expect(try await client.operatorJSON(.put, path, "{", server: test).status == .badRequest)
+            #expect(try await client.execute(uri: "/api/v1/devices/CFG-2/config/history", method: .get).status == .unauthorized)
         }
     }
 
@@ -95,8 +99,8 @@ import Testing
         try await test.run { client in
             let response = try await client.operatorJSON(
                 .put,
-                "/config/CFG-3",
-                #"{"config_update":{"sampling_interval":10,"registers":["Vac1","Pac"]}}"#,
+                "/api/v1/devices/CFG-3/config/pending",
+                #"{"config_update":{"sampling_interval":10,"registers":["Vac1","Pac"]},"create":true}"#,
                 server: test
             )
             #expect(response.status == .ok)
@@ -108,8 +112,13 @@ import Testing
             // It sends no acknowledgement for a no-op, so the server does not wait for one.
             #expect(try await client.execute(uri: "/config/CFG-3", method: .get).json["is_pending"] as? Bool == false)
             // The same values again are "unchanged" and create nothing.
-            let again = try await client.operatorJSON(.put, "/config/CFG-3", #"{"config_update":{"sampling_interval":10}}"#, server: test)
-            #expect((again.json["config_ack"] as? [String: Any])?["unchanged"] as? [String] == ["sampling_interval"])
+            let again = try await client.operatorJSON(
+                .put,
+                "/api/v1/devices/CFG-3/config/pending",
+                #"{"config_update":{"sampling_interval":10}}"#,
+                server: test
+            )
+            #expect(again.json["unchanged"] as? [String] == ["sampling_interval"])
             #expect(try await client.execute(uri: "/config/CFG-3", method: .get).json["is_pending"] as? Bool == false)
         }
     }

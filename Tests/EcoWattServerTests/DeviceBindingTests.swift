@@ -35,8 +35,8 @@ import Testing
             try await test.bind("CMD-B", client: client)
             let queued = try await client.operatorJSON(
                 .post,
-                "/commands/CMD-B",
-                #"{"command":{"action":"set_power","value":5000}}"#,
+                "/api/v1/devices/CMD-B/commands",
+                #"{"action":"set_power","value":5000,"create":true}"#,
                 server: test
             )
             let id = try #require(queued.json["command_id"] as? String)
@@ -45,16 +45,16 @@ import Testing
             #expect((taken.json["error"] as? String)?.contains("address") == true)
             let fake = #"{"command_result":{"command_id":"\#(id)","status":"success"}}"#
             #expect(try await Self.from(Self.attacker, client, "POST", "/commands/CMD-B/result", fake).status == 403)
-            var status = try await client.execute(uri: "/commands/status/\(id)", method: .get, headers: test.operatorHeaders)
-            #expect((status.json["command"] as? [String: Any])?["status"] as? String == "pending", "nothing changed")
+            var status = try await client.execute(uri: "/api/v1/commands/\(id)", method: .get, headers: test.operatorHeaders)
+            #expect(status.json["status"] as? String == "pending", "nothing changed")
 
             // The device gets it, and a result from elsewhere still cannot complete it.
             let poll = try await client.execute(uri: "/commands/CMD-B/poll", method: .get)
             #expect(poll.json["count"] as? Int == 1)
             #expect(try await Self.from(Self.attacker, client, "POST", "/commands/CMD-B/result", fake).status == 403)
             #expect(try await client.postJSON("/commands/CMD-B/result", fake).status == .ok)
-            status = try await client.execute(uri: "/commands/status/\(id)", method: .get, headers: test.operatorHeaders)
-            #expect((status.json["command"] as? [String: Any])?["status"] as? String == "completed")
+            status = try await client.execute(uri: "/api/v1/commands/\(id)", method: .get, headers: test.operatorHeaders)
+            #expect(status.json["status"] as? String == "completed")
         }
     }
 
@@ -63,7 +63,7 @@ import Testing
         try await test.run { client in
             try await test.bind("CFG-B", client: client)
             let update = #"{"config_update":{"sampling_interval":10}}"#
-            #expect(try await client.operatorJSON(.put, "/config/CFG-B", update, server: test).status == .ok)
+            #expect(try await client.operatorJSON(.put, "/api/v1/devices/CFG-B/config/pending", update, server: test).status == .ok)
             #expect(try await Self.from(Self.attacker, client, "GET", "/config/CFG-B").status == 403)
             #expect(try await Self.from(Self.attacker, client, "POST", "/config/CFG-B/acknowledge", ConfigHTTPTests.ack).status == 403)
             // An acknowledgement must match what was sent: nothing was delivered yet, so there is nothing to acknowledge.
@@ -71,8 +71,8 @@ import Testing
             let poll = try await client.execute(uri: "/config/CFG-B", method: .get)
             #expect(poll.json["is_pending"] as? Bool == true)
             #expect(try await client.postJSON("/config/CFG-B/acknowledge", ConfigHTTPTests.ack).status == .ok)
-            let history = try await client.execute(uri: "/config/CFG-B/history", method: .get, headers: test.operatorHeaders)
-            #expect((history.json["running_config"] as? [String: Any])?["sampling_interval"] as? Int == 10)
+            let history = try await client.execute(uri: "/api/v1/devices/CFG-B/config", method: .get, headers: test.operatorHeaders)
+            #expect((history.json["running"] as? [String: Any])?["sampling_interval"] as? Int == 10)
         }
     }
 
@@ -94,14 +94,14 @@ import Testing
 
             // The device goes on from its own address: its uploads do not confirm a stranger's messages.
             try await test.bind("BOOT-B", client: client)
-            let device = try await client.execute(uri: "/devices/BOOT-B", method: .get, headers: test.operatorHeaders)
-            let record = try #require(device.json["device"] as? [String: Any])
+            let device = try await client.execute(uri: "/api/v1/devices/BOOT-B", method: .get, headers: test.operatorHeaders)
+            let record = device.json
             #expect(record["device_name"] as? String == "Real")
             #expect(record["firmware_version"] as? String == "1.3.4")
             #expect(record["location"] as? String == "Roof")
             #expect(record["bound_address"] as? String == "127.0.0.1")
-            let config = try await client.execute(uri: "/config/BOOT-B/history", method: .get, headers: test.operatorHeaders)
-            #expect((config.json["running_config"] as? [String: Any])?["sampling_interval"] as? Int == 5)
+            let config = try await client.execute(uri: "/api/v1/devices/BOOT-B/config", method: .get, headers: test.operatorHeaders)
+            #expect((config.json["running"] as? [String: Any])?["sampling_interval"] as? Int == 5)
             let stream = try await test.server.store.ingestState(deviceID: "BOOT-B").stream
             #expect(stream.hypotheses.count == 2, "only the device's own boot report opened a reboot hypothesis")
 
@@ -119,8 +119,8 @@ import Testing
         try await test.run { client in
             try await test.bind("LIVE-B", client: client)
             func status() async throws -> String? {
-                let device = try await client.execute(uri: "/devices/LIVE-B", method: .get, headers: test.operatorHeaders)
-                return (device.json["device"] as? [String: Any])?["status"] as? String
+                let device = try await client.execute(uri: "/api/v1/devices/LIVE-B", method: .get, headers: test.operatorHeaders)
+                return device.json["status"] as? String
             }
             #expect(try await status() == "online")
             // The device falls silent; a stranger polls and reports under its id, within and after the binding window.
@@ -212,11 +212,11 @@ import Testing
             // Its first upload from there confirms them, and binds the device to its new address.
             let upload = Uploads.body(device: "DHCP-1", nonce: 90_500)
             #expect(try await Self.from(newAddress, client, "POST", "/aggregated/DHCP-1", upload).status == 200)
-            let status = try await client.execute(uri: "/ota/status/DHCP-1", method: .get, headers: test.operatorHeaders)
+            let status = try await client.execute(uri: "/api/v1/devices/DHCP-1/ota", method: .get, headers: test.operatorHeaders)
             #expect((status.json["session"] as? [String: Any])?["outcome"] as? String == "success")
-            let record = try await client.execute(uri: "/devices/DHCP-1", method: .get, headers: test.operatorHeaders)
-            #expect((record.json["device"] as? [String: Any])?["firmware_version"] as? String == receiver.version)
-            #expect((record.json["device"] as? [String: Any])?["bound_address"] as? String == newAddress)
+            let record = try await client.execute(uri: "/api/v1/devices/DHCP-1", method: .get, headers: test.operatorHeaders)
+            #expect(record.json["firmware_version"] as? String == receiver.version)
+            #expect(record.json["bound_address"] as? String == newAddress)
             #expect(try await Self.from(newAddress, client, "GET", "/commands/DHCP-1/poll").status == 200)
             #expect(try await client.execute(uri: "/commands/DHCP-1/poll", method: .get).status == .forbidden, "the old address")
         }
@@ -237,12 +237,12 @@ import Testing
             #expect(try await client.postJSON("/aggregated/NONCE-B", Uploads.body(device: "NONCE-B", nonce: 13_000)).status == .unauthorized)
             test.clock.set(test.clock.now + 1_000_000)
             #expect(try await client.postJSON("/aggregated/NONCE-B", Uploads.body(device: "NONCE-B", nonce: 13_000)).status == .ok)
-            let device = try await client.execute(uri: "/devices/NONCE-B", method: .get, headers: test.operatorHeaders)
-            let record = try #require(device.json["device"] as? [String: Any])
+            let device = try await client.execute(uri: "/api/v1/devices/NONCE-B", method: .get, headers: test.operatorHeaders)
+            let record = device.json
             #expect(record["nonce_jumps_refused"] as? Int == 2)
             #expect(record["last_refused_nonce"] as? Int == 13_000)
             // After an operator reset no allowance applies (the device may have been re-flashed at any nonce).
-            _ = try await client.execute(uri: "/security/nonces/NONCE-B", method: .delete, headers: test.operatorHeaders)
+            _ = try await client.execute(uri: "/api/v1/devices/NONCE-B/nonce", method: .delete, headers: test.operatorHeaders)
             #expect(try await client.postJSON("/aggregated/NONCE-B", Uploads.body(device: "NONCE-B", nonce: 3_000_000_000)).status == .ok)
         }
     }
@@ -252,8 +252,8 @@ import Testing
         try await test.run { client in
             let queued = try await client.operatorJSON(
                 .post,
-                "/commands/FRESH-B",
-                #"{"command":{"action":"set_power","value":5000}}"#,
+                "/api/v1/devices/FRESH-B/commands",
+                #"{"action":"set_power","value":5000,"create":true}"#,
                 server: test
             )
             #expect(queued.status == .created)
@@ -270,8 +270,8 @@ import Testing
             try await test.bind("OPEN-B", client: client)
             let queued = try await client.operatorJSON(
                 .post,
-                "/commands/OPEN-B",
-                #"{"command":{"action":"set_power","value":5000}}"#,
+                "/api/v1/devices/OPEN-B/commands",
+                #"{"action":"set_power","value":5000,"create":true}"#,
                 server: test
             )
             let id = try #require(queued.json["command_id"] as? String)

@@ -18,7 +18,7 @@ import Testing
             #expect(held.status == .accepted)
             #expect(held.json["held"] as? Bool == true)
             #expect(try ArduinoJSONPool.bytes(String(buffer: held.body)) <= 460)
-            #expect(try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders).status == .notFound)
+            #expect(try await client.execute(uri: "/api/v1/devices/ESP32_001", method: .get, headers: test.operatorHeaders).status == .notFound)
             try await test.bind("ESP32_001", client: client)
             // Bound now: a registration takes effect at once.
             let known = try await client.postJSON("/devices", Self.registration)
@@ -27,28 +27,28 @@ import Testing
             #expect(try await client.postJSON("/devices", #"{"device_name":"x"}"#).status == .badRequest)
             #expect(try await client.postJSON("/devices", "not json").status == .badRequest)
 
-            let list = try await client.execute(uri: "/devices", method: .get, headers: test.operatorHeaders)
-            let device = try #require((list.json["devices"] as? [[String: Any]])?.first)
+            let list = try await client.execute(uri: "/api/v1/devices", method: .get, headers: test.operatorHeaders)
+            let device = try #require((list.json["items"] as? [[String: Any]])?.first)
             #expect(device["device_id"] as? String == "ESP32_001")
             #expect(device["firmware_version"] as? String == "1.3.4")
             #expect(device["status"] as? String == "online")
 
-            let renamed = try await client.operatorJSON(.put, "/devices/ESP32_001", #"{"location":"Roof"}"#, server: test)
-            #expect((renamed.json["device"] as? [String: Any])?["location"] as? String == "Roof")
-            #expect(try await client.operatorJSON(.put, "/devices/NOPE", #"{"location":"x"}"#, server: test).status == .notFound)
+            let renamed = try await client.operatorJSON(.patch, "/api/v1/devices/ESP32_001", #"{"location":"Roof"}"#, server: test)
+            #expect(renamed.json["location"] as? String == "Roof")
+            #expect(try await client.operatorJSON(.patch, "/api/v1/devices/NOPE", #"{"location":"x"}"#, server: test).status == .notFound)
 
             // Offline once silent for longer than device_offline_after_seconds (120 s by default).
             test.clock.set(test.clock.now + 121_000)
-            let later = try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders)
-            #expect((later.json["device"] as? [String: Any])?["status"] as? String == "offline")
+            let later = try await client.execute(uri: "/api/v1/devices/ESP32_001", method: .get, headers: test.operatorHeaders)
+            #expect(later.json["status"] as? String == "offline")
             // Any device request (a poll) brings it back online.
             _ = try await client.execute(uri: "/commands/ESP32_001/poll", method: .get)
-            let polled = try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders)
-            #expect((polled.json["device"] as? [String: Any])?["status"] as? String == "online")
+            let polled = try await client.execute(uri: "/api/v1/devices/ESP32_001", method: .get, headers: test.operatorHeaders)
+            #expect(polled.json["status"] as? String == "online")
 
-            #expect(try await client.operatorJSON(.delete, "/devices/ESP32_001", nil, server: test).status == .ok)
-            #expect(try await client.execute(uri: "/devices/ESP32_001", method: .get, headers: test.operatorHeaders).status == .notFound)
-            #expect(try await client.execute(uri: "/devices", method: .get).status == .unauthorized)
+            #expect(try await client.operatorJSON(.delete, "/api/v1/devices/ESP32_001", nil, server: test).status == .noContent)
+            #expect(try await client.execute(uri: "/api/v1/devices/ESP32_001", method: .get, headers: test.operatorHeaders).status == .notFound)
+            #expect(try await client.execute(uri: "/api/v1/devices", method: .get).status == .unauthorized)
         }
     }
 

@@ -42,18 +42,33 @@ import Testing
         // Read back from the files by a new server on the same directories, newest first.
         let second = try await TestServer(directory: first.directory)
         try await second.run { client in
-            let list = try await client.execute(uri: "/diagnostics/DIAG-1?limit=100", method: .get, headers: second.operatorHeaders)
-            #expect(list.json["count"] as? Int == writers)
-            let newest = try #require((list.json["diagnostics"] as? [[String: Any]])?.first)
+            let list = try await client.execute(uri: "/api/v1/devices/DIAG-1/diagnostics?limit=100", method: .get, headers: second.operatorHeaders)
+            #expect((list.json["items"] as? [Any])?.count == writers)
+            let newest = try #require((list.json["items"] as? [[String: Any]])?.first)
             #expect(newest["seq"] as? Int == (try JSONParser.parse(Array(lines.last!.utf8)))["seq"]?.intValue.map(Int.init))
-            let summary = try await client.execute(uri: "/diagnostics/summary", method: .get, headers: second.operatorHeaders)
+            let summary = try await client.execute(uri: "/api/v1/diagnostics/summary", method: .get, headers: second.operatorHeaders)
             let device = try #require((summary.json["devices"] as? [[String: Any]])?.first)
             #expect(device["device_id"] as? String == "DIAG-1" && device["entries"] as? Int == writers)
-            let all = try await client.execute(uri: "/diagnostics?limit=2", method: .get, headers: second.operatorHeaders)
-            #expect(((all.json["diagnostics"] as? [String: Any])?["DIAG-1"] as? [Any])?.count == 2)
-            #expect(try await client.execute(uri: "/diagnostics/DIAG-1", method: .delete, headers: second.operatorHeaders).status == .ok)
+            let page = try await client.execute(uri: "/api/v1/devices/DIAG-1/diagnostics?limit=2", method: .get, headers: second.operatorHeaders)
+            let cursor = try #require(page.json["next_cursor"] as? String)
+            let rest = try await client.execute(
+                uri: "/api/v1/devices/DIAG-1/diagnostics?limit=1000&cursor=\(cursor)",
+                method: .get,
+                headers: second.operatorHeaders
+            )
+            let paged = ((page.json["items"] as? [[String: Any]] ?? []) + (rest.json["items"] as? [[String: Any]] ?? [])).compactMap {
+                $0["seq"] as? Int
+            }
+            let whole = (list.json["items"] as? [[String: Any]] ?? []).compactMap { $0["seq"] as? Int }
+            #expect(paged == whole, "two pages are the whole list")
+            #expect(
+                try await client.execute(uri: "/api/v1/devices/DIAG-1/diagnostics", method: .delete, headers: second.operatorHeaders).status == .ok
+            )
             #expect(!FileManager.default.fileExists(atPath: path))
-            #expect(try await client.execute(uri: "/diagnostics/DIAG-1", method: .delete, headers: second.operatorHeaders).status == .notFound)
+            #expect(
+                try await client.execute(uri: "/api/v1/devices/DIAG-1/diagnostics", method: .delete, headers: second.operatorHeaders).status
+                    == .notFound
+            )
         }
     }
 
@@ -98,8 +113,8 @@ import Testing
                 }
             }
             #expect(total < 60, "the oldest file was dropped")
-            let list = try await client.execute(uri: "/diagnostics/ROT-1?limit=1000", method: .get, headers: test.operatorHeaders)
-            let seqs = (list.json["diagnostics"] as? [[String: Any]] ?? []).compactMap { $0["seq"] as? Int }
+            let list = try await client.execute(uri: "/api/v1/devices/ROT-1/diagnostics?limit=1000", method: .get, headers: test.operatorHeaders)
+            let seqs = (list.json["items"] as? [[String: Any]] ?? []).compactMap { $0["seq"] as? Int }
             #expect(seqs.count == total)
             #expect(seqs == Array((60 - total..<60).reversed()), "newest first, contiguous across rotated files")
         }

@@ -39,21 +39,23 @@ enum Uploads {
             #expect(response.status == .ok)
             #expect(response.json["samples_stored"] as? Int == 3)
 
-            let latest = try await client.execute(uri: "/latest/ESP32_001", method: .get, headers: test.operatorHeaders)
+            let latest = try await client.execute(uri: "/api/v1/devices/ESP32_001/telemetry/latest", method: .get, headers: test.operatorHeaders)
             #expect(latest.status == .ok)
-            let registers = latest.json["registers"] as? [String: Double]
+            let sample = latest.json["sample"] as? [String: Any]
+            let registers = sample?["registers"] as? [String: Double]
             #expect(registers?["Vac1"] == 230.5)
             #expect(registers?["Pac"] == 1199)
-            #expect(latest.json["raw_values"] as? [Int] == [2305, 53, 72, 70, 453, 1199])
-            #expect(latest.json["timestamp_ms"] as? Int64 == 1_764_300_013_500)
+            #expect(sample?["raw_values"] as? [Int] == [2305, 53, 72, 70, 453, 1199])
+            #expect(sample?["timestamp_ms"] as? Int64 == 1_764_300_013_500)
+            #expect((latest.json["registers"] as? [[String: Any]])?.first?["unit"] as? String == "V")
 
             let history = try await client.execute(
-                uri: "/aggregation/historical/ESP32_001?start_time=1764300000&end_time=2025-11-28T03:20:15Z&limit=10",
+                uri: "/api/v1/devices/ESP32_001/telemetry?start=2025-11-28T03:20:00Z&end=2025-11-28T03:20:15Z&limit=10",
                 method: .get,
                 headers: test.operatorHeaders
             )
             #expect(history.status == .ok)
-            let data = history.json["data"] as? [[String: Any]]
+            let data = history.json["samples"] as? [[String: Any]]
             #expect(data?.count == 3)
             // Samples are spaced by the sampling interval, ending at the packet's last sample.
             #expect(data?.map { $0["timestamp_ms"] as? Int64 } == [1_764_300_003_500, 1_764_300_008_500, 1_764_300_013_500])
@@ -62,37 +64,38 @@ enum Uploads {
             // Longer windows answer with rollups (once the background job made them), and say so.
             await test.server.services.runTelemetryMaintenance()
             let twoDays = try await client.execute(
-                uri: "/aggregation/historical/ESP32_001?start_time=1764200000&end_time=1764400000",
+                uri: "/api/v1/devices/ESP32_001/telemetry?start=2025-11-26T23:33:20Z&end=2025-11-29T07:06:40Z",
                 method: .get,
                 headers: test.operatorHeaders
             )
             #expect(twoDays.json["resolution"] as? String == "minute")
-            let minute = try #require((twoDays.json["data"] as? [[String: Any]])?.first)
+            let minute = try #require((twoDays.json["rollups"] as? [[String: Any]])?.first)
             #expect(minute["timestamp_ms"] as? Int64 == 1_764_300_000_000 && minute["sample_count"] as? Int == 3)
             #expect((minute["minimum"] as? [String: Double])?["Pac"] != nil)
             for (resolution, count) in [("hour", 1), ("raw", 3)] {
                 let forced = try await client.execute(
-                    uri: "/aggregation/historical/ESP32_001?start_time=1764200000&end_time=1764400000&resolution=\(resolution)",
+                    uri: "/api/v1/devices/ESP32_001/telemetry?start=2025-11-26T23:33:20Z&end=2025-11-29T07:06:40Z&resolution=\(resolution)",
                     method: .get,
                     headers: test.operatorHeaders
                 )
-                #expect(forced.json["resolution"] as? String == resolution && forced.json["count"] as? Int == count)
+                let items = (forced.json["samples"] ?? forced.json["rollups"]) as? [Any]
+                #expect(forced.json["resolution"] as? String == resolution && items?.count == count)
             }
             #expect(history.json["resolution"] as? String == "raw", "a window up to a day is raw")
             let unknown = try await client.execute(
-                uri: "/aggregation/historical/ESP32_001?resolution=second",
+                uri: "/api/v1/devices/ESP32_001/telemetry?resolution=second",
                 method: .get,
                 headers: test.operatorHeaders
             )
             #expect(unknown.status == .badRequest)
 
             let bad = try await client.execute(
-                uri: "/aggregation/historical/ESP32_001?start_time=yesterday",
+                uri: "/api/v1/devices/ESP32_001/telemetry?start=yesterday",
                 method: .get,
                 headers: test.operatorHeaders
             )
             #expect(bad.status == .badRequest)
-            #expect(bad.json["success"] as? Bool == false)
+            #expect((bad.json["error"] as? [String: Any])?["code"] as? String == "invalid")
         }
     }
 
@@ -178,15 +181,15 @@ enum Uploads {
             #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 50000)).status == .ok)
             // The device's NVS was erased: it starts again at 11001 and is refused as a replay.
             #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 11001)).status == .unauthorized)
-            let unauthorized = try await client.execute(uri: "/security/nonces/WIPED", method: .delete)
+            let unauthorized = try await client.execute(uri: "/api/v1/devices/WIPED/nonce", method: .delete)
             #expect(unauthorized.status == .unauthorized)
-            let reset = try await client.execute(uri: "/security/nonces/WIPED", method: .delete, headers: test.operatorHeaders)
+            let reset = try await client.execute(uri: "/api/v1/devices/WIPED/nonce", method: .delete, headers: test.operatorHeaders)
             #expect(reset.status == .ok)
             #expect(reset.json["had_nonce_state"] as? Bool == true)
             #expect(try await client.postJSON("/aggregated/WIPED", Uploads.body(device: "WIPED", nonce: 11002)).status == .ok)
 
-            let stats = try await client.execute(uri: "/security/stats", method: .get, headers: test.operatorHeaders)
-            let statistics = stats.json["statistics"] as? [String: Any]
+            let stats = try await client.execute(uri: "/api/v1/stats/security", method: .get, headers: test.operatorHeaders)
+            let statistics = stats.json as [String: Any]?
             #expect(statistics?["successful_validations"] as? Int == 2)
             #expect(statistics?["replay_attacks_blocked"] as? Int == 1)
         }
@@ -204,15 +207,15 @@ enum Uploads {
             #expect(notFound.status == .notFound)
             #expect(notFound.json["success"] as? Bool == false)
 
-            let noToken = try await client.execute(uri: "/latest/ESP32_001", method: .get)
+            let noToken = try await client.execute(uri: "/api/v1/devices/ESP32_001/telemetry/latest", method: .get)
             #expect(noToken.status == .unauthorized)
             let wrongToken = try await client.execute(
-                uri: "/latest/ESP32_001",
+                uri: "/api/v1/devices/ESP32_001/telemetry/latest",
                 method: .get,
                 headers: [.authorization: "Bearer nope"]
             )
             #expect(wrongToken.status == .unauthorized)
-            let unknownDevice = try await client.execute(uri: "/latest/NOBODY", method: .get, headers: test.operatorHeaders)
+            let unknownDevice = try await client.execute(uri: "/api/v1/devices/NOBODY/telemetry/latest", method: .get, headers: test.operatorHeaders)
             #expect(unknownDevice.status == .notFound)
 
             let health = try await client.execute(uri: "/health", method: .get)

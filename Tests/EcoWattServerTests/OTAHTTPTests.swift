@@ -75,15 +75,15 @@ import _CryptoExtras
     )
         async throws -> Int64
     {
-        let target = devices.map { "[" + $0.map { "\"\($0)\"" }.joined(separator: ",") + "]" } ?? "\"all\""
+        let target = devices.map { #","device_ids":["# + $0.map { "\"\($0)\"" }.joined(separator: ",") + "]" } ?? ""
         let response = try await client.operatorJSON(
             .post,
-            "/ota/deployments",
-            #"{"version":"\#(version)","devices":\#(target),"max_attempts":\#(maxAttempts)}"#,
+            "/api/v1/deployments",
+            #"{"version":"\#(version)"\#(target),"max_attempts":\#(maxAttempts),"create":true}"#,
             server: test
         )
         #expect(response.status == .created, "\(String(buffer: response.body))")
-        return Int64((response.json["deployment"] as? [String: Any])?["id"] as? Int ?? -1)
+        return Int64(response.json["id"] as? Int ?? -1)
     }
 
     /// A device emulator: exactly the firmware's requests and checks.
@@ -199,10 +199,15 @@ import _CryptoExtras
         try await test.run { client in
             for (index, vector) in vectors.enumerated() {
                 let deviceID = "OTA-\(index)"
-                // The stored manifest is served byte for byte and carries every field of the vector.
-                let manifest = try await client.execute(uri: "/ota/firmware/\(vector.version)/manifest", method: .get, headers: test.operatorHeaders)
+                // The stored manifest is served as stored (the same JSON object) and carries every field of the vector.
+                let manifest = try await client.execute(
+                    uri: "/api/v1/firmwares/\(vector.version)/manifest",
+                    method: .get,
+                    headers: test.operatorHeaders
+                )
                 let path = FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory).manifestPath(vector.version)
-                #expect(Array(manifest.body.readableBytesView) == Array(FileManager.default.contents(atPath: path)!))
+                let stored = try JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: path)!) as? NSDictionary
+                #expect(try JSONSerialization.jsonObject(with: Data(manifest.body.readableBytesView)) as? NSDictionary == stored)
                 let served = Self.members(try JSONParser.parse(Array(manifest.body.readableBytesView)))
                 for (key, value) in Self.members(vector.manifest) { #expect(served[key] == value, "manifest \(key)") }
 
@@ -229,7 +234,7 @@ import _CryptoExtras
                 #expect(try await device.boot(client)["outcome"] is NSNull)
                 device.checkPools()
 
-                let status = try await client.execute(uri: "/ota/status/\(deviceID)", method: .get, headers: test.operatorHeaders)
+                let status = try await client.execute(uri: "/api/v1/devices/\(deviceID)/ota", method: .get, headers: test.operatorHeaders)
                 let session = try #require(status.json["session"] as? [String: Any])
                 #expect(session["outcome"] as? String == "success")
                 #expect(session["chunks_served"] as? Int == vector.chunkResponses.count)
@@ -239,11 +244,11 @@ import _CryptoExtras
                     phases.first == "downloading" && phases.suffix(4) == ["download_complete", "verifying", "verification_success", "installing"]
                 )
                 // The registry shows the version the device now runs.
-                let registry = try await client.execute(uri: "/devices/\(deviceID)", method: .get, headers: test.operatorHeaders)
-                #expect((registry.json["device"] as? [String: Any])?["firmware_version"] as? String == vector.version)
+                let registry = try await client.execute(uri: "/api/v1/devices/\(deviceID)", method: .get, headers: test.operatorHeaders)
+                #expect(registry.json["firmware_version"] as? String == vector.version)
             }
-            let stats = try await client.execute(uri: "/ota/stats", method: .get, headers: test.operatorHeaders)
-            #expect((stats.json["sessions"] as? [String: Any])?["success"] as? Int == 2)
+            let stats = try await client.execute(uri: "/api/v1/stats/ota", method: .get, headers: test.operatorHeaders)
+            #expect((stats.json["sessions_by_outcome"] as? [String: Any])?["success"] as? Int == 2)
             #expect(stats.json["chunks_served"] as? Int == vectors.reduce(0) { $0 + $1.chunkResponses.count })
         }
     }
@@ -268,14 +273,14 @@ import _CryptoExtras
         let second = try await TestServer(directory: first.directory, firmwareKeys: keys)
         try await second.run { client in
             var (device, receiver) = try #require(state.withLock { $0 })
-            let status = try await client.execute(uri: "/ota/status/RESTART-1", method: .get, headers: second.operatorHeaders)
+            let status = try await client.execute(uri: "/api/v1/devices/RESTART-1/ota", method: .get, headers: second.operatorHeaders)
             #expect(status.json["active"] as? Bool == true)
             #expect((status.json["session"] as? [String: Any])?["chunks_served"] as? Int == 20)
             _ = try await device.fetch(client, &receiver)
             let report = try await device.install(client, receiver)
             #expect(report["outcome"] as? String == "success")
-            let history = try await client.execute(uri: "/ota/history/RESTART-1", method: .get, headers: second.operatorHeaders)
-            let sessions = try #require(history.json["sessions"] as? [[String: Any]])
+            let history = try await client.execute(uri: "/api/v1/devices/RESTART-1/ota/sessions", method: .get, headers: second.operatorHeaders)
+            let sessions = try #require(history.json["items"] as? [[String: Any]])
             #expect(sessions.count == 1)
             #expect(sessions.first?["chunks_served"] as? Int == receiver.totalChunks)
         }
@@ -303,8 +308,8 @@ import _CryptoExtras
             let (_, bodies) = try await device.update(client)
             #expect(bodies.count == receiver.totalChunks)
 
-            let history = try await client.execute(uri: "/ota/history/RETRY-1", method: .get, headers: test.operatorHeaders)
-            let outcomes = (history.json["sessions"] as? [[String: Any]] ?? []).map { $0["outcome"] as? String ?? "active" }
+            let history = try await client.execute(uri: "/api/v1/devices/RETRY-1/ota/sessions", method: .get, headers: test.operatorHeaders)
+            let outcomes = (history.json["items"] as? [[String: Any]] ?? []).map { $0["outcome"] as? String ?? "active" }
             #expect(outcomes == ["success", "replaced", "failed"])
         }
     }
@@ -326,8 +331,8 @@ import _CryptoExtras
             _ = try await device.fetch(client, &receiver, until: 20)  // then a chunk fails to decrypt: no report
             let (_, bodies) = try await device.update(client)  // a full OTA period later, from the start
             #expect(bodies.count == receiver.totalChunks)
-            let history = try await client.execute(uri: "/ota/history/ABANDON-1", method: .get, headers: test.operatorHeaders)
-            let sessions = try #require(history.json["sessions"] as? [[String: Any]])
+            let history = try await client.execute(uri: "/api/v1/devices/ABANDON-1/ota/sessions", method: .get, headers: test.operatorHeaders)
+            let sessions = try #require(history.json["items"] as? [[String: Any]])
             #expect(sessions.map { $0["outcome"] as? String ?? "active" } == ["success", "failed"])
             #expect((sessions[1]["message"] as? String)?.hasPrefix("abandoned") == true)
             #expect(sessions[1]["chunks_served"] as? Int == 20, "its progress is not reset by the next attempt")
@@ -411,31 +416,15 @@ import _CryptoExtras
             expectError(try await client.postJSON("/ota/BAD-1/complete", #"{"status":"success"}"#), .badRequest, "no version")
             expectError(try await client.execute(uri: "/ota/check/BAD-1", method: .get), .badRequest, "check without version")
             // The operator cancels: the next chunk fails and the device retries later.
-            let cancel = try await client.execute(uri: "/ota/cancel/BAD-1", method: .post, headers: test.operatorHeaders)
+            let cancel = try await client.execute(uri: "/api/v1/devices/BAD-1/ota/cancel", method: .post, headers: test.operatorHeaders)
             #expect(cancel.status == .ok)
             expectError(try await client.execute(uri: "/ota/chunk/BAD-1?version=\(version)&chunk=0", method: .get), .conflict, "cancelled")
-            expectError(
-                try await client.execute(uri: "/ota/cancel/BAD-1", method: .post, headers: test.operatorHeaders),
-                .conflict,
-                "nothing to cancel"
-            )
+            let again = try await client.execute(uri: "/api/v1/devices/BAD-1/ota/cancel", method: .post, headers: test.operatorHeaders)
+            #expect(again.status == .conflict && (again.json["error"] as? [String: Any])?["message"] != nil, "nothing to cancel")
             // Operator routes need the token.
-            #expect(try await client.execute(uri: "/ota/firmwares", method: .get).status == .unauthorized)
-            #expect(try await client.execute(uri: "/ota/stats", method: .get).status == .unauthorized)
+            #expect(try await client.execute(uri: "/api/v1/firmwares", method: .get).status == .unauthorized)
+            #expect(try await client.execute(uri: "/api/v1/stats/ota", method: .get).status == .unauthorized)
         }
-    }
-
-    static func multipart(_ fields: [(String, String?, [UInt8])], boundary: String) -> ByteBuffer {
-        var body = ByteBuffer()
-        for (name, filename, value) in fields {
-            body.writeString("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"")
-            if let filename { body.writeString("; filename=\"\(filename)\"\r\nContent-Type: application/octet-stream") }
-            body.writeString("\r\n\r\n")
-            body.writeBytes(value)
-            body.writeString("\r\n")
-        }
-        body.writeString("--\(boundary)--\r\n")
-        return body
     }
 
     @Test func operatorsUploadDeployAndDeleteFirmware() async throws {
@@ -443,33 +432,26 @@ import _CryptoExtras
         let keys = try FirmwareKeys(directory: test.server.configuration.security.keysDirectory)  // generated at start
         let image = [0xE9] + (1..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         try await test.run { client in
-            let boundary = "ecowatt-\(UUID().uuidString)"
             var headers = test.operatorHeaders
-            headers[.contentType] = "multipart/form-data; boundary=\(boundary)"
-            func upload(_ fields: [(String, String?, [UInt8])]) async throws -> TestResponse {
-                try await client.execute(uri: "/ota/upload", method: .post, headers: headers, body: Self.multipart(fields, boundary: boundary))
+            headers[.contentType] = "application/octet-stream"
+            func upload(_ query: String, _ body: [UInt8], headers custom: HTTPFields? = nil) async throws -> TestResponse {
+                try await client.execute(uri: "/api/v1/firmwares?\(query)", method: .post, headers: custom ?? headers, body: ByteBuffer(bytes: body))
             }
-            let created = try await upload([
-                ("version", nil, Array("2.0.0".utf8)), ("description", nil, Array("fixes".utf8)), ("file", "fw.bin", image),
-            ])
+            let created = try await upload("version=2.0.0&description=fixes", image)
             #expect(created.status == .created, "\(String(buffer: created.body))")
             let manifest = try #require(created.json["manifest"] as? [String: Any])
             #expect(manifest["original_size"] as? Int == image.count && manifest["description"] as? String == "fixes")
             #expect(manifest["signature_scheme"] as? String == "pkcs1v15")
-            #expect(try await upload([("version", nil, Array("2.0.0".utf8)), ("file", "fw.bin", image)]).status == .conflict)
-            #expect(try await upload([("version", nil, Array("2.0.1".utf8)), ("file", "x.elf", [0x7F, 0x45])]).status == .badRequest)
-            #expect(try await upload([("version", nil, Array("a/b".utf8)), ("file", "fw.bin", image)]).status == .badRequest)
-            #expect(try await upload([("version", nil, Array("2.0.2".utf8))]).status == .badRequest)
+            #expect(try await upload("version=2.0.0", image).status == .conflict)
+            #expect(try await upload("version=2.0.1", [0x7F, 0x45]).status == .unprocessableContent, "not an ESP image")
+            #expect(try await upload("version=a%2Fb", image).status == .unprocessableContent)
+            #expect(try await upload("description=no-version", image).status == .badRequest)
             var unauthenticated = headers
             unauthenticated[.authorization] = nil
-            #expect(
-                try await client.execute(uri: "/ota/upload", method: .post, headers: unauthenticated, body: Self.multipart([], boundary: boundary))
-                    .status
-                    == .unauthorized
-            )
+            #expect(try await upload("version=2.0.3", image, headers: unauthenticated).status == .unauthorized)
 
-            let list = try await client.execute(uri: "/ota/firmwares", method: .get, headers: test.operatorHeaders)
-            let firmwares = try #require(list.json["firmwares"] as? [[String: Any]])
+            let list = try await client.execute(uri: "/api/v1/firmwares", method: .get, headers: test.operatorHeaders)
+            let firmwares = try #require(list.json["items"] as? [[String: Any]])
             #expect(firmwares.map { $0["version"] as? String } == ["2.0.0"])
             #expect(firmwares.first?["signature_verified"] as? Bool == true)
 
@@ -481,14 +463,17 @@ import _CryptoExtras
             #expect(receiver.plaintext == image)
 
             // Deployed versions cannot be deleted; cancelled ones can, with every file.
-            #expect(try await client.execute(uri: "/ota/firmware/2.0.0", method: .delete, headers: test.operatorHeaders).status == .conflict)
-            #expect(try await client.execute(uri: "/ota/deployments/\(deployment)", method: .delete, headers: test.operatorHeaders).status == .ok)
-            let deleted = try await client.execute(uri: "/ota/firmware/2.0.0", method: .delete, headers: test.operatorHeaders)
+            #expect(try await client.execute(uri: "/api/v1/firmwares/2.0.0", method: .delete, headers: test.operatorHeaders).status == .conflict)
+            let cancelled = try await client.execute(uri: "/api/v1/deployments/\(deployment)/cancel", method: .post, headers: test.operatorHeaders)
+            #expect(cancelled.status == .ok && cancelled.json["status"] as? String == "cancelled")
+            let deleted = try await client.execute(uri: "/api/v1/firmwares/2.0.0", method: .delete, headers: test.operatorHeaders)
             #expect(deleted.status == .ok)
             #expect((deleted.json["removed"] as? [String])?.count == 2)
             #expect(FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory).versions().isEmpty)
-            #expect(try await client.execute(uri: "/ota/firmware/2.0.0/manifest", method: .get, headers: test.operatorHeaders).status == .notFound)
-            #expect(try await client.operatorJSON(.post, "/ota/deployments", #"{"version":"2.0.0"}"#, server: test).status == .notFound)
+            #expect(
+                try await client.execute(uri: "/api/v1/firmwares/2.0.0/manifest", method: .get, headers: test.operatorHeaders).status == .notFound
+            )
+            #expect(try await client.operatorJSON(.post, "/api/v1/deployments", #"{"version":"2.0.0"}"#, server: test).status == .notFound)
         }
     }
 
@@ -497,9 +482,9 @@ import _CryptoExtras
         let test = try await TestServer()  // the server generated its own keys; the vectors are signed with the test keys
         try Self.install([vectors[0]], keys: keys, into: test)
         try await test.run { client in
-            let response = try await client.operatorJSON(.post, "/ota/deployments", #"{"version":"\#(vectors[0].version)"}"#, server: test)
+            let response = try await client.operatorJSON(.post, "/api/v1/deployments", #"{"version":"\#(vectors[0].version)"}"#, server: test)
             #expect(response.status == .conflict)
-            #expect((response.json["error"] as? String)?.contains("signature") == true)
+            #expect(((response.json["error"] as? [String: Any])?["message"] as? String)?.contains("signature") == true)
         }
     }
 }

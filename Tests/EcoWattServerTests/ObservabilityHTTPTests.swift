@@ -79,14 +79,14 @@ import Testing
             for nonce in 1...3 {
                 #expect(try await client.postJSON("/aggregated/S-1", Uploads.body(device: "S-1", nonce: UInt32(nonce))).status == .ok)
             }
-            let compression = try await client.execute(uri: "/compression/stats", method: .get, headers: test.operatorHeaders)
-            let statistics = try #require(compression.json["statistics"] as? [String: Any])
+            let compression = try await client.execute(uri: "/api/v1/stats/compression", method: .get, headers: test.operatorHeaders)
+            let statistics = compression.json
             #expect(statistics["total_packets"] as? Int == 3 && statistics["decoded_packets"] as? Int == 3)
             let bitpack = try #require((statistics["methods"] as? [String: Any])?["bitpack"] as? [String: Any])
             #expect(bitpack["bytes_original"] as? Int == 108 && bitpack["bytes_compressed"] as? Int == 90)
             #expect((bitpack["ratio"] as? Double).map { abs($0 - 90.0 / 108.0) < 1e-9 } == true)
-            let all = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
-            let combined = try #require(all.json["statistics"] as? [String: Any])
+            let all = try await client.execute(uri: "/api/v1/stats", method: .get, headers: test.operatorHeaders)
+            let combined = all.json
             #expect((combined["security"] as? [String: Any])?["successful_validations"] as? Int == 3)
             #expect(combined["ota"] is [String: Any] && combined["commands"] is [String: Any])
         }

@@ -16,16 +16,17 @@ import Testing
             #expect(try await client.postJSON("/power/energy/PWR", #"{"device_id":"PWR"}"#).status == .badRequest)
             #expect(try await client.postJSON("/power/energy/PWR", "{nan}").status == .badRequest)
 
-            let list = try await client.execute(uri: "/power/energy/PWR?period=all", method: .get, headers: test.operatorHeaders)
-            let reports = try #require(list.json["reports"] as? [[String: Any]])
+            let list = try await client.execute(uri: "/api/v1/devices/PWR/reports/energy", method: .get, headers: test.operatorHeaders)
+            let reports = try #require(list.json["items"] as? [[String: Any]])
             try #require(reports.count == 2)
             #expect(reports[0]["avg_current_ma"] as? Double == 85.5)
-            #expect(reports[0]["techniques"] as? String == "0x00")
-            #expect(reports[1]["avg_current_ma"] is NSNull)
-            #expect(reports[1]["techniques"] as? String == "0x08")
+            #expect(reports[0]["techniques"] as? Int == 0)
+            #expect(reports[1]["avg_current_ma"] == nil, "a NaN the device printed is absent")
+            #expect(reports[1]["techniques"] as? Int == 8)
             #expect(reports[1]["techniques_list"] as? [String] == ["peripheral_gating"])
-            #expect(reports[1]["timestamp"] as? String == "2025-11-28T03:20:00.123Z")
-            #expect(try await client.execute(uri: "/power/energy/PWR?period=2w", method: .get, headers: test.operatorHeaders).status == .badRequest)
+            #expect(reports[1]["device_time"] as? String == "2025-11-28T03:20:00.123Z")
+            let since = try await client.execute(uri: "/api/v1/devices/PWR/reports/energy?since=2w", method: .get, headers: test.operatorHeaders)
+            #expect(since.status == .badRequest)
         }
     }
 
@@ -39,12 +40,10 @@ import Testing
             #expect(try await client.postJSON("/fault/recovery", ok).status == .ok)
             #expect(try await client.postJSON("/fault/recovery", bad).status == .ok)
             #expect(try await client.postJSON("/fault/recovery", #"{"device_id":"FLT","fault_type":"x"}"#).status == .badRequest)
-            let events = try await client.execute(uri: "/fault/recovery/FLT", method: .get, headers: test.operatorHeaders)
-            #expect(events.json["total_events"] as? Int == 2)
-            let statistics = try #require(events.json["statistics"] as? [String: Any])
-            #expect(statistics["successful"] as? Int == 1)
-            #expect(statistics["failed"] as? Int == 1)
-            #expect((events.json["events"] as? [[String: Any]])?.first?["fault_type"] as? String == "timeout")
+            let events = try await client.execute(uri: "/api/v1/devices/FLT/reports/faults", method: .get, headers: test.operatorHeaders)
+            #expect(events.json["total"] as? Int == 2)
+            #expect(events.json["successful"] as? Int == 1)
+            #expect((events.json["items"] as? [[String: Any]])?.first?["fault_type"] as? String == "timeout")
         }
     }
 }

@@ -24,13 +24,13 @@ struct ReverseProxyTests {
             body: Uploads.body(device: "PX-1", nonce: 11001)
         )
         #expect(upload.status == 200)
-        let device = try await LoopbackHTTP.request(port: port, path: "/devices/PX-1", headers: operatorHeaders)
+        let device = try await LoopbackHTTP.request(port: port, path: "/api/v1/devices/PX-1", headers: operatorHeaders)
         #expect(device.body.contains(#""bound_address":"127.0.0.2""#), "\(device.body)")
         let queued = try await LoopbackHTTP.request(
             port: port,
             method: "POST",
-            path: "/commands/PX-1",
-            body: #"{"command":{"action":"set_power","value":5000}}"#,
+            path: "/api/v1/devices/PX-1/commands",
+            body: #"{"action":"set_power","value":5000}"#,
             headers: operatorHeaders.merging(["Content-Type": "application/json"]) { $1 }
         )
         #expect(queued.status == 201)

@@ -45,8 +45,8 @@ import Testing
             }
             #expect(try await client.execute(uri: "/health", method: .get).status == .ok)
             // The statistics keep a fixed set of method labels, whatever the devices send.
-            let stats = try await client.execute(uri: "/compression/stats", method: .get, headers: test.operatorHeaders)
-            let methods = ((stats.json["statistics"] as? [String: Any])?["methods"] as? [String: Any]) ?? [:]
+            let stats = try await client.execute(uri: "/api/v1/stats/compression", method: .get, headers: test.operatorHeaders)
+            let methods = (stats.json["methods"] as? [String: Any]) ?? [:]
             #expect(Set(methods.keys).isSubset(of: CompressionMarker.methodLabels.union(["other"])), "\(methods.keys)")
         }
     }
@@ -88,14 +88,14 @@ import Testing
         try await test.run { client in
             let accepted = Uploads.body(device: "TOMB-1", nonce: 11_005)
             #expect(try await client.postJSON("/aggregated/TOMB-1", accepted).status == .ok)
-            #expect(try await client.execute(uri: "/devices/TOMB-1", method: .delete, headers: test.operatorHeaders).status == .ok)
+            #expect(try await client.execute(uri: "/api/v1/devices/TOMB-1", method: .delete, headers: test.operatorHeaders).status == .noContent)
             #expect(try await client.postJSON("/aggregated/TOMB-1", accepted).status == .unauthorized, "still a replay")
             let older = Uploads.body(device: "TOMB-1", nonce: 11_001)
             #expect(try await client.postJSON("/aggregated/TOMB-1", older).status == .unauthorized)
             #expect(try await client.postJSON("/aggregated/TOMB-1", Uploads.body(device: "TOMB-1", nonce: 11_006)).status == .ok)
             // Deleted again, then the operator resets its nonce: the tombstone goes too.
-            #expect(try await client.execute(uri: "/devices/TOMB-1", method: .delete, headers: test.operatorHeaders).status == .ok)
-            let reset = try await client.execute(uri: "/security/nonces/TOMB-1", method: .delete, headers: test.operatorHeaders)
+            #expect(try await client.execute(uri: "/api/v1/devices/TOMB-1", method: .delete, headers: test.operatorHeaders).status == .noContent)
+            let reset = try await client.execute(uri: "/api/v1/devices/TOMB-1/nonce", method: .delete, headers: test.operatorHeaders)
             #expect(reset.status == .ok)
             #expect(try await client.postJSON("/aggregated/TOMB-1", Uploads.body(device: "TOMB-1", nonce: 11_001)).status == .ok)
         }
@@ -113,14 +113,15 @@ import Testing
             }
             let good = #"{"device_id":"TIME-1","timestamp":\#(now),"power_management":{"enabled":true}}"#
             #expect(try await client.postJSON("/power/energy/TIME-1", good).status == .created)
-            let energy = try await client.execute(uri: "/power/energy/TIME-1?period=all", method: .get, headers: test.operatorHeaders)
-            let reports = try #require(energy.json["reports"] as? [[String: Any]])
+            let energy = try await client.execute(uri: "/api/v1/devices/TIME-1/reports/energy", method: .get, headers: test.operatorHeaders)
+            let reports = try #require(energy.json["items"] as? [[String: Any]])
             #expect(reports.count == 4)
             #expect(reports.filter { $0["device_time_invalid"] as? Bool == true }.count == 3)
-            #expect(reports.allSatisfy { ($0["timestamp"] as? String)?.hasPrefix("20") == true }, "no year 506713")
-            let faults = try await client.execute(uri: "/fault/recovery/TIME-1", method: .get, headers: test.operatorHeaders)
-            let events = try #require(faults.json["events"] as? [[String: Any]])
-            #expect(events.allSatisfy { $0["device_time_invalid"] as? Bool == true && $0["device_timestamp"] is NSNull })
+            #expect(reports.allSatisfy { $0["device_time"] == nil || ($0["device_time"] as? String)?.hasPrefix("20") == true }, "no year 506713")
+            #expect(reports.contains { $0["device_time"] != nil }, "the plausible time is kept")
+            let faults = try await client.execute(uri: "/api/v1/devices/TIME-1/reports/faults", method: .get, headers: test.operatorHeaders)
+            let events = try #require(faults.json["items"] as? [[String: Any]])
+            #expect(events.allSatisfy { $0["device_time_invalid"] as? Bool == true && $0["device_time"] == nil })
         }
     }
 

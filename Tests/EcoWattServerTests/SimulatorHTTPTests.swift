@@ -57,8 +57,8 @@ import Testing
             stop.request()
             let result = try await fleet.value
             #expect(result.uploadsRejected == 0)
-            let stats = try await client.execute(uri: "/compression/stats", method: .get, headers: test.operatorHeaders)
-            let compression = try #require(stats.json["statistics"] as? [String: Any])
+            let stats = try await client.execute(uri: "/api/v1/stats/compression", method: .get, headers: test.operatorHeaders)
+            let compression = stats.json
             #expect(compression["total_packets"] as? Int == result.packetsUploaded)
             #expect(compression["decoded_packets"] as? Int == result.packetsUploaded, "\(compression["undecodable_by_reason"] ?? "")")
             #expect((compression["packets_by_marker"] as? [String: Int])?["0x71", default: 0] ?? 0 >= 10)
@@ -90,19 +90,19 @@ import Testing
             for index in 0..<3 {
                 let device = batches.deviceID(index)
                 for (body, expected) in [
-                    (#"{"command":{"action":"set_power","value":5000}}"#, "completed"),
-                    (#"{"command":{"action":"write_register","target_register":"8","value":80}}"#, "completed"),
-                    (#"{"command":{"action":"get_power_stats"}}"#, "completed"),
+                    (#"{"action":"set_power","value":5000,"create":true}"#, "completed"),
+                    (#"{"action":"write_register","target_register":"8","value":80,"create":true}"#, "completed"),
+                    (#"{"action":"get_power_stats","create":true}"#, "completed"),
                 ] {
-                    let response = try await client.operatorJSON(.post, "/commands/\(device)", body, server: test)
+                    let response = try await client.operatorJSON(.post, "/api/v1/devices/\(device)/commands", body, server: test)
                     #expect(response.status == .created)
                     queued[try #require(response.json["command_id"] as? String)] = expected
                 }
             }
             let config = try await client.operatorJSON(
                 .put,
-                "/config/SIM_A_001",
-                #"{"config_update":{"registers":["Vac1","Pac"]}}"#,
+                "/api/v1/devices/SIM_A_001/config/pending",
+                #"{"config_update":{"registers":["Vac1","Pac"]},"create":true}"#,
                 server: test
             )
             #expect(config.status == .ok)
@@ -140,22 +140,22 @@ import Testing
             #expect(reportA.commands.allSatisfy { $0.reported })
             for (commandID, expected) in queued {
                 let status = try await client.execute(
-                    uri: "/commands/status/\(commandID)",
+                    uri: "/api/v1/commands/\(commandID)",
                     method: .get,
                     headers: test.operatorHeaders
                 )
-                #expect((status.json["command"] as? [String: Any])?["status"] as? String == expected)
+                #expect(status.json["status"] as? String == expected)
             }
 
             // The configuration was applied: the device now uploads the two registers it was given.
             #expect(reportA.configsApplied == 1)
-            let latest = try await client.execute(uri: "/latest/SIM_A_001", method: .get, headers: test.operatorHeaders)
-            #expect((latest.json["registers"] as? [String: Any]).map { Set($0.keys) } == ["Vac1", "Pac"])
+            let latest = try await client.execute(uri: "/api/v1/devices/SIM_A_001/telemetry/latest", method: .get, headers: test.operatorHeaders)
+            #expect(((latest.json["sample"] as? [String: Any])?["registers"] as? [String: Any]).map { Set($0.keys) } == ["Vac1", "Pac"])
 
             // The registry shows the new version, and the server decoded every packet the devices sent.
             for device in ["SIM_A_001", "SIM_A_003", "SIM_B_002"] {
-                let row = try await client.execute(uri: "/devices/\(device)", method: .get, headers: test.operatorHeaders)
-                #expect((row.json["device"] as? [String: Any])?["firmware_version"] as? String == image.version)
+                let row = try await client.execute(uri: "/api/v1/devices/\(device)", method: .get, headers: test.operatorHeaders)
+                #expect(row.json["firmware_version"] as? String == image.version)
             }
             // Modbus fault events and energy reports reached the server, one for one.
             var faultEvents = 0
@@ -163,25 +163,25 @@ import Testing
             for index in 0..<3 {
                 let device = batches.deviceID(index)
                 let faults = try await client.execute(
-                    uri: "/fault/recovery/\(device)",
+                    uri: "/api/v1/devices/\(device)/reports/faults",
                     method: .get,
                     headers: test.operatorHeaders
                 )
-                faultEvents += faults.json["total_events"] as? Int ?? 0
+                faultEvents += faults.json["total"] as? Int ?? 0
                 let energy = try await client.execute(
-                    uri: "/power/energy/\(device)?period=all",
+                    uri: "/api/v1/devices/\(device)/reports/energy?limit=1000",
                     method: .get,
                     headers: test.operatorHeaders
                 )
-                energyReports += energy.json["count"] as? Int ?? 0
+                energyReports += (energy.json["items"] as? [Any])?.count ?? 0
             }
             #expect(reportA.faultsRecovered + reportA.faultsFailed > 0)
             #expect(faultEvents == reportA.faultsRecovered + reportA.faultsFailed)
             #expect(reportA.energyReports > 0)
             #expect(energyReports == reportA.energyReports)
 
-            let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
-            let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
+            let stats = try await client.execute(uri: "/api/v1/stats", method: .get, headers: test.operatorHeaders)
+            let compression = stats.json["compression"] as? [String: Any]
             let sent = reportA.packetsUploaded + reportB.packetsUploaded
             #expect(compression?["total_packets"] as? Int == sent)
             #expect(compression?["decoded_packets"] as? Int == sent, "\(compression?["undecodable_by_reason"] ?? "")")
@@ -211,14 +211,14 @@ extension SimulatorHTTPTests {
             try await latest.wait { $0.uploadsAccepted >= 2 }
             let inject = try await client.operatorJSON(
                 .post,
-                "/fault/inject",
-                #"{"fault_type":"network","network_fault_subtype":"disconnect","target_endpoint":"/aggregated","probability":1}"#,
+                "/api/v1/faults/network",
+                #"{"kind":"disconnect","target_endpoint":"/aggregated","probability":1}"#,
                 server: test
             )
             #expect(inject.status == .ok || inject.status == .created)
             // At least 9 packets waiting per device (the ring holds 20).
             try await latest.wait { $0.packetsCompressed - $0.packetsUploaded >= 18 }
-            #expect(try await client.operatorJSON(.post, "/fault/clear", nil, server: test).status == .ok)
+            #expect(try await client.operatorJSON(.delete, "/api/v1/faults", nil, server: test).status == .ok)
             try await latest.wait {
                 $0.packetsUploaded == $0.packetsCompressed && $0.packetsPerUpload.keys.contains(8)
             }
@@ -232,8 +232,8 @@ extension SimulatorHTTPTests {
             #expect(report.packetsUploaded == report.packetsCompressed, "the whole backlog was delivered")
             #expect(report.packetsPerUpload.keys.max() == 8, "\(report.packetsPerUpload)")
             #expect(report.packetsPerUpload.keys.allSatisfy { (1...8).contains($0) })
-            let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
-            let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
+            let stats = try await client.execute(uri: "/api/v1/stats", method: .get, headers: test.operatorHeaders)
+            let compression = stats.json["compression"] as? [String: Any]
             #expect(compression?["total_packets"] as? Int == report.packetsUploaded)
         }
     }
@@ -269,13 +269,13 @@ extension SimulatorHTTPTests {
             try await latest.wait { $0.packetsByMarker["0x71", default: 0] >= 4 }
             let inject = try await client.operatorJSON(
                 .post,
-                "/fault/inject",
-                #"{"fault_type":"network","network_fault_subtype":"disconnect","target_endpoint":"/aggregated","probability":1}"#,
+                "/api/v1/faults/network",
+                #"{"kind":"disconnect","target_endpoint":"/aggregated","probability":1}"#,
                 server: test
             )
             #expect(inject.status == .ok || inject.status == .created)
             try await latest.wait { $0.packetsCompressed - $0.packetsUploaded >= 24 }  // 12 per device, the ring holds 20
-            #expect(try await client.operatorJSON(.post, "/fault/clear", nil, server: test).status == .ok)
+            #expect(try await client.operatorJSON(.delete, "/api/v1/faults", nil, server: test).status == .ok)
             try await latest.wait { $0.packetsUploaded == $0.packetsCompressed }
             let caughtUp = latest.get()?.uploadsAccepted ?? 0
             try await latest.wait { $0.uploadsAccepted >= caughtUp + 6 }
@@ -287,8 +287,8 @@ extension SimulatorHTTPTests {
             #expect(exactly + (report.samplesStoredApproximately ?? 0) == delivered, "\(report.rendered())")
             #expect(exactly > delivered * 9 / 10)
             #expect((report.worstSampleTimeErrorMs ?? .max) <= 1_500)
-            let stats = try await client.execute(uri: "/stats", method: .get, headers: test.operatorHeaders)
-            let compression = (stats.json["statistics"] as? [String: Any])?["compression"] as? [String: Any]
+            let stats = try await client.execute(uri: "/api/v1/stats", method: .get, headers: test.operatorHeaders)
+            let compression = stats.json["compression"] as? [String: Any]
             #expect((compression?["completed_packets"] as? Int ?? 0) > 0, "0x71 packets decoded when their predecessors came")
         }
     }

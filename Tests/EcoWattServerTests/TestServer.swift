@@ -1,6 +1,5 @@
 import Configuration
 import EcoWattAPI
-import OpenAPIAsyncHTTPClient
 import EcoWattProtocol
 import EcoWattServer
 import FirmwareImage
@@ -10,6 +9,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import OpenAPIAsyncHTTPClient
 import Synchronization
 
 /// A live server on a loopback port with its own temporary directories and a settable clock.

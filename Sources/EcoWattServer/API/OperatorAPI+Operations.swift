@@ -196,6 +196,12 @@ extension Schemas.NetworkFault {
 
 extension Schemas.OTAFault {
     init(_ fault: FaultInjector.OTAFault) {
-        self.init(faultId: fault.id, kind: .init(rawValue: fault.kind.rawValue)!, deviceId: fault.deviceID, chunk: fault.chunk, injected: Int64(fault.injected))
+        self.init(
+            faultId: fault.id,
+            kind: .init(rawValue: fault.kind.rawValue)!,
+            deviceId: fault.deviceID,
+            chunk: fault.chunk,
+            injected: Int64(fault.injected)
+        )
     }
 }

@@ -161,10 +161,12 @@ extension Schemas.EnergyReport {
         self.init(
             id: report.id,
             receivedAt: date(report.receivedAtMs),
-            deviceTime: date(report.deviceTimeMs),
+            // Above 1e12 ms the device's clock was synced; below, it counts milliseconds since boot.
+            deviceTime: report.deviceTimeMs.flatMap { $0 > 1_000_000_000_000 ? MillisecondDates.date($0) : nil },
             deviceTimeInvalid: report.deviceTimeInvalid,
             enabled: report.enabled,
             techniques: report.techniques,
+            techniquesList: report.techniques.map { $0 & 0x08 != 0 ? ["peripheral_gating"] : [] } ?? [],
             avgCurrentMa: report.avgCurrentMA,
             energySavedMah: report.energySavedMAh,
             peripheralSavingsMah: report.peripheralSavingsMAh,

@@ -66,7 +66,14 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case let server as ServerError:
             // The generated operator API wraps what a handler throws, and its own decoding failures.
             switch server.underlyingError {
-            case let decoding as DecodingError: return Self.decodingError(decoding)
+            case let decoding as DecodingError:
+                // The generated code decodes parameters with a decoder too: a body it could not decode is 422, a
+                // parameter 400.
+                let hasJSONBody =
+                    server.request.headerFields[.contentType]?.lowercased().hasPrefix("application/json") == true
+                    && [.post, .put, .patch].contains(server.request.method)
+                if hasJSONBody { return Self.decodingError(decoding) }
+                return APIError(.badRequest, "A parameter is invalid: \(server.causeDescription)", code: "invalid")
             case is APIError, is any APIErrorConvertible, is any ReasonedError, is HTTPError:
                 return apiError(server.underlyingError, request: request, context: context)
             default:
