@@ -40,8 +40,7 @@ extension EcoWattServices {
         let otaRoutes = OTARoutes(
             ota: ota,
             boot: boot,
-            access: access,
-            maxFirmwareBytes: configuration.ota.maxFirmwareBytes
+            access: access
         )
         let health = HealthRoutes(storage: writer, ota: ota, fleetKey: fleetKey, feed: feed)
         let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
@@ -69,7 +68,6 @@ extension EcoWattServices {
             listeners.separateOperator
             ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
         let operatorRoutes = operatorRouter.group().add(middleware: OperatorAuthMiddleware(token: operatorToken))
-        QueryRoutes(queries: queries).register(on: operatorRoutes)
         // The operator API v1, generated from openapi.json (issue 18).
         try OperatorAPI(
             devices: registry,
@@ -87,17 +85,7 @@ extension EcoWattServices {
             clock: clock
         )
         .register(on: operatorRoutes)
-        SecurityRoutes(ingest: ingest).register(on: operatorRoutes)
-        deviceRoutes.registerOperatorRoutes(on: operatorRoutes)
-        commandRoutes.registerOperatorRoutes(on: operatorRoutes)
-        configRoutes.registerOperatorRoutes(on: operatorRoutes)
-        reportRoutes.registerOperatorRoutes(on: operatorRoutes)
-        otaRoutes.registerOperatorRoutes(on: operatorRoutes)
-        StatsRoutes(ingest: ingest, commands: commands, ota: ota, metrics: metrics, devices: registry, diagnostics: diagnostics)
-            .register(on: operatorRoutes)
-        diagnosticsRoutes.registerOperatorRoutes(on: operatorRoutes)
-        FaultRoutes(faults: faults, ingest: ingest, clock: clock).register(on: operatorRoutes)
-        MQTTRoutes(feed: feed).register(on: operatorRoutes)
+        MetricsRoutes(metrics: metrics, devices: registry, diagnostics: diagnostics).register(on: operatorRoutes)
 
         return (router, operatorRouter)
     }

@@ -4,12 +4,12 @@ import EcoWattSQLite
 import EcoWattStorage
 import Foundation
 
-/// `ecowatt device …`: per-device settings written straight to the database.
+/// `ecowatt device …`: the registry through the operator API; `set-key` writes straight to the database.
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device",
-        abstract: "Per-device settings.",
-        subcommands: [SetKey.self]
+        abstract: "List, show, create, edit and delete devices; set a device's own key.",
+        subcommands: [List.self, Show.self, Create.self, Edit.self, Delete.self, SetKey.self]
     )
 
     struct SetKey: AsyncParsableCommand {

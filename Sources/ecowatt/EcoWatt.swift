@@ -9,7 +9,8 @@ struct EcoWatt: AsyncParsableCommand {
         version: BuildInfo.description,
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
-            CommandCommand.self, SimulateCommand.self, BenchCommand.self, DatabaseCommand.self,
+            CommandCommand.self, ConfigCommand.self, DeploymentCommand.self, StatsCommand.self, SimulateCommand.self,
+            BenchCommand.self, DatabaseCommand.self,
         ]
     )
 }

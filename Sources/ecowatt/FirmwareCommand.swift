@@ -1,9 +1,11 @@
 import ArgumentParser
+import EcoWattAPI
 import EcoWattProtocol
 import EcoWattSQLite
 import EcoWattStorage
 import FirmwareImage
 import Foundation
+import OpenAPIRuntime
 
 /// `ecowatt keys …`: the FOTA key set and the fleet (upload) key.
 struct KeysCommand: ParsableCommand {
@@ -111,7 +113,7 @@ struct FirmwareCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "firmware",
         abstract: "Prepare firmware images, deploy them, and watch OTA sessions.",
-        subcommands: [Prepare.self, List.self, Deploy.self, Status.self]
+        subcommands: [Prepare.self, List.self, Upload.self, Deploy.self, Status.self]
     )
 
     struct Prepare: ParsableCommand {
@@ -193,16 +195,41 @@ struct FirmwareCommand: AsyncParsableCommand {
         @Option(name: .customLong("device"), help: "A target device (repeat); all devices when omitted.") var devices: [String] = []
         @Option(help: "Failed attempts per device before the version is no longer offered to it.") var maxAttempts = 5
         @Option(help: "Notes stored with the deployment.") var notes: String?
+        @Flag(help: "Allow target devices the server has never seen (pre-provisioning).") var create = false
 
         func run() async throws {
-            var body: [(String, JSONValue)] = [
-                ("version", .string(version)),
-                ("devices", devices.isEmpty ? .string("all") : .array(devices.map(JSONValue.string))),
-                ("max_attempts", .int(Int64(maxAttempts))),
-            ]
-            if let notes { body.append(("notes", .string(notes))) }
-            let reply = try server.check(await server.send(.POST, "/ota/deployments", body: JSONValue.object(body).serialized))
-            print(reply["deployment"]?.serialized ?? reply.serialized)
+            let body = Components.Schemas.DeploymentCreate(
+                version: version,
+                deviceIds: devices.isEmpty ? nil : devices,
+                maxAttempts: maxAttempts,
+                notes: notes,
+                create: create ? true : nil
+            )
+            let deployment = try await server.withClient { try await $0.createDeployment(body: .json(body)).created.body.json }
+            print(try OutputOptions.json(deployment))
+        }
+    }
+
+    struct Upload: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upload a plain ESP32 image to a running server, which signs, encrypts and chunks it with its keys."
+        )
+        @OptionGroup var server: OperatorOptions
+        @Argument(help: "The image (.bin).") var image: String
+        @Option(help: "Version, e.g. 1.4.0.") var version: String
+        @Option(help: "Release notes.") var description: String?
+
+        func run() async throws {
+            guard let bytes = FileManager.default.contents(atPath: image) else { throw ValidationError("cannot read \(image)") }
+            FileHandle.standardError.write(Data("uploading \(bytes.count) bytes…\n".utf8))
+            let uploaded = try await server.withClient { client in
+                try await client.uploadFirmware(
+                    query: .init(version: version, description: description),
+                    body: .binary(HTTPBody([UInt8](bytes)))
+                ).created.body.json
+            }
+            for warning in uploaded.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+            print(try OutputOptions.json(uploaded.manifest))
         }
     }
 
@@ -212,21 +239,16 @@ struct FirmwareCommand: AsyncParsableCommand {
         @Argument(help: "Device id.") var deviceID: String
 
         func run() async throws {
-            let reply = try server.check(await server.send(.GET, "/ota/status/\(deviceID)"))
-            guard let session = reply["session"], session != .null else {
+            let ota = try await server.withClient { try await $0.getDeviceOTA(path: .init(deviceId: deviceID)).ok.body.json }
+            guard let session = ota.session else {
                 print("\(deviceID): no OTA session")
                 return
             }
-            let chunks = "\(session["chunks_served"]?.intValue ?? 0)/\(session["total_chunks"]?.intValue ?? 0)"
             print(
-                "\(deviceID): \(session["version"]?.stringValue ?? "?") phase \(session["phase"]?.stringValue ?? "?") chunks \(chunks) outcome \(session["outcome"]?.stringValue ?? "active")"
+                "\(deviceID): \(session.version) phase \(session.phase) chunks \(session.chunksServed)/\(session.totalChunks) outcome \(session.outcome?.rawValue ?? "active")"
             )
-            if case .array(let events) = reply["events"] {
-                for event in events {
-                    print(
-                        "  \(event["received_at"]?.stringValue ?? "")  \(event["phase"]?.stringValue ?? "")  \(event["progress"]?.intValue.map { "\($0)%" } ?? "")  \(event["message"]?.stringValue ?? "")"
-                    )
-                }
+            for event in ota.events {
+                print("  \(event.receivedAt.iso)  \(event.phase)  \(event.progress.map { "\($0)%" } ?? "")  \(event.message ?? "")")
             }
         }
     }

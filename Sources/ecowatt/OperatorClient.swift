@@ -1,12 +1,15 @@
 import ArgumentParser
 import AsyncHTTPClient
+import EcoWattAPI
 import EcoWattProtocol
 import Foundation
-import NIOCore
-import NIOHTTP1
+import HTTPTypes
 import NIOSSL
+import OpenAPIAsyncHTTPClient
+import OpenAPIRuntime
 
-/// Options shared by the commands that talk to a running server's operator API.
+/// Options shared by the commands that talk to a running server's operator API (through the client generated from
+/// the same OpenAPI document as the server).
 struct OperatorOptions: ParsableArguments {
     @Option(help: "Server URL (env ECOWATT_URL, default http://127.0.0.1:5001).") var url: String?
     @Option(help: "Operator token (env ECOWATT_TOKEN; default: read from --token-file).") var token: String?
@@ -28,136 +31,137 @@ struct OperatorOptions: ParsableArguments {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Sends one request and returns the status and parsed JSON body.
-    func send(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> (UInt, JSONValue) {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = method
-        request.headers.add(name: "Authorization", value: "Bearer \(try resolvedToken())")
-        if let body {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(string: body))
-        }
-        guard let caFile = caFile ?? ProcessInfo.processInfo.environment["ECOWATT_CA_FILE"] else {
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-            return try await Self.parse(response)
-        }
-        // A client that trusts only the given certificates (a self-signed operator listener).
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .file(caFile)
+    /// Runs `body` with the API client; a refused request ends the command with one line: the status, the server's
+    /// message and the URL (no usage text: the command line was fine).
+    func withClient<T>(_ body: (Client) async throws -> T) async throws -> T {
+        guard let serverURL = URL(string: baseURL), serverURL.scheme != nil else { throw ValidationError("--url \(baseURL) is not a URL") }
+        let token = try resolvedToken()
         var configuration = HTTPClient.Configuration()
-        configuration.tlsConfiguration = tls
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        if let caFile = caFile ?? ProcessInfo.processInfo.environment["ECOWATT_CA_FILE"] {
+            // Trust only the given certificates (a self-signed operator listener).
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caFile)
+            configuration.tlsConfiguration = tls
+        }
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let client = Client(
+            serverURL: serverURL,
+            configuration: .ecoWatt,
+            transport: AsyncHTTPClientTransport(configuration: .init(client: http, timeout: .seconds(60))),
+            middlewares: [BearerToken(token), FailureMiddleware()]
+        )
         do {
-            let result = try await Self.parse(try await client.execute(request, timeout: .seconds(30)))
-            try await client.shutdown()
+            let result = try await body(client)
+            try await http.shutdown()
             return result
+        } catch let error as ClientError {
+            try? await http.shutdown()
+            throw error.underlyingError is APIFailure ? error.underlyingError : ConnectionFailure(url: baseURL, underlying: error.underlyingError)
         } catch {
-            try? await client.shutdown()
+            try? await http.shutdown()
             throw error
         }
     }
+}
 
-    private static func parse(_ response: HTTPClientResponse) async throws -> (UInt, JSONValue) {
-        let bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
-        let json = (try? JSONParser.parse(Array(bytes.readableBytesView))) ?? .null
-        return (response.status.code, json)
-    }
+/// A request the server refused, as one line.
+struct APIFailure: Error, CustomStringConvertible {
+    let status: Int
+    let message: String
+    let url: String
 
-    /// Fails with the server's reason unless the status is 2xx.
-    func check(_ result: (UInt, JSONValue)) throws -> JSONValue {
-        guard (200..<300).contains(result.0) else {
-            throw ValidationError("server answered \(result.0): \(result.1["error"]?.stringValue ?? result.1.serialized)")
-        }
-        return result.1
+    var description: String { "server answered \(status): \(message) (\(url))" }
+}
+
+/// The server could not be reached.
+struct ConnectionFailure: Error, CustomStringConvertible {
+    let url: String
+    let underlying: any Error
+
+    var description: String { "cannot reach \(url): \(underlying)" }
+}
+
+/// Turns every answer that is not 2xx into an ``APIFailure`` with the server's message.
+struct FailureMiddleware: ClientMiddleware {
+    func intercept(
+        _ request: HTTPRequest,
+        body: HTTPBody?,
+        baseURL: URL,
+        operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        let (response, responseBody) = try await next(request, body, baseURL)
+        guard response.status.kind != .successful else { return (response, responseBody) }
+        var bytes: [UInt8] = []
+        if let responseBody { bytes = (try? await [UInt8](collecting: responseBody, upTo: 64 * 1024)) ?? [] }
+        let json = try? JSONParser.parse(bytes)
+        let message =
+            json?["error"]?["message"]?.stringValue ?? json?["error"]?.stringValue ?? response.status.reasonPhrase
+        let url = baseURL.absoluteString.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + (request.path ?? "")
+        throw APIFailure(status: response.status.code, message: message, url: url)
     }
 }
 
-/// `ecowatt command queue|list|cancel|status`: the operator command API from the shell.
-struct CommandCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "command",
-        abstract: "Queue, list and cancel device commands on a running server.",
-        subcommands: [Queue.self, List.self, Cancel.self, Status.self]
-    )
+/// `--output json|table`.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json
+}
 
-    struct Queue: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Queue a command for a device.",
-            discussion: """
-                Actions: write_register (needs --register and --value), set_power (--value watts 0-10000),
-                set_power_percentage (--value 0-100), get_power_stats, get_peripheral_stats, reset_power_stats,
-                reset_peripheral_stats.
-                """
-        )
-        @OptionGroup var server: OperatorOptions
-        @Argument(help: "Device id.") var deviceID: String
-        @Argument(help: "Action.") var action: String
-        @Option(help: "Target register: a name (export_power, Pow, …) or an address.") var register: String?
-        @Option(help: "Integer value.") var value: Int?
-        @Option(help: "Expire if not delivered within this many seconds.") var ttl: Int?
-        @Option(help: "Idempotency key: queuing again with the same key returns the first command.") var idempotencyKey: String?
+struct OutputOptions: ParsableArguments {
+    @Option(help: "table (default) or json.") var output: OutputFormat = .table
 
-        func run() async throws {
-            var command: [(String, JSONValue)] = [("action", .string(action))]
-            if let register { command.append(("target_register", .string(register))) }
-            if let value { command.append(("value", .int(Int64(value)))) }
-            var body: [(String, JSONValue)] = [("command", .object(command))]
-            if let ttl { body.append(("ttl_seconds", .int(Int64(ttl)))) }
-            if let idempotencyKey { body.append(("idempotency_key", .string(idempotencyKey))) }
-            let reply = try server.check(
-                try await server.send(.POST, "/commands/\(deviceID.urlPathEscaped)", body: JSONValue.object(body).serialized)
+    /// Prints `value` as compact JSON with sorted keys and millisecond dates (one line, for scripts).
+    func printJSON(_ value: some Encodable) throws {
+        print(try Self.json(value))
+    }
+
+    static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(try MillisecondDates().encode(date))
+        }
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}
+
+/// Paging options of list commands: one page (`--limit`, `--cursor`) or every page (`--all`).
+struct PageOptions: ParsableArguments {
+    @Option(help: "Items per page.") var limit: Int?
+    @Option(help: "Continue from this cursor (printed after a page that has more).") var cursor: String?
+    @Flag(help: "Fetch every page.") var all = false
+
+    /// Calls `fetch` for each page (one unless --all); prints the cursor of a further page to stderr.
+    func pages<Item>(_ fetch: (String?) async throws -> (items: [Item], next: String?)) async throws -> [Item] {
+        var items: [Item] = []
+        var cursor = cursor
+        var pages = 0
+        repeat {
+            let page = try await fetch(cursor)
+            items += page.items
+            cursor = page.next
+            pages += 1
+            if all, pages % 10 == 0 { FileHandle.standardError.write(Data("… \(items.count) so far\n".utf8)) }
+        } while all && cursor != nil
+        if let cursor { FileHandle.standardError.write(Data("more: --cursor \(cursor)\n".utf8)) }
+        return items
+    }
+}
+
+/// Prints rows as aligned columns.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    for row in [header] + rows {
+        print(
+            zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(
+                in: .whitespaces
             )
-            print(reply["command_id"]?.stringValue ?? reply.serialized)
-        }
-    }
-
-    struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List a device's commands, newest first.")
-        @OptionGroup var server: OperatorOptions
-        @Argument(help: "Device id.") var deviceID: String
-        @Option(help: "How many.") var limit = 20
-
-        func run() async throws {
-            let reply = try server.check(try await server.send(.GET, "/commands/\(deviceID.urlPathEscaped)/history?limit=\(limit)"))
-            for command in reply["history"]?.arrayValue ?? [] {
-                let fields = ["command_id", "status", "action", "value", "created_at", "result_status"].map { key in
-                    switch command[key] {
-                    case .string(let text): text
-                    case .int(let number): String(number)
-                    default: "-"
-                    }
-                }
-                print(fields.joined(separator: "\t"))
-            }
-        }
-    }
-
-    struct Cancel: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Cancel a pending command.")
-        @OptionGroup var server: OperatorOptions
-        @Argument(help: "Command id.") var commandID: String
-
-        func run() async throws {
-            let reply = try server.check(try await server.send(.DELETE, "/commands/\(commandID.urlPathEscaped)"))
-            print(reply["command"]?["status"]?.stringValue ?? reply.serialized)
-        }
-    }
-
-    struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one command as JSON.")
-        @OptionGroup var server: OperatorOptions
-        @Argument(help: "Command id.") var commandID: String
-
-        func run() async throws {
-            let reply = try server.check(try await server.send(.GET, "/commands/status/\(commandID.urlPathEscaped)"))
-            print((reply["command"] ?? reply).serialized)
-        }
+        )
     }
 }
 
-extension String {
-    /// Percent-escaped as one path segment.
-    var urlPathEscaped: String {
-        addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? self
-    }
+extension Date {
+    /// As the API writes it.
+    var iso: String { (try? MillisecondDates().encode(self)) ?? "\(self)" }
 }

@@ -34,7 +34,7 @@ import Testing
 
             let poll = try await client.execute(uri: "/config/CFG-1", method: .get)
             let text = String(buffer: poll.body)
-            #expect(text == #"{"is_pending":true,"pending_config":{"config_update":{"sampling_interval":10,"energy_poll_interval":60}}}"#)
+            #expect(text == #"{"is_pending":true,"pending_config":{"config_update":{"energy_poll_interval":60,"sampling_interval":10}}}"#)
             #expect(try ArduinoJSONPool.bytes(text) <= 3686)  // 4096-byte pool, 10 % margin
             // Still pending until the device acknowledges.
             #expect(try await client.execute(uri: "/config/CFG-1", method: .get).json["is_pending"] as? Bool == true)

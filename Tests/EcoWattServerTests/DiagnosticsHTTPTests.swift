@@ -84,7 +84,8 @@ import Testing
             #expect(try await client.postJSON("/diagnostics/OK-1", "{not json").status == .badRequest)
             let big = #"{"filler":"\#(String(repeating: "y", count: 17 * 1024))"}"#
             #expect(try await client.postJSON("/diagnostics/OK-1", big).status == .contentTooLarge)
-            #expect(try await client.execute(uri: "/diagnostics/OK-1", method: .get).status == .unauthorized)
+            #expect(try await client.execute(uri: "/diagnostics/OK-1", method: .get).status == .methodNotAllowed, "the device posts only")
+            #expect(try await client.execute(uri: "/api/v1/devices/OK-1/diagnostics", method: .get).status == .unauthorized)
         }
         let files = try FileManager.default.contentsOfDirectory(atPath: test.directory.appendingPathComponent("diagnostics").path)
         #expect(files.isEmpty, "nothing was written for refused requests: \(files)")

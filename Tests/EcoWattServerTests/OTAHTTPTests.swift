@@ -5,7 +5,6 @@ import FirmwareImage
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
-import MultipartKit
 import NIOCore
 import Synchronization
 import Testing

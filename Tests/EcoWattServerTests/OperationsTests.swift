@@ -104,13 +104,13 @@ import Glibc
         )
         let token = try ProcessTests.operatorToken(root)
         // The device port: health and device routes, no operator API even with the token.
-        #expect(try await Self.request("http://127.0.0.1:\(port)/stats", token: token).status == 404)
+        #expect(try await Self.request("http://127.0.0.1:\(port)/api/v1/stats", token: token).status == 404)
         #expect(try await Self.request("http://127.0.0.1:\(port)/ota/check/TLS-1?version=1.0.0").status == 200)
         // The operator port: TLS only, the API with the token, HSTS.
-        let stats = try await Self.request("https://127.0.0.1:\(operatorPort)/stats", token: token, trust: first)
+        let stats = try await Self.request("https://127.0.0.1:\(operatorPort)/api/v1/stats", token: token, trust: first)
         #expect(stats.status == 200)
         #expect(stats.headers["Strict-Transport-Security"].first == "max-age=31536000")
-        #expect(try await Self.request("https://127.0.0.1:\(operatorPort)/stats", trust: first).status == 401)
+        #expect(try await Self.request("https://127.0.0.1:\(operatorPort)/api/v1/stats", trust: first).status == 401)
         let metrics = try await Self.request("https://127.0.0.1:\(operatorPort)/metrics", token: token, trust: first)
         #expect(metrics.status == 200)
         #expect(metrics.body.contains("ecowatt_operator_connections_open 1"), "this scrape's own connection is counted")

@@ -129,7 +129,9 @@ import Testing
         let port = LoopbackPort.free()
         let server = try await ServerProcess(root: root, port: port)
         let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
-        let (queued, id, queueError) = try await ServerProcess.runCLI(["command", "queue", "CLI-1", "set_power", "--value", "5000"] + common)
+        let (queued, id, queueError) = try await ServerProcess.runCLI(
+            ["command", "queue", "CLI-1", "set_power", "--value", "5000", "--create"] + common
+        )
         #expect(queued == 0, "\(queueError)")
         let commandID = id.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(commandID.count == 36)
@@ -197,7 +199,9 @@ import Testing
         let server = try await ServerProcess(root: root, port: port)
         #expect(FileManager.default.contents(atPath: privateKeyPath) == original)
         let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
-        let (deployed, deployment, deployError) = try await ServerProcess.runCLI(["firmware", "deploy", "3.1.0", "--device", "CLI-OTA"] + common)
+        let (deployed, deployment, deployError) = try await ServerProcess.runCLI(
+            ["firmware", "deploy", "3.1.0", "--device", "CLI-OTA", "--create"] + common
+        )
         #expect(deployed == 0, "\(deployError)")
         #expect(deployment.contains(#""version":"3.1.0""#))
         let (_, status, _) = try await ServerProcess.runCLI(["firmware", "status", "CLI-OTA"] + common)

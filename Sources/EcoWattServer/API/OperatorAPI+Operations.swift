@@ -141,7 +141,7 @@ extension OperatorAPI {
         let delay = body.delayMs ?? (kind == .disconnect ? 0 : 5000)
         guard (0...60_000).contains(delay) else { throw APIError(.unprocessableContent, "delay_ms must be in 0...60000", code: "invalid") }
         let fault = FaultInjector.NetworkFault(
-            id: FaultRoutes.faultID(),
+            id: FaultInjector.newID(),
             kind: kind,
             prefix: target == "all" ? "/" : target,
             probability: probability,
@@ -159,7 +159,7 @@ extension OperatorAPI {
         }
         if let chunk = body.chunk, chunk < 0 { throw APIError(.unprocessableContent, "chunk must not be negative", code: "invalid") }
         let kind = FaultInjector.OTAFault.Kind(rawValue: body.kind.rawValue)!
-        let fault = FaultInjector.OTAFault(id: FaultRoutes.faultID(), kind: kind, deviceID: body.deviceId, chunk: body.chunk)
+        let fault = FaultInjector.OTAFault(id: FaultInjector.newID(), kind: kind, deviceID: body.deviceId, chunk: body.chunk)
         faults.add(fault)
         return .created(.init(body: .json(.init(fault))))
     }

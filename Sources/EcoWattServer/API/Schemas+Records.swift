@@ -26,9 +26,12 @@ extension Schemas.JSONObject {
         self.init(value)
     }
 
-    /// The object as the server's JSON value (for validation and storage).
+    /// The object as the server's JSON value (for validation and storage), keys sorted: the generated container is a
+    /// dictionary, whose order would change from run to run.
     var json: JSONValue {
-        guard let data = try? JSONEncoder().encode(self), let value = try? JSONParser.parse([UInt8](data)) else { return .object([]) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(self), let value = try? JSONParser.parse([UInt8](data)) else { return .object([]) }
         return value
     }
 }

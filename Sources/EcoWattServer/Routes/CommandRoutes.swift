@@ -14,15 +14,6 @@ struct CommandRoutes {
         router.post("/commands/:id/result", use: result)
     }
 
-    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
-        router.get("/commands/stats", use: stats)
-        router.get("/commands/status/:command_id", use: status)
-        router.get("/commands/:id/history", use: history)
-        router.post("/commands/:id", use: queue)
-        // Same parameter name as the queue route at this position (Hummingbird requires it); here it is a command id.
-        router.delete("/commands/:id", use: cancel)
-    }
-
     /// `GET /commands/{id}/poll`: at most one command, compact (the device parses it into a 512-byte pool). A bound
     /// route: a command is dispatched only to the device's bound address; a device with no verified upload yet gets
     /// none.
@@ -67,73 +58,8 @@ struct CommandRoutes {
         ])
     }
 
-    /// `POST /commands/{id}` (operator): 201 with the new command; 200 with the existing one for a repeated
-    /// idempotency key (body `idempotency_key` or header `Idempotency-Key`).
-    @Sendable func queue(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        var request = request
-        var body = try await request.jsonBody()
-        if let header = request.headers[HTTPField.Name("Idempotency-Key")!], body["idempotency_key"] == nil,
-            case .object(var members) = body
-        {
-            members.append(("idempotency_key", .string(header)))
-            body = .object(members)
-        }
-        let validated: CommandRequest
-        do {
-            validated = try CommandRequest(json: body, nowMs: clock())
-        } catch {
-            throw APIError(.badRequest, error.reason)
-        }
-        let (command, created) = try await commands.queue(validated, deviceID: deviceID)
-        return JSONBody.response(
-            status: created ? .created : .ok,
-            [
-                "success": true, "device_id": .string(deviceID), "command_id": .string(command.commandID), "created": .bool(created),
-                "command": Self.render(command),
-            ]
-        )
-    }
-
-    @Sendable func status(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        guard let id = context.parameters.get("command_id"), let command = try await commands.command(id) else {
-            throw APIError(.notFound, "Unknown command")
-        }
-        return JSONBody.response(["success": true, "command": Self.render(command)])
-    }
-
-    @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        let limit = try request.limitParameter(default: 20, maximum: 1000)
-        let rows = try await commands.history(deviceID: deviceID, limit: limit)
-        return JSONBody.response([
-            "success": true, "device_id": .string(deviceID), "history": .array(rows.map(Self.render)),
-            "count": .int(Int64(rows.count)),
-        ])
-    }
-
-    @Sendable func cancel(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        guard let id = context.parameters.get("id") else { throw APIError(.badRequest, "Missing command id") }
-        let command = try await commands.cancel(id)
-        return JSONBody.response(["success": true, "command": Self.render(command)])
-    }
-
-    @Sendable func stats(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let counts = try await commands.counts()
-        let total = counts.values.reduce(0, +)
-        let finished = (counts[.completed] ?? 0) + (counts[.failed] ?? 0) + (counts[.timedOut] ?? 0)
-        return JSONBody.response([
-            "success": true,
-            "statistics": .object(
-                [("total_commands", .int(Int64(total)))]
-                    + CommandStatus.allCases.map { ($0.rawValue, .int(Int64(counts[$0] ?? 0))) }
-                    + [("success_rate", .double(finished > 0 ? Double(counts[.completed] ?? 0) / Double(finished) : 0))]
-            ),
-        ])
-    }
-
     static func render(_ command: CommandRow) -> JSONValue {
-        func time(_ ms: Int64?) -> JSONValue { ms.map { .string(QueryRoutes.iso($0)) } ?? .null }
+        func time(_ ms: Int64?) -> JSONValue { ms.map { .string(EpochTime.iso8601(milliseconds: $0)) } ?? .null }
         func text(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
         return .object([
             ("command_id", .string(command.commandID)), ("device_id", .string(command.deviceID)),

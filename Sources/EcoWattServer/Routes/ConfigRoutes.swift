@@ -19,12 +19,6 @@ struct ConfigRoutes {
         router.post("/config/:id/current", use: bootReport)
     }
 
-    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
-        router.put("/config/:id", use: update)
-        router.post("/config/:id", use: update)
-        router.get("/config/:id/history", use: history)
-    }
-
     /// `GET /config/{id}`: `{"is_pending":false}` or `{"is_pending":true,"pending_config":{"config_update":{…}}}`.
     /// A bound route: a pending configuration is delivered only to the device's bound address; a device with no
     /// verified upload yet gets `is_pending:false`.
@@ -67,47 +61,4 @@ struct ConfigRoutes {
         )
     }
 
-    /// `PUT /config/{id}` (operator): validates `{"config_update":{…}}`; only accepted fields are stored and delivered.
-    @Sendable func update(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        var request = request
-        let body = try await request.jsonBody()
-        guard let updateValue = body["config_update"] else {
-            throw APIError(.badRequest, #"Body must be {"config_update":{…}}"#)
-        }
-        let (update, state) = try await config.request(deviceID: deviceID, update: updateValue)
-        let status: HTTPResponse.Status = update.accepted.isEmpty && !update.rejected.isEmpty ? .badRequest : .ok
-        return JSONBody.response(
-            status: status,
-            [
-                "success": .bool(status == .ok), "device_id": .string(deviceID),
-                "config_ack": .object([
-                    ("accepted", .object(update.accepted)),
-                    ("rejected", .object(update.rejected.map { ($0.0, .string($0.1)) })),
-                    ("unchanged", .array(update.unchanged.map(JSONValue.string))),
-                ]),
-                "pending_config": state.pending ?? .null, "running_config": state.running,
-            ]
-        )
-    }
-
-    @Sendable func history(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        let limit = try request.limitParameter(default: 10, maximum: 1000)
-        let (state, rows) = try await config.history(deviceID: deviceID, limit: limit)
-        return JSONBody.response([
-            "success": true, "device_id": .string(deviceID), "running_config": state.running,
-            "pending_config": state.pending ?? .null,
-            "history": .array(
-                rows.map { row in
-                    .object([
-                        ("event", .string(row.event)), ("config", row.config ?? .null),
-                        ("detail", row.detail.map(JSONValue.string) ?? .null),
-                        ("at", .string(QueryRoutes.iso(row.createdAtMs))),
-                    ])
-                }
-            ),
-            "count": .int(Int64(rows.count)),
-        ])
-    }
 }

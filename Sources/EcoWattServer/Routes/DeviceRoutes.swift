@@ -18,13 +18,6 @@ struct DeviceRoutes {
         router.post("/devices", use: registerDevice)
     }
 
-    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
-        router.get("/devices", use: list)
-        router.get("/devices/:id", use: show)
-        router.put("/devices/:id", use: update)
-        router.delete("/devices/:id", use: delete)
-    }
-
     /// `POST /devices`: 201 for a new device, 200 for a known one, and a boot signal. From an address the device is
     /// not bound to (a first boot, a new address), 202: held until a verified upload from that address confirms it.
     @Sendable func registerDevice(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
@@ -44,53 +37,6 @@ struct DeviceRoutes {
             status: created ? .created : .ok,
             ["success": true, "device_id": .string(deviceID), "registered": .bool(created)]
         )
-    }
-
-    @Sendable func list(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let limit = try request.limitParameter(default: 1000, maximum: 10_000)
-        let listings = try await devices.devices(limit: limit)
-        return JSONBody.response([
-            "success": true, "devices": .array(listings.map(Self.render)), "count": .int(Int64(listings.count)),
-        ])
-    }
-
-    @Sendable func show(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        return JSONBody.response(["success": true, "device": Self.render(try await devices.device(deviceID))])
-    }
-
-    @Sendable func update(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        var request = request
-        let fields = try Self.fields(try await request.jsonBody(), allowFirmware: false)
-        return JSONBody.response(["success": true, "device": Self.render(try await devices.update(deviceID, fields: fields))])
-    }
-
-    @Sendable func delete(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        try await devices.delete(deviceID)
-        return JSONBody.response([
-            "success": true, "device_id": .string(deviceID),
-            "message": .string("Device, its nonce and decoder state and its pending commands were removed; telemetry is kept"),
-        ])
-    }
-
-    static func render(_ listing: DeviceService.Listing) -> JSONValue {
-        let device = listing.row
-        return .object([
-            ("device_id", .string(device.deviceID)), ("device_name", device.deviceName.map(JSONValue.string) ?? .null),
-            ("location", device.location.map(JSONValue.string) ?? .null),
-            ("description", device.description.map(JSONValue.string) ?? .null),
-            ("firmware_version", device.firmwareVersion.map(JSONValue.string) ?? .null),
-            ("status", .string(listing.online ? "online" : "offline")),
-            ("registered_at", device.registeredAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),
-            ("first_seen", .string(QueryRoutes.iso(device.firstSeenMs))), ("last_seen", .string(QueryRoutes.iso(listing.lastSeenMs))),
-            ("upload_count", .int(Int64(device.uploadCount))), ("admission", .string(device.admission)),
-            ("bound_address", device.boundAddress.map(JSONValue.string) ?? .null),
-            ("bound_at", device.boundAtMs.map { .string(QueryRoutes.iso($0)) } ?? .null),
-            ("nonce_jumps_refused", .int(Int64(device.nonceJumpsRefused))),
-            ("last_refused_nonce", device.lastRefusedNonce.map(JSONValue.int) ?? .null),
-        ])
     }
 
     static func fields(_ body: JSONValue, allowFirmware: Bool) throws -> DeviceFields {

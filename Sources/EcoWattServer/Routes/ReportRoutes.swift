@@ -13,11 +13,6 @@ struct ReportRoutes {
         router.post("/fault/recovery", use: addFault)
     }
 
-    func registerOperatorRoutes(on router: some RouterMethods<EcoWattRequestContext>) {
-        router.get("/power/energy/:id", use: energy)
-        router.get("/fault/recovery/:id", use: faults)
-    }
-
     /// Largest report body: the firmware's are about 300 bytes (spec §6).
     static let maxBodyBytes = 4096
 
@@ -70,43 +65,6 @@ struct ReportRoutes {
         }
     }
 
-    @Sendable func energy(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        let period = request.uri.queryParameters["period"].map(String.init) ?? "24h"
-        let spans: [String: Int64] = ["1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000, "all": .max]
-        guard let span = spans[period] else { throw APIError(.badRequest, "period must be one of 1h, 24h, 7d, 30d, all") }
-        let limit = try request.limitParameter(default: 100, maximum: 10_000)
-        let since = span == .max ? Int64.min : clock() - span
-        let reports = try await reports.powerReports(deviceID: deviceID, sinceMs: since, limit: limit)
-        func number(_ value: Double?) -> JSONValue { value.map(JSONValue.double) ?? .null }
-        func integer(_ value: Int64?) -> JSONValue { value.map(JSONValue.int) ?? .null }
-        return JSONBody.response([
-            "success": true, "device_id": .string(deviceID), "period": .string(period), "count": .int(Int64(reports.count)),
-            "reports": .array(
-                reports.map { report in
-                    // A device time above 1e12 ms is a synced epoch time; otherwise it is millis() since boot.
-                    let time = report.deviceTimeMs.flatMap { $0 > 1_000_000_000_000 ? $0 : nil } ?? report.receivedAtMs
-                    return .object([
-                        ("timestamp", .string(QueryRoutes.iso(time))), ("received_at", .string(QueryRoutes.iso(report.receivedAtMs))),
-                        ("device_time_invalid", .bool(report.deviceTimeInvalid)),
-                        ("enabled", report.enabled.map(JSONValue.bool) ?? .null),
-                        ("techniques", report.techniques.map { .string("0x" + String($0, radix: 16, uppercase: true).leftPadded(2)) } ?? .null),
-                        ("techniques_list", .array(report.techniques.map { $0 & 0x08 != 0 ? [.string("peripheral_gating")] : [] } ?? [])),
-                        ("avg_current_ma", number(report.avgCurrentMA)), ("energy_saved_mah", number(report.energySavedMAh)),
-                        ("peripheral_savings_mah", number(report.peripheralSavingsMAh)), ("uptime_ms", integer(report.uptimeMs)),
-                        (
-                            "time_distribution",
-                            .object([
-                                ("high_perf_ms", integer(report.highPerfMs)), ("normal_ms", integer(report.normalMs)),
-                                ("low_power_ms", integer(report.lowPowerMs)), ("sleep_ms", integer(report.sleepMs)),
-                            ])
-                        ),
-                    ])
-                }
-            ),
-        ])
-    }
-
     /// `POST /fault/recovery`: the device id is in the body (spec §6.2).
     @Sendable func addFault(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         var request = request
@@ -136,32 +94,6 @@ struct ReportRoutes {
         return JSONBody.response(["success": true, "message": "Recovery event recorded", "event_id": .int(id)])
     }
 
-    @Sendable func faults(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
-        let deviceID = try context.deviceID()
-        let limit = try request.limitParameter(default: 50, maximum: 10_000)
-        let (events, total, successful) = try await reports.faultEvents(deviceID: deviceID, limit: limit)
-        return JSONBody.response([
-            "success": true, "device_id": .string(deviceID), "total_events": .int(Int64(total)),
-            "events": .array(
-                events.map { event in
-                    .object([
-                        ("event_id", .int(event.id)), ("received_at", .string(QueryRoutes.iso(event.receivedAtMs))),
-                        ("device_timestamp", event.deviceTimeS.map(JSONValue.int) ?? .null),
-                        ("device_time_invalid", .bool(event.deviceTimeInvalid)),
-                        ("fault_type", .string(event.faultType)),
-                        ("recovery_action", event.recoveryAction.map(JSONValue.string) ?? .null),
-                        ("success", .bool(event.success)), ("details", event.details.map(JSONValue.string) ?? .null),
-                        ("retry_count", event.retryCount.map { .int(Int64($0)) } ?? .null),
-                    ])
-                }
-            ),
-            "statistics": .object([
-                ("total", .int(Int64(total))), ("successful", .int(Int64(successful))),
-                ("failed", .int(Int64(total - successful))),
-                ("success_rate", .double(total > 0 ? Double(successful) / Double(total) : 0)),
-            ]),
-        ])
-    }
 }
 
 extension String {

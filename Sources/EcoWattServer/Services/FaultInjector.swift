@@ -107,6 +107,9 @@ public final class FaultInjector: Sendable {
     }
 
     /// `count` random lower-case hex characters (`count` even).
+    /// A new fault's id.
+    static func newID() -> String { "fault-" + randomHex(8) }
+
     static func randomHex(_ count: Int) -> String {
         HexCoding.encode((0..<count / 2).map { _ in UInt8.random(in: 0...255) })
     }
