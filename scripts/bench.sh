@@ -59,7 +59,7 @@ for mode in normal full; do
     UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
         "http://127.0.0.1:$port" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|Socket errors"
     stored=$(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" \
-        "http://127.0.0.1:$port/security/stats" | sed -E 's/.*"successful_validations":([0-9]+).*/\1/')
+        "http://127.0.0.1:$port/api/v1/stats/security" | sed -E 's/.*"successful_validations":([0-9]+).*/\1/')
     echo "uploads acknowledged and stored: $stored"
     kill -TERM $server
     wait $server || true
@@ -94,7 +94,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && b
 DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-polls.lua "http://127.0.0.1:$port" \
     | grep -E "Requests/sec|50%|99%|Non-2xx|requests in"
 echo "commands dispatched: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" \
-    "http://127.0.0.1:$port/commands/stats" | sed -E 's/.*"dispatched":([0-9]+).*/\1/') of 160000 queued"
+    "http://127.0.0.1:$port/api/v1/stats/commands" | sed -E 's/.*"dispatched":([0-9]+).*/\1/') of 160000 queued"
 kill -TERM $server
 wait $server || true
 
@@ -113,10 +113,10 @@ DEVICE=BENCH-CHUNKS VERSION=9.0.0 TOTAL=513 wrk -t2 -c16 -d"${duration}s" --late
     "http://127.0.0.1:$port" | grep -E "Requests/sec|Transfer/sec|Latency|50%|99%|Non-2xx"
 echo
 echo "## 200 simulated devices download and verify the 1 MiB image at once (ecowatt bench ota-fleet)"
-curl -sf -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/deployments" \
-    -d '{"version":"9.0.0","devices":"all"}' >/dev/null
+curl -sf -X POST -H "Authorization: Bearer $token" -H "Content-Type: application/json" "http://127.0.0.1:$port/api/v1/deployments" \
+    -d '{"version":"9.0.0"}' >/dev/null
 $bin bench ota-fleet --url "http://127.0.0.1:$port" --devices 200 --keys-dir "$work/srv/keys"
-echo "sessions: $(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/ota/stats" | sed -E 's/.*"sessions":(\{[^}]*\}).*/\1/')"
+echo "sessions: $(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/stats/ota" | sed -E 's/.*"sessions_by_outcome":(\{[^}]*\}).*/\1/')"
 kill -TERM $server
 wait $server || true
 fi
@@ -148,8 +148,8 @@ run_server normal
 head -c 262144 /dev/urandom > "$work/rollout.bin"
 printf '\xe9' | dd of="$work/rollout.bin" bs=1 count=1 conv=notrunc 2>/dev/null
 $bin firmware prepare "$work/rollout.bin" --version 9.1.0 --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" >/dev/null 2>&1
-curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/ota/deployments" \
-    -d '{"version":"9.1.0","devices":"all"}' >/dev/null
+curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" -H "Content-Type: application/json" "http://127.0.0.1:$port/api/v1/deployments" \
+    -d '{"version":"9.1.0"}' >/dev/null
 $bin simulate --url "http://127.0.0.1:$port" --devices 300 --duration "$duration" --speed 10 --ramp-up 1 --ota-interval 60 \
     --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-rollout.json" 2>/dev/null | sed -n '2,22p' || true
 kill -TERM $server
@@ -193,7 +193,7 @@ for mode in false true; do
     UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
         "http://127.0.0.1:$port" | grep -E "Requests/sec|50%|99%|Non-2xx"
     sleep 2
-    echo "mqtt: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/mqtt/status")"
+    echo "mqtt: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/mqtt")"
     echo "broker CPU during the run: $(( ($(awk '{print $14+$15}' /proc/$broker/stat) - cpu_before) * 10 )) ms"
     kill -TERM $server
     wait $server || true
@@ -210,7 +210,7 @@ MQTT=true ECOWATT_MQTT_PORT=$bport $bin serve --host 127.0.0.1 --port $port --da
 server=$!
 token=$(cat "$work/srv/keys/operator_token")
 while :; do
-    backlog=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/mqtt/status" 2>/dev/null \
+    backlog=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/mqtt" 2>/dev/null \
         | sed -nE 's/.*"backlog":([0-9]+).*/\1/p' || true)
     [ "$backlog" = 0 ] && break
     sleep 0.1

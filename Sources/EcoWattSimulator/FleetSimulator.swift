@@ -97,11 +97,16 @@ public struct FleetSimulator: Sendable {
         }
         var verified: SampleVerification.Outcome?
         if let token = options.operatorToken {
-            verified = try await Self.verify(
-                readings,
-                with: SampleVerification(client: client, baseURL: base, token: token),
-                clockSkewMs: Int64(clock.elapsedSeconds * max(0, options.speed - 1) * 1000) + 2_000
-            )
+            do {
+                verified = try await Self.verify(
+                    readings,
+                    with: SampleVerification(client: client, baseURL: base, token: token),
+                    clockSkewMs: Int64(clock.elapsedSeconds * max(0, options.speed - 1) * 1000) + 2_000
+                )
+            } catch {
+                try? await client.shutdown()
+                throw error
+            }
         }
         try? await client.shutdown()
         try nonces.save()

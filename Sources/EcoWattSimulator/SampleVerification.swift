@@ -4,7 +4,7 @@ import Foundation
 import NIOCore
 
 /// After a run with the operator token: every device's samples read back from the server (`GET
-/// /aggregation/historical/{id}`) and matched with what the device read — the value it read at the time it read it.
+/// /api/v1/devices/{id}/telemetry`) and matched with what the device read — the value it read at the time it read it.
 struct SampleVerification {
     struct Stored {
         var timeMs: Int64
@@ -26,22 +26,25 @@ struct SampleVerification {
     /// A stored time may be this far from the reading (the device stamps whole seconds; the server spreads samples).
     static let toleranceMs: Int64 = 1_500
 
-    /// The samples the server holds for `deviceID` between `fromMs` and `toMs`, page by page.
+    /// The samples the server holds for `deviceID` between `fromMs` and `toMs`, page by page (the operator API's
+    /// cursor: samples of one millisecond split across pages come exactly once).
     func stored(deviceID: String, fromMs: Int64, toMs: Int64) async throws -> [Stored] {
         var samples: [Stored] = []
-        var from = fromMs
-        while true {
+        var cursor: String?
+        let window = "start=\(EpochTime.iso8601(milliseconds: fromMs))&end=\(EpochTime.iso8601(milliseconds: toMs))"
+        repeat {
             var request = HTTPClientRequest(
-                url:
-                    "\(baseURL)/aggregation/historical/\(deviceID)?start_time=\(Double(from) / 1000)&end_time=\(Double(toMs) / 1000)&limit=10000&resolution=raw"
+                url: "\(baseURL)/api/v1/devices/\(deviceID)/telemetry?\(window)&limit=10000&resolution=raw"
+                    + (cursor.map { "&cursor=\($0)" } ?? "")
             )
             request.headers.add(name: "Authorization", value: "Bearer \(token)")
             let response = try await client.execute(request, timeout: .seconds(30))
             let body = try await response.body.collect(upTo: 64 << 20)
-            guard response.status == .ok, let data = try JSONParser.parse(Array(body.readableBytesView))["data"]?.arrayValue else {
+            let page = try JSONParser.parse(Array(body.readableBytesView))
+            guard response.status == .ok, let data = page["samples"]?.arrayValue else {
                 throw SimulationError.invalidOption("reading back \(deviceID)'s samples: HTTP \(response.status.code)")
             }
-            let page = data.compactMap { item -> Stored? in
+            samples += data.compactMap { item -> Stored? in
                 guard let time = item["timestamp_ms"]?.intValue, let layout = item["register_layout"]?.arrayValue,
                     let values = item["raw_values"]?.arrayValue
                 else { return nil }
@@ -53,10 +56,9 @@ struct SampleVerification {
                     estimated: item["time_estimated"]?.boolValue ?? false
                 )
             }
-            samples += page
-            guard page.count == 10_000, let last = page.last?.timeMs else { return samples }
-            from = last + 1
-        }
+            cursor = page["next_cursor"]?.stringValue
+        } while cursor != nil
+        return samples
     }
 
     /// Matches readings with stored samples, each stored sample used once. A time estimated from the arrival time (no
