@@ -93,7 +93,7 @@ extension ServerConfiguration {
             "A command queued without `ttl_seconds` or `expires_at` expires after this long"
         ),
         .text("firmware_dir", \.ota.firmwareDirectory, "Prepared firmware images"),
-        .integer("max_firmware_bytes", \.ota.maxFirmwareBytes, 4096...(16 << 20), "Largest image `POST /ota/upload` accepts"),
+        .integer("max_firmware_bytes", \.ota.maxFirmwareBytes, 4096...(16 << 20), "Largest image `POST /api/v1/firmwares` accepts"),
         .text("diagnostics_dir", \.diagnostics.directory, "Diagnostics JSONL"),
         .integer(
             "diagnostics_max_file_bytes",
