@@ -28,16 +28,11 @@ extension InMemoryStore: ConfigStore {
             let changes = fields.contains { key, value in !ConfigUpdate.matches(value, config.running[key], key: key) }
             if !changes {
                 // The device would change nothing and so sends no acknowledgement (spec §5.3): clear it now.
-                config.pending = nil
-                config.pendingDeliveredAtMs = nil
-                state.registry.configs[deviceID] = config
-                state.registry.history(
+                state.registry.endPending(
                     deviceID,
                     "cleared_noop",
-                    pending,
-                    "delivered; changes nothing on the device",
-                    nowMs,
-                    pending: false,
+                    detail: "delivered; changes nothing on the device",
+                    nowMs: nowMs,
                     policy: policy
                 )
             } else if config.pendingDeliveredAtMs == nil {
@@ -52,13 +47,10 @@ extension InMemoryStore: ConfigStore {
     public func acknowledge(deviceID: String, ack: JSONValue, nowMs: Int64) async throws -> Bool {
         let policy = retention
         return state.withLock { state in
-            var config = state.registry.config(deviceID)
+            let config = state.registry.config(deviceID)
             guard let pending = config.pending, config.pendingDeliveredAtMs != nil else { return false }
-            config.running = JSONValue.merge(config.running, pending)
-            config.pending = nil
-            config.pendingDeliveredAtMs = nil
-            state.registry.configs[deviceID] = config
-            state.registry.history(deviceID, "applied", pending, ack.serialized, nowMs, pending: false, policy: policy)
+            state.registry.configs[deviceID]?.running = JSONValue.merge(config.running, pending)
+            state.registry.endPending(deviceID, "applied", detail: ack.serialized, nowMs: nowMs, policy: policy)
             return true
         }
     }
@@ -89,12 +81,8 @@ extension InMemoryStore: ConfigStore {
     public func withdrawPending(deviceID: String, nowMs: Int64) async throws -> Bool {
         let policy = retention
         return state.withLock { state in
-            var config = state.registry.config(deviceID)
-            guard let pending = config.pending else { return false }
-            config.pending = nil
-            config.pendingDeliveredAtMs = nil
-            state.registry.configs[deviceID] = config
-            state.registry.history(deviceID, "withdrawn", pending, nil, nowMs, pending: false, policy: policy)
+            guard state.registry.config(deviceID).pending != nil else { return false }
+            state.registry.endPending(deviceID, "withdrawn", detail: nil, nowMs: nowMs, policy: policy)
             return true
         }
     }
@@ -142,6 +130,16 @@ extension InMemoryStore: ReportStore {
 }
 
 extension RegistryTables {
+    /// The pending configuration is done with (`event`: applied, cleared as a no-op, withdrawn), recorded with it.
+    mutating func endPending(_ deviceID: String, _ event: String, detail: String?, nowMs: Int64, policy: RetentionPolicy) {
+        var config = config(deviceID)
+        let pending = config.pending
+        config.pending = nil
+        config.pendingDeliveredAtMs = nil
+        configs[deviceID] = config
+        history(deviceID, event, pending, detail, nowMs, pending: false, policy: policy)
+    }
+
     func config(_ deviceID: String) -> ConfigState {
         configs[deviceID] ?? ConfigState(running: .object([]), pending: nil, pendingCreatedAtMs: nil, pendingDeliveredAtMs: nil)
     }

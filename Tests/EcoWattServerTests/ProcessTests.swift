@@ -152,6 +152,54 @@ import Testing
         try await server.stop(signal: SIGTERM)
     }
 
+    /// The operator CLI over `/api/v1`: devices, configuration, deployments and statistics, table and JSON output,
+    /// paging, and one-line errors without the usage text.
+    @Test func operatorCLIManagesDevicesConfigurationAndDeployments() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = LoopbackPort.free()
+        let server = try await ServerProcess(root: root, port: port)
+        let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
+        for id in ["CLI-A", "CLI-B", "CLI-C"] {
+            let (created, _, error) = try await ServerProcess.runCLI(["device", "create", id, "--name", "n-\(id)"] + common)
+            #expect(created == 0, "\(error)")
+        }
+        let (_, table, _) = try await ServerProcess.runCLI(["device", "list"] + common)
+        #expect(table.split(separator: "\n").first?.hasPrefix("DEVICE") == true && table.contains("n-CLI-B"))
+        let (_, page, more) = try await ServerProcess.runCLI(["device", "list", "--limit", "2", "--output", "json"] + common)
+        let firstPage = try #require(try JSONSerialization.jsonObject(with: Data(page.utf8)) as? [[String: Any]])
+        #expect(firstPage.map { $0["device_id"] as? String } == ["CLI-A", "CLI-B"])
+        let cursor = try #require(more.split(separator: " ").last.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) })
+        let (_, rest, _) = try await ServerProcess.runCLI(["device", "list", "--cursor", cursor, "--output", "json"] + common)
+        #expect(rest.contains("CLI-C") && !rest.contains("CLI-A"))
+        let (_, all, _) = try await ServerProcess.runCLI(["device", "list", "--limit", "1", "--all", "--output", "json"] + common)
+        #expect(((try JSONSerialization.jsonObject(with: Data(all.utf8))) as? [Any])?.count == 3)
+
+        let (set, change, setError) = try await ServerProcess.runCLI(["config", "set", "CLI-A", #"{"sampling_interval":10}"#] + common)
+        #expect(set == 0 && change.contains(#""accepted":{"sampling_interval":10}"#), "\(setError)")
+        #expect(try await ServerProcess.runCLI(["config", "withdraw", "CLI-A"] + common).0 == 0)
+        let (_, history, _) = try await ServerProcess.runCLI(["config", "history", "CLI-A"] + common)
+        #expect(history.contains("withdrawn") && history.contains("requested"))
+        let (again, _, nothing) = try await ServerProcess.runCLI(["config", "withdraw", "CLI-A"] + common)
+        #expect(again == 1)
+        #expect(
+            nothing.contains("server answered 404: No pending configuration for CLI-A (http://127.0.0.1:\(port)/api/v1/devices/CLI-A/config/pending)")
+        )
+        #expect(!nothing.contains("USAGE"), "no usage text for a refused request")
+
+        let (unknown, _, unknownError) = try await ServerProcess.runCLI(["command", "queue", "NOPE", "get_power_stats"] + common)
+        #expect(unknown == 1 && unknownError.contains("Unknown device NOPE") && !unknownError.contains("USAGE"))
+        let (usage, _, usageError) = try await ServerProcess.runCLI(["device", "list", "--status", "asleep"] + common)
+        #expect(usage != 0 && usageError.contains("status is online, offline or updating"))
+        let (_, deployments, _) = try await ServerProcess.runCLI(["deployment", "list"] + common)
+        #expect(deployments.hasPrefix("ID"))
+        let (cancelled, _, cancelError) = try await ServerProcess.runCLI(["deployment", "cancel", "42"] + common)
+        #expect(cancelled == 1 && cancelError.contains("404"))
+        let (stats, statsOutput, _) = try await ServerProcess.runCLI(["stats", "--output", "json"] + common)
+        #expect(stats == 0 && statsOutput.contains(#""commands":"#))
+        try await server.stop(signal: SIGTERM)
+    }
+
     /// `ecowatt keys generate`, `firmware prepare` (picked up by a running server), `firmware deploy` and `status`.
     @Test func keysAndFirmwareCLIPrepareWhatARunningServerServes() async throws {
         let root = Self.temporaryRoot()
