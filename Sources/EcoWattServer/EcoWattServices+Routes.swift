@@ -80,7 +80,6 @@ extension EcoWattServices {
             ingest: ingest,
             feed: feed,
             faults: faults,
-            commandDefaultTTLSeconds: configuration.commands.defaultTTLSeconds,
             maxFirmwareBytes: configuration.ota.maxFirmwareBytes,
             clock: clock
         )

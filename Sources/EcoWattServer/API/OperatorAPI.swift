@@ -20,8 +20,6 @@ struct OperatorAPI: APIProtocol {
     let ingest: IngestService
     let feed: MQTTPublisher
     let faults: FaultInjector
-    /// Expiry of a command queued without one.
-    let commandDefaultTTLSeconds: Int
     let maxFirmwareBytes: Int
     let clock: @Sendable () -> Int64
 
