@@ -42,8 +42,17 @@ printf '\xe9' | dd of="$work/app.bin" bs=1 count=1 conv=notrunc 2>/dev/null
 CONTENT_TYPE=application/octet-stream api -X POST "http://127.0.0.1:$port/api/v1/firmwares?version=1.0.0" --data-binary "@$work/app.bin"
 api -X POST "http://127.0.0.1:$port/api/v1/deployments" -d '{"version":"1.0.0","device_ids":["SEED-1"]}'
 
+# Hypothesis's target phase (schemathesis steers fuzzing toward accepted inputs with `hypothesis.target`) crashed in
+# two of four runs with an IndexError inside hypothesis's own optimiser (`hill_climb`), after every request had
+# passed. The run goes without that steering: `target` is a no-op, everything else as released.
 run() {
-    "$venv/bin/st" run "http://127.0.0.1:$port/api/v1/openapi.json" \
+    "$venv/bin/python" -c '
+import sys, hypothesis
+hypothesis.target = lambda *args, **kwargs: None
+from schemathesis.cli import schemathesis
+sys.argv[0] = "st"
+sys.exit(schemathesis())
+' run "http://127.0.0.1:$port/api/v1/openapi.json" \
         --url "http://127.0.0.1:$port" \
         --header "Authorization: Bearer $token" \
         --include-path-regex '^/api/v1/' \
@@ -52,11 +61,6 @@ run() {
         --workers 2 \
         --max-examples 30 \
         --suppress-health-check all \
-        --no-color 2>&1 | tee "$work/schemathesis.log"
+        --no-color
 }
-if run; then exit 0; fi
-# A failed check is the API's fault and fails the run. Hypothesis's own optimiser has crashed once with an IndexError
-# inside the tool (no request failed): such a tool error alone is retried once, with a new seed.
-if grep -qE "^Failures:|FAILURES" "$work/schemathesis.log" || ! grep -q "Runtime Error" "$work/schemathesis.log"; then exit 1; fi
-echo "==> schemathesis stopped on an error of its own, not of the API: running once more" >&2
 run
