@@ -57,20 +57,4 @@ struct CommandRoutes {
             "success": true, "command_id": .string(command.commandID), "status": .string(command.status.rawValue),
         ])
     }
-
-    static func render(_ command: CommandRow) -> JSONValue {
-        func time(_ ms: Int64?) -> JSONValue { ms.map { .string(EpochTime.iso8601(milliseconds: $0)) } ?? .null }
-        func text(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
-        return .object([
-            ("command_id", .string(command.commandID)), ("device_id", .string(command.deviceID)),
-            ("action", .string(command.action)), ("target_register", text(command.targetRegister)),
-            ("register_address", command.registerAddress.map { .int(Int64($0)) } ?? .null),
-            ("value", command.value.map { .int(Int64($0)) } ?? .null), ("status", .string(command.status.rawValue)),
-            ("created_at", time(command.createdAtMs)), ("expires_at", time(command.expiresAtMs)),
-            ("dispatched_at", time(command.dispatchedAtMs)), ("finished_at", time(command.finishedAtMs)),
-            ("result_status", text(command.resultStatus)), ("executed_at", text(command.executedAt)),
-            ("result", JSONValue(storedText: command.resultJSON) ?? .null),
-            ("error_msg", text(command.errorMessage)), ("idempotency_key", text(command.idempotencyKey)),
-        ])
-    }
 }

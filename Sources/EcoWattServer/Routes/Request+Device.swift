@@ -16,15 +16,6 @@ extension EcoWattRequestContext {
 }
 
 extension Request {
-    /// The `limit` query parameter: `defaultValue` when absent, 400 unless an integer in `1...maximum`.
-    func limitParameter(default defaultValue: Int, maximum: Int) throws -> Int {
-        guard let text = uri.queryParameters["limit"] else { return defaultValue }
-        guard let limit = Int(String(text)), (1...maximum).contains(limit) else {
-            throw APIError(.badRequest, "limit must be an integer in 1...\(maximum)")
-        }
-        return limit
-    }
-
     /// Collects the body (up to `limit`) and parses it as JSON, answering 400 with the parser's reason.
     mutating func jsonBody(limit: Int = 64 * 1024) async throws -> JSONValue {
         let bytes = try await collectLimitedBody(limit: limit)

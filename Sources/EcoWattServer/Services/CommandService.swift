@@ -100,9 +100,6 @@ public actor CommandService: Service {
     }
 
     public nonisolated func command(_ id: String) async throws -> CommandRow? { try await store.command(id) }
-    public nonisolated func history(deviceID: String, limit: Int) async throws -> [CommandRow] {
-        try await store.commandHistory(deviceID: deviceID, limit: limit)
-    }
     public nonisolated func cancel(_ id: String) async throws -> CommandRow { try await store.cancelCommand(id, nowMs: clock()) }
     public nonisolated func counts() async throws -> [CommandStatus: Int] { try await store.commandCounts() }
 }

@@ -54,11 +54,6 @@ struct ConfigService: Sendable {
         return (update, try await store.addPending(deviceID: deviceID, update: .object(update.accepted), nowMs: clock()))
     }
 
-    /// The running and pending configuration, and the newest history events.
-    func history(deviceID: String, limit: Int) async throws -> (state: ConfigState, events: [ConfigHistoryRow]) {
-        (try await store.configState(deviceID: deviceID), try await store.configHistory(deviceID: deviceID, limit: limit))
-    }
-
     func state(deviceID: String) async throws -> ConfigState {
         try await store.configState(deviceID: deviceID)
     }

@@ -89,10 +89,6 @@ struct DeviceService: Sendable {
         return (items, cursor)
     }
 
-    func devices(limit: Int) async throws -> [Listing] {
-        try await devices(after: nil, limit: limit).items
-    }
-
     /// Creates a device for an operator; refuses an id that is known.
     func create(_ deviceID: String, fields: DeviceFields) async throws -> Listing {
         guard try await store.createDevice(deviceID, fields: fields, nowMs: clock()) else { throw Failure.exists(deviceID) }
