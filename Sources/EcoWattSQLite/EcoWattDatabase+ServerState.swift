@@ -32,7 +32,7 @@ extension EcoWattDatabase {
                 db,
                 sql: """
                     SELECT COUNT(*) FROM devices
-                    WHERE (last_nonce IS NOT NULL OR upload_count > 0) AND device_id NOT IN (SELECT device_id FROM device_keys)
+                    WHERE (last_nonce IS NOT NULL OR upload_count > 0) AND device_id NOT IN (SELECT device_id FROM device_credentials WHERE key_hex IS NOT NULL)
                     """
             )
             return FleetKeyChange(previousFingerprint: recorded, devicesOnPreviousKey: count ?? 0)

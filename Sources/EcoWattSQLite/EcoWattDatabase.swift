@@ -367,6 +367,7 @@ public final class EcoWattDatabase: Sendable {
             try db.alter(table: "samples") { t in t.add(column: "time_estimated", .boolean).notNull().defaults(to: false) }
         }
         migrator.registerMigration("v12-telemetry-chunks") { db in try TelemetryMigration.run(db) }
+        migrator.registerMigration("v13-accounts-credentials") { db in try Self.accountsMigration(db) }
         return migrator
     }
 }

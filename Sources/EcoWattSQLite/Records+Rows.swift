@@ -43,7 +43,8 @@ extension DeviceRow {
             boundAddress: row["bound_address"],
             boundAtMs: row["bound_at_ms"],
             nonceJumpsRefused: row["nonce_jumps_refused"],
-            lastRefusedNonce: row["last_refused_nonce"]
+            lastRefusedNonce: row["last_refused_nonce"],
+            refusedUploads: row["refused_uploads"]
         )
     }
 }

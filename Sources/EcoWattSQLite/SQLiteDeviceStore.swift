@@ -97,6 +97,10 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                 sql += " AND substr(device_id, 1, length(?)) = ?"
                 arguments += [prefix, prefix]
             }
+            if let admission = filter.admission {
+                sql += " AND admission = ?"
+                arguments += [admission]
+            }
             sql += " ORDER BY device_id LIMIT ?"
             arguments += [limit]
             return try Row.fetchAll(db, sql: sql, arguments: arguments).map(DeviceRow.init)

@@ -7,17 +7,28 @@ import GRDB
 public struct SQLiteTelemetryStore: TelemetryStore {
     public let database: EcoWattDatabase
     public let writer: GroupCommitWriter
+    /// The caps on pending devices (uploads refused under `device_admission = known` keep their ids as pending).
+    public let retention: RetentionPolicy
+    /// Told which pending devices the caps dropped.
+    public let events: RegistryEvents
 
-    public init(database: EcoWattDatabase, writer: GroupCommitWriter) {
+    public init(
+        database: EcoWattDatabase,
+        writer: GroupCommitWriter,
+        retention: RetentionPolicy = RetentionPolicy(),
+        events: RegistryEvents = RegistryEvents()
+    ) {
         self.database = database
         self.writer = writer
+        self.retention = retention
+        self.events = events
     }
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
         try await database.pool.read { db in
             let row = try Row.fetchOne(
                 db,
-                sql: "SELECT last_nonce, stream_state, last_upload_ms FROM devices WHERE device_id = ?",
+                sql: "SELECT last_nonce, stream_state, last_upload_ms, admission FROM devices WHERE device_id = ?",
                 arguments: [deviceID]
             )
             // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
@@ -30,7 +41,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             return DeviceIngestState(
                 lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) },
                 stream: stream,
-                lastUploadMs: row?["last_upload_ms"]
+                lastUploadMs: row?["last_upload_ms"],
+                admitted: row.map { $0["admission"] as String != "pending" } ?? false
             )
         }
     }
@@ -204,35 +216,6 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 }
             }
             return rows
-        }
-    }
-
-    public func deviceKeys() async throws -> [String: [UInt8]] {
-        try await database.pool.read { db in
-            var keys = [String: [UInt8]]()
-            for row in try Row.fetchAll(db, sql: "SELECT device_id, key_hex FROM device_keys") {
-                if let key = HexCoding.decode(row["key_hex"] as String) { keys[row["device_id"]] = key }
-            }
-            return keys
-        }
-    }
-
-    public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
-        try await writer.write { db in try Self.setDeviceKey(db, deviceID: deviceID, key: key) }
-    }
-
-    /// Sets (or with `nil` removes) a device key on `db` (used directly by the CLI).
-    public static func setDeviceKey(_ db: Database, deviceID: String, key: [UInt8]?) throws {
-        if let key {
-            try db.execute(
-                sql: """
-                    INSERT INTO device_keys (device_id, key_hex, updated_at_ms) VALUES (?, ?, ?)
-                    ON CONFLICT(device_id) DO UPDATE SET key_hex = excluded.key_hex, updated_at_ms = excluded.updated_at_ms
-                    """,
-                arguments: [deviceID, HexCoding.encode(key), Int64(Date().timeIntervalSince1970 * 1000)]
-            )
-        } else {
-            try db.execute(sql: "DELETE FROM device_keys WHERE device_id = ?", arguments: [deviceID])
         }
     }
 }

@@ -44,6 +44,8 @@ public struct APIError: ReasonedError, Sendable {
     public var code: String
     /// Members added to the body after `success` and `error`.
     public var details: [(String, JSONValue)] = []
+    /// Headers added to the answer (`Retry-After` of a 429).
+    public var headers: [(HTTPField.Name, String)] = []
 
     /// - Parameter code: a fixed label (defaults to one derived from `status`).
     public init(_ status: HTTPResponse.Status, _ reason: String, code: String? = nil) {

@@ -72,6 +72,8 @@ public struct EcoWattApplication: Sendable {
             boot,
             DatabaseSizeMonitor(database: database, metrics: metrics, logger: logger),
             services.maintenance,
+            services.hasher,
+            services.accounts,
             HangupReloader(
                 logger: logger,
                 actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]

@@ -67,7 +67,15 @@ extension EcoWattServices {
         let operatorRouter =
             listeners.separateOperator
             ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
-        let operatorRoutes = operatorRouter.group().add(middleware: OperatorAuthMiddleware(token: operatorToken))
+        // Operator routes: authentication, the role matrix, CSRF and the audit trail (issue 19).
+        let operatorRoutes = operatorRouter.group().add(
+            middleware: AccessMiddleware(
+                accounts: accounts,
+                addresses: access.addresses,
+                policy: .documented,
+                maxBodyBytes: max(configuration.ota.maxFirmwareBytes, OperatorAPI.maxJSONBytes)
+            )
+        )
         // The operator API v1, generated from openapi.json (issue 18).
         try OperatorAPI(
             devices: registry,
@@ -80,6 +88,9 @@ extension EcoWattServices {
             ingest: ingest,
             feed: feed,
             faults: faults,
+            accounts: accounts,
+            credentials: credentials,
+            bootstrapTokenPath: configuration.security.operatorTokenPath,
             maxFirmwareBytes: configuration.ota.maxFirmwareBytes,
             clock: clock
         )

@@ -35,7 +35,11 @@ public struct EcoWattServices: Sendable {
     let access: DeviceAccess
     public let boot: BootMessages
     public let fleetKey: FleetKeyNotice
+    /// The bootstrap token (`keys/operator_token`), empty once an admin revoked it.
     public let operatorToken: String
+    public let accounts: AccountService
+    public let credentials: DeviceCredentialService
+    let hasher: PasswordHasher
 
     /// Takes the data directory, opens the database, loads what the services keep in memory, and wires them.
     /// - Parameter clock: arrival time of uploads in epoch ms (tests replaying captures inject the capture time).
@@ -58,7 +62,13 @@ public struct EcoWattServices: Sendable {
         let database = try EcoWattDatabase(path: configuration.storage.databasePath, durability: configuration.storage.durability)
         try database.recountPendingDevices()
         let writer = GroupCommitWriter(database: database, logger: logger)
-        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        let registryEvents = RegistryEvents()
+        let store = SQLiteTelemetryStore(
+            database: database,
+            writer: writer,
+            retention: configuration.limits.retention,
+            events: registryEvents
+        )
         guard let fleetKey = HexCoding.decode(configuration.security.fleetKeyHex) else {
             throw ConfigurationError.invalid("fleet_key is not hex")
         }
@@ -77,6 +87,13 @@ public struct EcoWattServices: Sendable {
             retainedFiles: configuration.diagnostics.retainedFiles,
             totalBytes: limits.diagnosticsTotalBytes
         )
+        // Accounts and the audit trail (issue 19) come first: key rotations by uploads are audited.
+        let accountStore = SQLiteAccountStore(database: database, writer: writer)
+        let audit = AuditTrail(
+            store: accountStore,
+            headPath: configuration.storage.auditHeadPath(configuration.accounts),
+            logger: logger
+        )
         let feed = try await MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger, waitForListener: true)
         let ingest = IngestService(
             store: store,
@@ -85,9 +102,24 @@ public struct EcoWattServices: Sendable {
             metrics: metrics,
             feed: feed,
             cacheLimit: limits.ingestCacheDevices,
-            nonceJumpAllowance: UInt64(limits.nonceJumpAllowance)
+            nonceJumpAllowance: UInt64(limits.nonceJumpAllowance),
+            admission: configuration.security.deviceAdmission,
+            keyRotated: { id in
+                await audit.record(
+                    AuditDraft(
+                        atMs: clock(),
+                        actor: "device:\(LogText.value(id))",
+                        role: "",
+                        action: "deviceKeyRotated",
+                        target: "device_id=\(id)",
+                        bodyDigest: "",
+                        outcome: "ok",
+                        requestID: "",
+                        clientAddress: ""
+                    )
+                )
+            }
         )
-        let registryEvents = RegistryEvents()
         let devices = SQLiteDeviceStore(database: database, writer: writer, retention: limits.retention, events: registryEvents)
         let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics)
         let commands = try await CommandService(
@@ -155,15 +187,34 @@ public struct EcoWattServices: Sendable {
         metrics.sample("ecowatt_devices_known") { Double(activity.counts.known) }
         metrics.sample("ecowatt_devices_bound") { Double(binding.boundCount(nowMs: clock())) }
         metrics.set("ecowatt_fleet_key_public", fleetKeyNotice.isPublic ? 1 : 0)
-        let (token, created) = try OperatorToken.loadOrCreate(path: configuration.security.operatorTokenPath)
-        if created {
+        // The bootstrap token works as an admin until an admin revokes it (then it is never created again).
+        var token = ""
+        if try await !accountStore.bootstrapTokenRevoked() {
+            let (loaded, created) = try OperatorToken.loadOrCreate(path: configuration.security.operatorTokenPath)
+            token = loaded
             logger.notice(
-                "generated operator API token",
+                created ? "generated the bootstrap operator token (an admin until revoked)" : "bootstrap operator token loaded",
                 metadata: ["path": "\(configuration.security.operatorTokenPath)"]
             )
-        } else {
-            logger.info("operator API token loaded", metadata: ["path": "\(configuration.security.operatorTokenPath)"])
         }
+        let hasher = PasswordHasher(cost: UInt8(configuration.accounts.passwordCost), maxQueued: configuration.accounts.maxQueuedHashes)
+        let accounts = AccountService(
+            store: accountStore,
+            hasher: hasher,
+            audit: audit,
+            settings: configuration.accounts,
+            bootstrapToken: token.isEmpty ? nil : token,
+            secureCookies: configuration.http.tlsCertFile != nil,
+            metrics: metrics,
+            logger: logger,
+            clock: clock
+        )
+        if try await !accounts.hasUsers() {
+            logger.notice(
+                "no operator accounts yet: create the first admin with `ecowatt user add NAME --role admin` (it uses the bootstrap token), then revoke the bootstrap token with `ecowatt token revoke-bootstrap`"
+            )
+        }
+        let credentials = DeviceCredentialService(store: store, ingest: ingest, clock: clock)
 
         return EcoWattServices(
             configuration: configuration,
@@ -189,7 +240,10 @@ public struct EcoWattServices: Sendable {
             access: access,
             boot: boot,
             fleetKey: fleetKeyNotice,
-            operatorToken: token
+            operatorToken: token,
+            accounts: accounts,
+            credentials: credentials,
+            hasher: hasher
         )
     }
 }

@@ -14,7 +14,10 @@ public final class ServerMetrics: Sendable {
         "ecowatt_http_request_duration_seconds": (.histogram, "HTTP request duration by route template and method"),
         "ecowatt_client_errors_total": (.counter, "Requests answered 4xx, by route template and reason"),
         "ecowatt_uploads_accepted_total": (.counter, "Uploads verified and stored"),
-        "ecowatt_uploads_rejected_total": (.counter, "Uploads refused, by reason (mac, replay, malformed, storage, ...)"),
+        "ecowatt_uploads_rejected_total": (
+            .counter, "Uploads refused, by reason (mac, replay, malformed, storage, revoked, not_admitted, ...)"
+        ),
+        "ecowatt_logins_total": (.counter, "Operator logins by outcome (succeeded, failed, throttled, busy)"),
         "ecowatt_packets_total": (.counter, "Packets received, by first blob byte (a marker the firmware writes, else other)"),
         "ecowatt_samples_stored_total": (.counter, "Decoded samples stored"),
         "ecowatt_decode_failures_total": (.counter, "Packets stored undecodable, by marker and reason"),

@@ -123,6 +123,8 @@ public struct DeviceRow: Sendable, Equatable {
     /// Uploads refused for a nonce too far ahead, and the last such nonce.
     public var nonceJumpsRefused: Int
     public var lastRefusedNonce: Int64?
+    /// Uploads refused because the device was not admitted (`device_admission = known`).
+    public var refusedUploads: Int
 
     public init(
         deviceID: String,
@@ -138,7 +140,8 @@ public struct DeviceRow: Sendable, Equatable {
         boundAddress: String?,
         boundAtMs: Int64?,
         nonceJumpsRefused: Int,
-        lastRefusedNonce: Int64?
+        lastRefusedNonce: Int64?,
+        refusedUploads: Int = 0
     ) {
         self.deviceID = deviceID
         self.deviceName = deviceName
@@ -154,6 +157,7 @@ public struct DeviceRow: Sendable, Equatable {
         self.boundAtMs = boundAtMs
         self.nonceJumpsRefused = nonceJumpsRefused
         self.lastRefusedNonce = lastRefusedNonce
+        self.refusedUploads = refusedUploads
     }
 }
 

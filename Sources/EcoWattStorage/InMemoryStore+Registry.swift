@@ -217,6 +217,7 @@ extension InMemoryStore: DeviceRegistryStore {
             let matching = state.registry.devices.values.filter { row in
                 row.deviceID > (after ?? "") && (filter.firmwareVersion.map { row.firmwareVersion == $0 } ?? true)
                     && (filter.idPrefix.map { row.deviceID.utf8.starts(with: $0.utf8) } ?? true)
+                    && (filter.admission.map { row.admission == $0 } ?? true)
             }
             // Byte order, as SQLite compares text.
             return Array(matching.sorted { $0.deviceID.utf8.lexicographicallyPrecedes($1.deviceID.utf8) }.prefix(max(0, limit)))

@@ -3,13 +3,15 @@ import Synchronization
 
 /// Every store protocol kept in memory, under one lock as one database: the same server without a database (`ecowatt
 /// decode`, tests). It passes the same contract suites as the SQLite stores (`EcoWattStorageTests`).
-public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore {
+public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, AccountStore {
     struct State {
         var nonces: [String: UInt32] = [:]
         var streams: [String: DeviceStreamState] = [:]
         var samples: [String: [SampleRow]] = [:]
         var packets: [String: [PacketRow]] = [:]
-        var keys: [String: [UInt8]] = [:]
+        var credentials: [String: DeviceCredential] = [:]
+        /// Accounts, sessions, tokens and the audit trail (``InMemoryStore`` as ``AccountStore``).
+        var accounts = AccountTables()
         var nextPacketID: Int64 = 1
         /// Where each packet's samples are in its device's `samples`, by packet id (re-timing finds the packet by
         /// serial, the outbox by id); and what the outbox reads of a packet besides its row.
@@ -57,7 +59,13 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore {
     }
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
-        state.withLock { DeviceIngestState(lastNonce: $0.nonces[deviceID], stream: $0.streams[deviceID] ?? .init()) }
+        state.withLock {
+            DeviceIngestState(
+                lastNonce: $0.nonces[deviceID],
+                stream: $0.streams[deviceID] ?? .init(),
+                admitted: $0.registry.devices[deviceID].map { $0.admission != "pending" } ?? false
+            )
+        }
     }
 
     public func submit(_ record: IngestRecord) -> WriteTicket<Void> {
@@ -175,14 +183,6 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore {
 
     public func packets(deviceID: String, before: Int64?, limit: Int) async throws -> [PacketRow] {
         state.withLock { Array(($0.packets[deviceID] ?? []).reversed().filter { $0.id < before ?? .max }.prefix(max(0, limit))) }
-    }
-
-    public func deviceKeys() async throws -> [String: [UInt8]] {
-        state.withLock { $0.keys }
-    }
-
-    public func setDeviceKey(deviceID: String, key: [UInt8]?) async throws {
-        state.withLock { $0.keys[deviceID] = key }
     }
 
     public func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket] {

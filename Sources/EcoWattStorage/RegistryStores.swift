@@ -57,10 +57,13 @@ public protocol CommandStore: Sendable {
 public struct DeviceFilter: Sendable, Equatable {
     public var firmwareVersion: String?
     public var idPrefix: String?
+    /// `pending`, `verified` or `operator`.
+    public var admission: String?
 
-    public init(firmwareVersion: String? = nil, idPrefix: String? = nil) {
+    public init(firmwareVersion: String? = nil, idPrefix: String? = nil, admission: String? = nil) {
         self.firmwareVersion = firmwareVersion
         self.idPrefix = idPrefix
+        self.admission = admission
     }
 }
 

@@ -37,11 +37,15 @@ public struct DeviceIngestState: Sendable, Equatable {
     public var stream: DeviceStreamState
     /// When the last upload was accepted (the nonce-jump allowance grows with the time since).
     public var lastUploadMs: Int64?
+    /// Whether the device has a registry row that is not pending (verified uploads or an operator's): what
+    /// `device_admission = known` accepts uploads from.
+    public var admitted: Bool
 
-    public init(lastNonce: UInt32?, stream: DeviceStreamState, lastUploadMs: Int64? = nil) {
+    public init(lastNonce: UInt32?, stream: DeviceStreamState, lastUploadMs: Int64? = nil, admitted: Bool = false) {
         self.lastNonce = lastNonce
         self.stream = stream
         self.lastUploadMs = lastUploadMs
+        self.admitted = admitted
     }
 }
 
@@ -141,7 +145,7 @@ public struct PacketRow: Sendable, Equatable {
 
 /// The storage operations telemetry ingest and its queries need. SQLite implements it today; a PostgreSQL
 /// backend can implement the same protocol.
-public protocol TelemetryStore: Sendable {
+public protocol TelemetryStore: DeviceCredentialStore {
     /// Nonce and decoder state of a device (defaults for a device never seen).
     func ingestState(deviceID: String) async throws -> DeviceIngestState
     /// Queues an accepted upload for an atomic commit (nonce, which must increase, device, packets, samples,
@@ -180,10 +184,6 @@ public protocol TelemetryStore: Sendable {
     func refreshRollups(limit: Int) async throws -> Int
     /// Drops raw telemetry and rollups older than `cutoffs`, at most about `limit` rows per kind; returns how many.
     func pruneTelemetry(_ cutoffs: TelemetryCutoffs, limit: Int) async throws -> Int
-    /// Per-device HMAC keys that override the fleet key.
-    func deviceKeys() async throws -> [String: [UInt8]]
-    /// Sets (or with `nil` removes) a device's HMAC key.
-    func setDeviceKey(deviceID: String, key: [UInt8]?) async throws
 }
 
 /// A packet waiting in the MQTT outbox, read back from the stored packet and its samples.

@@ -91,7 +91,9 @@ import Testing
             "Error": S._Error.self, "Device": S.Device.self, "DevicePage": S.DevicePage.self, "DeviceCreate": S.DeviceCreate.self,
             "Sample": S.Sample.self, "Command": S.Command.self, "CommandCreate": S.CommandCreate.self,
             "ConfigChangeRequest": S.ConfigChangeRequest.self, "DeploymentCreate": S.DeploymentCreate.self,
-            "Deployment": S.Deployment.self, "NetworkFaultCreate": S.NetworkFaultCreate.self,
+            "Deployment": S.Deployment.self, "NetworkFaultCreate": S.NetworkFaultCreate.self, "User": S.User.self,
+            "UserCreate": S.UserCreate.self, "UserUpdate": S.UserUpdate.self, "LoginRequest": S.LoginRequest.self, "Me": S.Me.self,
+            "TokenCreate": S.TokenCreate.self,
         ]
         guard case .object(let schemas)? = try JSONParser.parse(OpenAPIDocument.bytes)["components"]?["schemas"] else {
             Issue.record("no schemas")

@@ -11,6 +11,7 @@ struct BackendStores {
     let telemetry: any TelemetryStore
     let devices: any DeviceRegistryStore & CommandStore & ConfigStore & ReportStore & OTAStore
     let bindings: any BindingStore
+    let accounts: any AccountStore
 
     typealias Backend = StoreContractTests.Backend
 
@@ -24,12 +25,17 @@ struct BackendStores {
         switch backend {
         case .memory:
             let store = InMemoryStore(retention: retention, events: events)
-            try await body(BackendStores(telemetry: store, devices: store, bindings: store))
+            try await body(BackendStores(telemetry: store, devices: store, bindings: store, accounts: store))
         case .sqlite:
             try await StoreContractTests.withSQLite { database, writer in
                 let devices = SQLiteDeviceStore(database: database, writer: writer, retention: retention, events: events)
                 try await body(
-                    BackendStores(telemetry: SQLiteTelemetryStore(database: database, writer: writer), devices: devices, bindings: devices)
+                    BackendStores(
+                        telemetry: SQLiteTelemetryStore(database: database, writer: writer, retention: retention, events: events),
+                        devices: devices,
+                        bindings: devices,
+                        accounts: SQLiteAccountStore(database: database, writer: writer)
+                    )
                 )
             }
         }

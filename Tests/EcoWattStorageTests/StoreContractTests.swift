@@ -127,18 +127,6 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func deviceKeysAreSetReplacedAndRemoved(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
-            #expect(try await store.deviceKeys().isEmpty)
-            try await store.setDeviceKey(deviceID: "K1", key: Array(repeating: 1, count: 32))
-            try await store.setDeviceKey(deviceID: "K2", key: Array(repeating: 2, count: 16))
-            try await store.setDeviceKey(deviceID: "K1", key: Array(repeating: 3, count: 32))
-            #expect(try await store.deviceKeys() == ["K1": Array(repeating: 3, count: 32), "K2": Array(repeating: 2, count: 16)])
-            try await store.setDeviceKey(deviceID: "K1", key: nil)
-            #expect(try await store.deviceKeys().keys.sorted() == ["K2"])
-        }
-    }
-
     @Test(arguments: Backend.allCases) func aRefusedNonceJumpIsCountedWithoutTouchingTheNonce(_ backend: Backend) async throws {
         try await Self.withStore(backend) { store in
             try await store.submit(Self.upload("D5", nonce: 70)).value()

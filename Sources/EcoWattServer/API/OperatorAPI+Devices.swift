@@ -11,7 +11,7 @@ extension OperatorAPI {
         let limit = try Self.limit(query.limit, default: 100, maximum: 1000)
         let after = try PageCursor.decode(query.cursor, count: 1)?.first
         let filter = DeviceService.Query(
-            stored: DeviceFilter(firmwareVersion: query.firmwareVersion, idPrefix: query.idPrefix),
+            stored: DeviceFilter(firmwareVersion: query.firmwareVersion, idPrefix: query.idPrefix, admission: query.admission?.rawValue),
             status: query.status.flatMap { DeviceService.Status(rawValue: $0.rawValue) },
             lastSeenAfterMs: query.lastSeenAfter.map(MillisecondDates.milliseconds),
             lastSeenBeforeMs: query.lastSeenBefore.map(MillisecondDates.milliseconds)

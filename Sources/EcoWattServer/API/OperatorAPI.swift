@@ -20,6 +20,10 @@ struct OperatorAPI: APIProtocol {
     let ingest: IngestService
     let feed: MQTTPublisher
     let faults: FaultInjector
+    let accounts: AccountService
+    let credentials: DeviceCredentialService
+    /// `keys/operator_token` (removed when an admin revokes it).
+    let bootstrapTokenPath: String
     let maxFirmwareBytes: Int
     let clock: @Sendable () -> Int64
 

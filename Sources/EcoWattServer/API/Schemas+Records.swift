@@ -60,7 +60,8 @@ extension Schemas.Device {
             boundAddress: row.boundAddress,
             boundAt: date(row.boundAtMs),
             nonceJumpsRefused: Int64(row.nonceJumpsRefused),
-            lastRefusedNonce: row.lastRefusedNonce
+            lastRefusedNonce: row.lastRefusedNonce,
+            refusedUploads: row.refusedUploads > 0 ? Int64(row.refusedUploads) : nil
         )
     }
 }

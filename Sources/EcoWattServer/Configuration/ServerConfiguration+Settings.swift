@@ -4,7 +4,7 @@ import Foundation
 extension ServerConfiguration {
     /// Every setting, once. The README's configuration reference is checked against this list by a test.
     public static let settings: [Setting] =
-        httpSettings + storageSettings + securitySettings + deviceSettings + mqttSettings + operationSettings + limitSettings
+        httpSettings + storageSettings + securitySettings + accountSettings + deviceSettings + mqttSettings + operationSettings + limitSettings
 
     static let httpSettings: [Setting] = [
         .text("host", \.http.host, "Listen address"),
@@ -69,6 +69,30 @@ extension ServerConfiguration {
             "device_binding",
             \.security.deviceBinding,
             "`address`: a device's unsigned requests are honoured from the address of its verified uploads only; `off`: from anywhere"
+        ),
+        .choice(
+            "device_admission",
+            \.security.deviceAdmission,
+            "`open`: uploads from any id signed with the fleet key are accepted and the device registered; `known`: only provisioned or accepted devices (others get 403 and are listed as pending)"
+        ),
+    ]
+
+    static let accountSettings: [Setting] = [
+        .integer("password_cost", \.accounts.passwordCost, 12...16, "bcrypt cost of operator passwords (12: about 0.25 s of one core per hash)"),
+        .integer(
+            "password_max_queued",
+            \.accounts.maxQueuedHashes,
+            0...1000,
+            "Logins waiting for the single hashing thread; beyond it 429 (a login flood never takes more than one core)"
+        ),
+        .integer("session_idle_minutes", \.accounts.sessionIdleMinutes, 1...10_080, "A browser session unused this long ends"),
+        .integer("session_max_hours", \.accounts.sessionMaxHours, 1...720, "A browser session ends this long after login, whatever its use"),
+        .integer("max_sessions_per_user", \.accounts.maxSessionsPerUser, 1...1000, "Sessions kept per user (the oldest end first)"),
+        .integer("max_tokens_per_user", \.accounts.maxTokensPerUser, 1...1000, "Live API tokens per user"),
+        .optionalText(
+            "audit_head_file",
+            \.accounts.auditHeadFile,
+            "File the audit chain's head is appended to, outside the database (default `audit_head.log` in `data_dir`)"
         ),
     ]
 

@@ -27,6 +27,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public struct Storage: Sendable, Equatable {
         public var dataDirectory = "./data"
         public var durability = Durability.normal
+        /// The audit chain's external head (``Accounts/auditHeadFile`` or `audit_head.log` beside the database).
+        public func auditHeadPath(_ accounts: Accounts) -> String {
+            accounts.auditHeadFile ?? (dataDirectory as NSString).appendingPathComponent("audit_head.log")
+        }
         /// The SQLite file inside ``dataDirectory``.
         public var databasePath: String { EcoWattDatabase.path(inDirectory: dataDirectory) }
     }
@@ -36,8 +40,25 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var keysDirectory = "./keys"
         public var fleetKeyHex = FleetKey.firmwareDefaultHex
         public var deviceBinding = DeviceBinding.Policy.address
+        /// Which ids uploads are accepted from: `open` (any, registered on the way) or `known` (provisioned or accepted).
+        public var deviceAdmission = DeviceAdmission.open
         /// The operator bearer token file inside ``keysDirectory``.
         public var operatorTokenPath: String { (keysDirectory as NSString).appendingPathComponent("operator_token") }
+    }
+
+    /// Operator accounts, sessions, tokens and the audit trail (issue 19).
+    public struct Accounts: Sendable, Equatable {
+        /// bcrypt cost (log2 rounds): 12 takes about 0.25 s of one core.
+        public var passwordCost = 12
+        /// Logins waiting for the hashing thread beyond the one hashing; more are answered 429.
+        public var maxQueuedHashes = 8
+        public var sessionIdleMinutes = 60
+        public var sessionMaxHours = 12
+        public var maxSessionsPerUser = 10
+        public var maxTokensPerUser = 20
+        /// The file the audit chain's head is appended to, outside the database; `nil`: `audit_head.log` in the
+        /// data directory.
+        public var auditHeadFile: String? = nil
     }
 
     /// The device registry.
@@ -68,6 +89,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var http = HTTP()
     public var storage = Storage()
     public var security = Security()
+    public var accounts = Accounts()
     public var devices = Devices()
     public var commands = Commands()
     public var ota = OTA()

@@ -50,6 +50,7 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 ])
             ) : try error.response(from: request, context: context)
         response.headers[ErrorCode.header] = error.code
+        for (name, value) in error.headers { response.headers[name] = value }
         if error.status == .methodNotAllowed { response.headers[.allow] = Self.list(allow) }
         return response
     }

@@ -9,6 +9,11 @@ public enum IngestError: Error, Sendable, Equatable {
     case invalidPayload(String)
     /// The upload could not be stored durably; nothing was acknowledged (503, the device retries).
     case storage(String)
+    /// The device's credentials were revoked by an operator (401); nothing is stored.
+    case revoked
+    /// `device_admission = known` and the device is neither provisioned nor accepted (403); nothing is stored, the id
+    /// is listed as pending.
+    case notAdmitted
 }
 
 extension IngestError: ReasonedError {
@@ -17,6 +22,8 @@ extension IngestError: ReasonedError {
         case .security(let error): APIError(error).status
         case .invalidPayload: .badRequest
         case .storage: .serviceUnavailable
+        case .revoked: .unauthorized
+        case .notAdmitted: .forbidden
         }
     }
 
@@ -25,6 +32,8 @@ extension IngestError: ReasonedError {
         case .security(let error): APIError(error).reason
         case .invalidPayload(let detail): "Invalid upload payload: \(detail)"
         case .storage(let detail): "Upload not stored, retry later: \(detail)"
+        case .revoked: "Device credentials revoked"
+        case .notAdmitted: "Device not admitted: an operator must provision or accept it"
         }
     }
 
@@ -33,6 +42,8 @@ extension IngestError: ReasonedError {
         case .security(let error): error.clientCategory
         case .invalidPayload: "invalid_payload"
         case .storage: "storage"
+        case .revoked: "revoked"
+        case .notAdmitted: "not_admitted"
         }
     }
 

@@ -33,7 +33,11 @@ public actor IngestService: Service {
     private let store: any TelemetryStore
     private let fleetKey: EnvelopeKey
     private let logger: Logger
-    private let keyCache = Mutex<[String: EnvelopeKey]>([:])
+    private let keyCache = Mutex<[String: DeviceKeys]>([:])
+    /// `open`: any id signed with the fleet key is accepted and registered; `known`: only admitted ids.
+    private let admission: DeviceAdmission
+    /// Told when a device's first upload under its next key retired the current one.
+    private let keyRotated: (@Sendable (_ deviceID: String) async -> Void)?
     private let counters = Mutex(IngestCounters())
     private let metrics: ServerMetrics?
     private let feed: MQTTPublisher?
@@ -53,9 +57,13 @@ public actor IngestService: Service {
         metrics: ServerMetrics? = nil,
         feed: MQTTPublisher? = nil,
         cacheLimit: Int = 200_000,
-        nonceJumpAllowance: UInt64 = 1024
+        nonceJumpAllowance: UInt64 = 1024,
+        admission: DeviceAdmission = .open,
+        keyRotated: (@Sendable (_ deviceID: String) async -> Void)? = nil
     ) {
         self.store = store
+        self.admission = admission
+        self.keyRotated = keyRotated
         self.cacheLimit = cacheLimit
         self.nonceJumpAllowance = nonceJumpAllowance
         self.metrics = metrics
@@ -64,7 +72,8 @@ public actor IngestService: Service {
         self.logger = logger
     }
 
-    /// How often per-device keys set by `ecowatt device set-key` are reloaded.
+    /// How often per-device keys are reloaded (other instances and `ecowatt device set-key` change them too; this
+    /// server's own changes call ``refreshKeys()`` at once).
     public static let keyRefreshInterval = Duration.seconds(5)
 
     public func run() async throws {
@@ -75,8 +84,8 @@ public actor IngestService: Service {
     /// Reloads per-device keys from the store.
     public func refreshKeys() async {
         do {
-            let keys = try await store.deviceKeys()
-            keyCache.withLock { $0 = keys.mapValues { EnvelopeKey(SymmetricKey(data: $0)) } }
+            let credentials = try await store.deviceCredentials()
+            keyCache.withLock { $0 = credentials.mapValues(DeviceKeys.init) }
         } catch is CancellationError {
             return
         } catch {
@@ -86,7 +95,27 @@ public actor IngestService: Service {
 
     /// The HMAC key of `deviceID`: its own if set, else the fleet key.
     public nonisolated func key(for deviceID: String) -> EnvelopeKey {
-        keyCache.withLock { $0[deviceID] } ?? fleetKey
+        keyCache.withLock { $0[deviceID]?.current } ?? fleetKey
+    }
+
+    /// Checks the MAC under the device's current key (the fleet key when it has none), then under its next key;
+    /// returns whether the next key verified it. Revoked devices are refused before anything else.
+    private nonisolated func verify(_ envelope: SecuredEnvelope, deviceID: String) throws(IngestError) -> Bool {
+        let keys = keyCache.withLock { $0[deviceID] }
+        if keys?.revoked == true {
+            countRejection("revoked")
+            throw .revoked
+        }
+        do {
+            try envelope.verify(key: keys?.current ?? fleetKey)
+            return false
+        } catch {
+            guard let next = keys?.next, (try? envelope.verify(key: next)) != nil else {
+                countRejection(error.category)
+                throw .security(error)
+            }
+            return true
+        }
     }
 
     /// Verifies, decodes and durably stores one upload of `deviceID` (the URL's device id).
@@ -105,9 +134,10 @@ public actor IngestService: Service {
     {
         let upload: UploadPayload
         let nonce: UInt32
+        let underNextKey: Bool
         do {
             let envelope = try SecuredEnvelope(parsing: body)
-            try envelope.verify(key: key(for: deviceID))
+            underNextKey = try verify(envelope, deviceID: deviceID)
             nonce = envelope.nonce
             do {
                 upload = try UploadPayload(parsing: envelope.payload)
@@ -135,6 +165,7 @@ public actor IngestService: Service {
             clientAddress: clientAddress,
             bootSignalAtMs: bootSignalAtMs
         )
+        if underNextKey { await retireCurrentKey(deviceID, atMs: arrivalMs) }
         // Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``, ``CompressionMarker/methodLabel``), and
         // sums saturate: a device cannot add statistics entries or overflow a counter.
         count { counters in
@@ -174,6 +205,19 @@ public actor IngestService: Service {
         return outcome
     }
 
+    /// The first upload verified with the next key retires the current one (the device runs its new build).
+    private nonisolated func retireCurrentKey(_ deviceID: String, atMs: Int64) async {
+        do {
+            guard try await store.promoteNextDeviceKey(deviceID: deviceID, nowMs: atMs) else { return }
+            await refreshKeys()
+            logger.notice("device key rotated: the next key is now the current one", metadata: ["device_id": LogText.value(deviceID)])
+            await keyRotated?(deviceID)
+        } catch {
+            // The next upload under the next key tries again.
+            logger.warning("device key rotation not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+        }
+    }
+
     private func admit(
         deviceID: String,
         nonce: UInt32,
@@ -190,6 +234,12 @@ public actor IngestService: Service {
         } catch {
             countStorageFailure()
             throw .storage("\(error)")
+        }
+        if admission == .known, !state.admitted {
+            devices[deviceID] = nil
+            countRejection("not_admitted")
+            try? await store.recordRefusedUpload(deviceID: deviceID, nowMs: arrivalMs)
+            throw .notAdmitted
         }
         if let last = state.lastNonce, nonce <= last {
             countRejection(SecurityError.replay(nonce: nonce, lastAccepted: last).category)
@@ -216,6 +266,7 @@ public actor IngestService: Service {
         let packets = decoded.packets.filter { !$0.resend }
         state.lastNonce = nonce
         state.lastUploadMs = arrivalMs
+        state.admitted = true
         devices[deviceID] = state
         devices.beginCommit(deviceID)
         defer {
@@ -330,6 +381,28 @@ public actor IngestService: Service {
     private nonisolated func countStorageFailure() {
         count { $0.storageFailures += 1 }
         metrics?.increment("ecowatt_uploads_rejected_total", [("reason", "storage")])
+    }
+}
+
+/// Which device ids uploads are accepted from (`device_admission`).
+public enum DeviceAdmission: String, Sendable, CaseIterable {
+    /// Any id signed with the fleet key (or its own key) is accepted and registered (the default, as before).
+    case open
+    /// Only provisioned or operator-accepted ids (and devices that uploaded before the switch); others get 403 and
+    /// are listed as pending.
+    case known
+}
+
+/// A device's keys as the ingest path uses them.
+struct DeviceKeys: Sendable {
+    var current: EnvelopeKey?
+    var next: EnvelopeKey?
+    var revoked: Bool
+
+    init(_ credential: DeviceCredential) {
+        current = credential.key.map { EnvelopeKey(SymmetricKey(data: $0)) }
+        next = credential.nextKey.map { EnvelopeKey(SymmetricKey(data: $0)) }
+        revoked = credential.revokedAtMs != nil
     }
 }
 

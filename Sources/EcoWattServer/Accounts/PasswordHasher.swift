@@ -1,0 +1,93 @@
+import HummingbirdBcrypt
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// bcrypt on one dedicated thread with a bounded queue (issue 19).
+///
+/// A cost-12 hash takes about a quarter of a second of one core; on the server's two cores a login flood hashing on
+/// the shared executor would stall ingest. Here at most one hash runs at a time, at most `maxQueued` wait, and the
+/// rest are refused at once (429): a flood costs one core at most, never the device routes.
+public final class PasswordHasher: Service, Sendable {
+    /// bcrypt's cost (log2 of the rounds); 12 or more.
+    public let cost: UInt8
+    private let pool: NIOThreadPool
+    private let maxQueued: Int
+    private let queued = Mutex(0)
+    /// A hash of a random password: unknown users are checked against it so that failing costs the same either way.
+    private let dummy: String
+
+    public init(cost: UInt8 = 12, maxQueued: Int = 8) {
+        self.cost = cost
+        self.maxQueued = maxQueued
+        pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        dummy = Bcrypt.hash(String(UInt64.random(in: .min ... .max)), cost: cost)
+    }
+
+    public enum Failure: Error, Equatable {
+        /// Too many hashes waiting.
+        case busy
+    }
+
+    public func hash(_ password: String) async throws -> String {
+        let cost = cost
+        return try await run { Bcrypt.hash(password, cost: cost) }
+    }
+
+    /// Checks `password` against `hash`, or against the dummy hash when `hash` is `nil` (an unknown user).
+    public func verify(_ password: String, hash: String?) async throws -> Bool {
+        let dummy = dummy
+        return try await run { Bcrypt.verify(password, hash: hash ?? dummy) && hash != nil }
+    }
+
+    private func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws -> T {
+        let admitted = queued.withLock { count in
+            guard count < maxQueued + 1 else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else { throw Failure.busy }
+        defer { queued.withLock { $0 -= 1 } }
+        return try await pool.runIfActive(work)
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try await pool.shutdownGracefully()
+    }
+}
+
+/// What a password must be: at least 12 characters, at most 72 bytes (bcrypt ignores the rest), not containing the
+/// user name, not a common password.
+public enum PasswordPolicy {
+    public static let minimumLength = 12
+    public static let maximumBytes = 72
+
+    /// Why `password` is refused for `user`, or `nil`.
+    public static func problem(_ password: String, user: String) -> String? {
+        if password.count < minimumLength { return "the password must have at least \(minimumLength) characters" }
+        if password.utf8.count > maximumBytes { return "the password must have at most \(maximumBytes) bytes" }
+        let lowered = password.lowercased()
+        if !user.isEmpty, lowered.contains(user.lowercased()) { return "the password must not contain the user name" }
+        if Set(lowered).count <= 2 || common.contains(lowered) { return "the password is too common" }
+        return nil
+    }
+
+    /// Passwords of 12 or more characters that lead the public lists of leaked passwords (SecLists'
+    /// `10-million-password-list-top-1000000`, NordPass's yearly "most common passwords"), and the keyboard and digit
+    /// runs they are made of. Written for this project from those lists: shorter entries are refused by length anyway.
+    static let common: Set<String> = [
+        "123456789012", "1234567890123", "12345678901234", "123456789012345", "1234567890qwerty", "qwertyuiop12",
+        "qwertyuiopasdf", "qwertyuiopasdfgh", "qwertyuiopasdfghjkl", "asdfghjkl123", "zxcvbnm12345", "1q2w3e4r5t6y",
+        "1q2w3e4r5t6y7u", "1qaz2wsx3edc", "1qaz2wsx3edc4rfv", "zaq12wsxcde3", "qazwsxedcrfv", "qwerty123456",
+        "qwerty1234567", "password1234", "password12345", "password123456", "passwordpassword", "password1234!",
+        "p@ssw0rd1234", "p@ssword1234", "iloveyou1234", "iloveyouiloveyou", "abc123abc123", "abcdefghijkl",
+        "abcdefg12345", "abcd1234abcd", "123123123123", "123321123321", "121212121212", "987654321098",
+        "098765432109", "0987654321qwerty", "letmein12345", "welcome12345", "welcome123456", "changeme1234",
+        "changemechangeme", "administrator", "administrator1", "adminadmin123", "admin1234567", "admin12345678",
+        "superman1234", "football1234", "baseball1234", "sunshine1234", "princess1234", "starwars1234",
+        "monkey123456", "dragon123456", "master123456", "trustno11234", "whatever1234", "mypassword123",
+        "mypassword1234", "secretpassword", "ecowattecowatt", "ecowatt12345", "energymonitor",
+    ]
+}
