@@ -40,7 +40,9 @@ final class TestServer: Sendable {
         mqttOutboxLimit: Int? = nil,
         limits: [String: Int]? = nil,
         deviceBinding: String? = nil,
-        commandDefaultTTLSeconds: Int? = nil
+        commandDefaultTTLSeconds: Int? = nil,
+        deviceAdmission: String? = nil,
+        settings: [String: Int] = [:]
     ) async throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -56,7 +58,9 @@ final class TestServer: Sendable {
             "mqtt_enabled": .init(.bool(mqttPort != nil), isSecret: false),
             "mqtt_client_id": .init(.string("ecowatt-test-\(UUID().uuidString.prefix(8))"), isSecret: false),
         ]
-        let texts: [(String, String?)] = [("durability", durability), ("device_binding", deviceBinding)]
+        let texts: [(String, String?)] = [
+            ("durability", durability), ("device_binding", deviceBinding), ("device_admission", deviceAdmission),
+        ]
         for case (let key, let value?) in texts { flags[key] = .init(.string(value), isSecret: false) }
         let numbers: [(String, Int?)] = [
             ("command_result_timeout_seconds", commandResultTimeoutSeconds), ("diagnostics_max_file_bytes", diagnosticsMaxFileBytes),
@@ -64,6 +68,7 @@ final class TestServer: Sendable {
             ("command_default_ttl_seconds", commandDefaultTTLSeconds),
         ]
         for case (let key, let value?) in numbers { flags[key] = .init(.int(value), isSecret: false) }
+        for (key, value) in settings { flags[key] = .init(.int(value), isSecret: false) }
         if let faultInjection { flags["fault_injection"] = .init(.bool(faultInjection), isSecret: false) }
         for (key, value) in limits ?? [:] { flags["limits." + key] = .init(.int(value), isSecret: false) }
         let configuration = try await ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)

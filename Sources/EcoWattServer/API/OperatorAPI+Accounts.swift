@@ -18,10 +18,9 @@ extension OperatorAPI {
         let identity = RequestIdentity.current
         identity?.note(actor: "login:\(LogText.value(body.name))", target: "user=\(LogText.value(body.name))")
         let login = try await accounts.login(name: body.name, password: body.password, clientAddress: identity?.clientAddress ?? "")
-        identity?.note(actor: "user:\(login.user.name)")
+        identity?.note(actor: "user:\(login.user.name)", cookie: accounts.cookie(login))
         return .ok(
             .init(
-                headers: .init(setCookie: accounts.cookie(login)),
                 body: .json(.init(user: .init(login.user), csrfToken: login.session.csrfToken, expiresAt: date(login.session.expiresAtMs)))
             )
         )
@@ -29,7 +28,8 @@ extension OperatorAPI {
 
     func logout(_ input: Operations.Logout.Input) async throws -> Operations.Logout.Output {
         try await accounts.logout(try Self.caller())
-        return .noContent(.init(headers: .init(setCookie: accounts.cookie(nil))))
+        RequestIdentity.current?.note(cookie: accounts.cookie(nil))
+        return .noContent(.init())
     }
 
     func getMe(_ input: Operations.GetMe.Input) async throws -> Operations.GetMe.Output {

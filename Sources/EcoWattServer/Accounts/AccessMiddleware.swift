@@ -91,6 +91,7 @@ struct AccessMiddleware: RouterMiddleware {
         }
         var response = try answer.get()
         response.headers[Self.requestIDHeader] = identity.requestID
+        if let cookie = identity.notedCookie { response.headers[.setCookie] = cookie }
         return response
     }
 

@@ -35,8 +35,9 @@ public final class RequestIdentity: Sendable {
     public let principal: Principal?
     public let clientAddress: String
     public let requestID: String
-    /// A login names its actor itself (the claimed user), a handler may name its target.
-    private let notes = Mutex((actor: String?.none, target: String?.none))
+    /// A login names its actor itself (the claimed user), a handler may name its target and set the session cookie
+    /// (the generated code would percent-encode a `Set-Cookie` header, so the middleware writes it).
+    private let notes = Mutex((actor: String?.none, target: String?.none, cookie: String?.none))
 
     init(principal: Principal?, clientAddress: String, requestID: String) {
         self.principal = principal
@@ -44,13 +45,15 @@ public final class RequestIdentity: Sendable {
         self.requestID = requestID
     }
 
-    public func note(actor: String? = nil, target: String? = nil) {
+    public func note(actor: String? = nil, target: String? = nil, cookie: String? = nil) {
         notes.withLock { notes in
             if let actor { notes.actor = actor }
             if let target { notes.target = target }
+            if let cookie { notes.cookie = cookie }
         }
     }
 
     var notedActor: String? { notes.withLock { $0.actor } }
     var notedTarget: String? { notes.withLock { $0.target } }
+    var notedCookie: String? { notes.withLock { $0.cookie } }
 }
