@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the operator API against its OpenAPI document with schemathesis (issue 18): a live server seeded with
-# devices, commands, configuration, firmware and a deployment; every /api/v1 operation with the operator token; zero
+# devices, commands, configuration, firmware and a deployment; every /api/v1 operation but one with the bootstrap token; zero
 # server errors, every response's status, content type and body as documented. The device protocol is covered by the
 # conformance corpora instead. Bounded by ECOWATT_SCHEMATHESIS_SECONDS (default 150).
 # Usage: scripts/schemathesis.sh [path to the ecowatt binary, default .build/debug/ecowatt]
@@ -42,6 +42,11 @@ printf '\xe9' | dd of="$work/app.bin" bs=1 count=1 conv=notrunc 2>/dev/null
 CONTENT_TYPE=application/octet-stream api -X POST "http://127.0.0.1:$port/api/v1/firmwares?version=1.0.0" --data-binary "@$work/app.bin"
 api -X POST "http://127.0.0.1:$port/api/v1/deployments" -d '{"version":"1.0.0","device_ids":["SEED-1"]}'
 
+# A user (issue 19), so that user operations have data. The run authenticates with the bootstrap token: an admin no
+# operation can demote or disable (the stateful phase demoted a seeded admin user through another admin it had
+# created, which turned the rest of the run into 403s). Revoking the bootstrap token is the one operation left out.
+api -X POST "http://127.0.0.1:$port/api/v1/users" -d '{"name":"seed-operator","role":"operator","password":"seed operator passphrase"}'
+
 # Hypothesis's target phase (schemathesis steers fuzzing toward accepted inputs with `hypothesis.target`) crashed in
 # two of four runs with an IndexError inside hypothesis's own optimiser (`hill_climb`), after every request had
 # passed. The run goes without that steering: `target` is a no-op, everything else as released.
@@ -56,6 +61,7 @@ sys.exit(schemathesis())
         --url "http://127.0.0.1:$port" \
         --header "Authorization: Bearer $token" \
         --include-path-regex '^/api/v1/' \
+        --exclude-operation-id revokeBootstrapToken \
         --checks "$checks" \
         --max-time "$seconds" \
         --workers 1 \

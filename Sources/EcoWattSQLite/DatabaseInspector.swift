@@ -86,6 +86,12 @@ public final class DatabaseInspector: Sendable {
     public func int(_ sql: String, _ arguments: [SQLValue] = []) throws -> Int? { try value(sql, arguments).int }
     public func string(_ sql: String, _ arguments: [SQLValue] = []) throws -> String? { try value(sql, arguments).string }
 
+    /// Statements run straight on the file, bypassing the server: what someone with write access to the database can
+    /// do. Tests use it to play that attacker (editing, deleting, truncating and recomputing the audit chain).
+    public func writeBypassingTheServer(_ statements: [String]) throws {
+        try reader.write { db in for sql in statements { try db.execute(sql: sql) } }
+    }
+
     /// `PRAGMA wal_checkpoint(PASSIVE)` from this connection (copies committed pages without waiting for readers).
     public func checkpointPassively() throws {
         _ = try reader.writeWithoutTransaction { try Row.fetchOne($0, sql: "PRAGMA wal_checkpoint(PASSIVE)") }

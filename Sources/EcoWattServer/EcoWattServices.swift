@@ -108,7 +108,7 @@ public struct EcoWattServices: Sendable {
                 await audit.record(
                     AuditDraft(
                         atMs: clock(),
-                        actor: "device:\(LogText.value(id))",
+                        actor: "device:\(LogText.escaped(id))",
                         role: "",
                         action: "deviceKeyRotated",
                         target: "device_id=\(id)",

@@ -27,8 +27,15 @@ extension DeviceCommand {
         @Option(help: "online, offline or updating.") var status: String?
         @Option(help: "Only devices reporting this firmware version.") var firmware: String?
         @Option(help: "Only ids starting with this.") var prefix: String?
+        @Option(help: "pending (ids waiting to be accepted), verified or operator.") var admission: String?
 
         func run() async throws {
+            let admitted = try admission.map { name in
+                guard let value = Operations.ListDevices.Input.Query.AdmissionPayload(rawValue: name) else {
+                    throw ValidationError("admission is pending, verified or operator")
+                }
+                return value
+            }
             let state = try status.map { name in
                 guard let state = Components.Schemas.DeviceStatus(rawValue: name) else {
                     throw ValidationError("status is online, offline or updating")
@@ -42,7 +49,8 @@ extension DeviceCommand {
                         cursor: cursor,
                         status: state,
                         firmwareVersion: firmware,
-                        idPrefix: prefix
+                        idPrefix: prefix,
+                        admission: admitted
                     )
                     let page = try await client.listDevices(query: query).ok.body.json
                     return (page.items, page.nextCursor)

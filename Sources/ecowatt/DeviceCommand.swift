@@ -8,8 +8,11 @@ import Foundation
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device",
-        abstract: "List, show, create, edit and delete devices; set a device's own key.",
-        subcommands: [List.self, Show.self, Create.self, Edit.self, Delete.self, SetKey.self]
+        abstract: "List, show, create, edit and delete devices; provision, rotate and revoke their keys; accept pending ones.",
+        subcommands: [
+            List.self, Show.self, Create.self, Edit.self, Delete.self, Provision.self, RotateKey.self, Revoke.self, Accept.self,
+            Credentials.self, SetKey.self,
+        ]
     )
 
     struct SetKey: AsyncParsableCommand {

@@ -10,7 +10,7 @@ struct EcoWatt: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
             CommandCommand.self, ConfigCommand.self, DeploymentCommand.self, StatsCommand.self, SimulateCommand.self,
-            BenchCommand.self, DatabaseCommand.self,
+            BenchCommand.self, DatabaseCommand.self, UserCommand.self, TokenCommand.self, AuditCommand.self,
         ]
     )
 }

@@ -12,8 +12,11 @@ import OpenAPIRuntime
 /// the same OpenAPI document as the server).
 struct OperatorOptions: ParsableArguments {
     @Option(help: "Server URL (env ECOWATT_URL, default http://127.0.0.1:5001).") var url: String?
-    @Option(help: "Operator token (env ECOWATT_TOKEN; default: read from --token-file).") var token: String?
-    @Option(help: "File holding the operator token (default ./keys/operator_token).") var tokenFile: String?
+    @Option(
+        help:
+            "File holding the token (env ECOWATT_TOKEN_FILE; default ~/.config/ecowatt/token, then ./keys/operator_token). The token itself is never a flag: set ECOWATT_TOKEN or use a file."
+    )
+    var tokenFile: String?
     @Option(help: "PEM certificate(s) to trust for an https URL, e.g. the operator listener's own (env ECOWATT_CA_FILE).")
     var caFile: String?
 
@@ -22,20 +25,46 @@ struct OperatorOptions: ParsableArguments {
             .trimmingCharacters(in: CharacterSet(charactersIn: "/"))
     }
 
+    /// The token: `ECOWATT_TOKEN`, else the first file of `--token-file` / `ECOWATT_TOKEN_FILE`,
+    /// `~/.config/ecowatt/token` and `./keys/operator_token` (the bootstrap token) that exists. Never a flag: command
+    /// lines end up in shell histories and process lists.
     func resolvedToken() throws -> String {
-        if let token = token ?? ProcessInfo.processInfo.environment["ECOWATT_TOKEN"] { return token }
-        let path = tokenFile ?? "./keys/operator_token"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ValidationError("no operator token: pass --token, set ECOWATT_TOKEN, or point --token-file at keys/operator_token")
+        let environment = ProcessInfo.processInfo.environment
+        if let token = environment["ECOWATT_TOKEN"], !token.isEmpty { return token }
+        let home = environment["HOME"].map { ($0 as NSString).appendingPathComponent(".config/ecowatt/token") }
+        let explicit = tokenFile ?? environment["ECOWATT_TOKEN_FILE"]
+        let candidates = explicit.map { [$0] } ?? [home, "./keys/operator_token"].compactMap { $0 }
+        for path in candidates {
+            if let data = FileManager.default.contents(atPath: path) {
+                return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
         }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        throw ValidationError(
+            "no operator token: set ECOWATT_TOKEN, write it to ~/.config/ecowatt/token, or point --token-file at a file (\(candidates.joined(separator: ", ")) not found)"
+        )
     }
 
     /// Runs `body` with the API client; a refused request ends the command with one line: the status, the server's
     /// message and the URL (no usage text: the command line was fine).
     func withClient<T>(_ body: (Client) async throws -> T) async throws -> T {
+        try await withClient(credentials: BearerToken(try resolvedToken()), body)
+    }
+
+    /// Runs `body` in a session of `user` (logged in with `password`, logged out after): what needs a user rather
+    /// than a token, such as creating a user's first API token.
+    func withSession<T>(user: String, password: String, _ body: (Client) async throws -> T) async throws -> T {
+        let session = SessionCookie()
+        return try await withClient(credentials: session) { client in
+            let login = try await client.login(body: .json(.init(name: user, password: password))).ok.body.json
+            session.setCSRFToken(login.csrfToken)
+            let result = try await body(client)
+            _ = try? await client.logout()
+            return result
+        }
+    }
+
+    private func withClient<T>(credentials: some ClientMiddleware, _ body: (Client) async throws -> T) async throws -> T {
         guard let serverURL = URL(string: baseURL), serverURL.scheme != nil else { throw ValidationError("--url \(baseURL) is not a URL") }
-        let token = try resolvedToken()
         var configuration = HTTPClient.Configuration()
         if let caFile = caFile ?? ProcessInfo.processInfo.environment["ECOWATT_CA_FILE"] {
             // Trust only the given certificates (a self-signed operator listener).
@@ -48,7 +77,7 @@ struct OperatorOptions: ParsableArguments {
             serverURL: serverURL,
             configuration: .ecoWatt,
             transport: AsyncHTTPClientTransport(configuration: .init(client: http, timeout: .seconds(60))),
-            middlewares: [BearerToken(token), FailureMiddleware()]
+            middlewares: [credentials, FailureMiddleware()]
         )
         do {
             let result = try await body(client)

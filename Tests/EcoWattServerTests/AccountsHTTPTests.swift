@@ -2,10 +2,10 @@ import AsyncHTTPClient
 import Crypto
 import EcoWattAPI
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
 import EcoWattStorage
 import Foundation
-import GRDB
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -293,10 +293,9 @@ extension TestClientProtocol {
             #expect(token.secret.hasPrefix("ewt_") && token.secret.count >= 40)
             let sessionID = String(session.cookie.split(separator: "=")[1])
             // Read the tables and the whole file: neither secret is stored, their SHA-256 is.
-            let queue = try DatabaseQueue(path: test.server.configuration.storage.databasePath)
-            let (hashes, sessions) = try await queue.read { db in
-                (try String.fetchAll(db, sql: "SELECT hash FROM api_tokens"), try String.fetchAll(db, sql: "SELECT id_hash FROM sessions"))
-            }
+            let file = try DatabaseInspector(path: test.server.configuration.storage.databasePath)
+            let hashes = try file.rows("SELECT hash FROM api_tokens").map { $0["hash"].string }
+            let sessions = try file.rows("SELECT id_hash FROM sessions").map { $0["id_hash"].string }
             #expect(hashes == [HexCoding.encode(Array(SHA256.hash(data: Array(token.secret.utf8))))])
             #expect(sessions == [HexCoding.encode(Array(SHA256.hash(data: Array(sessionID.utf8))))])
             let files = try FileManager.default.contentsOfDirectory(atPath: test.server.configuration.storage.dataDirectory)

@@ -1,9 +1,9 @@
 import Crypto
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
 import EcoWattStorage
 import Foundation
-import GRDB
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -57,56 +57,56 @@ import Testing
             )
             #expect(head.split(separator: "\n").count == 4, "every head appended outside the database")
 
-            let queue = try DatabaseQueue(path: test.server.configuration.storage.databasePath)
+            let file = try DatabaseInspector(path: test.server.configuration.storage.databasePath)
             // 1. An edited entry.
-            try await queue.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = '200' WHERE sequence = 2") }
+            try file.writeBypassingTheServer(["UPDATE audit_log SET outcome = '200' WHERE sequence = 2"])
             result = try await Self.verify(client, test)
             #expect(result["intact"] as? Bool == false && result["first_broken_sequence"] as? Int == 2)
             #expect((result["first_broken_reason"] as? String)?.contains("edited") == true)
-            try await queue.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = '201' WHERE sequence = 2") }
+            try file.writeBypassingTheServer(["UPDATE audit_log SET outcome = '201' WHERE sequence = 2"])
             #expect(try await Self.verify(client, test)["intact"] as? Bool == true)
 
             // 2. A deleted entry in the middle.
-            try await queue.write { db in
-                try db.execute(sql: "CREATE TEMP TABLE saved AS SELECT * FROM audit_log WHERE sequence = 3")
-                try db.execute(sql: "DELETE FROM audit_log WHERE sequence = 3")
-            }
+            try file.writeBypassingTheServer([
+                "CREATE TEMP TABLE saved AS SELECT * FROM audit_log WHERE sequence = 3", "DELETE FROM audit_log WHERE sequence = 3",
+            ])
             result = try await Self.verify(client, test)
             #expect(result["intact"] as? Bool == false && result["first_broken_sequence"] as? Int == 3)
-            try await queue.write { db in try db.execute(sql: "INSERT INTO audit_log SELECT * FROM temp.saved") }
+            try file.writeBypassingTheServer(["INSERT INTO audit_log SELECT * FROM temp.saved"])
             #expect(try await Self.verify(client, test)["intact"] as? Bool == true)
 
             // 3. A truncated tail: the chain is consistent, but shorter than the external head says.
-            try await queue.write { db in try db.execute(sql: "DELETE FROM audit_log WHERE sequence = 4") }
+            try file.writeBypassingTheServer(["DELETE FROM audit_log WHERE sequence = 4"])
             result = try await Self.verify(client, test)
             #expect(result["intact"] as? Bool == false && (result["first_broken_reason"] as? String)?.contains("truncated") == true)
 
             // 4. An edit with every later hash recomputed: consistent inside, but not the head outside.
-            try await queue.write { db in
-                let rows = try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY sequence")
-                var previous = AuditEntry.genesis
-                for row in rows {
-                    var draft = AuditDraft(
-                        atMs: row["at_ms"],
-                        actor: row["actor"],
-                        role: row["role"],
-                        action: row["action"],
-                        target: row["target"],
-                        bodyDigest: row["body_digest"],
-                        outcome: row["outcome"],
-                        requestID: row["request_id"],
-                        clientAddress: row["client_address"]
-                    )
-                    if row["sequence"] == 2 { draft.outcome = "500" }
-                    let entry = AuditEntry.chained(sequence: row["sequence"], draft: draft, previousHash: previous)
-                    try db.execute(
-                        sql: "UPDATE audit_log SET outcome = ?, previous_hash = ?, hash = ? WHERE sequence = ?",
-                        arguments: [draft.outcome, entry.previousHash, entry.hash, entry.sequence]
-                    )
-                    previous = entry.hash
-                }
-                // Restore the truncated entry's length too, recomputed.
-                let draft = AuditDraft(
+            var statements: [String] = []
+            var previous = AuditEntry.genesis
+            for row in try file.rows("SELECT * FROM audit_log ORDER BY sequence") {
+                var draft = AuditDraft(
+                    atMs: row["at_ms"].int64!,
+                    actor: row["actor"].string!,
+                    role: row["role"].string!,
+                    action: row["action"].string!,
+                    target: row["target"].string!,
+                    bodyDigest: row["body_digest"].string!,
+                    outcome: row["outcome"].string!,
+                    requestID: row["request_id"].string!,
+                    clientAddress: row["client_address"].string!
+                )
+                let sequence = row["sequence"].int64!
+                if sequence == 2 { draft.outcome = "500" }
+                let entry = AuditEntry.chained(sequence: sequence, draft: draft, previousHash: previous)
+                statements.append(
+                    "UPDATE audit_log SET outcome = '\(draft.outcome)', previous_hash = '\(entry.previousHash)', hash = '\(entry.hash)' WHERE sequence = \(sequence)"
+                )
+                previous = entry.hash
+            }
+            // The truncated entry's place filled again, recomputed too.
+            let forged = AuditEntry.chained(
+                sequence: 4,
+                draft: AuditDraft(
                     atMs: 0,
                     actor: "forger",
                     role: "",
@@ -116,16 +116,16 @@ import Testing
                     outcome: "200",
                     requestID: "",
                     clientAddress: ""
-                )
-                let forged = AuditEntry.chained(sequence: 4, draft: draft, previousHash: previous)
-                try db.execute(
-                    sql: """
-                        INSERT INTO audit_log (sequence, at_ms, actor, role, action, target, body_digest, outcome, request_id,
-                          client_address, previous_hash, hash) VALUES (4, 0, 'forger', '', 'login', '', '', '200', '', '', ?, ?)
-                        """,
-                    arguments: [forged.previousHash, forged.hash]
-                )
-            }
+                ),
+                previousHash: previous
+            )
+            statements.append(
+                """
+                INSERT INTO audit_log (sequence, at_ms, actor, role, action, target, body_digest, outcome, request_id, client_address,
+                  previous_hash, hash) VALUES (4, 0, 'forger', '', 'login', '', '', '200', '', '', '\(forged.previousHash)', '\(forged.hash)')
+                """
+            )
+            try file.writeBypassingTheServer(statements)
             result = try await Self.verify(client, test)
             #expect(result["intact"] as? Bool == false && result["first_broken_sequence"] as? Int == 4)
             #expect((result["first_broken_reason"] as? String)?.contains("recomputed") == true)

@@ -117,7 +117,8 @@ import Glibc
         await #expect(throws: (any Error).self) { try await Self.request("http://127.0.0.1:\(operatorPort)/health") }
         // The CLI reaches it with the certificate to trust.
         let (listed, output, listError) = try await ServerProcess.runCLI(
-            ["command", "list", "TLS-1", "--url", "https://127.0.0.1:\(operatorPort)", "--token", token, "--ca-file", cert]
+            ["command", "list", "TLS-1", "--url", "https://127.0.0.1:\(operatorPort)", "--ca-file", cert],
+            environment: ["ECOWATT_TOKEN": token]
         )
         #expect(listed == 0, "\(listError) \(output)")
 

@@ -146,7 +146,9 @@ import Testing
         #expect(refused != 0)
         #expect(reason.contains("unknown action"))
         let (unauthorized, _, tokenReason) = try await ServerProcess.runCLI(
-            ["command", "list", "CLI-1", "--url", "http://127.0.0.1:\(port)", "--token", "wrong-token-wrong-token"])
+            ["command", "list", "CLI-1", "--url", "http://127.0.0.1:\(port)"],
+            environment: ["ECOWATT_TOKEN": "wrong-token-wrong-token"]
+        )
         #expect(unauthorized != 0)
         #expect(tokenReason.contains("401"))
         try await server.stop(signal: SIGTERM)

@@ -22,9 +22,10 @@ final class ServerProcess: @unchecked Sendable {
     static func runCLI(
         _ arguments: [String],
         environment: [String: String] = [:],
-        timeout: Duration? = nil
+        timeout: Duration? = nil,
+        input: String? = nil
     ) async throws -> (Int32, String, String) {
-        try await run(binary.path, arguments, environment: environment, timeout: timeout)
+        try await run(binary.path, arguments, environment: environment, timeout: timeout, input: input)
     }
 
     /// Runs any executable to completion (see ``runCLI(_:environment:timeout:)``).
@@ -32,10 +33,11 @@ final class ServerProcess: @unchecked Sendable {
         _ executable: String,
         _ arguments: [String],
         environment: [String: String] = [:],
-        timeout: Duration? = nil
+        timeout: Duration? = nil,
+        input: String? = nil
     ) async throws -> (Int32, String, String) {
         let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let result = try await ChildProcess.run(executable, arguments, environment: merged, timeout: timeout)
+        let result = try await ChildProcess.run(executable, arguments, environment: merged, timeout: timeout, input: input)
         return (result.status, result.output, result.error)
     }
 

@@ -32,12 +32,13 @@ public final class ChildProcess: Sendable {
         arguments: [String],
         environment: [String: String]? = nil,
         outputPath: String? = nil,
-        errorPath: String? = nil
+        errorPath: String? = nil,
+        inputPath: String? = nil
     ) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inputPath ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errorPath ?? outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o600)
         // glibc ≥ 2.34 has addclosefrom_np, but Swift's Glibc module does not export it (it is a GNU extension).
@@ -80,16 +81,27 @@ public final class ChildProcess: Sendable {
         _ executable: String,
         _ arguments: [String],
         environment: [String: String]? = nil,
-        timeout: Duration? = nil
+        timeout: Duration? = nil,
+        input: String? = nil
     ) throws -> (status: Int32, output: String, error: String) {
         let directory = FileManager.default.temporaryDirectory
         let out = directory.appendingPathComponent("child-\(UUID().uuidString).out").path
         let err = directory.appendingPathComponent("child-\(UUID().uuidString).err").path
+        let inputPath = input.map { _ in directory.appendingPathComponent("child-\(UUID().uuidString).in").path }
+        if let input, let inputPath { try Data(input.utf8).write(to: URL(fileURLWithPath: inputPath)) }
         defer {
             unlink(out)
             unlink(err)
+            if let inputPath { unlink(inputPath) }
         }
-        let child = try ChildProcess(executable: executable, arguments: arguments, environment: environment, outputPath: out, errorPath: err)
+        let child = try ChildProcess(
+            executable: executable,
+            arguments: arguments,
+            environment: environment,
+            outputPath: out,
+            errorPath: err,
+            inputPath: inputPath
+        )
         if let timeout {
             let deadline = ContinuousClock.now + timeout
             while child.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
@@ -107,11 +119,14 @@ public final class ChildProcess: Sendable {
         _ executable: String,
         _ arguments: [String],
         environment: [String: String]? = nil,
-        timeout: Duration? = nil
+        timeout: Duration? = nil,
+        input: String? = nil
     ) async throws -> (status: Int32, output: String, error: String) {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(with: Result { try runBlocking(executable, arguments, environment: environment, timeout: timeout) })
+                continuation.resume(
+                    with: Result { try runBlocking(executable, arguments, environment: environment, timeout: timeout, input: input) }
+                )
             }
         }
     }

@@ -16,7 +16,7 @@ extension OperatorAPI {
     func login(_ input: Operations.Login.Input) async throws -> Operations.Login.Output {
         guard case .json(let body) = input.body else { throw APIError(.unsupportedMediaType, "application/json expected") }
         let identity = RequestIdentity.current
-        identity?.note(actor: "login:\(LogText.value(body.name))", target: "user=\(LogText.value(body.name))")
+        identity?.note(actor: "login:\(Self.auditText(body.name))", target: "user=\(Self.auditText(body.name))")
         let login = try await accounts.login(name: body.name, password: body.password, clientAddress: identity?.clientAddress ?? "")
         identity?.note(actor: "user:\(login.user.name)", cookie: accounts.cookie(login))
         return .ok(
@@ -74,6 +74,7 @@ extension OperatorAPI {
 
     func createUser(_ input: Operations.CreateUser.Input) async throws -> Operations.CreateUser.Output {
         guard case .json(let body) = input.body else { throw APIError(.unsupportedMediaType, "application/json expected") }
+        RequestIdentity.current?.note(target: "name=\(Self.auditText(body.name)),role=\(body.role.rawValue)")
         let user = try await accounts.createUser(name: body.name, role: Role(body.role), password: body.password)
         return .created(.init(body: .json(.init(user))))
     }
@@ -84,6 +85,10 @@ extension OperatorAPI {
 
     func updateUser(_ input: Operations.UpdateUser.Input) async throws -> Operations.UpdateUser.Output {
         guard case .json(let body) = input.body else { throw APIError(.unsupportedMediaType, "application/json expected") }
+        // The body is not digested (it may hold a password): the audit target says what changed instead.
+        let changes =
+            [body.role.map { "role=\($0.rawValue)" }, body.disabled.map { "disabled=\($0)" }, body.password.map { _ in "password=changed" }]
+        RequestIdentity.current?.note(target: (["name=\(Self.auditText(input.path.name))"] + changes.compactMap { $0 }).joined(separator: ","))
         let user = try await accounts.updateUser(
             name: input.path.name,
             role: body.role.map(Role.init),
@@ -149,6 +154,9 @@ extension OperatorAPI {
         next = entries.count == limit ? entries.last.map { PageCursor.encode(["\($0.sequence)"]) } : nil
         return .ok(.init(body: .json(.init(items: entries.map(Schemas.AuditEntry.init), nextCursor: next))))
     }
+
+    /// Text from a request as the audit trail records it: escaped like log values, at most 128 characters.
+    static func auditText(_ text: String) -> String { LogText.escaped(text, limit: 128) }
 
     static func sequence(_ text: String) throws -> Int64 {
         guard let value = Int64(text), value >= 0 else { throw PageCursor.invalid }

@@ -115,7 +115,7 @@ struct AccessMiddleware: RouterMiddleware {
 
     /// The path parameters, `name=value` joined by `,` in name order.
     static func target(_ context: Context) -> String {
-        context.parameters.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ",")
+        context.parameters.map { "\($0.key)=\(OperatorAPI.auditText(String($0.value)))" }.sorted().joined(separator: ",")
     }
 
     static func randomID() -> String {

@@ -14,15 +14,12 @@ public final class PasswordHasher: Service, Sendable {
     private let pool: NIOThreadPool
     private let maxQueued: Int
     private let queued = Mutex(0)
-    /// A hash of a random password: unknown users are checked against it so that failing costs the same either way.
-    private let dummy: String
 
     public init(cost: UInt8 = 12, maxQueued: Int = 8) {
         self.cost = cost
         self.maxQueued = maxQueued
         pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
-        dummy = Bcrypt.hash(String(UInt64.random(in: .min ... .max)), cost: cost)
     }
 
     public enum Failure: Error, Equatable {
@@ -35,10 +32,17 @@ public final class PasswordHasher: Service, Sendable {
         return try await run { Bcrypt.hash(password, cost: cost) }
     }
 
-    /// Checks `password` against `hash`, or against the dummy hash when `hash` is `nil` (an unknown user).
+    /// Checks `password` against `hash`. Without a hash (an unknown user) the password is hashed at the same cost
+    /// instead, so that failing takes the same time either way, and `false` is returned.
     public func verify(_ password: String, hash: String?) async throws -> Bool {
-        let dummy = dummy
-        return try await run { Bcrypt.verify(password, hash: hash ?? dummy) && hash != nil }
+        let cost = cost
+        return try await run {
+            guard let hash else {
+                _ = Bcrypt.hash(password, cost: cost)
+                return false
+            }
+            return Bcrypt.verify(password, hash: hash)
+        }
     }
 
     private func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws -> T {
