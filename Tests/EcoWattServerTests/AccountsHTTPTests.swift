@@ -206,6 +206,22 @@ extension TestClientProtocol {
             #expect(response.status == .noContent && response.headers[.setCookie]?.contains("Max-Age=0") == true)
             response = try await client.execute(uri: "/api/v1/auth/me", method: .get, headers: [.cookie: session.cookie])
             #expect(response.status == .unauthorized)
+            // A browser still sending the ended session's cookie logs in again; a login from another site is refused.
+            let login = ByteBuffer(string: #"{"name":"olivia","password":"\#(Self.password)"}"#)
+            response = try await client.execute(
+                uri: "/api/v1/auth/login",
+                method: .post,
+                headers: [.cookie: session.cookie, .contentType: "application/json"],
+                body: login
+            )
+            #expect(response.status == .ok)
+            response = try await client.execute(
+                uri: "/api/v1/auth/login",
+                method: .post,
+                headers: [.contentType: "application/json", HTTPField.Name("Sec-Fetch-Site")!: "cross-site"],
+                body: login
+            )
+            #expect(response.status == .forbidden && response.headers[ErrorCode.header] == "csrf")
         }
     }
 

@@ -34,7 +34,9 @@ struct AccessMiddleware: RouterMiddleware {
                 cookie: request.headers[values: .cookie].joined(separator: "; ")
             )
         } catch {
-            throw error.apiError
+            // A public route (the login) ignores stale credentials: a browser with an expired cookie logs in again.
+            guard rule.role == nil else { throw error.apiError }
+            principal = nil
         }
         if let required = rule.role {
             guard let principal else {
@@ -45,7 +47,12 @@ struct AccessMiddleware: RouterMiddleware {
             }
         }
         let changesState = ![.get, .head, .options].contains(request.method)
-        if changesState, case .session(_, let csrf)? = principal?.kind { try Self.checkSameSite(request, csrf: csrf) }
+        if changesState, rule.role != nil, case .session(_, let csrf)? = principal?.kind {
+            try Self.checkSameSite(request, csrf: csrf)
+        } else if changesState, rule.role == nil {
+            // A login from another site (login CSRF) is refused too; it has no token to check yet.
+            try Self.checkSameSite(request, csrf: nil)
+        }
         let identity = RequestIdentity(
             principal: principal,
             clientAddress: addresses.address(request, context),
@@ -61,8 +68,14 @@ struct AccessMiddleware: RouterMiddleware {
         if rule.redactBody {
             digest = "redacted"
         } else {
-            let body = try await request.collectBody(upTo: maxBodyBytes)
-            if body.readableBytes > 0 { digest = body.withUnsafeReadableBytes { HexCoding.encode(Array(SHA256.hash(data: $0))) } }
+            do {
+                let body = try await request.collectBody(upTo: maxBodyBytes)
+                if body.readableBytes > 0 { digest = body.withUnsafeReadableBytes { HexCoding.encode(Array(SHA256.hash(data: $0))) } }
+            } catch {
+                // Too large (413) or cut off: refused, and recorded as such.
+                await record(rule, identity, principal, context, digest: "", outcome: "\(Self.status(of: error, request, context))")
+                throw error
+            }
         }
         let outcome: String
         var answer: Result<Response, any Error>
@@ -71,32 +84,46 @@ struct AccessMiddleware: RouterMiddleware {
             outcome = "\(try answer.get().status.code)"
         } catch {
             answer = .failure(error)
-            outcome = "\(JSONErrorMiddleware<Context>.apiError(error, request: request, context: context).status.code)"
+            outcome = "\(Self.status(of: error, request, context))"
         }
-        // Throttled logins are counted, not audited: a flood must not grow the trail.
-        if outcome != "429" {
-            await accounts.audit.record(
-                AuditDraft(
-                    atMs: accounts.clock(),
-                    actor: identity.notedActor ?? principal?.actor ?? "anonymous",
-                    role: principal?.role.rawValue ?? "",
-                    action: rule.operationID,
-                    target: identity.notedTarget ?? Self.target(context),
-                    bodyDigest: digest,
-                    outcome: outcome,
-                    requestID: identity.requestID,
-                    clientAddress: identity.clientAddress
-                )
-            )
-        }
+        await record(rule, identity, principal, context, digest: digest, outcome: outcome)
         var response = try answer.get()
         response.headers[Self.requestIDHeader] = identity.requestID
         if let cookie = identity.notedCookie { response.headers[.setCookie] = cookie }
         return response
     }
 
+    /// Appends the request's audit entry. Throttled logins are counted, not audited: a flood must not grow the trail.
+    private func record(
+        _ rule: AccessPolicy.Rule,
+        _ identity: RequestIdentity,
+        _ principal: Principal?,
+        _ context: Context,
+        digest: String,
+        outcome: String
+    ) async {
+        guard outcome != "429" else { return }
+        await accounts.audit.record(
+            AuditDraft(
+                atMs: accounts.clock(),
+                actor: identity.notedActor ?? principal?.actor ?? "anonymous",
+                role: principal?.role.rawValue ?? "",
+                action: rule.operationID,
+                target: identity.notedTarget ?? Self.target(context),
+                bodyDigest: digest,
+                outcome: outcome,
+                requestID: identity.requestID,
+                clientAddress: identity.clientAddress
+            )
+        )
+    }
+
+    static func status(of error: any Error, _ request: Request, _ context: Context) -> UInt {
+        UInt(JSONErrorMiddleware<Context>.apiError(error, request: request, context: context).status.code)
+    }
+
     /// Same-site check and CSRF token of a state-changing request authenticated by cookie.
-    static func checkSameSite(_ request: Request, csrf: String) throws {
+    static func checkSameSite(_ request: Request, csrf: String?) throws {
         if let site = request.headers[fetchSiteHeader], site != "same-origin", site != "none" {
             throw APIError(.forbidden, "Cross-site request refused (Sec-Fetch-Site: \(site))", code: "csrf")
         }
@@ -106,6 +133,7 @@ struct AccessMiddleware: RouterMiddleware {
                 throw APIError(.forbidden, "Cross-origin request refused (Origin: \(LogText.value(origin)))", code: "csrf")
             }
         }
+        guard let csrf else { return }
         guard let presented = request.headers[csrfHeader],
             SHA256.hash(data: Array(presented.utf8)) == SHA256.hash(data: Array(csrf.utf8))
         else {
