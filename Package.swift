@@ -126,6 +126,10 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            resources: [
+                .embedInCode("Dashboard/Assets/index.html"), .embedInCode("Dashboard/Assets/app.js"),
+                .embedInCode("Dashboard/Assets/style.css"),
             ]
         ),
         /// `ecowatt simulate`: a fleet of simulated devices speaking the firmware protocol.

@@ -7,7 +7,8 @@
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
 #   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|ota|mqtt|sim|rejects]   (defaults 10, all)
+#   7. Ingest alone and during a login flood (bcrypt on its single bounded thread), next to GET /health.
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|ota|mqtt|sim|rejects|logins]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -177,6 +178,30 @@ awk -v r="$rejects" -v h="$health" 'BEGIN { printf "rejections %d/s; GET /health
 echo "server log lines written during the run: $(wc -l < "$work/server.log")"
 kill -TERM $server
 wait $server || true
+fi
+
+if [ "$sections" = all ] || [ "$sections" = logins ]; then
+echo
+echo "## ingest alone and during a login flood (wrk -t1 -c32 on POST /api/v1/auth/login, wrong passwords), a fresh server each"
+for run in alone flooded; do
+    run_server normal
+    health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
+    if [ $run = flooded ]; then
+        wrk -t1 -c32 -d"$((duration + 4))s" --latency -s scripts/wrk-logins.lua "http://127.0.0.1:$port" > "$work/logins.txt" &
+        flood=$!
+        sleep 2
+    fi
+    UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
+        "http://127.0.0.1:$port" > "$work/$run.txt"
+    [ $run = alone ] || wait $flood
+    echo "ingest $run: $(awk '/Requests\/sec/ {print $2}' "$work/$run.txt") uploads/s, p99 $(awk '$1 == "99%" {print $2}' "$work/$run.txt"), non-2xx $(awk '/Non-2xx/ {print $4}' "$work/$run.txt"); GET /health $health/s on the same server"
+    if [ $run = flooded ]; then
+        echo "logins: $(awk '/Requests\/sec/ {print $2}' "$work/logins.txt") answers/s"
+        curl -sf -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/metrics" | grep '^ecowatt_logins_total'
+    fi
+    kill -TERM $server
+    wait $server || true
+done
 fi
 
 if [ "$sections" = all ] || [ "$sections" = mqtt ]; then

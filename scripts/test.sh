@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, checks formatting, builds, and runs every test (unit tests, the
 # ../shared/conformance corpora over HTTP on loopback, process-level crash and connection tests), then a bounded
-# schemathesis run of the operator API against its OpenAPI document and a libFuzzer run over the device-input path.
+# schemathesis run of the operator API against its OpenAPI document, the dashboard in headless Chromium (Selenium), and
+# a libFuzzer run over the device-input path.
 # Each step prints its duration.
 # Extra arguments go to `swift test` (e.g. --filter). ECOWATT_FUZZ_SECONDS (default 90; 0 skips) bounds the fuzz run.
 set -euo pipefail
@@ -29,6 +30,7 @@ step "storage seam: GRDB only in EcoWattSQLite" scripts/check-imports.sh
 step "swift build --build-tests" bash -c "set -o pipefail; swift build --build-tests 2>&1 | cat"
 step "swift test" swift test --skip-build "$@"
 step "schemathesis: the operator API against its OpenAPI document" scripts/schemathesis.sh .build/debug/ecowatt
+step "the dashboard in Chromium (Selenium)" scripts/browser-test.sh .build/debug/ecowatt
 fuzz_seconds="${ECOWATT_FUZZ_SECONDS:-90}"
 if [ "$fuzz_seconds" -gt 0 ]; then
     step "fuzz the device-input path (${fuzz_seconds} s)" scripts/fuzz.sh "$fuzz_seconds"

@@ -96,6 +96,8 @@ extension EcoWattServices {
         )
         .register(on: operatorRoutes)
         MetricsRoutes(metrics: metrics, devices: registry, diagnostics: diagnostics).register(on: operatorRoutes)
+        // The dashboard's page and assets: public (they hold no data), same origin as the API.
+        DashboardRoutes().register(on: operatorRouter)
 
         return (router, operatorRouter)
     }

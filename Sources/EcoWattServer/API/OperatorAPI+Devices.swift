@@ -20,6 +20,25 @@ extension OperatorAPI {
         return .ok(.init(body: .json(.init(items: page.items.map(Schemas.Device.init), nextCursor: page.next.map { PageCursor.encode([$0]) }))))
     }
 
+    func getFleetSummary(_ input: Operations.GetFleetSummary.Input) async throws -> Operations.GetFleetSummary.Output {
+        let counts = devices.summary(updating: ota.activeSessionCount)
+        let ingestCounts = ingest.statistics
+        return .ok(
+            .init(
+                body: .json(
+                    .init(
+                        devices: Int64(counts.devices),
+                        online: Int64(counts.online),
+                        offline: Int64(counts.devices - counts.online),
+                        updating: Int64(counts.updating),
+                        uploadsAccepted: Int64(ingestCounts.accepted),
+                        uploadsRejected: Int64(ingestCounts.validations - ingestCounts.accepted)
+                    )
+                )
+            )
+        )
+    }
+
     func createDevice(_ input: Operations.CreateDevice.Input) async throws -> Operations.CreateDevice.Output {
         guard case .json(let body) = input.body else { throw APIError(.unsupportedMediaType, "application/json expected") }
         let id = try Self.deviceID(body.deviceId)

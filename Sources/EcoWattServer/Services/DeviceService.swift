@@ -90,6 +90,12 @@ struct DeviceService: Sendable {
     }
 
     /// Creates a device for an operator; refuses an id that is known.
+    /// Fleet counts from memory: devices known, heard from within `device_offline_after_seconds`, downloading.
+    func summary(updating: Int) -> (devices: Int, online: Int, updating: Int) {
+        let known = activity.counts.known
+        return (known, min(known, activity.activeCount(sinceMs: clock() - offlineAfterMs)), updating)
+    }
+
     func create(_ deviceID: String, fields: DeviceFields) async throws -> Listing {
         guard try await store.createDevice(deviceID, fields: fields, nowMs: clock()) else { throw Failure.exists(deviceID) }
         activity.admit(deviceID, at: clock())

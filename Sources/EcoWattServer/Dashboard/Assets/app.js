@@ -1,0 +1,223 @@
+// EcoWatt Cloud dashboard (issue 20, first pages): login, fleet, device. Plain ES module, no build step.
+// Every string from the server is rendered as text (textContent), never as HTML.
+const main = document.getElementById("main");
+const roles = { viewer: 0, operator: 1, admin: 2 };
+let me = null;
+
+/** A request to the operator API with the session cookie and the CSRF token; throws the server's message. */
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (me && me.csrf_token && method !== "GET") headers["X-CSRF-Token"] = me.csrf_token;
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = new Error((json && json.error && json.error.message) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  return json;
+}
+
+/** Builds an element; string children become text nodes. */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** A time in the browser's zone, UTC on hover. */
+function time(iso) {
+  if (!iso) return el("span", {}, "–");
+  const date = new Date(iso);
+  return el("time", { datetime: iso, title: date.toISOString() }, date.toLocaleString());
+}
+
+function toast(message, isError = false) {
+  const box = document.getElementById("toast");
+  box.replaceChildren(el("span", { class: isError ? "error" : "" }, message));
+  setTimeout(() => { if (box.textContent === message) box.replaceChildren(); }, 6000);
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+  main.focus();
+}
+
+function may(role) { return me && roles[me.role] >= roles[role]; }
+
+// MARK: Login
+
+function loginView() {
+  const message = el("p", { class: "error", role: "alert" });
+  const form = el("form", { class: "stack", id: "login-form" },
+    el("h1", {}, "Log in"),
+    el("label", {}, "User name", el("input", { name: "name", autocomplete: "username", required: true })),
+    el("label", {}, "Password", el("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
+    el("button", { type: "submit" }, "Log in"), message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    try {
+      await api("POST", "/api/v1/auth/login", { name: data.get("name"), password: data.get("password") });
+      await loadMe();
+      // Stay on the page that asked for the login (setting the same hash fires no event).
+      if (!location.hash || location.hash === "#/login") location.hash = "#/fleet";
+      else route();
+    } catch (error) {
+      message.textContent = error.message;
+    }
+  });
+  show(form);
+}
+
+async function loadMe() {
+  const answer = await api("GET", "/api/v1/auth/me");
+  if (answer.kind === "anonymous") {
+    const error = new Error("not logged in");
+    error.status = 401;
+    throw error;
+  }
+  me = answer;
+  document.getElementById("nav").hidden = false;
+  document.getElementById("who").textContent = `${me.actor} (${me.role})`;
+}
+
+// MARK: Fleet
+
+async function fleetView(params) {
+  const summary = await api("GET", "/api/v1/fleet/summary");
+  const card = (label, value, id) => el("div", { class: "card" }, el("div", { class: "value", id }, value), el("div", { class: "label" }, label));
+  const cards = el("div", { class: "cards" },
+    card("devices", summary.devices, "count-devices"), card("online", summary.online, "count-online"),
+    card("offline", summary.offline, "count-offline"), card("updating", summary.updating, "count-updating"),
+    card("uploads refused", summary.uploads_rejected, "count-rejected"));
+  const status = el("select", { name: "status", "aria-label": "Status" },
+    ...["", "online", "offline", "updating"].map((value) => el("option", { value, selected: params.get("status") === value }, value || "any status")));
+  const prefix = el("input", { name: "prefix", placeholder: "id starts with", value: params.get("prefix") || "", "aria-label": "Id prefix" });
+  const filters = el("form", { class: "filters", id: "filters" }, status, prefix, el("button", { type: "submit" }, "Filter"));
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams();
+    if (status.value) query.set("status", status.value);
+    if (prefix.value) query.set("prefix", prefix.value);
+    location.hash = `#/fleet?${query}`;
+  });
+  const query = new URLSearchParams({ limit: "100" });
+  if (params.get("status")) query.set("status", params.get("status"));
+  if (params.get("prefix")) query.set("id_prefix", params.get("prefix"));
+  if (params.get("cursor")) query.set("cursor", params.get("cursor"));
+  const page = await api("GET", `/api/v1/devices?${query}`);
+  const rows = page.items.map((device) => el("tr", { "data-device": device.device_id },
+    el("td", {}, el("a", { href: `#/device/${encodeURIComponent(device.device_id)}` }, device.device_id)),
+    el("td", { class: "hide-narrow" }, device.device_name || ""),
+    el("td", { class: `status-${device.status}` }, device.status),
+    el("td", {}, time(device.last_seen)),
+    el("td", { class: "hide-narrow" }, device.firmware_version || "–"),
+    el("td", { class: "num hide-narrow" }, device.upload_count),
+    el("td", { class: "hide-narrow" }, device.admission)));
+  const table = el("table", { id: "devices" },
+    el("thead", {}, el("tr", {}, ...["Device", "Name", "Status", "Last seen", "Firmware", "Uploads", "Admission"].map((h, i) =>
+      el("th", { scope: "col", class: i === 1 || i > 3 ? "hide-narrow" : "" }, h)))),
+    el("tbody", {}, rows));
+  const next = page.next_cursor
+    ? el("a", { href: `#/fleet?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next_cursor })}`, id: "next-page" }, "Next page →")
+    : null;
+  show(el("h1", {}, "Fleet"), cards, filters, table, next);
+}
+
+// MARK: Device
+
+async function deviceView(id) {
+  const path = `/api/v1/devices/${encodeURIComponent(id)}`;
+  const device = await api("GET", path);
+  const details = el("table", { id: "device-details" }, el("tbody", {},
+    ...[["Device", device.device_id], ["Name", device.device_name], ["Location", device.location], ["Description", device.description],
+      ["Status", device.status], ["Firmware", device.firmware_version], ["Admission", device.admission], ["Uploads", device.upload_count]]
+      .map(([label, value]) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, value ?? "–"))),
+    el("tr", {}, el("th", { scope: "row" }, "Last seen"), el("td", {}, time(device.last_seen)))));
+  const latest = el("section", { id: "latest" }, el("h2", {}, "Latest values"));
+  try {
+    const sample = await api("GET", `${path}/telemetry/latest`);
+    latest.append(el("p", {}, "At ", time(sample.sample.timestamp), sample.sample.approximate ? " (approximate: lossy compression)" : ""),
+      el("table", {}, el("tbody", {}, sample.registers.map((register) => el("tr", {},
+        el("th", { scope: "row" }, register.name),
+        el("td", { class: "num" }, sample.sample.registers[register.name] ?? "–"),
+        el("td", {}, register.unit))))));
+  } catch (error) {
+    latest.append(el("p", {}, error.status === 404 ? "No telemetry yet." : error.message));
+  }
+  const commands = await api("GET", `${path}/commands?limit=20`);
+  const commandSection = el("section", { id: "commands" }, el("h2", {}, "Commands"),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["Command", "Action", "Status", "Created", "Result"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, commands.items.map((command) => el("tr", { "data-command": command.command_id },
+        el("td", {}, command.command_id.slice(0, 8)), el("td", {}, command.action), el("td", { class: "command-status" }, command.status),
+        el("td", {}, time(command.created_at)), el("td", {}, command.error_message || (command.result ? JSON.stringify(command.result) : "")))))));
+  if (may("operator")) commandSection.append(commandForm(path));
+  show(el("h1", {}, `Device ${device.device_id}`), details, latest, commandSection);
+}
+
+function commandForm(path) {
+  const message = el("p", { role: "alert" });
+  const action = el("select", { name: "action", "aria-label": "Action" },
+    ...["get_power_stats", "set_power", "write_register"].map((value) => el("option", { value }, value)));
+  const register = el("input", { name: "register", placeholder: "register (write_register)", "aria-label": "Register" });
+  const value = el("input", { name: "value", type: "number", placeholder: "value", "aria-label": "Value" });
+  const form = el("form", { class: "stack", id: "command-form" }, el("h2", {}, "Queue a command"), action, register, value,
+    el("button", { type: "submit" }, "Queue"), message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { action: action.value };
+    if (register.value) body.target_register = register.value;
+    if (value.value !== "") body.value = Number(value.value);
+    try {
+      const command = await api("POST", `${path}/commands`, body);
+      toast(`Command ${command.command_id.slice(0, 8)} queued`);
+      route();
+    } catch (error) {
+      message.className = "error";
+      message.textContent = error.message;
+    }
+  });
+  return form;
+}
+
+// MARK: Routing
+
+async function route() {
+  const [page, rest = ""] = location.hash.slice(1).split("?");
+  const params = new URLSearchParams(rest);
+  try {
+    if (!me) await loadMe();
+    if (page.startsWith("/device/")) await deviceView(decodeURIComponent(page.slice("/device/".length)));
+    else await fleetView(params);
+  } catch (error) {
+    if (error.status === 401) {
+      me = null;
+      document.getElementById("nav").hidden = true;
+      loginView();
+    } else {
+      show(el("h1", {}, "Error"), el("p", { class: "error", role: "alert" }, error.message));
+    }
+  }
+}
+
+document.getElementById("logout").addEventListener("click", async () => {
+  try { await api("POST", "/api/v1/auth/logout"); } catch (error) { toast(error.message, true); }
+  me = null;
+  document.getElementById("nav").hidden = true;
+  loginView();
+});
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,164 @@
+"""The dashboard in a real browser (issue 20): Debian's Chromium driven by Selenium against a live server fed by
+`ecowatt simulate`. Run by scripts/browser-test.sh, which starts the server, seeds users and devices and passes:
+ECOWATT_URL, ECOWATT_ADMIN_PASSWORD, ECOWATT_OPERATOR, ECOWATT_VIEWER, ECOWATT_PASSWORD, ECOWATT_XSS_DEVICE,
+ECOWATT_SCREENSHOTS, ECOWATT_DEVICE_PREFIX, ECOWATT_DEVICES."""
+import json
+import os
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+URL = os.environ["ECOWATT_URL"]
+PASSWORD = os.environ["ECOWATT_PASSWORD"]
+SHOTS = os.environ["ECOWATT_SCREENSHOTS"]
+PREFIX = os.environ["ECOWATT_DEVICE_PREFIX"]
+DEVICES = int(os.environ["ECOWATT_DEVICES"])
+XSS_DEVICE = os.environ["ECOWATT_XSS_DEVICE"]
+XSS_NAME = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+failures = []
+
+
+def check(condition, message):
+    print(("ok   " if condition else "FAIL ") + message, flush=True)
+    if not condition:
+        failures.append(message)
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"]:
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(20)
+    return driver
+
+
+def wait(driver, condition, seconds=20):
+    return WebDriverWait(driver, seconds).until(condition)
+
+
+def console_errors(driver):
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def login(driver, name):
+    driver.get(URL + "/#/fleet")
+    form = wait(driver, EC.presence_of_element_located((By.ID, "login-form")))
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.NAME, "password").send_keys(PASSWORD)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    try:
+        wait(driver, EC.presence_of_element_located((By.ID, "devices")))
+    except Exception:
+        driver.save_screenshot(os.path.join(SHOTS, f"login-{name}-failed.png"))
+        print("page:", driver.find_element(By.ID, "main").text, "console:", driver.get_log("browser"), file=sys.stderr)
+        raise
+
+
+def fetch(driver, method, path, body=None):
+    """A request from the page with its session and CSRF token, as a forged click would send it."""
+    return driver.execute_async_script(
+        """
+        const [method, path, body, done] = arguments;
+        const me = await (await fetch('/api/v1/auth/me')).json();
+        const response = await fetch(path, {method, body: body && JSON.stringify(body),
+          headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf_token || ''}});
+        done(response.status);
+        """,
+        method, path, body)
+
+
+def operator_session():
+    driver = browser()
+    try:
+        # The console capture works: an error logged by the page is seen.
+        driver.get(URL + "/")
+        driver.execute_script("console.error('console-capture-probe')")
+        check(any("console-capture-probe" in message for message in console_errors(driver)), "console errors are captured")
+
+        login(driver, os.environ["ECOWATT_OPERATOR"])
+        driver.save_screenshot(os.path.join(SHOTS, "fleet.png"))
+        count = int(driver.find_element(By.ID, "count-devices").text)
+        check(count >= DEVICES, f"the fleet counts the simulated devices ({count} >= {DEVICES})")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
+        ids = [row.get_attribute("data-device") for row in rows]
+        check(sum(1 for device in ids if device.startswith(PREFIX)) == DEVICES, f"the table lists the {DEVICES} simulated devices")
+
+        # The XSS case: a device name full of markup is shown as text, nothing runs.
+        cell = driver.find_element(By.CSS_SELECTOR, f'#devices tr[data-device="{XSS_DEVICE}"] td:nth-child(2)')
+        check(cell.text == XSS_NAME, "a device name with markup renders as text")
+        check(not cell.find_elements(By.TAG_NAME, "img"), "no element is made from a device name")
+        check(driver.execute_script("return window.__xss === undefined"), "no script from a device name ran")
+
+        # Filter on the server: status and prefix.
+        Select(driver.find_element(By.NAME, "status")).select_by_value("online")
+        driver.find_element(By.NAME, "prefix").send_keys(PREFIX)
+        driver.find_element(By.CSS_SELECTOR, "#filters button").click()
+        wait(driver, lambda d: "status=online" in d.current_url)
+        rows = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
+        check(all(row.get_attribute("data-device").startswith(PREFIX) for row in rows), "the prefix filter applies")
+
+        # A device page: latest values, and a command queued through the form reaches `completed`.
+        device = PREFIX + "001"
+        driver.get(f"{URL}/#/device/{device}")
+        wait(driver, EC.presence_of_element_located((By.ID, "command-form")))
+        check("No telemetry yet." not in driver.find_element(By.ID, "latest").text, "the device page shows latest values")
+        driver.save_screenshot(os.path.join(SHOTS, "device.png"))
+        Select(driver.find_element(By.NAME, "action")).select_by_value("get_power_stats")
+        driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
+        wait(driver, lambda d: "queued" in d.find_element(By.ID, "toast").text)
+        status = ""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            driver.refresh()
+            statuses = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#commands .command-status"))
+            status = statuses[0].text
+            if status == "completed":
+                break
+            time.sleep(2)
+        check(status == "completed", f"the queued command reached completed ({status})")
+        errors = [m for m in console_errors(driver) if "console-capture-probe" not in m]
+        check(not errors, f"no console errors ({errors})")
+        # A refused command shows the server's reason inline (Chromium logs the 422 as a failed resource: expected).
+        Select(driver.find_element(By.NAME, "action")).select_by_value("write_register")
+        driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
+        message = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#command-form [role=alert]").text)
+        check(len(message) > 0, f"a refused command shows the server's reason ({message})")
+    finally:
+        driver.quit()
+
+
+def viewer_session():
+    driver = browser()
+    try:
+        login(driver, os.environ["ECOWATT_VIEWER"])
+        driver.get(f"{URL}/#/device/{PREFIX}001")
+        wait(driver, EC.presence_of_element_located((By.ID, "commands")))
+        check(not driver.find_elements(By.ID, "command-form"), "a viewer sees no command form")
+        errors = console_errors(driver)
+        check(not errors, f"no console errors ({errors})")
+        driver.save_screenshot(os.path.join(SHOTS, "device-viewer.png"))
+        status = fetch(driver, "POST", f"/api/v1/devices/{PREFIX}001/commands", {"action": "get_power_stats"})
+        check(status == 403, f"a viewer forcing a command gets 403 ({status})")
+        # Logging out ends the session.
+        driver.find_element(By.ID, "logout").click()
+        wait(driver, EC.presence_of_element_located((By.ID, "login-form")))
+        status = fetch(driver, "GET", "/api/v1/devices")
+        check(status == 401, f"after logout the API answers 401 ({status})")
+    finally:
+        driver.quit()
+
+
+operator_session()
+viewer_session()
+if failures:
+    print(f"{len(failures)} browser check(s) failed", file=sys.stderr)
+    sys.exit(1)
+print("all browser checks passed")
