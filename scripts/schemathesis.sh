@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the operator API against its OpenAPI document with schemathesis (issue 18): a live server seeded with
-# devices, commands, configuration, firmware and a deployment; every /api/v1 operation but one with the bootstrap token; zero
+# devices, commands, configuration, firmware and a deployment; every /api/v1 operation but two with the bootstrap token; zero
 # server errors, every response's status, content type and body as documented. The device protocol is covered by the
 # conformance corpora instead. Bounded by ECOWATT_SCHEMATHESIS_SECONDS (default 150).
 # Usage: scripts/schemathesis.sh [path to the ecowatt binary, default .build/debug/ecowatt]
@@ -44,7 +44,8 @@ api -X POST "http://127.0.0.1:$port/api/v1/deployments" -d '{"version":"1.0.0","
 
 # A user (issue 19), so that user operations have data. The run authenticates with the bootstrap token: an admin no
 # operation can demote or disable (the stateful phase demoted a seeded admin user through another admin it had
-# created, which turned the rest of the run into 403s). Revoking the bootstrap token is the one operation left out.
+# created, which turned the rest of the run into 403s). Left out: revoking the bootstrap token, and the dashboard's
+# event stream (a stream of up to an hour, not an answer; tested in EventStreamTests and the browser test).
 api -X POST "http://127.0.0.1:$port/api/v1/users" -d '{"name":"seed-operator","role":"operator","password":"seed operator passphrase"}'
 
 # Hypothesis's target phase (schemathesis steers fuzzing toward accepted inputs with `hypothesis.target`) crashed in
@@ -62,6 +63,7 @@ sys.exit(schemathesis())
         --header "Authorization: Bearer $token" \
         --include-path-regex '^/api/v1/' \
         --exclude-operation-id revokeBootstrapToken \
+        --exclude-operation-id streamEvents \
         --checks "$checks" \
         --max-time "$seconds" \
         --workers 1 \

@@ -17,7 +17,7 @@ step() {  # step NAME COMMAND...
     echo "==> $name: $((SECONDS - start)) s"
 }
 
-step "install dependencies" scripts/install-deps.sh haproxy openssl
+step "install dependencies" scripts/install-deps.sh haproxy openssl libjs-chart.js
 
 if [ ! -d ../shared/conformance ] && [ -z "${ECOWATT_CONFORMANCE_DIR:-}" ]; then
     echo "error: ../shared/conformance not found (set ECOWATT_CONFORMANCE_DIR to the corpus directory)" >&2

@@ -96,8 +96,18 @@ extension EcoWattServices {
         )
         .register(on: operatorRoutes)
         MetricsRoutes(metrics: metrics, devices: registry, diagnostics: diagnostics).register(on: operatorRoutes)
-        // The dashboard's page and assets: public (they hold no data), same origin as the API.
-        DashboardRoutes().register(on: operatorRouter)
+        // The dashboard's page and assets: public (they hold no data), same origin as the API; its live stream.
+        DashboardRoutes(chartJSFile: configuration.dashboard.chartJSFile).register(on: operatorRouter)
+        EventStreamRoutes(
+            accounts: accounts,
+            devices: registry,
+            telemetry: queries,
+            commands: commands,
+            ota: ota,
+            ingest: ingest,
+            limit: EventStreamLimit(maximum: configuration.dashboard.maxEventStreams)
+        )
+        .register(on: operatorRoutes)
 
         return (router, operatorRouter)
     }

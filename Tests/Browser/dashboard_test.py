@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -91,6 +92,18 @@ def operator_session():
         ids = [row.get_attribute("data-device") for row in rows]
         check(sum(1 for device in ids if device.startswith(PREFIX)) == DEVICES, f"the table lists the {DEVICES} simulated devices")
 
+        # The counts update live (no reload): a refused upload raises "uploads refused".
+        wait(driver, lambda d: "live" in d.find_element(By.ID, "live").text)
+        before = int(driver.find_element(By.ID, "count-rejected").text)
+        request = urllib.request.Request(URL + "/aggregated/LIVE-PROBE", data=b'{"nonce":1,"payload":"e30=","mac":"00"}',
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError:
+            pass
+        updated = wait(driver, lambda d: int(d.find_element(By.ID, "count-rejected").text) > before, 15)
+        check(updated, "the fleet counts update live")
+
         # The XSS case: a device name full of markup is shown as text, nothing runs.
         cell = driver.find_element(By.CSS_SELECTOR, f'#devices tr[data-device="{XSS_DEVICE}"] td:nth-child(2)')
         check(cell.text == XSS_NAME, "a device name with markup renders as text")
@@ -110,20 +123,23 @@ def operator_session():
         driver.get(f"{URL}/#/device/{device}")
         wait(driver, EC.presence_of_element_located((By.ID, "command-form")))
         check("No telemetry yet." not in driver.find_element(By.ID, "latest").text, "the device page shows latest values")
+        # The chart (Chart.js from Debian) gains points without a reload, from the live stream.
+        wait(driver, lambda d: d.execute_script("return window.ecowattChart && window.ecowattChart.points > 0"))
+        points = driver.execute_script("return window.ecowattChart.points")
+        grown = wait(driver, lambda d: d.execute_script("return window.ecowattChart.points") > points, 30)
+        check(grown, f"the chart gains points live (from {points})")
+        check("resolution" in driver.find_element(By.ID, "chart-status").text, "the chart says its resolution")
         driver.save_screenshot(os.path.join(SHOTS, "device.png"))
         Select(driver.find_element(By.NAME, "action")).select_by_value("get_power_stats")
         driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
         wait(driver, lambda d: "queued" in d.find_element(By.ID, "toast").text)
-        status = ""
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            driver.refresh()
-            statuses = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#commands .command-status"))
-            status = statuses[0].text
-            if status == "completed":
-                break
-            time.sleep(2)
-        check(status == "completed", f"the queued command reached completed ({status})")
+        # Its state arrives live: no reload.
+        try:
+            wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#commands .command-status").text == "completed", 60)
+        except Exception:
+            pass
+        status = driver.find_element(By.CSS_SELECTOR, "#commands .command-status").text
+        check(status == "completed", f"the queued command reached completed, shown live ({status})")
         errors = [m for m in console_errors(driver) if "console-capture-probe" not in m]
         check(not errors, f"no console errors ({errors})")
         # A refused command shows the server's reason inline (Chromium logs the 422 as a failed resource: expected).

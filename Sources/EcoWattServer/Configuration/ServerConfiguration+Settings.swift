@@ -4,7 +4,8 @@ import Foundation
 extension ServerConfiguration {
     /// Every setting, once. The README's configuration reference is checked against this list by a test.
     public static let settings: [Setting] =
-        httpSettings + storageSettings + securitySettings + accountSettings + deviceSettings + mqttSettings + operationSettings + limitSettings
+        httpSettings + storageSettings + securitySettings + accountSettings + dashboardSettings + deviceSettings + mqttSettings + operationSettings
+        + limitSettings
 
     static let httpSettings: [Setting] = [
         .text("host", \.http.host, "Listen address"),
@@ -75,6 +76,15 @@ extension ServerConfiguration {
             \.security.deviceAdmission,
             "`open`: uploads from any id signed with the fleet key are accepted and the device registered; `known`: only provisioned or accepted devices (others get 403 and are listed as pending)"
         ),
+    ]
+
+    static let dashboardSettings: [Setting] = [
+        .text(
+            "dashboard_chartjs_file",
+            \.dashboard.chartJSFile,
+            "Chart.js 3 file served to the dashboard (Debian's `libjs-chart.js`); without it the pages show tables"
+        ),
+        .integer("max_event_streams", \.dashboard.maxEventStreams, 1...10_000, "Live dashboard streams open at once; more get 429"),
     ]
 
     static let accountSettings: [Setting] = [

@@ -61,6 +61,15 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var auditHeadFile: String? = nil
     }
 
+    /// The web dashboard (issue 20).
+    public struct Dashboard: Sendable, Equatable {
+        /// Chart.js 3 (Debian's `libjs-chart.js`), served at `/assets/vendor/chart.min.js`; without it the pages show
+        /// tables.
+        public var chartJSFile = "/usr/share/javascript/chart.js/chart.min.js"
+        /// Live event streams open at once (one per dashboard tab); more are refused with 429.
+        public var maxEventStreams = 100
+    }
+
     /// The device registry.
     public struct Devices: Sendable, Equatable {
         public var offlineAfterSeconds = 120
@@ -90,6 +99,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var storage = Storage()
     public var security = Security()
     public var accounts = Accounts()
+    public var dashboard = Dashboard()
     public var devices = Devices()
     public var commands = Commands()
     public var ota = OTA()

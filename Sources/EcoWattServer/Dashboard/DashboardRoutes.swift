@@ -1,5 +1,6 @@
 import Crypto
 import EcoWattProtocol
+import Foundation
 import HTTPTypes
 import Hummingbird
 
@@ -23,6 +24,7 @@ struct DashboardRoutes {
         "/": Asset(PackageResources.index_html, "text/html; charset=utf-8"),
         "/assets/app.js": Asset(PackageResources.app_js, "text/javascript; charset=utf-8"),
         "/assets/style.css": Asset(PackageResources.style_css, "text/css; charset=utf-8"),
+        "/assets/device-chart.js": Asset(PackageResources.device_chart_js, "text/javascript; charset=utf-8"),
     ]
 
     /// No inline script or style, nothing from elsewhere, never in a frame.
@@ -37,10 +39,21 @@ struct DashboardRoutes {
         (HTTPField.Name("Referrer-Policy")!, "no-referrer"),
     ]
 
+    /// Chart.js from `dashboard_chartjs_file`, read once; without it a comment, so that the page loads without an
+    /// error and shows tables.
+    let chartJS: Asset
+
+    init(chartJSFile: String) {
+        let bytes = FileManager.default.contents(atPath: chartJSFile).map { Array($0) }
+        chartJS = Asset(bytes ?? Array("/* Chart.js not installed (dashboard_chartjs_file): tables only */\n".utf8), "text/javascript; charset=utf-8")
+    }
+
     func register(on router: Router<EcoWattRequestContext>) {
         for (path, asset) in Self.assets {
             router.get(RouterPath(path)) { request, _ in Self.response(asset, request) }
         }
+        let chartJS = chartJS
+        router.get("/assets/vendor/chart.min.js") { request, _ in Self.response(chartJS, request) }
     }
 
     /// The asset, or 304 when the browser has it (`no-cache`: revalidated on every load, so a new release is seen).

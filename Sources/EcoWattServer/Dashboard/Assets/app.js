@@ -1,8 +1,28 @@
 // EcoWatt Cloud dashboard (issue 20, first pages): login, fleet, device. Plain ES module, no build step.
 // Every string from the server is rendered as text (textContent), never as HTML.
+import { DeviceChart } from "./device-chart.js";
+
 const main = document.getElementById("main");
 const roles = { viewer: 0, operator: 1, admin: 2 };
 let me = null;
+/** The page's live stream (GET /api/v1/events): one per tab, replaced when the page changes. */
+let stream = null;
+
+function listen(query, handlers) {
+  if (stream) stream.close();
+  stream = new EventSource(`/api/v1/events${query}`);
+  for (const [name, handler] of Object.entries(handlers)) {
+    stream.addEventListener(name, (event) => handler(JSON.parse(event.data)));
+  }
+  stream.addEventListener("open", () => { const badge = document.getElementById("live"); if (badge) badge.textContent = "● live"; });
+  stream.addEventListener("error", () => { const badge = document.getElementById("live"); if (badge) badge.textContent = "○ reconnecting"; });
+  stream.addEventListener("end", () => { stream.close(); stream = null; me = null; document.getElementById("nav").hidden = true; loginView(); });
+}
+
+function stopListening() {
+  if (stream) stream.close();
+  stream = null;
+}
 
 /** A request to the operator API with the session cookie and the CSRF token; throws the server's message. */
 async function api(method, path, body) {
@@ -134,7 +154,16 @@ async function fleetView(params) {
   const next = page.next_cursor
     ? el("a", { href: `#/fleet?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next_cursor })}`, id: "next-page" }, "Next page →")
     : null;
-  show(el("h1", {}, "Fleet"), cards, filters, table, next);
+  show(el("h1", {}, "Fleet ", el("span", { class: "live", id: "live" })), cards, filters, table, next);
+  listen("", {
+    summary: (counts) => {
+      for (const [id, value] of [["count-devices", counts.devices], ["count-online", counts.online], ["count-offline", counts.offline],
+        ["count-updating", counts.updating], ["count-rejected", counts.uploads_rejected]]) {
+        const node = document.getElementById(id);
+        if (node) node.textContent = value;
+      }
+    },
+  });
 }
 
 // MARK: Device
@@ -148,24 +177,39 @@ async function deviceView(id) {
       .map(([label, value]) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, value ?? "–"))),
     el("tr", {}, el("th", { scope: "row" }, "Last seen"), el("td", {}, time(device.last_seen)))));
   const latest = el("section", { id: "latest" }, el("h2", {}, "Latest values"));
+  const units = {};
+  const renderLatest = (sample) => latest.replaceChildren(el("h2", {}, "Latest values"),
+    el("p", {}, "At ", time(sample.timestamp), sample.approximate ? " (approximate: lossy compression)" : "",
+      sample.time_estimated ? " (time estimated)" : ""),
+    el("table", { id: "latest-values" }, el("tbody", {}, Object.entries(sample.registers).map(([name, value]) => el("tr", {},
+      el("th", { scope: "row" }, name), el("td", { class: "num" }, value), el("td", {}, units[name] || ""))))));
   try {
-    const sample = await api("GET", `${path}/telemetry/latest`);
-    latest.append(el("p", {}, "At ", time(sample.sample.timestamp), sample.sample.approximate ? " (approximate: lossy compression)" : ""),
-      el("table", {}, el("tbody", {}, sample.registers.map((register) => el("tr", {},
-        el("th", { scope: "row" }, register.name),
-        el("td", { class: "num" }, sample.sample.registers[register.name] ?? "–"),
-        el("td", {}, register.unit))))));
+    const answer = await api("GET", `${path}/telemetry/latest`);
+    for (const register of answer.registers) units[register.name] = register.unit;
+    renderLatest(answer.sample);
   } catch (error) {
     latest.append(el("p", {}, error.status === 404 ? "No telemetry yet." : error.message));
   }
   const commands = await api("GET", `${path}/commands?limit=20`);
+  const commandBody = el("tbody", {}, commandRows(commands.items));
   const commandSection = el("section", { id: "commands" }, el("h2", {}, "Commands"),
     el("table", {}, el("thead", {}, el("tr", {}, ...["Command", "Action", "Status", "Created", "Result"].map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, commands.items.map((command) => el("tr", { "data-command": command.command_id },
-        el("td", {}, command.command_id.slice(0, 8)), el("td", {}, command.action), el("td", { class: "command-status" }, command.status),
-        el("td", {}, time(command.created_at)), el("td", {}, command.error_message || (command.result ? JSON.stringify(command.result) : "")))))));
+      commandBody));
   if (may("operator")) commandSection.append(commandForm(path));
-  show(el("h1", {}, `Device ${device.device_id}`), details, latest, commandSection);
+  const chart = new DeviceChart(path, el, api);
+  show(el("h1", {}, `Device ${device.device_id} `, el("span", { class: "live", id: "live" })), details, latest, chart.node, commandSection);
+  window.ecowattChart = chart;
+  await chart.load();
+  listen(`?device_id=${encodeURIComponent(id)}`, {
+    sample: (sample) => { renderLatest(sample); chart.push(sample); },
+    commands: (items) => commandBody.replaceChildren(...commandRows(items)),
+  });
+}
+
+function commandRows(items) {
+  return items.map((command) => el("tr", { "data-command": command.command_id },
+    el("td", {}, command.command_id.slice(0, 8)), el("td", {}, command.action), el("td", { class: "command-status" }, command.status),
+    el("td", {}, time(command.created_at)), el("td", {}, command.error_message || (command.result ? JSON.stringify(command.result) : ""))));
 }
 
 function commandForm(path) {
@@ -184,7 +228,6 @@ function commandForm(path) {
     try {
       const command = await api("POST", `${path}/commands`, body);
       toast(`Command ${command.command_id.slice(0, 8)} queued`);
-      route();
     } catch (error) {
       message.className = "error";
       message.textContent = error.message;
@@ -196,6 +239,7 @@ function commandForm(path) {
 // MARK: Routing
 
 async function route() {
+  stopListening();
   const [page, rest = ""] = location.hash.slice(1).split("?");
   const params = new URLSearchParams(rest);
   try {
@@ -214,6 +258,7 @@ async function route() {
 }
 
 document.getElementById("logout").addEventListener("click", async () => {
+  stopListening();
   try { await api("POST", "/api/v1/auth/logout"); } catch (error) { toast(error.message, true); }
   me = null;
   document.getElementById("nav").hidden = true;
