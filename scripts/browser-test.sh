@@ -27,7 +27,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && b
 token=$(cat "$work/keys/operator_token")
 api() { curl -sf -o /dev/null -H "Authorization: Bearer $token" -H "Content-Type: application/json" "$@"; }
 password="browser test passphrase"
-for user in olga:operator vic:viewer; do
+for user in olga:operator vic:viewer ada:admin; do
     api -X POST "http://127.0.0.1:$port/api/v1/users" -d "{\"name\":\"${user%%:*}\",\"role\":\"${user##*:}\",\"password\":\"$password\"}"
 done
 api -X POST "http://127.0.0.1:$port/api/v1/devices" \
@@ -35,14 +35,17 @@ api -X POST "http://127.0.0.1:$port/api/v1/devices" \
 
 # Five simulated devices: uploads every 5 s, commands polled every 2 s (device seconds, real time).
 "$bin" simulate --url "http://127.0.0.1:$port" --devices 5 --id-prefix BROWSER- --duration 120 --upload-interval 5 \
-    --command-interval 2 --keys-dir "$work/keys" > "$work/simulate.log" 2>&1 &
+    --command-interval 2 --ota-interval 5 --keys-dir "$work/keys" > "$work/simulate.log" 2>&1 &
 simulator=$!
 for _ in $(seq 100); do
     [ "$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/devices/BROWSER-005/telemetry/latest" -o /dev/null -w '%{http_code}')" = 200 ] && break
     sleep 0.3
 done
 
-ECOWATT_URL="http://127.0.0.1:$port" ECOWATT_PASSWORD="$password" ECOWATT_OPERATOR=olga ECOWATT_VIEWER=vic \
+head -c 65536 /dev/urandom > "$work/image.bin"
+printf '\xe9' | dd of="$work/image.bin" bs=1 count=1 conv=notrunc 2>/dev/null
+ECOWATT_URL="http://127.0.0.1:$port" ECOWATT_PASSWORD="$password" ECOWATT_OPERATOR=olga ECOWATT_VIEWER=vic ECOWATT_ADMIN=ada \
+    ECOWATT_IMAGE="$work/image.bin" ECOWATT_TOKEN="$token" \
     ECOWATT_XSS_DEVICE=XSS-1 ECOWATT_SCREENSHOTS="$shots" ECOWATT_DEVICE_PREFIX=BROWSER- ECOWATT_DEVICES=5 \
     timeout 300 "$venv/bin/python" Tests/Browser/dashboard_test.py
 echo "screenshots in $shots"

@@ -88,9 +88,15 @@ def operator_session():
         driver.save_screenshot(os.path.join(SHOTS, "fleet.png"))
         count = int(driver.find_element(By.ID, "count-devices").text)
         check(count >= DEVICES, f"the fleet counts the simulated devices ({count} >= {DEVICES})")
-        rows = driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
-        ids = [row.get_attribute("data-device") for row in rows]
-        check(sum(1 for device in ids if device.startswith(PREFIX)) == DEVICES, f"the table lists the {DEVICES} simulated devices")
+        def listed(d):
+            d.refresh()
+            rows = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
+            return sum(1 for row in rows if row.get_attribute("data-device").startswith(PREFIX)) == DEVICES
+        try:
+            wait(driver, listed, 60)
+        except Exception:
+            pass
+        check(listed(driver), f"the table lists the {DEVICES} simulated devices")
 
         # The counts update live (no reload): a refused upload raises "uploads refused".
         wait(driver, lambda d: "live" in d.find_element(By.ID, "live").text)
@@ -113,8 +119,10 @@ def operator_session():
         # Filter on the server: status and prefix.
         Select(driver.find_element(By.NAME, "status")).select_by_value("online")
         driver.find_element(By.NAME, "prefix").send_keys(PREFIX)
+        old = driver.find_element(By.ID, "devices")
         driver.find_element(By.CSS_SELECTOR, "#filters button").click()
         wait(driver, lambda d: "status=online" in d.current_url)
+        wait(driver, EC.staleness_of(old))
         rows = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
         check(all(row.get_attribute("data-device").startswith(PREFIX) for row in rows), "the prefix filter applies")
 
@@ -147,6 +155,56 @@ def operator_session():
         driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
         message = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#command-form [role=alert]").text)
         check(len(message) > 0, f"a refused command shows the server's reason ({message})")
+        firmware(driver)
+    finally:
+        driver.quit()
+
+
+def device_firmware(device):
+    request = urllib.request.Request(f"{URL}/api/v1/devices/{device}", headers={"Authorization": "Bearer " + os.environ["ECOWATT_TOKEN"]})
+    return json.load(urllib.request.urlopen(request, timeout=10)).get("firmware_version")
+
+
+def firmware(driver):
+    """Upload an image with its progress bar, deploy it, and watch a simulated device install it."""
+    driver.get(URL + "/#/firmware")
+    form = wait(driver, EC.presence_of_element_located((By.ID, "upload-form")))
+    form.find_element(By.NAME, "image").send_keys(os.environ["ECOWATT_IMAGE"])
+    form.find_element(By.NAME, "version").send_keys("9.9.9")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    try:
+        wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, '#firmwares tr[data-version="9.9.9"]')), 60)
+    except Exception:
+        pass
+    check(bool(driver.find_elements(By.CSS_SELECTOR, '#firmwares tr[data-version="9.9.9"]')), "an image uploaded through the page is listed")
+    driver.save_screenshot(os.path.join(SHOTS, "firmware.png"))
+    deploy = driver.find_element(By.ID, "deploy-form")
+    Select(deploy.find_element(By.NAME, "version")).select_by_value("9.9.9")
+    deploy.find_element(By.NAME, "devices").send_keys(PREFIX + "002")
+    deploy.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, lambda d: "created" in d.find_element(By.ID, "toast").text)
+    deadline = time.time() + 90
+    version = None
+    while time.time() < deadline and version != "9.9.9":
+        time.sleep(2)
+        version = device_firmware(PREFIX + "002")
+    check(version == "9.9.9", f"the simulated device installed the deployed image ({version})")
+
+
+def admin_session():
+    driver = browser()
+    try:
+        login(driver, os.environ["ECOWATT_ADMIN"])
+        driver.get(URL + "/#/admin")
+        chain = wait(driver, EC.presence_of_element_located((By.ID, "audit-chain")))
+        check(chain.text.startswith("Chain intact"), f"the admin page shows the audit chain intact ({chain.text})")
+        actions = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#audit tbody tr td:nth-child(4)")]
+        check("queueCommand" in actions and "createDeployment" in actions, "the audit trail lists the commands and deployments")
+        driver.save_screenshot(os.path.join(SHOTS, "admin.png"))
+        driver.get(URL + "/#/system")
+        wait(driver, EC.presence_of_element_located((By.ID, "system-mqtt")))
+        driver.save_screenshot(os.path.join(SHOTS, "system.png"))
+        check(not console_errors(driver), "no console errors (admin)")
     finally:
         driver.quit()
 
@@ -158,6 +216,11 @@ def viewer_session():
         driver.get(f"{URL}/#/device/{PREFIX}001")
         wait(driver, EC.presence_of_element_located((By.ID, "commands")))
         check(not driver.find_elements(By.ID, "command-form"), "a viewer sees no command form")
+        driver.get(URL + "/#/firmware")
+        wait(driver, EC.presence_of_element_located((By.ID, "firmwares")))
+        check(not driver.find_elements(By.ID, "upload-form") and not driver.find_elements(By.ID, "deploy-form"),
+              "a viewer sees no upload or deploy form")
+        check(driver.find_element(By.ID, "admin-link").get_attribute("hidden") is not None, "a viewer sees no admin link")
         errors = console_errors(driver)
         check(not errors, f"no console errors ({errors})")
         driver.save_screenshot(os.path.join(SHOTS, "device-viewer.png"))
@@ -174,6 +237,7 @@ def viewer_session():
 
 operator_session()
 viewer_session()
+admin_session()
 if failures:
     print(f"{len(failures)} browser check(s) failed", file=sys.stderr)
     sys.exit(1)

@@ -25,6 +25,7 @@ struct DashboardRoutes {
         "/assets/app.js": Asset(PackageResources.app_js, "text/javascript; charset=utf-8"),
         "/assets/style.css": Asset(PackageResources.style_css, "text/css; charset=utf-8"),
         "/assets/device-chart.js": Asset(PackageResources.device_chart_js, "text/javascript; charset=utf-8"),
+        "/assets/pages.js": Asset(PackageResources.pages_js, "text/javascript; charset=utf-8"),
     ]
 
     /// No inline script or style, nothing from elsewhere, never in a frame.

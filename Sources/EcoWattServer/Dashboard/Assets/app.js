@@ -1,6 +1,7 @@
 // EcoWatt Cloud dashboard (issue 20, first pages): login, fleet, device. Plain ES module, no build step.
 // Every string from the server is rendered as text (textContent), never as HTML.
 import { DeviceChart } from "./device-chart.js";
+import { adminPage, firmwarePage, systemPage } from "./pages.js";
 
 const main = document.getElementById("main");
 const roles = { viewer: 0, operator: 1, admin: 2 };
@@ -110,6 +111,8 @@ async function loadMe() {
     throw error;
   }
   me = answer;
+  window.ecowattCSRF = me.csrf_token;
+  document.getElementById("admin-link").hidden = !may("admin");
   document.getElementById("nav").hidden = false;
   document.getElementById("who").textContent = `${me.actor} (${me.role})`;
 }
@@ -244,7 +247,11 @@ async function route() {
   const params = new URLSearchParams(rest);
   try {
     if (!me) await loadMe();
+    const helpers = { api, el, time, may, show, toast, route };
     if (page.startsWith("/device/")) await deviceView(decodeURIComponent(page.slice("/device/".length)));
+    else if (page === "/firmware") await firmwarePage(helpers);
+    else if (page === "/system") await systemPage(helpers);
+    else if (page === "/admin") await adminPage(helpers);
     else await fleetView(params);
   } catch (error) {
     if (error.status === 401) {
