@@ -182,21 +182,26 @@ fi
 
 if [ "$sections" = all ] || [ "$sections" = logins ]; then
 echo
-echo "## ingest alone and during a login flood (wrk -t1 -c32 on POST /api/v1/auth/login, wrong passwords), a fresh server each"
-for run in alone flooded; do
+echo "## ingest alone, during a login flood (wrk -t1 -c32 on POST /api/v1/auth/login, wrong passwords), and during the"
+echo "## same flood of GET /health (what any flood of cheap requests costs); a fresh server each"
+for run in alone logins health; do
     run_server normal
     health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
-    if [ $run = flooded ]; then
-        wrk -t1 -c32 -d"$((duration + 4))s" --latency -s scripts/wrk-logins.lua "http://127.0.0.1:$port" > "$work/logins.txt" &
+    if [ $run = logins ]; then
+        wrk -t1 -c32 -d"$((duration + 4))s" -s scripts/wrk-logins.lua "http://127.0.0.1:$port" > "$work/flood.txt" &
+        flood=$!
+        sleep 2
+    elif [ $run = health ]; then
+        wrk -t1 -c32 -d"$((duration + 4))s" "http://127.0.0.1:$port/health" > "$work/flood.txt" &
         flood=$!
         sleep 2
     fi
     UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
         "http://127.0.0.1:$port" > "$work/$run.txt"
     [ $run = alone ] || wait $flood
-    echo "ingest $run: $(awk '/Requests\/sec/ {print $2}' "$work/$run.txt") uploads/s, p99 $(awk '$1 == "99%" {print $2}' "$work/$run.txt"), non-2xx $(awk '/Non-2xx/ {print $4}' "$work/$run.txt"); GET /health $health/s on the same server"
-    if [ $run = flooded ]; then
-        echo "logins: $(awk '/Requests\/sec/ {print $2}' "$work/logins.txt") answers/s"
+    echo "ingest, $run: $(awk '/Requests\/sec/ {print $2}' "$work/$run.txt") uploads/s, p99 $(awk '$1 == "99%" {print $2}' "$work/$run.txt"), non-2xx $(awk '/Non-2xx/ {print $4}' "$work/$run.txt"); GET /health before: $health/s"
+    if [ $run != alone ]; then echo "  the flood: $(awk '/Requests\/sec/ {print $2}' "$work/flood.txt") answers/s"; fi
+    if [ $run = logins ]; then
         curl -sf -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/metrics" | grep '^ecowatt_logins_total'
     fi
     kill -TERM $server

@@ -47,6 +47,15 @@ extension BenchCommand {
                 try await database.fill(records)
             }
             print("\(devices) devices: \(uploads) uploads and \(uploads * 3) samples each")
+            // The minute and hour rollups a running server would compute in the background (a day per device a round).
+            let writer = GroupCommitWriter(database: database)
+            let loop = Task { try await writer.run() }
+            let store = SQLiteTelemetryStore(database: database, writer: writer)
+            var rounds = 0
+            while try await store.refreshRollups(limit: 1000) > 0 { rounds += 1 }
+            writer.finish()
+            _ = try? await loop.value
+            print("rollups computed in \(rounds) rounds")
             try database.close()
         }
 

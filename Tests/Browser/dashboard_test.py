@@ -235,10 +235,11 @@ def viewer_session():
         driver.quit()
 
 
-operator_session()
-viewer_session()
-admin_session()
-if failures:
-    print(f"{len(failures)} browser check(s) failed", file=sys.stderr)
-    sys.exit(1)
-print("all browser checks passed")
+if __name__ == "__main__":
+    operator_session()
+    viewer_session()
+    admin_session()
+    if failures:
+        print(f"{len(failures)} browser check(s) failed", file=sys.stderr)
+        sys.exit(1)
+    print("all browser checks passed")

@@ -167,6 +167,11 @@ public final class AccountService: Service, Sendable {
             metrics?.increment("ecowatt_logins_total", [("outcome", "throttled")])
             throw .throttled(retryAfterSeconds: seconds)
         }
+        guard hasher.hasCapacity else {
+            // Refused before any work: a flood costs its HTTP handling, not a database read each.
+            metrics?.increment("ecowatt_logins_total", [("outcome", "busy")])
+            throw .busy
+        }
         let user = try? await store.user(named: name)
         let matches: Bool
         do {

@@ -158,6 +158,7 @@ async function fleetView(params) {
     ? el("a", { href: `#/fleet?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next_cursor })}`, id: "next-page" }, "Next page →")
     : null;
   show(el("h1", {}, "Fleet ", el("span", { class: "live", id: "live" })), cards, filters, table, next);
+  performance.mark("fleet-rendered"); // scripts/bench-dashboard.sh reads it
   listen("", {
     summary: (counts) => {
       for (const [id, value] of [["count-devices", counts.devices], ["count-online", counts.online], ["count-offline", counts.offline],
@@ -272,4 +273,8 @@ document.getElementById("logout").addEventListener("click", async () => {
   loginView();
 });
 window.addEventListener("hashchange", route);
+// Leaving the page closes its stream (an HTTP/1.1 browser allows 6 connections per host; streams of pages kept in the
+// back-forward cache would use them up); coming back opens it again.
+window.addEventListener("pagehide", stopListening);
+window.addEventListener("pageshow", (event) => { if (event.persisted) route(); });
 route();

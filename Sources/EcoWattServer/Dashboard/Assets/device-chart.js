@@ -79,6 +79,7 @@ export class DeviceChart {
         plugins: { tooltip: { callbacks: { title: (items) => items.length ? new Date(items[0].parsed.x).toISOString() : "" } } },
       },
     });
+    performance.mark("chart-rendered"); // scripts/bench-dashboard.sh reads it
   }
 
   /** A sample from the live stream: appended while the window ends now. */
