@@ -130,7 +130,7 @@ let package = Package(
             resources: [
                 .embedInCode("Dashboard/Assets/index.html"), .embedInCode("Dashboard/Assets/app.js"),
                 .embedInCode("Dashboard/Assets/style.css"), .embedInCode("Dashboard/Assets/device-chart.js"),
-                .embedInCode("Dashboard/Assets/pages.js"),
+                .embedInCode("Dashboard/Assets/pages.js"), .embedInCode("Dashboard/Assets/device-sections.js"),
             ]
         ),
         /// `ecowatt simulate`: a fleet of simulated devices speaking the firmware protocol.

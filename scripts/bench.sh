@@ -183,12 +183,17 @@ fi
 if [ "$sections" = all ] || [ "$sections" = logins ]; then
 echo
 echo "## ingest alone, during a login flood (wrk -t1 -c32 on POST /api/v1/auth/login, wrong passwords), and during the"
-echo "## same flood of GET /health (what any flood of cheap requests costs); a fresh server each"
-for run in alone logins health; do
+echo "## same flood of GET /health (what any flood of cheap requests costs), and a paced flood of 400 logins/s"
+echo "## (wrk -t1 -c8, 20 ms between requests on each connection); a fresh server each"
+for run in alone logins health paced; do
     run_server normal
     health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
     if [ $run = logins ]; then
         wrk -t1 -c32 -d"$((duration + 4))s" -s scripts/wrk-logins.lua "http://127.0.0.1:$port" > "$work/flood.txt" &
+        flood=$!
+        sleep 2
+    elif [ $run = paced ]; then
+        LOGIN_DELAY_MS=20 wrk -t1 -c8 -d"$((duration + 4))s" -s scripts/wrk-logins.lua "http://127.0.0.1:$port" > "$work/flood.txt" &
         flood=$!
         sleep 2
     elif [ $run = health ]; then
@@ -201,7 +206,7 @@ for run in alone logins health; do
     [ $run = alone ] || wait $flood
     echo "ingest, $run: $(awk '/Requests\/sec/ {print $2}' "$work/$run.txt") uploads/s, p99 $(awk '$1 == "99%" {print $2}' "$work/$run.txt"), non-2xx $(awk '/Non-2xx/ {print $4}' "$work/$run.txt"); GET /health before: $health/s"
     if [ $run != alone ]; then echo "  the flood: $(awk '/Requests\/sec/ {print $2}' "$work/flood.txt") answers/s"; fi
-    if [ $run = logins ]; then
+    if [ $run = logins ] || [ $run = paced ]; then
         curl -sf -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/metrics" | grep '^ecowatt_logins_total'
     fi
     kill -TERM $server

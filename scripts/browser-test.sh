@@ -32,6 +32,12 @@ for user in olga:operator vic:viewer ada:admin; do
 done
 api -X POST "http://127.0.0.1:$port/api/v1/devices" \
     -d '{"device_id":"XSS-1","device_name":"<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>"}'
+# What a device sends is shown as text too: a diagnostics entry and a fault report full of markup (XSS-1 has no
+# binding yet, so its reports are accepted from here).
+curl -sf -o /dev/null -H "Content-Type: application/json" "http://127.0.0.1:$port/diagnostics/XSS-1" \
+    -d '{"note":"<img src=x onerror=\"window.__xss=3\">"}'
+curl -sf -o /dev/null -H "Content-Type: application/json" "http://127.0.0.1:$port/fault/recovery" \
+    -d '{"device_id":"XSS-1","timestamp":1764300000,"fault_type":"<b>crc</b>","recovery_action":"retry","success":true,"details":"<img src=x onerror=\"window.__xss=4\">","retry_count":1}'
 
 # Five simulated devices: uploads every 5 s, commands polled every 2 s (device seconds, real time).
 "$bin" simulate --url "http://127.0.0.1:$port" --devices 5 --id-prefix BROWSER- --duration 120 --upload-interval 5 \

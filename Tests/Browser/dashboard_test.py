@@ -86,6 +86,11 @@ def operator_session():
 
         login(driver, os.environ["ECOWATT_OPERATOR"])
         driver.save_screenshot(os.path.join(SHOTS, "fleet.png"))
+        # Devices that register while the page is open are counted live.
+        try:
+            wait(driver, lambda d: int(d.find_element(By.ID, "count-devices").text) >= DEVICES, 30)
+        except Exception:
+            pass
         count = int(driver.find_element(By.ID, "count-devices").text)
         check(count >= DEVICES, f"the fleet counts the simulated devices ({count} >= {DEVICES})")
         def listed(d):
@@ -115,6 +120,17 @@ def operator_session():
         check(cell.text == XSS_NAME, "a device name with markup renders as text")
         check(not cell.find_elements(By.TAG_NAME, "img"), "no element is made from a device name")
         check(driver.execute_script("return window.__xss === undefined"), "no script from a device name ran")
+        # And on its device page: a diagnostics entry and a fault report made of markup.
+        driver.get(f"{URL}/#/device/{XSS_DEVICE}")
+        wait(driver, EC.presence_of_element_located((By.ID, "diagnostics")))
+        diagnostic = driver.find_element(By.CSS_SELECTOR, "#diagnostics tr.diagnostic td").text
+        check("<img src=x onerror=" in diagnostic and "window.__xss=3" in diagnostic, f"a diagnostics entry with markup renders as text ({diagnostic})")
+        fault = driver.find_element(By.CSS_SELECTOR, "#reports tr.fault").text
+        check("<b>crc</b>" in fault and 'window.__xss=4' in fault, "a fault report with markup renders as text")
+        check(not driver.find_elements(By.CSS_SELECTOR, "#diagnostics img, #reports img, #reports b"), "no element is made from device reports")
+        check(driver.execute_script("return window.__xss === undefined"), "no script from device reports ran")
+        driver.get(URL + "/#/fleet")
+        wait(driver, EC.presence_of_element_located((By.ID, "devices")))
 
         # Filter on the server: status and prefix.
         Select(driver.find_element(By.NAME, "status")).select_by_value("online")
@@ -155,9 +171,38 @@ def operator_session():
         driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
         message = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#command-form [role=alert]").text)
         check(len(message) > 0, f"a refused command shows the server's reason ({message})")
+        configuration(driver, device)
         firmware(driver)
     finally:
         driver.quit()
+
+
+def configuration(driver, device):
+    """A refused change shows the server's reason; an accepted one is delivered and applied by the device."""
+    editor = driver.find_element(By.CSS_SELECTOR, "#config-form textarea")
+    editor.clear()
+    editor.send_keys('{"sampling_interval": -5}')
+    driver.find_element(By.CSS_SELECTOR, "#config-form button").click()
+    refusal = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#config-form [role=alert]").text)
+    check("sampling_interval" in refusal, f"a refused configuration shows the server's reason ({refusal})")
+    editor = driver.find_element(By.CSS_SELECTOR, "#config-form textarea")
+    editor.clear()
+    editor.send_keys('{"sampling_interval": 10}')
+    driver.find_element(By.CSS_SELECTOR, "#config-form button").click()
+    wait(driver, lambda d: "requested" in d.find_element(By.ID, "toast").text)
+    check("sampling_interval" in driver.find_element(By.ID, "config-pending").text, "the requested change shows as pending")
+    applied = ""
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        driver.get(f"{URL}/#/device/{device}")
+        driver.refresh()
+        applied = wait(driver, EC.presence_of_element_located((By.ID, "config-running"))).text
+        if "sampling_interval" in applied and "10" in applied and "nothing pending" in driver.find_element(By.ID, "config-pending").text:
+            break
+        time.sleep(3)
+    check("sampling_interval" in applied and "nothing pending" in driver.find_element(By.ID, "config-pending").text,
+          f"the device applied the configuration ({applied!r})")
+    driver.save_screenshot(os.path.join(SHOTS, "configuration.png"))
 
 
 def device_firmware(device):

@@ -26,6 +26,7 @@ struct DashboardRoutes {
         "/assets/style.css": Asset(PackageResources.style_css, "text/css; charset=utf-8"),
         "/assets/device-chart.js": Asset(PackageResources.device_chart_js, "text/javascript; charset=utf-8"),
         "/assets/pages.js": Asset(PackageResources.pages_js, "text/javascript; charset=utf-8"),
+        "/assets/device-sections.js": Asset(PackageResources.device_sections_js, "text/javascript; charset=utf-8"),
     ]
 
     /// No inline script or style, nothing from elsewhere, never in a frame.

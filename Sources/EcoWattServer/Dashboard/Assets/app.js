@@ -1,6 +1,7 @@
 // EcoWatt Cloud dashboard (issue 20, first pages): login, fleet, device. Plain ES module, no build step.
 // Every string from the server is rendered as text (textContent), never as HTML.
 import { DeviceChart } from "./device-chart.js";
+import { configSection, diagnosticsSection, keySection, otaSection, reportsSection } from "./device-sections.js";
 import { adminPage, firmwarePage, systemPage } from "./pages.js";
 
 const main = document.getElementById("main");
@@ -38,6 +39,7 @@ async function api(method, path, body) {
   if (!response.ok) {
     const error = new Error((json && json.error && json.error.message) || `${response.status} ${response.statusText}`);
     error.status = response.status;
+    error.details = json && json.error && json.error.details;
     throw error;
   }
   return json;
@@ -142,7 +144,7 @@ async function fleetView(params) {
   if (params.get("prefix")) query.set("id_prefix", params.get("prefix"));
   if (params.get("cursor")) query.set("cursor", params.get("cursor"));
   const page = await api("GET", `/api/v1/devices?${query}`);
-  const rows = page.items.map((device) => el("tr", { "data-device": device.device_id },
+  const deviceRows = (items) => items.map((device) => el("tr", { "data-device": device.device_id },
     el("td", {}, el("a", { href: `#/device/${encodeURIComponent(device.device_id)}` }, device.device_id)),
     el("td", { class: "hide-narrow" }, device.device_name || ""),
     el("td", { class: `status-${device.status}` }, device.status),
@@ -150,17 +152,26 @@ async function fleetView(params) {
     el("td", { class: "hide-narrow" }, device.firmware_version || "–"),
     el("td", { class: "num hide-narrow" }, device.upload_count),
     el("td", { class: "hide-narrow" }, device.admission)));
+  const rows = el("tbody", {}, deviceRows(page.items));
   const table = el("table", { id: "devices" },
     el("thead", {}, el("tr", {}, ...["Device", "Name", "Status", "Last seen", "Firmware", "Uploads", "Admission"].map((h, i) =>
       el("th", { scope: "col", class: i === 1 || i > 3 ? "hide-narrow" : "" }, h)))),
-    el("tbody", {}, rows));
+    rows);
   const next = page.next_cursor
     ? el("a", { href: `#/fleet?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next_cursor })}`, id: "next-page" }, "Next page →")
     : null;
   show(el("h1", {}, "Fleet ", el("span", { class: "live", id: "live" })), cards, filters, table, next);
   performance.mark("fleet-rendered"); // scripts/bench-dashboard.sh reads it
+  let shown = null;
   listen("", {
-    summary: (counts) => {
+    summary: async (counts) => {
+      // The counts changed after the first event: this page's rows are read again (one request, coalesced by the
+      // server to at most one event per 2 s).
+      const key = JSON.stringify([counts.devices, counts.online, counts.offline, counts.updating]);
+      if (shown !== null && shown !== key) {
+        try { rows.replaceChildren(...deviceRows((await api("GET", `/api/v1/devices?${query}`)).items)); } catch (_) { /* the next event retries */ }
+      }
+      shown = key;
       for (const [id, value] of [["count-devices", counts.devices], ["count-online", counts.online], ["count-offline", counts.offline],
         ["count-updating", counts.updating], ["count-rejected", counts.uploads_rejected]]) {
         const node = document.getElementById(id);
@@ -187,12 +198,16 @@ async function deviceView(id) {
       sample.time_estimated ? " (time estimated)" : ""),
     el("table", { id: "latest-values" }, el("tbody", {}, Object.entries(sample.registers).map(([name, value]) => el("tr", {},
       el("th", { scope: "row" }, name), el("td", { class: "num" }, value), el("td", {}, units[name] || ""))))));
-  try {
-    const answer = await api("GET", `${path}/telemetry/latest`);
-    for (const register of answer.registers) units[register.name] = register.unit;
-    renderLatest(answer.sample);
-  } catch (error) {
-    latest.append(el("p", {}, error.status === 404 ? "No telemetry yet." : error.message));
+  if (!device.upload_count) {
+    latest.append(el("p", {}, "No telemetry yet."));
+  } else {
+    try {
+      const answer = await api("GET", `${path}/telemetry/latest`);
+      for (const register of answer.registers) units[register.name] = register.unit;
+      renderLatest(answer.sample);
+    } catch (error) {
+      latest.append(el("p", {}, error.status === 404 ? "No telemetry yet." : error.message));
+    }
   }
   const commands = await api("GET", `${path}/commands?limit=20`);
   const commandBody = el("tbody", {}, commandRows(commands.items));
@@ -201,7 +216,13 @@ async function deviceView(id) {
       commandBody));
   if (may("operator")) commandSection.append(commandForm(path));
   const chart = new DeviceChart(path, el, api);
-  show(el("h1", {}, `Device ${device.device_id} `, el("span", { class: "live", id: "live" })), details, latest, chart.node, commandSection);
+  const helpers = { api, el, time, may, toast };
+  const sections = await Promise.all([
+    configSection(path, helpers), otaSection(path, helpers), diagnosticsSection(path, helpers), reportsSection(path, helpers),
+    may("admin") ? keySection(path, helpers) : null,
+  ]);
+  show(el("h1", {}, `Device ${device.device_id} `, el("span", { class: "live", id: "live" })), details, latest, chart.node, commandSection,
+    ...sections.filter(Boolean));
   window.ecowattChart = chart;
   await chart.load();
   listen(`?device_id=${encodeURIComponent(id)}`, {
