@@ -337,6 +337,16 @@ extension TestClientProtocol {
                 body: ByteBuffer(string: #"{"name":"up","role":"operator"}"#)
             )
             #expect(minted.status == .forbidden)
+            // Names: lower-case letters, digits, '.', '_', '-', starting with a letter or digit.
+            for name in ["Sam", "-sam", "sam smith", "", String(repeating: "s", count: 65)] {
+                let response = try await client.operatorJSON(
+                    .post,
+                    "/api/v1/users",
+                    #"{"name":"\#(name)","role":"viewer","password":"\#(Self.password)"}"#,
+                    server: test
+                )
+                #expect(response.status == .unprocessableContent, "\(name)")
+            }
             // Weak passwords are refused with the reason.
             for (password, reason) in [("short", "at least 12"), ("sam-password-123", "user name"), ("password1234", "too common")] {
                 let response = try await client.operatorJSON(

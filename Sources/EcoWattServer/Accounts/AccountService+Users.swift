@@ -6,13 +6,12 @@ import Foundation
 extension AccountService {
     /// A user name: 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit.
     static func validName(_ name: String) -> Bool {
-        (1...64).contains(name.utf8.count)
-            && name.utf8.first.map { ("a"..."z").contains(Character(UnicodeScalar($0))) || ("0"..."9").contains(Character(UnicodeScalar($0))) }
-                == true
-            && name.utf8.allSatisfy { byte in
-                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-                    || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
-            }
+        func alphanumeric(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        }
+        let bytes = Array(name.utf8)
+        return (1...64).contains(bytes.count) && alphanumeric(bytes[0])
+            && bytes.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
     }
 
     private func checked(_ password: String, user: String) throws(Failure) {
