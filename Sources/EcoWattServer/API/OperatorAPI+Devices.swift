@@ -21,22 +21,7 @@ extension OperatorAPI {
     }
 
     func getFleetSummary(_ input: Operations.GetFleetSummary.Input) async throws -> Operations.GetFleetSummary.Output {
-        let counts = devices.summary(updating: ota.activeSessionCount)
-        let ingestCounts = ingest.statistics
-        return .ok(
-            .init(
-                body: .json(
-                    .init(
-                        devices: Int64(counts.devices),
-                        online: Int64(counts.online),
-                        offline: Int64(counts.devices - counts.online),
-                        updating: Int64(counts.updating),
-                        uploadsAccepted: Int64(ingestCounts.accepted),
-                        uploadsRejected: Int64(ingestCounts.validations - ingestCounts.accepted)
-                    )
-                )
-            )
-        )
+        .ok(.init(body: .json(.now(devices: devices, ota: ota, ingest: ingest))))
     }
 
     func createDevice(_ input: Operations.CreateDevice.Input) async throws -> Operations.CreateDevice.Output {

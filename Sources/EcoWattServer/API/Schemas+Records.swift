@@ -252,3 +252,19 @@ extension Schemas.Deployment {
         )
     }
 }
+
+extension Schemas.FleetSummary {
+    /// The fleet counts now, from memory (`GET /api/v1/fleet/summary` and the dashboard's event stream).
+    static func now(devices: DeviceService, ota: OTAService, ingest: IngestService) -> Self {
+        let counts = devices.summary(updating: ota.activeSessionCount)
+        let uploads = ingest.statistics
+        return .init(
+            devices: Int64(counts.devices),
+            online: Int64(counts.online),
+            offline: Int64(counts.devices - counts.online),
+            updating: Int64(counts.updating),
+            uploadsAccepted: Int64(uploads.accepted),
+            uploadsRejected: Int64(uploads.validations - uploads.accepted)
+        )
+    }
+}

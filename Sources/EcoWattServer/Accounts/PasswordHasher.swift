@@ -11,9 +11,11 @@ import Glibc
 ///
 /// A cost-12 hash takes about a quarter of a second of one core; on the server's two cores a login flood hashing on
 /// the shared executor would stall ingest. Here at most one hash runs at a time, at most `maxQueued` wait, and the
-/// rest are refused at once (429). The hashing thread also runs at the lowest priority (nice 19): measured with
+/// rest are refused at once (429). The hashing thread also runs at a low priority (nice 10): measured with
 /// `scripts/bench.sh 10 logins`, a flood at normal priority took one of the two cores and ingest fell from 9 326 to
-/// 5 346 uploads/s; at nice 19 the scheduler gives ingest the core first and logins wait instead.
+/// 5 346 uploads/s; at a low priority the scheduler gives ingest the cores first. Not nice 19: with both cores busy
+/// (a test suite compiling beside the server) a nice-19 hash got ~1.5 % of a core, 16 s per login; nice 10 gets
+/// ~10 %, a few seconds at worst.
 public final class PasswordHasher: Service, Sendable {
     /// bcrypt's cost (log2 of the rounds); 12 or more.
     public let cost: UInt8
@@ -63,16 +65,16 @@ public final class PasswordHasher: Service, Sendable {
         guard admitted else { throw Failure.busy }
         defer { queued.withLock { $0 -= 1 } }
         return try await pool.runIfActive {
-            Self.lowestPriority()
+            Self.lowPriority()
             return work()
         }
     }
 
-    /// Nice 19 for the calling thread: on Linux the nice value is per thread, and `who = 0` names the calling thread
+    /// Nice 10 for the calling thread: on Linux the nice value is per thread, and `who = 0` names the calling thread
     /// (setpriority(2), "BUGS"). A syscall of a microsecond before a quarter-second hash.
-    static func lowestPriority() {
+    static func lowPriority() {
         #if os(Linux)
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
         #endif
     }
 

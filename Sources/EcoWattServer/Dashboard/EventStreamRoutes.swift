@@ -82,17 +82,7 @@ struct EventStreamRoutes {
 
     /// What the page shows now, as JSON by event name.
     func events(_ deviceID: String?) async -> [(String, String)] {
-        let counts = devices.summary(updating: ota.activeSessionCount)
-        let ingestCounts = ingest.statistics
-        let summary = Components.Schemas.FleetSummary(
-            devices: Int64(counts.devices),
-            online: Int64(counts.online),
-            offline: Int64(counts.devices - counts.online),
-            updating: Int64(counts.updating),
-            uploadsAccepted: Int64(ingestCounts.accepted),
-            uploadsRejected: Int64(ingestCounts.validations - ingestCounts.accepted)
-        )
-        var events = [("summary", Self.json(summary))]
+        var events = [("summary", Self.json(Components.Schemas.FleetSummary.now(devices: devices, ota: ota, ingest: ingest)))]
         guard let deviceID else { return events }
         if let sample = try? await telemetry.latest(deviceID) { events.append(("sample", Self.json(Components.Schemas.Sample(sample)))) }
         if let rows = try? await commands.commands(deviceID: deviceID, status: nil, before: nil, limit: 20) {
