@@ -36,3 +36,17 @@ extension OpenAPIRuntime.Configuration {
         jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]
     )
 }
+
+extension MillisecondDates {
+    /// One line of JSON with sorted keys and the API's millisecond dates: the CLI's `--output json` and the
+    /// dashboard's event stream.
+    public static func compactJSON(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(try MillisecondDates().encode(date))
+        }
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}

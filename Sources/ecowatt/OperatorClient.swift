@@ -145,13 +145,7 @@ struct OutputOptions: ParsableArguments {
     }
 
     static func json(_ value: some Encodable) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(try MillisecondDates().encode(date))
-        }
-        return String(decoding: try encoder.encode(value), as: UTF8.self)
+        try MillisecondDates.compactJSON(value)
     }
 }
 

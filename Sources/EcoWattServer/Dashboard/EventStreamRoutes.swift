@@ -92,13 +92,7 @@ struct EventStreamRoutes {
     }
 
     static func json(_ value: some Encodable) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(try MillisecondDates().encode(date))
-        }
-        return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "null"
+        (try? MillisecondDates.compactJSON(value)) ?? "null"
     }
 }
 
