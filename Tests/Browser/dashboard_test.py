@@ -1,7 +1,7 @@
 """The dashboard in a real browser (issue 20): Debian's Chromium driven by Selenium against a live server fed by
 `ecowatt simulate`. Run by scripts/browser-test.sh, which starts the server, seeds users and devices and passes:
 ECOWATT_URL, ECOWATT_ADMIN_PASSWORD, ECOWATT_OPERATOR, ECOWATT_VIEWER, ECOWATT_PASSWORD, ECOWATT_XSS_DEVICE,
-ECOWATT_SCREENSHOTS, ECOWATT_DEVICE_PREFIX, ECOWATT_DEVICES."""
+ECOWATT_RESULT_DEVICE, ECOWATT_SCREENSHOTS, ECOWATT_DEVICE_PREFIX, ECOWATT_DEVICES."""
 import json
 import os
 import sys
@@ -10,7 +10,10 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -21,6 +24,7 @@ PREFIX = os.environ["ECOWATT_DEVICE_PREFIX"]
 DEVICES = int(os.environ["ECOWATT_DEVICES"])
 XSS_DEVICE = os.environ["ECOWATT_XSS_DEVICE"]
 XSS_NAME = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+XSS_DESCRIPTION = '<img src=x onerror="window.__xss=5">'
 failures = []
 
 
@@ -41,8 +45,36 @@ def browser():
     return driver
 
 
+def retry_stale(action, attempts=5):
+    """Runs `action` again when the page re-rendered the elements it found (a live re-render between find and use)."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.3)
+
+
 def wait(driver, condition, seconds=20):
-    return WebDriverWait(driver, seconds).until(condition)
+    """Waits for `condition`; a live re-render between finding an element and reading it only means "not yet"."""
+    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+
+
+def table_devices(driver):
+    """The device ids in the fleet table, read in one script: the table re-renders live, so element references may go
+    stale between reads."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#devices tbody tr')].map(row => row.dataset.device || '')")
+
+
+def text(driver, element_id):
+    """An element's text, found again when the page re-rendered it between finding and reading."""
+    return retry_stale(lambda: driver.find_element(By.ID, element_id).text)
+
+
+def number(driver, element_id):
+    return int(text(driver, element_id))
 
 
 def console_errors(driver):
@@ -51,10 +83,16 @@ def console_errors(driver):
 
 def login(driver, name):
     driver.get(URL + "/#/fleet")
-    form = wait(driver, EC.presence_of_element_located((By.ID, "login-form")))
-    form.find_element(By.NAME, "name").send_keys(name)
-    form.find_element(By.NAME, "password").send_keys(PASSWORD)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    def fill():
+        # Found again on every attempt: the page renders the form once more when its first requests answer.
+        form = wait(driver, EC.presence_of_element_located((By.ID, "login-form")))
+        for field in ("name", "password"):
+            form.find_element(By.NAME, field).clear()
+        form.find_element(By.NAME, "name").send_keys(name)
+        form.find_element(By.NAME, "password").send_keys(PASSWORD)
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    retry_stale(fill)
     try:
         wait(driver, EC.presence_of_element_located((By.ID, "devices")))
     except Exception:
@@ -91,21 +129,21 @@ def operator_session():
             wait(driver, lambda d: int(d.find_element(By.ID, "count-devices").text) >= DEVICES, 30)
         except Exception:
             pass
-        count = int(driver.find_element(By.ID, "count-devices").text)
+        count = number(driver, "count-devices")
         check(count >= DEVICES, f"the fleet counts the simulated devices ({count} >= {DEVICES})")
         def listed(d):
             d.refresh()
-            rows = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
-            return sum(1 for row in rows if row.get_attribute("data-device").startswith(PREFIX)) == DEVICES
+            wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
+            return sum(1 for device in table_devices(d) if device.startswith(PREFIX)) == DEVICES
         try:
             wait(driver, listed, 60)
         except Exception:
             pass
-        check(listed(driver), f"the table lists the {DEVICES} simulated devices")
+        check(retry_stale(lambda: listed(driver)), f"the table lists the {DEVICES} simulated devices")
 
         # The counts update live (no reload): a refused upload raises "uploads refused".
         wait(driver, lambda d: "live" in d.find_element(By.ID, "live").text)
-        before = int(driver.find_element(By.ID, "count-rejected").text)
+        before = number(driver, "count-rejected")
         request = urllib.request.Request(URL + "/aggregated/LIVE-PROBE", data=b'{"nonce":1,"payload":"e30=","mac":"00"}',
                                          headers={"Content-Type": "application/json"}, method="POST")
         try:
@@ -125,10 +163,18 @@ def operator_session():
         wait(driver, EC.presence_of_element_located((By.ID, "diagnostics")))
         diagnostic = driver.find_element(By.CSS_SELECTOR, "#diagnostics tr.diagnostic td").text
         check("<img src=x onerror=" in diagnostic and "window.__xss=3" in diagnostic, f"a diagnostics entry with markup renders as text ({diagnostic})")
+        location = driver.find_element(By.ID, "device-details").text
+        check("<b>roof</b>" in location and "window.__xss=7" in location, "a device location with markup renders as text")
         fault = driver.find_element(By.CSS_SELECTOR, "#reports tr.fault").text
         check("<b>crc</b>" in fault and 'window.__xss=4' in fault, "a fault report with markup renders as text")
-        check(not driver.find_elements(By.CSS_SELECTOR, "#diagnostics img, #reports img, #reports b"), "no element is made from device reports")
+        check(not driver.find_elements(By.CSS_SELECTOR, "#diagnostics img, #reports img, #reports b, #device-details img, #device-details b"),
+              "no element is made from device reports or the location")
         check(driver.execute_script("return window.__xss === undefined"), "no script from device reports ran")
+        driver.get(f"{URL}/#/device/{os.environ['ECOWATT_RESULT_DEVICE']}")
+        result = wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "#commands tbody tr"))).text
+        check("window.__xss=6" in result and not driver.find_elements(By.CSS_SELECTOR, "#commands img"),
+              f"a command result with markup renders as text ({result})")
+        check(driver.execute_script("return window.__xss === undefined"), "no script from a command result ran")
         driver.get(URL + "/#/fleet")
         wait(driver, EC.presence_of_element_located((By.ID, "devices")))
 
@@ -139,8 +185,8 @@ def operator_session():
         driver.find_element(By.CSS_SELECTOR, "#filters button").click()
         wait(driver, lambda d: "status=online" in d.current_url)
         wait(driver, EC.staleness_of(old))
-        rows = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
-        check(all(row.get_attribute("data-device").startswith(PREFIX) for row in rows), "the prefix filter applies")
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#devices tbody tr"))
+        check(all(device.startswith(PREFIX) for device in table_devices(driver)), "the prefix filter applies")
 
         # A device page: latest values, and a command queued through the form reaches `completed`.
         device = PREFIX + "001"
@@ -153,6 +199,7 @@ def operator_session():
         grown = wait(driver, lambda d: d.execute_script("return window.ecowattChart.points") > points, 30)
         check(grown, f"the chart gains points live (from {points})")
         check("resolution" in driver.find_element(By.ID, "chart-status").text, "the chart says its resolution")
+        check(bool(driver.find_elements(By.CSS_SELECTOR, "#packets tr.packet")), "the device page lists its latest packets")
         driver.save_screenshot(os.path.join(SHOTS, "device.png"))
         Select(driver.find_element(By.NAME, "action")).select_by_value("get_power_stats")
         driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
@@ -164,8 +211,12 @@ def operator_session():
             pass
         status = driver.find_element(By.CSS_SELECTOR, "#commands .command-status").text
         check(status == "completed", f"the queued command reached completed, shown live ({status})")
+        check(bool(driver.find_elements(By.ID, "security")), "the device page has its security events section")
         errors = [m for m in console_errors(driver) if "console-capture-probe" not in m]
         check(not errors, f"no console errors ({errors})")
+        fleet_pages(driver)
+        driver.get(f"{URL}/#/device/{device}")
+        wait(driver, EC.presence_of_element_located((By.ID, "command-form")))
         # A refused command shows the server's reason inline (Chromium logs the 422 as a failed resource: expected).
         Select(driver.find_element(By.NAME, "action")).select_by_value("write_register")
         driver.find_element(By.CSS_SELECTOR, "#command-form button").click()
@@ -177,20 +228,57 @@ def operator_session():
         driver.quit()
 
 
+def fleet_pages(driver):
+    """Commands across the fleet, Security over time, Diagnostics with filters."""
+    driver.get(URL + "/#/commands")
+    wait(driver, EC.presence_of_element_located((By.ID, "fleet-commands")))
+    statuses = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#fleet-commands .command-status")]
+    check("completed" in statuses, f"the Commands page lists the fleet's commands ({statuses[:5]})")
+    Select(driver.find_element(By.NAME, "status")).select_by_value("completed")
+    driver.find_element(By.CSS_SELECTOR, "#command-filters button").click()
+    wait(driver, lambda d: "status=completed" in d.current_url)
+    time.sleep(0.5)
+    statuses = [cell.text for cell in wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#fleet-commands .command-status"))]
+    check(statuses and all(status == "completed" for status in statuses), f"the status filter applies ({statuses[:5]})")
+    driver.save_screenshot(os.path.join(SHOTS, "commands.png"))
+
+    driver.get(URL + "/#/security?hours=1")
+    events = wait(driver, EC.presence_of_element_located((By.ID, "security-events")))
+    check("LIVE-PROBE" in events.text, "the Security page lists the refused upload")
+    check("security/" in driver.find_element(By.ID, "security-totals").text, "the Security page counts refusals by reason")
+    check(bool(driver.find_elements(By.CSS_SELECTOR, "#security-chart canvas")), "the Security page charts refusals over time")
+    driver.save_screenshot(os.path.join(SHOTS, "security.png"))
+
+    driver.get(URL + "/#/diagnostics")
+
+    def filter_diagnostics():
+        Select(wait(driver, EC.presence_of_element_located((By.NAME, "device")))).select_by_value(XSS_DEVICE)
+        search = driver.find_element(By.NAME, "q")
+        search.clear()
+        search.send_keys("onerror")
+        driver.find_element(By.CSS_SELECTOR, "#diagnostics-filters button").click()
+
+    # The page renders again once its device list arrives: a form found before that goes stale (it did in CI).
+    retry_stale(filter_diagnostics)
+    entry = wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "#diagnostic-entries tr.diagnostic td"))).text
+    check("window.__xss=3" in entry, f"the Diagnostics page filters one device's entries, as text ({entry})")
+    check(not driver.find_elements(By.CSS_SELECTOR, "#diagnostic-entries img"), "no element is made from a diagnostics entry")
+    driver.save_screenshot(os.path.join(SHOTS, "diagnostics.png"))
+
+
 def configuration(driver, device):
     """A refused change shows the server's reason; an accepted one is delivered and applied by the device."""
-    editor = driver.find_element(By.CSS_SELECTOR, "#config-form textarea")
-    editor.clear()
-    editor.send_keys('{"sampling_interval": -5}')
-    driver.find_element(By.CSS_SELECTOR, "#config-form button").click()
+    def request(text):
+        editor = driver.find_element(By.CSS_SELECTOR, "#config-form textarea")
+        editor.clear()
+        editor.send_keys(text)
+        driver.find_element(By.CSS_SELECTOR, "#config-form button").click()
+    retry_stale(lambda: request('{"sampling_interval": -5}'))
     refusal = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#config-form [role=alert]").text)
     check("sampling_interval" in refusal, f"a refused configuration shows the server's reason ({refusal})")
-    editor = driver.find_element(By.CSS_SELECTOR, "#config-form textarea")
-    editor.clear()
-    editor.send_keys('{"sampling_interval": 10}')
-    driver.find_element(By.CSS_SELECTOR, "#config-form button").click()
+    retry_stale(lambda: request('{"sampling_interval": 10}'))
     wait(driver, lambda d: "requested" in d.find_element(By.ID, "toast").text)
-    check("sampling_interval" in driver.find_element(By.ID, "config-pending").text, "the requested change shows as pending")
+    check("sampling_interval" in text(driver, "config-pending"), "the requested change shows as pending")
     applied = ""
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -213,27 +301,73 @@ def device_firmware(device):
 def firmware(driver):
     """Upload an image with its progress bar, deploy it, and watch a simulated device install it."""
     driver.get(URL + "/#/firmware")
-    form = wait(driver, EC.presence_of_element_located((By.ID, "upload-form")))
-    form.find_element(By.NAME, "image").send_keys(os.environ["ECOWATT_IMAGE"])
-    form.find_element(By.NAME, "version").send_keys("9.9.9")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    def upload():
+        form = wait(driver, EC.presence_of_element_located((By.ID, "upload-form")))
+        form.find_element(By.NAME, "image").send_keys(os.environ["ECOWATT_IMAGE"])
+        for field, text in (("version", "9.9.9"), ("description", XSS_DESCRIPTION)):
+            form.find_element(By.NAME, field).clear()
+            form.find_element(By.NAME, field).send_keys(text)
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    retry_stale(upload)
     try:
         wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, '#firmwares tr[data-version="9.9.9"]')), 60)
     except Exception:
         pass
     check(bool(driver.find_elements(By.CSS_SELECTOR, '#firmwares tr[data-version="9.9.9"]')), "an image uploaded through the page is listed")
+    description = driver.find_element(By.CSS_SELECTOR, '#firmwares tr[data-version="9.9.9"] .firmware-description')
+    check(description.text == XSS_DESCRIPTION and not description.find_elements(By.TAG_NAME, "img"),
+          f"a firmware description with markup renders as text ({description.text})")
     driver.save_screenshot(os.path.join(SHOTS, "firmware.png"))
-    deploy = driver.find_element(By.ID, "deploy-form")
-    Select(deploy.find_element(By.NAME, "version")).select_by_value("9.9.9")
-    deploy.find_element(By.NAME, "devices").send_keys(PREFIX + "002")
-    deploy.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    def deploy():
+        form = driver.find_element(By.ID, "deploy-form")
+        Select(form.find_element(By.NAME, "version")).select_by_value("9.9.9")
+        form.find_element(By.NAME, "devices").clear()
+        form.find_element(By.NAME, "devices").send_keys(PREFIX + "002")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    retry_stale(deploy)
     wait(driver, lambda d: "created" in d.find_element(By.ID, "toast").text)
     deadline = time.time() + 90
     version = None
+    seen = False
     while time.time() < deadline and version != "9.9.9":
-        time.sleep(2)
+        time.sleep(1)
+        # The page is not reloaded: the download's row is pushed by the server.
+        seen = seen or bool(driver.find_elements(By.CSS_SELECTOR, f'#downloads tr[data-download="{PREFIX}002"]'))
         version = device_firmware(PREFIX + "002")
     check(version == "9.9.9", f"the simulated device installed the deployed image ({version})")
+    check(seen, "the firmware page showed the download live")
+    rollout(driver)
+    check(driver.execute_script("return window.__xss === undefined"), "no script from a firmware description ran")
+
+
+def rollout(driver):
+    """A staged rollout started from the page, watched live to its first healthy devices."""
+    driver.get(URL + "/#/rollouts")
+    def start():
+        form = wait(driver, EC.presence_of_element_located((By.ID, "rollout-form")))
+        Select(form.find_element(By.NAME, "version")).select_by_value("9.9.9")
+        Select(form.find_element(By.NAME, "target")).select_by_value("prefix")
+        form.find_element(By.NAME, "value").clear()
+        form.find_element(By.NAME, "value").send_keys(PREFIX)
+        waves = form.find_element(By.NAME, "waves")
+        waves.clear()
+        waves.send_keys("50,100")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    retry_stale(start)
+    wait(driver, EC.presence_of_element_located((By.ID, "rollout-waves")))
+    check("wave 1 of 2" in driver.find_element(By.ID, "rollout-summary").text, "the rollout page shows its waves")
+    driver.save_screenshot(os.path.join(SHOTS, "rollout.png"))
+    # No reload: the page re-reads as the server pushes progress (its rows are replaced then, so they are read in the
+    # page: an element found before a re-render would be stale).
+    def read_states(d):
+        return d.execute_script("return [...document.querySelectorAll('#rollout-devices .device-state')].map((cell) => cell.textContent)")
+    try:
+        wait(driver, lambda d: "healthy" in read_states(d), 100)
+    except Exception:
+        pass
+    states = read_states(driver)
+    check("healthy" in states, f"a device of the rollout became healthy, shown live ({states})")
+    driver.save_screenshot(os.path.join(SHOTS, "rollout-progress.png"))
 
 
 def admin_session():
@@ -248,16 +382,49 @@ def admin_session():
         driver.save_screenshot(os.path.join(SHOTS, "admin.png"))
         driver.get(URL + "/#/system")
         wait(driver, EC.presence_of_element_located((By.ID, "system-mqtt")))
+        server = driver.find_element(By.ID, "system-server").text
+        check("version" in server and "uploads in the last minute" in server, f"the System page shows the release and the ingest rate")
+        check("database, total" in driver.find_element(By.ID, "system-storage").text, "the System page shows the database size")
         driver.save_screenshot(os.path.join(SHOTS, "system.png"))
         check(not console_errors(driver), "no console errors (admin)")
     finally:
         driver.quit()
 
 
+def keyboard_login(driver, name):
+    """Logs in with the keyboard only: Tab from the page to the fields, Enter to submit."""
+    driver.get(URL + "/#/fleet")
+    wait(driver, EC.presence_of_element_located((By.ID, "login-form")))
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    check(driver.switch_to.active_element.get_attribute("name") == "name", "Tab reaches the user name first")
+    ActionChains(driver).send_keys(name, Keys.TAB, PASSWORD, Keys.ENTER).perform()
+    wait(driver, EC.presence_of_element_located((By.ID, "devices")))
+    reached = set()
+    for _ in range(40):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        active = driver.switch_to.active_element
+        reached.add(active.get_attribute("href") or active.get_attribute("name") or active.tag_name)
+    check(any(h and h.endswith("#/security") for h in reached) and "status" in reached and any(h and "#/device/" in h for h in reached),
+          f"the nav, the filters and the device links are reached with Tab ({len(reached)} stops)")
+
+
+def phone_width(driver):
+    """At 390 px the pages fit the width (tables scroll inside themselves)."""
+    driver.set_window_size(390, 844)
+    for page, marker in [("#/fleet", "devices"), (f"#/device/{PREFIX}001", "commands"), ("#/security", "security-events")]:
+        driver.get(f"{URL}/{page}")
+        wait(driver, EC.presence_of_element_located((By.ID, marker)))
+        width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        check(width[0] <= width[1] + 1, f"{page} fits a phone's width ({width[0]} <= {width[1]})")
+        driver.save_screenshot(os.path.join(SHOTS, "phone-" + page.split("/")[1] + ".png"))
+    driver.set_window_size(1280, 800)
+
+
 def viewer_session():
     driver = browser()
     try:
-        login(driver, os.environ["ECOWATT_VIEWER"])
+        keyboard_login(driver, os.environ["ECOWATT_VIEWER"])
+        phone_width(driver)
         driver.get(f"{URL}/#/device/{PREFIX}001")
         wait(driver, EC.presence_of_element_located((By.ID, "commands")))
         check(not driver.find_elements(By.ID, "command-form"), "a viewer sees no command form")

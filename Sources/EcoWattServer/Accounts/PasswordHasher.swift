@@ -1,3 +1,4 @@
+import Foundation
 import HummingbirdBcrypt
 import NIOPosix
 import ServiceLifecycle
@@ -16,16 +17,24 @@ import Glibc
 /// 5 346 uploads/s; at a low priority the scheduler gives ingest the cores first. Not nice 19: with both cores busy
 /// (a test suite compiling beside the server) a nice-19 hash got ~1.5 % of a core, 16 s per login; nice 10 gets
 /// ~10 %, a few seconds at worst.
+///
+/// Even at nice 10 a guesser that waits for each answer kept the thread hashing all the time (~4 hashes a second, one
+/// core) and ingest fell to 72 % beside it. So the thread also rests after each hash for as long as keeps hashing at
+/// most `sharePercent` of one core (default 50): a single login is never slower, a flood of them is spread out, and
+/// beyond the queue they are refused.
 public final class PasswordHasher: Service, Sendable {
     /// bcrypt's cost (log2 of the rounds); 12 or more.
     public let cost: UInt8
     private let pool: NIOThreadPool
     private let maxQueued: Int
     private let queued = Mutex(0)
+    /// Most of one core the hashing thread uses over time, in percent.
+    public let sharePercent: Int
 
-    public init(cost: UInt8 = 12, maxQueued: Int = 8) {
+    public init(cost: UInt8 = 12, maxQueued: Int = 8, sharePercent: Int = 50) {
         self.cost = cost
         self.maxQueued = maxQueued
+        self.sharePercent = min(max(sharePercent, 1), 100)
         pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
     }
@@ -64,10 +73,23 @@ public final class PasswordHasher: Service, Sendable {
         }
         guard admitted else { throw Failure.busy }
         defer { queued.withLock { $0 -= 1 } }
+        let share = sharePercent
         return try await pool.runIfActive {
             Self.lowPriority()
-            return work()
+            let clock = ContinuousClock()
+            let started = clock.now
+            let result = work()
+            // The rest holds the only hashing thread: the next queued hash waits for it, the caller does not.
+            let rest = Self.rest(after: clock.now - started, sharePercent: share)
+            if rest > .zero { Thread.sleep(forTimeInterval: Double(rest.components.seconds) + Double(rest.components.attoseconds) / 1e18) }
+            return result
         }
+    }
+
+    /// How long the hashing thread rests after a hash that took `elapsed`, so that hashing takes at most
+    /// `sharePercent` of its time.
+    public static func rest(after elapsed: Duration, sharePercent: Int) -> Duration {
+        elapsed * (100 - sharePercent) / sharePercent
     }
 
     /// Nice 10 for the calling thread: on Linux the nice value is per thread, and `who = 0` names the calling thread

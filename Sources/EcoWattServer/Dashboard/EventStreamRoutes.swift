@@ -6,22 +6,23 @@ import Hummingbird
 import ServiceLifecycle
 import Synchronization
 
-/// `GET /api/v1/events`: the dashboard's live updates as Server-Sent Events (issue 20). One stream per tab; every
-/// 2 s the server compares what the page shows (fleet counts; with `device_id`, that device's latest sample and
-/// commands) with what it sent and sends only what changed, so events are coalesced to at most one of each kind per
-/// tick and the browser never polls. Bounded: `max_event_streams` at once (429 beyond), `max_seconds` each (the
-/// browser's EventSource reconnects), credentials checked again every 10 s (a logout or a revoked token ends the
-/// stream), and ended within a tick when the server shuts down.
+/// `GET /api/v1/events`: the dashboard's live updates as Server-Sent Events (issue 20). One stream per tab, woken by
+/// ``LiveEvents`` when something it shows changed: the fleet counts (`summary`); with `device_id`, that device's latest
+/// sample, commands, OTA sessions and problems; without, every active OTA download (`downloads`, the firmware page).
+/// A stream reads only the topics that changed and sends only what differs from what it sent, at most every
+/// ``coalesce`` (changes in between are merged into one read), so neither the browser nor the stream polls. Bounded:
+/// `max_event_streams` at once (429 beyond), `max_seconds` each (the browser's EventSource reconnects), credentials
+/// checked again every 10 s (a logout or a revoked token ends the stream), and ended when the server shuts down.
 struct EventStreamRoutes {
     let accounts: AccountService
-    let devices: DeviceService
     let telemetry: TelemetryQueries
     let commands: CommandService
     let ota: OTAService
-    let ingest: IngestService
+    let eventLog: DeviceEventLog
+    let live: LiveEvents
     let limit: EventStreamLimit
 
-    static let tick = Duration.seconds(2)
+    static let coalesce = Duration.milliseconds(500)
     static let recheck = Duration.seconds(10)
     static let heartbeat = Duration.seconds(15)
 
@@ -43,16 +44,24 @@ struct EventStreamRoutes {
             error.headers = [(.retryAfter, "10")]
             throw error
         }
+        guard let subscription = live.subscribe(deviceID: deviceID) else {
+            limit.close()
+            throw APIError(.serviceUnavailable, "The server is shutting down", code: "shutting_down")
+        }
         let authorization = request.headers[.authorization]
         let cookie = request.headers[values: .cookie].joined(separator: "; ")
         let body = ResponseBody { [self] writer in
-            defer { limit.close() }
+            defer {
+                live.unsubscribe(subscription.id)
+                limit.close()
+            }
             var sent: [String: String] = [:]
             let clock = ContinuousClock()
             let deadline = clock.now + .seconds(maxSeconds)
             var checked = clock.now
             var lastWrite = clock.now
-            while clock.now < deadline, !Task.isCancelled, !Task.isShuttingDownGracefully {
+            for await _ in subscription.wakes {
+                if clock.now >= deadline || Task.isCancelled || Task.isShuttingDownGracefully { break }
                 if clock.now - checked >= Self.recheck {
                     checked = clock.now
                     guard (try? await accounts.authenticate(authorization: authorization, cookie: cookie)) ?? nil != nil else {
@@ -60,7 +69,8 @@ struct EventStreamRoutes {
                         break
                     }
                 }
-                for (name, payload) in await events(deviceID) where sent[name] != payload {
+                let (topics, summary) = live.take(subscription.id)
+                for (name, payload) in await events(deviceID, topics, summary) where sent[name] != payload {
                     try await writer.write(ByteBuffer(string: "event: \(name)\ndata: \(payload)\n\n"))
                     sent[name] = payload
                     lastWrite = clock.now
@@ -69,7 +79,7 @@ struct EventStreamRoutes {
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                     lastWrite = clock.now
                 }
-                try? await Task.sleep(for: Self.tick)
+                try? await Task.sleep(for: Self.coalesce)
             }
             try await writer.finish(nil)
         }
@@ -80,13 +90,27 @@ struct EventStreamRoutes {
         return Response(status: .ok, headers: headers, body: body)
     }
 
-    /// What the page shows now, as JSON by event name.
-    func events(_ deviceID: String?) async -> [(String, String)] {
-        var events = [("summary", Self.json(Components.Schemas.FleetSummary.now(devices: devices, ota: ota, ingest: ingest)))]
-        guard let deviceID else { return events }
-        if let sample = try? await telemetry.latest(deviceID) { events.append(("sample", Self.json(Components.Schemas.Sample(sample)))) }
-        if let rows = try? await commands.commands(deviceID: deviceID, status: nil, before: nil, limit: 20) {
+    /// The changed topics' content, as JSON by event name.
+    func events(_ deviceID: String?, _ topics: Set<LiveEvents.Topic>, _ summary: String) async -> [(String, String)] {
+        var events: [(String, String)] = []
+        if topics.contains(.summary) { events.append(("summary", summary.isEmpty ? live.currentSummary() : summary)) }
+        guard let deviceID else {
+            if topics.contains(.ota), let sessions = try? await ota.activeSessions(limit: 50) {
+                events.append(("downloads", Self.json(sessions.map(Components.Schemas.OTASession.init))))
+            }
+            return events
+        }
+        if topics.contains(.sample), let sample = try? await telemetry.latest(deviceID) {
+            events.append(("sample", Self.json(Components.Schemas.Sample(sample))))
+        }
+        if topics.contains(.commands), let rows = try? await commands.commands(deviceID: deviceID, status: nil, before: nil, limit: 20) {
             events.append(("commands", Self.json(rows.map(Components.Schemas.Command.init))))
+        }
+        if topics.contains(.ota), let sessions = try? await ota.sessions(deviceID: deviceID, limit: 5) {
+            events.append(("ota", Self.json(sessions.map(Components.Schemas.OTASession.init))))
+        }
+        if topics.contains(.problems) {
+            events.append(("problems", Self.json(eventLog.recent(deviceID: deviceID).map(Components.Schemas.DeviceEvent.init))))
         }
         return events
     }

@@ -2,6 +2,24 @@ import EcoWattSQLite
 import EcoWattStorage
 import Logging
 import ServiceLifecycle
+import Synchronization
+
+/// The monitor's latest measurement, for the dashboard's System page.
+public final class DatabaseSizeReading: Sendable {
+    public struct Reading: Sendable, Equatable {
+        public var files: [String: Int64]
+        public var tables: [String: Int64]
+        public var measuredAtMs: Int64
+    }
+
+    private let latest = Mutex<Reading?>(nil)
+
+    public init() {}
+
+    public var reading: Reading? { latest.withLock { $0 } }
+
+    func set(_ reading: Reading) { latest.withLock { $0 = reading } }
+}
 
 /// Publishes the database's disk usage per table as gauges (`ecowatt_database_bytes{table}`, and the files as
 /// `ecowatt_database_file_bytes{file}`): at start, then every `interval` — or less often on a large database.
@@ -13,6 +31,8 @@ struct DatabaseSizeMonitor: Service {
     let database: EcoWattDatabase
     let metrics: ServerMetrics
     let logger: Logger
+    let reading: DatabaseSizeReading
+    let now: @Sendable () -> Int64
     var interval: Duration = .seconds(300)
 
     func run() async throws {
@@ -34,6 +54,13 @@ struct DatabaseSizeMonitor: Service {
             let statistics = try await database.statistics()
             for table in statistics.tables { metrics.set("ecowatt_database_bytes", Double(table.bytes), [("table", table.name)]) }
             for (file, bytes) in statistics.files { metrics.set("ecowatt_database_file_bytes", Double(bytes), [("file", file)]) }
+            reading.set(
+                .init(
+                    files: statistics.files,
+                    tables: Dictionary(statistics.tables.map { ($0.name, $0.bytes) }) { first, _ in first },
+                    measuredAtMs: now()
+                )
+            )
         } catch {
             logger.warning("database size not measured", metadata: ["error": "\(error)"])
         }

@@ -1,8 +1,11 @@
-// EcoWatt Cloud dashboard (issue 20, first pages): login, fleet, device. Plain ES module, no build step.
+// EcoWatt Cloud dashboard (issue 20): login, fleet, device, and the routing to the other pages. Plain ES modules, no
+// build step.
 // Every string from the server is rendered as text (textContent), never as HTML.
 import { DeviceChart } from "./device-chart.js";
-import { configSection, diagnosticsSection, keySection, otaSection, reportsSection } from "./device-sections.js";
+import { configSection, diagnosticsSection, keySection, otaSection, packetsSection, reportsSection, securitySection } from "./device-sections.js";
 import { adminPage, firmwarePage, systemPage } from "./pages.js";
+import { commandsPage, diagnosticsPage, securityPage, Sparkline } from "./fleet-pages.js";
+import { rolloutPage, rolloutsPage } from "./rollouts.js";
 
 const main = document.getElementById("main");
 const roles = { viewer: 0, operator: 1, admin: 2 };
@@ -74,7 +77,7 @@ function toast(message, isError = false) {
 }
 
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter((node) => node !== null && node !== undefined && node !== false));
   main.focus();
 }
 
@@ -127,7 +130,9 @@ async function fleetView(params) {
   const cards = el("div", { class: "cards" },
     card("devices", summary.devices, "count-devices"), card("online", summary.online, "count-online"),
     card("offline", summary.offline, "count-offline"), card("updating", summary.updating, "count-updating"),
+    card("with problems (24 h)", summary.with_problems, "count-problems"),
     card("uploads refused", summary.uploads_rejected, "count-rejected"));
+  const sparkline = new Sparkline(el, "Fleet uploads per minute, since this page opened");
   const status = el("select", { name: "status", "aria-label": "Status" },
     ...["", "online", "offline", "updating"].map((value) => el("option", { value, selected: params.get("status") === value }, value || "any status")));
   const prefix = el("input", { name: "prefix", placeholder: "id starts with", value: params.get("prefix") || "", "aria-label": "Id prefix" });
@@ -150,17 +155,21 @@ async function fleetView(params) {
     el("td", { class: `status-${device.status}` }, device.status),
     el("td", {}, time(device.last_seen)),
     el("td", { class: "hide-narrow" }, device.firmware_version || "–"),
-    el("td", { class: "num hide-narrow" }, device.upload_count),
+    el("td", { class: "num hide-narrow", title: `${device.upload_count} uploads stored` }, device.uploads_per_hour === undefined ? "–" : `${device.uploads_per_hour.toFixed(device.uploads_per_hour < 10 ? 1 : 0)} /h`),
+    el("td", { class: "num", title: device.latest_power_at ? new Date(device.latest_power_at).toISOString() : "" }, device.latest_power_w === undefined ? "–" : `${Math.round(device.latest_power_w)} W`),
+    el("td", { class: device.recent_problems ? "num error" : "num" }, device.recent_problems
+      ? el("a", { href: `#/security?device=${encodeURIComponent(device.device_id)}`, title: "refused uploads, undecodable packets, failed updates, commands without a result in 24 h" }, device.recent_problems)
+      : "–"),
     el("td", { class: "hide-narrow" }, device.admission)));
   const rows = el("tbody", {}, deviceRows(page.items));
   const table = el("table", { id: "devices" },
-    el("thead", {}, el("tr", {}, ...["Device", "Name", "Status", "Last seen", "Firmware", "Uploads", "Admission"].map((h, i) =>
-      el("th", { scope: "col", class: i === 1 || i > 3 ? "hide-narrow" : "" }, h)))),
+    el("thead", {}, el("tr", {}, ...["Device", "Name", "Status", "Last seen", "Firmware", "Uploads", "Power", "Problems", "Admission"].map((h, i) =>
+      el("th", { scope: "col", class: [1, 4, 5, 8].includes(i) ? "hide-narrow" : "" }, h)))),
     rows);
   const next = page.next_cursor
     ? el("a", { href: `#/fleet?${new URLSearchParams({ ...Object.fromEntries(params), cursor: page.next_cursor })}`, id: "next-page" }, "Next page →")
     : null;
-  show(el("h1", {}, "Fleet ", el("span", { class: "live", id: "live" })), cards, filters, table, next);
+  show(el("h1", {}, "Fleet ", el("span", { class: "live", id: "live" })), cards, sparkline.node, filters, table, next);
   performance.mark("fleet-rendered"); // scripts/bench-dashboard.sh reads it
   let shown = null;
   listen("", {
@@ -172,8 +181,9 @@ async function fleetView(params) {
         try { rows.replaceChildren(...deviceRows((await api("GET", `/api/v1/devices?${query}`)).items)); } catch (_) { /* the next event retries */ }
       }
       shown = key;
+      sparkline.add(counts.uploads_accepted);
       for (const [id, value] of [["count-devices", counts.devices], ["count-online", counts.online], ["count-offline", counts.offline],
-        ["count-updating", counts.updating], ["count-rejected", counts.uploads_rejected]]) {
+        ["count-updating", counts.updating], ["count-problems", counts.with_problems], ["count-rejected", counts.uploads_rejected]]) {
         const node = document.getElementById(id);
         if (node) node.textContent = value;
       }
@@ -218,16 +228,23 @@ async function deviceView(id) {
   const chart = new DeviceChart(path, el, api);
   const helpers = { api, el, time, may, toast };
   const sections = await Promise.all([
-    configSection(path, helpers), otaSection(path, helpers), diagnosticsSection(path, helpers), reportsSection(path, helpers),
-    may("admin") ? keySection(path, helpers) : null,
+    packetsSection(path, helpers), configSection(path, helpers), otaSection(path, helpers), securitySection(id, helpers), diagnosticsSection(path, helpers),
+    reportsSection(path, helpers), may("admin") ? keySection(path, helpers) : null,
   ]);
   show(el("h1", {}, `Device ${device.device_id} `, el("span", { class: "live", id: "live" })), details, latest, chart.node, commandSection,
     ...sections.filter(Boolean));
   window.ecowattChart = chart;
   await chart.load();
   listen(`?device_id=${encodeURIComponent(id)}`, {
-    sample: (sample) => { renderLatest(sample); chart.push(sample); },
+    sample: async (sample) => {
+      renderLatest(sample);
+      chart.push(sample);
+      const node = document.getElementById("packets");
+      if (node) node.replaceWith(await packetsSection(path, helpers));
+    },
     commands: (items) => commandBody.replaceChildren(...commandRows(items)),
+    ota: async () => { const node = document.getElementById("ota"); if (node) node.replaceWith(await otaSection(path, helpers)); },
+    problems: async () => { const node = document.getElementById("security"); if (node) node.replaceWith(await securitySection(id, helpers)); },
   });
 }
 
@@ -269,10 +286,15 @@ async function route() {
   const params = new URLSearchParams(rest);
   try {
     if (!me) await loadMe();
-    const helpers = { api, el, time, may, show, toast, route };
+    const helpers = { api, el, time, may, show, toast, route, listen };
     if (page.startsWith("/device/")) await deviceView(decodeURIComponent(page.slice("/device/".length)));
     else if (page === "/firmware") await firmwarePage(helpers);
     else if (page === "/system") await systemPage(helpers);
+    else if (page === "/commands") await commandsPage(helpers, params);
+    else if (page === "/rollouts") await rolloutsPage(helpers);
+    else if (page.startsWith("/rollout/")) await rolloutPage(helpers, decodeURIComponent(page.slice("/rollout/".length)));
+    else if (page === "/diagnostics") await diagnosticsPage(helpers, params);
+    else if (page === "/security") await securityPage(helpers, params);
     else if (page === "/admin") await adminPage(helpers);
     else await fleetView(params);
   } catch (error) {

@@ -95,3 +95,33 @@ export async function keySection(path, { api, el, time }) {
     return el("section", { id: "key" }, el("h2", {}, "Device key"), el("p", {}, error.status === 404 ? "Signs with the fleet key." : error.message));
   }
 }
+
+/** Refused uploads (auth failures, replays, …), undecodable packets and failed updates of this device, newest first. */
+export async function securitySection(id, { api, el, time }) {
+  const page = await api("GET", `/api/v1/security/events?device_id=${encodeURIComponent(id)}&limit=20`);
+  return el("section", { id: "security" }, el("h2", {}, "Security events and problems (latest 20, since the server started)"),
+    page.items.length ? el("table", {}, el("thead", {}, el("tr", {}, ...["Time", "Kind", "Reason", "From"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, page.items.map((event) => el("tr", { class: "device-event" },
+        el("td", {}, time(event.at)), el("td", {}, event.kind), el("td", {}, event.reason), el("td", {}, event.address || "–")))))
+      : el("p", {}, "None."));
+}
+
+/** The latest packets with their decode outcome: partial, cut, lossy, estimated-time and undecodable ones marked. */
+export async function packetsSection(path, { api, el, time }) {
+  const page = await api("GET", `${path}/packets?limit=10`);
+  const flags = (packet) => [
+    packet.decoded ? null : `undecodable: ${packet.reason || "unknown"}${packet.detail ? ` (${packet.detail})` : ""}`,
+    packet.partial ? "partial: cut on the wire, only its complete samples kept" : null,
+    packet.approximate ? "approximate (lossy)" : null,
+    packet.time_estimated ? "time estimated" : null,
+  ].filter(Boolean);
+  return el("section", { id: "packets" }, el("h2", {}, "Latest packets"),
+    page.items.length ? el("table", {}, el("thead", {}, el("tr", {}, ...["Last sample", "Method", "Samples", "Marked"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, page.items.map((packet) => {
+        const marks = flags(packet);
+        return el("tr", { class: marks.length ? "packet marked" : "packet" },
+          el("td", {}, time(packet.last_sample_time)), el("td", {}, packet.method), el("td", { class: "num" }, packet.sample_count),
+          el("td", { class: marks.length ? "warn" : "" }, marks.join("; ") || "–"));
+      })))
+      : el("p", {}, "None."));
+}

@@ -1,14 +1,14 @@
 import Foundation
 
-/// `ecowatt --version`: the release and the git commit it was built from.
+/// `ecowatt --version` and the dashboard's System page: the release and the git commit it was built from.
 ///
 /// The commit is not compiled in: a flag or generated source that changes with every commit would rebuild the whole
 /// package each time. The scripts that build (`scripts/serve.sh`, `scripts/install.sh`) write it into a file beside
 /// the binary (`ecowatt.commit`) or, once installed, into `../share/ecowatt/commit`.
-enum BuildInfo {
-    static let version = "0.16.0"
+public enum BuildInfo {
+    public static let version = "0.16.0"
 
-    static var commit: String? {
+    public static var commit: String? {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         let directory = executable.deletingLastPathComponent()
         let candidates = [
@@ -24,5 +24,5 @@ enum BuildInfo {
         return nil
     }
 
-    static var description: String { "\(version) (commit \(commit ?? "unknown"))" }
+    public static var description: String { "\(version) (commit \(commit ?? "unknown"))" }
 }

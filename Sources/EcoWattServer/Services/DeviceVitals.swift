@@ -1,0 +1,88 @@
+import EcoWattProtocol
+import Synchronization
+
+/// The fleet table's live columns (issue 20): each device's latest AC power and its upload rate, taken from accepted
+/// uploads as they are stored, so listing a page of 100 devices reads no samples. In memory since the server started
+/// (a device shows them again after its next upload); only devices with an accepted upload are tracked (bounded by
+/// the registry), and deleted or evicted ids are forgotten.
+public final class DeviceVitals: Sendable {
+    public struct Vitals: Sendable, Equatable {
+        /// `Pac` of the newest decoded sample, in W.
+        public var powerW: Double?
+        public var powerAtMs: Int64?
+        /// Uploads per hour over the device's latest uploads; it falls while the device is silent.
+        public var uploadsPerHour: Double?
+    }
+
+    private struct Entry {
+        /// Arrival times of the latest uploads, oldest first.
+        var uploads: [Int64] = []
+        var powerW: Double?
+        var powerAtMs: Int64?
+    }
+
+    private struct State {
+        var devices: [String: Entry] = [:]
+        /// Accepted uploads of the whole fleet per second of the last minute, by second modulo 60.
+        var seconds = [(second: Int64, count: Int)](repeating: (0, 0), count: 60)
+    }
+
+    static let remembered = 8
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// An accepted upload of `deviceID` at `atMs`, with its decoded packets.
+    public func accepted(_ deviceID: String, atMs: Int64, packets: [DecodedPacket]) {
+        let newest =
+            packets
+            .filter { !$0.resend }
+            .compactMap { packet -> (Int64, Double)? in
+                guard let index = packet.registerLayout.firstIndex(of: Register.pac.rawValue),
+                    let last = packet.samples?.last, index < last.count
+                else { return nil }
+                return (packet.lastSampleEpochMs, Register.pac.scaled(last[index]))
+            }
+            .max { $0.0 < $1.0 }
+        let second = atMs / 1000
+        state.withLock { state in
+            let slot = Int(second.quotientAndRemainder(dividingBy: 60).remainder + 60) % 60
+            state.seconds[slot] = state.seconds[slot].second == second ? (second, state.seconds[slot].count + 1) : (second, 1)
+            var entry = state.devices[deviceID, default: Entry()]
+            entry.uploads.append(atMs)
+            if entry.uploads.count > Self.remembered { entry.uploads.removeFirst(entry.uploads.count - Self.remembered) }
+            if let (at, power) = newest, at >= entry.powerAtMs ?? .min {
+                entry.powerW = power
+                entry.powerAtMs = at
+            }
+            state.devices[deviceID] = entry
+        }
+    }
+
+    /// The fleet's accepted uploads in the 60 seconds before `nowMs`.
+    public func fleetUploadsLastMinute(nowMs: Int64) -> Int {
+        let now = nowMs / 1000
+        return state.withLock { state in
+            state.seconds.reduce(0) { $0 + ($1.second > now - 60 && $1.second <= now ? $1.count : 0) }
+        }
+    }
+
+    /// The device's vitals at `nowMs` (`nil` before its first upload since start).
+    public func vitals(_ deviceID: String, nowMs: Int64) -> Vitals? {
+        guard let entry = state.withLock({ $0.devices[deviceID] }) else { return nil }
+        var rate: Double?
+        if let first = entry.uploads.first, let last = entry.uploads.last, entry.uploads.count > 1, last > first {
+            let intervals = Int64(entry.uploads.count - 1)
+            // Silent for longer than two of its intervals: the silence counts, so the rate falls toward 0.
+            let end = nowMs - last > 2 * (last - first) / intervals ? nowMs : last
+            rate = Double(intervals) * 3_600_000 / Double(end - first)
+        }
+        return Vitals(powerW: entry.powerW, powerAtMs: entry.powerAtMs, uploadsPerHour: rate)
+    }
+
+    public func forget(_ deviceIDs: [String]) {
+        state.withLock { state in
+            for id in deviceIDs { state.devices[id] = nil }
+        }
+    }
+}
