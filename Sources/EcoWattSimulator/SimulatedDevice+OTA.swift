@@ -101,8 +101,10 @@ extension SimulatedDevice {
         }
         await progress("download_complete", 100, "Download complete, verifying security...")
         await progress("verifying", 100, "Verifying firmware security...")
+        let fault = updateFaults.way(for: id)
         do {
             try receiver.verify(publicKey: keys.publicKey)
+            if fault == .verificationFailure { throw SimulatedUpdateFault(way: .verificationFailure) }
         } catch {
             await progress("verification_failed", 0, "Security verification failed - Rolling back")
             outcome.failure = "\(error)"
@@ -113,7 +115,32 @@ extension SimulatedDevice {
         await progress("verification_success", 100, "Security verification passed - Installing firmware")
         await progress("installing", 100, "Installing new firmware - Device will reboot")
         try? await clock.sleep(deviceSeconds: 2)
+        if fault == .rollback {
+            outcome.failure = "simulated rollback"
+            bootStatus = "rolled_back"
+            await boot()
+            return
+        }
         runningVersion = receiver.version
         await boot()
+        switch fault {
+        case .bootLoop:
+            outcome.failure = "simulated boot loop"
+            for _ in 0..<3 {
+                try? await clock.sleep(deviceSeconds: 5)
+                await boot()
+            }
+            silent = true
+        case .silentAfterInstall:
+            outcome.failure = "simulated silence after install"
+            silent = true
+        case .verificationFailure, .rollback, nil: break
+        }
     }
+}
+
+/// An update fault the simulator was told to play (``UpdateFaults``).
+struct SimulatedUpdateFault: Error, CustomStringConvertible {
+    let way: UpdateFaults.Way
+    var description: String { "simulated \(way.rawValue)" }
 }

@@ -42,6 +42,9 @@ struct SimulatedDevice {
     var configChangePending = false
     /// What `POST /ota/{id}/complete` reports at the next boot.
     var bootStatus = "success"
+    /// Update faults to play, and whether one left the device silent (it stops every task).
+    let updateFaults: UpdateFaults
+    var silent = false
 
     /// NTP syncs this long after a boot; until then the device stamps with `millis()` and reports its uptime.
     let ntpDelayMs: Int64
@@ -80,6 +83,7 @@ struct SimulatedDevice {
         readMs = Int64(options.modbusReadTime * 1000)
         readings = options.operatorToken == nil ? nil : []
         faults = SplitMix64(seed: seed ^ 0x5EED_FA17)
+        updateFaults = options.updateFaults
     }
 
     // MARK: - Scheduling
@@ -129,6 +133,7 @@ struct SimulatedDevice {
             case .energy: await reportEnergy()
             case .ota: await checkFirmware()
             }
+            if silent { return }
             if job != .ota || due[.ota] == deviceMs { schedule(job) }
         }
     }

@@ -60,6 +60,8 @@ public struct SimulationOptions: Sendable {
     /// The operator token: with it, the run ends by reading back every device's samples and counting how many of
     /// the readings the server stored exactly.
     public var operatorToken: String?
+    /// Shares of the devices whose firmware updates go wrong (for rollouts).
+    public var updateFaults = UpdateFaults()
 
     public init(baseURL: String) {
         self.baseURL = baseURL
@@ -69,5 +71,48 @@ public struct SimulationOptions: Sendable {
     public func deviceID(_ index: Int) -> String {
         let number = String(index + 1)
         return idPrefix + String(repeating: "0", count: max(0, 3 - number.count)) + number
+    }
+}
+
+/// Shares (0–1) of the devices whose firmware updates go wrong, each way; a device's way is drawn from a hash of its
+/// id, so it is the same in every run, and the shares do not overlap (their sum must be at most 1).
+public struct UpdateFaults: Sendable, Equatable {
+    public enum Way: String, Sendable, CaseIterable {
+        /// The downloaded image fails verification: `verification_failed`, then a boot report `rolled_back`.
+        case verificationFailure = "verification_failure"
+        /// Installs, then boots back into the previous image: a boot report `rolled_back` with the old version.
+        case rollback
+        /// Boots the new image and reboots again three times within seconds, then stays silent (a crash loop).
+        case bootLoop = "boot_loop"
+        /// Boots the new image, reports it, and never uploads again.
+        case silentAfterInstall = "silent_after_install"
+    }
+
+    public var verificationFailure = 0.0
+    public var rollback = 0.0
+    public var bootLoop = 0.0
+    public var silentAfterInstall = 0.0
+
+    public init() {}
+
+    public var total: Double { verificationFailure + rollback + bootLoop + silentAfterInstall }
+
+    /// How the update of `deviceID` goes wrong, if it does.
+    public func way(for deviceID: String) -> Way? {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a: stable across runs and platforms
+        for byte in deviceID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0100_0000_01B3 }
+        // SplitMix64's finaliser: ids that differ only in their last digit land far apart.
+        hash = (hash ^ (hash >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        hash = (hash ^ (hash >> 27)) &* 0x94D0_49BB_1331_11EB
+        hash ^= hash >> 31
+        let draw = Double(hash >> 11) / Double(UInt64(1) << 53)
+        var upper = 0.0
+        for (way, share) in [
+            (Way.verificationFailure, verificationFailure), (.rollback, rollback), (.bootLoop, bootLoop), (.silentAfterInstall, silentAfterInstall),
+        ] {
+            upper += share
+            if draw < upper { return way }
+        }
+        return nil
     }
 }

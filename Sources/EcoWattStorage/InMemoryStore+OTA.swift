@@ -25,10 +25,6 @@ extension InMemoryStore: OTAStore {
         }
     }
 
-    public func deployment(id: Int64) async throws -> OTADeployment? {
-        state.withLock { $0.registry.deployments.first { $0.id == id } }
-    }
-
     public func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment? {
         state.withLock { state in
             guard let index = state.registry.deployments.firstIndex(where: { $0.id == id }) else { return nil }
@@ -38,16 +34,6 @@ extension InMemoryStore: OTAStore {
             }
             return state.registry.deployments[index]
         }
-    }
-
-    public func deployment(for deviceID: String) async throws -> OTADeployment? {
-        state.withLock { state in
-            state.registry.deployments.last { $0.status == "active" && ($0.deviceIDs?.contains(deviceID) ?? true) }
-        }
-    }
-
-    public func activeDeploymentIDs(version: String) async throws -> [Int64] {
-        state.withLock { $0.registry.deployments.filter { $0.status == "active" && $0.version == version }.map(\.id) }
     }
 
     public func attempts(deviceID: String, version: String, sinceMs: Int64) async throws -> (failed: Int, versionMismatch: Bool) {
@@ -111,8 +97,8 @@ extension InMemoryStore: OTAStore {
         state.withLock { state in
             for index in state.registry.sessions.indices {
                 guard let counter = counters[state.registry.sessions[index].sessionID] else { continue }
-                state.registry.sessions[index].chunksServed = counter.chunksServed
-                state.registry.sessions[index].bytesServed = counter.bytesServed
+                state.registry.sessions[index].chunksServed += counter.chunksServed
+                state.registry.sessions[index].bytesServed += counter.bytesServed
                 state.registry.sessions[index].lastChunk = counter.lastChunk
                 state.registry.sessions[index].updatedAtMs = max(state.registry.sessions[index].updatedAtMs, counter.updatedAtMs)
             }
@@ -168,8 +154,6 @@ extension InMemoryStore: OTAStore {
                 counts.bytesServed += session.bytesServed
             }
             counts.activeSessions = counts.sessionsByOutcome["active"] ?? 0
-            counts.deployments = state.registry.deployments.count
-            counts.activeDeployments = state.registry.deployments.count { $0.status == "active" }
             return counts
         }
     }

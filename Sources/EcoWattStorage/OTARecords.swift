@@ -18,7 +18,8 @@ public enum OTAOutcome: String, Sendable, CaseIterable {
     case expired
 }
 
-/// An operator's assignment of a firmware version to all devices or a list of them.
+/// An operator's assignment of a firmware version to all devices or a list of them: the API's view of a one-wave
+/// rollout of kind `deployment`, and the row of the table deployments had before they were rollouts.
 public struct OTADeployment: Sendable, Equatable {
     public var id: Int64
     public var version: String
@@ -194,6 +195,8 @@ public struct OTACounts: Sendable, Equatable {
     public var activeSessions = 0
     public var chunksServed: Int64 = 0
     public var bytesServed: Int64 = 0
+    /// Open deployments and all of them (one-wave rollouts: the server counts them from ``RolloutStore``; the store
+    /// leaves them 0).
     public var activeDeployments = 0
     public var deployments = 0
 

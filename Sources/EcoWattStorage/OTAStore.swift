@@ -1,18 +1,15 @@
 import EcoWattProtocol
 import Foundation
 
-/// Durable OTA state (spec §7): deployments, sessions that survive a restart mid-download, and progress events.
+/// Durable OTA state (spec §7): sessions that survive a restart mid-download, and progress events; and the table of
+/// deployments from before deployments were one-wave rollouts (``RolloutStore``), read once at start to adopt them.
 public protocol OTAStore: Sendable {
+    /// Stores a deployment in the table of before (tests of the adoption make one).
     func createDeployment(_ deployment: OTADeployment) async throws -> OTADeployment
-    /// Deployments, newest first, of `status` when it is given, with an id below `before` when it is given.
+    /// Deployments of that table, newest first, of `status` when it is given, with an id below `before` when it is given.
     func deployments(status: String?, before: Int64?, limit: Int) async throws -> [OTADeployment]
-    func deployment(id: Int64) async throws -> OTADeployment?
-    /// Marks a deployment cancelled; `nil` when unknown.
+    /// Marks a deployment of that table cancelled (adopted); `nil` when unknown.
     func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment?
-    /// The newest active deployment that targets the device.
-    func deployment(for deviceID: String) async throws -> OTADeployment?
-    /// Ids of active deployments of `version`.
-    func activeDeploymentIDs(version: String) async throws -> [Int64]
     /// Failed sessions of the device for `version` started at or after `sinceMs`, and whether it ever installed that
     /// version but reported another one.
     func attempts(deviceID: String, version: String, sinceMs: Int64) async throws -> (failed: Int, versionMismatch: Bool)
@@ -23,7 +20,8 @@ public protocol OTAStore: Sendable {
     func activeSessions() async throws -> [OTASession]
     /// Stores a progress event and the session's new phase; ends the session when `outcome` is given.
     func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws
-    /// Writes chunk counters of several sessions.
+    /// Adds the chunks and bytes served since the last save to several sessions (several instances serve one
+    /// session's chunks); the last chunk and its time replace the stored ones.
     func saveCounters(_ counters: [String: OTAChunkCounters]) async throws
     /// Ends an active session; `false` when it was not active.
     func endSession(

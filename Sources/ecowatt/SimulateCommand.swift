@@ -46,6 +46,14 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Probability (0–1) that a sensor read hits a Modbus fault, reported to POST /fault/recovery.")
     var modbusFaultRate = 0.0
     @Option(help: "Seed of the simulated inverters.") var seed: UInt64 = 1
+    @Option(help: "Share (0–1) of devices whose downloaded image fails verification (for rollouts).")
+    var otaFailVerification = 0.0
+    @Option(help: "Share (0–1) of devices that install an update and boot back into the previous image.")
+    var otaRollback = 0.0
+    @Option(help: "Share (0–1) of devices that boot an update and reboot three times within seconds, then stay silent.")
+    var otaBootLoop = 0.0
+    @Option(help: "Share (0–1) of devices that boot an update and never upload again.")
+    var otaSilentAfterInstall = 0.0
     @Option(help: "Device seconds after each boot until NTP syncs (before: millis() stamps and uptime). 0: at boot.")
     var ntpDelay: Double = 0
     @Option(help: "Device seconds each Modbus read takes (the sensor period is the poll interval plus this).")
@@ -85,6 +93,14 @@ struct SimulateCommand: AsyncParsableCommand {
         options.seed = seed
         guard (0...1).contains(modbusFaultRate) else { throw ValidationError("--modbus-fault-rate must be in 0...1") }
         options.modbusFaultRate = modbusFaultRate
+        options.updateFaults.verificationFailure = otaFailVerification
+        options.updateFaults.rollback = otaRollback
+        options.updateFaults.bootLoop = otaBootLoop
+        options.updateFaults.silentAfterInstall = otaSilentAfterInstall
+        let shares = [otaFailVerification, otaRollback, otaBootLoop, otaSilentAfterInstall]
+        guard shares.allSatisfy((0...1).contains), options.updateFaults.total <= 1 else {
+            throw ValidationError("the --ota-* shares must be in 0...1 and add up to at most 1")
+        }
         guard ntpDelay >= 0, modbusReadTime >= 0 else { throw ValidationError("--ntp-delay and --modbus-read-time must be ≥ 0") }
         options.ntpDelay = ntpDelay
         options.modbusReadTime = modbusReadTime

@@ -45,7 +45,8 @@ extension OperatorAPI {
         var versions = ota.catalog.directory.versions()
         if let after, let index = versions.firstIndex(of: after) { versions = Array(versions[(index + 1)...]) }
         let page = Array(versions.prefix(limit))
-        let active = try await ota.deployments(status: "active", before: nil, limit: 10_000)
+        // Open rollouts and deployments (deployments are one-wave rollouts) hold their version.
+        let active = try await rollouts.openRollouts()
         let items = page.map { version -> Schemas.Firmware in
             let deployments = active.filter { $0.version == version }.map(\.id)
             do {
@@ -103,7 +104,11 @@ extension OperatorAPI {
 
     func listDeployments(_ input: Operations.ListDeployments.Input) async throws -> Operations.ListDeployments.Output {
         let limit = try Self.limit(input.query.limit, default: 100, maximum: 1000)
-        let rows = try await ota.deployments(status: input.query.status?.rawValue, before: try PageCursor.integer(input.query.cursor), limit: limit)
+        let rows = try await rollouts.deployments(
+            status: input.query.status.flatMap { RolloutStatus(rawValue: $0.rawValue) },
+            before: try PageCursor.integer(input.query.cursor),
+            limit: limit
+        )
         let next = rows.count == limit ? rows.last.map { PageCursor.encode($0.id) } : nil
         return .ok(.init(body: .json(.init(items: rows.map(Schemas.Deployment.init), nextCursor: next))))
     }
@@ -120,19 +125,25 @@ extension OperatorAPI {
             for id in Set(ids) { try await devices.requireKnown(id, create: body.create ?? false) }
             targets = ids
         }
-        let deployment = try await ota.deploy(version: body.version, deviceIDs: targets, maxAttempts: body.maxAttempts ?? 5, notes: body.notes)
+        let deployment = try await ota.deploy(
+            version: body.version,
+            deviceIDs: targets,
+            maxAttempts: body.maxAttempts ?? 5,
+            notes: body.notes,
+            createdBy: Self.actor
+        )
         return .created(.init(body: .json(.init(deployment))))
     }
 
     func getDeployment(_ input: Operations.GetDeployment.Input) async throws -> Operations.GetDeployment.Output {
         let id = input.path.deploymentId
-        guard let deployment = try await ota.deployment(id: id) else { throw OTAError.notFound("No deployment \(id)") }
+        guard let deployment = try await rollouts.deployment(id: id) else { throw OTAError.notFound("No deployment \(id)") }
         return .ok(.init(body: .json(.init(deployment))))
     }
 
     func cancelDeployment(_ input: Operations.CancelDeployment.Input) async throws -> Operations.CancelDeployment.Output {
         let id = input.path.deploymentId
-        guard let deployment = try await ota.cancelDeployment(id: id) else { throw OTAError.notFound("No deployment \(id)") }
+        guard let deployment = try await rollouts.cancelDeployment(id: id) else { throw OTAError.notFound("No deployment \(id)") }
         return .ok(.init(body: .json(.init(deployment))))
     }
 

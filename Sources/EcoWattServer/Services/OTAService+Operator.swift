@@ -8,6 +8,7 @@ extension OTAService {
     /// Ends the device's active session as cancelled: its next chunk request fails and the device retries at its next
     /// OTA period if the deployment still targets it.
     public func cancel(deviceID: String, reason: String = "cancelled by operator") async throws -> OTASession {
+        await takeUpStoredSession(deviceID)
         guard let current = live.withLock({ $0[deviceID] }) else { throw OTAError.noActiveSession(deviceID) }
         await saveCounters(of: deviceID)
         _ = try await store.endSession(
@@ -19,8 +20,22 @@ extension OTAService {
             nowMs: clock()
         )
         forgetLive(deviceID: deviceID, sessionID: current.sessionID)
+        await notices.announce(.ota, deviceID)
+        observer.changed(deviceID)
         guard let session = try await store.session(current.sessionID) else { throw OTAError.noActiveSession(deviceID) }
         return session
+    }
+
+    /// Sessions in progress with their live counters, the most recently active first, at most `limit`.
+    public func activeSessions(limit: Int) async throws -> [OTASession] {
+        let newest = live.withLock { sessions in
+            sessions.sorted { $0.value.counters.updatedAtMs > $1.value.counters.updatedAtMs }.prefix(limit).map(\.value.sessionID)
+        }
+        var sessions: [OTASession] = []
+        for id in newest {
+            if let session = try await store.session(id) { sessions.append(withLiveCounters(session)) }
+        }
+        return sessions
     }
 
     /// Prepares an uploaded image with the server's keys and stores it.
@@ -35,13 +50,13 @@ extension OTAService {
         return servable
     }
 
-    /// Deletes every file of a version; refused while a deployment of it is active. Sessions downloading it are
+    /// Deletes every file of a version; refused while a rollout or deployment of it is open. Sessions downloading it are
     /// cancelled.
     public func deleteFirmware(_ version: String) async throws -> [String] {
-        let deployments = try await store.activeDeploymentIDs(version: version)
-        guard deployments.isEmpty else {
+        let open = try await rollouts.openRolloutIDs(version: version)
+        guard open.isEmpty else {
             throw OTAError.conflict(
-                "Version \(version) is deployed (deployment \(deployments.map(String.init).joined(separator: ", "))): cancel it first"
+                "Version \(version) is deployed (open rollout or deployment \(open.map(String.init).joined(separator: ", "))): cancel it first"
             )
         }
         let removed = try catalog.delete(version)
@@ -51,9 +66,18 @@ extension OTAService {
         return removed
     }
 
-    /// Assigns a version to every device (`deviceIDs == nil`) or to a list. The image must exist and, when the server
-    /// has keys, verify with them (an image the devices will reject is not deployed).
-    public func deploy(version: String, deviceIDs: [String]?, maxAttempts: Int, notes: String?) async throws -> OTADeployment {
+    /// Assigns a version to every device (`deviceIDs == nil`) or to a list: a one-wave rollout of kind `deployment`
+    /// (see ``RolloutService/deploy(version:deviceIDs:maxAttempts:notes:createdBy:)``). The image must exist and, when
+    /// the server has keys, verify with them (an image the devices will reject is not deployed).
+    public func deploy(
+        version: String,
+        deviceIDs: [String]?,
+        maxAttempts: Int,
+        notes: String?,
+        createdBy: String
+    ) async throws
+        -> OTADeployment
+    {
         guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
         if firmware.signatureVerified == false {
             throw OTAError.conflict(
@@ -63,9 +87,14 @@ extension OTAService {
                     + "or restore the keys it was prepared with from the keys directory's archive/ and send the server SIGHUP."
             )
         }
-        let deployment = try await store.createDeployment(
-            OTADeployment(version: version, deviceIDs: deviceIDs, maxAttempts: maxAttempts, notes: notes, createdAtMs: clock())
+        let rollout = try await rollouts.deploy(
+            version: version,
+            deviceIDs: deviceIDs,
+            maxAttempts: maxAttempts,
+            notes: notes,
+            createdBy: createdBy
         )
+        let deployment = try await rollouts.deploymentView(rollout)
         logger.notice(
             "firmware deployed",
             metadata: [
@@ -79,21 +108,9 @@ extension OTAService {
     /// Fleet figures with the chunk counters flushed first.
     public func counts() async throws -> OTACounts {
         await flush()
-        return try await store.otaCounts()
-    }
-
-    /// Deployments, newest first (of `status`, below the id `before`, when given).
-    public nonisolated func deployments(status: String? = nil, before: Int64? = nil, limit: Int) async throws -> [OTADeployment] {
-        try await store.deployments(status: status, before: before, limit: limit)
-    }
-
-    public nonisolated func deployment(id: Int64) async throws -> OTADeployment? {
-        try await store.deployment(id: id)
-    }
-
-    /// Cancels an active deployment (a cancelled one stays as it is); `nil` when there is no deployment `id`.
-    public nonisolated func cancelDeployment(id: Int64) async throws -> OTADeployment? {
-        try await store.cancelDeployment(id: id, nowMs: clock())
+        var counts = try await store.otaCounts()
+        (counts.activeDeployments, counts.deployments) = try await rollouts.deploymentCounts()
+        return counts
     }
 
     /// The device's sessions, newest first, an active one with its live chunk counters.
