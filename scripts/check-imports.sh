@@ -13,6 +13,14 @@ if grep -rlE '^(@testable )?import GRDB' Sources/EcoWattStorage >/dev/null 2>&1;
     echo "error: EcoWattStorage must not import GRDB" >&2
     exit 1
 fi
+# The same for PostgreSQL (issue 22): postgres-nio only in EcoWattPostgres, and in the tests that run a database.
+pg_offenders=$(grep -rlE '^(@testable )?import PostgresNIO' Sources Tests |
+    grep -vE '^(Sources/EcoWattPostgres|Tests/EcoWattPostgresTests|Tests/EcoWattTestSupport)/' || true)
+if [ -n "$pg_offenders" ]; then
+    echo "error: PostgresNIO imported outside the PostgreSQL module:" >&2
+    echo "$pg_offenders" >&2
+    exit 1
+fi
 # Routes and services see the store protocols (and services, for routes), never the SQLite implementation: only the
 # composition root and the operations that are about the SQLite file itself import EcoWattSQLite.
 sqlite_users=$(grep -rlE '^import EcoWattSQLite' Sources/EcoWattServer/Routes Sources/EcoWattServer/Services Sources/EcoWattServer/Binding/DeviceBinding.swift Sources/EcoWattServer/Binding/BootMessages.swift || true)

@@ -125,7 +125,7 @@ extension DatabaseInspector {
                 let stored = try TelemetryChunks.decode(row)
                 return stored.chunk.packets.enumerated().map { place, packet in
                     InspectedPacket(
-                        id: TelemetryChunks.packetID(chunk: stored.id, place: place),
+                        id: ChunkReading.packetID(chunk: stored.id, place: place),
                         deviceID: stored.deviceID,
                         layout: stored.chunk.layout,
                         packet: packet

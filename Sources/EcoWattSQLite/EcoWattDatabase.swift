@@ -368,6 +368,11 @@ public final class EcoWattDatabase: Sendable {
         }
         migrator.registerMigration("v12-telemetry-chunks") { db in try TelemetryMigration.run(db) }
         migrator.registerMigration("v13-accounts-credentials") { db in try Self.accountsMigration(db) }
+        migrator.registerMigration("v14-rollouts") { db in try Self.rolloutsMigration(db) }
+        // Issue 22: the version of a device's nonce and decoder state, which commits compare (several instances).
+        migrator.registerMigration("v15-state-version") { db in
+            try db.alter(table: "devices") { t in t.add(column: "state_version", .integer).notNull().defaults(to: 0) }
+        }
         return migrator
     }
 }

@@ -2,7 +2,6 @@ import EcoWattStorage
 import GRDB
 import Logging
 import ServiceLifecycle
-import Synchronization
 
 /// The single writer: concurrent requests submit work, and every batch of waiting work runs in **one** SQLite
 /// transaction (group commit), so a durable commit is paid once per batch instead of once per request.
@@ -16,20 +15,8 @@ import Synchronization
 /// instances) can keep it with the nonce check in its transactions.
 public final class GroupCommitWriter: Service, StorageProbe {
     private let database: EcoWattDatabase
-    private let maxBatch: Int
     private let logger: Logger
-    private let state = Mutex(State())
-
-    private struct State {
-        var queue: [Job] = []
-        var waiter: CheckedContinuation<Void, Never>?
-        var finished = false
-        var running = false
-        var batches = 0
-        var jobs = 0
-        /// When the oldest job still waiting was queued (`nil` while the queue is empty).
-        var waitingSince: ContinuousClock.Instant?
-    }
+    private let queue: BatchQueue<Job>
 
     /// A queued unit of work; `apply` runs on the writer's connection and returns the action that resumes the caller.
     private struct Job: Sendable {
@@ -39,7 +26,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
 
     public init(database: EcoWattDatabase, maxBatch: Int = 1024, logger: Logger = Logger(label: "ecowatt.writer")) {
         self.database = database
-        self.maxBatch = maxBatch
+        queue = BatchQueue(maxBatch: maxBatch)
         self.logger = logger
     }
 
@@ -58,15 +45,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
             },
             fail: { ticket.complete(.failure($0)) }
         )
-        let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-            guard !state.finished else { return (false, nil) }
-            if state.queue.isEmpty { state.waitingSince = .now }
-            state.queue.append(job)
-            defer { state.waiter = nil }
-            return (true, state.waiter)
-        }
-        if !accepted { ticket.complete(.failure(StoreError.shuttingDown)) }
-        waiter?.resume()
+        if !queue.enqueue(job) { ticket.complete(.failure(StoreError.shuttingDown)) }
         return ticket
     }
 
@@ -78,26 +57,22 @@ public final class GroupCommitWriter: Service, StorageProbe {
         } catch {
             return (false, "database not readable: \(error)")
         }
-        let (running, finished, queued, since) = state.withLock { ($0.running, $0.finished, $0.queue.count, $0.waitingSince) }
-        if !running || finished { return (false, "the writer is not running") }
-        if let since, ContinuousClock.now - since > stalledAfter {
-            return (false, "the writer has left \(queued) writes waiting for more than \(stalledAfter)")
-        }
-        return (true, "readable; writer running, \(queued) writes queued")
+        let writer = queue.readiness(stalledAfter: stalledAfter)
+        return (writer.ready, writer.ready ? "readable; \(writer.detail)" : writer.detail)
     }
 
     /// Number of transactions and jobs committed so far (for statistics and benchmarks).
-    public var counters: (batches: Int, jobs: Int) { state.withLock { ($0.batches, $0.jobs) } }
+    public var counters: (batches: Int, jobs: Int) { queue.counters }
 
     /// The commit loop. Returns after a graceful shutdown once the queue is empty, or at once when cancelled (the
     /// service group cancels every service when one fails, e.g. the HTTP server cannot bind its port; waiting for
     /// more work then would keep the process alive forever).
     public func run() async throws {
-        state.withLock { $0.running = true }
-        defer { state.withLock { $0.running = false } }
+        queue.setRunning(true)
+        defer { queue.setRunning(false) }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
-                while let batch = await nextBatch() {
+                while let batch = await queue.nextBatch() {
                     await commit(batch)
                 }
             } onGracefulShutdown: {
@@ -109,60 +84,12 @@ public final class GroupCommitWriter: Service, StorageProbe {
     }
 
     /// Stops accepting work; queued work is still committed by ``run()``.
-    public func finish() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.finished = true
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
-    }
-
-    private func nextBatch() async -> [Job]? {
-        while true {
-            enum Step {
-                case batch([Job])
-                case done, wait
-            }
-            let step: Step = state.withLock { state in
-                if !state.queue.isEmpty {
-                    let count = min(maxBatch, state.queue.count)
-                    let batch = Array(state.queue.prefix(count))
-                    state.queue.removeFirst(count)
-                    state.waitingSince = state.queue.isEmpty ? nil : .now
-                    return .batch(batch)
-                }
-                return state.finished ? .done : .wait
-            }
-            switch step {
-            case .batch(let jobs): return jobs
-            case .done: return nil
-            case .wait:
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state -> Bool in
-                        if !state.queue.isEmpty || state.finished { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
-                }
-            }
-        }
-    }
+    public func finish() { queue.finish() }
 
     private func commit(_ jobs: [Job]) async {
         do {
             let outcomes = try await database.pool.write { db in Self.apply(jobs, db) }
-            state.withLock {
-                $0.batches += 1
-                $0.jobs += jobs.count
-            }
-            for (job, outcome) in zip(jobs, outcomes) {
-                switch outcome {
-                case .committed(let resume): resume()
-                case .failed(let error): job.fail(error)
-                }
-            }
+            queue.delivered(jobs, outcomes) { job, error in job.fail(error) }
         } catch {
             logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error)"])
             for job in jobs { job.fail(error) }
@@ -170,7 +97,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
     }
 
     /// Runs each job in its own savepoint inside the current transaction.
-    private static func apply(_ jobs: [Job], _ db: Database) -> [JobOutcome] {
+    private static func apply(_ jobs: [Job], _ db: Database) -> [BatchQueue<Job>.Outcome] {
         jobs.map { job in
             do {
                 var onCommit: (@Sendable () -> Void)?
@@ -183,10 +110,5 @@ public final class GroupCommitWriter: Service, StorageProbe {
                 return .failed(error)
             }
         }
-    }
-
-    private enum JobOutcome: Sendable {
-        case committed(@Sendable () -> Void)
-        case failed(any Error)
     }
 }

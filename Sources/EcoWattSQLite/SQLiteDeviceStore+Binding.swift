@@ -35,6 +35,13 @@ extension SQLiteDeviceStore: BindingStore {
         }
     }
 
+    public func heldMessages(deviceID: String) async throws -> [HeldMessage] {
+        try await database.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM held_messages WHERE device_id = ? ORDER BY id", arguments: [deviceID])
+                .compactMap(Self.heldMessage)
+        }
+    }
+
     public func hold(_ message: HeldMessage) async throws -> HeldMessage {
         let retention = retention
         return try await writer.write { db in

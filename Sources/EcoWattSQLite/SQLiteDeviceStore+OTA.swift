@@ -63,12 +63,6 @@ extension SQLiteDeviceStore: OTAStore {
         }
     }
 
-    public func deployment(id: Int64) async throws -> OTADeployment? {
-        try await database.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM ota_deployments WHERE id = ?", arguments: [id]).map { try Self.deployment(db, row: $0) }
-        }
-    }
-
     public func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment? {
         try await writer.write { db in
             try db.execute(
@@ -77,30 +71,6 @@ extension SQLiteDeviceStore: OTAStore {
             )
             return try Row.fetchOne(db, sql: "SELECT * FROM ota_deployments WHERE id = ?", arguments: [id])
                 .map { try Self.deployment(db, row: $0) }
-        }
-    }
-
-    public func deployment(for deviceID: String) async throws -> OTADeployment? {
-        try await database.pool.read { db in
-            try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT * FROM ota_deployments d WHERE d.status = 'active' AND (d.all_devices OR EXISTS
-                      (SELECT 1 FROM ota_deployment_devices t WHERE t.deployment_id = d.id AND t.device_id = ?))
-                    ORDER BY d.id DESC LIMIT 1
-                    """,
-                arguments: [deviceID]
-            ).map { try Self.deployment(db, row: $0) }
-        }
-    }
-
-    public func activeDeploymentIDs(version: String) async throws -> [Int64] {
-        try await database.pool.read { db in
-            try Int64.fetchAll(
-                db,
-                sql: "SELECT id FROM ota_deployments WHERE status = 'active' AND version = ? ORDER BY id",
-                arguments: [version]
-            )
         }
     }
 
@@ -195,7 +165,7 @@ extension SQLiteDeviceStore: OTAStore {
             for (sessionID, counter) in counters {
                 try db.execute(
                     sql: """
-                        UPDATE ota_sessions SET chunks_served = ?, bytes_served = ?, last_chunk = ?,
+                        UPDATE ota_sessions SET chunks_served = chunks_served + ?, bytes_served = bytes_served + ?, last_chunk = ?,
                           updated_at_ms = MAX(updated_at_ms, ?) WHERE session_id = ?
                         """,
                     arguments: [counter.chunksServed, counter.bytesServed, counter.lastChunk, counter.updatedAtMs, sessionID]
@@ -285,13 +255,6 @@ extension SQLiteDeviceStore: OTAStore {
                 counts.chunksServed = row["c"]
                 counts.bytesServed = row["b"]
             }
-            if let row = try Row.fetchOne(
-                db,
-                sql: "SELECT COUNT(*) AS n, COALESCE(SUM(status = 'active'), 0) AS a FROM ota_deployments"
-            ) {
-                counts.deployments = row["n"]
-                counts.activeDeployments = row["a"]
-            }
             return counts
         }
     }
@@ -299,10 +262,14 @@ extension SQLiteDeviceStore: OTAStore {
     public func setFirmwareVersion(deviceID: String, version: String) async throws {
         // Most calls change nothing (every check and every boot report the running version): read first, so that an
         // anonymous `/ota/check` costs no write transaction.
-        let current = try await database.pool.read { db in
+        // The async read (a `Row` is not Sendable: returning one would pick GRDB's blocking read, which held a
+        // cooperative thread while it waited for a reader; with both of a 2-core machine's threads blocked there, the
+        // readers' releases never ran and the whole server stopped, accept loop included, under 1 000 devices).
+        let current: String?? = try await database.pool.read { db in
             try Row.fetchOne(db, sql: "SELECT firmware_version FROM devices WHERE device_id = ?", arguments: [deviceID])
+                .map { row -> String? in row["firmware_version"] }
         }
-        guard let current, current["firmware_version"] as String? != version else { return }
+        guard let current, current != version else { return }
         try await writer.write { db in
             try db.execute(
                 sql: "UPDATE devices SET firmware_version = ? WHERE device_id = ? AND firmware_version IS NOT ?",

@@ -286,12 +286,12 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
+    public func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
         try await database.pool.read { db in
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT * FROM commands WHERE device_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < ?3
+                    SELECT * FROM commands WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2) AND id < ?3
                     ORDER BY id DESC LIMIT ?4
                     """,
                 arguments: [deviceID, status?.rawValue, before ?? Int64.max, limit]
@@ -318,7 +318,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
-    public func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int) {
+    public func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: [String], expired: [String]) {
         // Read first (through `commands_status_expiry`): an idle fleet costs no write transaction every sweep.
         let due = try await database.pool.read { db in
             try Bool.fetchOne(
@@ -330,24 +330,25 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                 arguments: [nowMs, nowMs - resultTimeoutMs]
             ) ?? false
         }
-        guard due else { return (0, 0) }
+        guard due else { return ([], []) }
         return try await writer.write { db in
-            try db.execute(
+            let timedOut = try String.fetchAll(
+                db,
                 sql: """
                     UPDATE commands SET status = 'timed_out', finished_at_ms = ?1
-                    WHERE status = 'dispatched' AND dispatched_at_ms <= ?2
+                    WHERE status = 'dispatched' AND dispatched_at_ms <= ?2 RETURNING device_id
                     """,
                 arguments: [nowMs, nowMs - resultTimeoutMs]
             )
-            let timedOut = db.changesCount
-            try db.execute(
+            let expired = try String.fetchAll(
+                db,
                 sql: """
                     UPDATE commands SET status = 'expired', finished_at_ms = ?1
-                    WHERE status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1
+                    WHERE status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 RETURNING device_id
                     """,
                 arguments: [nowMs]
             )
-            return (timedOut, db.changesCount)
+            return (timedOut, expired)
         }
     }
 

@@ -11,27 +11,12 @@ extension SQLiteTelemetryStore: OutboxStore {
                 arguments: [afterID, limit]
             )
             // Each chunk of the batch read and decoded once (a device's consecutive packets share one).
-            var chunks: [Int64: TelemetryChunks.Stored] = [:]
+            var chunks: [Int64: ChunkReading.Stored] = [:]
             return try rows.compactMap { row -> OutboxPacket? in
-                let (chunkID, place) = TelemetryChunks.split(row["packet_id"])
+                let (chunkID, place) = ChunkReading.split(row["packet_id"])
                 if chunks[chunkID] == nil { chunks[chunkID] = try TelemetryChunks.load(db, id: chunkID) }
                 // Gone (retention dropped it before the broker came back): nothing to publish.
-                guard let stored = chunks[chunkID], place < stored.chunk.packets.count else { return nil }
-                let packet = stored.chunk.packets[place]
-                return OutboxPacket(
-                    id: row["id"],
-                    deviceID: stored.deviceID,
-                    method: packet.method,
-                    registerLayout: stored.chunk.layout,
-                    samples: packet.samples ?? [],
-                    sampleTimesMs: packet.samples == nil ? [] : packet.sampleTimesMs,
-                    lastSampleMs: packet.lastSampleMs,
-                    approximate: packet.approximate,
-                    reason: packet.reason,
-                    originalSize: packet.originalSize,
-                    compressedSize: packet.compressedSize,
-                    receivedAtMs: packet.receivedAtMs
-                )
+                return chunks[chunkID]?.outboxPacket(id: row["id"], place: place)
             }
         }
     }

@@ -104,7 +104,9 @@ extension SQLiteTelemetryStore {
     }
 
     public func pruneTelemetry(_ cutoffs: TelemetryCutoffs, limit: Int) async throws -> Int {
-        try await writer.write { db in
+        // A read first: the job runs every 30 s, and with nothing past retention it must not cost a write transaction.
+        guard try await database.pool.read({ db in try Self.anythingToPrune(db, cutoffs) }) else { return 0 }
+        return try await writer.write { db in
             var dropped = 0
             // Chunks in id order are in arrival order: drop from the oldest while they arrived before the cutoff.
             let oldest = try Row.fetchAll(
@@ -115,12 +117,11 @@ extension SQLiteTelemetryStore {
             var floors: [String: Int64] = [:]
             for row in oldest {
                 let body: Data = row["body"]
-                let created = (try? TelemetryChunk(decoding: [UInt8](body)))?.createdMs ?? Int64.min
-                guard created < cutoffs.rawBeforeMs else { break }
+                guard cutoffs.dropsChunk([UInt8](body)) else { break }
                 let id: Int64 = row["id"]
                 try db.cachedStatement(sql: "DELETE FROM telemetry_chunks WHERE id = ?").execute(arguments: [id])
                 try db.cachedStatement(sql: "DELETE FROM telemetry_refs WHERE packet_id BETWEEN ? AND ?")
-                    .execute(arguments: [TelemetryChunks.packetID(chunk: id, place: 0), TelemetryChunks.packetID(chunk: id, place: 255)])
+                    .execute(arguments: [ChunkReading.packetID(chunk: id, place: 0), ChunkReading.packetID(chunk: id, place: 255)])
                 floors[row["device_id"], default: Int64.min] = max(floors[row["device_id"], default: Int64.min], row["last_ms"])
                 dropped += 1
             }
@@ -130,7 +131,7 @@ extension SQLiteTelemetryStore {
                 ).execute(arguments: [device, floor])
             }
             for resolution in RollupResolution.allCases {
-                let cutoff = resolution == .minute ? cutoffs.minuteBeforeMs : cutoffs.hourBeforeMs
+                let cutoff = cutoffs.rollupsBeforeMs(resolution)
                 try db.cachedStatement(
                     sql: """
                         DELETE FROM telemetry_rollups WHERE rowid IN (SELECT rowid FROM telemetry_rollups
@@ -141,5 +142,18 @@ extension SQLiteTelemetryStore {
             }
             return dropped
         }
+    }
+
+    /// Whether the oldest chunk arrived before the raw cutoff, or a rollup is older than its cutoff (both indexed).
+    private static func anythingToPrune(_ db: Database, _ cutoffs: TelemetryCutoffs) throws -> Bool {
+        if let body = try Data.fetchOne(db, sql: "SELECT body FROM telemetry_chunks ORDER BY id LIMIT 1"), cutoffs.dropsChunk([UInt8](body)) {
+            return true
+        }
+        for resolution in RollupResolution.allCases {
+            let cutoff = cutoffs.rollupsBeforeMs(resolution)
+            let sql = "SELECT 1 FROM telemetry_rollups WHERE resolution = ? AND bucket_ms < ? LIMIT 1"
+            if try Int.fetchOne(db, sql: sql, arguments: [resolution.rawValue, cutoff]) != nil { return true }
+        }
+        return false
     }
 }

@@ -28,7 +28,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         try await database.pool.read { db in
             let row = try Row.fetchOne(
                 db,
-                sql: "SELECT last_nonce, stream_state, last_upload_ms, admission FROM devices WHERE device_id = ?",
+                sql: "SELECT last_nonce, stream_state, last_upload_ms, admission, state_version FROM devices WHERE device_id = ?",
                 arguments: [deviceID]
             )
             // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
@@ -42,7 +42,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) },
                 stream: stream,
                 lastUploadMs: row?["last_upload_ms"],
-                admitted: row.map { $0["admission"] as String != "pending" } ?? false
+                admitted: row.map { $0["admission"] as String != "pending" } ?? false,
+                version: row?["state_version"] ?? 0
             )
         }
     }
@@ -82,9 +83,10 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         try db.cachedStatement(
             sql: """
                 INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, upload_count, last_nonce, stream_state, admission,
-                  last_upload_ms, bound_address, bound_at_ms, rollup_from_ms, rollup_to_ms)
-                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified', ?2, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?2 END, ?6, ?7)
+                  last_upload_ms, bound_address, bound_at_ms, rollup_from_ms, rollup_to_ms, state_version)
+                VALUES (?1, ?2, ?2, 1, ?3, ?4, 'verified', ?2, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?2 END, ?6, ?7, 1)
                 ON CONFLICT(device_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
+                  state_version = devices.state_version + 1,
                   upload_count = upload_count + 1, last_nonce = excluded.last_nonce, stream_state = excluded.stream_state,
                   admission = CASE WHEN devices.admission = 'operator' THEN 'operator' ELSE 'verified' END,
                   last_upload_ms = excluded.last_upload_ms,
@@ -92,11 +94,12 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                   bound_at_ms = coalesce(excluded.bound_at_ms, devices.bound_at_ms),
                   rollup_from_ms = min(coalesce(devices.rollup_from_ms, ?6), coalesce(?6, devices.rollup_from_ms)),
                   rollup_to_ms = max(coalesce(devices.rollup_to_ms, ?7), coalesce(?7, devices.rollup_to_ms))
-                WHERE devices.last_nonce IS NULL OR excluded.last_nonce > devices.last_nonce
+                WHERE (devices.last_nonce IS NULL OR excluded.last_nonce > devices.last_nonce)
+                  AND (?8 IS NULL OR devices.state_version = ?8)
                 """
         ).execute(arguments: [
             device, now, Int64(record.nonce), Data(record.streamState.serialized), record.clientAddress, sampleTimes.min(),
-            sampleTimes.max(),
+            sampleTimes.max(), record.expectedVersion,
         ])
         if db.changesCount == 0 {
             let stored = try Int64.fetchOne(
@@ -104,6 +107,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 sql: "SELECT last_nonce FROM devices WHERE device_id = ?",
                 arguments: [device]
             )
+            // The nonce rule first: a replay is a replay whatever the version.
+            if stored.map({ Int64(record.nonce) > $0 }) ?? true { throw StoreError.stateChanged(deviceID: device) }
             throw StoreError.nonceNotIncreasing(
                 deviceID: device,
                 nonce: record.nonce,
@@ -137,7 +142,10 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public func submitStreamState(deviceID: String, state: DeviceStreamState) -> WriteTicket<Void> {
         let bytes = Data(state.serialized)
         return writer.enqueue { db in
-            try db.execute(sql: "UPDATE devices SET stream_state = ? WHERE device_id = ?", arguments: [bytes, deviceID])
+            try db.execute(
+                sql: "UPDATE devices SET stream_state = ?, state_version = state_version + 1 WHERE device_id = ?",
+                arguments: [bytes, deviceID]
+            )
         }
     }
 
@@ -156,7 +164,10 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
         writer.enqueue { db in
             try db.execute(
-                sql: "UPDATE devices SET last_nonce = NULL, last_upload_ms = NULL WHERE device_id = ? AND last_nonce IS NOT NULL",
+                sql: """
+                    UPDATE devices SET last_nonce = NULL, last_upload_ms = NULL, state_version = state_version + 1
+                    WHERE device_id = ? AND last_nonce IS NOT NULL
+                    """,
                 arguments: [deviceID]
             )
             let changed = db.changesCount > 0
@@ -174,22 +185,11 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks WHERE device_id = ? ORDER BY last_ms DESC, id DESC",
                 arguments: [deviceID]
             )
-            // Of samples of one time, the one stored last (chunk id, then place in the chunk).
-            var best: (sample: SampleRow, chunk: Int64)?
-            while let row = try chunks.next() {
-                if let best, (row["last_ms"] as Int64) < best.sample.timestampMs { break }
-                let stored = try TelemetryChunks.decode(row)
-                for packet in stored.chunk.packets {
-                    for sample in SampleRow.rows(of: packet, device: deviceID, layout: stored.chunk.layout) {
-                        guard let current = best else {
-                            best = (sample, stored.id)
-                            continue
-                        }
-                        if (sample.timestampMs, stored.id) >= (current.sample.timestampMs, current.chunk) { best = (sample, stored.id) }
-                    }
-                }
+            var latest = ChunkReading.LatestSample()
+            while let row = try chunks.next(), latest.wants(lastMs: row["last_ms"]) {
+                latest.add(try TelemetryChunks.decode(row))
             }
-            return best?.sample
+            return latest.sample
         }
     }
 
@@ -199,7 +199,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func packets(deviceID: String, before: Int64?, limit: Int) async throws -> [PacketRow] {
         try await database.pool.read { db in
-            // A packet's id is its chunk's id and its place (``TelemetryChunks/packetID(chunk:place:)``): the chunk of
+            // A packet's id is its chunk's id and its place (``ChunkReading/packetID(chunk:place:)``): the chunk of
             // `before` is the first that can hold older packets.
             let chunks = try Row.fetchCursor(
                 db,
@@ -208,12 +208,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             )
             var rows: [PacketRow] = []
             while rows.count < limit, let row = try chunks.next() {
-                let stored = try TelemetryChunks.decode(row)
-                for (place, packet) in stored.chunk.packets.enumerated().reversed() where rows.count < limit {
-                    let id = TelemetryChunks.packetID(chunk: stored.id, place: place)
-                    if let before, id >= before { continue }
-                    rows.append(PacketRow(packet, id: id, device: deviceID, layout: stored.chunk.layout))
-                }
+                rows += try TelemetryChunks.decode(row).packetRows(before: before).prefix(limit - rows.count)
             }
             return rows
         }

@@ -8,22 +8,12 @@ import GRDB
 /// joins (`open_chunk`). A packet's id is its chunk's id shifted left by 8 plus its place in the chunk.
 /// `telemetry_refs` finds, by the decoder's serial, the few packets a later upload may still decode or re-time.
 enum TelemetryChunks {
-    static func packetID(chunk: Int64, place: Int) -> Int64 { chunk << 8 | Int64(place) }
-    static func split(_ packetID: Int64) -> (chunk: Int64, place: Int) { (packetID >> 8, Int(packetID & 0xFF)) }
-
-    /// One stored chunk with its id and device.
-    struct Stored {
-        var id: Int64
-        var deviceID: String
-        var chunk: TelemetryChunk
-    }
-
-    static func decode(_ row: Row) throws -> Stored {
+    static func decode(_ row: Row) throws -> ChunkReading.Stored {
         let body: Data = row["body"]
-        return Stored(id: row["id"], deviceID: row["device_id"], chunk: try TelemetryChunk(decoding: [UInt8](body)))
+        return ChunkReading.Stored(id: row["id"], deviceID: row["device_id"], chunk: try TelemetryChunk(decoding: [UInt8](body)))
     }
 
-    static func load(_ db: Database, id: Int64) throws -> Stored? {
+    static func load(_ db: Database, id: Int64) throws -> ChunkReading.Stored? {
         try Row.fetchOne(db.cachedStatement(sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE id = ?"), arguments: [id])
             .map(decode)
     }
@@ -54,7 +44,7 @@ enum TelemetryChunks {
         {
             chunk.packets.append(packet)
             try save(db, id: open, chunk)
-            return (packetID(chunk: open, place: chunk.packets.count - 1), open)
+            return (ChunkReading.packetID(chunk: open, place: chunk.packets.count - 1), open)
         }
         let chunk = TelemetryChunk(layout: layout, packets: [packet])
         let range = packet.timeRange
@@ -62,7 +52,7 @@ enum TelemetryChunks {
             .execute(arguments: [device, range.lowerBound, range.upperBound, Data(chunk.encoded())])
         let id = db.lastInsertedRowID
         try db.cachedStatement(sql: "UPDATE devices SET open_chunk = ? WHERE device_id = ?").execute(arguments: [id, device])
-        return (packetID(chunk: id, place: 0), id)
+        return (ChunkReading.packetID(chunk: id, place: 0), id)
     }
 
     /// Notes that a later upload may decode or re-time the packet (found by its serial).
@@ -80,7 +70,7 @@ enum TelemetryChunks {
                 arguments: [device, update.serial]
             )
         else { return nil }
-        let (id, place) = split(packetID)
+        let (id, place) = ChunkReading.split(packetID)
         guard var stored = try load(db, id: id), stored.deviceID == device, place < stored.chunk.packets.count else { return nil }
         let before = stored.chunk.packets[place].sampleTimesMs
         stored.chunk.packets[place].complete(with: update)
@@ -104,72 +94,12 @@ extension TelemetryChunks {
     /// Samples of `device` in `[fromMs, toMs]`, oldest first, at most `limit` (the historical query, and the raw input of
     /// a rollup refresh with no limit).
     static func samples(_ db: Database, device: String, fromMs: Int64, toMs: Int64, limit: Int) throws -> [SampleRow] {
-        guard limit > 0, fromMs <= toMs else { return [] }
-        // Each sample with where it is stored (packet id, row): samples of one time keep the order they were stored in.
-        var found: [(sample: SampleRow, packet: Int64, row: Int)] = []
-        func settle() {
-            found.sort { ($0.sample.timestampMs, $0.packet, $0.row) < ($1.sample.timestampMs, $1.packet, $1.row) }
-            if found.count > limit { found.removeLast(found.count - limit) }
-        }
+        var selection = ChunkReading.SampleSelection(fromMs: fromMs, toMs: toMs, limit: limit)
+        guard !selection.isEmpty else { return [] }
         for chunk in try overlapping(db, device: device, fromMs: fromMs, toMs: toMs) {
-            // Chunks come by their earliest time: once `limit` samples are found, a chunk starting after the limit-th
-            // earliest of them adds nothing.
-            if found.count >= limit {
-                settle()
-                if chunk.firstMs > found[limit - 1].sample.timestampMs { break }
-            }
-            guard let stored = try load(db, id: chunk.id) else { continue }
-            for (place, packet) in stored.chunk.packets.enumerated() {
-                let id = packetID(chunk: stored.id, place: place)
-                for (row, sample) in SampleRow.rows(of: packet, device: device, layout: stored.chunk.layout).enumerated()
-                where (fromMs...toMs).contains(sample.timestampMs) {
-                    found.append((sample, id, row))
-                }
-            }
+            guard selection.wants(firstMs: chunk.firstMs) else { break }
+            if let stored = try load(db, id: chunk.id) { selection.add(stored) }
         }
-        settle()
-        return found.map(\.sample)
-    }
-}
-
-extension SampleRow {
-    /// The samples of a stored packet.
-    static func rows(of packet: ChunkPacket, device: String, layout: [Int]) -> [SampleRow] {
-        zip(packet.samples ?? [], packet.sampleTimesMs).map { values, time in
-            SampleRow(
-                deviceID: device,
-                timestampMs: time,
-                registerLayout: layout,
-                rawValues: values,
-                method: packet.method,
-                ratio: packet.ratio,
-                approximate: packet.approximate,
-                timeEstimated: packet.timeEstimated
-            )
-        }
-    }
-}
-
-extension PacketRow {
-    init(_ packet: ChunkPacket, id: Int64, device: String, layout: [Int]) {
-        self.init(
-            id: id,
-            deviceID: device,
-            nonce: packet.nonce,
-            packetIndex: packet.packetIndex,
-            marker: packet.marker,
-            method: packet.method,
-            registerLayout: layout,
-            sampleCount: packet.sampleCount,
-            lastSampleMs: packet.lastSampleMs,
-            decoded: packet.samples != nil,
-            approximate: packet.approximate,
-            truncated: packet.truncated,
-            reason: packet.reason,
-            blob: packet.blob,
-            detail: packet.detail,
-            serial: packet.serial,
-            timeEstimated: packet.timeEstimated
-        )
+        return selection.result()
     }
 }

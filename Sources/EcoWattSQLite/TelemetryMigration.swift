@@ -78,10 +78,10 @@ enum TelemetryMigration {
             for ref in pending.refs {
                 try db.execute(
                     sql: "INSERT OR REPLACE INTO telemetry_refs (device_id, serial, packet_id) VALUES (?, ?, ?)",
-                    arguments: [device, ref.serial, TelemetryChunks.packetID(chunk: id, place: ref.place)]
+                    arguments: [device, ref.serial, ChunkReading.packetID(chunk: id, place: ref.place)]
                 )
             }
-            for entry in pending.queued { newIDs[entry.old] = TelemetryChunks.packetID(chunk: id, place: entry.place) }
+            for entry in pending.queued { newIDs[entry.old] = ChunkReading.packetID(chunk: id, place: entry.place) }
             try db.execute(sql: "UPDATE devices SET open_chunk = ? WHERE device_id = ?", arguments: [id, device])
             if let times = pending.times {
                 try RollupLedger.markChanged(db, device: device, times: [times.lowerBound, times.upperBound])

@@ -6,7 +6,7 @@ import Testing
 @Suite struct AccountContractTests {
     typealias Backend = StoreContractTests.Backend
 
-    @Test(arguments: Backend.allCases) func usersAreCreatedOnceChangedAndRemovedWithTheirSessionsAndTokens(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func usersAreCreatedOnceChangedAndRemovedWithTheirSessionsAndTokens(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let accounts = stores.accounts
             let alice = try await accounts.createUser(name: "alice", role: .admin, passwordHash: "h1", nowMs: 10)
@@ -48,7 +48,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func sessionsAreBoundedPerUserTouchedAndPruned(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func sessionsAreBoundedPerUserTouchedAndPruned(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let accounts = stores.accounts
             let user = try await accounts.createUser(name: "carol", role: .viewer, passwordHash: "h", nowMs: 0)
@@ -75,7 +75,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func tokensAreCappedRevokedAndTheirFirstUseIsReportedOnce(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func tokensAreCappedRevokedAndTheirFirstUseIsReportedOnce(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let accounts = stores.accounts
             let user = try await accounts.createUser(name: "dave", role: .operator, passwordHash: "h", nowMs: 0)
@@ -111,7 +111,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func auditEntriesFormAHashChainAndPageBothWays(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func auditEntriesFormAHashChainAndPageBothWays(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let accounts = stores.accounts
             var entries: [AuditEntry] = []
@@ -147,7 +147,75 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func deviceKeysAreProvisionedRotatedPromotedAndRevoked(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func twoInstancesAtOnceKeepOneAuditChainTheTokenCapAndOneFirstUse(
+        _ backend: Backend
+    ) async throws {
+        try await BackendStores.with(backend, instances: 2) { stores in
+            let instances = stores.map(\.accounts)
+            // 40 appends at once, alternating between the instances: one chain, no sequence twice.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<40 {
+                    group.addTask {
+                        let draft = AuditDraft(
+                            atMs: Int64(i),
+                            actor: "user:u\(i % 3)",
+                            role: "admin",
+                            action: "a",
+                            target: "t\(i)",
+                            bodyDigest: "",
+                            outcome: "200",
+                            requestID: "r\(i)",
+                            clientAddress: "127.0.0.1"
+                        )
+                        _ = try await instances[i % 2].appendAudit(draft)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let chain = try await instances[1].auditEntries(after: 0, limit: 100)
+            #expect(chain.map(\.sequence) == Array(1...40))
+            #expect(chain.first?.previousHash == AuditEntry.genesis)
+            #expect(chain.allSatisfy { $0.isIntact })
+            for (previous, entry) in zip(chain, chain.dropFirst()) { #expect(entry.previousHash == previous.hash) }
+            #expect(Set(chain.map(\.draft.target)).count == 40)
+
+            // 12 token creations at once under a cap of 3: exactly 3 are stored.
+            let user = try await instances[0].createUser(name: "erin", role: .operator, passwordHash: "h", nowMs: 0)
+            let created = try await withThrowingTaskGroup(of: APITokenRecord?.self) { group in
+                for i in 0..<12 {
+                    group.addTask {
+                        let token = APITokenRecord(
+                            id: 0,
+                            userID: user.id,
+                            name: "t\(i)",
+                            role: .viewer,
+                            prefix: "p\(i)",
+                            hash: "h\(i)",
+                            createdAtMs: 1,
+                            expiresAtMs: nil
+                        )
+                        do { return try await instances[i % 2].createToken(token, maxPerUser: 3) } catch AccountStoreError.tooManyTokens {
+                            return nil
+                        }
+                    }
+                }
+                return try await group.reduce(into: [APITokenRecord]()) { if let token = $1 { $0.append(token) } }
+            }
+            #expect(created.count == 3)
+            #expect(try await instances[1].tokens(userID: user.id).count == 3)
+
+            // Its first use, recorded by both instances at once 10 times: reported once.
+            let token = try #require(created.first)
+            let firsts = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<10 { group.addTask { try await instances[i % 2].markTokenUsed(id: token.id, nowMs: 10 + Int64(i)) } }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(firsts == 1)
+            #expect(try await instances[0].token(id: token.id)?.lastUsedAtMs == 19)
+        }
+    }
+
+    @Test(arguments: Backend.cases) func deviceKeysAreProvisionedRotatedPromotedAndRevoked(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let keys = stores.telemetry
             let k1 = [UInt8](repeating: 1, count: 32)
@@ -179,7 +247,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func refusedUploadsKeepTheIdPendingWithACount(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func refusedUploadsKeepTheIdPendingWithACount(_ backend: Backend) async throws {
         var caps = RetentionPolicy()
         caps.maxPendingDevices = 2
         try await BackendStores.with(backend, retention: caps) { stores in

@@ -11,7 +11,7 @@ import Testing
 
     // MARK: - ConfigStore
 
-    @Test(arguments: Backend.allCases) func pendingConfigurationIsMergedDeliveredAndAppliedOnAcknowledgement(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func pendingConfigurationIsMergedDeliveredAndAppliedOnAcknowledgement(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let config = stores.devices
             #expect(
@@ -43,7 +43,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func aPendingConfigurationThatChangesNothingIsClearedWhenDelivered(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func aPendingConfigurationThatChangesNothingIsClearedWhenDelivered(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let config = stores.devices
             try await config.recordRunning(deviceID: "NOOP", report: Self.object(("sampling_interval", .int(5))), nowMs: 10)
@@ -54,7 +54,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func configurationHistoryIsBoundedPerDevice(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func configurationHistoryIsBoundedPerDevice(_ backend: Backend) async throws {
         var retention = RetentionPolicy()
         retention.configHistory = RowCap(perDevice: 3, total: 100)
         try await BackendStores.with(backend, retention: retention) { stores in
@@ -69,7 +69,7 @@ import Testing
 
     // MARK: - ReportStore
 
-    @Test(arguments: Backend.allCases) func reportsComeBackNewestFirstWithinTheirCaps(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func reportsComeBackNewestFirstWithinTheirCaps(_ backend: Backend) async throws {
         var retention = RetentionPolicy()
         retention.powerReports = RowCap(perDevice: 2, total: 100)
         try await BackendStores.with(backend, retention: retention) { stores in
@@ -106,7 +106,8 @@ import Testing
 
     // MARK: - OTAStore
 
-    @Test(arguments: Backend.allCases) func deploymentsTargetTheirDevicesUntilCancelled(_ backend: Backend) async throws {
+    /// Deployments of before they were one-wave rollouts: kept for the server to adopt at start.
+    @Test(arguments: Backend.cases) func deploymentsOfBeforeRolloutsAreListedUntilCancelled(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let ota = stores.devices
             let all = try await ota.createDeployment(OTADeployment(version: "1.1.0", deviceIDs: nil, maxAttempts: 3, notes: "fleet", createdAtMs: 10))
@@ -114,23 +115,17 @@ import Testing
                 OTADeployment(version: "1.2.0", deviceIDs: ["T2", "T1", "T1"], maxAttempts: 2, notes: nil, createdAtMs: 20)
             )
             #expect(some.id > all.id && some.status == "active")
-            #expect(try await ota.deployment(for: "T1")?.id == some.id, "the newest active deployment that targets it")
-            #expect(try await ota.deployment(for: "OTHER")?.id == all.id)
             #expect(try await ota.deployments(limit: 10).map(\.deviceIDs) == [["T1", "T2"], nil])
             #expect(try await ota.device("T1")?.admission == "operator", "a deployment's targets are the operator's")
-            #expect(try await ota.activeDeploymentIDs(version: "1.2.0") == [some.id])
             let cancelled = try #require(try await ota.cancelDeployment(id: some.id, nowMs: 30))
             #expect(cancelled.status == "cancelled" && cancelled.cancelledAtMs == 30)
             #expect(try await ota.cancelDeployment(id: some.id, nowMs: 40)?.cancelledAtMs == 30, "cancelling twice changes nothing")
             #expect(try await ota.cancelDeployment(id: 999_999, nowMs: 40) == nil)
-            #expect(try await ota.deployment(for: "T1")?.id == all.id)
-            #expect(try await ota.activeDeploymentIDs(version: "1.2.0").isEmpty)
-            let counts = try await ota.otaCounts()
-            #expect(counts.deployments == 2 && counts.activeDeployments == 1)
+            #expect(try await ota.deployments(status: "active", before: nil, limit: 10).map(\.id) == [all.id])
         }
     }
 
-    @Test(arguments: Backend.allCases) func aNewSessionReplacesTheActiveOneAndTakesOverTheProgressBeforeIt(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func aNewSessionReplacesTheActiveOneAndTakesOverTheProgressBeforeIt(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let ota = stores.devices
             let first = OTASession(
@@ -167,7 +162,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func progressAndOutcomesEndSessionsAndCountAttempts(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func progressAndOutcomesEndSessionsAndCountAttempts(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let ota = stores.devices
             for (index, id) in ["a", "b", "c"].enumerated() {
@@ -203,7 +198,9 @@ import Testing
             )
             #expect(try await ota.attempts(deviceID: "O2", version: "2.0.0", sinceMs: 0) == (2, false))
             #expect(try await ota.attempts(deviceID: "O2", version: "2.0.0", sinceMs: 900) == (1, false))
-            try await ota.saveCounters(["c": OTAChunkCounters(chunksServed: 3, bytesServed: 3_072, lastChunk: 2, updatedAtMs: 9_000)])
+            // Counters add up (several instances serve one session's chunks).
+            try await ota.saveCounters(["c": OTAChunkCounters(chunksServed: 2, bytesServed: 2_048, lastChunk: 1, updatedAtMs: 8_000)])
+            try await ota.saveCounters(["c": OTAChunkCounters(chunksServed: 1, bytesServed: 1_024, lastChunk: 2, updatedAtMs: 9_000)])
             #expect(
                 try await ota.endSession(
                     "c",
@@ -225,7 +222,7 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func idleSessionsExpireAndTheFirmwareVersionOfKnownDevicesIsKept(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func idleSessionsExpireAndTheFirmwareVersionOfKnownDevicesIsKept(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let ota = stores.devices
             _ = try await ota.startSession(
@@ -264,7 +261,7 @@ import Testing
     }
 
     /// Ended sessions beyond the device's cap go with their events; events are bounded per session.
-    @Test(arguments: Backend.allCases) func endedSessionsAndEventsAreBounded(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func endedSessionsAndEventsAreBounded(_ backend: Backend) async throws {
         var retention = RetentionPolicy()
         retention.otaSessions = RowCap(perDevice: 2, total: 100)
         retention.otaEvents = RowCap(perDevice: 3, total: 100)

@@ -1,3 +1,4 @@
+import EcoWattPostgres
 import EcoWattProtocol
 import EcoWattSQLite
 import EcoWattStorage
@@ -8,37 +9,70 @@ import Testing
 
 /// The stores of one backend, as the server's services see them (issue 17).
 struct BackendStores {
-    let telemetry: any TelemetryStore
-    let devices: any DeviceRegistryStore & CommandStore & ConfigStore & ReportStore & OTAStore
+    let telemetry: any TelemetryStore & OutboxStore
+    let devices: any DeviceRegistryStore & CommandStore & ConfigStore & ReportStore & OTAStore & RolloutStore
     let bindings: any BindingStore
     let accounts: any AccountStore
 
     typealias Backend = StoreContractTests.Backend
 
-    /// Runs `body` with fresh stores of `backend`, with `retention`'s caps and `events` told of admissions.
+    /// Runs `body` with fresh stores of `backend`, with `retention`'s caps and `events` told of admissions:
+    /// `instances` sets of them on one database (PostgreSQL: a client and a writer each, as separate server instances;
+    /// the embedded backends: the same stores, their single process).
+    static func with(
+        _ backend: Backend,
+        instances: Int,
+        retention: RetentionPolicy = RetentionPolicy(),
+        events: RegistryEvents = RegistryEvents(),
+        _ body: ([BackendStores]) async throws -> Void
+    ) async throws {
+        switch backend {
+        case .memory:
+            let store = InMemoryStore(retention: retention, events: events)
+            try await body(Array(repeating: BackendStores(telemetry: store, devices: store, bindings: store, accounts: store), count: instances))
+        case .sqlite:
+            try await StoreContractTests.withSQLite { database, writer in
+                let devices = SQLiteDeviceStore(database: database, writer: writer, retention: retention, events: events)
+                let stores = BackendStores(
+                    telemetry: SQLiteTelemetryStore(database: database, writer: writer, retention: retention, events: events),
+                    devices: devices,
+                    bindings: devices,
+                    accounts: SQLiteAccountStore(database: database, writer: writer)
+                )
+                try await body(Array(repeating: stores, count: instances))
+            }
+        case .postgres:
+            try await PostgresTestDatabase.with(instances: instances) { databases in
+                let writers = databases.map { PostgresWriter(database: $0) }
+                let loops = writers.map { writer in Task { try await writer.run() } }
+                defer { for loop in loops { loop.cancel() } }
+                try await body(
+                    zip(databases, writers).map { database, writer in
+                        let devices = PostgresDeviceStore(database: database, writer: writer, retention: retention, events: events)
+                        return BackendStores(
+                            telemetry: PostgresTelemetryStore(database: database, writer: writer, retention: retention, events: events),
+                            devices: devices,
+                            bindings: devices,
+                            accounts: PostgresAccountStore(database: database)
+                        )
+                    }
+                )
+                for (writer, loop) in zip(writers, loops) {
+                    writer.finish()
+                    try await loop.value
+                }
+            }
+        }
+    }
+
+    /// One set of fresh stores of `backend`.
     static func with(
         _ backend: Backend,
         retention: RetentionPolicy = RetentionPolicy(),
         events: RegistryEvents = RegistryEvents(),
         _ body: (BackendStores) async throws -> Void
     ) async throws {
-        switch backend {
-        case .memory:
-            let store = InMemoryStore(retention: retention, events: events)
-            try await body(BackendStores(telemetry: store, devices: store, bindings: store, accounts: store))
-        case .sqlite:
-            try await StoreContractTests.withSQLite { database, writer in
-                let devices = SQLiteDeviceStore(database: database, writer: writer, retention: retention, events: events)
-                try await body(
-                    BackendStores(
-                        telemetry: SQLiteTelemetryStore(database: database, writer: writer, retention: retention, events: events),
-                        devices: devices,
-                        bindings: devices,
-                        accounts: SQLiteAccountStore(database: database, writer: writer)
-                    )
-                )
-            }
-        }
+        try await with(backend, instances: 1, retention: retention, events: events) { try await body($0[0]) }
     }
 
     static func command(_ json: String, nowMs: Int64 = 0) throws -> CommandRequest {
@@ -50,7 +84,7 @@ struct BackendStores {
 @Suite struct RegistryContractTests {
     typealias Backend = StoreContractTests.Backend
 
-    @Test(arguments: Backend.allCases) func aRegistrationCreatesAPendingDeviceThatAVerifiedUploadVerifies(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func aRegistrationCreatesAPendingDeviceThatAVerifiedUploadVerifies(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let registry = stores.devices
             #expect(try await registry.register(deviceID: "R1", fields: DeviceFields(deviceName: "roof", location: "A"), nowMs: 1_000))
@@ -75,7 +109,7 @@ struct BackendStores {
         }
     }
 
-    @Test(arguments: Backend.allCases) func anOperatorEditAdoptsAKnownDeviceAndNeverCreatesOne(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func anOperatorEditAdoptsAKnownDeviceAndNeverCreatesOne(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let registry = stores.devices
             #expect(try await registry.updateDevice("GHOST", fields: DeviceFields(deviceName: "x")) == nil)
@@ -89,7 +123,7 @@ struct BackendStores {
     }
 
     /// Pending ids are bounded: the oldest is dropped with everything it stored; verified and adopted ones never are.
-    @Test(arguments: Backend.allCases) func pendingDevicesAreBoundedAndTheOldestGoesWithWhatItStored(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func pendingDevicesAreBoundedAndTheOldestGoesWithWhatItStored(_ backend: Backend) async throws {
         var retention = RetentionPolicy()
         retention.maxPendingDevices = 2
         let events = RegistryEvents()
@@ -113,7 +147,7 @@ struct BackendStores {
         }
     }
 
-    @Test(arguments: Backend.allCases) func lastSeenOnlyMovesKnownDevicesForward(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func lastSeenOnlyMovesKnownDevicesForward(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let registry = stores.devices
             _ = try await registry.register(deviceID: "L1", fields: DeviceFields(), nowMs: 1_000)
@@ -125,7 +159,7 @@ struct BackendStores {
         }
     }
 
-    @Test(arguments: Backend.allCases) func deletingADeviceCancelsItsPendingCommandsAndKeepsItsNonce(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func deletingADeviceCancelsItsPendingCommandsAndKeepsItsNonce(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let registry = stores.devices
             try await stores.telemetry.submit(IngestRecord.example("DEL", nonce: 40)).value()
@@ -146,7 +180,7 @@ struct BackendStores {
 
     // MARK: - CommandStore
 
-    @Test(arguments: Backend.allCases) func commandsAreQueuedOncePerIdempotencyKeyAndBoundedPerDevice(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func commandsAreQueuedOncePerIdempotencyKeyAndBoundedPerDevice(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let commands = stores.devices
             let keyed = try BackendStores.command(#"{"command":{"action":"set_power","value":500},"idempotency_key":"k1"}"#)
@@ -172,7 +206,9 @@ struct BackendStores {
         }
     }
 
-    @Test(arguments: Backend.allCases) func dispatchTakesTheOldestDeliverableCommandAndExpiresStaleOnesOnTheWay(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func dispatchTakesTheOldestDeliverableCommandAndExpiresStaleOnesOnTheWay(
+        _ backend: Backend
+    ) async throws {
         try await BackendStores.with(backend) { stores in
             let commands = stores.devices
             let stale = try await commands.queue(
@@ -195,7 +231,7 @@ struct BackendStores {
         }
     }
 
-    @Test(arguments: Backend.allCases) func aResultCountsOnlyFromWhereItsCommandWentAndOnlyOnce(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func aResultCountsOnlyFromWhereItsCommandWentAndOnlyOnce(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let commands = stores.devices
             let queued = try await commands.queue(
@@ -217,7 +253,7 @@ struct BackendStores {
                 try await commands.recordResult(ok, deviceID: "OTHER", address: "10.0.0.1", nowMs: 11)
             }
             // Timed out first: a late result is still the truth about what the device did.
-            #expect(try await commands.sweepCommands(nowMs: 100_000, resultTimeoutMs: 60_000) == (1, 0))
+            #expect(try await commands.sweepCommands(nowMs: 100_000, resultTimeoutMs: 60_000) == (["RS"], []))
             #expect(try await commands.command(id)?.status == .timedOut)
             let done = try await commands.recordResult(ok, deviceID: "RS", address: "10.0.0.1", nowMs: 100_001)
             #expect(done.status == .completed && done.resultStatus == "success" && done.resultJSON == #"{"a":1}"# && done.finishedAtMs == 100_001)
@@ -227,7 +263,7 @@ struct BackendStores {
         }
     }
 
-    @Test(arguments: Backend.allCases) func cancelAndSweepEndPendingCommands(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func cancelAndSweepEndPendingCommands(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let commands = stores.devices
             let plain = try BackendStores.command(#"{"command":{"action":"get_power_stats"}}"#)
@@ -244,10 +280,29 @@ struct BackendStores {
                 nowMs: 0,
                 maxPending: 10
             )
-            #expect(try await commands.sweepCommands(nowMs: 1_000, resultTimeoutMs: 60_000) == (0, 0))
-            #expect(try await commands.sweepCommands(nowMs: 3_000, resultTimeoutMs: 60_000) == (0, 1))
+            #expect(try await commands.sweepCommands(nowMs: 1_000, resultTimeoutMs: 60_000) == ([], []))
+            #expect(try await commands.sweepCommands(nowMs: 3_000, resultTimeoutMs: 60_000) == ([], ["S"]))
             #expect(try await commands.commandCounts() == [.cancelled: 1, .expired: 1])
             #expect(try await commands.devicesWithPendingCommands().isEmpty)
+        }
+    }
+
+    /// A device polling through two instances at once: each command is dispatched once, oldest first.
+    @Test(arguments: Backend.cases) func pollsThroughTwoInstancesAtOnceDispatchEachCommandOnce(_ backend: Backend) async throws {
+        try await BackendStores.with(backend, instances: 2) { instances in
+            var queued: [String] = []
+            for value in 1...3 {
+                let request = try BackendStores.command(#"{"command":{"action":"set_power","value":\#(value * 100)}}"#)
+                queued.append(try await instances[value % 2].devices.queue(request, deviceID: "TWO", nowMs: 10, maxPending: 10).command.commandID)
+            }
+            let dispatched = try await withThrowingTaskGroup(of: String?.self) { group in
+                for i in 0..<12 {
+                    group.addTask { try await instances[i % 2].devices.dispatchNext(deviceID: "TWO", address: "10.0.0.1", nowMs: 20)?.commandID }
+                }
+                return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+            }
+            #expect(dispatched.sorted() == queued.sorted(), "each of the 3 commands once, out of 12 polls")
+            #expect(try await instances[0].devices.commandCounts() == [.dispatched: 3])
         }
     }
 }

@@ -6,21 +6,15 @@ import Foundation
 import Testing
 
 /// The storage seam's contract (issue 17): the same tests against every backend of ``TelemetryStore``,
-/// ``OutboxStore`` and ``BindingStore`` — in memory and SQLite (PostgreSQL joins when it lands). A backend passes only if it behaves exactly like the others.
+/// ``OutboxStore`` and ``BindingStore`` — in memory, SQLite and PostgreSQL (issue 22). A backend passes only if it
+/// behaves exactly like the others.
 @Suite struct StoreContractTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
-        case memory, sqlite
+        case memory, sqlite, postgres
         var testDescription: String { rawValue }
-    }
 
-    /// Runs `body` with a fresh store of `backend` (SQLite: a temporary file with its writer running).
-    static func withStore(_ backend: Backend, _ body: (any TelemetryStore & OutboxStore) async throws -> Void) async throws {
-        switch backend {
-        case .memory:
-            try await body(InMemoryStore())
-        case .sqlite:
-            try await withSQLite { database, writer in try await body(SQLiteTelemetryStore(database: database, writer: writer)) }
-        }
+        /// Every backend; PostgreSQL where a server runs or one is required (``PostgresServer``).
+        static var cases: [Backend] { allCases.filter { $0 != .postgres || PostgresServer.enabled } }
     }
 
     /// A fresh SQLite database in a temporary directory with its writer running, for the length of `body`.
@@ -46,8 +40,9 @@ import Testing
         IngestRecord.example(device, nonce: nonce, values: values)
     }
 
-    @Test(arguments: Backend.allCases) func aDeviceNeverSeenHasNoNonceAndAFreshModel(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func aDeviceNeverSeenHasNoNonceAndAFreshModel(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             let state = try await store.ingestState(deviceID: "NEW")
             #expect(state.lastNonce == nil)
             #expect(state.stream == DeviceStreamState())
@@ -56,8 +51,9 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func anAcceptedUploadStoresItsNonceModelPacketsAndSamples(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func anAcceptedUploadStoresItsNonceModelPacketsAndSamples(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             try await store.submit(Self.upload("D1", nonce: 10)).value()
             try await store.submit(Self.upload("D1", nonce: 11, values: [[2310, 60], [2311, 61], [2312, 62]])).value()
             let state = try await store.ingestState(deviceID: "D1")
@@ -76,8 +72,9 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func aNonceThatDoesNotIncreaseIsRefusedAndStoresNothing(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func aNonceThatDoesNotIncreaseIsRefusedAndStoresNothing(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             try await store.submit(Self.upload("D2", nonce: 20)).value()
             for stale: UInt32 in [20, 19] {
                 await #expect(throws: StoreError.nonceNotIncreasing(deviceID: "D2", nonce: stale, stored: 20)) {
@@ -89,12 +86,14 @@ import Testing
         }
     }
 
-    /// Identical uploads at once (a resend racing its original): exactly one commits.
-    @Test(arguments: Backend.allCases) func identicalUploadsAtOnceCommitExactlyOnce(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    /// Identical uploads at once (a resend racing its original), taken by two instances: exactly one commits.
+    @Test(arguments: Backend.cases) func identicalUploadsAtOnceCommitExactlyOnce(_ backend: Backend) async throws {
+        try await BackendStores.with(backend, instances: 2) { stores in
+            let instances = stores.map(\.telemetry)
+            let store = instances[0]
             let committed = await withTaskGroup(of: Bool.self) { group in
-                for _ in 0..<16 {
-                    group.addTask { (try? await store.submit(Self.upload("RACE", nonce: 30)).value()) != nil }
+                for i in 0..<16 {
+                    group.addTask { (try? await instances[i % 2].submit(Self.upload("RACE", nonce: 30)).value()) != nil }
                 }
                 return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
@@ -105,8 +104,39 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func aNonceResetForgetsTheNonceOnce(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    /// Several instances cache a device's state: a commit decoded against a state another instance changed since is
+    /// refused as `stateChanged` (decode again), a replay stays a replay, and every state write counts a version.
+    @Test(arguments: Backend.cases) func aCommitDecodedAgainstAnOutdatedStateIsRefused(_ backend: Backend) async throws {
+        try await BackendStores.with(backend, instances: 2) { stores in
+            let (first, second) = (stores[0].telemetry, stores[1].telemetry)
+            #expect(try await first.ingestState(deviceID: "CAS").version == 0)
+            var upload = Self.upload("CAS", nonce: 10)
+            upload.expectedVersion = 0
+            try await first.submit(upload).value()
+            #expect(try await second.ingestState(deviceID: "CAS").version == 1)
+            // The second instance decoded nonce 11 against version 0 (before the first's commit): refused.
+            var stale = Self.upload("CAS", nonce: 11)
+            stale.expectedVersion = 0
+            await #expect(throws: StoreError.stateChanged(deviceID: "CAS")) { try await second.submit(stale).value() }
+            var replay = Self.upload("CAS", nonce: 10)
+            replay.expectedVersion = 0
+            await #expect(throws: StoreError.nonceNotIncreasing(deviceID: "CAS", nonce: 10, stored: 10)) { try await second.submit(replay).value() }
+            stale.expectedVersion = 1
+            try await second.submit(stale).value()
+            try await first.submitStreamState(deviceID: "CAS", state: DeviceStreamState()).value()
+            #expect(try await first.ingestState(deviceID: "CAS").version == 3, "an upload and a stream write since")
+            #expect(try await first.submitNonceReset(deviceID: "CAS").value())
+            #expect(try await second.ingestState(deviceID: "CAS").version == 4)
+            var afterReset = Self.upload("CAS", nonce: 5)
+            afterReset.expectedVersion = 3
+            await #expect(throws: StoreError.stateChanged(deviceID: "CAS")) { try await first.submit(afterReset).value() }
+            #expect(try await first.packets(deviceID: "CAS", limit: 10).count == 2, "nothing of the refused commits stored")
+        }
+    }
+
+    @Test(arguments: Backend.cases) func aNonceResetForgetsTheNonceOnce(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             #expect(try await store.submitNonceReset(deviceID: "D3").value() == false, "nothing to forget")
             try await store.submit(Self.upload("D3", nonce: 40)).value()
             #expect(try await store.submitNonceReset(deviceID: "D3").value() == true)
@@ -116,8 +146,9 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func theStreamModelOfAKnownDeviceIsStored(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func theStreamModelOfAKnownDeviceIsStored(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             try await store.submit(Self.upload("D4", nonce: 50)).value()
             var model = try await store.ingestState(deviceID: "D4").stream
             model.bootSignal(atMs: 60_000)
@@ -127,8 +158,9 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func aRefusedNonceJumpIsCountedWithoutTouchingTheNonce(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func aRefusedNonceJumpIsCountedWithoutTouchingTheNonce(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             try await store.submit(Self.upload("D5", nonce: 70)).value()
             try await store.recordNonceJumpRefused(deviceID: "D5", nonce: 9_000_000)
             #expect(try await store.ingestState(deviceID: "D5").lastNonce == 70)
@@ -139,8 +171,9 @@ import Testing
 
     /// An upload queued for the MQTT feed comes back from the outbox with its packet's fields, samples and times, in
     /// id order, page by page; deleting through an id removes exactly the acknowledged prefix.
-    @Test(arguments: Backend.allCases) func queuedPacketsComeBackInOrderWithTheirSamples(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func queuedPacketsComeBackInOrderWithTheirSamples(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             for nonce: UInt32 in 1...3 {
                 var upload = Self.upload("OUT-\(nonce % 2)", nonce: nonce * 10, values: [[UInt16(nonce), 1], [UInt16(nonce), 2]])
                 upload.queueForFeed = true
@@ -164,8 +197,9 @@ import Testing
     }
 
     /// An undecodable packet is queued too (the feed says why), without samples.
-    @Test(arguments: Backend.allCases) func anUndecodablePacketIsQueuedWithItsReason(_ backend: Backend) async throws {
-        try await Self.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func anUndecodablePacketIsQueuedWithItsReason(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             var upload = Self.upload("RAW", nonce: 7)
             upload.packets[0].samples = nil
             upload.packets[0].reason = .unknownMarker
@@ -186,22 +220,11 @@ import Testing
     ) async throws {
         var retention = RetentionPolicy()
         retention.heldMessages = RowCap(perDevice: 2, total: 4)
-        switch backend {
-        case .memory:
-            let store = InMemoryStore(retention: retention)
-            try await body(store, store)
-        case .sqlite:
-            try await withSQLite { database, writer in
-                try await body(
-                    SQLiteTelemetryStore(database: database, writer: writer),
-                    SQLiteDeviceStore(database: database, writer: writer, retention: retention)
-                )
-            }
-        }
+        try await BackendStores.with(backend, retention: retention) { stores in try await body(stores.telemetry, stores.bindings) }
     }
 
     /// A verified upload binds its device to the address it came from; one without an address keeps the binding.
-    @Test(arguments: Backend.allCases) func aVerifiedUploadBindsItsDeviceToItsAddress(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func aVerifiedUploadBindsItsDeviceToItsAddress(_ backend: Backend) async throws {
         try await Self.withBindingStores(backend) { telemetry, bindings in
             #expect(try await bindings.bindings().isEmpty)
             var first = Self.upload("B1", nonce: 10)
@@ -219,7 +242,7 @@ import Testing
 
     /// Held messages: one per device, address and kind (a later one replaces it), the device's newest within its cap,
     /// all within the total, oldest first; deleted by id.
-    @Test(arguments: Backend.allCases) func heldMessagesAreReplacedCappedAndDeleted(_ backend: Backend) async throws {
+    @Test(arguments: Backend.cases) func heldMessagesAreReplacedCappedAndDeleted(_ backend: Backend) async throws {
         try await Self.withBindingStores(backend) { _, store in
             func message(_ device: String, _ address: String, _ kind: HeldMessageKind, _ at: Int64) -> HeldMessage {
                 HeldMessage(deviceID: device, address: address, kind: kind, body: .object([("at", .int(at))]), receivedAtMs: at)

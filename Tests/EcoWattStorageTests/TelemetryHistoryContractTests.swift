@@ -26,8 +26,9 @@ import Testing
         return record
     }
 
-    @Test(arguments: Backend.allCases) func aTimeRangeAcrossManyPacketsComesBackOldestFirstAndLimited(_ backend: Backend) async throws {
-        try await StoreContractTests.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func aTimeRangeAcrossManyPacketsComesBackOldestFirstAndLimited(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             // 400 uploads 15 s apart (100 minutes: several chunks), and another device in between.
             for index in 0..<400 {
                 let last = 1_000_000 + Int64(index) * 15_000
@@ -50,8 +51,9 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func rollupsFollowLateChangesOnceRefreshed(_ backend: Backend) async throws {
-        try await StoreContractTests.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func rollupsFollowLateChangesOnceRefreshed(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             let hour: Int64 = 3_600_000
             // Two packets in the first minute of hour 10, one in hour 11.
             try await store.submit(Self.upload("R-1", nonce: 1, lastMs: 10 * hour + 10_000, base: 100)).value()
@@ -81,8 +83,9 @@ import Testing
         }
     }
 
-    @Test(arguments: Backend.allCases) func retentionDropsRawTelemetryByArrivalAndRollupsByBucket(_ backend: Backend) async throws {
-        try await StoreContractTests.withStore(backend) { store in
+    @Test(arguments: Backend.cases) func retentionDropsRawTelemetryByArrivalAndRollupsByBucket(_ backend: Backend) async throws {
+        try await BackendStores.with(backend) { stores in
+            let store = stores.telemetry
             let day: Int64 = 86_400_000
             // Old data arrived on day 1 (its device clock says day 50: arrival decides), new data on day 100.
             try await store.submit(Self.upload("P-1", nonce: 1, lastMs: 50 * day + 20_000, arrivalMs: 1 * day)).value()

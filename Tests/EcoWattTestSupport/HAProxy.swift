@@ -1,7 +1,8 @@
 import Foundation
 
-/// A real HAProxy in HTTP mode on a free loopback port, forwarding to `backendPort` with `option forwardfor` (it
-/// appends the client's address as an `X-Forwarded-For` line).
+/// A real HAProxy in HTTP mode on a free loopback port, forwarding to one backend, or to several in turn (round robin,
+/// request by request: no sticky sessions), with `option forwardfor` (it appends the client's address as an
+/// `X-Forwarded-For` line).
 public final class HAProxy: Sendable {
     let daemon: LoopbackDaemon
     let directory: URL
@@ -14,7 +15,12 @@ public final class HAProxy: Sendable {
 
     public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
-    public init(backendPort: Int, port: Int = LoopbackPort.free()) throws {
+    public convenience init(backendPort: Int, port: Int = LoopbackPort.free()) throws {
+        try self.init(backendPorts: [backendPort], port: port)
+    }
+
+    public init(backendPorts: [Int], port: Int = LoopbackPort.free()) throws {
+        let servers = backendPorts.enumerated().map { "    server ecowatt\($0.offset) 127.0.0.1:\($0.element)" }.joined(separator: "\n")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("haproxy-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configuration = """
@@ -25,12 +31,14 @@ public final class HAProxy: Sendable {
                 timeout connect 5s
                 timeout client 30s
                 timeout server 30s
+                option http-server-close
             frontend devices
                 bind 127.0.0.1:\(port)
                 option forwardfor
                 default_backend ecowatt
             backend ecowatt
-                server ecowatt 127.0.0.1:\(backendPort)
+                balance roundrobin
+            \(servers)
 
             """
         let path = directory.appendingPathComponent("haproxy.cfg")

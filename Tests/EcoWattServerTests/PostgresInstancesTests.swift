@@ -1,0 +1,170 @@
+import EcoWattProtocol
+import EcoWattServer
+import EcoWattStorage
+import EcoWattTestSupport
+import FirmwareImage
+import Foundation
+import HummingbirdTesting
+import Testing
+
+/// Issue 22: two server instances on one real PostgreSQL, each with its own data directory, side by side or behind a
+/// real HAProxy that sends each request to the next instance (no sticky sessions).
+@Suite(.enabled(if: PostgresServer.enabled, "needs PostgreSQL (scripts/install-deps.sh postgresql)"))
+struct PostgresInstancesTests {
+    /// Runs `body` with two live instances on one fresh database and a client for each.
+    static func withTwoInstances(
+        _ body: @escaping @Sendable (_ servers: [TestServer], _ clients: [any TestClientProtocol]) async throws -> Void
+    ) async throws {
+        try await PostgresTestDatabase.withURL { url in
+            let first = try await TestServer(databaseURL: url)
+            let second = try await TestServer(databaseURL: url)
+            try await first.run { a in
+                try await second.run { b in try await body([first, second], [a, b]) }
+            }
+        }
+    }
+
+    @Test func identicalSignedUploadsSentToBothInstancesAtOnceGetExactlyOne200() async throws {
+        try await Self.withTwoInstances { servers, clients in
+            for server in servers { server.clock.set(Uploads.exampleArrivalMs) }
+            for nonce in UInt32(11_001)...11_010 {
+                let body = Uploads.body(device: "TWIN-1", nonce: nonce)
+                async let first = clients[0].postJSON("/aggregated/TWIN-1", body)
+                async let second = clients[1].postJSON("/aggregated/TWIN-1", body)
+                let statuses = try await [first.status.code, second.status.code].sorted()
+                #expect(statuses == [200, 401], "nonce \(nonce): one instance accepts, the other refuses a replay")
+            }
+            let packets = try await servers[0].server.store.packets(deviceID: "TWIN-1", before: nil, limit: 100)
+            #expect(packets.count == 10, "each upload stored once")
+        }
+    }
+
+    @Test func aDevicePollingThroughBothInstancesGetsEachCommandOnce() async throws {
+        try await Self.withTwoInstances { servers, clients in
+            for (server, client) in zip(servers, clients) { try await server.bind("POLL-2", client: client) }
+            var queued: [String] = []
+            for value in [100, 200, 300] {
+                let response = try await clients[value / 100 % 2].operatorJSON(
+                    .post,
+                    "/api/v1/devices/POLL-2/commands",
+                    #"{"action":"set_power","value":\#(value)}"#,
+                    server: servers[value / 100 % 2]
+                )
+                #expect(response.status == .created, "\(String(buffer: response.body))")
+                queued.append(try #require(response.json["command_id"] as? String))
+            }
+            // Eight polls, four through each instance, all at once.
+            let dispatched = try await withThrowingTaskGroup(of: String?.self) { group in
+                for i in 0..<8 {
+                    group.addTask {
+                        let poll = try await clients[i % 2].execute(uri: "/commands/POLL-2/poll", method: .get)
+                        return (poll.json["commands"] as? [[String: Any]])?.first?["command_id"] as? String
+                    }
+                }
+                return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+            }
+            #expect(dispatched.sorted() == queued.sorted(), "each command once: \(dispatched)")
+        }
+    }
+
+    /// A firmware download whose requests alternate between the instances: initiate on one, chunks from both in turn,
+    /// progress and the boot report on either. The image verifies, the session ends `success`, and its chunk counters
+    /// add up what both served.
+    @Test func anOTADownloadWhoseChunksAlternateBetweenInstancesCompletes() async throws {
+        let (keys, vectors) = try OTAHTTPTests.vectors()
+        let vector = vectors[1]  // 51 chunks
+        try await PostgresTestDatabase.withURL { url in
+            // Each instance serves the image from its own firmware directory (the same files on every instance).
+            let servers = [try await TestServer(firmwareKeys: keys, databaseURL: url), try await TestServer(firmwareKeys: keys, databaseURL: url)]
+            for server in servers { try OTAHTTPTests.install([vector], keys: keys, into: server) }
+            try await servers[0].run { a in
+                try await servers[1].run { b in
+                    let clients: [any TestClientProtocol] = [a, b]
+                    _ = try await OTAHTTPTests.deploy(vector.version, to: ["ALT-1"], client: a, test: servers[0])
+                    var device = OTAHTTPTests.Device(id: "ALT-1", running: "1.0.0", keys: keys)
+                    for (server, client) in zip(servers, clients) { try await server.bind(device.id, client: client) }
+                    let info = try #require(try await device.checkForUpdate(b))
+                    var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+                    try await device.progress(a, "downloading", 0, "Starting firmware download...")
+                    #expect(try await device.initiate(b, version: receiver.version).status == .ok)
+                    while receiver.nextChunk < receiver.totalChunks {
+                        let n = receiver.nextChunk
+                        let response = try await clients[n % 2].execute(uri: "/ota/chunk/ALT-1?version=\(receiver.version)&chunk=\(n)", method: .get)
+                        try #require(response.status == .ok, "chunk \(n) from instance \(n % 2): \(String(buffer: response.body))")
+                        try receiver.receive(reply: try OTAHTTPTests.Device.parse(response))
+                        if n % 10 == 0 {
+                            let percent = n * 100 / receiver.totalChunks
+                            if (n / 10) % 2 == 0 {
+                                try await device.progress(a, "downloading", percent, "Downloading")
+                            } else {
+                                try await device.progress(b, "downloading", percent, "Downloading")
+                            }
+                        }
+                    }
+                    let report = try await device.install(a, receiver)
+                    #expect(report["outcome"] as? String == "success", "\(report)")
+                    var served = 0
+                    for _ in 0..<50 where served != receiver.totalChunks {
+                        try await Task.sleep(for: .milliseconds(100))
+                        let history = try await b.execute(
+                            uri: "/api/v1/devices/ALT-1/ota/sessions",
+                            method: .get,
+                            headers: servers[1].operatorHeaders
+                        )
+                        served = (history.json["items"] as? [[String: Any]])?.first?["chunks_served"] as? Int ?? 0
+                    }
+                    #expect(served == receiver.totalChunks, "both instances' chunks counted")
+                }
+            }
+        }
+    }
+
+    /// The whole uploads corpus through HAProxy, every request to the next instance: a device's 0x71 stream alternates
+    /// between two instances whose cached decoder state the other keeps changing. What is stored must be what one
+    /// SQLite server stores from the same replay (which ``ConformanceHTTPTests`` checks against the corpus).
+    @Test(.enabled(if: HAProxy.isInstalled, "needs haproxy"))
+    func theConformanceCorpusThroughABalancerIsStoredExactlyAsOnOneServer() async throws {
+        let reference = try await TestServer()
+        try await reference.run { client in
+            for line in try Conformance.lines("uploads.jsonl") {
+                try await Self.replay(line, clocks: [reference.clock]) { Int(try await client.postJSON($0, $1).status.code) }
+            }
+        }
+        try await Self.withTwoInstances { servers, clients in
+            let lines = try Conformance.lines("uploads.jsonl")
+            let proxy = try HAProxy(backendPorts: clients.map { $0.port! })
+            defer { proxy.stop() }
+            for line in lines {
+                try await Self.replay(line, clocks: servers.map(\.clock)) { path, body in
+                    try await LoopbackHTTP.request(port: proxy.port, method: "POST", path: path, body: body).status
+                }
+            }
+            let devices = Set(lines.map { $0["device_id"] as! String })
+            for device in devices.sorted() {
+                let want = try await reference.server.store.samples(deviceID: device, fromMs: .min, toMs: .max, limit: 100_000)
+                let got = try await servers[1].server.store.samples(deviceID: device, fromMs: .min, toMs: .max, limit: 100_000)
+                #expect(got.count == want.count, "\(device): samples")
+                #expect(got.map(\.timestampMs) == want.map(\.timestampMs), "\(device): sample times")
+                #expect(got.map(\.rawValues) == want.map(\.rawValues), "\(device): values")
+                let wantPackets = try await reference.server.store.packets(deviceID: device, before: nil, limit: 10_000)
+                let gotPackets = try await servers[0].server.store.packets(deviceID: device, before: nil, limit: 10_000)
+                #expect(gotPackets.map(\.decoded) == wantPackets.map(\.decoded), "\(device): decoded packets")
+                #expect(gotPackets.map(\.nonce) == wantPackets.map(\.nonce), "\(device): packets")
+            }
+        }
+    }
+
+    /// Sends one corpus line (its boot report first, if any) at the corpus's times; checks the upload's status.
+    static func replay(_ line: [String: Any], clocks: [TestClock], post: (String, String) async throws -> Int) async throws {
+        if line["boot"] as? Bool == true, let report = line["boot_report"] as? [String: Any] {
+            let body = report["body"] as! String
+            let sentAt = (try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["timestamp"] as? Int64
+            for clock in clocks { clock.set((sentAt ?? 0) * 1000) }
+            _ = try await post(report["path"] as! String, body)
+        }
+        for clock in clocks { clock.set(Int64(((line["sent_at"] as! Double) * 1000).rounded())) }
+        let status = try await post(line["path"] as! String, line["body"] as! String)
+        let expected = (line["expected"] as! [String: Any])["http_status"] as! Int
+        #expect(status == expected, "\(line["device_id"]!) seq \(line["seq"]!): status")
+    }
+}
