@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "FirmwareImage", targets: ["FirmwareImage"]),
         .library(name: "EcoWattStorage", targets: ["EcoWattStorage"]),
         .library(name: "EcoWattSQLite", targets: ["EcoWattSQLite"]),
+        .library(name: "EcoWattPostgres", targets: ["EcoWattPostgres"]),
         .library(name: "EcoWattAPI", targets: ["EcoWattAPI"]),
         .library(name: "EcoWattServer", targets: ["EcoWattServer"]),
         .library(name: "EcoWattSimulator", targets: ["EcoWattSimulator"]),
@@ -18,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", exact: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
@@ -33,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-openapi-async-http-client.git", from: "1.1.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        // gzip of the dashboard's assets (what hummingbird-compression uses; zlib from zlib1g-dev).
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         /// Pure wire protocol: envelope verification, upload models, codecs, register table. No I/O.
@@ -100,12 +104,25 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        /// The stores on PostgreSQL through postgres-nio's `PostgresClient` (issue 22), for several server instances on
+        /// one shared database.
+        .target(
+            name: "EcoWattPostgres",
+            dependencies: [
+                "EcoWattProtocol",
+                "EcoWattStorage",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         /// Hummingbird application: routes and actor services.
         .target(
             name: "EcoWattServer",
             dependencies: [
                 "EcoWattProtocol",
                 "EcoWattSQLite",
+                "EcoWattPostgres",
                 "EcoWattStorage",
                 "FirmwareImage",
                 "MQTTBridge",
@@ -126,11 +143,13 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "CompressNIO", package: "compress-nio"),
             ],
             resources: [
                 .embedInCode("Dashboard/Assets/index.html"), .embedInCode("Dashboard/Assets/app.js"),
                 .embedInCode("Dashboard/Assets/style.css"), .embedInCode("Dashboard/Assets/device-chart.js"),
                 .embedInCode("Dashboard/Assets/pages.js"), .embedInCode("Dashboard/Assets/device-sections.js"),
+                .embedInCode("Dashboard/Assets/fleet-pages.js"), .embedInCode("Dashboard/Assets/rollouts.js"),
             ]
         ),
         /// `ecowatt simulate`: a fleet of simulated devices speaking the firmware protocol.
@@ -186,7 +205,10 @@ let package = Package(
         /// Helpers shared by the test targets (conformance corpus, mosquitto broker, ports, simulator progress).
         .target(
             name: "EcoWattTestSupport",
-            dependencies: ["EcoWattProtocol", "EcoWattStorage", "MQTTBridge", "EcoWattSimulator"],
+            dependencies: [
+                "EcoWattProtocol", "EcoWattStorage", "EcoWattPostgres", "MQTTBridge", "EcoWattSimulator",
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/EcoWattTestSupport"
         ),
         .testTarget(
@@ -210,7 +232,13 @@ let package = Package(
         ),
         .testTarget(
             name: "EcoWattStorageTests",
-            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattProtocol", "EcoWattTestSupport"]
+            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattPostgres", "EcoWattProtocol", "EcoWattTestSupport"]
+        ),
+        .testTarget(
+            name: "EcoWattPostgresTests",
+            dependencies: [
+                "EcoWattPostgres", "EcoWattStorage", "EcoWattTestSupport", .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
         ),
         .testTarget(
             name: "EcoWattSQLiteTests",
@@ -242,6 +270,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 "EcoWattAPI",
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

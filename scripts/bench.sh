@@ -8,7 +8,9 @@
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
 #   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
 #   7. Ingest alone and during a login flood (bcrypt on its single bounded thread), next to GET /health.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|ota|mqtt|sim|rejects|logins]   (defaults 10, all)
+#   8. (postgres, not in all) Ingest on SQLite vs PostgreSQL (one instance) vs two instances behind HAProxy on one
+#      PostgreSQL, and bytes per stored sample on PostgreSQL.
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -255,6 +257,74 @@ awk -v s="$start" -v e="$end" 'BEGIN { printf "drained 100000 messages in %.2f s
 kill -TERM $server
 wait $server || true
 kill -9 $broker 2>/dev/null || true
+fi
+
+if [ "$sections" = postgres ]; then
+scripts/install-deps.sh postgresql postgresql-client haproxy
+chmod 755 "$work"
+pg_port=5399
+scripts/postgres.sh start "$work/pg" $pg_port >/dev/null
+trap 'kill $(jobs -p) 2>/dev/null || true; scripts/postgres.sh stop "$work/pg"; rm -rf "$work"' EXIT
+pg_url="postgres://ecowatt@127.0.0.1:$pg_port"
+psql -V | head -1
+pg_server() {  # $1 = port, $2 = database, $3 = instance directory; the instances share the keys directory
+    psql -q "$pg_url/postgres" -c "CREATE DATABASE $2" 2>/dev/null || true
+    ECOWATT_DATABASE_URL="$pg_url/$2?sslmode=disable" ECOWATT_MQTT_ENABLED=false $bin serve --host 127.0.0.1 --port "$1" \
+        --data-dir "$3/data" --keys-dir "$work/srv/keys" --firmware-dir "$3/fw" --diagnostics-dir "$3/diag" \
+        --log-level "${LOG_LEVEL:-warning}" --limit max_connections_per_address=1000000 2>> "$work/server.log" &
+    for _ in $(seq 150); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return; sleep 0.1; done
+    echo "server on PostgreSQL did not start" >&2
+    exit 1
+}
+ingest() {  # $1 = port
+    UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
+        "http://127.0.0.1:$1" | grep -E "Requests/sec|Latency|50%|99%|requests in|Non-2xx|Socket errors"
+}
+
+echo
+echo "## ingest, SQLite, one instance (wrk -t2 -c16 -d${duration}s, keep-alive)"
+run_server normal
+ingest $port
+kill -TERM $server; wait $server || true
+
+echo
+echo "## ingest, PostgreSQL $(psql -tA "$pg_url/postgres" -c 'SHOW server_version'), one instance (same wrk)"
+pg_server 5321 bench_one "$work/one"
+ingest 5321
+accepted=$(psql -tA "$pg_url/bench_one" -c "SELECT coalesce(sum(upload_count), 0) FROM devices")
+kill -TERM $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
+bytes=$(psql -tA "$pg_url/bench_one" -c "SELECT pg_total_relation_size('telemetry_chunks') + pg_total_relation_size('telemetry_refs')")
+echo "uploads stored: $accepted ($((accepted * 3)) samples); telemetry tables $bytes bytes with their indexes:" \
+    "$(awk -v b="$bytes" -v n="$accepted" 'BEGIN { printf "%.1f", b / (n * 3) }') bytes per stored sample"
+
+echo
+echo "## ingest, two instances on one PostgreSQL behind HAProxy (round robin per request, same wrk against HAProxy)"
+pg_server 5322 bench_two "$work/a"
+pg_server 5323 bench_two "$work/b"
+cat > "$work/haproxy.cfg" <<HAPROXY
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend devices
+    bind 127.0.0.1:5320
+    option forwardfor
+    default_backend ecowatt
+backend ecowatt
+    balance roundrobin
+    server a 127.0.0.1:5322
+    server b 127.0.0.1:5323
+HAPROXY
+haproxy -db -f "$work/haproxy.cfg" &
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:5320/health" >/dev/null && break; sleep 0.1; done
+ingest 5320
+echo "uploads stored: $(psql -tA "$pg_url/bench_two" -c "SELECT coalesce(sum(upload_count), 0) FROM devices")"
+echo "GET /health through HAProxy, same instances:"
+wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:5320/health" | grep -E "Requests/sec|99%"
+kill -TERM $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 fi
 
 echo

@@ -3,7 +3,7 @@
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
 
-packages=(libsqlite3-dev libmosquitto-dev mosquitto mosquitto-clients "$@")
+packages=(libsqlite3-dev zlib1g-dev libmosquitto-dev mosquitto mosquitto-clients "$@")
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,6 +1,5 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import FirmwareImage
 import Foundation
@@ -17,11 +16,10 @@ public struct EcoWattApplication: Sendable {
     public let services: EcoWattServices
 
     public var configuration: ServerConfiguration { services.configuration }
-    public var database: EcoWattDatabase { services.database }
-    public var writer: GroupCommitWriter { services.writer }
-    public var store: SQLiteTelemetryStore { services.store }
+    public var storage: ServerStorage { services.storage }
+    public var store: any TelemetryStore & OutboxStore { services.store }
     public var ingest: IngestService { services.ingest }
-    public var devices: SQLiteDeviceStore { services.devices }
+    public var devices: any ServerStorage.DeviceStores { services.devices }
     public var activity: DeviceActivity { services.activity }
     public var commands: CommandService { services.commands }
     public var ota: OTAService { services.ota }
@@ -47,9 +45,9 @@ public struct EcoWattApplication: Sendable {
         let services = try await EcoWattServices.build(configuration: configuration, logger: logger, clock: clock)
         let listeners = try Listeners(configuration: configuration, logger: logger)
         let (router, operatorRouter) = try services.buildRouters(listeners: listeners)
-        let (database, writer, ingest, activity, commands, ota, feed, boot, metrics, keyRing) = (
-            services.database, services.writer, services.ingest, services.activity, services.commands, services.ota,
-            services.feed, services.boot, services.metrics, services.keyRing
+        let (ingest, activity, commands, ota, feed, boot, metrics, keyRing) = (
+            services.ingest, services.activity, services.commands, services.ota, services.feed, services.boot,
+            services.metrics, services.keyRing
         )
         var application = try listeners.deviceApplication(
             router: router,
@@ -59,9 +57,8 @@ public struct EcoWattApplication: Sendable {
         )
         // Shutdown runs in reverse: the HTTP server drains first, then the operator listener (added last), then the
         // services (activity flushes last_seen), and the writer, added before them, commits what is queued last.
+        application.addServices(services.storage.services)
         application.addServices(
-            WALCheckpointer(database: database, logger: logger),
-            writer,
             ingest,
             activity,
             commands,
@@ -70,15 +67,35 @@ public struct EcoWattApplication: Sendable {
             services.clientErrors,
             services.deviceEvents,
             boot,
-            DatabaseSizeMonitor(database: database, metrics: metrics, logger: logger),
             services.maintenance,
             services.hasher,
             services.accounts,
+            services.live,
+            services.rollouts,
             HangupReloader(
                 logger: logger,
                 actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]
             )
         )
+        if let feed = services.storage.feed {
+            application.addServices(
+                InstanceChangeListener(
+                    feed: feed,
+                    devices: services.devices,
+                    binding: services.binding,
+                    boot: boot,
+                    commands: commands,
+                    ingest: ingest,
+                    ota: ota,
+                    logger: logger
+                )
+            )
+        }
+        if let database = services.storage.sqlite {
+            application.addServices(
+                DatabaseSizeMonitor(database: database, metrics: metrics, logger: logger, reading: services.databaseSize, now: clock)
+            )
+        }
         if listeners.separateOperator {
             application.addServices(try listeners.operatorApplication(router: operatorRouter, metrics: metrics))
         }

@@ -1,3 +1,4 @@
+import EcoWattAPI
 import EcoWattProtocol
 import EcoWattStorage
 import Foundation
@@ -17,6 +18,10 @@ extension EcoWattServices {
             ingest: ingest,
             offlineAfterMs: Int64(configuration.devices.offlineAfterSeconds) * 1000,
             updating: { [ota] in ota.isUpdating($0) },
+            deleted: { [eventLog, vitals] ids in
+                eventLog.forget(ids)
+                vitals.forget(ids)
+            },
             clock: clock
         )
         let deviceRoutes = DeviceRoutes(devices: registry, boot: boot, access: access, clock: clock)
@@ -42,7 +47,7 @@ extension EcoWattServices {
             boot: boot,
             access: access
         )
-        let health = HealthRoutes(storage: writer, ota: ota, fleetKey: fleetKey, feed: feed)
+        let health = HealthRoutes(storage: storage.probe, ota: ota, fleetKey: fleetKey, feed: feed)
         let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
         // Injected network faults apply to these routes only.
@@ -53,6 +58,7 @@ extension EcoWattServices {
             activity: activity,
             boot: boot,
             access: access,
+            watch: UploadWatch(log: eventLog, vitals: vitals, live: live, rollouts: rollouts),
             maxBodyBytes: configuration.http.maxBodyBytes,
             clock: clock
         )
@@ -90,6 +96,15 @@ extension EcoWattServices {
             faults: faults,
             accounts: accounts,
             credentials: credentials,
+            eventLog: eventLog,
+            vitals: vitals,
+            system: SystemFacts(
+                startedAtMs: startedAtMs,
+                databaseSize: databaseSize,
+                live: live,
+                maxEventStreams: configuration.dashboard.maxEventStreams
+            ),
+            rollouts: rollouts,
             bootstrapTokenPath: configuration.security.operatorTokenPath,
             maxFirmwareBytes: configuration.ota.maxFirmwareBytes,
             clock: clock
@@ -98,13 +113,18 @@ extension EcoWattServices {
         MetricsRoutes(metrics: metrics, devices: registry, diagnostics: diagnostics).register(on: operatorRoutes)
         // The dashboard's page and assets: public (they hold no data), same origin as the API; its live stream.
         DashboardRoutes(chartJSFile: configuration.dashboard.chartJSFile).register(on: operatorRouter)
+        live.summarize { [ota, ingest, eventLog, clock] in
+            EventStreamRoutes.json(
+                Components.Schemas.FleetSummary.now(devices: registry, ota: ota, ingest: ingest, problems: eventLog, nowMs: clock())
+            )
+        }
         EventStreamRoutes(
             accounts: accounts,
-            devices: registry,
             telemetry: queries,
             commands: commands,
             ota: ota,
-            ingest: ingest,
+            eventLog: eventLog,
+            live: live,
             limit: EventStreamLimit(maximum: configuration.dashboard.maxEventStreams)
         )
         .register(on: operatorRoutes)

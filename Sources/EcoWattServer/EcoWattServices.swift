@@ -1,6 +1,5 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import FirmwareImage
 import Foundation
@@ -16,10 +15,10 @@ public struct EcoWattServices: Sendable {
     let logger: Logger
     let clock: @Sendable () -> Int64
     public let lock: DataDirectoryLock
-    public let database: EcoWattDatabase
-    public let writer: GroupCommitWriter
-    public let store: SQLiteTelemetryStore
-    public let devices: SQLiteDeviceStore
+    /// The configured backend's stores (SQLite or PostgreSQL).
+    public let storage: ServerStorage
+    public var store: any TelemetryStore & OutboxStore { storage.telemetry }
+    public var devices: any ServerStorage.DeviceStores { storage.devices }
     public let metrics: ServerMetrics
     public let faults: FaultInjector
     let clientErrors: RateLimitedLog
@@ -40,6 +39,18 @@ public struct EcoWattServices: Sendable {
     public let accounts: AccountService
     public let credentials: DeviceCredentialService
     let hasher: PasswordHasher
+    /// What went wrong with devices, for the dashboard (in memory, bounded).
+    public let eventLog: DeviceEventLog
+    /// Change notices for the dashboard's live streams.
+    public let live: LiveEvents
+    /// Each device's latest power and upload rate, for the fleet table.
+    public let vitals: DeviceVitals
+    /// The database's size as last measured, for the System page.
+    public let databaseSize = DatabaseSizeReading()
+    /// Staged firmware rollouts.
+    public let rollouts: RolloutService
+    /// When the services were built (the System page's uptime).
+    public let startedAtMs: Int64
 
     /// Takes the data directory, opens the database, loads what the services keep in memory, and wires them.
     /// - Parameter clock: arrival time of uploads in epoch ms (tests replaying captures inject the capture time).
@@ -59,21 +70,15 @@ public struct EcoWattServices: Sendable {
             [configuration.storage.dataDirectory, configuration.security.keysDirectory, configuration.diagnostics.directory],
             logger: logger
         )
-        let database = try EcoWattDatabase(path: configuration.storage.databasePath, durability: configuration.storage.durability)
-        try database.recountPendingDevices()
-        let writer = GroupCommitWriter(database: database, logger: logger)
         let registryEvents = RegistryEvents()
-        let store = SQLiteTelemetryStore(
-            database: database,
-            writer: writer,
-            retention: configuration.limits.retention,
-            events: registryEvents
-        )
+        let storage = try await ServerStorage.open(configuration, events: registryEvents, logger: logger)
+        let store = storage.telemetry
+        let notices = InstanceNotices(feed: storage.feed)
         guard let fleetKey = HexCoding.decode(configuration.security.fleetKeyHex) else {
             throw ConfigurationError.invalid("fleet_key is not hex")
         }
         let fleetKeyNotice = FleetKeyNotice(keyHex: configuration.security.fleetKeyHex)
-        try fleetKeyNotice.announce(database: database, logger: logger)
+        try await fleetKeyNotice.announce(state: storage.state, logger: logger)
         let metrics = ServerMetrics()
         let faults = FaultInjector(enabled: configuration.faultInjection)
         if faults.enabled { logger.warning("fault injection is enabled: operators can make device routes fail") }
@@ -88,13 +93,20 @@ public struct EcoWattServices: Sendable {
             totalBytes: limits.diagnosticsTotalBytes
         )
         // Accounts and the audit trail (issue 19) come first: key rotations by uploads are audited.
-        let accountStore = SQLiteAccountStore(database: database, writer: writer)
+        let accountStore = storage.accounts
         let audit = AuditTrail(
             store: accountStore,
             headPath: configuration.storage.auditHeadPath(configuration.accounts),
             logger: logger
         )
-        let feed = try await MQTTPublisher(configuration: configuration.mqtt, store: store, logger: logger, waitForListener: true)
+        var mqtt = configuration.mqtt
+        if notices.shared, mqtt.client.clientID == MQTTPublisher.Configuration().client.clientID {
+            // Several instances share the database and the broker: two with one client id would take turns
+            // disconnecting each other.
+            mqtt.client.clientID += "-\(ProcessInfo.processInfo.hostName.prefix(64))-\(configuration.http.port)"
+            logger.notice("MQTT client id for this instance", metadata: ["client_id": "\(mqtt.client.clientID)"])
+        }
+        let feed = try await MQTTPublisher(configuration: mqtt, store: store, logger: logger, waitForListener: true)
         let ingest = IngestService(
             store: store,
             fleetKey: SymmetricKey(data: fleetKey),
@@ -120,7 +132,10 @@ public struct EcoWattServices: Sendable {
                 )
             }
         )
-        let devices = SQLiteDeviceStore(database: database, writer: writer, retention: limits.retention, events: registryEvents)
+        let devices = storage.devices
+        let live = LiveEvents()
+        let vitals = DeviceVitals()
+        let eventLog = DeviceEventLog(maxDevices: configuration.dashboard.eventLogDevices)
         let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics)
         let commands = try await CommandService(
             store: devices,
@@ -128,25 +143,69 @@ public struct EcoWattServices: Sendable {
             maxPending: configuration.commands.maxPending,
             defaultTTLSeconds: configuration.commands.defaultTTLSeconds,
             logger: logger,
-            clock: clock
+            clock: clock,
+            changed: { live.changed(.commands, deviceID: $0) },
+            overdue: { id in
+                eventLog.record(DeviceEventLog.Event(atMs: clock(), deviceID: id, kind: .command, reason: "timed_out"))
+                live.changed(.problems, deviceID: id)
+            },
+            notices: notices
         )
+        var otaObserver = OTAService.OTAObserver()
+        otaObserver.changed = { live.changed(.ota, deviceID: $0) }
+        otaObserver.failed = { id, reason in
+            eventLog.record(DeviceEventLog.Event(atMs: clock(), deviceID: id, kind: .update, reason: reason))
+            live.changed(.ota, deviceID: id)
+            live.changed(.problems, deviceID: id)
+        }
         let keyRing = FirmwareKeyRing(directory: configuration.security.keysDirectory, logger: logger)
+        let catalog = FirmwareCatalog(directory: FirmwareDirectory(path: configuration.ota.firmwareDirectory), keyRing: keyRing)
+        let rollouts = RolloutService(
+            store: devices,
+            catalog: catalog,
+            logger: logger,
+            metrics: metrics,
+            clock: clock,
+            decided: { action, rollout in
+                let detail = rollout.reason ?? "wave \(rollout.currentWave + 1) of \(rollout.waveCount)"
+                await audit.record(
+                    AuditDraft(
+                        atMs: clock(),
+                        actor: "server",
+                        role: "",
+                        action: action,
+                        target: "rollout_id=\(rollout.id)",
+                        bodyDigest: "",
+                        outcome: LogText.escaped(detail),
+                        requestID: "",
+                        clientAddress: ""
+                    )
+                )
+                feed.event(kind: "rollouts", payload: RolloutService.event(action, rollout, atMs: clock()))
+            }
+        )
         let ota = try await OTAService(
             store: devices,
-            catalog: FirmwareCatalog(directory: FirmwareDirectory(path: configuration.ota.firmwareDirectory), keyRing: keyRing),
+            catalog: catalog,
             logger: logger,
             clock: clock,
             metrics: metrics,
             faults: faults,
             deviceEvents: deviceEvents,
             maxActiveSessions: limits.maxActiveOTASessions,
-            idleLimitSeconds: limits.otaSessionIdleSeconds
+            idleLimitSeconds: limits.otaSessionIdleSeconds,
+            observer: otaObserver,
+            rollouts: rollouts,
+            notices: notices
         )
         // Unsigned device requests are honoured from the address of the device's verified uploads (issue 14).
+        // Shared with other instances: a request not from the cached binding asks the store first.
+        let storedBinding: @Sendable (String) async -> DeviceBindingRecord? = { id in (try? await devices.device(id))?.binding }
         let binding = DeviceBinding(
             policy: configuration.security.deviceBinding,
             windowSeconds: limits.bindingWindowSeconds,
-            bindings: try await devices.bindings()
+            bindings: try await devices.bindings(),
+            lookup: notices.shared ? storedBinding : nil
         )
         let access = DeviceAccess(
             binding: binding,
@@ -155,7 +214,6 @@ public struct EcoWattServices: Sendable {
             clock: clock
         )
         let boot = try await BootMessages(
-            binding: binding,
             store: devices,
             registry: devices,
             ota: ota,
@@ -163,7 +221,8 @@ public struct EcoWattServices: Sendable {
             windowSeconds: limits.holdWindowSeconds,
             caps: limits.retention.heldMessages,
             metrics: metrics,
-            logger: logger
+            logger: logger,
+            notices: notices
         )
         // Ids that device requests give a registry row are tracked from then on; pending ids the caps drop leave
         // memory and disk with their rows.
@@ -174,6 +233,8 @@ public struct EcoWattServices: Sendable {
             case .evicted(let ids):
                 activity.forget(ids)
                 binding.forget(ids)
+                eventLog.forget(ids)
+                vitals.forget(ids)
                 ota.evicted(ids)
                 Task { await diagnostics.evicted(ids) }
                 metrics.increment("ecowatt_pending_devices_evicted_total", by: ids.count)
@@ -197,7 +258,11 @@ public struct EcoWattServices: Sendable {
                 metadata: ["path": "\(configuration.security.operatorTokenPath)"]
             )
         }
-        let hasher = PasswordHasher(cost: UInt8(configuration.accounts.passwordCost), maxQueued: configuration.accounts.maxQueuedHashes)
+        let hasher = PasswordHasher(
+            cost: UInt8(configuration.accounts.passwordCost),
+            maxQueued: configuration.accounts.maxQueuedHashes,
+            sharePercent: configuration.accounts.hashSharePercent
+        )
         let accounts = AccountService(
             store: accountStore,
             hasher: hasher,
@@ -214,17 +279,15 @@ public struct EcoWattServices: Sendable {
                 "no operator accounts yet: create the first admin with `ecowatt user add NAME --role admin` (it uses the bootstrap token), then revoke the bootstrap token with `ecowatt token revoke-bootstrap`"
             )
         }
-        let credentials = DeviceCredentialService(store: store, ingest: ingest, clock: clock)
+        var credentials = DeviceCredentialService(store: store, ingest: ingest, clock: clock)
+        credentials.notices = notices
 
         return EcoWattServices(
             configuration: configuration,
             logger: logger,
             clock: clock,
             lock: lock,
-            database: database,
-            writer: writer,
-            store: store,
-            devices: devices,
+            storage: storage,
             metrics: metrics,
             faults: faults,
             clientErrors: clientErrors,
@@ -243,7 +306,12 @@ public struct EcoWattServices: Sendable {
             operatorToken: token,
             accounts: accounts,
             credentials: credentials,
-            hasher: hasher
+            hasher: hasher,
+            eventLog: eventLog,
+            live: live,
+            vitals: vitals,
+            rollouts: rollouts,
+            startedAtMs: clock()
         )
     }
 }

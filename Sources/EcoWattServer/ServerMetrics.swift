@@ -18,11 +18,17 @@ public final class ServerMetrics: Sendable {
             .counter, "Uploads refused, by reason (mac, replay, malformed, storage, revoked, not_admitted, ...)"
         ),
         "ecowatt_logins_total": (.counter, "Operator logins by outcome (succeeded, failed, throttled, busy)"),
+        "ecowatt_rollouts_created_total": (.counter, "Staged rollouts created"),
+        "ecowatt_rollouts_halted_total": (.counter, "Staged rollouts halted by their failure thresholds"),
+        "ecowatt_rollout_devices_finished_total": (.counter, "Rollout devices finished, by state (healthy, failed)"),
         "ecowatt_packets_total": (.counter, "Packets received, by first blob byte (a marker the firmware writes, else other)"),
         "ecowatt_samples_stored_total": (.counter, "Decoded samples stored"),
         "ecowatt_decode_failures_total": (.counter, "Packets stored undecodable, by marker and reason"),
         "ecowatt_packets_resent_total": (.counter, "Packets acknowledged as resends of a stored batch (a lost 200), not stored twice"),
         "ecowatt_packets_completed_total": (.counter, "Packets stored raw that a later upload decoded once their predecessors arrived"),
+        "ecowatt_ingest_state_conflicts_total": (
+            .counter, "Uploads decoded again because another server instance changed the device's state first (PostgreSQL)"
+        ),
         "ecowatt_ota_chunks_served_total": (.counter, "Firmware chunks served"),
         "ecowatt_ota_bytes_served_total": (.counter, "Firmware ciphertext bytes served"),
         "ecowatt_pending_devices_evicted_total": (.counter, "Pending device ids dropped with their rows because the pending set was full"),

@@ -12,6 +12,13 @@ public struct DeviceBindingRecord: Sendable, Equatable {
     }
 }
 
+extension DeviceRow {
+    /// The device's binding as its row stores it (`nil`: no verified upload bound it yet).
+    public var binding: DeviceBindingRecord? {
+        boundAddress.map { DeviceBindingRecord(address: $0, atMs: boundAtMs ?? 0) }
+    }
+}
+
 /// The once-per-boot messages a device sends before its first upload, unretried.
 public enum HeldMessageKind: String, Sendable, CaseIterable {
     case registration
@@ -45,6 +52,8 @@ public protocol BindingStore: Sendable {
     func bindings() async throws -> [String: DeviceBindingRecord]
     /// Every held message, oldest first (read once at start).
     func heldMessages() async throws -> [HeldMessage]
+    /// The held messages of one device, oldest first (another instance held or confirmed some).
+    func heldMessages(deviceID: String) async throws -> [HeldMessage]
     /// Stores a held message, replacing an earlier one of the same kind from the same address; returns it with its id.
     func hold(_ message: HeldMessage) async throws -> HeldMessage
     /// Deletes held messages by id.

@@ -86,11 +86,12 @@ extension InMemoryStore: CommandStore {
         state.withLock { $0.registry.commands.first { $0.commandID == commandID } }
     }
 
-    public func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
+    public func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
         state.withLock { state in
             Array(
                 state.registry.commands.reversed().filter { command in
-                    command.deviceID == deviceID && command.sequence < before ?? .max && (status.map { command.status == $0 } ?? true)
+                    (deviceID.map { command.deviceID == $0 } ?? true) && command.sequence < before ?? .max
+                        && (status.map { command.status == $0 } ?? true)
                 }
                 .prefix(max(0, limit))
             )
@@ -110,18 +111,22 @@ extension InMemoryStore: CommandStore {
         }
     }
 
-    public func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int) {
+    public func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: [String], expired: [String]) {
         state.withLock { state in
-            var timedOut = 0
-            for index in state.registry.commands.indices
-            where state.registry.commands[index].status == .dispatched
-                && (state.registry.commands[index].dispatchedAtMs ?? .max) <= nowMs - resultTimeoutMs
-            {
-                state.registry.commands[index].status = .timedOut
-                state.registry.commands[index].finishedAtMs = nowMs
-                timedOut += 1
+            var timedOut: [String] = []
+            var expired: [String] = []
+            for index in state.registry.commands.indices {
+                let command = state.registry.commands[index]
+                if command.status == .dispatched, (command.dispatchedAtMs ?? .max) <= nowMs - resultTimeoutMs {
+                    state.registry.commands[index].status = .timedOut
+                    state.registry.commands[index].finishedAtMs = nowMs
+                    timedOut.append(command.deviceID)
+                } else if command.status == .pending, let expiry = command.expiresAtMs, expiry <= nowMs {
+                    expired.append(command.deviceID)
+                }
             }
-            return (timedOut, state.registry.expireCommands(nowMs: nowMs) { _ in true })
+            state.registry.expireCommands(nowMs: nowMs) { _ in true }
+            return (timedOut, expired)
         }
     }
 

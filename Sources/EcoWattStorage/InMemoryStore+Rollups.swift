@@ -73,7 +73,7 @@ extension InMemoryStore {
             }
             for device in state.rollups.keys {
                 for resolution in RollupResolution.allCases {
-                    let cutoff = resolution == .minute ? cutoffs.minuteBeforeMs : cutoffs.hourBeforeMs
+                    let cutoff = cutoffs.rollupsBeforeMs(resolution)
                     let before = state.rollups[device]?[resolution]?.count ?? 0
                     let kept = state.rollups[device]?[resolution]?.filter { $0.key >= cutoff }
                     state.rollups[device]?[resolution] = kept

@@ -6,6 +6,8 @@ import Synchronization
 public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, AccountStore {
     struct State {
         var nonces: [String: UInt32] = [:]
+        /// ``DeviceIngestState/version`` per device.
+        var versions: [String: Int64] = [:]
         var streams: [String: DeviceStreamState] = [:]
         var samples: [String: [SampleRow]] = [:]
         var packets: [String: [PacketRow]] = [:]
@@ -34,6 +36,7 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, Acc
 
         /// The registry, commands, configuration, reports and OTA (``InMemoryStore`` as ``DeviceRegistryStore`` …).
         var registry = RegistryTables()
+        var rollouts = RolloutTables()
 
         mutating func markChanged(_ device: String, times: [Int64]) {
             guard let low = times.min(), let high = times.max() else { return }
@@ -63,7 +66,8 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, Acc
             DeviceIngestState(
                 lastNonce: $0.nonces[deviceID],
                 stream: $0.streams[deviceID] ?? .init(),
-                admitted: $0.registry.devices[deviceID].map { $0.admission != "pending" } ?? false
+                admitted: $0.registry.devices[deviceID].map { $0.admission != "pending" } ?? false,
+                version: $0.versions[deviceID] ?? 0
             )
         }
     }
@@ -75,6 +79,10 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, Acc
                 if let stored = state.nonces[device], record.nonce <= stored {
                     return .failure(StoreError.nonceNotIncreasing(deviceID: device, nonce: record.nonce, stored: stored))
                 }
+                if let expected = record.expectedVersion, expected != state.versions[device] ?? 0 {
+                    return .failure(StoreError.stateChanged(deviceID: device))
+                }
+                state.versions[device, default: 0] += 1
                 state.nonces[device] = record.nonce
                 state.streams[device] = record.streamState
                 state.registry.uploaded(record)
@@ -152,7 +160,10 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, Acc
     }
 
     public func submitStreamState(deviceID: String, state stream: DeviceStreamState) -> WriteTicket<Void> {
-        state.withLock { $0.streams[deviceID] = stream }
+        state.withLock {
+            $0.streams[deviceID] = stream
+            $0.versions[deviceID, default: 0] += 1
+        }
         return .settled(.success(()))
     }
 
@@ -164,7 +175,15 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, Acc
     }
 
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
-        .settled(.success(state.withLock { $0.nonces.removeValue(forKey: deviceID) != nil }))
+        .settled(
+            .success(
+                state.withLock {
+                    guard $0.nonces.removeValue(forKey: deviceID) != nil else { return false }
+                    $0.versions[deviceID, default: 0] += 1
+                    return true
+                }
+            )
+        )
     }
 
     public func latestSample(deviceID: String) async throws -> SampleRow? {
@@ -223,6 +242,10 @@ public final class InMemoryStore: TelemetryStore, OutboxStore, BindingStore, Acc
 
     public func heldMessages() async throws -> [HeldMessage] {
         state.withLock { $0.held }
+    }
+
+    public func heldMessages(deviceID: String) async throws -> [HeldMessage] {
+        state.withLock { $0.held.filter { $0.deviceID == deviceID } }
     }
 
     public func hold(_ message: HeldMessage) async throws -> HeldMessage {

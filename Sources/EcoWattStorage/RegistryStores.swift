@@ -41,14 +41,14 @@ public protocol CommandStore: Sendable {
     /// dispatched to.
     func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow
     func command(_ commandID: String) async throws -> CommandRow?
-    /// Commands of a device, newest first, of `status` when it is given, with a ``CommandRow/sequence`` below
-    /// `before` when it is given.
-    func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow]
+    /// Commands of a device (of every device when `deviceID` is `nil`), newest first, of `status` when it is given,
+    /// with a ``CommandRow/sequence`` below `before` when it is given.
+    func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow]
     /// Cancels a pending command.
     func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow
     /// Marks dispatched commands without a result after `resultTimeoutMs` as timed out, and pending ones past their
-    /// expiry as expired.
-    func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: Int, expired: Int)
+    /// expiry as expired; returns the device of each (one entry per command).
+    func sweepCommands(nowMs: Int64, resultTimeoutMs: Int64) async throws -> (timedOut: [String], expired: [String])
     /// Number of commands in each state.
     func commandCounts() async throws -> [CommandStatus: Int]
 }
@@ -70,6 +70,18 @@ public struct DeviceFilter: Sendable, Equatable {
 extension DeviceRegistryStore {
     public func devices(limit: Int) async throws -> [DeviceRow] {
         try await devices(after: nil, limit: limit, filter: DeviceFilter())
+    }
+
+    /// Every device matching `filter`, read in pages of 1 000.
+    public func allDevices(filter: DeviceFilter) async throws -> [DeviceRow] {
+        var rows: [DeviceRow] = []
+        var after: String?
+        while true {
+            let page = try await devices(after: after, limit: 1000, filter: filter)
+            rows += page
+            guard page.count == 1000, let last = page.last else { return rows }
+            after = last.deviceID
+        }
     }
 }
 

@@ -2,6 +2,9 @@
 public enum StoreError: Error, Sendable, Equatable {
     /// The nonce was not greater than the stored one when the transaction ran (a concurrent upload won).
     case nonceNotIncreasing(deviceID: String, nonce: UInt32, stored: UInt32)
+    /// The device's state changed since the upload was decoded (``IngestRecord/expectedVersion``): another server
+    /// instance committed an upload or a boot signal of the device. Decode again against the stored state.
+    case stateChanged(deviceID: String)
     /// The writer is shutting down and accepts no more work.
     case shuttingDown
 }

@@ -14,6 +14,10 @@ public struct IngestRecord: Sendable {
     public var queueForFeed = false
     /// The client address the upload came from: the device's binding from now on (issue 14).
     public var clientAddress: String?
+    /// The device state version the upload was decoded against (``DeviceIngestState/version``): the commit fails with
+    /// ``StoreError/stateChanged(deviceID:)`` when another writer (another server instance) changed the state since.
+    /// `nil`: no such check (tools that fill a database).
+    public var expectedVersion: Int64?
 
     public init(
         deviceID: String,
@@ -40,12 +44,16 @@ public struct DeviceIngestState: Sendable, Equatable {
     /// Whether the device has a registry row that is not pending (verified uploads or an operator's): what
     /// `device_admission = known` accepts uploads from.
     public var admitted: Bool
+    /// Counts the writes of the nonce and decoder state (0: none yet). Several server instances cache this state; each
+    /// commit names the version it was decoded against, so a state another instance changed is never overwritten.
+    public var version: Int64
 
-    public init(lastNonce: UInt32?, stream: DeviceStreamState, lastUploadMs: Int64? = nil, admitted: Bool = false) {
+    public init(lastNonce: UInt32?, stream: DeviceStreamState, lastUploadMs: Int64? = nil, admitted: Bool = false, version: Int64 = 0) {
         self.lastNonce = lastNonce
         self.stream = stream
         self.lastUploadMs = lastUploadMs
         self.admitted = admitted
+        self.version = version
     }
 }
 

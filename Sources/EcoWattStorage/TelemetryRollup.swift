@@ -127,6 +127,17 @@ public struct TelemetryCutoffs: Sendable, Equatable {
         self.hourBeforeMs = hourBeforeMs
     }
 
+    /// Whether a stored chunk (its encoded blob) arrived before the raw cutoff: a chunk that does not decode counts as
+    /// old, so that a damaged row never blocks retention.
+    public func dropsChunk(_ encoded: [UInt8]) -> Bool {
+        ((try? TelemetryChunk(decoding: encoded))?.createdMs ?? Int64.min) < rawBeforeMs
+    }
+
+    /// Rollups of `resolution` whose bucket starts before this are dropped.
+    public func rollupsBeforeMs(_ resolution: RollupResolution) -> Int64 {
+        resolution == .minute ? minuteBeforeMs : hourBeforeMs
+    }
+
     /// The cutoffs at `nowMs` for raw data kept `rawDays` (minute rollups as long) and hour rollups `rollupDays`.
     public init(nowMs: Int64, rawDays: Int, rollupDays: Int) {
         let day: Int64 = 86_400_000

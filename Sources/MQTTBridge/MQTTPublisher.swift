@@ -13,6 +13,8 @@ public final class MQTTPublisher: Service, Sendable {
         public var client = MosquittoClient.Configuration()
         public var qos: Int32 = 1
         public var topicPrefix = "ecowatt/data"
+        /// Operational events (a rollout halted, advanced, completed) go to `{eventsPrefix}/{kind}`.
+        public var eventsPrefix = "ecowatt/events"
         /// Most messages waiting; beyond it uploads are still accepted and their messages counted as dropped.
         public var outboxLimit = 1_000_000
         /// Messages published but not yet acknowledged.
@@ -73,7 +75,12 @@ public final class MQTTPublisher: Service, Sendable {
         }
         /// Connection attempts failed since the last connection.
         var failedAttempts = 0
+        /// Events waiting for a connection (at most ``MQTTPublisher/maxPendingEvents``, the oldest dropped).
+        var events: [(topic: String, payload: [UInt8])] = []
     }
+
+    /// Events kept while the broker is away.
+    public static let maxPendingEvents = 100
 
     public let configuration: Configuration
     let store: any OutboxStore
@@ -246,10 +253,39 @@ public final class MQTTPublisher: Service, Sendable {
         logger.info("MQTT feed stopped", metadata: ["backlog": "\(backlog.load(ordering: .relaxed))"])
     }
 
+    /// An operational event on `{eventsPrefix}/{kind}` (issue 21: rollout decisions). Sent at QoS 0 once connected:
+    /// kept in memory meanwhile (at most ``maxPendingEvents``), not in the outbox and not across a restart; the audit
+    /// trail is the durable record. (QoS 0 keeps the broker's acknowledgements for the outbox alone.)
+    public func event(kind: String, payload: [UInt8]) {
+        guard client != nil else { return }
+        state.withLock { state in
+            state.events.append((topic: "\(configuration.eventsPrefix)/\(kind)", payload: payload))
+            if state.events.count > Self.maxPendingEvents { state.events.removeFirst(state.events.count - Self.maxPendingEvents) }
+        }
+        wake.yield()
+    }
+
+    /// Sends the events waiting, if connected.
+    private func publishEvents(_ client: MosquittoClient) {
+        let events = state.withLock { state -> [(topic: String, payload: [UInt8])] in
+            guard state.status.connected else { return [] }
+            defer { state.events = [] }
+            return state.events
+        }
+        for event in events {
+            do {
+                _ = try client.publish(topic: event.topic, payload: event.payload, qos: 0)
+            } catch {
+                state.withLock { $0.status.lastError = "event publish failed: \(error)" }
+            }
+        }
+    }
+
     /// Publishes while connected, retries connecting while not, until cancelled.
     private func drain(_ client: MosquittoClient) async {
         while !Task.isCancelled {
             await deleteAcknowledged()
+            publishEvents(client)
             let (connected, room) = state.withLock { ($0.status.connected, configuration.maxInflight - $0.inflight.count) }
             if !connected {
                 // The client's network thread reconnects with backoff; a connection wakes this loop.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EcoWattServer
 
 /// `ecowatt`: the EcoWatt Cloud server and operator tools.
 @main
@@ -9,7 +10,7 @@ struct EcoWatt: AsyncParsableCommand {
         version: BuildInfo.description,
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
-            CommandCommand.self, ConfigCommand.self, DeploymentCommand.self, StatsCommand.self, SimulateCommand.self,
+            CommandCommand.self, ConfigCommand.self, DeploymentCommand.self, RolloutCommand.self, StatsCommand.self, SimulateCommand.self,
             BenchCommand.self, DatabaseCommand.self, UserCommand.self, TokenCommand.self, AuditCommand.self,
         ]
     )

@@ -132,7 +132,7 @@ struct ServeCommand: AsyncParsableCommand {
                 ListenerError(address: "\(configuration.http.host):\(configuration.http.port)", underlying: "\(error)").description
             )
         }
-        try server.database.close()
+        try server.storage.close()
         server.lock.release()
         logger.notice("EcoWatt Cloud stopped; database closed")
     }

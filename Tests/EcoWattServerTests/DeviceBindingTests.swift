@@ -148,6 +148,7 @@ import Testing
                     deviceID: "HOLD-\(index % 3)",
                     fields: fields,
                     address: "10.0.0.9",
+                    standing: .unbound,
                     nowMs: test.clock.now
                 )
                 #expect(held == nil)

@@ -94,7 +94,7 @@ import Testing
             "ConfigChangeRequest": S.ConfigChangeRequest.self, "DeploymentCreate": S.DeploymentCreate.self,
             "Deployment": S.Deployment.self, "NetworkFaultCreate": S.NetworkFaultCreate.self, "User": S.User.self,
             "UserCreate": S.UserCreate.self, "UserUpdate": S.UserUpdate.self, "LoginRequest": S.LoginRequest.self, "Me": S.Me.self,
-            "TokenCreate": S.TokenCreate.self, "FleetSummary": S.FleetSummary.self,
+            "TokenCreate": S.TokenCreate.self, "FleetSummary": S.FleetSummary.self, "RolloutCreate": S.RolloutCreate.self,
         ]
         guard case .object(let schemas)? = try JSONParser.parse(OpenAPIDocument.bytes)["components"]?["schemas"] else {
             Issue.record("no schemas")

@@ -1,6 +1,7 @@
 import Configuration
 import EcoWattAPI
 import EcoWattProtocol
+import EcoWattSQLite
 import EcoWattServer
 import FirmwareImage
 import Foundation
@@ -42,6 +43,7 @@ final class TestServer: Sendable {
         deviceBinding: String? = nil,
         commandDefaultTTLSeconds: Int? = nil,
         deviceAdmission: String? = nil,
+        databaseURL: String? = nil,
         settings: [String: Int] = [:]
     ) async throws {
         ownsDirectory = directory == nil
@@ -62,6 +64,7 @@ final class TestServer: Sendable {
             ("durability", durability), ("device_binding", deviceBinding), ("device_admission", deviceAdmission),
         ]
         for case (let key, let value?) in texts { flags[key] = .init(.string(value), isSecret: false) }
+        if let databaseURL { flags["database_url"] = .init(.string(databaseURL), isSecret: true) }
         let numbers: [(String, Int?)] = [
             ("command_result_timeout_seconds", commandResultTimeoutSeconds), ("diagnostics_max_file_bytes", diagnosticsMaxFileBytes),
             ("diagnostics_retained_files", diagnosticsRetainedFiles), ("mqtt_port", mqttPort), ("mqtt_outbox_max_messages", mqttOutboxLimit),
@@ -78,7 +81,18 @@ final class TestServer: Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = ProcessInfo.processInfo.environment["ECOWATT_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let clock = self.clock
-        server = try await EcoWattApplication(configuration: configuration, logger: logger, clock: { clock.now })
+        // A restart on the same directory may find the lock still held for a moment: a process another test spawns
+        // while the previous server lets go inherits the lock's descriptor until its exec (CI: "in use by another
+        // process" right after the release).
+        let deadline = ContinuousClock.now + .seconds(5)
+        while true {
+            do {
+                server = try await EcoWattApplication(configuration: configuration, logger: logger, clock: { clock.now })
+                break
+            } catch DataDirectoryLock.Failure.inUse where directory != nil && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
     }
 
     deinit {
@@ -161,4 +175,12 @@ final class TestClock: Sendable {
     func set(_ ms: Int64) { value.withLock { $0 = ms } }
     /// From now on the clock is the wall clock.
     func followWallClock() { value.withLock { $0 = nil } }
+}
+
+extension EcoWattApplication {
+    /// The SQLite database of a server on the embedded backend (the tests that look at stored rows run on it).
+    var database: EcoWattDatabase {
+        guard let database = storage.sqlite else { preconditionFailure("this test reads SQLite rows; the server runs on PostgreSQL") }
+        return database
+    }
 }

@@ -3,13 +3,15 @@ import Foundation
 /// Locates `../shared/conformance` (or `$ECOWATT_CONFORMANCE_DIR`) and reads its JSONL files; shared by the test
 /// targets.
 public enum Conformance {
+    /// The package's root directory (Tests/EcoWattTestSupport/Conformance.swift → the package root).
+    public static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
     public static var directory: URL {
         if let override = ProcessInfo.processInfo.environment["ECOWATT_CONFORMANCE_DIR"] {
             return URL(fileURLWithPath: override)
         }
-        // Tests/EcoWattTestSupport/Conformance.swift → package root → ../shared/conformance
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/conformance")
+        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/conformance")
     }
 
     public static func lines(_ name: String) throws -> [[String: Any]] {

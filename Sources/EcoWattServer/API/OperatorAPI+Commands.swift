@@ -7,15 +7,32 @@ import OpenAPIRuntime
 // Command queues and remote configuration.
 extension OperatorAPI {
     func listDeviceCommands(_ input: Operations.ListDeviceCommands.Input) async throws -> Operations.ListDeviceCommands.Output {
-        let limit = try Self.limit(input.query.limit, default: 100, maximum: 1000)
+        let query = input.query
+        return .ok(.init(body: .json(try await commandPage(input.path.deviceId, query.status, query.cursor, query.limit))))
+    }
+
+    /// Every device's commands (the dashboard's Commands page).
+    func listCommands(_ input: Operations.ListCommands.Input) async throws -> Operations.ListCommands.Output {
+        .ok(.init(body: .json(try await commandPage(nil, input.query.status, input.query.cursor, input.query.limit))))
+    }
+
+    private func commandPage(
+        _ deviceID: String?,
+        _ status: Schemas.CommandStatus?,
+        _ cursor: String?,
+        _ limit: Int?
+    ) async throws
+        -> Schemas.CommandPage
+    {
+        let limit = try Self.limit(limit, default: 100, maximum: 1000)
         let rows = try await commands.commands(
-            deviceID: input.path.deviceId,
-            status: input.query.status.flatMap { CommandStatus(rawValue: $0.rawValue) },
-            before: try PageCursor.integer(input.query.cursor),
+            deviceID: deviceID,
+            status: status.flatMap { CommandStatus(rawValue: $0.rawValue) },
+            before: try PageCursor.integer(cursor),
             limit: limit
         )
         let next = rows.count == limit ? rows.last.map { PageCursor.encode($0.sequence) } : nil
-        return .ok(.init(body: .json(.init(items: rows.map(Schemas.Command.init), nextCursor: next))))
+        return .init(items: rows.map(Schemas.Command.init), nextCursor: next)
     }
 
     /// 201 for a new command, 200 with the existing one for a repeated idempotency key.

@@ -17,11 +17,23 @@ extension OperatorAPI {
             lastSeenBeforeMs: query.lastSeenBefore.map(MillisecondDates.milliseconds)
         )
         let page = try await devices.devices(after: after, limit: limit, query: filter)
-        return .ok(.init(body: .json(.init(items: page.items.map(Schemas.Device.init), nextCursor: page.next.map { PageCursor.encode([$0]) }))))
+        let now = clock()
+        let problems = eventLog.problemCounts(sinceMs: now - DeviceEventLog.dayMs)
+        let items = page.items.map { listing in
+            var device = Schemas.Device(listing)
+            device.recentProblems = problems[listing.row.deviceID].map(Int64.init)
+            if let vitals = vitals.vitals(listing.row.deviceID, nowMs: now) {
+                device.latestPowerW = vitals.powerW
+                device.latestPowerAt = vitals.powerAtMs.map(date)
+                device.uploadsPerHour = vitals.uploadsPerHour
+            }
+            return device
+        }
+        return .ok(.init(body: .json(.init(items: items, nextCursor: page.next.map { PageCursor.encode([$0]) }))))
     }
 
     func getFleetSummary(_ input: Operations.GetFleetSummary.Input) async throws -> Operations.GetFleetSummary.Output {
-        .ok(.init(body: .json(.now(devices: devices, ota: ota, ingest: ingest))))
+        .ok(.init(body: .json(.now(devices: devices, ota: ota, ingest: ingest, problems: eventLog, nowMs: clock()))))
     }
 
     func createDevice(_ input: Operations.CreateDevice.Input) async throws -> Operations.CreateDevice.Output {

@@ -22,6 +22,10 @@ struct OperatorAPI: APIProtocol {
     let faults: FaultInjector
     let accounts: AccountService
     let credentials: DeviceCredentialService
+    let eventLog: DeviceEventLog
+    let vitals: DeviceVitals
+    let system: SystemFacts
+    let rollouts: RolloutService
     /// `keys/operator_token` (removed when an admin revokes it).
     let bootstrapTokenPath: String
     let maxFirmwareBytes: Int

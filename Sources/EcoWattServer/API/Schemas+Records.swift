@@ -255,16 +255,19 @@ extension Schemas.Deployment {
 
 extension Schemas.FleetSummary {
     /// The fleet counts now, from memory (`GET /api/v1/fleet/summary` and the dashboard's event stream).
-    static func now(devices: DeviceService, ota: OTAService, ingest: IngestService) -> Self {
+    static func now(devices: DeviceService, ota: OTAService, ingest: IngestService, problems: DeviceEventLog, nowMs: Int64) -> Self {
         let counts = devices.summary(updating: ota.activeSessionCount)
         let uploads = ingest.statistics
+        // Known devices only: anyone can make uploads fail under made-up ids.
+        let withProblems = devices.activity.knownCount(of: problems.problemCounts(sinceMs: nowMs - DeviceEventLog.dayMs).keys)
         return .init(
             devices: Int64(counts.devices),
             online: Int64(counts.online),
             offline: Int64(counts.devices - counts.online),
             updating: Int64(counts.updating),
             uploadsAccepted: Int64(uploads.accepted),
-            uploadsRejected: Int64(uploads.validations - uploads.accepted)
+            uploadsRejected: Int64(uploads.validations - uploads.accepted),
+            withProblems: Int64(withProblems)
         )
     }
 }

@@ -13,7 +13,6 @@ import Synchronization
 /// counted. A first-boot device (no verified upload yet) registers the same way. A held boot signal that an upload
 /// confirms takes effect before that upload's packets are decoded (they are the first batches of the new boot).
 public final class BootMessages: Service, Sendable {
-    let binding: DeviceBinding
     let store: any BindingStore
     let registry: any DeviceRegistryStore & ConfigStore
     let ota: OTAService
@@ -22,6 +21,9 @@ public final class BootMessages: Service, Sendable {
     let caps: RowCap
     let metrics: ServerMetrics?
     let logger: Logger
+    /// Other instances share the store: they hold and confirm messages too.
+    let notices: InstanceNotices
+    private var shared: Bool { notices.shared }
 
     private struct State {
         /// Held messages by device, oldest first.
@@ -67,7 +69,6 @@ public final class BootMessages: Service, Sendable {
     private let state: Mutex<State>
 
     init(
-        binding: DeviceBinding,
         store: any BindingStore,
         registry: any DeviceRegistryStore & ConfigStore,
         ota: OTAService,
@@ -75,9 +76,10 @@ public final class BootMessages: Service, Sendable {
         windowSeconds: Int,
         caps: RowCap,
         metrics: ServerMetrics?,
-        logger: Logger
+        logger: Logger,
+        notices: InstanceNotices = InstanceNotices(feed: nil)
     ) async throws {
-        self.binding = binding
+        self.notices = notices
         self.store = store
         self.registry = registry
         self.ota = ota
@@ -98,8 +100,15 @@ public final class BootMessages: Service, Sendable {
     // MARK: The three messages
 
     /// `POST /devices`: `true`/`false` when applied (new device or not), `nil` when held.
-    public func registration(deviceID: String, fields: DeviceFields, address: String, nowMs: Int64) async throws -> Bool? {
-        guard binding.standing(deviceID, address: address, nowMs: nowMs) == .bound else {
+    /// - Parameter standing: where the request stands for the device (``DeviceAccess/standing(_:address:)``).
+    public func registration(
+        deviceID: String,
+        fields: DeviceFields,
+        address: String,
+        standing: DeviceBinding.Standing,
+        nowMs: Int64
+    ) async throws -> Bool? {
+        guard standing == .bound else {
             try await hold(.registration, deviceID: deviceID, address: address, body: fields.json, nowMs: nowMs)
             return nil
         }
@@ -111,9 +120,10 @@ public final class BootMessages: Service, Sendable {
         deviceID: String,
         report: CompletionReport,
         address: String,
+        standing: DeviceBinding.Standing,
         nowMs: Int64
     ) async throws -> OTAOutcome?? {
-        guard binding.standing(deviceID, address: address, nowMs: nowMs) == .bound else {
+        guard standing == .bound else {
             try await hold(.complete, deviceID: deviceID, address: address, body: report.json, nowMs: nowMs)
             return nil
         }
@@ -121,8 +131,14 @@ public final class BootMessages: Service, Sendable {
     }
 
     /// `POST /config/{id}/current`: `true` when applied, `false` when held.
-    public func bootReport(deviceID: String, report: JSONValue, address: String, nowMs: Int64) async throws -> Bool {
-        guard binding.standing(deviceID, address: address, nowMs: nowMs) == .bound else {
+    public func bootReport(
+        deviceID: String,
+        report: JSONValue,
+        address: String,
+        standing: DeviceBinding.Standing,
+        nowMs: Int64
+    ) async throws -> Bool {
+        guard standing == .bound else {
             try await hold(.bootReport, deviceID: deviceID, address: address, body: report, nowMs: nowMs)
             return false
         }
@@ -138,6 +154,32 @@ public final class BootMessages: Service, Sendable {
     }
 
     // MARK: Holding and confirming
+
+    /// ``bootSignalHeld(deviceID:address:nowMs:)``, asking the store first when this instance holds nothing for the
+    /// device and other instances share the store (one of them may have held it).
+    public func bootSignal(deviceID: String, address: String, nowMs: Int64) async -> Int64? {
+        if let held = bootSignalHeld(deviceID: deviceID, address: address, nowMs: nowMs) { return held }
+        guard shared else { return nil }
+        await reload(deviceID)
+        return bootSignalHeld(deviceID: deviceID, address: address, nowMs: nowMs)
+    }
+
+    /// Replaces what this instance holds for `deviceID` with what the store holds (another instance held or confirmed
+    /// messages of the device).
+    public func reload(_ deviceID: String) async {
+        do {
+            let messages = try await store.heldMessages(deviceID: deviceID)
+            state.withLock { state in
+                state.count += messages.count - (state.byDevice[deviceID]?.count ?? 0)
+                let known = Set(state.byDevice[deviceID]?.map(\.id) ?? [])
+                state.order += messages.filter { !known.contains($0.id) }.map { (deviceID, $0.id) }
+                state.byDevice[deviceID] = messages.isEmpty ? nil : messages
+                state.pruneOrder()
+            }
+        } catch {
+            logger.warning("held messages not reloaded", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+        }
+    }
 
     /// When the latest boot signal (registration or boot report) of `deviceID` from `address` held within the window
     /// was received, if one is: the verified upload about to be decoded confirms it.
@@ -183,6 +225,7 @@ public final class BootMessages: Service, Sendable {
             }
         }
         try? await store.deleteHeld(confirmed.map(\.id))
+        await notices.announce(.held, deviceID)
     }
 
     private func hold(_ kind: HeldMessageKind, deviceID: String, address: String, body: JSONValue, nowMs: Int64) async throws {
@@ -208,6 +251,7 @@ public final class BootMessages: Service, Sendable {
         if dropped > 0 {
             metrics?.increment("ecowatt_held_messages_total", [("kind", kind.rawValue), ("outcome", "dropped")], by: dropped)
         }
+        await notices.announce(.held, deviceID)
     }
 
     /// Messages no upload confirmed within the window are discarded.

@@ -29,16 +29,45 @@ public final class DeviceBinding: Sendable {
     public let policy: Policy
     let windowMs: Int64
     private let bindings: Mutex<[String: DeviceBindingRecord]>
+    /// Reads a device's binding from the store, when other server instances share it (issue 22): a request that is not
+    /// from the cached binding asks the store before it is judged (another instance may have seen the upload).
+    private let lookup: (@Sendable (_ deviceID: String) async -> DeviceBindingRecord?)?
 
-    public init(policy: Policy, windowSeconds: Int, bindings: [String: DeviceBindingRecord]) {
+    public init(
+        policy: Policy,
+        windowSeconds: Int,
+        bindings: [String: DeviceBindingRecord],
+        lookup: (@Sendable (_ deviceID: String) async -> DeviceBindingRecord?)? = nil
+    ) {
         self.policy = policy
         self.windowMs = Int64(windowSeconds) * 1000
         self.bindings = Mutex(bindings)
+        self.lookup = lookup
     }
 
-    /// A verified upload of `deviceID` came from `address` (its commit is done).
-    public func bind(_ deviceID: String, address: String, atMs: Int64) {
-        bindings.withLock { $0[deviceID] = DeviceBindingRecord(address: address, atMs: atMs) }
+    /// A verified upload of `deviceID` came from `address` (its commit is done); `true` when the binding moved.
+    @discardableResult
+    public func bind(_ deviceID: String, address: String, atMs: Int64) -> Bool {
+        bindings.withLock { bindings in
+            defer { bindings[deviceID] = DeviceBindingRecord(address: address, atMs: atMs) }
+            return bindings[deviceID]?.address != address
+        }
+    }
+
+    /// Replaces the cached binding with what another instance stored (`nil`: none).
+    public func adopt(_ deviceID: String, _ record: DeviceBindingRecord?) {
+        bindings.withLock { $0[deviceID] = record }
+    }
+
+    /// Where a request from `address` stands, asking the store first when it is not from the cached binding and other
+    /// instances share the store.
+    public func current(_ deviceID: String, address: String, nowMs: Int64) async -> Standing {
+        let cached = standing(deviceID, address: address, nowMs: nowMs)
+        guard cached != .bound, let lookup else { return cached }
+        let stored = await lookup(deviceID)
+        guard let stored, stored != bindings.withLock({ $0[deviceID] }) else { return cached }
+        adopt(deviceID, stored)
+        return standing(deviceID, address: address, nowMs: nowMs)
     }
 
     public func standing(_ deviceID: String, address: String, nowMs: Int64) -> Standing {
@@ -135,23 +164,23 @@ public struct DeviceAccess: Sendable {
 
     /// Where the request stands; the device is seen when it is bound.
     @discardableResult
-    public func standing(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) -> DeviceBinding.Standing {
-        standing(deviceID, address: address(request, context))
+    public func standing(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) async -> DeviceBinding.Standing {
+        await standing(deviceID, address: address(request, context))
     }
 
     @discardableResult
-    public func standing(_ deviceID: String, address: String) -> DeviceBinding.Standing {
+    public func standing(_ deviceID: String, address: String) async -> DeviceBinding.Standing {
         let now = clock()
-        let standing = binding.standing(deviceID, address: address, nowMs: now)
+        let standing = await binding.current(deviceID, address: address, nowMs: now)
         activity.seen(deviceID, at: now, fromDevice: standing == .bound)
         return standing
     }
 
     /// A bound route: the client address, or the refusal (403) when it is not the device's bound address.
     @discardableResult
-    public func requireBound(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) throws(BindingError) -> String {
+    public func requireBound(_ deviceID: String, _ request: Request, _ context: EcoWattRequestContext) async throws(BindingError) -> String {
         let address = address(request, context)
-        switch standing(deviceID, address: address) {
+        switch await standing(deviceID, address: address) {
         case .bound: return address
         case .unbound: throw .unbound(deviceID)
         case .elsewhere: throw .elsewhere(deviceID)

@@ -1,6 +1,5 @@
 import Crypto
 import EcoWattProtocol
-import EcoWattSQLite
 import EcoWattStorage
 import Logging
 
@@ -26,13 +25,13 @@ public struct FleetKeyNotice: Sendable, Equatable {
     }
 
     /// Logs the warnings of this start, and records the key so that the next start sees a change.
-    public func announce(database: EcoWattDatabase, logger: Logger) throws {
+    public func announce(state: any ServerStateStore, logger: Logger) async throws {
         if isPublic {
             logger.warning(
                 "the fleet key is the firmware's published default: anyone can sign uploads for any device (forged telemetry, burnt nonces); set fleet_key (ECOWATT_FLEET_KEY) to a private key built into your firmware"
             )
         }
-        guard let change = try database.adoptFleetKey(fingerprint: fingerprint), change.devicesOnPreviousKey > 0 else {
+        guard let change = try await state.adoptFleetKey(fingerprint: fingerprint), change.devicesOnPreviousKey > 0 else {
             return
         }
         logger.warning(

@@ -51,7 +51,18 @@ extension ServerConfiguration {
     ]
 
     static let storageSettings: [Setting] = [
-        .text("data_dir", \.storage.dataDirectory, "SQLite database directory (`ecowatt.sqlite`)"),
+        .text(
+            "data_dir",
+            \.storage.dataDirectory,
+            "SQLite database directory (`ecowatt.sqlite`); the instance's own files (lock, audit head) with PostgreSQL"
+        ),
+        .optionalText(
+            "database_url",
+            \.storage.databaseURL,
+            "PostgreSQL instead of SQLite: `postgres://user:password@host:port/database?sslmode=disable|prefer|require`; several instances may share it",
+            isSecret: true
+        ),
+        .integer("database_connections", \.storage.databaseConnections, 1...1000, "Connections to PostgreSQL per instance at most"),
         .choice(
             "durability",
             \.storage.durability,
@@ -85,6 +96,12 @@ extension ServerConfiguration {
             "Chart.js 3 file served to the dashboard (Debian's `libjs-chart.js`); without it the pages show tables"
         ),
         .integer("max_event_streams", \.dashboard.maxEventStreams, 1...10_000, "Live dashboard streams open at once; more get 429"),
+        .integer(
+            "event_log_devices",
+            \.dashboard.eventLogDevices,
+            1...1_000_000,
+            "Device ids whose latest security events, decode failures and failed updates are kept (in memory) for the dashboard"
+        ),
     ]
 
     static let accountSettings: [Setting] = [
@@ -94,6 +111,12 @@ extension ServerConfiguration {
             \.accounts.maxQueuedHashes,
             0...1000,
             "Logins waiting for the single hashing thread; beyond it 429 (a login flood never takes more than one core)"
+        ),
+        .integer(
+            "password_hash_share",
+            \.accounts.hashSharePercent,
+            5...100,
+            "Most of one core the hashing thread uses, in percent: it rests after each hash (a single login is not slower)"
         ),
         .integer("session_idle_minutes", \.accounts.sessionIdleMinutes, 1...10_080, "A browser session unused this long ends"),
         .integer("session_max_hours", \.accounts.sessionMaxHours, 1...720, "A browser session ends this long after login, whatever its use"),
@@ -150,7 +173,7 @@ extension ServerConfiguration {
         .text(
             "mqtt_client_id",
             \.mqtt.client.clientID,
-            "MQTT client id",
+            "MQTT client id (one per instance: with `database_url` and the default id, the instance adds its host name and port)",
             rule: "1-128 bytes",
             normalise: { (1...128).contains($0.utf8.count) ? $0 : nil }
         ),
@@ -165,6 +188,13 @@ extension ServerConfiguration {
             "mqtt_topic_prefix",
             \.mqtt.topicPrefix,
             "Messages go to `{prefix}/{device_id}`",
+            rule: "a topic without wildcards or a trailing /",
+            normalise: { $0.isEmpty || $0.contains("+") || $0.contains("#") || $0.hasSuffix("/") ? nil : $0 }
+        ),
+        .text(
+            "mqtt_events_prefix",
+            \.mqtt.eventsPrefix,
+            "Operational events (rollout halted, advanced, completed) go to `{prefix}/rollouts`, QoS 0",
             rule: "a topic without wildcards or a trailing /",
             normalise: { $0.isEmpty || $0.contains("+") || $0.contains("#") || $0.hasSuffix("/") ? nil : $0 }
         ),

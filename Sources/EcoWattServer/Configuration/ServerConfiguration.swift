@@ -27,6 +27,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public struct Storage: Sendable, Equatable {
         public var dataDirectory = "./data"
         public var durability = Durability.normal
+        /// PostgreSQL instead of SQLite (`postgres://user:password@host:port/database`), shared by several instances.
+        public var databaseURL: String?
+        /// Connections each instance keeps to PostgreSQL at most.
+        public var databaseConnections = 20
         /// The audit chain's external head (``Accounts/auditHeadFile`` or `audit_head.log` beside the database).
         public func auditHeadPath(_ accounts: Accounts) -> String {
             accounts.auditHeadFile ?? (dataDirectory as NSString).appendingPathComponent("audit_head.log")
@@ -52,6 +56,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var passwordCost = 12
         /// Logins waiting for the hashing thread beyond the one hashing; more are answered 429.
         public var maxQueuedHashes = 8
+        public var hashSharePercent = 50
         public var sessionIdleMinutes = 60
         public var sessionMaxHours = 12
         public var maxSessionsPerUser = 10
@@ -68,6 +73,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var chartJSFile = "/usr/share/javascript/chart.js/chart.min.js"
         /// Live event streams open at once (one per dashboard tab); more are refused with 429.
         public var maxEventStreams = 100
+        /// Device ids whose latest refused uploads, undecodable packets and failed updates are kept in memory.
+        public var eventLogDevices = 4096
     }
 
     /// The device registry.

@@ -20,7 +20,7 @@ struct CommandRoutes {
     @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let address = access.address(request, context)
-        switch access.standing(deviceID, address: address) {
+        switch await access.standing(deviceID, address: address) {
         case .bound: break
         case .unbound: return JSONBody.response(["commands": .array([]), "count": 0])
         case .elsewhere: throw BindingError.elsewhere(deviceID)
@@ -44,7 +44,7 @@ struct CommandRoutes {
     /// this device, from the address it was dispatched to.
     @Sendable func result(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        let address = try access.requireBound(deviceID, request, context)
+        let address = try await access.requireBound(deviceID, request, context)
         var request = request
         let report: CommandResultReport
         do {

@@ -24,7 +24,7 @@ struct ConfigRoutes {
     /// verified upload yet gets `is_pending:false`.
     @Sendable func poll(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        switch access.standing(deviceID, request, context) {
+        switch await access.standing(deviceID, request, context) {
         case .bound: break
         case .unbound: return JSONBody.response(["is_pending": false])
         case .elsewhere: throw BindingError.elsewhere(deviceID)
@@ -38,7 +38,7 @@ struct ConfigRoutes {
     /// `POST /config/{id}/acknowledge`: the device applied the pending configuration it was delivered (a bound route).
     @Sendable func acknowledge(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        try access.requireBound(deviceID, request, context)
+        try await access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Acknowledgement must be a JSON object") }
@@ -50,11 +50,12 @@ struct ConfigRoutes {
     /// address the device is not bound to, 202: held until a verified upload from that address confirms it.
     @Sendable func bootReport(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        access.standing(deviceID, request, context)
+        let address = access.address(request, context)
+        let standing = await access.standing(deviceID, address: address)
         var request = request
         let body = try await request.jsonBody(limit: Self.maxDeviceBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "Boot report must be a JSON object") }
-        let applied = try await boot.bootReport(deviceID: deviceID, report: body, address: access.address(request, context), nowMs: clock())
+        let applied = try await boot.bootReport(deviceID: deviceID, report: body, address: address, standing: standing, nowMs: clock())
         return JSONBody.response(
             status: applied ? .ok : .accepted,
             applied ? ["success": true, "device_id": .string(deviceID)] : ["success": true, "device_id": .string(deviceID), "held": true]

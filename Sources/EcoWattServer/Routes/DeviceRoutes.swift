@@ -28,8 +28,9 @@ struct DeviceRoutes {
         }
         let fields = try Self.fields(body, allowFirmware: true)
         let now = clock()
-        access.standing(deviceID, request, context)
-        guard let created = try await boot.registration(deviceID: deviceID, fields: fields, address: access.address(request, context), nowMs: now)
+        let address = access.address(request, context)
+        let standing = await access.standing(deviceID, address: address)
+        guard let created = try await boot.registration(deviceID: deviceID, fields: fields, address: address, standing: standing, nowMs: now)
         else {
             return JSONBody.response(status: .accepted, ["success": true, "device_id": .string(deviceID), "held": true])
         }

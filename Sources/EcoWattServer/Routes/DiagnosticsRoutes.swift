@@ -27,7 +27,7 @@ struct DiagnosticsRoutes {
         var request = request
         let body = try await request.jsonBody(limit: DiagnosticsService.maxBodyBytes)
         guard body.isObject else { throw APIError(.badRequest, "The body must be a JSON object") }
-        try ReportRoutes.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
+        try ReportRoutes.refuseElsewhere(deviceID, await access.standing(deviceID, request, context))
         try await devices.admit(deviceID)
         try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: EpochTime.iso8601(milliseconds: clock()))
         return JSONBody.response(status: .created, ["success": true, "message": "Diagnostics stored"])

@@ -37,7 +37,7 @@ struct OTARoutes {
     /// `GET /ota/check/{id}?version=<running>` (spec §7.2; 2048-byte pool, JSON booleans).
     @Sendable func check(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        access.standing(deviceID, request, context)
+        await access.standing(deviceID, request, context)
         guard let running = request.uri.queryParameters["version"].map(String.init), Self.isPrintable(running, maximum: 64)
         else {
             throw OTAError.invalid("version query parameter (the running firmware version) is required")
@@ -57,7 +57,7 @@ struct OTARoutes {
     /// `POST /ota/initiate/{id}` `{"firmware_version":…}` (spec §7.5; 512-byte pool). A bound route.
     @Sendable func initiate(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        try access.requireBound(deviceID, request, context)
+        try await access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
         guard let version = body["firmware_version"]?.stringValue, FirmwareVersion.isValid(version) else {
@@ -73,12 +73,12 @@ struct OTARoutes {
     /// `GET /ota/chunk/{id}?version=&chunk=` (spec §7.3): the pre-serialized reply of that chunk. A bound route.
     @Sendable func chunk(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        try access.requireBound(deviceID, request, context)
+        try await access.requireBound(deviceID, request, context)
         let query = request.uri.queryParameters
         guard let version = query["version"].map(String.init), FirmwareVersion.isValid(version) else {
             throw OTAError.invalid("version query parameter must be a URL-safe version string")
         }
-        let reply = try ota.chunk(deviceID: deviceID, version: version, index: query["chunk"].map(String.init) ?? "")
+        let reply = try await ota.chunkFromAnyInstance(deviceID: deviceID, version: version, index: query["chunk"].map(String.init) ?? "")
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: reply))
     }
 
@@ -86,7 +86,7 @@ struct OTARoutes {
     /// count its failed attempts).
     @Sendable func progress(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        try access.requireBound(deviceID, request, context)
+        try await access.requireBound(deviceID, request, context)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
         guard let phase = body["phase"]?.stringValue, OTAService.phases.contains(phase) else {
@@ -106,7 +106,8 @@ struct OTARoutes {
     /// `POST /ota/{id}/complete` (spec §7.6), sent on every boot: applied from the device's bound address, else held.
     @Sendable func complete(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
-        access.standing(deviceID, request, context)
+        let address = access.address(request, context)
+        let standing = await access.standing(deviceID, address: address)
         var request = request
         let body = try await request.jsonBody(limit: 4096)
         guard let version = body["version"]?.stringValue, Self.isPrintable(version, maximum: 64) else {
@@ -116,7 +117,7 @@ struct OTARoutes {
             throw OTAError.invalid("status must be one of \(OTAService.completionStatuses.sorted().joined(separator: ", "))")
         }
         let report = CompletionReport(version: version, status: status, error: body["error_msg"]?.stringValue.map { String($0.prefix(256)) })
-        let applied = try await boot.completion(deviceID: deviceID, report: report, address: access.address(request, context), nowMs: ota.clock())
+        let applied = try await boot.completion(deviceID: deviceID, report: report, address: address, standing: standing, nowMs: ota.clock())
         guard let outcome = applied else {
             // From an address the device is not bound to: held until a verified upload from there confirms it.
             return JSONBody.response(status: .accepted, ["success": true, "device_id": .string(deviceID), "held": true])

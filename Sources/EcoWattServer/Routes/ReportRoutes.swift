@@ -20,7 +20,7 @@ struct ReportRoutes {
     @Sendable func addEnergy(_ request: Request, context: EcoWattRequestContext) async throws -> Response {
         let deviceID = try context.deviceID()
         let now = clock()
-        try Self.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
+        try Self.refuseElsewhere(deviceID, await access.standing(deviceID, request, context))
         var request = request
         let bytes = try await request.collectLimitedBody(limit: Self.maxBodyBytes)
         let body: JSONValue
@@ -77,7 +77,7 @@ struct ReportRoutes {
         }
         guard let success = body["success"]?.boolValue else { throw APIError(.badRequest, "success must be a JSON boolean") }
         let now = clock()
-        try Self.refuseElsewhere(deviceID, access.standing(deviceID, request, context))
+        try Self.refuseElsewhere(deviceID, await access.standing(deviceID, request, context))
         let time = DeviceTime.seconds(body["timestamp"]?.intValue, arrivalMs: now)
         var event = FaultEvent(
             deviceID: deviceID,

@@ -8,6 +8,7 @@ struct TelemetryRoutes {
     let activity: DeviceActivity
     let boot: BootMessages
     let access: DeviceAccess
+    let watch: UploadWatch
     let maxBodyBytes: Int
     let clock: @Sendable () -> Int64
 
@@ -23,14 +24,21 @@ struct TelemetryRoutes {
         let body = try await request.collectLimitedBody(limit: maxBodyBytes)
         let arrivalMs = clock()
         let address = access.address(request, context)
-        let outcome = try await ingest.ingest(
-            deviceID: deviceID,
-            body: body,
-            arrivalMs: arrivalMs,
-            clientAddress: address,
-            bootSignalAtMs: boot.bootSignalHeld(deviceID: deviceID, address: address, nowMs: arrivalMs)
-        )
-        access.binding.bind(deviceID, address: address, atMs: arrivalMs)
+        let outcome: IngestOutcome
+        do {
+            outcome = try await ingest.ingest(
+                deviceID: deviceID,
+                body: body,
+                arrivalMs: arrivalMs,
+                clientAddress: address,
+                bootSignalAtMs: await boot.bootSignal(deviceID: deviceID, address: address, nowMs: arrivalMs)
+            )
+        } catch {
+            watch.refused(deviceID, error, address: address, atMs: arrivalMs)
+            throw error
+        }
+        await watch.accepted(deviceID, outcome, atMs: arrivalMs)
+        if access.binding.bind(deviceID, address: address, atMs: arrivalMs) { await boot.notices.announce(.binding, deviceID) }
         // Tracked from its first verified upload on (refused uploads never add an id).
         activity.admit(deviceID, at: arrivalMs)
         await boot.confirm(deviceID: deviceID, address: address, nowMs: arrivalMs)

@@ -25,6 +25,12 @@ public actor CommandService: Service {
     /// answers from here without touching SQLite; a poll that finds nothing removes the device only if no command
     /// was queued meanwhile (same version), so a concurrent queue is never lost.
     private let pendingHint: Mutex<[String: UInt64]>
+    /// Other instances learn of queued commands (their polls answer from their own hints).
+    private let notices: InstanceNotices
+    /// Told when a device's commands changed (the dashboard's live streams).
+    private let changed: @Sendable (_ deviceID: String) -> Void
+    /// Told of each command that timed out without a result (a device problem).
+    private let overdue: @Sendable (_ deviceID: String) -> Void
 
     /// Reads the devices with pending commands from the store (so queued commands survive restarts).
     public init(
@@ -33,8 +39,14 @@ public actor CommandService: Service {
         maxPending: Int,
         defaultTTLSeconds: Int = 86_400,
         logger: Logger,
-        clock: @escaping @Sendable () -> Int64
+        clock: @escaping @Sendable () -> Int64,
+        changed: @escaping @Sendable (_ deviceID: String) -> Void = { _ in },
+        overdue: @escaping @Sendable (_ deviceID: String) -> Void = { _ in },
+        notices: InstanceNotices = InstanceNotices(feed: nil)
     ) async throws {
+        self.notices = notices
+        self.changed = changed
+        self.overdue = overdue
         pendingHint = Mutex(Dictionary(uniqueKeysWithValues: try await store.devicesWithPendingCommands().map { ($0, 0) }))
         self.store = store
         self.resultTimeoutMs = Int64(resultTimeoutSeconds) * 1000
@@ -52,25 +64,38 @@ public actor CommandService: Service {
     public func sweep() async {
         do {
             let (timedOut, expired) = try await store.sweepCommands(nowMs: clock(), resultTimeoutMs: resultTimeoutMs)
-            if timedOut + expired > 0 {
-                logger.notice("commands swept", metadata: ["timed_out": "\(timedOut)", "expired": "\(expired)"])
+            if !timedOut.isEmpty || !expired.isEmpty {
+                logger.notice("commands swept", metadata: ["timed_out": "\(timedOut.count)", "expired": "\(expired.count)"])
             }
+            for deviceID in Set(timedOut + expired) { changed(deviceID) }
+            for deviceID in timedOut { overdue(deviceID) }
         } catch is CancellationError {
         } catch {
             logger.warning("command sweep failed", metadata: ["error": "\(error)"])
         }
     }
 
+    /// Another instance queued a command for `deviceID`: the next poll here looks in the store.
+    public nonisolated func queuedElsewhere(_ deviceID: String) {
+        pendingHint.withLock { $0[deviceID, default: 0] &+= 1 }
+    }
+
     public nonisolated func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
-        defer { pendingHint.withLock { $0[deviceID, default: 0] &+= 1 } }
+        defer {
+            pendingHint.withLock { $0[deviceID, default: 0] &+= 1 }
+            changed(deviceID)
+        }
         let now = clock()
         var request = request
         if request.expiresAtMs == nil { request.expiresAtMs = now.addingReportingOverflow(defaultTTLMs).partialValue }
-        return try await store.queue(request, deviceID: deviceID, nowMs: now, maxPending: maxPending)
+        let queued = try await store.queue(request, deviceID: deviceID, nowMs: now, maxPending: maxPending)
+        await notices.announce(.commands, deviceID)
+        return queued
     }
 
-    /// A device's commands, newest first (of `status`, below the sequence `before`, when given).
-    public nonisolated func commands(deviceID: String, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
+    /// A device's commands (every device's without `deviceID`), newest first (of `status`, below the sequence
+    /// `before`, when given).
+    public nonisolated func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
         try await store.commands(deviceID: deviceID, status: status, before: before, limit: limit)
     }
 
@@ -80,12 +105,15 @@ public actor CommandService: Service {
         let command = try await store.dispatchNext(deviceID: deviceID, address: address, nowMs: clock())
         if command == nil {
             pendingHint.withLock { if $0[deviceID] == version { $0.removeValue(forKey: deviceID) } }
+        } else {
+            changed(deviceID)
         }
         return command
     }
 
     public nonisolated func result(_ report: CommandResultReport, deviceID: String, address: String) async throws -> CommandRow {
-        try await store.recordResult(
+        defer { changed(deviceID) }
+        return try await store.recordResult(
             CommandResult(
                 commandID: report.commandID,
                 succeeded: report.succeeded,
@@ -100,7 +128,11 @@ public actor CommandService: Service {
     }
 
     public nonisolated func command(_ id: String) async throws -> CommandRow? { try await store.command(id) }
-    public nonisolated func cancel(_ id: String) async throws -> CommandRow { try await store.cancelCommand(id, nowMs: clock()) }
+    public nonisolated func cancel(_ id: String) async throws -> CommandRow {
+        let row = try await store.cancelCommand(id, nowMs: clock())
+        changed(row.deviceID)
+        return row
+    }
     public nonisolated func counts() async throws -> [CommandStatus: Int] { try await store.commandCounts() }
 }
 

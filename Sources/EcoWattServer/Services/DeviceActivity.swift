@@ -70,6 +70,11 @@ public final class DeviceActivity: Service, Sendable {
         state.withLock { $0.latest.values.reduce(0) { $0 + ($1 >= sinceMs ? 1 : 0) } }
     }
 
+    /// How many of `deviceIDs` are known devices.
+    public func knownCount(of deviceIDs: some Sequence<String>) -> Int {
+        state.withLock { state in deviceIDs.reduce(0) { $0 + (state.latest[$1] != nil ? 1 : 0) } }
+    }
+
     /// Known devices tracked, and requests from unknown ids since start.
     public var counts: (known: Int, unknownRequests: Int) {
         state.withLock { ($0.latest.count, $0.unknownRequests) }

@@ -9,6 +9,8 @@ public struct DeviceCredentialService: Sendable {
     let store: any DeviceCredentialStore
     let ingest: IngestService
     let clock: @Sendable () -> Int64
+    /// Other instances reload their keys at once too.
+    var notices = InstanceNotices(feed: nil)
 
     public enum Failure: Error, Equatable {
         /// The device already has its own key (pass `replace`).
@@ -45,7 +47,7 @@ public struct DeviceCredentialService: Sendable {
     public func withdrawRotation(_ deviceID: String) async throws -> DeviceCredential {
         guard try await store.deviceCredential(deviceID) != nil else { throw Failure.unknown(deviceID) }
         try await store.setNextDeviceKey(deviceID: deviceID, key: nil, nowMs: clock())
-        await ingest.refreshKeys()
+        await keysChanged(deviceID)
         guard let state = try await store.deviceCredential(deviceID) else { throw Failure.unknown(deviceID) }
         return state
     }
@@ -53,13 +55,19 @@ public struct DeviceCredentialService: Sendable {
     /// Refuses the device's uploads from now on.
     public func revoke(_ deviceID: String) async throws -> DeviceCredential {
         _ = try await store.revokeDevice(deviceID: deviceID, nowMs: clock())
-        await ingest.refreshKeys()
+        await keysChanged(deviceID)
         guard let state = try await store.deviceCredential(deviceID) else { throw Failure.unknown(deviceID) }
         return state
     }
 
-    private func issued(_ deviceID: String, key: [UInt8]) async throws -> Issued {
+    /// Reloads the keys here and on the other instances.
+    private func keysChanged(_ deviceID: String) async {
         await ingest.refreshKeys()
+        await notices.announce(.keys, deviceID)
+    }
+
+    private func issued(_ deviceID: String, key: [UInt8]) async throws -> Issued {
+        await keysChanged(deviceID)
         guard let state = try await store.deviceCredential(deviceID) else { throw Failure.unknown(deviceID) }
         return Issued(key: key, state: state, securityCpp: Self.securityCpp(deviceID: deviceID, key: key))
     }

@@ -46,6 +46,8 @@ struct DeviceService: Sendable {
     let offlineAfterMs: Int64
     /// Whether a device has an OTA download in progress.
     let updating: @Sendable (String) -> Bool
+    /// Told of deleted devices (what is kept about them in memory elsewhere goes too).
+    let deleted: @Sendable ([String]) -> Void
     let clock: @Sendable () -> Int64
 
     init(
@@ -55,8 +57,10 @@ struct DeviceService: Sendable {
         ingest: IngestService,
         offlineAfterMs: Int64,
         updating: @escaping @Sendable (String) -> Bool = { _ in false },
+        deleted: @escaping @Sendable ([String]) -> Void = { _ in },
         clock: @escaping @Sendable () -> Int64
     ) {
+        self.deleted = deleted
         self.store = store
         self.activity = activity
         self.binding = binding
@@ -127,6 +131,7 @@ struct DeviceService: Sendable {
         guard try await store.deleteDevice(deviceID, nowMs: clock()) else { throw Failure.unknownDevice(deviceID) }
         activity.forget([deviceID])
         binding.forget([deviceID])
+        deleted([deviceID])
         await ingest.forget(deviceID)
     }
 

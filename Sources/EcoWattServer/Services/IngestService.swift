@@ -30,9 +30,9 @@ public struct IngestOutcome: Sendable {
 /// commit before it suspends**, so uploads of one device commit in the order they were admitted and exactly one of
 /// several identical uploads is accepted. A caller is answered only after its commit.
 public actor IngestService: Service {
-    private let store: any TelemetryStore
+    let store: any TelemetryStore
     private let fleetKey: EnvelopeKey
-    private let logger: Logger
+    let logger: Logger
     private let keyCache = Mutex<[String: DeviceKeys]>([:])
     /// `open`: any id signed with the fleet key is accepted and registered; `known`: only admitted ids.
     private let admission: DeviceAdmission
@@ -44,7 +44,7 @@ public actor IngestService: Service {
     /// Nonce and decoder state per device, ahead of the store by the commits in flight. Bounded (signed uploads prove
     /// little while the fleet key is public): past ``cacheLimit`` the least recently used entries without a commit in
     /// flight are dropped and read back from the store when their device uploads again.
-    private var devices = DeviceStateCache()
+    var devices = DeviceStateCache()
     private let cacheLimit: Int
     /// J0 of the nonce-jump rule: how far ahead of the last accepted nonce an upload may be right after it.
     private let nonceJumpAllowance: UInt64
@@ -218,6 +218,12 @@ public actor IngestService: Service {
         }
     }
 
+    /// Uploads decoded again at most, when other instances keep changing the device's state first.
+    static let stateAttempts = 4
+
+    /// Checks and decodes the upload against the device's state and commits it. Another server instance may commit for
+    /// the device between this one's read of its state and its commit: the commit then fails as `stateChanged`, and the
+    /// upload is checked and decoded again against what is stored now (a replay by then is refused as one).
     private func admit(
         deviceID: String,
         nonce: UInt32,
@@ -227,6 +233,36 @@ public actor IngestService: Service {
         bootSignalAtMs: Int64?
     )
         async throws(IngestError) -> IngestOutcome
+    {
+        for attempt in 1...Self.stateAttempts {
+            if let outcome = try await admitOnce(
+                deviceID: deviceID,
+                nonce: nonce,
+                upload: upload,
+                arrivalMs: arrivalMs,
+                clientAddress: clientAddress,
+                bootSignalAtMs: bootSignalAtMs
+            ) {
+                return outcome
+            }
+            if attempt < Self.stateAttempts { metrics?.increment("ecowatt_ingest_state_conflicts_total") }
+        }
+        countStorageFailure()
+        logger.error("upload not stored: the device's state kept changing on other instances", metadata: ["device_id": LogText.value(deviceID)])
+        throw .storage("the device's state kept changing on other instances")
+    }
+
+    /// One attempt of ``admit(deviceID:nonce:upload:arrivalMs:clientAddress:bootSignalAtMs:)``; `nil` when the state
+    /// changed under it (another instance committed for the device first).
+    private func admitOnce(
+        deviceID: String,
+        nonce: UInt32,
+        upload: UploadPayload,
+        arrivalMs: Int64,
+        clientAddress: String?,
+        bootSignalAtMs: Int64?
+    )
+        async throws(IngestError) -> IngestOutcome?
     {
         var state: DeviceIngestState
         do {
@@ -264,9 +300,11 @@ public actor IngestService: Service {
             state: &state.stream
         )
         let packets = decoded.packets.filter { !$0.resend }
+        let expectedVersion = state.version
         state.lastNonce = nonce
         state.lastUploadMs = arrivalMs
         state.admitted = true
+        state.version += 1
         devices[deviceID] = state
         devices.beginCommit(deviceID)
         defer {
@@ -284,12 +322,14 @@ public actor IngestService: Service {
         let messages = packets.count + decoded.updates.filter { $0.samples != nil }.count
         record.queueForFeed = feed?.admit(messages) ?? false
         record.clientAddress = clientAddress
+        record.expectedVersion = expectedVersion
         let ticket = store.submit(record)
         do {
             try await ticket.value()
         } catch {
             // The cached state ran ahead of the store; drop it so the next upload reloads what was committed.
             devices[deviceID] = nil
+            if case StoreError.stateChanged = error { return nil }
             if case StoreError.nonceNotIncreasing(_, _, let stored) = error {
                 countRejection("replay")
                 throw .security(.replay(nonce: nonce, lastAccepted: stored))
@@ -309,59 +349,13 @@ public actor IngestService: Service {
         return nonce > lastNonce ? nonce - lastNonce - 1 : nil
     }
 
-    private func loadState(_ deviceID: String) async throws -> DeviceIngestState {
+    func loadState(_ deviceID: String) async throws -> DeviceIngestState {
         if let cached = devices[deviceID] { return cached }
         let loaded = try await store.ingestState(deviceID: deviceID)
         // Another request of the same device may have loaded and advanced it while this one waited.
         if let cached = devices[deviceID] { return cached }
         devices[deviceID] = loaded
         return loaded
-    }
-
-    /// A boot signal (registration or boot report, from the device's bound address or confirmed by a verified upload
-    /// from the address it came from). Unsigned, so it never discards the encoder model: it opens the reboot hypothesis
-    /// beside it (``DeviceStreamState/bootSignal()``), and signed uploads decide.
-    public func bootSignal(_ deviceID: String, atMs: Int64) async throws {
-        guard try await updateStream(deviceID, { $0.bootSignal(atMs: atMs) }) else { return }
-        // Debug only: boot signals are unauthenticated and may come by the thousand.
-        logger.debug("device boot signal: reboot hypothesis opened", metadata: ["device_id": LogText.value(deviceID)])
-    }
-
-    /// The device acknowledged a configuration change (spec §5.3): the sample times of its next packet account for a
-    /// new sampling interval from then on.
-    public func configurationApplied(_ deviceID: String, atMs: Int64) async throws {
-        try await updateStream(deviceID) { $0.configurationApplied(atMs: atMs) }
-    }
-
-    /// Applies an unsigned event to a device's stream model and stores it; false (nothing done) for a device that never
-    /// uploaded: its model is fresh anyway, and random ids must not grow the cache.
-    @discardableResult
-    private func updateStream(_ deviceID: String, _ change: (inout DeviceStreamState) -> Void) async throws -> Bool {
-        var state = try await loadState(deviceID)
-        guard state.lastNonce != nil else {
-            devices[deviceID] = nil
-            return false
-        }
-        change(&state.stream)
-        devices[deviceID] = state
-        try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
-        return true
-    }
-
-    /// Drops the cached state of a deleted device (the store has forgotten it).
-    public func forget(_ deviceID: String) {
-        devices[deviceID] = nil
-    }
-
-    /// Operator reset of the anti-replay state (spec §2.4). Returns whether the device had any.
-    public func resetNonce(deviceID: String) async throws -> Bool {
-        var state = try await loadState(deviceID)
-        state.lastNonce = nil
-        devices[deviceID] = state
-        let ticket = store.submitNonceReset(deviceID: deviceID)
-        let existed = try await ticket.value()
-        logger.notice("nonce state reset by operator", metadata: ["device_id": "\(deviceID)"])
-        return existed
     }
 
     /// A snapshot of the counters since start.

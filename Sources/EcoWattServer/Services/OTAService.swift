@@ -15,11 +15,52 @@ import Synchronization
 /// under a lock, and their counters are written every second.
 public actor OTAService: Service {
     /// The in-memory side of an active session.
+    /// Who hears about sessions: the dashboard's live streams (`changed`: a session started, progressed or ended) and
+    /// the device event log (`failed`, with a reason from a closed set: a phase, an outcome, `abandoned`, `expired`).
+    public struct OTAObserver: Sendable {
+        public var changed: @Sendable (_ deviceID: String) -> Void = { _ in }
+        public var failed: @Sendable (_ deviceID: String, _ reason: String) -> Void = { _, _ in }
+        public init() {}
+    }
+
     struct LiveSession: Sendable {
         var sessionID: String
         var version: String
+        /// What this instance knows: the stored counters when it took the session up, plus the chunks it served.
         var counters: OTAChunkCounters
-        var dirty = false
+        /// Chunks and bytes served here and not saved yet (saved as increments: other instances serve chunks too).
+        var unsaved: (chunks: Int, bytes: Int64) = (0, 0)
+        var dirty: Bool { unsaved.chunks > 0 }
+
+        init(sessionID: String, version: String, counters: OTAChunkCounters) {
+            self.sessionID = sessionID
+            self.version = version
+            self.counters = counters
+        }
+
+        init(_ session: OTASession) {
+            self.init(
+                sessionID: session.sessionID,
+                version: session.version,
+                counters: OTAChunkCounters(
+                    chunksServed: session.chunksServed,
+                    bytesServed: session.bytesServed,
+                    lastChunk: session.lastChunk,
+                    updatedAtMs: session.updatedAtMs
+                )
+            )
+        }
+
+        /// The increments to save, which are then no longer unsaved.
+        mutating func takeUnsaved() -> OTAChunkCounters {
+            defer { unsaved = (0, 0) }
+            return OTAChunkCounters(
+                chunksServed: unsaved.chunks,
+                bytesServed: unsaved.bytes,
+                lastChunk: counters.lastChunk,
+                updatedAtMs: counters.updatedAtMs
+            )
+        }
     }
 
     /// Phases the firmware reports (spec §7.5), plus `rollback` which the original server documented.
@@ -54,6 +95,12 @@ public actor OTAService: Service {
     nonisolated let maxActiveSessions: Int
     /// A session without chunk or progress for this long expires.
     nonisolated let idleLimitMs: Int64
+    nonisolated let observer: OTAObserver
+    /// Rollouts and deployments: they decide what `/ota/check` offers, and are told of initiates and session ends.
+    nonisolated let rollouts: RolloutService
+    /// Other instances serve the same devices when the store is shared (issue 22): a device's session may be started,
+    /// served and ended on any of them.
+    nonisolated let notices: InstanceNotices
 
     init(
         store: any OTAStore & DeviceRegistryStore,
@@ -64,9 +111,15 @@ public actor OTAService: Service {
         faults: FaultInjector? = nil,
         deviceEvents: RateLimitedLog? = nil,
         maxActiveSessions: Int = 10_000,
-        idleLimitSeconds: Int = 1_800
+        idleLimitSeconds: Int = 1_800,
+        observer: OTAObserver = OTAObserver(),
+        rollouts: RolloutService,
+        notices: InstanceNotices = InstanceNotices(feed: nil)
     ) async throws {
+        self.notices = notices
         self.store = store
+        self.observer = observer
+        self.rollouts = rollouts
         self.deviceEvents = deviceEvents
         self.maxActiveSessions = maxActiveSessions
         self.idleLimitMs = Int64(idleLimitSeconds) * 1000
@@ -76,18 +129,7 @@ public actor OTAService: Service {
         self.logger = logger
         self.clock = clock
         var sessions: [String: LiveSession] = [:]
-        for session in try await store.activeSessions() {
-            sessions[session.deviceID] = LiveSession(
-                sessionID: session.sessionID,
-                version: session.version,
-                counters: OTAChunkCounters(
-                    chunksServed: session.chunksServed,
-                    bytesServed: session.bytesServed,
-                    lastChunk: session.lastChunk,
-                    updatedAtMs: session.updatedAtMs
-                )
-            )
-        }
+        for session in try await store.activeSessions() { sessions[session.deviceID] = LiveSession(session) }
         self.live = Mutex(sessions)
         if !sessions.isEmpty { logger.info("resumed OTA sessions", metadata: ["count": "\(sessions.count)"]) }
     }
@@ -111,7 +153,11 @@ public actor OTAService: Service {
         let now = clock()
         do {
             let expired = try await store.expireSessions(idleBeforeMs: now - idleLimitMs, nowMs: now)
-            for session in expired { forgetLive(deviceID: session.deviceID, sessionID: session.sessionID) }
+            for session in expired {
+                forgetLive(deviceID: session.deviceID, sessionID: session.sessionID)
+                await notices.announce(.ota, session.deviceID)
+                observer.failed(session.deviceID, "expired")
+            }
             if !expired.isEmpty { logger.info("OTA sessions expired", metadata: ["count": "\(expired.count)"]) }
         } catch {
             logger.warning("could not expire OTA sessions", metadata: ["error": "\(error)"])
@@ -128,18 +174,24 @@ public actor OTAService: Service {
     /// Writes the chunk counters that changed since the last flush.
     func flush() async {
         let dirty = live.withLock { sessions in
-            var dirty: [String: OTAChunkCounters] = [:]
+            var dirty: [String: (deviceID: String, counters: OTAChunkCounters)] = [:]
             for (deviceID, session) in sessions where session.dirty {
-                dirty[session.sessionID] = session.counters
-                sessions[deviceID]?.dirty = false
+                dirty[session.sessionID] = (deviceID, sessions[deviceID]!.takeUnsaved())
             }
             return dirty
         }
         guard !dirty.isEmpty else { return }
         do {
-            try await store.saveCounters(dirty)
+            try await store.saveCounters(dirty.mapValues(\.counters))
         } catch {
             logger.warning("could not save OTA chunk counters", metadata: ["error": "\(error)"])
+            // Saved with the next flush.
+            live.withLock { sessions in
+                for (sessionID, entry) in dirty where sessions[entry.deviceID]?.sessionID == sessionID {
+                    sessions[entry.deviceID]?.unsaved.chunks += entry.counters.chunksServed
+                    sessions[entry.deviceID]?.unsaved.bytes += entry.counters.bytesServed
+                }
+            }
         }
     }
 
@@ -148,23 +200,16 @@ public actor OTAService: Service {
 
     // MARK: Device requests
 
-    /// The answer to `GET /ota/check/{id}?version=`: the deployed version's `update_info`, unless the device already
-    /// runs it, installed it under another compiled-in version, or failed it `max_attempts` times. Open to anyone, so
-    /// it changes nothing (the running version is recorded from the completion report and the registration).
+    /// The answer to `GET /ota/check/{id}?version=`: the version the device's rollout or deployment offers it (see
+    /// ``RolloutService/offer(deviceID:runningVersion:)``), or why none. Open to anyone, so it changes nothing (the
+    /// running version is recorded from the completion report and the registration).
     public func check(deviceID: String, runningVersion: String) async throws -> (offer: ServableFirmware?, reason: String) {
-        guard let deployment = try await store.deployment(for: deviceID) else { return (nil, "no deployment") }
-        guard deployment.version != runningVersion else { return (nil, "already running \(runningVersion)") }
-        guard let firmware = try catalog.firmware(deployment.version) else {
-            return (nil, "deployed version \(deployment.version) is not available")
+        switch try await rollouts.offer(deviceID: deviceID, runningVersion: runningVersion) {
+        case .withheld(let reason): return (nil, reason)
+        case .offer(let version):
+            guard let firmware = try catalog.firmware(version) else { return (nil, "version \(version) is not available") }
+            return (firmware, "update available")
         }
-        let attempts = try await store.attempts(deviceID: deviceID, version: deployment.version, sinceMs: deployment.createdAtMs)
-        if attempts.versionMismatch {
-            return (nil, "installed \(deployment.version) before but reported another version")
-        }
-        if attempts.failed >= deployment.maxAttempts {
-            return (nil, "\(attempts.failed) failed attempts of \(deployment.version)")
-        }
-        return (firmware, "update available")
     }
 
     /// The `update_info` offered to the device, with any injected `bad_hash`/`bad_signature` fault applied.
@@ -190,6 +235,7 @@ public actor OTAService: Service {
             case downloading(String)
         }
         let now = clock()
+        await takeUpStoredSession(deviceID)
         let refusal: Refusal? = live.withLock { sessions in
             if let active = sessions[deviceID] {
                 // Another version while a download is going (a chunk within two minutes): only an operator's cancel
@@ -205,12 +251,18 @@ public actor OTAService: Service {
             throw OTAError.conflict("A download of \(active) is in progress for \(deviceID); an operator can cancel it")
         case nil: break
         }
-        let deployment = try await store.deployment(for: deviceID)
+        // A rollout may hold the download (paused, wave not open, pacing): only the device's bound address gets here.
+        let rolloutID: Int64?
+        do {
+            rolloutID = try await rollouts.admit(deviceID: deviceID, version: version)
+        } catch RolloutService.Failure.held(let reason) {
+            throw OTAError.held(reason)
+        }
         var session = OTASession(
             sessionID: UUID().uuidString.lowercased(),
             deviceID: deviceID,
             version: version,
-            deploymentID: deployment?.version == version ? deployment?.id : nil,
+            deploymentID: rolloutID,
             fromVersion: try await store.device(deviceID)?.firmwareVersion,
             totalChunks: firmware.manifest.totalChunks,
             startedAtMs: now
@@ -218,6 +270,7 @@ public actor OTAService: Service {
         session.updatedAtMs = now
         await saveCounters(of: deviceID)
         let replaced = try await store.startSession(session)
+        await notices.announce(.ota, deviceID)
         live.withLock {
             $0[deviceID] = LiveSession(
                 sessionID: session.sessionID,
@@ -225,6 +278,7 @@ public actor OTAService: Service {
                 counters: OTAChunkCounters(chunksServed: 0, bytesServed: 0, lastChunk: nil, updatedAtMs: now)
             )
         }
+        observer.changed(deviceID)
         deviceEvents?.log(
             level: .info,
             kind: "ota_started",
@@ -251,11 +305,13 @@ public actor OTAService: Service {
             session.counters.bytesServed += Int64(size)
             session.counters.lastChunk = index
             session.counters.updatedAtMs = now
-            session.dirty = true
+            session.unsaved.chunks += 1
+            session.unsaved.bytes += Int64(size)
             sessions[deviceID] = session
             return nil
         }
         if let problem { throw problem }
+        observer.changed(deviceID)
         metrics?.increment("ecowatt_ota_chunks_served_total")
         metrics?.increment("ecowatt_ota_bytes_served_total", by: size)
         if faults?.otaFault(.corruptChunk, deviceID: deviceID, chunk: index) != nil {
@@ -267,132 +323,54 @@ public actor OTAService: Service {
         return reply
     }
 
-    /// `POST /ota/{id}/progress`: records the phase; `failed` and `verification_failed` end the session.
-    /// - Returns: the session, `nil` when the device has none yet.
-    public func progress(
-        deviceID: String,
-        phase: String,
-        progress: Int?,
-        message: String?,
-        deviceTime: (value: Int64?, invalid: Bool)
-    ) async throws
-        -> OTASession?
-    {
-        var current = live.withLock { $0[deviceID] }
-        // "Starting firmware download..." opens every attempt (spec §7.1 step 2). A session still open then, that had
-        // served chunks, was abandoned without a report (a chunk that failed to decrypt, a silent local failure): it
-        // failed, and this event belongs to the new attempt. (One that never served a chunk is replaced by the next
-        // initiate, and not counted as a failed attempt.)
-        if let open = current, open.counters.chunksServed > 0, phase == "downloading",
-            message?.hasPrefix(Self.attemptStartMessage) == true
-        {
-            await saveCounters(of: deviceID)
-            _ = try await store.endSession(
-                open.sessionID,
-                outcome: .failed,
-                message: "abandoned: the device started a new download without reporting the end of this one",
-                reportedVersion: nil,
-                reportedStatus: nil,
-                nowMs: clock()
-            )
-            forgetLive(deviceID: deviceID, sessionID: open.sessionID)
-            deviceEvents?.log(
-                level: .notice,
-                kind: "ota_failed",
-                "OTA session abandoned",
-                metadata: ["device_id": LogText.value(deviceID), "session_id": "\(open.sessionID)"]
-            )
-            current = nil
-        }
-        // Without a session (the firmware reports "Starting firmware download..." before it initiates, spec §7.1
-        // step 2) the event is kept and attached to the session the next initiate starts.
-        let outcome: OTAOutcome? =
-            current != nil && (phase == "failed" || phase == "verification_failed") ? .failed : nil
-        if outcome != nil { await saveCounters(of: deviceID) }
-        var event = OTAEvent(
-            sessionID: current?.sessionID,
-            deviceID: deviceID,
-            phase: phase,
-            progress: progress,
-            message: message,
-            deviceTimeS: deviceTime.value,
-            receivedAtMs: clock()
-        )
-        event.deviceTimeInvalid = deviceTime.invalid
-        try await store.recordProgress(event, outcome: outcome)
-        guard let current else { return nil }
-        if outcome != nil {
-            forgetLive(deviceID: deviceID, sessionID: current.sessionID)
-            deviceEvents?.log(
-                level: .notice,
-                kind: "ota_failed",
-                "OTA session failed",
-                metadata: ["device_id": LogText.value(deviceID), "phase": "\(phase)", "message": LogText.value(message ?? "")]
-            )
-        }
-        return try await store.session(current.sessionID)
-    }
-
-    /// `POST /ota/{id}/complete`, sent on every boot: judged by the running version against the session's target, and
-    /// idempotent (without an active session it only records the running version).
-    public func complete(
-        deviceID: String,
-        version: String,
-        status: String,
-        error: String?
-    ) async throws
-        -> (outcome: OTAOutcome?, session: OTASession?)
-    {
-        try await store.setFirmwareVersion(deviceID: deviceID, version: version)
-        guard let current = live.withLock({ $0[deviceID] }) else { return (nil, nil) }
-        guard let session = try await store.session(current.sessionID) else { return (nil, nil) }
-        let installed = ["installing", "verification_success"].contains(session.phase)
-        let outcome: OTAOutcome
-        let message: String
-        let running = status == "success" || status == "pending_verify"
-        if running, version == session.version {
-            outcome = .success
-            message = "running \(version)"
-        } else if status == "rolled_back" {
-            outcome = .rolledBack
-            message = error ?? "firmware validation failed, rolled back"
-        } else if running, installed {
-            outcome = .versionMismatch
-            message = "installed \(session.version) but the device reports \(version): the image's compiled-in version differs"
-        } else {
-            outcome = .failed
-            message = "device rebooted in phase \(session.phase) running \(version) (\(status))" + (error.map { ": \($0)" } ?? "")
-        }
-        await saveCounters(of: deviceID)
-        _ = try await store.endSession(
-            session.sessionID,
-            outcome: outcome,
-            message: message,
-            reportedVersion: version,
-            reportedStatus: status,
-            nowMs: clock()
-        )
-        forgetLive(deviceID: deviceID, sessionID: session.sessionID)
-        deviceEvents?.log(
-            level: .notice,
-            kind: "ota_ended",
-            "OTA session ended",
-            metadata: ["device_id": LogText.value(deviceID), "outcome": "\(outcome.rawValue)", "version": LogText.value(version)]
-        )
-        return (outcome, try await store.session(session.sessionID))
-    }
-
     /// The live counters of the device's active session merged into the stored row.
     public func withLiveCounters(_ session: OTASession) -> OTASession {
         guard session.outcome == nil, let current = live.withLock({ $0[session.deviceID] }),
             current.sessionID == session.sessionID
         else { return session }
         var merged = session
-        merged.chunksServed = current.counters.chunksServed
-        merged.bytesServed = current.counters.bytesServed
+        merged.chunksServed = session.chunksServed + current.unsaved.chunks
+        merged.bytesServed = session.bytesServed + current.unsaved.bytes
         merged.lastChunk = current.counters.lastChunk
         merged.updatedAtMs = max(session.updatedAtMs, current.counters.updatedAtMs)
         return merged
+    }
+
+    /// The device's open session from the store, when this instance has none cached and the store is shared (another
+    /// instance started it).
+    func takeUpStoredSession(_ deviceID: String) async {
+        guard notices.shared, live.withLock({ $0[deviceID] }) == nil else { return }
+        guard let stored = try? await store.sessions(deviceID: deviceID, outcome: "active", before: nil, limit: 1).first else { return }
+        live.withLock { sessions in
+            if sessions[deviceID] == nil { sessions[deviceID] = LiveSession(stored) }
+        }
+    }
+
+    /// Another instance started or ended the device's session: what is cached here goes (its unsaved chunks saved).
+    public func sessionChangedElsewhere(_ deviceID: String) async {
+        await saveCounters(of: deviceID)
+        live.withLock { $0[deviceID] = nil }
+    }
+
+    /// Every open session as stored (the change notices were interrupted).
+    public func reloadSessions() async {
+        await flush()
+        guard let sessions = try? await store.activeSessions() else { return }
+        live.withLock { live in
+            live = Dictionary(sessions.map { ($0.deviceID, LiveSession($0)) }) { first, _ in first }
+        }
+    }
+
+    /// ``chunk(deviceID:version:index:)``; with a shared store, a device whose session this instance does not know (or
+    /// knows in an older version) has it read from the store first.
+    public func chunkFromAnyInstance(deviceID: String, version: String, index: String) async throws -> ByteBuffer {
+        do {
+            return try chunk(deviceID: deviceID, version: version, index: index)
+        } catch OTAError.noActiveSession, OTAError.sessionVersion where notices.shared {
+            await sessionChangedElsewhere(deviceID)
+            await takeUpStoredSession(deviceID)
+            return try chunk(deviceID: deviceID, version: version, index: index)
+        }
     }
 
     /// Drops the device's in-memory session if it is still `sessionID` (an initiate may have replaced it meanwhile).
@@ -406,8 +384,7 @@ public actor OTAService: Service {
     func saveCounters(of deviceID: String) async {
         let pending: (String, OTAChunkCounters)? = live.withLock { sessions in
             guard let session = sessions[deviceID], session.dirty else { return nil }
-            sessions[deviceID]?.dirty = false
-            return (session.sessionID, session.counters)
+            return (session.sessionID, sessions[deviceID]!.takeUnsaved())
         }
         guard let (sessionID, counters) = pending else { return }
         try? await store.saveCounters([sessionID: counters])
