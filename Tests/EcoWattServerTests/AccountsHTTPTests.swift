@@ -272,7 +272,7 @@ extension TestClientProtocol {
     /// bcrypt runs on one thread with a bounded queue: a flood of logins is answered 429 at once beyond it, and
     /// uploads sent meanwhile are all accepted.
     @Test func aLoginFloodIsRefusedBeyondTheQueueAndUploadsKeepFlowing() async throws {
-        let test = try await TestServer(settings: ["password_max_queued": 2])
+        let test = try await TestServer(settings: ["password_max_queued": 2, "password_cost": 12])
         test.clock.followWallClock()
         try await test.run { client in
             try await client.createUser("rita", role: "viewer", server: test)

@@ -74,7 +74,11 @@ final class TestServer: Sendable {
         for (key, value) in settings { flags[key] = .init(.int(value), isSecret: false) }
         if let faultInjection { flags["fault_injection"] = .init(.bool(faultInjection), isSecret: false) }
         for (key, value) in limits ?? [:] { flags["limits." + key] = .init(.int(value), isSecret: false) }
-        let configuration = try await ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
+        var configuration = try await ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
+        // bcrypt at cost 4 (about 1 ms) unless a test sets `password_cost`: at the production minimum of 12 each hash
+        // is a quarter second on the hashing thread at nice 10, and with both CI cores busy a test's few logins and
+        // user creations queued past the test client's 40 s read timeout (three tests in one CI run).
+        if settings["password_cost"] == nil { configuration.accounts.passwordCost = 4 }
         if !FirmwareKeys.anyExist(in: configuration.security.keysDirectory) {
             try (firmwareKeys ?? Self.sharedKeys).write(to: configuration.security.keysDirectory)
         }
