@@ -88,6 +88,7 @@ let package = Package(
             name: "EcoWattStorage",
             dependencies: [
                 "EcoWattProtocol",
+                "FirmwareImage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -232,7 +233,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EcoWattStorageTests",
-            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattPostgres", "EcoWattProtocol", "EcoWattTestSupport"]
+            dependencies: ["EcoWattStorage", "EcoWattSQLite", "EcoWattPostgres", "EcoWattProtocol", "EcoWattTestSupport", "FirmwareImage"]
         ),
         .testTarget(
             name: "EcoWattPostgresTests",

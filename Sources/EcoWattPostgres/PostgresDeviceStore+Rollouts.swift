@@ -94,16 +94,19 @@ extension PostgresDeviceStore: RolloutStore {
         ).map(Self.rollout)
     }
 
-    public func updateRollout(_ rollout: RolloutRecord) async throws {
+    public func updateRollout(_ rollout: RolloutRecord, from previous: RolloutRecord) async throws -> Bool {
         try await writer.write { connection, logger in
-            try await connection.query(
+            !(try await connection.rows(
                 """
                 UPDATE rollouts SET status = \(rollout.status.rawValue), current_wave = \(rollout.currentWave),
                   wave_opened_at_ms = \(rollout.waveOpenedAtMs), reason = \(rollout.reason), updated_at_ms = \(rollout.updatedAtMs)
-                WHERE id = \(rollout.id)
+                WHERE id = \(rollout.id) AND status = \(previous.status.rawValue) AND current_wave = \(previous.currentWave)
+                  AND wave_opened_at_ms = \(previous.waveOpenedAtMs) AND reason IS NOT DISTINCT FROM \(previous.reason)
+                  AND updated_at_ms = \(previous.updatedAtMs)
+                RETURNING id
                 """,
                 logger: logger
-            )
+            ).isEmpty)
         }
     }
 
@@ -125,18 +128,21 @@ extension PostgresDeviceStore: RolloutStore {
         ).map(Self.rolloutDevice)
     }
 
-    public func updateRolloutDevice(_ device: RolloutDeviceRecord) async throws {
+    public func updateRolloutDevice(_ device: RolloutDeviceRecord, from previous: RolloutDeviceRecord) async throws -> Bool {
         try await writer.write { connection, logger in
-            try await connection.query(
+            !(try await connection.rows(
                 """
                 UPDATE rollout_devices SET state = \(device.state.rawValue), reason = \(device.reason), offered_at_ms = \(device.offeredAtMs),
                   started_at_ms = \(device.startedAtMs), installed_at_ms = \(device.installedAtMs),
                   finished_at_ms = \(device.finishedAtMs), healthy_uploads = \(device.healthyUploads),
                   updated_at_ms = \(device.updatedAtMs)
-                WHERE rollout_id = \(device.rolloutID) AND device_id = \(device.deviceID)
+                WHERE rollout_id = \(device.rolloutID) AND device_id = \(device.deviceID) AND state = \(previous.state.rawValue)
+                  AND reason IS NOT DISTINCT FROM \(previous.reason) AND healthy_uploads = \(previous.healthyUploads)
+                  AND updated_at_ms = \(previous.updatedAtMs)
+                RETURNING device_id
                 """,
                 logger: logger
-            )
+            ).isEmpty)
         }
     }
 

@@ -203,6 +203,31 @@ enum PostgresMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 5,
+            name: "firmware images and diagnostics",
+            statements: [
+                // Every instance serves every image (each keeps the chunk replies of what it serves in memory).
+                """
+                CREATE TABLE firmware_images (
+                  version text COLLATE "C" PRIMARY KEY, manifest bytea NOT NULL, ciphertext bytea NOT NULL,
+                  created_at_ms bigint NOT NULL)
+                """,
+                // One row per JSONL line; per-device totals beside them, so that the budgets cost no scan.
+                """
+                CREATE TABLE diagnostics (
+                  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, device_id text COLLATE "C" NOT NULL, line bytea NOT NULL,
+                  received_at text NOT NULL)
+                """,
+                "CREATE INDEX diagnostics_device ON diagnostics (device_id, id)",
+                """
+                CREATE TABLE diagnostics_devices (
+                  device_id text COLLATE "C" PRIMARY KEY, entries bigint NOT NULL, bytes bigint NOT NULL)
+                """,
+                "CREATE TABLE diagnostics_usage (id int PRIMARY KEY CHECK (id = 1), bytes bigint NOT NULL, dropped bigint NOT NULL)",
+                "INSERT INTO diagnostics_usage VALUES (1, 0, 0)",
+            ]
+        ),
     ]
 
     /// Locks that serialise work across instances (`pg_advisory_xact_lock` keys, released at commit).

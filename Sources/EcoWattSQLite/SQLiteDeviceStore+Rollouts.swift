@@ -100,18 +100,20 @@ extension SQLiteDeviceStore: RolloutStore {
         }
     }
 
-    public func updateRollout(_ rollout: RolloutRecord) async throws {
+    public func updateRollout(_ rollout: RolloutRecord, from previous: RolloutRecord) async throws -> Bool {
         try await writer.write { db in
             try db.execute(
                 sql: """
                     UPDATE rollouts SET status = ?, current_wave = ?, wave_opened_at_ms = ?, reason = ?, updated_at_ms = ?
-                    WHERE id = ?
+                    WHERE id = ? AND status = ? AND current_wave = ? AND wave_opened_at_ms = ? AND reason IS ? AND updated_at_ms = ?
                     """,
                 arguments: [
                     rollout.status.rawValue, rollout.currentWave, rollout.waveOpenedAtMs, rollout.reason, rollout.updatedAtMs,
-                    rollout.id,
+                    rollout.id, previous.status.rawValue, previous.currentWave, previous.waveOpenedAtMs, previous.reason,
+                    previous.updatedAtMs,
                 ]
             )
+            return db.changesCount > 0
         }
     }
 
@@ -138,19 +140,22 @@ extension SQLiteDeviceStore: RolloutStore {
         }
     }
 
-    public func updateRolloutDevice(_ device: RolloutDeviceRecord) async throws {
+    public func updateRolloutDevice(_ device: RolloutDeviceRecord, from previous: RolloutDeviceRecord) async throws -> Bool {
         try await writer.write { db in
             try db.execute(
                 sql: """
                     UPDATE rollout_devices SET state = ?, reason = ?, offered_at_ms = ?, started_at_ms = ?,
                         installed_at_ms = ?, finished_at_ms = ?, healthy_uploads = ?, updated_at_ms = ?
-                    WHERE rollout_id = ? AND device_id = ?
+                    WHERE rollout_id = ? AND device_id = ? AND state = ? AND reason IS ? AND healthy_uploads = ?
+                        AND updated_at_ms = ?
                     """,
                 arguments: [
                     device.state.rawValue, device.reason, device.offeredAtMs, device.startedAtMs, device.installedAtMs,
                     device.finishedAtMs, device.healthyUploads, device.updatedAtMs, device.rolloutID, device.deviceID,
+                    previous.state.rawValue, previous.reason, previous.healthyUploads, previous.updatedAtMs,
                 ]
             )
+            return db.changesCount > 0
         }
     }
 

@@ -87,6 +87,7 @@ public struct EcoWattApplication: Sendable {
                     commands: commands,
                     ingest: ingest,
                     ota: ota,
+                    rollouts: services.rollouts,
                     logger: logger
                 )
             )

@@ -86,12 +86,7 @@ public struct EcoWattServices: Sendable {
         let logInterval = Duration.seconds(limits.clientErrorLogIntervalSeconds)
         let clientErrors = RateLimitedLog(logger: logger, what: "client errors", interval: logInterval, burst: limits.clientErrorLogBurst)
         let deviceEvents = RateLimitedLog(logger: logger, what: "device events", interval: logInterval, burst: limits.clientErrorLogBurst)
-        let diagnostics = DiagnosticsService(
-            directory: configuration.diagnostics.directory,
-            maxFileBytes: configuration.diagnostics.maxFileBytes,
-            retainedFiles: configuration.diagnostics.retainedFiles,
-            totalBytes: limits.diagnosticsTotalBytes
-        )
+        let diagnostics = DiagnosticsService(store: storage.diagnostics)
         // Accounts and the audit trail (issue 19) come first: key rotations by uploads are audited.
         let accountStore = storage.accounts
         let audit = AuditTrail(
@@ -159,10 +154,14 @@ public struct EcoWattServices: Sendable {
             live.changed(.problems, deviceID: id)
         }
         let keyRing = FirmwareKeyRing(directory: configuration.security.keysDirectory, logger: logger)
-        let catalog = FirmwareCatalog(directory: FirmwareDirectory(path: configuration.ota.firmwareDirectory), keyRing: keyRing)
+        let catalog = FirmwareCatalog(store: storage.firmware, keyRing: keyRing)
+        if case .postgres = storage.backend {
+            try await catalog.importImages(from: FirmwareDirectory(path: configuration.ota.firmwareDirectory), logger: logger)
+        }
         let rollouts = RolloutService(
             store: devices,
             catalog: catalog,
+            notices: notices,
             logger: logger,
             metrics: metrics,
             clock: clock,

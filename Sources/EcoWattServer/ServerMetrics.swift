@@ -21,6 +21,9 @@ public final class ServerMetrics: Sendable {
         "ecowatt_rollouts_created_total": (.counter, "Staged rollouts created"),
         "ecowatt_rollouts_halted_total": (.counter, "Staged rollouts halted by their failure thresholds"),
         "ecowatt_rollout_devices_finished_total": (.counter, "Rollout devices finished, by state (healthy, failed)"),
+        "ecowatt_rollout_write_conflicts_total": (
+            .counter, "Rollout writes refused because another writer (an instance, an operator) changed the row first; judged again"
+        ),
         "ecowatt_packets_total": (.counter, "Packets received, by first blob byte (a marker the firmware writes, else other)"),
         "ecowatt_samples_stored_total": (.counter, "Decoded samples stored"),
         "ecowatt_decode_failures_total": (.counter, "Packets stored undecodable, by marker and reason"),
@@ -49,7 +52,9 @@ public final class ServerMetrics: Sendable {
         "ecowatt_retained_rows": (.gauge, "Rows kept per bounded table (and pending_devices), see the limits in the README"),
         "ecowatt_retention_dropped_rows": (.gauge, "Rows dropped by the caps per table since the database was created"),
         "ecowatt_diagnostics_bytes": (.gauge, "Bytes of diagnostics files on disk"),
-        "ecowatt_diagnostics_files_dropped": (.gauge, "Diagnostics files deleted to stay within diagnostics_total_bytes since start"),
+        "ecowatt_diagnostics_files_dropped": (
+            .gauge, "Diagnostics files (PostgreSQL: entries) deleted to stay within diagnostics_total_bytes since start"
+        ),
         "ecowatt_fleet_key_public": (.gauge, "1 while uploads are verified with the firmware's published default fleet key"),
         "ecowatt_held_messages_total": (
             .counter, "Boot messages from an unbound address, by kind and outcome (held, applied, discarded, dropped)"

@@ -1,5 +1,5 @@
 /// What other server instances changed in state this instance keeps in memory (issue 22): device bindings, held boot
-/// messages, pending commands, OTA sessions and per-device keys. Each instance caches these for its device routes; an
+/// messages, pending commands, OTA sessions, per-device keys and the firmware images an instance serves from memory. Each instance caches these for its device routes; an
 /// instance that commits a change announces it, and the others reload what it names from the store. The embedded
 /// backend runs one instance and has no feed.
 public protocol ChangeFeed: Sendable {
@@ -14,9 +14,14 @@ public protocol ChangeFeed: Sendable {
 public struct InstanceChange: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         case binding, held, commands, ota, keys, everything
+        /// A firmware image was added or deleted: ``InstanceChange/deviceID`` holds its version.
+        case firmware
+        /// The device started or stopped waiting for health evidence in a rollout.
+        case rollout
     }
 
     public var kind: Kind
+    /// The device, or for ``Kind/firmware`` the version.
     public var deviceID: String
 
     public init(_ kind: Kind, deviceID: String) {

@@ -65,15 +65,19 @@ extension InMemoryStore: RolloutStore {
         }
     }
 
-    public func updateRollout(_ rollout: RolloutRecord) async throws {
+    public func updateRollout(_ rollout: RolloutRecord, from previous: RolloutRecord) async throws -> Bool {
         state.withLock { state in
-            guard var stored = state.rollouts.rollouts[rollout.id] else { return }
+            guard var stored = state.rollouts.rollouts[rollout.id],
+                (stored.status, stored.currentWave, stored.waveOpenedAtMs, stored.reason, stored.updatedAtMs)
+                    == (previous.status, previous.currentWave, previous.waveOpenedAtMs, previous.reason, previous.updatedAtMs)
+            else { return false }
             stored.status = rollout.status
             stored.currentWave = rollout.currentWave
             stored.waveOpenedAtMs = rollout.waveOpenedAtMs
             stored.reason = rollout.reason
             stored.updatedAtMs = rollout.updatedAtMs
             state.rollouts.rollouts[rollout.id] = stored
+            return true
         }
     }
 
@@ -99,9 +103,12 @@ extension InMemoryStore: RolloutStore {
         }
     }
 
-    public func updateRolloutDevice(_ device: RolloutDeviceRecord) async throws {
+    public func updateRolloutDevice(_ device: RolloutDeviceRecord, from previous: RolloutDeviceRecord) async throws -> Bool {
         state.withLock { state in
-            guard var stored = state.rollouts.devices[device.rolloutID]?[device.deviceID] else { return }
+            guard var stored = state.rollouts.devices[device.rolloutID]?[device.deviceID],
+                (stored.state, stored.reason, stored.healthyUploads, stored.updatedAtMs)
+                    == (previous.state, previous.reason, previous.healthyUploads, previous.updatedAtMs)
+            else { return false }
             stored.state = device.state
             stored.reason = device.reason
             stored.offeredAtMs = device.offeredAtMs
@@ -111,6 +118,7 @@ extension InMemoryStore: RolloutStore {
             stored.healthyUploads = device.healthyUploads
             stored.updatedAtMs = device.updatedAtMs
             state.rollouts.devices[device.rolloutID]?[device.deviceID] = stored
+            return true
         }
     }
 

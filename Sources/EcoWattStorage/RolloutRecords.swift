@@ -189,8 +189,10 @@ public protocol RolloutStore: Sendable {
     func rollout(id: Int64) async throws -> RolloutRecord?
     /// Rollouts newest first, of `status` when given, with an id below `before` when given.
     func rollouts(status: RolloutStatus?, before: Int64?, limit: Int) async throws -> [RolloutRecord]
-    /// Replaces the rollout's changing fields (status, current wave and when it opened, reason, updated time).
-    func updateRollout(_ rollout: RolloutRecord) async throws
+    /// Replaces the rollout's changing fields (status, current wave and when it opened, reason, updated time) if they
+    /// are still those of `previous` (what the caller read); `false` when someone changed them meanwhile (an operator,
+    /// the evaluator of another server instance), and nothing is written.
+    func updateRollout(_ rollout: RolloutRecord, from previous: RolloutRecord) async throws -> Bool
     /// A rollout's devices by device id after `after`, of `wave` and `state` when given.
     func rolloutDevices(
         rolloutID: Int64,
@@ -200,8 +202,9 @@ public protocol RolloutStore: Sendable {
         limit: Int
     ) async throws
         -> [RolloutDeviceRecord]
-    /// Replaces a device's changing fields (state, reason, times, healthy uploads).
-    func updateRolloutDevice(_ device: RolloutDeviceRecord) async throws
+    /// Replaces a device's changing fields (state, reason, times, healthy uploads) if its state, reason, healthy
+    /// uploads and updated time are still those of `previous`; `false` when another writer changed them meanwhile.
+    func updateRolloutDevice(_ device: RolloutDeviceRecord, from previous: RolloutDeviceRecord) async throws -> Bool
     /// The device's entry in the newest open rollout (active, paused or halted), with the rollout.
     func openRolloutEntry(deviceID: String) async throws -> (rollout: RolloutRecord, device: RolloutDeviceRecord)?
     /// Devices per wave and state.

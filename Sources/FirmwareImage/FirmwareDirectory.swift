@@ -45,18 +45,10 @@ public struct FirmwareDirectory: Sendable {
         guard let manifestData = FileManager.default.contents(atPath: manifestPath(version)) else {
             throw .notFound(version)
         }
-        let manifestBytes = Array(manifestData)
-        let manifest = try FirmwareManifest(bytes: manifestBytes)
-        guard manifest.version == version else {
-            throw .manifest("\(manifestPath(version)) describes version \(manifest.version)")
-        }
         guard let ciphertext = FileManager.default.contents(atPath: encryptedPath(version)) else {
             throw .manifest("\(encryptedPath(version)) is missing")
         }
-        guard ciphertext.count == manifest.encryptedSize else {
-            throw .manifest("\(encryptedPath(version)) has \(ciphertext.count) bytes, the manifest says \(manifest.encryptedSize)")
-        }
-        return PreparedFirmware(manifestBytes: manifestBytes, manifest: manifest, ciphertext: Array(ciphertext))
+        return try PreparedFirmware(stored: Array(manifestData), ciphertext: Array(ciphertext), version: version)
     }
 
     /// Stores a prepared image: the ciphertext first, then the manifest, each written to a temporary file and renamed,

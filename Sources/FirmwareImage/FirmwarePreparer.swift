@@ -114,6 +114,17 @@ public struct PreparedFirmware: Sendable {
         self.ciphertext = ciphertext
     }
 
+    /// A stored image read back (from files or a database row), checked: the manifest parses, names `version`, and
+    /// gives the ciphertext's size.
+    public init(stored manifestBytes: [UInt8], ciphertext: [UInt8], version: String) throws(FirmwareError) {
+        let manifest = try FirmwareManifest(bytes: manifestBytes)
+        guard manifest.version == version else { throw .manifest("the manifest of \(version) describes version \(manifest.version)") }
+        guard ciphertext.count == manifest.encryptedSize else {
+            throw .manifest("the image of \(version) has \(ciphertext.count) bytes, its manifest says \(manifest.encryptedSize)")
+        }
+        self.init(manifestBytes: manifestBytes, manifest: manifest, ciphertext: ciphertext)
+    }
+
     /// The ciphertext of chunk `index` (in `0..<manifest.totalChunks`).
     public func chunk(_ index: Int) -> ArraySlice<UInt8> {
         let start = index * manifest.chunkSize

@@ -15,7 +15,7 @@ import Testing
     @Test func aDeploymentIsAOneWaveRolloutThatFollowsTheFleetAndGivesWayToNewerOnes() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install(vectors, keys: keys, into: test)
+        try await OTAHTTPTests.install(vectors, keys: keys, into: test)
         try await test.run { client in
             try await test.bind("DEP-1", client: client)
             let all = try await OTAHTTPTests.deploy(vectors[0].version, to: nil, client: client, test: test)
@@ -89,7 +89,7 @@ import Testing
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[0]
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             try await test.bind("FLASHED", client: client)
             let created = try await client.operatorJSON(
@@ -113,7 +113,7 @@ import Testing
     @Test func deploymentsStoredBeforeRolloutsAreAdoptedAtStart() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let before = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install(vectors, keys: keys, into: before)
+        try await OTAHTTPTests.install(vectors, keys: keys, into: before)
         // A row of the deployments table, as a server of before rollouts left it (the store writes only while the
         // server runs); the next start adopts it.
         let legacy = Mutex<OTADeployment?>(nil)
@@ -146,7 +146,7 @@ import Testing
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[0]
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             for id in ["MIN-1", "MIN-2"] { try await test.bind(id, client: client) }
             let created = try await client.operatorJSON(

@@ -162,7 +162,7 @@ import Testing
     @Test func aStrangerCanNeitherStartReportNorAbortTheDevicesDownload() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install(vectors, keys: keys, into: test)
+        try await OTAHTTPTests.install(vectors, keys: keys, into: test)
         try await test.run { client in
             var device = OTAHTTPTests.Device(id: "OTA-B", running: "1.0.0", keys: keys)
             try await test.bind(device.id, client: client)
@@ -193,7 +193,7 @@ import Testing
     @Test func aCompletionFromANewAddressAfterAnOTARebootIsHeldThenConfirmedByTheFirstUpload() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install(vectors, keys: keys, into: test)
+        try await OTAHTTPTests.install(vectors, keys: keys, into: test)
         try await test.run { client in
             var device = OTAHTTPTests.Device(id: "DHCP-1", running: "1.0.0", keys: keys)
             try await test.bind(device.id, client: client)

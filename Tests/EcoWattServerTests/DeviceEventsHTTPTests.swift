@@ -169,7 +169,7 @@ import Testing
         let vector = vectors[1]
         let test = try await TestServer(firmwareKeys: keys)
         test.clock.followWallClock()
-        try OTAHTTPTests.install([vector], keys: keys, into: test)
+        try await OTAHTTPTests.install([vector], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
             let token = [("Authorization", "Bearer \(test.server.operatorToken)")]

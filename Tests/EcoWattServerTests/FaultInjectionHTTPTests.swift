@@ -77,7 +77,7 @@ import Testing
     @Test func otaFaultsMakeTheDeviceFailAtTheExpectedCheck() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys, faultInjection: true)
-        try OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
+        try await OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
         let version = vectors[0].version
         try await test.run { client in
             _ = try await OTAHTTPTests.deploy(version, to: nil, client: client, test: test)

@@ -50,10 +50,10 @@ import _CryptoExtras
     }
 
     /// Prepares the vectors into the server's firmware directory as `ecowatt firmware prepare` would (fixed IV).
-    static func install(_ vectors: [Vector], keys: FirmwareKeys, into test: TestServer) throws {
-        let directory = FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory)
+    /// Stores the vectors' images in the server's firmware store (its `firmware_dir`, or PostgreSQL).
+    static func install(_ vectors: [Vector], keys: FirmwareKeys, into test: TestServer) async throws {
         for vector in vectors {
-            try directory.save(
+            try await test.server.storage.firmware.addFirmwareImage(
                 FirmwarePreparer.prepare(
                     image: vector.plaintext,
                     version: vector.version,
@@ -194,7 +194,7 @@ import _CryptoExtras
     @Test func emulatedDevicesDownloadAndVerifyBothVectorImages() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try Self.install(vectors, keys: keys, into: test)
+        try await Self.install(vectors, keys: keys, into: test)
         try await test.run { client in
             for (index, vector) in vectors.enumerated() {
                 let deviceID = "OTA-\(index)"
@@ -256,7 +256,7 @@ import _CryptoExtras
         let (keys, vectors) = try Self.vectors()
         let vector = vectors[1]  // 51 chunks
         let first = try await TestServer(firmwareKeys: keys)
-        try Self.install([vector], keys: keys, into: first)
+        try await Self.install([vector], keys: keys, into: first)
         let state = Mutex<(Device, DeviceFirmwareReceiver)?>(nil)
         try await first.run { client in
             _ = try await Self.deploy(vector.version, to: nil, client: client, test: first)
@@ -288,7 +288,7 @@ import _CryptoExtras
     @Test func aFailedAttemptNeverBlocksTheNextInitiate() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try Self.install(vectors, keys: keys, into: test)
+        try await Self.install(vectors, keys: keys, into: test)
         try await test.run { client in
             _ = try await Self.deploy(vectors[0].version, to: ["RETRY-1"], client: client, test: test)
             var device = Device(id: "RETRY-1", running: "1.0.0", keys: keys)
@@ -318,7 +318,7 @@ import _CryptoExtras
     @Test func aDownloadAbandonedWithoutAReportEndsAsFailedWhenTheNextAttemptStarts() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try Self.install(vectors, keys: keys, into: test)
+        try await Self.install(vectors, keys: keys, into: test)
         try await test.run { client in
             _ = try await Self.deploy(vectors[1].version, to: ["ABANDON-1"], client: client, test: test)
             var device = Device(id: "ABANDON-1", running: "1.0.0", keys: keys)
@@ -341,7 +341,7 @@ import _CryptoExtras
     @Test func offersRespectRunningVersionsMismatchesAndAttemptLimits() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try Self.install(vectors, keys: keys, into: test)
+        try await Self.install(vectors, keys: keys, into: test)
         let version = vectors[0].version
         try await test.run { client in
             _ = try await Self.deploy(version, to: nil, client: client, test: test, maxAttempts: 2)
@@ -382,7 +382,7 @@ import _CryptoExtras
     @Test func wrongVersionsChunksAndBodiesAreClearFourHundreds() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try Self.install(vectors, keys: keys, into: test)
+        try await Self.install(vectors, keys: keys, into: test)
         let version = vectors[0].version
         try await test.run { client in
             func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, _ label: String) {
@@ -480,7 +480,7 @@ import _CryptoExtras
     @Test func imagesSignedWithOtherKeysAreNotDeployed() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer()  // the server generated its own keys; the vectors are signed with the test keys
-        try Self.install([vectors[0]], keys: keys, into: test)
+        try await Self.install([vectors[0]], keys: keys, into: test)
         try await test.run { client in
             let response = try await client.operatorJSON(.post, "/api/v1/deployments", #"{"version":"\#(vectors[0].version)"}"#, server: test)
             #expect(response.status == .conflict)

@@ -4,10 +4,15 @@ import Foundation
 import Synchronization
 import Testing
 
-/// Issue 22, process level: two real `ecowatt serve` processes on one real PostgreSQL feeding one real mosquitto. One
-/// is SIGKILLed under upload load; the other keeps serving, and every upload that got a 200 from either is stored and
-/// reaches MQTT (the survivor takes over draining the outbox).
-@Suite(.enabled(if: PostgresServer.enabled && MosquittoBroker.isInstalled, "needs PostgreSQL and mosquitto"))
+/// Issue 22, process level: two real `ecowatt serve` processes on one real PostgreSQL feeding one real mosquitto, behind
+/// a real HAProxy. One is SIGKILLed under upload load through the balancer; the other keeps serving, and every upload
+/// that got a 200 is stored and reaches MQTT (the survivor takes over draining the outbox).
+@Suite(
+    .enabled(
+        if: PostgresServer.enabled && MosquittoBroker.isInstalled && HAProxy.isInstalled,
+        "needs PostgreSQL, mosquitto and haproxy"
+    )
+)
 struct PostgresCrashTests {
     @Test func aKilledInstanceLosesNoAcknowledgedUploadAndTheOtherKeepsServing() async throws {
         try await PostgresTestDatabase.withURL { url in
@@ -34,23 +39,30 @@ struct PostgresCrashTests {
             _ = try await subscriber.wait(for: 1)
             #expect(first.log.contains("this instance drains the MQTT outbox"), "\(first.log)")
             let second = try await start(1)
+            let balancer = try HAProxy(backendPorts: [first.port, second.port])
+            defer { balancer.stop() }
             let acknowledged = Acknowledged()
             let devices = (0..<6).map { "PGKILL-\($0)" }
-            let killed = KilledFlag()
-            // Each device sends its uploads to the instances in turn; an upload the killed instance cannot answer is
-            // sent again to the other (as the firmware retries), with the same nonce.
+            // Each device sends its uploads through the balancer, which alternates between the instances; an upload
+            // that fails (answered by neither, or cut off with the killed instance) is sent again with the same nonce,
+            // as the firmware retries. A 401 then means the first attempt was stored (a replay): not acknowledged.
             let senders = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for device in devices {
                         group.addTask {
-                            var nonce: UInt32 = 11001
-                            while !Task.isCancelled, nonce < 11001 + 120 {
+                            for nonce in UInt32(11001)..<(11001 + 120) where !Task.isCancelled {
                                 let body = Uploads.body(device: device, nonce: nonce)
-                                let target = nonce % 2 == 0 && !killed.isSet ? first : second
-                                var status = try? await target.post("/aggregated/\(device)", body)
-                                if status == nil, target === first { status = try? await second.post("/aggregated/\(device)", body) }
-                                if status == 200 { acknowledged.add(device, nonce) }
-                                nonce += 1
+                                for _ in 0..<5 {
+                                    let status = try? await LoopbackHTTP.request(
+                                        port: balancer.port,
+                                        method: "POST",
+                                        path: "/aggregated/\(device)",
+                                        body: body,
+                                        headers: ["Content-Type": "application/json"]
+                                    ).status
+                                    if status == 200 { acknowledged.add(device, nonce) }
+                                    if status == 200 || status == 401 { break }
+                                }
                             }
                         }
                     }
@@ -58,7 +70,6 @@ struct PostgresCrashTests {
             }
             while acknowledged.total < 150 { try await Task.sleep(for: .milliseconds(20)) }
             try await first.stop(signal: SIGKILL)
-            killed.set()
             await senders.value
             let acked = acknowledged.snapshot
             #expect(acknowledged.total > 400, "the survivor kept serving: \(acknowledged.total) uploads acknowledged")
@@ -99,11 +110,4 @@ struct PostgresCrashTests {
             #expect(try await second.stop(signal: SIGTERM) == 0)
         }
     }
-}
-
-/// Set once the first instance is gone.
-final class KilledFlag: Sendable {
-    private let flag = Mutex(false)
-    func set() { flag.withLock { $0 = true } }
-    var isSet: Bool { flag.withLock { $0 } }
 }

@@ -5,6 +5,7 @@ import EcoWattTestSupport
 import FirmwareImage
 import Foundation
 import HummingbirdTesting
+import NIOCore
 import Testing
 
 /// Issue 22: two server instances on one real PostgreSQL, each with its own data directory, side by side or behind a
@@ -74,9 +75,9 @@ struct PostgresInstancesTests {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let vector = vectors[1]  // 51 chunks
         try await PostgresTestDatabase.withURL { url in
-            // Each instance serves the image from its own firmware directory (the same files on every instance).
+            // The image is stored once, in PostgreSQL; each instance reads it into its memory on first use.
             let servers = [try await TestServer(firmwareKeys: keys, databaseURL: url), try await TestServer(firmwareKeys: keys, databaseURL: url)]
-            for server in servers { try OTAHTTPTests.install([vector], keys: keys, into: server) }
+            try await OTAHTTPTests.install([vector], keys: keys, into: servers[0])
             try await servers[0].run { a in
                 try await servers[1].run { b in
                     let clients: [any TestClientProtocol] = [a, b]
@@ -114,6 +115,156 @@ struct PostgresInstancesTests {
                         served = (history.json["items"] as? [[String: Any]])?.first?["chunks_served"] as? Int ?? 0
                     }
                     #expect(served == receiver.totalChunks, "both instances' chunks counted")
+                }
+            }
+        }
+    }
+
+    /// Firmware images and diagnostics live in PostgreSQL: an image uploaded through one instance is listed and served
+    /// by the other, and once deleted through that other, the first no longer serves the copy in its memory; an
+    /// image left in an instance's `firmware_dir` is imported at start; diagnostics posted to one are read through both.
+    @Test func imagesAndDiagnosticsStoredThroughOneInstanceAreServedByTheOther() async throws {
+        let (keys, vectors) = try OTAHTTPTests.vectors()
+        let vector = vectors[0]
+        try await PostgresTestDatabase.withURL { url in
+            // An image prepared into the first instance's firmware directory before it starts (as `ecowatt firmware
+            // prepare` does) is imported into the database.
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-test-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            try FirmwareDirectory(path: directory.appendingPathComponent("firmware").path)
+                .save(FirmwarePreparer.prepare(image: vector.plaintext, version: "0.9.0", keys: keys))
+            let servers = [
+                try await TestServer(directory: directory, firmwareKeys: keys, databaseURL: url),
+                try await TestServer(firmwareKeys: keys, databaseURL: url),
+            ]
+            try await servers[0].run { a in
+                try await servers[1].run { b in
+                    let clients: [any TestClientProtocol] = [a, b]
+                    func versions(_ i: Int) async throws -> [String] {
+                        let list = try await clients[i].execute(uri: "/api/v1/firmwares", method: .get, headers: servers[i].operatorHeaders)
+                        return (list.json["items"] as? [[String: Any]] ?? []).compactMap { $0["version"] as? String }
+                    }
+                    #expect(try await versions(1) == ["0.9.0"], "imported at the first instance's start")
+                    var headers = servers[0].operatorHeaders
+                    headers[.contentType] = "application/octet-stream"
+                    let created = try await a.execute(
+                        uri: "/api/v1/firmwares?version=\(vector.version)",
+                        method: .post,
+                        headers: headers,
+                        body: ByteBuffer(bytes: vector.plaintext)
+                    )
+                    #expect(created.status == .created, "\(String(buffer: created.body))")
+                    #expect(try await versions(1) == ["0.9.0", vector.version])
+                    // The second instance serves the image a device downloads from it.
+                    _ = try await OTAHTTPTests.deploy(vector.version, to: ["IMG-1"], client: b, test: servers[1])
+                    var device = OTAHTTPTests.Device(id: "IMG-1", running: "1.0.0", keys: keys)
+                    for (server, client) in zip(servers, clients) { try await server.bind(device.id, client: client) }
+                    let info = try #require(try await device.checkForUpdate(b))
+                    var receiver = try DeviceFirmwareReceiver(updateInfo: info, aesKey: keys.aesKey)
+                    #expect(try await device.initiate(b, version: receiver.version).status == .ok)
+                    while receiver.nextChunk < receiver.totalChunks {
+                        let response = try await a.execute(
+                            uri: "/ota/chunk/IMG-1?version=\(receiver.version)&chunk=\(receiver.nextChunk)",
+                            method: .get
+                        )
+                        try #require(response.status == .ok, "\(String(buffer: response.body))")
+                        try receiver.receive(reply: try OTAHTTPTests.Device.parse(response))
+                    }
+                    #expect(throws: Never.self, "the image verifies") { try receiver.verify(publicKey: keys.publicKey) }
+                    // Deleted through the second instance (after its deployment is cancelled): the first forgets the
+                    // copy it served from memory.
+                    let deployments = try await b.execute(uri: "/api/v1/deployments", method: .get, headers: servers[1].operatorHeaders)
+                    for item in deployments.json["items"] as? [[String: Any]] ?? [] {
+                        let id = try #require(item["id"] as? Int)
+                        _ = try await b.execute(uri: "/api/v1/deployments/\(id)/cancel", method: .post, headers: servers[1].operatorHeaders)
+                    }
+                    let deleted = try await b.execute(
+                        uri: "/api/v1/firmwares/\(vector.version)",
+                        method: .delete,
+                        headers: servers[1].operatorHeaders
+                    )
+                    #expect(deleted.status == .ok, "\(String(buffer: deleted.body))")
+                    var served = true
+                    for _ in 0..<50 where served {
+                        let chunk = try await a.execute(uri: "/ota/chunk/IMG-1?version=\(vector.version)&chunk=0", method: .get)
+                        served = chunk.status == .ok
+                        if served { try await Task.sleep(for: .milliseconds(100)) }
+                    }
+                    #expect(!served, "the other instance stopped serving the deleted image")
+                    #expect(try await versions(0) == ["0.9.0"])
+                    // Diagnostics posted to one instance are read through the other.
+                    for i in 0..<4 {
+                        let posted = try await clients[i % 2].postJSON("/diagnostics/IMG-1", #"{"event":"probe","n":\#(i)}"#)
+                        #expect(posted.status == .created, "\(String(buffer: posted.body))")
+                    }
+                    for (server, client) in zip(servers, clients) {
+                        let entries = try await client.execute(
+                            uri: "/api/v1/devices/IMG-1/diagnostics?limit=10",
+                            method: .get,
+                            headers: server.operatorHeaders
+                        )
+                        let items = entries.json["items"] as? [[String: Any]] ?? []
+                        #expect(items.compactMap { $0["n"] as? Int } == [3, 2, 1, 0], "newest first, from both instances")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A staged rollout with its device traffic split between the instances: the canary installs through one and
+    /// proves healthy with uploads to the other, which counts them (it was told the device awaits health); the next
+    /// wave opens once, and an operator's pause through one instance holds against the other's evaluator.
+    @Test func aRolloutMovesOnEvidenceEitherInstanceSawAndEachDecisionIsTakenOnce() async throws {
+        let (keys, vectors) = try OTAHTTPTests.vectors()
+        let image = vectors[0]
+        try await PostgresTestDatabase.withURL { url in
+            let servers = [try await TestServer(firmwareKeys: keys, databaseURL: url), try await TestServer(firmwareKeys: keys, databaseURL: url)]
+            try await OTAHTTPTests.install([image], keys: keys, into: servers[0])
+            try await servers[0].run { a in
+                try await servers[1].run { b in
+                    let clients: [any TestClientProtocol] = [a, b]
+                    let ids = ["RX-1", "RX-2", "RX-3"]
+                    for id in ids {
+                        for (server, client) in zip(servers, clients) { try await server.bind(id, client: client) }
+                    }
+                    let created = try await a.operatorJSON(
+                        .post,
+                        "/api/v1/rollouts",
+                        #"""
+                        {"version":"\#(image.version)","device_ids":["RX-1","RX-2","RX-3"],
+                         "settings":{"waves":[34,67,100],"min_finished":1,"health_uploads":2,"health_minutes":60}}
+                        """#,
+                        server: servers[0]
+                    )
+                    #expect(created.status == .created, "\(String(buffer: created.body))")
+                    let id = try #require(created.json["id"] as? Int)
+                    let first = try #require(try await RolloutHTTPTests.devices(a, servers[0], id, query: "wave=1").first?["device_id"] as? String)
+                    var canary = OTAHTTPTests.Device(id: first, running: "1.0.0", keys: keys)
+                    try await RolloutHTTPTests.install(&canary, a, keys: keys)
+                    // The second instance hears that the canary awaits health, then counts its uploads.
+                    var told = false
+                    for _ in 0..<50 where !told {
+                        told = servers[1].server.services.rollouts.awaitsHealth(first)
+                        if !told { try await Task.sleep(for: .milliseconds(100)) }
+                    }
+                    #expect(told, "the install on instance a was announced to instance b")
+                    for _ in 0..<2 { try await servers[1].bind(first, client: b) }
+                    #expect(RolloutHTTPTests.state(try await RolloutHTTPTests.devices(a, servers[0], id), first) == "healthy")
+                    #expect(!servers[0].server.services.rollouts.awaitsHealth(first), "and instance a heard it no longer waits")
+                    // Both evaluators judge the same evidence at once: the wave opens once, one decision audited.
+                    async let evaluatedA: Void = servers[0].server.services.rollouts.evaluate()
+                    async let evaluatedB: Void = servers[1].server.services.rollouts.evaluate()
+                    _ = await (evaluatedA, evaluatedB)
+                    #expect(try await RolloutHTTPTests.rollout(b, servers[1], id)["current_wave"] as? Int == 2)
+                    let audit = try await a.execute(uri: "/api/v1/audit?limit=50", method: .get, headers: servers[0].operatorHeaders)
+                    let advanced = (audit.json["items"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == "rolloutAdvanced" }
+                    #expect(advanced.count == 1, "one decision, not one per instance: \(advanced)")
+                    // A pause through b holds: a's evaluator, with wave 2's device healthy, does not advance over it.
+                    let paused = try await b.operatorJSON(.post, "/api/v1/rollouts/\(id)/pause", nil, server: servers[1])
+                    #expect(paused.json["status"] as? String == "paused")
+                    await servers[0].server.services.rollouts.evaluate()
+                    let after = try await RolloutHTTPTests.rollout(a, servers[0], id)
+                    #expect(after["status"] as? String == "paused" && after["current_wave"] as? Int == 2, "\(after)")
                 }
             }
         }

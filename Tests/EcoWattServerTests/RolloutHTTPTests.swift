@@ -62,7 +62,7 @@ import Testing
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[0]
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         let ids = ["RO-1", "RO-2", "RO-3", "RO-4"]
         // The rollout, and the wave-2 device that never started (waves are drawn per rollout: which id it is varies).
         let kept = Mutex((id: 0, untouched: ""))
@@ -168,7 +168,7 @@ import Testing
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[0]
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             for id in ["PACE-1", "PACE-2", "PACE-3"] { try await test.bind(id, client: client) }
             let created = try await client.operatorJSON(
@@ -208,7 +208,7 @@ import Testing
     @Test func aRollbackReturnsTheDevicesThatInstalledTheImageToTheirPreviousVersion() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install(vectors, keys: keys, into: test)
+        try await OTAHTTPTests.install(vectors, keys: keys, into: test)
         // An image signed with other keys: the devices would refuse it.
         let foreign = try FirmwarePreparer.prepare(image: vectors[0].plaintext, version: "0.0.7", keys: TestServer.sharedKeys)
         try FirmwareDirectory(path: test.server.configuration.ota.firmwareDirectory).save(foreign)
@@ -253,7 +253,7 @@ import Testing
     @Test func theCLICreatesShowsAndSteersARollout() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
+        try await OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
         try await test.run { client in
             for id in ["CLI-R1", "CLI-R2", "CLI-R3"] { try await test.bind(id, client: client) }
             let token = test.directory.appendingPathComponent("keys/operator_token").path
@@ -288,7 +288,7 @@ import Testing
         try await subscriber.waitUntilSubscribed()
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys, mqttPort: broker.port)
-        try OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
+        try await OTAHTTPTests.install([vectors[0]], keys: keys, into: test)
         try await test.run { client in
             for id in ["EV-1", "EV-2"] { try await test.bind(id, client: client) }
             let created = try await client.operatorJSON(
@@ -320,7 +320,7 @@ import Testing
         let image = vectors[0]
         let test = try await TestServer(firmwareKeys: keys, faultInjection: true)
         test.clock.followWallClock()
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
             var options = SimulatorHTTPTests.options(port: port, prefix: "BAD_", devices: 10, keys: keys)
@@ -363,7 +363,7 @@ import Testing
         let image = vectors[1]
         let test = try await TestServer(firmwareKeys: keys)
         test.clock.followWallClock()
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
             var options = SimulatorHTTPTests.options(port: port, prefix: "WAVE_", devices: 6, keys: keys)

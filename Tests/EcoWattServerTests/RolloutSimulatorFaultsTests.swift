@@ -20,7 +20,7 @@ import Testing
         let image = vectors[0]
         let test = try await TestServer(firmwareKeys: keys)
         test.clock.followWallClock()
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
             var options = SimulatorHTTPTests.options(port: port, prefix: "SIMF_", devices: 16, keys: keys)
@@ -93,7 +93,7 @@ import Testing
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let test = try await TestServer(firmwareKeys: keys)
         test.clock.followWallClock()
-        try OTAHTTPTests.install(vectors, keys: keys, into: test)
+        try await OTAHTTPTests.install(vectors, keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
             var options = SimulatorHTTPTests.options(port: port, prefix: "PRB_", devices: 4, keys: keys)

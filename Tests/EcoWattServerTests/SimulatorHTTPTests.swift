@@ -69,7 +69,7 @@ import Testing
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let image = vectors[1]  // 100 KiB, 51 chunks
         let test = try await TestServer(firmwareKeys: keys)
-        try OTAHTTPTests.install([image], keys: keys, into: test)
+        try await OTAHTTPTests.install([image], keys: keys, into: test)
         try await test.run { client in
             let port = try #require(client.port)
             var batches = Self.options(port: port, prefix: "SIM_A_", devices: 3, keys: keys)

@@ -27,16 +27,24 @@ import Testing
             let wave1 = try await store.rolloutDevices(rolloutID: created.id, wave: 1, state: nil, after: "B", limit: 2)
             #expect(wave1.map(\.deviceID) == ["C", "D"] && wave1.allSatisfy { $0.state == .pending && $0.fromVersion == "1.0.0" })
 
-            var device = try #require(try await store.openRolloutEntry(deviceID: "A")?.device)
+            let read = try #require(try await store.openRolloutEntry(deviceID: "A")?.device)
+            var device = read
             device.state = .installed
             device.offeredAtMs = 20
             device.startedAtMs = 21
             device.installedAtMs = 30
             device.healthyUploads = 2
             device.updatedAtMs = 30
-            try await store.updateRolloutDevice(device)
+            #expect(try await store.updateRolloutDevice(device, from: read))
             let entry = try #require(try await store.openRolloutEntry(deviceID: "A"))
             #expect(entry.device == device && entry.rollout.id == created.id)
+            // A writer that read before that write is refused (another instance, the evaluator): nothing changes.
+            var stale = read
+            stale.state = .failed
+            stale.reason = "download_timeout"
+            stale.updatedAtMs = 31
+            #expect(try await store.updateRolloutDevice(stale, from: read) == false)
+            #expect(try await store.openRolloutEntry(deviceID: "A")?.device == device)
             #expect(
                 try await store.rolloutDevices(rolloutID: created.id, wave: nil, state: .installed, after: nil, limit: 10).map(\.deviceID) == ["A"]
             )
@@ -55,11 +63,19 @@ import Testing
             halted.currentWave = 1
             halted.waveOpenedAtMs = 50
             halted.updatedAtMs = 50
-            try await store.updateRollout(halted)
+            #expect(try await store.updateRollout(halted, from: created))
+            #expect(try await store.rollout(id: created.id) == halted)
+            // An evaluator that read the rollout before the halt cannot advance it over the halt.
+            var advanced = created
+            advanced.currentWave = 1
+            advanced.waveOpenedAtMs = 51
+            advanced.updatedAtMs = 51
+            #expect(try await store.updateRollout(advanced, from: created) == false)
             #expect(try await store.rollout(id: created.id) == halted)
             #expect(try await store.openRolloutEntry(deviceID: "B")?.rollout.status == .halted)
-            halted.status = .cancelled
-            try await store.updateRollout(halted)
+            var cancelled = halted
+            cancelled.status = .cancelled
+            #expect(try await store.updateRollout(cancelled, from: halted))
             #expect(try await store.openRolloutEntry(deviceID: "B") == nil)
             let second = try await store.createRollout(
                 RolloutRecord(version: "2.0.1", settings: RolloutSettings(), waveCount: 1, rollbackOf: created.id, createdBy: "x", nowMs: 60),

@@ -20,7 +20,9 @@ public final class HAProxy: Sendable {
     }
 
     public init(backendPorts: [Int], port: Int = LoopbackPort.free()) throws {
-        let servers = backendPorts.enumerated().map { "    server ecowatt\($0.offset) 127.0.0.1:\($0.element)" }.joined(separator: "\n")
+        // Health-checked every 300 ms; a request whose connection a dead instance refuses goes to another (redispatch).
+        let servers = backendPorts.enumerated().map { "    server ecowatt\($0.offset) 127.0.0.1:\($0.element) check inter 300 fall 2 rise 2" }
+            .joined(separator: "\n")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("haproxy-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configuration = """
@@ -32,12 +34,15 @@ public final class HAProxy: Sendable {
                 timeout client 30s
                 timeout server 30s
                 option http-server-close
+                option redispatch
+                retries 3
             frontend devices
                 bind 127.0.0.1:\(port)
                 option forwardfor
                 default_backend ecowatt
             backend ecowatt
                 balance roundrobin
+                option httpchk GET /ready
             \(servers)
 
             """

@@ -42,25 +42,29 @@ extension OperatorAPI {
     func listFirmwares(_ input: Operations.ListFirmwares.Input) async throws -> Operations.ListFirmwares.Output {
         let limit = try Self.limit(input.query.limit, default: 100, maximum: 1000)
         let after = try PageCursor.decode(input.query.cursor, count: 1)?.first
-        var versions = ota.catalog.directory.versions()
+        var versions = try await ota.catalog.versions()
         if let after, let index = versions.firstIndex(of: after) { versions = Array(versions[(index + 1)...]) }
         let page = Array(versions.prefix(limit))
         // Open rollouts and deployments (deployments are one-wave rollouts) hold their version.
         let active = try await rollouts.openRollouts()
-        let items = page.map { version -> Schemas.Firmware in
+        var items: [Schemas.Firmware] = []
+        for version in page {
             let deployments = active.filter { $0.version == version }.map(\.id)
             do {
-                guard let firmware = try ota.catalog.firmware(version) else {
-                    return .init(version: version, activeDeployments: deployments, error: "not found")
+                guard let firmware = try await ota.catalog.firmware(version) else {
+                    items.append(.init(version: version, activeDeployments: deployments, error: "not found"))
+                    continue
                 }
-                return .init(
-                    version: version,
-                    manifest: .init(firmware.manifest.json),
-                    signatureVerified: firmware.signatureVerified,
-                    activeDeployments: deployments
+                items.append(
+                    .init(
+                        version: version,
+                        manifest: .init(firmware.manifest.json),
+                        signatureVerified: firmware.signatureVerified,
+                        activeDeployments: deployments
+                    )
                 )
             } catch {
-                return .init(version: version, activeDeployments: deployments, error: "\(error)")
+                items.append(.init(version: version, activeDeployments: deployments, error: "\(error)"))
             }
         }
         let next = versions.count > limit ? page.last.map { PageCursor.encode([$0]) } : nil
@@ -90,7 +94,7 @@ extension OperatorAPI {
 
     func getFirmwareManifest(_ input: Operations.GetFirmwareManifest.Input) async throws -> Operations.GetFirmwareManifest.Output {
         let version = input.path.version
-        guard FirmwareVersion.isValid(version), let firmware = try ota.catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        guard FirmwareVersion.isValid(version), let firmware = try await ota.catalog.firmware(version) else { throw OTAError.noFirmware(version) }
         guard let manifest = try? JSONParser.parse(firmware.firmware.manifestBytes) else { throw OTAError.noFirmware(version) }
         return .ok(.init(body: .json(.init(manifest))))
     }
@@ -165,7 +169,7 @@ extension OperatorAPI {
             bytesServed: counts.bytesServed,
             activeDeployments: counts.activeDeployments,
             deployments: counts.deployments,
-            firmwares: ota.catalog.directory.versions().count,
+            firmwares: try await ota.catalog.versions().count,
             keysLoaded: ota.keys != nil
         )
     }

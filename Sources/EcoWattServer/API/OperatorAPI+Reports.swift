@@ -49,28 +49,31 @@ extension OperatorAPI {
         let limit = try Self.limit(input.query.limit, default: 10, maximum: 10_000)
         let offset = Int(try PageCursor.integer(input.query.cursor) ?? 0)
         guard (0...1_000_000).contains(offset) else { throw PageCursor.invalid }
-        let entries = diagnostics.entries(deviceID: id, limit: offset + limit).dropFirst(offset)
+        let entries = try await diagnostics.entries(deviceID: id, limit: offset + limit).dropFirst(offset)
         let next = entries.count == limit ? PageCursor.encode(Int64(offset + limit)) : nil
         return .ok(.init(body: .json(.init(deviceId: id, items: entries.map(Schemas.JSONObject.init), nextCursor: next))))
     }
 
     func deleteDeviceDiagnostics(_ input: Operations.DeleteDeviceDiagnostics.Input) async throws -> Operations.DeleteDeviceDiagnostics.Output {
         let id = try Self.diagnosticsID(input.path.deviceId)
-        let removed = await diagnostics.delete(deviceID: id)
+        let removed = try await diagnostics.delete(deviceID: id)
         guard removed > 0 else { throw APIError(.notFound, "No diagnostics for \(id)") }
         return .ok(.init(body: .json(.init(deviceId: id, filesRemoved: removed))))
     }
 
     func getDiagnosticsSummary(_ input: Operations.GetDiagnosticsSummary.Input) async throws -> Operations.GetDiagnosticsSummary.Output {
-        let ids = diagnostics.devices
-        let entries = ids.prefix(1000).map { id in
-            let summary = diagnostics.summary(deviceID: id)
-            return Schemas.DiagnosticsSummaryEntry(
-                deviceId: id,
-                entries: Int64(summary.entries),
-                files: summary.files,
-                bytes: Int64(summary.bytes),
-                lastReceivedAt: summary.lastReceivedAt
+        let ids = try await diagnostics.devices()
+        var entries: [Schemas.DiagnosticsSummaryEntry] = []
+        for id in ids.prefix(1000) {
+            let summary = try await diagnostics.summary(deviceID: id)
+            entries.append(
+                Schemas.DiagnosticsSummaryEntry(
+                    deviceId: id,
+                    entries: Int64(summary.entries),
+                    files: summary.files,
+                    bytes: Int64(summary.bytes),
+                    lastReceivedAt: summary.lastReceivedAt
+                )
             )
         }
         return .ok(.init(body: .json(.init(deviceCount: ids.count, devices: entries))))

@@ -25,7 +25,7 @@ extension RolloutService {
         notes: String?,
         rollbackOf: Int64? = nil
     ) async throws -> RolloutRecord {
-        guard try catalog.firmware(version) != nil else { throw Failure.unknownVersion(version) }
+        guard try await catalog.firmware(version) != nil else { throw Failure.unknownVersion(version) }
         let now = clock()
         let deployment = settings.kind == .deployment
         var targets: [(id: String, fromVersion: String?)]
@@ -139,7 +139,8 @@ extension RolloutService {
         // wave timed out, whatever of it is still in flight.
         let waveTimedOut = settings.waveTimeoutMinutes.map { now - rollout.waveOpenedAtMs >= Int64($0) * 60_000 } ?? false
         for state in [RolloutDeviceState.downloading, .installed] {
-            for var device in try await store.allRolloutDevices(rolloutID: rollout.id, state: state) {
+            for original in try await store.allRolloutDevices(rolloutID: rollout.id, state: state) {
+                var device = original
                 let reason: String?
                 if state == .downloading, let started = device.startedAtMs, now - started >= Int64(settings.downloadTimeoutMinutes) * 60_000 {
                     reason = "download_timeout"
@@ -157,9 +158,9 @@ extension RolloutService {
                 device.reason = reason
                 device.finishedAtMs = now
                 device.updatedAtMs = now
-                try await store.updateRolloutDevice(device)
-                awaitingHealth.withLock { _ = $0.remove(device.deviceID) }
-                metrics?.increment("ecowatt_rollout_devices_finished_total", [("state", "failed")])
+                // Changed meanwhile (its report arrived at another instance): judged again next round.
+                guard try await store.updateRolloutDevice(device, from: original) else { continue }
+                await stored(device, previously: original.state)
             }
         }
         let counts = try await store.rolloutCounts(rolloutID: rollout.id)
@@ -190,7 +191,11 @@ extension RolloutService {
             changed.status = .completed
         }
         changed.updatedAtMs = now
-        try await store.updateRollout(changed)
+        // Another instance's evaluator or an operator changed it since it was read: nothing is decided this round.
+        guard try await store.updateRollout(changed, from: rollout) else {
+            metrics?.increment("ecowatt_rollout_write_conflicts_total")
+            return
+        }
         let action =
             switch decision {
             case .advance: "rolloutAdvanced"
@@ -204,33 +209,43 @@ extension RolloutService {
 
     /// Pauses an active rollout, resumes a paused or halted one, or cancels an open one.
     public func setStatus(_ id: Int64, to status: RolloutStatus, reason: String?) async throws -> RolloutRecord {
-        guard var rollout = try await store.rollout(id: id) else { throw Failure.unknownRollout(id) }
-        let allowed: Bool =
-            switch status {
-            case .paused: rollout.status == .active
-            case .active: rollout.status == .paused || rollout.status == .halted
-            case .cancelled: rollout.status.isOpen
-            default: false
-            }
-        guard allowed else { throw Failure.wrongState("rollout \(id) is \(rollout.status.rawValue)") }
-        rollout.status = status
-        if status == .active { rollout.reason = nil } else if let reason { rollout.reason = reason }
-        rollout.updatedAtMs = clock()
-        try await store.updateRollout(rollout)
-        return rollout
+        try await modify(id) { rollout, now in
+            let allowed: Bool =
+                switch status {
+                case .paused: rollout.status == .active
+                case .active: rollout.status == .paused || rollout.status == .halted
+                case .cancelled: rollout.status.isOpen
+                default: false
+                }
+            guard allowed else { throw Failure.wrongState("rollout \(id) is \(rollout.status.rawValue)") }
+            rollout.status = status
+            if status == .active { rollout.reason = nil } else if let reason { rollout.reason = reason }
+        }
     }
 
     /// Opens the next wave now, whatever the evidence (an operator's call).
     public func advance(_ id: Int64) async throws -> RolloutRecord {
-        guard var rollout = try await store.rollout(id: id) else { throw Failure.unknownRollout(id) }
-        guard rollout.status.isOpen, rollout.currentWave + 1 < rollout.waveCount else {
-            throw Failure.wrongState("rollout \(id) is \(rollout.status.rawValue) in wave \(rollout.currentWave + 1) of \(rollout.waveCount)")
+        try await modify(id) { rollout, now in
+            guard rollout.status.isOpen, rollout.currentWave + 1 < rollout.waveCount else {
+                throw Failure.wrongState("rollout \(id) is \(rollout.status.rawValue) in wave \(rollout.currentWave + 1) of \(rollout.waveCount)")
+            }
+            rollout.currentWave += 1
+            rollout.waveOpenedAtMs = now
         }
-        rollout.currentWave += 1
-        rollout.waveOpenedAtMs = clock()
-        rollout.updatedAtMs = rollout.waveOpenedAtMs
-        try await store.updateRollout(rollout)
-        return rollout
+    }
+
+    /// Applies an operator's `change` to rollout `id` as a compare-and-swap: when the evaluator (of any instance)
+    /// wrote it in between, it is read again and the change judged anew, so that neither write is lost.
+    func modify(_ id: Int64, _ change: (inout RolloutRecord, Int64) throws -> Void) async throws -> RolloutRecord {
+        for _ in 0..<8 {
+            guard let read = try await store.rollout(id: id) else { throw Failure.unknownRollout(id) }
+            var rollout = read
+            let now = clock()
+            try change(&rollout, now)
+            rollout.updatedAtMs = now
+            if try await store.updateRollout(rollout, from: read) { return rollout }
+        }
+        throw Failure.wrongState("rollout \(id) kept changing; try again")
     }
 
     /// Puts the failed devices back to pending (they are offered again at their next check); returns how many.
@@ -238,7 +253,8 @@ extension RolloutService {
         guard let rollout = try await store.rollout(id: id) else { throw Failure.unknownRollout(id) }
         guard rollout.status.isOpen else { throw Failure.wrongState("rollout \(id) is \(rollout.status.rawValue)") }
         var retried = 0
-        for var device in try await store.allRolloutDevices(rolloutID: id, state: .failed) {
+        for original in try await store.allRolloutDevices(rolloutID: id, state: .failed) {
+            var device = original
             device.state = .pending
             device.reason = nil
             device.startedAtMs = nil
@@ -246,7 +262,8 @@ extension RolloutService {
             device.finishedAtMs = nil
             device.healthyUploads = 0
             device.updatedAtMs = clock()
-            try await store.updateRolloutDevice(device)
+            // One that changed meanwhile is no longer failed as read: not retried.
+            guard try await store.updateRolloutDevice(device, from: original) else { continue }
             retried += 1
         }
         return retried
@@ -267,7 +284,7 @@ extension RolloutService {
         guard let target = version ?? (previous.count == 1 ? previous.first : nil) else {
             throw Failure.wrongState("the devices ran \(previous.sorted().joined(separator: ", ")) before: name the version to return to")
         }
-        guard let firmware = try catalog.firmware(target) else { throw Failure.unknownVersion(target) }
+        guard let firmware = try await catalog.firmware(target) else { throw Failure.unknownVersion(target) }
         guard firmware.signatureVerified == true else {
             throw Failure.wrongState("\(target) does not verify with the server's signing keys, so the devices would refuse it")
         }

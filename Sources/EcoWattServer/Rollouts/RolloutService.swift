@@ -34,6 +34,8 @@ public actor RolloutService: Service {
 
     let store: any RolloutStore & DeviceRegistryStore & OTAStore
     let catalog: FirmwareCatalog
+    /// Tells the other instances (PostgreSQL) which devices started or stopped waiting for health evidence.
+    let notices: InstanceNotices
     let logger: Logger
     let metrics: ServerMetrics?
     nonisolated let clock: @Sendable () -> Int64
@@ -51,6 +53,7 @@ public actor RolloutService: Service {
     public init(
         store: any RolloutStore & DeviceRegistryStore & OTAStore,
         catalog: FirmwareCatalog,
+        notices: InstanceNotices = InstanceNotices(feed: nil),
         logger: Logger,
         metrics: ServerMetrics? = nil,
         clock: @escaping @Sendable () -> Int64,
@@ -58,6 +61,7 @@ public actor RolloutService: Service {
     ) {
         self.store = store
         self.catalog = catalog
+        self.notices = notices
         self.logger = logger
         self.metrics = metrics
         self.clock = clock
@@ -70,16 +74,30 @@ public actor RolloutService: Service {
         await repeatUntilShutdown(every: Self.evaluationInterval) { await self.evaluate() }
     }
 
-    /// Reads the installed devices of open rollouts (after a restart).
+    /// Reads the installed devices of open rollouts (after a restart, and when notices from other instances may have
+    /// been missed).
     func loadAwaitingHealth() async {
         do {
             var installed: Set<String> = []
             for rollout in try await openRollouts() {
                 installed.formUnion(try await store.allRolloutDevices(rolloutID: rollout.id, state: .installed).map(\.deviceID))
             }
-            awaitingHealth.withLock { $0.formUnion(installed) }
+            awaitingHealth.withLock { $0 = installed }
         } catch {
             logger.warning("rollout devices not loaded", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Another instance changed the device's rollout entry: whether it awaits health evidence is read again.
+    func deviceChangedElsewhere(_ deviceID: String) async {
+        let installed: Bool
+        do {
+            installed = try await store.openRolloutEntry(deviceID: deviceID)?.device.state == .installed
+        } catch {
+            return
+        }
+        awaitingHealth.withLock { awaiting in
+            if installed { awaiting.insert(deviceID) } else { awaiting.remove(deviceID) }
         }
     }
 
@@ -208,35 +226,51 @@ public actor RolloutService: Service {
     }
 
     /// Applies `change` to the device's entry in its open rollout and stores it when it says so; returns the entry
-    /// stored.
+    /// stored. The write is a compare-and-swap: when another writer (another instance, the evaluator) changed the
+    /// entry since it was read, it is read again and `change` applied anew (at most 4 times).
     @discardableResult
     func update(
         _ deviceID: String,
         _ change: (RolloutRecord, inout RolloutDeviceRecord, Int64) -> Bool
     ) async -> RolloutDeviceRecord? {
         do {
-            guard let entry = try await store.openRolloutEntry(deviceID: deviceID) else { return nil }
-            let rollout = entry.rollout
-            var device = entry.device
-            let now = clock()
-            guard change(rollout, &device, now) else { return nil }
-            device.updatedAtMs = now
-            try await store.updateRolloutDevice(device)
-            let installed = device.state == .installed
-            awaitingHealth.withLock { awaiting in
-                if installed { awaiting.insert(deviceID) } else { awaiting.remove(deviceID) }
+            for _ in 0..<4 {
+                guard let entry = try await store.openRolloutEntry(deviceID: deviceID) else { return nil }
+                let rollout = entry.rollout
+                var device = entry.device
+                let now = clock()
+                guard change(rollout, &device, now) else { return nil }
+                device.updatedAtMs = now
+                guard try await store.updateRolloutDevice(device, from: entry.device) else {
+                    metrics?.increment("ecowatt_rollout_write_conflicts_total")
+                    continue
+                }
+                await stored(device, previously: entry.device.state)
+                if device.state.finished {
+                    logger.info(
+                        "rollout device finished",
+                        metadata: ["rollout": "\(rollout.id)", "device_id": LogText.value(deviceID), "state": "\(device.state.rawValue)"]
+                    )
+                }
+                return device
             }
-            if device.state.finished {
-                metrics?.increment("ecowatt_rollout_devices_finished_total", [("state", device.state.rawValue)])
-                logger.info(
-                    "rollout device finished",
-                    metadata: ["rollout": "\(rollout.id)", "device_id": LogText.value(deviceID), "state": "\(device.state.rawValue)"]
-                )
-            }
-            return device
+            logger.warning("rollout state not stored: it kept changing", metadata: ["device_id": LogText.value(deviceID)])
         } catch {
             logger.warning("rollout state not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
-            return nil
+        }
+        return nil
+    }
+
+    /// After a device's entry was stored: whether it awaits health evidence (here, and announced to the other
+    /// instances when that changed), and the count of finished devices.
+    func stored(_ device: RolloutDeviceRecord, previously: RolloutDeviceState) async {
+        let installed = device.state == .installed
+        awaitingHealth.withLock { awaiting in
+            if installed { awaiting.insert(device.deviceID) } else { awaiting.remove(device.deviceID) }
+        }
+        if installed != (previously == .installed) { await notices.announce(.rollout, device.deviceID) }
+        if device.state.finished {
+            metrics?.increment("ecowatt_rollout_devices_finished_total", [("state", device.state.rawValue)])
         }
     }
 }

@@ -29,7 +29,11 @@ struct DiagnosticsRoutes {
         guard body.isObject else { throw APIError(.badRequest, "The body must be a JSON object") }
         try ReportRoutes.refuseElsewhere(deviceID, await access.standing(deviceID, request, context))
         try await devices.admit(deviceID)
-        try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: EpochTime.iso8601(milliseconds: clock()))
+        do {
+            try await diagnostics.append(deviceID: deviceID, object: body, receivedAt: EpochTime.iso8601(milliseconds: clock()))
+        } catch DiagnosticsStoreError.unwritable(let reason) {
+            throw APIError(.serviceUnavailable, "Diagnostics could not be stored: \(reason)")
+        }
         return JSONBody.response(status: .created, ["success": true, "message": "Diagnostics stored"])
     }
 

@@ -16,9 +16,10 @@ struct MetricsRoutes {
             for (table, rows) in counts.rows { metrics.set("ecowatt_retained_rows", Double(rows), [("table", table)]) }
             for (table, rows) in counts.dropped { metrics.set("ecowatt_retention_dropped_rows", Double(rows), [("table", table)]) }
         }
-        let usage = diagnostics.usage
-        metrics.set("ecowatt_diagnostics_bytes", Double(usage.bytes))
-        metrics.set("ecowatt_diagnostics_files_dropped", Double(usage.droppedFiles))
+        if let usage = try? await diagnostics.usage() {
+            metrics.set("ecowatt_diagnostics_bytes", Double(usage.bytes))
+            metrics.set("ecowatt_diagnostics_files_dropped", Double(usage.dropped))
+        }
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

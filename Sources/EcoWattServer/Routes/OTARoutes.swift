@@ -29,7 +29,7 @@ struct OTARoutes {
             "success": true,
             "status": .object([
                 ("active_sessions", .int(Int64(ota.activeSessionCount))),
-                ("ota_available", .bool(!ota.catalog.directory.versions().isEmpty)),
+                ("ota_available", .bool(!(try await ota.catalog.versions().isEmpty))),
             ]),
         ])
     }

@@ -1,6 +1,8 @@
 import EcoWattProtocol
+import EcoWattStorage
 import FirmwareImage
 import Foundation
+import Logging
 import NIOCore
 import Synchronization
 
@@ -29,25 +31,33 @@ public final class ServableFirmware: Sendable {
     public var manifest: FirmwareManifest { firmware.manifest }
 }
 
-/// The prepared images of the firmware directory, loaded on first use and kept in memory.
+/// The prepared images of the backend's ``FirmwareImageStore`` (`firmware_dir`, or PostgreSQL), each read once on
+/// first use and kept in memory with its chunk replies serialized: this instance's chunk cache. On PostgreSQL the other
+/// instances announce what they add or delete, and the cache forgets it (``forget(_:)``).
 public final class FirmwareCatalog: Sendable {
-    public let directory: FirmwareDirectory
+    let store: any FirmwareImageStore
     let keyRing: FirmwareKeyRing
     private let loaded = Mutex<[String: ServableFirmware]>([:])
 
-    init(directory: FirmwareDirectory, keyRing: FirmwareKeyRing) {
-        self.directory = directory
+    init(store: any FirmwareImageStore, keyRing: FirmwareKeyRing) {
+        self.store = store
         self.keyRing = keyRing
         // Whether an image verifies depends on the keys: check again with the new ones.
         keyRing.onChange { [weak self] in self?.loaded.withLock { $0 = [:] } }
     }
 
-    /// The image of `version`, read from disk on first use (so images prepared with the CLI while the server runs are
-    /// found); `nil` when there is none.
-    public func firmware(_ version: String) throws(FirmwareError) -> ServableFirmware? {
-        if let cached = loaded.withLock({ $0[version] }) { return cached }
-        guard directory.contains(version) else { return nil }
-        let servable = ServableFirmware(try directory.load(version), keys: keyRing.keys)
+    /// The image of `version` if this instance holds it already (a chunk request's path: no suspension).
+    func cached(_ version: String) -> ServableFirmware? {
+        loaded.withLock { $0[version] }
+    }
+
+    /// The image of `version`, read from the store on first use (so images prepared with the CLI into `firmware_dir`
+    /// while the server runs are found on SQLite, and images another instance stored on PostgreSQL); `nil` when there
+    /// is none.
+    public func firmware(_ version: String) async throws -> ServableFirmware? {
+        if let cached = cached(version) { return cached }
+        guard FirmwareVersion.isValid(version), let prepared = try await store.firmwareImage(version) else { return nil }
+        let servable = ServableFirmware(prepared, keys: keyRing.keys)
         return loaded.withLock { cache in
             if let raced = cache[version] { return raced }
             cache[version] = servable
@@ -55,17 +65,45 @@ public final class FirmwareCatalog: Sendable {
         }
     }
 
+    /// The stored versions, oldest first.
+    public func versions() async throws -> [String] {
+        try await store.firmwareVersions()
+    }
+
     /// Stores a newly prepared image and serves it from memory.
-    func add(_ firmware: PreparedFirmware) throws(FirmwareError) -> ServableFirmware {
-        try directory.save(firmware)
+    func add(_ firmware: PreparedFirmware) async throws -> ServableFirmware {
+        try await store.addFirmwareImage(firmware)
         let servable = ServableFirmware(firmware, keys: keyRing.keys)
         loaded.withLock { $0[firmware.manifest.version] = servable }
         return servable
     }
 
-    /// Removes every file of `version` and forgets it.
-    func delete(_ version: String) throws(FirmwareError) -> [String] {
-        loaded.withLock { _ = $0.removeValue(forKey: version) }
-        return try directory.delete(version)
+    /// Removes `version` from the store and forgets it; what was removed.
+    func delete(_ version: String) async throws -> [String] {
+        forget(version)
+        return try await store.deleteFirmwareImage(version)
+    }
+
+    /// Forgets `version` (another instance deleted it); every version when `nil`.
+    func forget(_ version: String?) {
+        loaded.withLock { cache in
+            if let version { cache[version] = nil } else { cache = [:] }
+        }
+    }
+
+    /// Copies the images of `directory` the store lacks into it (PostgreSQL: images prepared with the CLI into
+    /// `firmware_dir`, or kept there by an embedded server moving to a shared database). Run at start.
+    func importImages(from directory: FirmwareDirectory, logger: Logger) async throws {
+        let stored = Set(try await store.firmwareVersions())
+        for version in directory.versions() where !stored.contains(version) {
+            do {
+                try await store.addFirmwareImage(try directory.load(version))
+                logger.notice("firmware imported into the database", metadata: ["version": "\(version)", "from": "\(directory.path)"])
+            } catch FirmwareError.versionExists {
+                // Another instance imported it at the same moment.
+            } catch {
+                logger.warning("firmware not imported", metadata: ["version": "\(version)", "error": "\(error)"])
+            }
+        }
     }
 }

@@ -39,10 +39,11 @@ extension OTAService {
     }
 
     /// Prepares an uploaded image with the server's keys and stores it.
-    public func upload(image: [UInt8], version: String, description: String?) throws -> ServableFirmware {
+    public func upload(image: [UInt8], version: String, description: String?) async throws -> ServableFirmware {
         guard let keys else { throw OTAError.keysUnavailable(keysError ?? "no keys") }
         let prepared = try FirmwarePreparer.prepare(image: image, version: version, description: description, keys: keys)
-        let servable = try catalog.add(prepared)
+        let servable = try await catalog.add(prepared)
+        await notices.announce(.firmware, version)
         logger.notice(
             "firmware prepared",
             metadata: ["version": "\(version)", "bytes": "\(image.count)", "chunks": "\(prepared.manifest.totalChunks)"]
@@ -59,7 +60,8 @@ extension OTAService {
                 "Version \(version) is deployed (open rollout or deployment \(open.map(String.init).joined(separator: ", "))): cancel it first"
             )
         }
-        let removed = try catalog.delete(version)
+        let removed = try await catalog.delete(version)
+        await notices.announce(.firmware, version)
         let downloading = live.withLock { $0.filter { $0.value.version == version }.map(\.key) }
         for deviceID in downloading { _ = try? await cancel(deviceID: deviceID, reason: "firmware \(version) deleted") }
         logger.notice("firmware deleted", metadata: ["version": "\(version)", "files": "\(removed.count)"])
@@ -78,7 +80,7 @@ extension OTAService {
     ) async throws
         -> OTADeployment
     {
-        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        guard let firmware = try await catalog.firmware(version) else { throw OTAError.noFirmware(version) }
         if firmware.signatureVerified == false {
             throw OTAError.conflict(
                 "The signature of \(version) does not verify with the server's current FOTA keys (public key "

@@ -207,7 +207,7 @@ public actor OTAService: Service {
         switch try await rollouts.offer(deviceID: deviceID, runningVersion: runningVersion) {
         case .withheld(let reason): return (nil, reason)
         case .offer(let version):
-            guard let firmware = try catalog.firmware(version) else { return (nil, "version \(version) is not available") }
+            guard let firmware = try await catalog.firmware(version) else { return (nil, "version \(version) is not available") }
             return (firmware, "update available")
         }
     }
@@ -229,7 +229,7 @@ public actor OTAService: Service {
     /// `POST /ota/initiate/{id}`: always starts a new session, replacing any the device still has (spec §7.5: a failed
     /// download must not block the next attempt).
     public func initiate(deviceID: String, version: String) async throws -> (session: OTASession, replaced: [String]) {
-        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        guard let firmware = try await catalog.firmware(version) else { throw OTAError.noFirmware(version) }
         enum Refusal {
             case busy
             case downloading(String)
@@ -290,7 +290,7 @@ public actor OTAService: Service {
 
     /// The reply to `GET /ota/chunk/{id}?version=&chunk=`, already serialized. Does not suspend.
     public nonisolated func chunk(deviceID: String, version: String, index text: String) throws -> ByteBuffer {
-        guard let firmware = try catalog.firmware(version) else { throw OTAError.noFirmware(version) }
+        guard let firmware = catalog.cached(version) else { throw OTAError.noFirmware(version) }
         let total = firmware.manifest.totalChunks
         guard let index = Int(text), (0..<total).contains(index) else {
             throw OTAError.chunkOutOfRange(index: String(text.prefix(16)), total: total)
@@ -364,6 +364,8 @@ public actor OTAService: Service {
     /// ``chunk(deviceID:version:index:)``; with a shared store, a device whose session this instance does not know (or
     /// knows in an older version) has it read from the store first.
     public func chunkFromAnyInstance(deviceID: String, version: String, index: String) async throws -> ByteBuffer {
+        // The image in this instance's memory first (read from the store once; then every chunk is a lookup).
+        if catalog.cached(version) == nil { _ = try await catalog.firmware(version) }
         do {
             return try chunk(deviceID: deviceID, version: version, index: index)
         } catch OTAError.noActiveSession, OTAError.sessionVersion where notices.shared {

@@ -30,6 +30,7 @@ struct InstanceChangeListener: Service {
     let commands: CommandService
     let ingest: IngestService
     let ota: OTAService
+    let rollouts: RolloutService
     let logger: Logger
 
     func run() async throws {
@@ -51,7 +52,13 @@ struct InstanceChangeListener: Service {
                 await ota.sessionChangedElsewhere(change.deviceID)
             case .keys:
                 await ingest.refreshKeys()
+            case .firmware:
+                ota.catalog.forget(change.deviceID)
+            case .rollout:
+                await rollouts.deviceChangedElsewhere(change.deviceID)
             case .everything:
+                ota.catalog.forget(nil)
+                await rollouts.loadAwaitingHealth()
                 for (deviceID, record) in try await devices.bindings() { binding.adopt(deviceID, record) }
                 for deviceID in Set(try await devices.heldMessages().map(\.deviceID)) { await boot.reload(deviceID) }
                 for deviceID in try await devices.devicesWithPendingCommands() { commands.queuedElsewhere(deviceID) }

@@ -1,6 +1,7 @@
 import EcoWattPostgres
 import EcoWattSQLite
 import EcoWattStorage
+import FirmwareImage
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -21,6 +22,10 @@ public struct ServerStorage: Sendable {
     public let devices: any DeviceStores
     public let accounts: any AccountStore
     public let state: any ServerStateStore
+    /// Prepared firmware images: `firmware_dir` on SQLite, a table on PostgreSQL (every instance serves every image).
+    public let firmware: any FirmwareImageStore
+    /// Diagnostics JSONL: files in `diagnostics_dir` on SQLite, rows on PostgreSQL.
+    public let diagnostics: any DiagnosticsStore
     public let probe: any StorageProbe
     /// Changes other instances made (PostgreSQL); `nil` on SQLite, which one instance owns.
     public var feed: (any ChangeFeed)? { changeFeed }
@@ -31,6 +36,11 @@ public struct ServerStorage: Sendable {
     /// Opens the configured backend: SQLite's file, or PostgreSQL's pool with its schema migrated.
     static func open(_ configuration: ServerConfiguration, events: RegistryEvents, logger: Logger) async throws -> ServerStorage {
         let retention = configuration.limits.retention
+        let diagnosticsLimits = DiagnosticsLimits(
+            maxFileBytes: configuration.diagnostics.maxFileBytes,
+            retainedFiles: configuration.diagnostics.retainedFiles,
+            totalBytes: configuration.limits.diagnosticsTotalBytes
+        )
         guard let text = configuration.storage.databaseURL else {
             let database = try EcoWattDatabase(path: configuration.storage.databasePath, durability: configuration.storage.durability)
             try database.recountPendingDevices()
@@ -42,6 +52,8 @@ public struct ServerStorage: Sendable {
                 devices: devices,
                 accounts: SQLiteAccountStore(database: database, writer: writer),
                 state: database,
+                firmware: FirmwareDirectory(path: configuration.ota.firmwareDirectory),
+                diagnostics: DiagnosticsFiles(directory: configuration.diagnostics.directory, limits: diagnosticsLimits),
                 probe: writer,
                 changeFeed: nil,
                 pool: nil
@@ -72,6 +84,8 @@ public struct ServerStorage: Sendable {
             devices: PostgresDeviceStore(database: database, writer: writer, retention: retention, events: events),
             accounts: PostgresAccountStore(database: database),
             state: database,
+            firmware: PostgresFirmwareImages(database: database),
+            diagnostics: PostgresDiagnostics(database: database, limits: diagnosticsLimits),
             probe: writer,
             changeFeed: feed,
             pool: pool
