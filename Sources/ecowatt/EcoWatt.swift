@@ -11,7 +11,7 @@ struct EcoWatt: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, KeysCommand.self, FirmwareCommand.self, DecodeCommand.self, DeviceCommand.self,
             CommandCommand.self, ConfigCommand.self, DeploymentCommand.self, RolloutCommand.self, StatsCommand.self, SimulateCommand.self,
-            BenchCommand.self, DatabaseCommand.self, UserCommand.self, TokenCommand.self, AuditCommand.self,
+            BenchCommand.self, DatabaseCommand.self, UserCommand.self, TokenCommand.self, AuditCommand.self, DiagnosticsCommand.self,
         ]
     )
 }

@@ -154,6 +154,26 @@ import Testing
         try await server.stop(signal: SIGTERM)
     }
 
+    /// `ecowatt diagnostics export` writes a device's entries oldest first as JSON Lines; `summary` lists who sent them.
+    @Test func diagnosticsCLIExportsADevicesEntriesOldestFirstAsJSONLines() async throws {
+        let root = Self.temporaryRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let port = LoopbackPort.free()
+        let server = try await ServerProcess(root: root, port: port)
+        let common = ["--url", "http://127.0.0.1:\(port)", "--token-file", root.appendingPathComponent("keys/operator_token").path]
+        for n in 0..<3 { #expect(try await server.post("/diagnostics/DX-1", #"{"event":"probe","n":\#(n)}"#) == 201) }
+        let (status, output, error) = try await ServerProcess.runCLI(["diagnostics", "export", "DX-1"] + common)
+        #expect(status == 0 && error.contains("exported 3 entries"), "\(error)")
+        let lines = output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(lines.compactMap { $0["n"] as? Int } == [0, 1, 2], "oldest first: \(output)")
+        #expect(lines.allSatisfy { $0["device_id"] as? String == "DX-1" && $0["received_at"] is String })
+        let (_, summary, _) = try await ServerProcess.runCLI(["diagnostics", "summary"] + common)
+        #expect(summary.contains("DX-1") && summary.contains("1 devices"), "\(summary)")
+        let (unknown, _, reason) = try await ServerProcess.runCLI(["diagnostics", "export", "../x"] + common)
+        #expect(unknown != 0 && !reason.isEmpty)
+        try await server.stop(signal: SIGTERM)
+    }
+
     /// The operator CLI over `/api/v1`: devices, configuration, deployments and statistics, table and JSON output,
     /// paging, and one-line errors without the usage text.
     @Test func operatorCLIManagesDevicesConfigurationAndDeployments() async throws {
