@@ -68,6 +68,35 @@ struct PostgresInstancesTests {
         }
     }
 
+    /// A configuration set through one instance is delivered by the other, acknowledged through the first, and both
+    /// answer the same running configuration and history.
+    @Test func aConfigurationTravelsBetweenInstancesAsOnOne() async throws {
+        try await Self.withTwoInstances { servers, clients in
+            let (a, b) = (clients[0], clients[1])
+            for (server, client) in zip(servers, clients) { try await server.bind("CFG-X", client: client) }
+            #expect(try await b.postJSON("/config/CFG-X/current", ConfigHTTPTests.bootReport).status == .ok)
+            let update = #"{"config_update":{"sampling_interval":10,"energy_poll_interval":60}}"#
+            #expect(try await a.operatorJSON(.put, "/api/v1/devices/CFG-X/config/pending", update, server: servers[0]).status == .ok)
+            let poll = try await b.execute(uri: "/config/CFG-X", method: .get)
+            #expect(
+                String(buffer: poll.body)
+                    == #"{"is_pending":true,"pending_config":{"config_update":{"energy_poll_interval":60,"sampling_interval":10}}}"#
+            )
+            #expect(try await a.postJSON("/config/CFG-X/acknowledge", ConfigHTTPTests.ack).status == .ok)
+            #expect(String(buffer: try await b.execute(uri: "/config/CFG-X", method: .get).body) == #"{"is_pending":false}"#)
+            for (server, client) in zip(servers, clients) {
+                let history = try await client.execute(uri: "/api/v1/devices/CFG-X/config/history", method: .get, headers: server.operatorHeaders)
+                #expect(
+                    (history.json["items"] as? [[String: Any]])?.map { $0["event"] as? String } == [
+                        "applied", "delivered", "requested", "boot_report",
+                    ]
+                )
+                let config = try await client.execute(uri: "/api/v1/devices/CFG-X/config", method: .get, headers: server.operatorHeaders)
+                #expect((config.json["running"] as? [String: Any])?["sampling_interval"] as? Int == 10)
+            }
+        }
+    }
+
     /// A firmware download whose requests alternate between the instances: initiate on one, chunks from both in turn,
     /// progress and the boot report on either. The image verifies, the session ends `success`, and its chunk counters
     /// add up what both served.
