@@ -26,15 +26,20 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
         try await database.pool.read { db in
+            // Cached statements, as everywhere on the upload path: each new device's first upload reads here.
             let row = try Row.fetchOne(
-                db,
-                sql: "SELECT last_nonce, stream_state, last_upload_ms, admission, state_version FROM devices WHERE device_id = ?",
+                db.cachedStatement(
+                    sql: "SELECT last_nonce, stream_state, last_upload_ms, admission, state_version FROM devices WHERE device_id = ?"
+                ),
                 arguments: [deviceID]
             )
             // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
             let nonce =
                 row == nil
-                ? try Int64.fetchOne(db, sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?", arguments: [deviceID])
+                ? try Int64.fetchOne(
+                    db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
+                    arguments: [deviceID]
+                )
                 : row?["last_nonce"] as Int64?
             let blob = row?["stream_state"] as Data?
             let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()

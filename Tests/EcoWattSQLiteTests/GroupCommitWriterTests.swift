@@ -73,6 +73,34 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
         }
     }
 
+    /// Each job of a batch runs in its own savepoint: a job that throws after writing leaves nothing, and the others of
+    /// its batch commit once.
+    @Test func aJobThatThrowsAfterWritingLeavesNothingAndTheRestOfItsBatchCommitsOnce() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        struct Refused: Error {}
+        try await temporary.withStore { store in
+            try await store.writer.write { db in try db.execute(sql: "CREATE TABLE marks (name TEXT NOT NULL)") }
+            // Queued synchronously, one after another: they share a batch unless the writer takes the first alone.
+            let tickets = (0..<6).map { i in
+                store.writer.enqueue { db in
+                    try db.execute(sql: "INSERT INTO marks (name) VALUES (?)", arguments: ["job\(i)"])
+                    if i == 3 { throw Refused() }
+                    return i
+                }
+            }
+            for (i, ticket) in tickets.enumerated() {
+                if i == 3 {
+                    await #expect(throws: Refused.self) { try await ticket.value() }
+                } else {
+                    #expect(try await ticket.value() == i)
+                }
+            }
+            let names = try await store.database.pool.read { db in try String.fetchAll(db, sql: "SELECT name FROM marks ORDER BY name") }
+            #expect(names == ["job0", "job1", "job2", "job4", "job5"])
+        }
+    }
+
     @Test func stateSurvivesReopening() async throws {
         let temporary = TemporaryStore()
         defer { temporary.remove() }
