@@ -111,8 +111,8 @@ public struct PostgresDiagnostics: DiagnosticsStore {
                 """,
                 logger: logger
             )
+            try await connection.query("DELETE FROM diagnostics_devices WHERE device_id = \(device) AND entries <= 0", logger: logger)
         }
-        try await connection.query("DELETE FROM diagnostics_devices WHERE entries <= 0", logger: logger)
         if deviceID == nil {
             try await connection.query("UPDATE diagnostics_usage SET dropped = dropped + \(entries) WHERE id = 1", logger: logger)
         }

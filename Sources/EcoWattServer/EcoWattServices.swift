@@ -154,7 +154,7 @@ public struct EcoWattServices: Sendable {
             live.changed(.problems, deviceID: id)
         }
         let keyRing = FirmwareKeyRing(directory: configuration.security.keysDirectory, logger: logger)
-        let catalog = FirmwareCatalog(store: storage.firmware, keyRing: keyRing)
+        let catalog = FirmwareCatalog(store: storage.firmware, keyRing: keyRing, keepsVersions: storage.feed != nil)
         if case .postgres = storage.backend {
             try await catalog.importImages(from: FirmwareDirectory(path: configuration.ota.firmwareDirectory), logger: logger)
         }

@@ -183,7 +183,8 @@ struct PostgresInstancesTests {
                         body: ByteBuffer(bytes: vector.plaintext)
                     )
                     #expect(created.status == .created, "\(String(buffer: created.body))")
-                    #expect(try await versions(1) == ["0.9.0", vector.version])
+                    // b keeps its version list until a's notice arrives (milliseconds).
+                    try await MQTTFeedTests.waitUntil(timeout: .seconds(5)) { try await versions(1) == ["0.9.0", vector.version] }
                     // The second instance serves the image a device downloads from it.
                     _ = try await OTAHTTPTests.deploy(vector.version, to: ["IMG-1"], client: b, test: servers[1])
                     var device = OTAHTTPTests.Device(id: "IMG-1", running: "1.0.0", keys: keys)
@@ -213,13 +214,10 @@ struct PostgresInstancesTests {
                         headers: servers[1].operatorHeaders
                     )
                     #expect(deleted.status == .ok, "\(String(buffer: deleted.body))")
-                    var served = true
-                    for _ in 0..<50 where served {
-                        let chunk = try await a.execute(uri: "/ota/chunk/IMG-1?version=\(vector.version)&chunk=0", method: .get)
-                        served = chunk.status == .ok
-                        if served { try await Task.sleep(for: .milliseconds(100)) }
+                    // The other instance stops serving the deleted image once the notice arrived.
+                    try await MQTTFeedTests.waitUntil(timeout: .seconds(5)) {
+                        try await a.execute(uri: "/ota/chunk/IMG-1?version=\(vector.version)&chunk=0", method: .get).status != .ok
                     }
-                    #expect(!served, "the other instance stopped serving the deleted image")
                     #expect(try await versions(0) == ["0.9.0"])
                     // Diagnostics posted to one instance are read through the other.
                     for i in 0..<4 {
@@ -271,15 +269,12 @@ struct PostgresInstancesTests {
                     var canary = OTAHTTPTests.Device(id: first, running: "1.0.0", keys: keys)
                     try await RolloutHTTPTests.install(&canary, a, keys: keys)
                     // The second instance hears that the canary awaits health, then counts its uploads.
-                    var told = false
-                    for _ in 0..<50 where !told {
-                        told = servers[1].server.services.rollouts.awaitsHealth(first)
-                        if !told { try await Task.sleep(for: .milliseconds(100)) }
-                    }
-                    #expect(told, "the install on instance a was announced to instance b")
+                    // The install on instance a is announced to instance b.
+                    try await MQTTFeedTests.waitUntil(timeout: .seconds(5)) { servers[1].server.services.rollouts.awaitsHealth(first) }
                     for _ in 0..<2 { try await servers[1].bind(first, client: b) }
                     #expect(RolloutHTTPTests.state(try await RolloutHTTPTests.devices(a, servers[0], id), first) == "healthy")
-                    #expect(!servers[0].server.services.rollouts.awaitsHealth(first), "and instance a heard it no longer waits")
+                    // And instance a hears that it no longer waits.
+                    try await MQTTFeedTests.waitUntil(timeout: .seconds(5)) { !servers[0].server.services.rollouts.awaitsHealth(first) }
                     // Both evaluators judge the same evidence at once: the wave opens once, one decision audited.
                     async let evaluatedA: Void = servers[0].server.services.rollouts.evaluate()
                     async let evaluatedB: Void = servers[1].server.services.rollouts.evaluate()

@@ -74,15 +74,15 @@ public actor RolloutService: Service {
         await repeatUntilShutdown(every: Self.evaluationInterval) { await self.evaluate() }
     }
 
-    /// Reads the installed devices of open rollouts (after a restart, and when notices from other instances may have
-    /// been missed).
-    func loadAwaitingHealth() async {
+    /// Reads the installed devices of open rollouts: added to what is known at start (uploads may already have added
+    /// some), replacing it when notices from other instances may have been missed (`replacing`).
+    func loadAwaitingHealth(replacing: Bool = false) async {
         do {
             var installed: Set<String> = []
             for rollout in try await openRollouts() {
                 installed.formUnion(try await store.allRolloutDevices(rolloutID: rollout.id, state: .installed).map(\.deviceID))
             }
-            awaitingHealth.withLock { $0 = installed }
+            awaitingHealth.withLock { replacing ? ($0 = installed) : $0.formUnion(installed) }
         } catch {
             logger.warning("rollout devices not loaded", metadata: ["error": "\(error)"])
         }

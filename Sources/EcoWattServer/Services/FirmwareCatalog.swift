@@ -38,10 +38,16 @@ public final class FirmwareCatalog: Sendable {
     let store: any FirmwareImageStore
     let keyRing: FirmwareKeyRing
     private let loaded = Mutex<[String: ServableFirmware]>([:])
+    /// The stored versions, kept when every change of them is announced (PostgreSQL): the open `/ota/status` asks
+    /// whether there are any, and must not cost a query each time. Files are listed each time (the CLI prepares
+    /// images into `firmware_dir` while the server runs).
+    private let listed = Mutex<(versions: [String]?, generation: Int)>((nil, 0))
+    private let keepsVersions: Bool
 
-    init(store: any FirmwareImageStore, keyRing: FirmwareKeyRing) {
+    init(store: any FirmwareImageStore, keyRing: FirmwareKeyRing, keepsVersions: Bool = false) {
         self.store = store
         self.keyRing = keyRing
+        self.keepsVersions = keepsVersions
         // Whether an image verifies depends on the keys: check again with the new ones.
         keyRing.onChange { [weak self] in self?.loaded.withLock { $0 = [:] } }
     }
@@ -67,12 +73,18 @@ public final class FirmwareCatalog: Sendable {
 
     /// The stored versions, oldest first.
     public func versions() async throws -> [String] {
-        try await store.firmwareVersions()
+        let (kept, generation) = listed.withLock { ($0.versions, $0.generation) }
+        if let kept { return kept }
+        let versions = try await store.firmwareVersions()
+        // Not kept when a change came in meanwhile (the list read may predate it).
+        if keepsVersions { listed.withLock { if $0.generation == generation { $0.versions = versions } } }
+        return versions
     }
 
     /// Stores a newly prepared image and serves it from memory.
     func add(_ firmware: PreparedFirmware) async throws -> ServableFirmware {
         try await store.addFirmwareImage(firmware)
+        changedVersions()
         let servable = ServableFirmware(firmware, keys: keyRing.keys)
         loaded.withLock { $0[firmware.manifest.version] = servable }
         return servable
@@ -81,11 +93,21 @@ public final class FirmwareCatalog: Sendable {
     /// Removes `version` from the store and forgets it; what was removed.
     func delete(_ version: String) async throws -> [String] {
         forget(version)
+        defer { changedVersions() }
         return try await store.deleteFirmwareImage(version)
+    }
+
+    /// The version list changed: read it again next time.
+    private func changedVersions() {
+        listed.withLock {
+            $0.versions = nil
+            $0.generation += 1
+        }
     }
 
     /// Forgets `version` (another instance deleted it); every version when `nil`.
     func forget(_ version: String?) {
+        changedVersions()
         loaded.withLock { cache in
             if let version { cache[version] = nil } else { cache = [:] }
         }

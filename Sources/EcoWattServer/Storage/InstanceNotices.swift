@@ -58,7 +58,7 @@ struct InstanceChangeListener: Service {
                 await rollouts.deviceChangedElsewhere(change.deviceID)
             case .everything:
                 ota.catalog.forget(nil)
-                await rollouts.loadAwaitingHealth()
+                await rollouts.loadAwaitingHealth(replacing: true)
                 for (deviceID, record) in try await devices.bindings() { binding.adopt(deviceID, record) }
                 for deviceID in Set(try await devices.heldMessages().map(\.deviceID)) { await boot.reload(deviceID) }
                 for deviceID in try await devices.devicesWithPendingCommands() { commands.queuedElsewhere(deviceID) }
