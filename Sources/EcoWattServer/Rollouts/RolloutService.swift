@@ -82,7 +82,9 @@ public actor RolloutService: Service {
             for rollout in try await openRollouts() {
                 installed.formUnion(try await store.allRolloutDevices(rolloutID: rollout.id, state: .installed).map(\.deviceID))
             }
-            awaitingHealth.withLock { replacing ? ($0 = installed) : $0.formUnion(installed) }
+            awaitingHealth.withLock { awaiting in
+                if replacing { awaiting = installed } else { awaiting.formUnion(installed) }
+            }
         } catch {
             logger.warning("rollout devices not loaded", metadata: ["error": "\(error)"])
         }
