@@ -341,10 +341,11 @@ extension SimulatorHTTPTests {
                 let stored = (report["samples_stored_exactly"]?.intValue ?? 0) + (report["samples_stored_approximately"]?.intValue ?? 0)
                 return (read, read - unsent, stored, report.serialized)
             }
-            // Speed 2: an upload task that runs late stamps its packet late by the stall times the speed, and the tolerance
-            // is 1.5 device seconds: 750 ms of real time here (a loaded CI machine exceeded 150 ms at speed 10 and
-            // 300 ms at speed 5, with uploads taking up to 432 ms).
-            let synced = try await verifiedRun("SYNC", speed: "2", duration: "25", ntpDelay: "0")
+            // Real time (speed 1): an upload task that runs late stamps its packet late by the stall times the speed,
+            // and the tolerance is 1.5 device seconds, so 1.5 s of real time here. A loaded CI machine exceeded 150 ms
+            // at speed 10, 300 ms at speed 5 (uploads taking up to 432 ms), and once 750 ms at speed 2 (one reading of
+            // ten off by more, polls taking up to 264 ms).
+            let synced = try await verifiedRun("SYNC", speed: "1", duration: "20", ntpDelay: "0")
             #expect(synced.read > 0 && synced.stored == synced.uploaded, "\(synced.text)")
             // NTP 20 device seconds after boot: readings before it are stamped with millis() (spec §0.6). Known issue,
             // found this session and not yet explained: at speed 2 two to four of 13 uploaded readings are not found within the
