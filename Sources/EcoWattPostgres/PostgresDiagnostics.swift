@@ -1,4 +1,3 @@
-import EcoWattProtocol
 import EcoWattStorage
 import Logging
 import PostgresNIO
@@ -17,10 +16,9 @@ public struct PostgresDiagnostics: DiagnosticsStore {
         self.limits = limits
     }
 
-    public func appendDiagnostics(deviceID: String, line: [UInt8]) async throws {
+    public func appendDiagnostics(deviceID: String, line: [UInt8], receivedAt: String) async throws {
         let limits = limits
         let logger = database.logger
-        let receivedAt = (try? JSONParser.parse(Array(line.dropLast())))?["received_at"]?.stringValue ?? ""
         let bytes = Int64(line.count)
         try await database.transaction { connection in
             // Every diagnostics write takes the usage row first: one lock order, so appends, trims across devices and
@@ -152,6 +150,8 @@ public struct PostgresDiagnostics: DiagnosticsStore {
     }
 
     public func deleteDiagnostics(deviceID: String) async throws -> Int {
+        // Evictions of pending ids (anonymous floods) name devices that never posted any: a read, not the usage lock.
+        guard !(try await database.rows("SELECT 1 FROM diagnostics_devices WHERE device_id = \(deviceID)").isEmpty) else { return 0 }
         let logger = database.logger
         return try await database.transaction { connection in
             try await connection.query("SELECT 1 FROM diagnostics_usage WHERE id = 1 FOR UPDATE", logger: logger)

@@ -154,8 +154,10 @@ public struct EcoWattServices: Sendable {
             live.changed(.problems, deviceID: id)
         }
         let keyRing = FirmwareKeyRing(directory: configuration.security.keysDirectory, logger: logger)
-        let catalog = FirmwareCatalog(store: storage.firmware, keyRing: keyRing, keepsVersions: storage.feed != nil)
-        if case .postgres = storage.backend {
+        // On PostgreSQL every change of the versions is announced, so the list is kept; the files are imported.
+        let shared = storage.feed != nil
+        let catalog = FirmwareCatalog(store: storage.firmware, keyRing: keyRing, keepsVersions: shared)
+        if shared {
             try await catalog.importImages(from: FirmwareDirectory(path: configuration.ota.firmwareDirectory), logger: logger)
         }
         let rollouts = RolloutService(

@@ -65,7 +65,7 @@ public final class DiagnosticsFiles: DiagnosticsStore {
         DiagnosticsUsage(bytes: ledger.withLock { $0.bytes }, dropped: dropped.withLock { $0 })
     }
 
-    public func appendDiagnostics(deviceID: String, line: [UInt8]) async throws {
+    public func appendDiagnostics(deviceID: String, line: [UInt8], receivedAt: String) async throws {
         let overBudget = ledger.withLock { ledger in
             ledger.devices.insert(deviceID)
             ledger.bytes += line.count
@@ -116,13 +116,16 @@ public final class DiagnosticsFiles: DiagnosticsStore {
 
     public func diagnosticsSummary(deviceID: String) async throws -> DiagnosticsSummary {
         var summary = DiagnosticsSummary()
+        var newest: ArraySlice<UInt8>?
         for generation in 0...limits.retainedFiles {
             guard let data = FileManager.default.contents(atPath: path(deviceID, generation: generation)) else { continue }
             summary.files += 1
             summary.bytes += data.count
             summary.entries += data.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+            // The lowest generation with a line holds the newest entry, its last line (read here, not again).
+            if newest == nil { newest = Array(data).split(separator: UInt8(ascii: "\n")).last }
         }
-        if let newest = try await diagnostics(deviceID: deviceID, limit: 1).first, let value = try? JSONParser.parse(newest) {
+        if let newest, let value = try? JSONParser.parse(Array(newest)) {
             summary.lastReceivedAt = value["received_at"]?.stringValue
         }
         return summary

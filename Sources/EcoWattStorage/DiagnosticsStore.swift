@@ -3,8 +3,8 @@
 /// PostgreSQL when several instances share a database. Both bound the bytes per device and in all, dropping the oldest
 /// entries first: the route is open to anyone who knows a device id.
 public protocol DiagnosticsStore: Sendable {
-    /// Appends one entry: a serialized JSON object followed by `\n`.
-    func appendDiagnostics(deviceID: String, line: [UInt8]) async throws
+    /// Appends one entry: a serialized JSON object followed by `\n`, whose `received_at` is `receivedAt`.
+    func appendDiagnostics(deviceID: String, line: [UInt8], receivedAt: String) async throws
     /// The newest `limit` entries of a device, newest first, each without its newline.
     func diagnostics(deviceID: String, limit: Int) async throws -> [[UInt8]]
     /// What is stored of one device.

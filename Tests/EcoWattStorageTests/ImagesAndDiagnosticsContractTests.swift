@@ -82,9 +82,13 @@ import Testing
             // `n` has four digits: every line is the same size.
             (JSONValue.object([
                 ("n", .int(Int64(1_000 + sequence))), ("pad", .string(String(repeating: "x", count: padding))),
-                ("device_id", .string(deviceID)), ("received_at", .string("2026-12-06T10:00:\(String(format: "%02d", sequence % 60)).000Z")),
+                ("device_id", .string(deviceID)), ("received_at", .string(receivedAt(sequence))),
             ]).serialized + "\n").utf8
         )
+    }
+
+    static func receivedAt(_ sequence: Int) -> String {
+        "2026-12-06T10:00:\(String(format: "%02d", sequence % 60)).000Z"
     }
 
     static func sequences(_ lines: [[UInt8]]) -> [Int64] {
@@ -97,9 +101,13 @@ import Testing
             let (first, second) = (instances[0].diagnostics, instances[1].diagnostics)
             let size = Self.line("D1", 0).count
             for sequence in 0..<60 {
-                try await (sequence.isMultiple(of: 2) ? first : second).appendDiagnostics(deviceID: "D1", line: Self.line("D1", sequence))
+                try await (sequence.isMultiple(of: 2) ? first : second).appendDiagnostics(
+                    deviceID: "D1",
+                    line: Self.line("D1", sequence),
+                    receivedAt: Self.receivedAt(sequence)
+                )
             }
-            try await first.appendDiagnostics(deviceID: "D2", line: Self.line("D2", 7))
+            try await first.appendDiagnostics(deviceID: "D2", line: Self.line("D2", 7), receivedAt: Self.receivedAt(7))
             let kept = try await second.diagnostics(deviceID: "D1", limit: 1_000)
             let sequences = Self.sequences(kept)
             #expect(sequences.first == 59, "newest first")
@@ -129,7 +137,7 @@ import Testing
             // Devices in turn, each a file's worth at most: only the total budget drops anything.
             for device in ["A", "B", "C", "D", "E"] {
                 for sequence in 0..<(limits.maxFileBytes / size) {
-                    try await store.appendDiagnostics(deviceID: device, line: Self.line(device, sequence))
+                    try await store.appendDiagnostics(deviceID: device, line: Self.line(device, sequence), receivedAt: Self.receivedAt(sequence))
                 }
                 // Files are dropped by modification time: let each device's be later than the last's.
                 try await Task.sleep(for: .milliseconds(20))

@@ -34,7 +34,7 @@ public final class DiagnosticsService: Sendable {
                     + [("device_id", .string(deviceID)), ("received_at", .string(receivedAt))]
             ).serialized + "\n").utf8
         )
-        try await store.appendDiagnostics(deviceID: deviceID, line: line)
+        try await store.appendDiagnostics(deviceID: deviceID, line: line, receivedAt: receivedAt)
     }
 
     /// Pending devices the registry dropped: their diagnostics go too.
