@@ -303,8 +303,10 @@ extension SimulatorHTTPTests {
             let nonces = scratch.appendingPathComponent("nonces.json").path
             for run in 1...2 {
                 let reportFile = scratch.appendingPathComponent("report-\(run).json")
+                // 10 s: a loaded full test run once took all of 5 s for the boot requests (up to 2.3 s each), and no
+                // upload was left to carry a nonce over.
                 let (status, stdout, stderr) = try await ServerProcess.runCLI([
-                    "simulate", "--url", "http://127.0.0.1:\(port)", "--devices", "2", "--duration", "5", "--speed", "20",
+                    "simulate", "--url", "http://127.0.0.1:\(port)", "--devices", "2", "--duration", "10", "--speed", "20",
                     "--keys-dir", scratch.appendingPathComponent("no-keys").path, "--nonce-file", nonces,
                     "--report-json", reportFile.path, "--id-prefix", "CLI_SIM_",
                 ])
