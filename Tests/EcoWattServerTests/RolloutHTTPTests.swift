@@ -36,10 +36,25 @@ import Testing
         var rollout: [String: Any] = [:]
         while ContinuousClock.now < deadline {
             rollout = try await Self.rollout(client, test, id)
-            if rollout["status"] as? String != status { break }
+            if rollout["status"] as? String != status { return rollout }
             try await Task.sleep(for: .milliseconds(300))
         }
+        Issue.record("rollout \(id) still \(status) after \(seconds) s: \(rollout)\n\(try await explain(client, test, id))")
         return rollout
+    }
+
+    /// What a rollout's unfinished devices did last: their entries, latest packets and OTA sessions (a failure's message).
+    static func explain(_ client: some TestClientProtocol, _ test: TestServer, _ id: Int) async throws -> String {
+        var lines: [String] = []
+        for device in try await devices(client, test, id) where !["healthy", "failed"].contains(device["state"] as? String ?? "") {
+            let deviceID = device["device_id"] as? String ?? ""
+            lines.append("\(device)")
+            for path in ["packets?limit=4", "ota/sessions?limit=2"] {
+                let page = try await client.execute(uri: "/api/v1/devices/\(deviceID)/\(path)", method: .get, headers: test.operatorHeaders)
+                lines.append("  \(path): \(String(buffer: page.body))")
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 
     /// The check's message when nothing is offered.
