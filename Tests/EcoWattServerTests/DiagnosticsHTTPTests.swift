@@ -14,14 +14,25 @@ import Testing
         let first = try await TestServer()
         let writers = 48
         try await first.run { client in
+            let port = try #require(client.port)
+            // Eight connections of six writers each: the test client's one connection would send every request down
+            // the same pipeline, answered one at a time (and past its 40 s read timeout in a loaded full test run).
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for index in 0..<writers {
+                for connection in 0..<8 {
                     group.addTask {
-                        // Bodies of 1-12 KB, so concurrent writes would interleave if they were not serialized.
-                        let filler = String(repeating: "x", count: 1000 * (1 + index % 12))
-                        let body = #"{"seq":\#(index),"free_heap":150000,"device_id":"spoofed","filler":"\#(filler)"}"#
-                        let response = try await client.postJSON("/diagnostics/DIAG-1", body)
-                        #expect(response.status == .created)
+                        try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
+                            for index in stride(from: connection, to: writers, by: 8) {
+                                // Bodies of 1-12 KB, so concurrent writes would interleave if they were not serialized.
+                                let filler = String(repeating: "x", count: 1000 * (1 + index % 12))
+                                let body = #"{"seq":\#(index),"free_heap":150000,"device_id":"spoofed","filler":"\#(filler)"}"#
+                                let response = try await client.post(
+                                    "/diagnostics/DIAG-1",
+                                    headers: [.contentType: "application/json"],
+                                    body: ByteBuffer(string: body)
+                                )
+                                #expect(response.head.status == .created)
+                            }
+                        }
                     }
                 }
                 try await group.waitForAll()

@@ -48,12 +48,14 @@ import Testing
         var lines: [String] = []
         for device in try await devices(client, test, id) where !["healthy", "failed"].contains(device["state"] as? String ?? "") {
             let deviceID = device["device_id"] as? String ?? ""
-            lines.append("\(device)")
+            lines.append("\(device) awaits health: \(test.server.services.rollouts.awaitsHealth(deviceID))")
             for path in ["packets?limit=4", "ota/sessions?limit=2"] {
                 let page = try await client.execute(uri: "/api/v1/devices/\(deviceID)/\(path)", method: .get, headers: test.operatorHeaders)
                 lines.append("  \(path): \(String(buffer: page.body))")
             }
         }
+        let ingest = test.server.services.ingest.statistics
+        lines.append("ingest: \(ingest.accepted) accepted, \(ingest.completed) packets decoded late, \(ingest.undecodable) undecodable")
         return lines.joined(separator: "\n")
     }
 
