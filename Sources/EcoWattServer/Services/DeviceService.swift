@@ -132,7 +132,7 @@ struct DeviceService: Sendable {
         activity.forget([deviceID])
         binding.forget([deviceID])
         deleted([deviceID])
-        await ingest.forget(deviceID)
+        ingest.forget(deviceID)
     }
 
     /// Gives an id a registry row before a device route stores something for it (unknown ids become pending).

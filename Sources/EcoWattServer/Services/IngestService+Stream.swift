@@ -24,30 +24,36 @@ extension IngestService {
     /// uploaded: its model is fresh anyway, and random ids must not grow the cache.
     @discardableResult
     func updateStream(_ deviceID: String, _ change: (inout DeviceStreamState) -> Void) async throws -> Bool {
-        var state = try await loadState(deviceID)
-        guard state.lastNonce != nil else {
-            devices[deviceID] = nil
-            return false
+        let ticket = try await withState(deviceID) { cache, cached -> WriteTicket<Void>? in
+            var state = cached
+            guard state.lastNonce != nil else {
+                cache[deviceID] = nil
+                return nil
+            }
+            change(&state.stream)
+            state.version += 1  // the write below counts as one (this instance's writes commit in order)
+            cache[deviceID] = state
+            return store.submitStreamState(deviceID: deviceID, state: state.stream)
         }
-        change(&state.stream)
-        state.version += 1  // the write below counts as one (this instance's writes commit in order)
-        devices[deviceID] = state
-        try await store.submitStreamState(deviceID: deviceID, state: state.stream).value()
+        guard let ticket else { return false }
+        try await ticket.value()
         return true
     }
 
     /// Drops the cached state of a deleted device (the store has forgotten it).
     public func forget(_ deviceID: String) {
-        devices[deviceID] = nil
+        devices.withLock { $0[deviceID] = nil }
     }
 
     /// Operator reset of the anti-replay state (spec §2.4). Returns whether the device had any.
     public func resetNonce(deviceID: String) async throws -> Bool {
-        var state = try await loadState(deviceID)
-        state.lastNonce = nil
-        state.version += 1
-        devices[deviceID] = state
-        let ticket = store.submitNonceReset(deviceID: deviceID)
+        let ticket = try await withState(deviceID) { cache, cached in
+            var state = cached
+            state.lastNonce = nil
+            state.version += 1
+            cache[deviceID] = state
+            return store.submitNonceReset(deviceID: deviceID)
+        }
         let existed = try await ticket.value()
         logger.notice("nonce state reset by operator", metadata: ["device_id": "\(deviceID)"])
         return existed

@@ -25,11 +25,14 @@ public struct IngestOutcome: Sendable {
 
 /// The security gate and telemetry ingest (spec §2, §3).
 ///
-/// Pure work (envelope parsing, MAC, inner JSON) runs concurrently outside the actor. The actor owns the per-device
-/// anti-replay and decoder state: it checks the nonce, decodes against the device's encoder model and **queues the
-/// commit before it suspends**, so uploads of one device commit in the order they were admitted and exactly one of
-/// several identical uploads is accepted. A caller is answered only after its commit.
-public actor IngestService: Service {
+/// Pure work (envelope parsing, MAC, inner JSON) runs concurrently, outside any lock. One lock guards the per-device
+/// anti-replay and decoder state: under it an upload's nonce is checked, its packets are decoded against the device's
+/// encoder model and **its commit is queued**, so uploads of one device commit in the order they were admitted and
+/// exactly one of several identical uploads is accepted. A caller is answered only after its commit.
+///
+/// A lock, not an actor (issue 23): nothing under it suspends (the decode takes a few microseconds), and an actor
+/// cost every upload two executor hops, onto it and back after the commit, each a queued job on a contended actor.
+public final class IngestService: Service, Sendable {
     let store: any TelemetryStore
     private let fleetKey: EnvelopeKey
     let logger: Logger
@@ -44,7 +47,7 @@ public actor IngestService: Service {
     /// Nonce and decoder state per device, ahead of the store by the commits in flight. Bounded (signed uploads prove
     /// little while the fleet key is public): past ``cacheLimit`` the least recently used entries without a commit in
     /// flight are dropped and read back from the store when their device uploads again.
-    var devices = DeviceStateCache()
+    let devices = Mutex(DeviceStateCache())
     private let cacheLimit: Int
     /// J0 of the nonce-jump rule: how far ahead of the last accepted nonce an upload may be right after it.
     private let nonceJumpAllowance: UInt64
@@ -94,13 +97,13 @@ public actor IngestService: Service {
     }
 
     /// The HMAC key of `deviceID`: its own if set, else the fleet key.
-    public nonisolated func key(for deviceID: String) -> EnvelopeKey {
+    public func key(for deviceID: String) -> EnvelopeKey {
         keyCache.withLock { $0[deviceID]?.current } ?? fleetKey
     }
 
     /// Checks the MAC under the device's current key (the fleet key when it has none), then under its next key;
     /// returns whether the next key verified it. Revoked devices are refused before anything else.
-    private nonisolated func verify(_ envelope: SecuredEnvelope, deviceID: String) throws(IngestError) -> Bool {
+    private func verify(_ envelope: SecuredEnvelope, deviceID: String) throws(IngestError) -> Bool {
         let keys = keyCache.withLock { $0[deviceID] }
         if keys?.revoked == true {
             countRejection("revoked")
@@ -123,7 +126,7 @@ public actor IngestService: Service {
     ///   - clientAddress: where the upload came from; once it is stored, the device is bound to it (issue 14).
     ///   - bootSignalAtMs: when a held boot signal from this address was received, which this upload confirms: it takes
     ///     effect before the upload's packets are decoded (they are the first batches of the new boot).
-    public nonisolated func ingest(
+    public func ingest(
         deviceID: String,
         body: [UInt8],
         arrivalMs: Int64,
@@ -206,7 +209,7 @@ public actor IngestService: Service {
     }
 
     /// The first upload verified with the next key retires the current one (the device runs its new build).
-    private nonisolated func retireCurrentKey(_ deviceID: String, atMs: Int64) async {
+    private func retireCurrentKey(_ deviceID: String, atMs: Int64) async {
         do {
             guard try await store.promoteNextDeviceKey(deviceID: deviceID, nowMs: atMs) else { return }
             await refreshKeys()
@@ -252,6 +255,15 @@ public actor IngestService: Service {
         throw .storage("the device's state kept changing on other instances")
     }
 
+    /// What the locked part of an attempt decided.
+    private enum Decision: Sendable {
+        case notAdmitted
+        case replay(last: UInt32)
+        case nonceJump(SecurityError)
+        /// The commit is queued; `messages` MQTT messages were admitted to the feed when `queuedForFeed`.
+        case queued(WriteTicket<Void>, StreamDecodeResult, queuedForFeed: Bool, messages: Int)
+    }
+
     /// One attempt of ``admit(deviceID:nonce:upload:arrivalMs:clientAddress:bootSignalAtMs:)``; `nil` when the state
     /// changed under it (another instance committed for the device first).
     private func admitOnce(
@@ -264,32 +276,90 @@ public actor IngestService: Service {
     )
         async throws(IngestError) -> IngestOutcome?
     {
-        var state: DeviceIngestState
+        let decision: Decision
         do {
-            state = try await loadState(deviceID)
+            decision = try await withState(deviceID) { cache, state in
+                decide(
+                    &cache,
+                    state,
+                    deviceID: deviceID,
+                    nonce: nonce,
+                    upload: upload,
+                    arrivalMs: arrivalMs,
+                    clientAddress: clientAddress,
+                    bootSignalAtMs: bootSignalAtMs
+                )
+            }
         } catch {
             countStorageFailure()
             throw .storage("\(error)")
         }
-        if admission == .known, !state.admitted {
-            devices[deviceID] = nil
+        let ticket: WriteTicket<Void>
+        let decoded: StreamDecodeResult
+        let queuedForFeed: Bool
+        let messages: Int
+        switch decision {
+        case .notAdmitted:
             countRejection("not_admitted")
             try? await store.recordRefusedUpload(deviceID: deviceID, nowMs: arrivalMs)
             throw .notAdmitted
+        case .replay(let last):
+            let error = SecurityError.replay(nonce: nonce, lastAccepted: last)
+            countRejection(error.category)
+            throw .security(error)
+        case .nonceJump(let error):
+            countRejection(error.category)
+            try? await store.recordNonceJumpRefused(deviceID: deviceID, nonce: nonce)
+            throw .security(error)
+        case .queued(let queued, let result, let feedQueued, let count):
+            (ticket, decoded, queuedForFeed, messages) = (queued, result, feedQueued, count)
         }
-        if let last = state.lastNonce, nonce <= last {
-            countRejection(SecurityError.replay(nonce: nonce, lastAccepted: last).category)
-            throw .security(.replay(nonce: nonce, lastAccepted: last))
+        do {
+            try await ticket.value()
+        } catch {
+            // The cached state ran ahead of the store; drop it so the next upload reloads what was committed.
+            devices.withLock { $0[deviceID] = nil }
+            if case StoreError.stateChanged = error { return nil }
+            if case StoreError.nonceNotIncreasing(_, _, let stored) = error {
+                countRejection("replay")
+                throw .security(.replay(nonce: nonce, lastAccepted: stored))
+            }
+            countStorageFailure()
+            logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+            throw .storage("\(error)")
         }
+        devices.withLock { cache in
+            cache.endCommit(deviceID)
+            cache.trim(to: cacheLimit)
+        }
+        if queuedForFeed { feed?.committed(messages) }
+        return IngestOutcome(packets: decoded.packets, updates: decoded.updates)
+    }
+
+    /// The locked part of an attempt: the nonce rules, the decode against the device's model, the new state cached
+    /// and the commit queued, with no suspension.
+    private func decide(
+        _ cache: inout DeviceStateCache,
+        _ cached: DeviceIngestState,
+        deviceID: String,
+        nonce: UInt32,
+        upload: UploadPayload,
+        arrivalMs: Int64,
+        clientAddress: String?,
+        bootSignalAtMs: Int64?
+    ) -> Decision {
+        var state = cached
+        if admission == .known, !state.admitted {
+            cache[deviceID] = nil
+            return .notAdmitted
+        }
+        if let last = state.lastNonce, nonce <= last { return .replay(last: last) }
         if let last = state.lastNonce, let since = state.lastUploadMs {
             // The firmware spends one nonce per attempt, two per failed upload period of at least a second (spec §2.3):
             // a nonce further ahead than that is an attempt to poison the device's nonce (4 294 967 295 would lock it out).
             let allowance = nonceJumpAllowance + 2 * UInt64(max(0, arrivalMs - since) / 1000)
             if UInt64(nonce) - UInt64(last) > allowance {
-                let error = SecurityError.nonceJump(nonce: nonce, lastAccepted: last, allowance: allowance)
-                countRejection(error.category)
-                try? await store.recordNonceJumpRefused(deviceID: deviceID, nonce: nonce)
-                throw .security(error)
+                return .nonceJump(.nonceJump(nonce: nonce, lastAccepted: last, allowance: allowance))
             }
         }
         if let bootSignalAtMs, state.lastNonce != nil { state.stream.bootSignal(atMs: bootSignalAtMs) }
@@ -305,12 +375,6 @@ public actor IngestService: Service {
         state.lastUploadMs = arrivalMs
         state.admitted = true
         state.version += 1
-        devices[deviceID] = state
-        devices.beginCommit(deviceID)
-        defer {
-            devices.endCommit(deviceID)
-            devices.trim(to: cacheLimit)
-        }
         var record = IngestRecord(
             deviceID: deviceID,
             nonce: nonce,
@@ -318,28 +382,14 @@ public actor IngestService: Service {
             packets: packets,
             streamState: state.stream
         )
+        cache[deviceID] = state
+        cache.beginCommit(deviceID)
         record.updates = decoded.updates
         let messages = packets.count + decoded.updates.filter { $0.samples != nil }.count
         record.queueForFeed = feed?.admit(messages) ?? false
         record.clientAddress = clientAddress
         record.expectedVersion = expectedVersion
-        let ticket = store.submit(record)
-        do {
-            try await ticket.value()
-        } catch {
-            // The cached state ran ahead of the store; drop it so the next upload reloads what was committed.
-            devices[deviceID] = nil
-            if case StoreError.stateChanged = error { return nil }
-            if case StoreError.nonceNotIncreasing(_, _, let stored) = error {
-                countRejection("replay")
-                throw .security(.replay(nonce: nonce, lastAccepted: stored))
-            }
-            countStorageFailure()
-            logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
-            throw .storage("\(error)")
-        }
-        if record.queueForFeed { feed?.committed(messages) }
-        return IngestOutcome(packets: decoded.packets, updates: decoded.updates)
+        return .queued(store.submit(record), decoded, queuedForFeed: record.queueForFeed, messages: messages)
     }
 
     /// Attempts the device made since its last accepted upload (one nonce each, spec §2.3); for a device never seen, the
@@ -349,30 +399,33 @@ public actor IngestService: Service {
         return nonce > lastNonce ? nonce - lastNonce - 1 : nil
     }
 
-    func loadState(_ deviceID: String) async throws -> DeviceIngestState {
-        if let cached = devices[deviceID] { return cached }
+    /// Runs `body` under the state lock with the device's state: the cached one, else the stored one, read first
+    /// (outside the lock: another request of the device may have cached a newer state meanwhile, and that one wins).
+    func withState<T: Sendable>(_ deviceID: String, _ body: (inout DeviceStateCache, DeviceIngestState) -> T) async throws -> T {
+        let cached = devices.withLock { cache -> T? in
+            guard let state = cache[deviceID] else { return nil }
+            return body(&cache, state)
+        }
+        if let cached { return cached }
         let loaded = try await store.ingestState(deviceID: deviceID)
-        // Another request of the same device may have loaded and advanced it while this one waited.
-        if let cached = devices[deviceID] { return cached }
-        devices[deviceID] = loaded
-        return loaded
+        return devices.withLock { cache in body(&cache, cache[deviceID] ?? loaded) }
     }
 
     /// A snapshot of the counters since start.
-    public nonisolated var statistics: IngestCounters { counters.withLock { $0 } }
+    public var statistics: IngestCounters { counters.withLock { $0 } }
 
-    private nonisolated func count(_ update: (inout IngestCounters) -> Void) {
+    private func count(_ update: (inout IngestCounters) -> Void) {
         counters.withLock { update(&$0) }
     }
 
     /// Counts a refused envelope in the statistics and the metrics.
-    private nonisolated func countRejection(_ reason: String) {
+    private func countRejection(_ reason: String) {
         count { $0.rejected[reason, default: 0] += 1 }
         metrics?.increment("ecowatt_uploads_rejected_total", [("reason", reason)])
     }
 
     /// Counts an upload that could not be stored.
-    private nonisolated func countStorageFailure() {
+    private func countStorageFailure() {
         count { $0.storageFailures += 1 }
         metrics?.increment("ecowatt_uploads_rejected_total", [("reason", "storage")])
     }
