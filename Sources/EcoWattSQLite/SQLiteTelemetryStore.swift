@@ -11,6 +11,8 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public let retention: RetentionPolicy
     /// Told which pending devices the caps dropped.
     public let events: RegistryEvents
+    /// First uploads of many devices at once read their states together.
+    private let states: GroupReader<String, DeviceIngestState>
 
     public init(
         database: EcoWattDatabase,
@@ -22,35 +24,41 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         self.writer = writer
         self.retention = retention
         self.events = events
+        states = GroupReader(pool: database.pool, read: Self.ingestState)
     }
 
     public func ingestState(deviceID: String) async throws -> DeviceIngestState {
-        try await database.pool.read { db in
-            // Cached statements, as everywhere on the upload path: each new device's first upload reads here.
-            let row = try Row.fetchOne(
-                db.cachedStatement(
-                    sql: "SELECT last_nonce, stream_state, last_upload_ms, admission, state_version FROM devices WHERE device_id = ?"
-                ),
+        try await states.value(for: deviceID)
+    }
+
+    /// Read transactions and device states read by ``ingestState(deviceID:)`` so far.
+    public var stateReads: (batches: Int, reads: Int) { states.counters }
+
+    static func ingestState(_ db: Database, deviceID: String) throws -> DeviceIngestState {
+        // Cached statements, as everywhere on the upload path: each new device's first upload reads here.
+        let row = try Row.fetchOne(
+            db.cachedStatement(
+                sql: "SELECT last_nonce, stream_state, last_upload_ms, admission, state_version FROM devices WHERE device_id = ?"
+            ),
+            arguments: [deviceID]
+        )
+        // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
+        let nonce =
+            row == nil
+            ? try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
                 arguments: [deviceID]
             )
-            // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
-            let nonce =
-                row == nil
-                ? try Int64.fetchOne(
-                    db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
-                    arguments: [deviceID]
-                )
-                : row?["last_nonce"] as Int64?
-            let blob = row?["stream_state"] as Data?
-            let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
-            return DeviceIngestState(
-                lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) },
-                stream: stream,
-                lastUploadMs: row?["last_upload_ms"],
-                admitted: row.map { $0["admission"] as String != "pending" } ?? false,
-                version: row?["state_version"] ?? 0
-            )
-        }
+            : row?["last_nonce"] as Int64?
+        let blob = row?["stream_state"] as Data?
+        let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
+        return DeviceIngestState(
+            lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) },
+            stream: stream,
+            lastUploadMs: row?["last_upload_ms"],
+            admitted: row.map { $0["admission"] as String != "pending" } ?? false,
+            version: row?["state_version"] ?? 0
+        )
     }
 
     public func submit(_ record: IngestRecord) -> WriteTicket<Void> {

@@ -57,6 +57,29 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
         }
     }
 
+    @Test func concurrentStateReadsShareTransactionsAndEachGetsItsOwnDevice() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        try await temporary.withStore { store in
+            for device in 0..<300 { try await store.submit(record("R\(device)", nonce: UInt32(1000 + device))).value() }
+            // 300 devices with states and 100 never seen, asked for all at once.
+            let states = try await withThrowingTaskGroup(of: (Int, DeviceIngestState).self) { group in
+                for device in 0..<400 { group.addTask { (device, try await store.ingestState(deviceID: "R\(device)")) } }
+                var states: [Int: DeviceIngestState] = [:]
+                for try await (device, state) in group { states[device] = state }
+                return states
+            }
+            for device in 0..<400 {
+                let state = try #require(states[device])
+                #expect(state.lastNonce == (device < 300 ? UInt32(1000 + device) : nil), "R\(device)")
+                #expect(state.admitted == (device < 300) && state.version == (device < 300 ? 1 : 0), "R\(device)")
+            }
+            let reads = store.stateReads
+            #expect(reads.reads == 400)
+            #expect(reads.batches < 400, "concurrent reads should share read transactions")
+        }
+    }
+
     @Test func aFailingJobIsRolledBackAloneAndNonceMustIncrease() async throws {
         let temporary = TemporaryStore()
         defer { temporary.remove() }
