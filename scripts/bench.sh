@@ -6,11 +6,13 @@
 #   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
+#   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, 100 000
+#      distinct devices, and a new connection per request against GET /health under Connection: close.
 #   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
 #   7. Ingest alone and during a login flood (bcrypt on its single bounded thread), next to GET /health.
 #   8. (postgres, not in all) Ingest on SQLite vs PostgreSQL (one instance) vs two instances behind HAProxy on one
 #      PostgreSQL, and bytes per stored sample on PostgreSQL.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|targets|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -155,6 +157,55 @@ curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token"
     -d '{"version":"9.1.0"}' >/dev/null
 $bin simulate --url "http://127.0.0.1:$port" --devices 300 --duration "$duration" --speed 10 --ramp-up 1 --ota-interval 60 \
     --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-rollout.json" 2>/dev/null | sed -n '2,22p' || true
+kill -TERM $server
+wait $server || true
+fi
+
+if [ "$sections" = all ] || [ "$sections" = targets ]; then
+# Issue 23's ingest figures, each next to GET /health measured the same way on the same fresh server, with the
+# server's CPU per request from /proc (user + system ticks during the run).
+echo
+echo "## issue 23: ingest against GET /health, keep-alive and new connection per request, 100 000 distinct devices"
+server_ticks() { awk '{print $14+$15}' "/proc/$server/stat"; }
+measure() {  # $1 = label; the rest: the wrk command. Prints requests/s, p99, CPU per request; sets $rate.
+    local before after
+    before=$(server_ticks)
+    "${@:2}" > "$work/measure.txt"
+    after=$(server_ticks)
+    rate=$(awk '/Requests\/sec/ {print $2}' "$work/measure.txt")
+    local count p99 errors
+    count=$(awk '/requests in/ {print $1}' "$work/measure.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$work/measure.txt")
+    errors=$(awk '/Non-2xx/ {print $NF}' "$work/measure.txt")
+    awk -v l="$1" -v r="$rate" -v p="$p99" -v t="$((after - before))" -v n="$count" -v e="${errors:-0}" \
+        'BEGIN { printf "%-52s %8d/s  p99 %-8s server CPU %.3f ms per request  non-2xx %d\n", l, r, p, t * 10 / n, e }'
+}
+if [ ! -f "$work/uploads-100k.tsv" ]; then
+    $bin bench make-uploads --devices 100000 --rounds 1 --out "$work/uploads-100k.tsv" >&2
+fi
+run_server normal
+measure "GET /health, keep-alive" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
+health=$rate
+measure "accepted uploads, 4 000 devices, keep-alive" env UPLOADS="$work/uploads.tsv" WRK_THREADS=2 \
+    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
+awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health: %.2f (target 0.5)\n", r / h }'
+kill -TERM $server
+wait $server || true
+run_server normal
+measure "GET /health, keep-alive" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
+health=$rate
+measure "accepted uploads, 100 000 distinct devices" env UPLOADS="$work/uploads-100k.tsv" WRK_THREADS=2 \
+    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
+awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health: %.2f (target 0.4)\n", r / h }'
+kill -TERM $server
+wait $server || true
+run_server normal
+measure "GET /health, Connection: close" wrk -t2 -c16 -d"${duration}s" --latency -H "Connection: close" "http://127.0.0.1:$port/health"
+health=$rate
+measure "accepted uploads, 4 000 devices, Connection: close" env CLOSE=1 UPLOADS="$work/uploads.tsv" WRK_THREADS=2 \
+    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
+awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health with Connection: close: %.2f (target 0.5)\n", r / h }'
+echo "  (wrk counts each server-side close as a read socket error; those requests were answered)"
 kill -TERM $server
 wait $server || true
 fi
