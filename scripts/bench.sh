@@ -8,11 +8,13 @@
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
 #   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, 100 000
 #      distinct devices, and a new connection per request against GET /health under Connection: close.
+#   5c. (memory, not in all) RSS while DEVICES (default 1 000 000) devices upload once each; CACHE sets
+#      ingest_cache_devices.
 #   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
 #   7. Ingest alone and during a login flood (bcrypt on its single bounded thread), next to GET /health.
 #   8. (postgres, not in all) Ingest on SQLite vs PostgreSQL (one instance) vs two instances behind HAProxy on one
 #      PostgreSQL, and bytes per stored sample on PostgreSQL.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|targets|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|targets|memory|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -206,6 +208,43 @@ measure "accepted uploads, 4 000 devices, Connection: close" env CLOSE=1 UPLOADS
     wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
 awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health with Connection: close: %.2f (target 0.5)\n", r / h }'
 echo "  (wrk counts each server-side close as a read socket error; those requests were answered)"
+kill -TERM $server
+wait $server || true
+fi
+
+if [ "$sections" = memory ]; then
+# Issue 23's memory target: the server's RSS once DEVICES (default 1 000 000) devices have each uploaded once, every
+# 30 s during the replay (about 7 minutes for a million on 2 cores; not part of `all`).
+devices="${DEVICES:-1000000}"
+echo
+echo "## memory: RSS while $devices devices upload for the first time (ingest_cache_devices ${CACHE:-default})"
+$bin bench make-uploads --devices "$devices" --rounds 1 --out "$work/uploads-memory.tsv" >&2
+rm -rf "$work/srv"
+ECOWATT_MQTT_ENABLED=false $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" --keys-dir "$work/srv/keys" \
+    --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning \
+    --limit max_connections_per_address=1000000 ${CACHE:+--limit ingest_cache_devices=$CACHE} 2> "$work/server.log" &
+server=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {printf "%d MB", $2 / 1024}' "/proc/$server/status"; }
+accepted() {
+    curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/stats/security" \
+        | sed -E 's/.*"successful_validations":([0-9]+).*/\1/'
+}
+echo "RSS at start: $(rss)"
+# wrk idles once its uploads are sent instead of ending: the run ends when the server's count stops growing.
+UPLOADS="$work/uploads-memory.tsv" WRK_THREADS=2 wrk -t2 -c16 -d3600s -s scripts/wrk-uploads.lua "http://127.0.0.1:$port" \
+    > /dev/null &
+replay=$!
+started=$SECONDS
+last=-1
+while sleep 15; do
+    count=$(accepted)
+    echo "  after $((SECONDS - started)) s: $count uploads accepted, RSS $(rss)"
+    [ "$count" = "$last" ] && break
+    last=$count
+done
+kill $replay 2>/dev/null || true
+echo "RSS after $count devices uploaded once: $(rss); database $(du -sh "$work/srv/data" | cut -f1)"
 kill -TERM $server
 wait $server || true
 fi
