@@ -128,6 +128,25 @@ enum Uploads {
         }
     }
 
+    @Test func theIngestCacheStaysWithinItsLimitAndAnEvictedDeviceIsJudgedByItsStoredState() async throws {
+        let test = try await TestServer(limits: ["ingest_cache_devices": 16])
+        test.clock.set(Uploads.exampleArrivalMs)
+        try await test.run { client in
+            for device in 0..<40 {
+                let response = try await client.postJSON("/aggregated/CACHE-\(device)", Uploads.body(device: "CACHE-\(device)", nonce: 11001))
+                #expect(response.status == .ok, "CACHE-\(device)")
+            }
+            let cached = test.server.services.ingest.cachedDevices
+            #expect(cached <= 16 && cached >= 14, "\(cached) states in memory")
+            // CACHE-0 was dropped first: its nonce comes back from the store, so a replay is still refused.
+            let replay = try await client.postJSON("/aggregated/CACHE-0", Uploads.body(device: "CACHE-0", nonce: 11001))
+            #expect(replay.status == .unauthorized)
+            let next = try await client.postJSON("/aggregated/CACHE-0", Uploads.body(device: "CACHE-0", nonce: 11002))
+            #expect(next.status == .ok)
+            #expect(test.server.services.ingest.cachedDevices <= 16)
+        }
+    }
+
     static func concurrentPosts(port: Int, path: String, body: String, count: Int) async throws -> [UInt16] {
         try await withThrowingTaskGroup(of: UInt16.self) { group in
             for _ in 0..<count {

@@ -94,9 +94,15 @@ struct DeviceStateCache {
     }
 
     /// Above `limit`, drops the least recently used idle entries down to nine tenths of it (so trimming is rare).
+    ///
+    /// Sorts (last use, id) pairs, not copies of the entries: copying 200 000 states to sort them raised the RSS of a
+    /// server taking a million devices' first uploads by 150 MB in one step, which the allocator kept (issue 23).
     mutating func trim(to limit: Int) {
         guard entries.count > limit else { return }
-        let idle = entries.filter { $0.value.inFlight == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }
-        for (deviceID, _) in idle.prefix(entries.count - limit * 9 / 10) { entries[deviceID] = nil }
+        var idle: [(lastUse: UInt64, deviceID: String)] = []
+        idle.reserveCapacity(entries.count)
+        for (deviceID, entry) in entries where entry.inFlight == 0 { idle.append((entry.lastUse, deviceID)) }
+        idle.sort { $0.lastUse < $1.lastUse }
+        for (_, deviceID) in idle.prefix(entries.count - limit * 9 / 10) { entries[deviceID] = nil }
     }
 }

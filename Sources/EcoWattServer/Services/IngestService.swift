@@ -411,6 +411,9 @@ public final class IngestService: Service, Sendable {
         return devices.withLock { cache in body(&cache, cache[deviceID] ?? loaded) }
     }
 
+    /// Devices whose state is held in memory (at most about ``cacheLimit``, plus those with commits in flight).
+    public var cachedDevices: Int { devices.withLock { $0.count } }
+
     /// A snapshot of the counters since start.
     public var statistics: IngestCounters { counters.withLock { $0 } }
 
