@@ -43,7 +43,8 @@ import Testing
         return rollout
     }
 
-    /// What a rollout's unfinished devices did last: their entries, latest packets and OTA sessions (a failure's message).
+    /// What a rollout's unfinished devices did last (a failure's message): their entries, whether health is awaited, their
+    /// latest packets and OTA sessions, and the ingest counters.
     static func explain(_ client: some TestClientProtocol, _ test: TestServer, _ id: Int) async throws -> String {
         var lines: [String] = []
         for device in try await devices(client, test, id) where !["healthy", "failed"].contains(device["state"] as? String ?? "") {
