@@ -162,8 +162,9 @@ import Testing
     }
 
     /// The pushes: a device page hears of its refused upload and its download; the firmware page (a fleet stream)
-    /// of every download's progress; a failed update becomes a problem of the device. The streams last 20 s: the test
-    /// reads what they sent once they end, and a loaded CI machine once took more than 8 s to fetch five chunks.
+    /// of every download's progress; a failed update becomes a problem of the device. The streams last 45 s: the test
+    /// reads what they sent once they end. A loaded CI machine once took more than 8 s to fetch five chunks, and
+    /// another 1–3 s per chunk, so that the fifth came after 20 s streams had ended.
     @Test func streamsArePushedProblemsAndDownloadsAsTheyHappen() async throws {
         let (keys, vectors) = try OTAHTTPTests.vectors()
         let vector = vectors[1]
@@ -181,7 +182,7 @@ import Testing
             let fleet = Task {
                 try await EventStreamTests.read(
                     port: port,
-                    query: "max_seconds=20",
+                    query: "max_seconds=45",
                     headers: token,
                     marker: #""chunks_served":5"#,
                     seen: fleetContinuation
@@ -190,7 +191,7 @@ import Testing
             let page = Task {
                 try await EventStreamTests.read(
                     port: port,
-                    query: "device_id=PUSH-1&max_seconds=20",
+                    query: "device_id=PUSH-1&max_seconds=45",
                     headers: token,
                     marker: "event: summary",
                     seen: deviceContinuation
