@@ -161,12 +161,14 @@ public final class IngestService: Service, Sendable {
             throw .invalidPayload("\(error)")
         }
         let outcome = try await admit(
-            deviceID: deviceID,
-            nonce: nonce,
-            upload: upload,
-            arrivalMs: arrivalMs,
-            clientAddress: clientAddress,
-            bootSignalAtMs: bootSignalAtMs
+            Attempt(
+                deviceID: deviceID,
+                nonce: nonce,
+                upload: upload,
+                arrivalMs: arrivalMs,
+                clientAddress: clientAddress,
+                bootSignalAtMs: bootSignalAtMs
+            )
         )
         if underNextKey { await retireCurrentKey(deviceID, atMs: arrivalMs) }
         // Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``, ``CompressionMarker/methodLabel``), and
@@ -224,34 +226,32 @@ public final class IngestService: Service, Sendable {
     /// Uploads decoded again at most, when other instances keep changing the device's state first.
     static let stateAttempts = 4
 
+    /// A verified upload on its way to the device's state: what ``admit(_:)``, ``admitOnce(_:)`` and
+    /// ``decide(_:_:_:)`` judge.
+    private struct Attempt: Sendable {
+        let deviceID: String
+        let nonce: UInt32
+        let upload: UploadPayload
+        let arrivalMs: Int64
+        /// Where the upload came from; once it is stored, the device is bound to it.
+        let clientAddress: String?
+        /// When a held boot signal this upload confirms was received: it takes effect before the packets are decoded.
+        let bootSignalAtMs: Int64?
+    }
+
     /// Checks and decodes the upload against the device's state and commits it. Another server instance may commit for
     /// the device between this one's read of its state and its commit: the commit then fails as `stateChanged`, and the
     /// upload is checked and decoded again against what is stored now (a replay by then is refused as one).
-    private func admit(
-        deviceID: String,
-        nonce: UInt32,
-        upload: UploadPayload,
-        arrivalMs: Int64,
-        clientAddress: String?,
-        bootSignalAtMs: Int64?
-    )
-        async throws(IngestError) -> IngestOutcome
-    {
-        for attempt in 1...Self.stateAttempts {
-            if let outcome = try await admitOnce(
-                deviceID: deviceID,
-                nonce: nonce,
-                upload: upload,
-                arrivalMs: arrivalMs,
-                clientAddress: clientAddress,
-                bootSignalAtMs: bootSignalAtMs
-            ) {
-                return outcome
-            }
-            if attempt < Self.stateAttempts { metrics?.increment("ecowatt_ingest_state_conflicts_total") }
+    private func admit(_ attempt: Attempt) async throws(IngestError) -> IngestOutcome {
+        for round in 1...Self.stateAttempts {
+            if let outcome = try await admitOnce(attempt) { return outcome }
+            if round < Self.stateAttempts { metrics?.increment("ecowatt_ingest_state_conflicts_total") }
         }
         countStorageFailure()
-        logger.error("upload not stored: the device's state kept changing on other instances", metadata: ["device_id": LogText.value(deviceID)])
+        logger.error(
+            "upload not stored: the device's state kept changing on other instances",
+            metadata: ["device_id": LogText.value(attempt.deviceID)]
+        )
         throw .storage("the device's state kept changing on other instances")
     }
 
@@ -264,32 +264,13 @@ public final class IngestService: Service, Sendable {
         case queued(WriteTicket<Void>, StreamDecodeResult, queuedForFeed: Bool, messages: Int)
     }
 
-    /// One attempt of ``admit(deviceID:nonce:upload:arrivalMs:clientAddress:bootSignalAtMs:)``; `nil` when the state
-    /// changed under it (another instance committed for the device first).
-    private func admitOnce(
-        deviceID: String,
-        nonce: UInt32,
-        upload: UploadPayload,
-        arrivalMs: Int64,
-        clientAddress: String?,
-        bootSignalAtMs: Int64?
-    )
-        async throws(IngestError) -> IngestOutcome?
-    {
+    /// One attempt of ``admit(_:)``; `nil` when the state changed under it (another instance committed for the device
+    /// first).
+    private func admitOnce(_ attempt: Attempt) async throws(IngestError) -> IngestOutcome? {
+        let (deviceID, nonce) = (attempt.deviceID, attempt.nonce)
         let decision: Decision
         do {
-            decision = try await withState(deviceID) { cache, state in
-                decide(
-                    &cache,
-                    state,
-                    deviceID: deviceID,
-                    nonce: nonce,
-                    upload: upload,
-                    arrivalMs: arrivalMs,
-                    clientAddress: clientAddress,
-                    bootSignalAtMs: bootSignalAtMs
-                )
-            }
+            decision = try await withState(deviceID) { cache, state in decide(&cache, state, attempt) }
         } catch {
             countStorageFailure()
             throw .storage("\(error)")
@@ -301,7 +282,7 @@ public final class IngestService: Service, Sendable {
         switch decision {
         case .notAdmitted:
             countRejection("not_admitted")
-            try? await store.recordRefusedUpload(deviceID: deviceID, nowMs: arrivalMs)
+            try? await store.recordRefusedUpload(deviceID: deviceID, nowMs: attempt.arrivalMs)
             throw .notAdmitted
         case .replay(let last):
             let error = SecurityError.replay(nonce: nonce, lastAccepted: last)
@@ -338,16 +319,8 @@ public final class IngestService: Service, Sendable {
 
     /// The locked part of an attempt: the nonce rules, the decode against the device's model, the new state cached
     /// and the commit queued, with no suspension.
-    private func decide(
-        _ cache: inout DeviceStateCache,
-        _ cached: DeviceIngestState,
-        deviceID: String,
-        nonce: UInt32,
-        upload: UploadPayload,
-        arrivalMs: Int64,
-        clientAddress: String?,
-        bootSignalAtMs: Int64?
-    ) -> Decision {
+    private func decide(_ cache: inout DeviceStateCache, _ cached: DeviceIngestState, _ attempt: Attempt) -> Decision {
+        let (deviceID, nonce, arrivalMs) = (attempt.deviceID, attempt.nonce, attempt.arrivalMs)
         var state = cached
         if admission == .known, !state.admitted {
             cache[deviceID] = nil
@@ -362,9 +335,9 @@ public final class IngestService: Service, Sendable {
                 return .nonceJump(.nonceJump(nonce: nonce, lastAccepted: last, allowance: allowance))
             }
         }
-        if let bootSignalAtMs, state.lastNonce != nil { state.stream.bootSignal(atMs: bootSignalAtMs) }
+        if let bootSignalAtMs = attempt.bootSignalAtMs, state.lastNonce != nil { state.stream.bootSignal(atMs: bootSignalAtMs) }
         let decoded = DeviceStreamDecoder.decode(
-            upload,
+            attempt.upload,
             arrivalMs: arrivalMs,
             failedAttempts: Self.failedAttempts(nonce: nonce, lastNonce: state.lastNonce),
             state: &state.stream
@@ -387,7 +360,7 @@ public final class IngestService: Service, Sendable {
         record.updates = decoded.updates
         let messages = packets.count + decoded.updates.filter { $0.samples != nil }.count
         record.queueForFeed = feed?.admit(messages) ?? false
-        record.clientAddress = clientAddress
+        record.clientAddress = attempt.clientAddress
         record.expectedVersion = expectedVersion
         return .queued(store.submit(record), decoded, queuedForFeed: record.queueForFeed, messages: messages)
     }
