@@ -185,31 +185,23 @@ measure() {  # $1 = label; the rest: the wrk command. Prints requests/s, p99, CP
 if [ ! -f "$work/uploads-100k.tsv" ]; then
     $bin bench make-uploads --devices 100000 --rounds 1 --out "$work/uploads-100k.tsv" >&2
 fi
-run_server normal
-measure "GET /health, keep-alive" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
-health=$rate
-measure "accepted uploads, 4 000 devices, keep-alive" env UPLOADS="$work/uploads.tsv" WRK_THREADS=2 \
-    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
-awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health: %.2f (target 0.5)\n", r / h }'
-kill -TERM $server
-wait $server || true
-run_server normal
-measure "GET /health, keep-alive" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
-health=$rate
-measure "accepted uploads, 100 000 distinct devices" env UPLOADS="$work/uploads-100k.tsv" WRK_THREADS=2 \
-    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
-awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health: %.2f (target 0.4)\n", r / h }'
-kill -TERM $server
-wait $server || true
-run_server normal
-measure "GET /health, Connection: close" wrk -t2 -c16 -d"${duration}s" --latency -H "Connection: close" "http://127.0.0.1:$port/health"
-health=$rate
-measure "accepted uploads, 4 000 devices, Connection: close" env CLOSE=1 UPLOADS="$work/uploads.tsv" WRK_THREADS=2 \
-    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
-awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health with Connection: close: %.2f (target 0.5)\n", r / h }'
+against_health() {  # $1 = the uploads' label, $2 = their file, $3 = the target ratio, $4 = 1 for Connection: close
+    local mode="keep-alive" close=()
+    if [ "$4" = 1 ]; then mode="Connection: close"; close=(-H "Connection: close"); fi
+    run_server normal
+    measure "GET /health, $mode" wrk -t2 -c16 -d"${duration}s" --latency "${close[@]}" "http://127.0.0.1:$port/health"
+    local health=$rate
+    measure "accepted uploads, $1, $mode" env CLOSE="$4" UPLOADS="$2" WRK_THREADS=2 \
+        wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
+    awk -v r="$rate" -v h="$health" -v m="$mode" -v t="$3" \
+        'BEGIN { printf "  ratio to GET /health (%s): %.2f (target %s)\n", m, r / h, t }'
+    kill -TERM $server
+    wait $server || true
+}
+against_health "4 000 devices" "$work/uploads.tsv" 0.5 0
+against_health "100 000 distinct devices" "$work/uploads-100k.tsv" 0.4 0
+against_health "4 000 devices" "$work/uploads.tsv" 0.5 1
 echo "  (wrk counts each server-side close as a read socket error; those requests were answered)"
-kill -TERM $server
-wait $server || true
 fi
 
 if [ "$sections" = memory ]; then
