@@ -15,7 +15,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 echo "## machine"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 "$bin" bench history --data-dir "$work/data" --devices 10 --days 7 | tail -1
-"$bin" bench queue-commands --data-dir "$work/data" --devices 9990 --per-device 1 | tail -1
+"$bin" bench seed --data-dir "$work/data" --devices 9990 --commands 1 | tail -1
 port=5312
 ECOWATT_MQTT_ENABLED=false "$bin" serve --host 127.0.0.1 --port $port --data-dir "$work/data" --keys-dir "$work/keys" \
     --firmware-dir "$work/fw" --diagnostics-dir "$work/diag" --log-level warning 2> "$work/server.log" &

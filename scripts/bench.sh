@@ -6,15 +6,17 @@
 #   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
-#   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, 100 000
-#      distinct devices, and a new connection per request against GET /health under Connection: close.
+#   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, durability
+#      full, 100 000 distinct devices, and a new connection per request against GET /health under Connection: close;
+#      polls that dispatch, command results, configuration acknowledgements and OTA progress against GET /health.
 #   5c. (memory, not in all) RSS while DEVICES (default 1 000 000) devices upload once each; CACHE sets
 #      ingest_cache_devices.
+#   5d. (fleet-memory, not in all) RSS every 30 s during a 10-minute mixed simulated fleet with operator traffic.
 #   6. Rejections (bad MAC, replay, malformed) next to GET /health on the same server at the default log level.
 #   7. Ingest alone and during a login flood (bcrypt on its single bounded thread), next to GET /health.
 #   8. (postgres, not in all) Ingest on SQLite vs PostgreSQL (one instance) vs two instances behind HAProxy on one
 #      PostgreSQL, and bytes per stored sample on PostgreSQL.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|targets|memory|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|targets|memory|fleet-memory|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,28 +85,12 @@ wait $server || true
 echo
 echo "## command polls, empty queues (4000 devices, wrk -t2 -c16 -d${duration}s)"
 run_server normal
-DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-polls.lua "http://127.0.0.1:$port" \
+DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-device-requests.lua "http://127.0.0.1:$port" \
     | grep -E "Requests/sec|50%|99%|Non-2xx"
 kill -TERM $server
 wait $server || true
 
-echo
-echo "## command polls, every poll dispatches a command (4000 devices x 40 queued, wrk -t2 -c16 -d${duration}s)"
-run_server normal
-kill -TERM $server
-wait $server || true
-$bin bench queue-commands --data-dir "$work/srv/data" --devices 4000 --per-device 40 --address 127.0.0.1 >&2
-$bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" --keys-dir "$work/srv/keys" \
-    --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level warning &
-server=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-polls.lua "http://127.0.0.1:$port" \
-    | grep -E "Requests/sec|50%|99%|Non-2xx|requests in"
-echo "commands dispatched: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" \
-    "http://127.0.0.1:$port/api/v1/stats/commands" | sed -E 's/.*"dispatched":([0-9]+).*/\1/') of 160000 queued"
-kill -TERM $server
-wait $server || true
-
+# Polls that dispatch a command, and the other device routes that write: the targets section.
 fi
 
 if [ "$sections" = all ] || [ "$sections" = ota ]; then
@@ -185,23 +171,77 @@ measure() {  # $1 = label; the rest: the wrk command. Prints requests/s, p99, CP
 if [ ! -f "$work/uploads-100k.tsv" ]; then
     $bin bench make-uploads --devices 100000 --rounds 1 --out "$work/uploads-100k.tsv" >&2
 fi
-against_health() {  # $1 = the uploads' label, $2 = their file, $3 = the target ratio, $4 = 1 for Connection: close
+against_health() {  # $1 = the uploads' label, $2 = their file, $3 = the target ratio, $4 = 1 for Connection: close,
+                    # $5 = durability (default normal); sets $uploads to the uploads' rate
     local mode="keep-alive" close=()
     if [ "$4" = 1 ]; then mode="Connection: close"; close=(-H "Connection: close"); fi
-    run_server normal
+    run_server "${5:-normal}"
     measure "GET /health, $mode" wrk -t2 -c16 -d"${duration}s" --latency "${close[@]}" "http://127.0.0.1:$port/health"
     local health=$rate
     measure "accepted uploads, $1, $mode" env CLOSE="$4" UPLOADS="$2" WRK_THREADS=2 \
         wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
+    uploads=$rate
     awk -v r="$rate" -v h="$health" -v m="$mode" -v t="$3" \
         'BEGIN { printf "  ratio to GET /health (%s): %.2f (target %s)\n", m, r / h, t }'
     kill -TERM $server
     wait $server || true
 }
 against_health "4 000 devices" "$work/uploads.tsv" 0.5 0
+normal=$uploads
+against_health "4 000 devices, durability=full" "$work/uploads.tsv" 0.5 0 full
+awk -v f="$uploads" -v n="$normal" 'BEGIN { printf "  durability=full against normal: %.2f (target >= 0.85)\n", f / n }'
 against_health "100 000 distinct devices" "$work/uploads-100k.tsv" 0.4 0
 against_health "4 000 devices" "$work/uploads.tsv" 0.5 1
 echo "  (wrk counts each server-side close as a read socket error; those requests were answered)"
+
+# The other device routes that write, each on a server whose database `ecowatt bench seed` filled first (devices
+# bound to 127.0.0.1, so that their unsigned requests are honoured): polls that each dispatch a command, command
+# results, configuration acknowledgements, OTA progress reports.
+seeded_server() {  # the arguments: `ecowatt bench seed` options
+    run_server normal
+    kill -TERM $server
+    wait $server || true
+    $bin bench seed --data-dir "$work/srv/data" "$@" >&2
+    ECOWATT_MQTT_ENABLED=false $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
+        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" \
+        --log-level warning --limit max_connections_per_address=1000000 2> "$work/server.log" &
+    server=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+    measure "GET /health, keep-alive" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
+    health=$rate
+}
+device_requests() {  # $1 = label; the rest: environment for scripts/wrk-device-requests.lua
+    measure "$1" env WRK_THREADS=2 "${@:2}" \
+        wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-device-requests.lua "http://127.0.0.1:$port"
+    awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health (keep-alive): %.2f (target 0.5)\n", r / h }'
+}
+operator() { curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/$1"; }
+stop_server() { kill -TERM $server; wait $server || true; }
+
+seeded_server --devices 4000 --commands 40
+device_requests "command polls, each dispatching a command" DEVICES=4000
+echo "  $(operator stats/commands | sed -E 's/.*"dispatched":([0-9]+).*/\1/') of 160 000 queued commands dispatched"
+stop_server
+seeded_server --devices 4000 --commands 40 --dispatched
+device_requests "command results" DEVICES=4000 ROUNDS=40 METHOD=POST PATH_TEMPLATE='/commands/BENCH-{device}/result' \
+    BODY_TEMPLATE='{"command_result":{"command_id":"BENCH-{device}-{round}","status":"success","executed_at":"2026-12-06T12:00:00Z"}}'
+echo "  commands by status: $(operator stats/commands)"
+stop_server
+seeded_server --devices 100000 --pending-configs
+device_requests "configuration acknowledgements (100 000 devices, once each)" DEVICES=100000 ROUNDS=1 METHOD=POST \
+    PATH_TEMPLATE='/config/BENCH-{device}/acknowledge' \
+    BODY_TEMPLATE='{"status":"applied","timestamp":1765022400,"error_msg":"Configuration updated successfully","power_management":{"enabled":false,"techniques":0,"energy_poll_freq":300000000}}'
+stop_server
+seeded_server --devices 4000
+head -c 65536 /dev/urandom > "$work/progress.bin"
+printf '\xe9' | dd of="$work/progress.bin" bs=1 count=1 conv=notrunc 2>/dev/null
+$bin firmware prepare "$work/progress.bin" --version 9.3.0 --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" >/dev/null 2>&1
+WRK_THREADS=2 DEVICES=4000 ROUNDS=1 METHOD=POST PATH_TEMPLATE='/ota/initiate/BENCH-{device}' \
+    BODY_TEMPLATE='{"firmware_version":"9.3.0"}' wrk -t2 -c16 -d30s -s scripts/wrk-device-requests.lua \
+    "http://127.0.0.1:$port" | grep -E "requests in|Non-2xx" | sed 's/^/  OTA sessions initiated: /'
+device_requests "OTA progress reports (4 000 open sessions)" DEVICES=4000 METHOD=POST PATH_TEMPLATE='/ota/BENCH-{device}/progress' \
+    BODY_TEMPLATE='{"phase":"downloading","progress":{percent},"message":"Downloading chunk {round} of 33","timestamp":1765022400}'
+stop_server
 fi
 
 if [ "$sections" = memory ]; then
@@ -237,6 +277,52 @@ while sleep 15; do
 done
 kill $replay 2>/dev/null || true
 echo "RSS after $count devices uploaded once: $(rss); database $(du -sh "$work/srv/data" | cut -f1)"
+kill -TERM $server
+wait $server || true
+fi
+
+if [ "$sections" = fleet-memory ]; then
+# Issue 23's steadiness target: RSS every 30 s while a mixed simulated fleet runs for SECONDS (default 600):
+# DEVICES (default 500) devices at 10x upload, poll commands and configuration, report energy and check for OTA (every
+# 600 device-s), while an operator queues a command and an upload_interval change (15–24 s, within the safe limits) for a random device every 2 s and a
+# 256 KiB image is deployed to all after a minute. Not part of `all` (10 minutes).
+devices="${DEVICES:-500}"
+seconds="${SECONDS_RUN:-600}"
+echo
+echo "## memory under a mixed fleet: $devices simulated devices at 10x for $seconds s, RSS every 30 s"
+run_server normal
+token=$(cat "$work/srv/keys/operator_token")
+api() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" -H "Content-Type: application/json" "$@"; }
+head -c 262144 /dev/urandom > "$work/fleet.bin"
+printf '\xe9' | dd of="$work/fleet.bin" bs=1 count=1 conv=notrunc 2>/dev/null
+$bin firmware prepare "$work/fleet.bin" --version 9.2.0 --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" >/dev/null 2>&1
+$bin simulate --url "http://127.0.0.1:$port" --devices "$devices" --duration "$seconds" --speed 10 --ramp-up 5 \
+    --ota-interval 600 --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-fleet.json" > "$work/fleet.txt" 2>/dev/null &
+fleet=$!
+rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$server/status"; }
+started=$SECONDS
+next=0
+statuses=()
+while kill -0 $fleet 2>/dev/null; do
+    elapsed=$((SECONDS - started))
+    if [ $elapsed -ge $next ]; then
+        echo "  $elapsed s: RSS $(rss_mb) MB"
+        next=$((next + 30))
+    fi
+    if [ $elapsed -ge 60 ] && [ -z "${deployed:-}" ]; then
+        deployed=$(api -X POST "http://127.0.0.1:$port/api/v1/deployments" -d '{"version":"9.2.0"}')
+        echo "  deployment of 9.2.0 to all: HTTP $deployed"
+    fi
+    device=$(printf 'ESP32_SIM_%03d' $((RANDOM % devices + 1)))
+    statuses+=("$(api -X POST "http://127.0.0.1:$port/api/v1/devices/$device/commands" -d '{"action":"get_power_stats"}')")
+    statuses+=("$(api -X PUT "http://127.0.0.1:$port/api/v1/devices/$device/config/pending" \
+        -d "{\"config_update\":{\"upload_interval\":$((15 + RANDOM % 10))}}")")
+    sleep 2
+done
+wait $fleet || true
+echo "  end: RSS $(rss_mb) MB"
+echo "operator requests by status:$(printf '%s\n' "${statuses[@]}" | sort | uniq -c | awk '{printf " %s x%d", $2, $1}') (404: the device has not booted yet)"
+sed -n '2,22p' "$work/fleet.txt"
 kill -TERM $server
 wait $server || true
 fi

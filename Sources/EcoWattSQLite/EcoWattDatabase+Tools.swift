@@ -5,9 +5,17 @@ import GRDB
 
 /// Database work of the command-line tools (bench fixtures, device keys), so the CLI does not import GRDB.
 extension EcoWattDatabase {
-    /// `ecowatt bench queue-commands`: `devices` verified devices BENCH-0 … bound to `address`, each with `perDevice`
-    /// pending `set_power` commands.
-    public func queueBenchCommands(devices: Int, perDevice: Int, address: String, nowMs: Int64) async throws {
+    /// `ecowatt bench seed`: `devices` verified devices BENCH-0 … bound to `address`, each with `commands` `set_power`
+    /// commands, pending or (`dispatched`) already sent to `address` with the ids BENCH-<device>-<round>; with
+    /// `pendingConfigs`, each device also has a configuration change delivered and awaiting its acknowledgement.
+    public func seedBench(
+        devices: Int,
+        commands: Int,
+        dispatched: Bool,
+        pendingConfigs: Bool,
+        address: String,
+        nowMs: Int64
+    ) async throws {
         try await pool.write { db in
             let device = try db.makeStatement(
                 sql: """
@@ -19,16 +27,32 @@ extension EcoWattDatabase {
             for index in 0..<devices {
                 try device.execute(arguments: ["BENCH-\(index)", nowMs, address])
             }
-            let statement = try db.makeStatement(
+            let command = try db.makeStatement(
                 sql: """
                     INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
-                      created_at_ms) VALUES (?, ?, 'set_power', '8', 8, ?, 'pending', ?)
+                      created_at_ms, dispatched_at_ms, dispatched_to) VALUES (?, ?, 'set_power', '8', 8, ?, ?, ?, ?, ?)
                     """
             )
-            for round in 0..<perDevice {
-                for device in 0..<devices {
-                    try statement.execute(arguments: [UUID().uuidString.lowercased(), "BENCH-\(device)", round, nowMs])
+            for round in 0..<commands {
+                for index in 0..<devices {
+                    let id = dispatched ? "BENCH-\(index)-\(round)" : UUID().uuidString.lowercased()
+                    try command.execute(arguments: [
+                        id, "BENCH-\(index)", round, dispatched ? "dispatched" : "pending", nowMs, dispatched ? nowMs : nil,
+                        dispatched ? address : nil,
+                    ])
                 }
+            }
+            guard pendingConfigs else { return }
+            let config = try db.makeStatement(
+                sql: """
+                    INSERT INTO device_configs (device_id, running_json, running_at_ms, pending_json, pending_created_at_ms,
+                      pending_delivered_at_ms) VALUES (?1, '{"upload_interval":15}', ?2, '{"upload_interval":20}', ?2, ?2)
+                    ON CONFLICT (device_id) DO UPDATE SET pending_json = '{"upload_interval":20}',
+                      pending_created_at_ms = ?2, pending_delivered_at_ms = ?2
+                    """
+            )
+            for index in 0..<devices {
+                try config.execute(arguments: ["BENCH-\(index)", nowMs])
             }
         }
     }

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: CPU cost of verify + decode, and pre-signed uploads for HTTP load tools.",
-        subcommands: [DecodeCost.self, CodecCost.self, MakeUploads.self, QueueCommands.self, OTAFleet.self, FillOutbox.self, History.self]
+        subcommands: [DecodeCost.self, CodecCost.self, MakeUploads.self, Seed.self, OTAFleet.self, FillOutbox.self, History.self]
     )
 
     /// The spec §3.6.3 inner JSON (one 0x01 packet, 3 samples × 6 registers) for `device`.
@@ -94,27 +94,42 @@ struct BenchCommand: AsyncParsableCommand {
         }
     }
 
-    struct QueueCommands: AsyncParsableCommand {
+    struct Seed: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "queue-commands",
-            abstract: "Pre-fill command queues in a (stopped) server's database, for the dispatching-poll benchmark.",
+            commandName: "seed",
+            abstract: "Pre-fill a (stopped) server's database with bench devices, their commands and configuration changes.",
             discussion: """
-                Devices are BENCH-0 … BENCH-(n-1), as in scripts/wrk-polls.lua. Each is stored as a verified device bound to \
-                --address, as if it had just uploaded from there (commands are dispatched to a device's bound address only).
+                Devices are BENCH-0 … BENCH-(n-1), as in scripts/wrk-device-requests.lua. Each is stored as a verified \
+                device bound to --address, as if it had just uploaded from there (commands are dispatched to, and results, \
+                acknowledgements and OTA reports taken from, a device's bound address only). Commands are pending (for \
+                the dispatching-poll benchmark) or, with --dispatched, sent and awaiting their result, with the ids \
+                BENCH-<device>-<round>.
                 """
         )
 
         @Option(help: "Database directory.") var dataDir: String
         @Option(help: "Number of devices.") var devices = 4000
-        @Option(help: "Commands per device.") var perDevice = 20
-        @Option(help: "The address the devices' polls come from.") var address = "127.0.0.1"
+        @Option(help: "Commands per device.") var commands = 0
+        @Flag(help: "Store the commands as dispatched (awaiting their results).") var dispatched = false
+        @Flag(help: "Give every device a delivered configuration change awaiting its acknowledgement.") var pendingConfigs = false
+        @Option(help: "The address the devices' requests come from.") var address = "127.0.0.1"
 
         func run() async throws {
             let database = try EcoWattDatabase(path: EcoWattDatabase.path(inDirectory: dataDir))
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            try await database.queueBenchCommands(devices: devices, perDevice: perDevice, address: address, nowMs: now)
+            try await database.seedBench(
+                devices: devices,
+                commands: commands,
+                dispatched: dispatched,
+                pendingConfigs: pendingConfigs,
+                address: address,
+                nowMs: now
+            )
             try database.close()
-            print("queued \(devices * perDevice) commands")
+            print(
+                "seeded \(devices) devices, \(devices * commands) \(dispatched ? "dispatched" : "pending") commands"
+                    + (pendingConfigs ? ", \(devices) configuration changes awaiting acknowledgement" : "")
+            )
         }
     }
 
