@@ -138,6 +138,20 @@ import Testing
         #expect(vitals.vitals("S", nowMs: 0) == nil)
     }
 
+    @Test func theUploadRateIsTakenOverTheLatestEightUploadsOnly() throws {
+        let vitals = DeviceVitals()
+        // Four uploads ten minutes apart, then eight a minute apart: the window holds the last eight.
+        let times = (0..<4).map { Int64($0) * 600_000 } + (1...8).map { 1_800_000 + Int64($0) * 60_000 }
+        for time in times { vitals.accepted("S", atMs: time, packets: []) }
+        #expect(vitals.vitals("S", nowMs: times.last!)?.uploadsPerHour == 60, "7 one-minute intervals")
+        // One more upload after a 100-day silence: the gap counts as 49.7 days (UInt32.max ms), not as a wrap.
+        let late = times.last! + 100 * 86_400_000
+        vitals.accepted("S", atMs: late, packets: [])
+        let rate = try #require(vitals.vitals("S", nowMs: late)?.uploadsPerHour)
+        let clamped = 7 * 3_600_000 / (Double(UInt32.max) + 6 * 60_000)
+        #expect(abs(rate - clamped) < 1e-9, "six one-minute gaps and one clamped: \(rate)")
+    }
+
     @Test func everyDevicesCommandsAreListedNewestFirstByCursor() async throws {
         let test = try await TestServer()
         try await test.run { client in

@@ -14,11 +14,43 @@ public final class DeviceVitals: Sendable {
         public var uploadsPerHour: Double?
     }
 
+    /// One device's vitals, inline (no allocation of its own): a server that knows a million devices keeps a million
+    /// of these. The upload times were an `[Int64]` per device, which cost about 110 bytes of heap per device beside
+    /// the table and a copy on every upload (issue 23).
     private struct Entry {
-        /// Arrival times of the latest uploads, oldest first.
-        var uploads: [Int64] = []
-        var powerW: Double?
-        var powerAtMs: Int64?
+        /// Arrival of the newest upload.
+        var newestMs: Int64 = .min
+        /// The gaps between the remembered uploads, oldest first (`count - 1` of them), in ms; a gap longer than
+        /// `UInt32.max` ms (49 days) counts as that long, and an upload older than the newest as a gap of 0.
+        var gaps = InlineArray<7, UInt32>(repeating: 0)
+        /// Uploads remembered, at most ``DeviceVitals/remembered``.
+        var count: UInt8 = 0
+        /// `Pac` of the newest decoded sample (`nan`: none yet), and that sample's time.
+        var powerW = Double.nan
+        var powerAtMs = Int64.min
+
+        mutating func upload(atMs: Int64) {
+            guard count > 0 else {
+                (newestMs, count) = (atMs, 1)
+                return
+            }
+            let gap = UInt32(clamping: max(0, atMs - newestMs))
+            if Int(count) == DeviceVitals.remembered {
+                for index in 0..<(gaps.count - 1) { gaps[index] = gaps[index + 1] }
+                gaps[gaps.count - 1] = gap
+            } else {
+                gaps[Int(count) - 1] = gap
+                count += 1
+            }
+            newestMs = max(newestMs, atMs)
+        }
+
+        /// Arrival of the oldest upload remembered.
+        var oldestMs: Int64 {
+            var oldest = newestMs
+            for index in 0..<(Int(count) - 1) { oldest -= Int64(gaps[index]) }
+            return oldest
+        }
     }
 
     private struct State {
@@ -48,14 +80,11 @@ public final class DeviceVitals: Sendable {
         state.withLock { state in
             let slot = Int(second.quotientAndRemainder(dividingBy: 60).remainder + 60) % 60
             state.seconds[slot] = state.seconds[slot].second == second ? (second, state.seconds[slot].count + 1) : (second, 1)
-            var entry = state.devices[deviceID, default: Entry()]
-            entry.uploads.append(atMs)
-            if entry.uploads.count > Self.remembered { entry.uploads.removeFirst(entry.uploads.count - Self.remembered) }
-            if let (at, power) = newest, at >= entry.powerAtMs ?? .min {
-                entry.powerW = power
-                entry.powerAtMs = at
+            state.devices[deviceID, default: Entry()].upload(atMs: atMs)
+            if let (at, power) = newest, at >= state.devices[deviceID]?.powerAtMs ?? .min {
+                state.devices[deviceID]?.powerW = power
+                state.devices[deviceID]?.powerAtMs = at
             }
-            state.devices[deviceID] = entry
         }
     }
 
@@ -71,13 +100,15 @@ public final class DeviceVitals: Sendable {
     public func vitals(_ deviceID: String, nowMs: Int64) -> Vitals? {
         guard let entry = state.withLock({ $0.devices[deviceID] }) else { return nil }
         var rate: Double?
-        if let first = entry.uploads.first, let last = entry.uploads.last, entry.uploads.count > 1, last > first {
-            let intervals = Int64(entry.uploads.count - 1)
+        let (first, last) = (entry.oldestMs, entry.newestMs)
+        if entry.count > 1, last > first {
+            let intervals = Int64(entry.count - 1)
             // Silent for longer than two of its intervals: the silence counts, so the rate falls toward 0.
             let end = nowMs - last > 2 * (last - first) / intervals ? nowMs : last
             rate = Double(intervals) * 3_600_000 / Double(end - first)
         }
-        return Vitals(powerW: entry.powerW, powerAtMs: entry.powerAtMs, uploadsPerHour: rate)
+        let power = entry.powerW.isNaN ? nil : entry.powerW
+        return Vitals(powerW: power, powerAtMs: power == nil ? nil : entry.powerAtMs, uploadsPerHour: rate)
     }
 
     public func forget(_ deviceIDs: [String]) {
