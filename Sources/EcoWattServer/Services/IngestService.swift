@@ -59,7 +59,7 @@ public final class IngestService: Service, Sendable {
         logger: Logger,
         metrics: ServerMetrics? = nil,
         feed: MQTTPublisher? = nil,
-        cacheLimit: Int = 200_000,
+        cacheLimit: Int = 100_000,
         nonceJumpAllowance: UInt64 = 1024,
         admission: DeviceAdmission = .open,
         keyRotated: (@Sendable (_ deviceID: String) async -> Void)? = nil
