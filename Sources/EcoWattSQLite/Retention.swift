@@ -32,11 +32,12 @@ enum Retention {
         let pending = try adjust(db, pendingDevices, by: 1)
         guard pending > policy.maxPendingDevices else { return (true, true, []) }
         let evicted = try String.fetchAll(
-            db,
-            sql: """
-                SELECT device_id FROM devices WHERE admission = 'pending' AND device_id != ?
-                ORDER BY first_seen_ms, device_id LIMIT ?
-                """,
+            db.cachedStatement(
+                sql: """
+                    SELECT device_id FROM devices WHERE admission = 'pending' AND device_id != ?
+                    ORDER BY first_seen_ms, device_id LIMIT ?
+                    """
+            ),
             arguments: [deviceID, pending - policy.maxPendingDevices]
         )
         for id in evicted { try evict(db, deviceID: id) }
@@ -45,13 +46,14 @@ enum Retention {
 
     /// An operator created or targeted the device: it is no longer pending and caps never drop it.
     static func adopt(_ db: Database, deviceID: String, nowMs: Int64) throws {
-        let was = try String.fetchOne(db, sql: "SELECT admission FROM devices WHERE device_id = ?", arguments: [deviceID])
+        let was = try String.fetchOne(db.cachedStatement(sql: "SELECT admission FROM devices WHERE device_id = ?"), arguments: [deviceID])
         if was == "pending" { try adjust(db, pendingDevices, by: -1) }
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, admission) VALUES (?1, ?2, ?2, 'operator')
                 ON CONFLICT(device_id) DO UPDATE SET admission = 'operator' WHERE admission = 'pending'
-                """,
+                """
+        ).execute(
             arguments: [deviceID, nowMs]
         )
     }
@@ -68,14 +70,14 @@ enum Retention {
     /// Drops a pending device and everything it stored.
     static func evict(_ db: Database, deviceID: String) throws {
         for table in BoundedTable.allCases {
-            try db.execute(sql: "DELETE FROM \(table.rawValue) WHERE device_id = ?", arguments: [deviceID])
+            try db.cachedStatement(sql: "DELETE FROM \(table.rawValue) WHERE device_id = ?").execute(arguments: [deviceID])
             try removed(db, table, count: db.changesCount, dropped: true)
         }
-        try db.execute(sql: "DELETE FROM device_configs WHERE device_id = ?", arguments: [deviceID])
-        try db.execute(sql: "DELETE FROM devices WHERE device_id = ? AND admission = 'pending'", arguments: [deviceID])
+        try db.cachedStatement(sql: "DELETE FROM device_configs WHERE device_id = ?").execute(arguments: [deviceID])
+        try db.cachedStatement(sql: "DELETE FROM devices WHERE device_id = ? AND admission = 'pending'").execute(arguments: [deviceID])
         if db.changesCount > 0 {
             try adjust(db, pendingDevices, by: -1)
-            try db.execute(sql: "UPDATE retention SET dropped = dropped + 1 WHERE name = ?", arguments: [pendingDevices])
+            try db.cachedStatement(sql: "UPDATE retention SET dropped = dropped + 1 WHERE name = ?").execute(arguments: [pendingDevices])
         }
     }
 
@@ -142,14 +144,16 @@ enum Retention {
         let excess = rows - total + max(1, total / 10)
         if table == .otaSessions {
             let oldest = try String.fetchAll(
-                db,
-                sql: "SELECT session_id FROM ota_sessions WHERE outcome IS NOT NULL ORDER BY rowid LIMIT ?",
+                db.cachedStatement(
+                    sql: "SELECT session_id FROM ota_sessions WHERE outcome IS NOT NULL ORDER BY rowid LIMIT ?"
+                ),
                 arguments: [excess]
             )
             try deleteSessions(db, oldest)
         } else {
-            try db.execute(
-                sql: "DELETE FROM \(table.rawValue) WHERE id IN (SELECT id FROM \(table.rawValue) ORDER BY id LIMIT ?)",
+            try db.cachedStatement(
+                sql: "DELETE FROM \(table.rawValue) WHERE id IN (SELECT id FROM \(table.rawValue) ORDER BY id LIMIT ?)"
+            ).execute(
                 arguments: [excess]
             )
             try removed(db, table, count: db.changesCount, dropped: true)
@@ -187,7 +191,7 @@ enum Retention {
 
     static func counts(_ db: Database) throws -> RetentionCounts {
         var counts = RetentionCounts()
-        for row in try Row.fetchAll(db, sql: "SELECT name, rows, dropped FROM retention") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT name, rows, dropped FROM retention")) {
             counts.rows[row["name"]] = row["rows"]
             counts.dropped[row["name"]] = row["dropped"]
         }
@@ -198,13 +202,15 @@ enum Retention {
     /// version or a crash left them off).
     static func recount(_ db: Database, tables: [BoundedTable]) throws {
         for table in tables {
-            try db.execute(
-                sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM \(table.rawValue)) WHERE name = ?",
+            try db.cachedStatement(
+                sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM \(table.rawValue)) WHERE name = ?"
+            ).execute(
                 arguments: [table.rawValue]
             )
         }
-        try db.execute(
-            sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM devices WHERE admission = 'pending') WHERE name = ?",
+        try db.cachedStatement(
+            sql: "UPDATE retention SET rows = (SELECT COUNT(*) FROM devices WHERE admission = 'pending') WHERE name = ?"
+        ).execute(
             arguments: [pendingDevices]
         )
     }

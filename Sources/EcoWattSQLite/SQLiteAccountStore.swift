@@ -21,11 +21,12 @@ public struct SQLiteAccountStore: AccountStore {
 
     public func createUser(name: String, role: Role, passwordHash: String, nowMs: Int64) async throws -> UserRecord {
         try await writer.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM users WHERE name = ?", arguments: [name]) == nil else {
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM users WHERE name = ?"), arguments: [name]) == nil else {
                 throw AccountStoreError.duplicateUser(name)
             }
-            try db.execute(
-                sql: "INSERT INTO users (name, role, password_hash, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?)",
+            try db.cachedStatement(
+                sql: "INSERT INTO users (name, role, password_hash, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?)"
+            ).execute(
                 arguments: [name, role.rawValue, passwordHash, nowMs, nowMs]
             )
             return UserRecord(
@@ -41,47 +42,48 @@ public struct SQLiteAccountStore: AccountStore {
     }
 
     public func user(named name: String) async throws -> UserRecord? {
-        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [name]).map(Self.user) }
+        try await read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM users WHERE name = ?"), arguments: [name]).map(Self.user) }
     }
 
     public func user(id: Int64) async throws -> UserRecord? {
-        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user) }
+        try await read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM users WHERE id = ?"), arguments: [id]).map(Self.user) }
     }
 
     public func users() async throws -> [UserRecord] {
-        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY name").map(Self.user) }
+        try await read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM users ORDER BY name")).map(Self.user) }
     }
 
     public func updateUser(id: Int64, change: UserChange, nowMs: Int64) async throws -> UserRecord? {
         try await writer.write { db in
-            guard let user = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user) else {
+            guard let user = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM users WHERE id = ?"), arguments: [id]).map(Self.user) else {
                 return nil
             }
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE users SET role = coalesce(?, role), password_hash = coalesce(?, password_hash),
                       disabled = coalesce(?, disabled), updated_at_ms = ? WHERE id = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [change.role?.rawValue, change.passwordHash, change.disabled, nowMs, id]
             )
             if change.passwordHash != nil || change.disabled == true || change.role.map({ $0 < user.role }) == true {
-                try db.execute(sql: "DELETE FROM sessions WHERE user_id = ?", arguments: [id])
+                try db.cachedStatement(sql: "DELETE FROM sessions WHERE user_id = ?").execute(arguments: [id])
             }
-            return try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user)
+            return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM users WHERE id = ?"), arguments: [id]).map(Self.user)
         }
     }
 
     public func deleteUser(id: Int64) async throws -> Bool {
         try await writer.write { db in
-            try db.execute(sql: "DELETE FROM sessions WHERE user_id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM api_tokens WHERE user_id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM users WHERE id = ?", arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM sessions WHERE user_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM api_tokens WHERE user_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM users WHERE id = ?").execute(arguments: [id])
             return db.changesCount > 0
         }
     }
 
     public func activeAdminCount() async throws -> Int {
-        try await read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled") ?? 0 }
+        try await read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")) ?? 0 }
     }
 
     static func user(_ row: Row) -> UserRecord {
@@ -100,20 +102,22 @@ public struct SQLiteAccountStore: AccountStore {
 
     public func createSession(_ session: SessionRecord, maxPerUser: Int) async throws {
         try await writer.write { db in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO sessions (id_hash, user_id, csrf_token, created_at_ms, last_used_ms, expires_at_ms)
                     VALUES (?, ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     session.idHash, session.userID, session.csrfToken, session.createdAtMs, session.lastUsedMs, session.expiresAtMs,
                 ]
             )
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     DELETE FROM sessions WHERE user_id = ?1 AND id_hash NOT IN (
                       SELECT id_hash FROM sessions WHERE user_id = ?1 ORDER BY created_at_ms DESC, id_hash DESC LIMIT ?2)
-                    """,
+                    """
+            ).execute(
                 arguments: [session.userID, maxPerUser]
             )
         }
@@ -121,7 +125,7 @@ public struct SQLiteAccountStore: AccountStore {
 
     public func session(idHash: String) async throws -> SessionRecord? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id_hash = ?", arguments: [idHash]).map { row in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id_hash = ?"), arguments: [idHash]).map { row in
                 SessionRecord(
                     idHash: row["id_hash"],
                     userID: row["user_id"],
@@ -136,21 +140,23 @@ public struct SQLiteAccountStore: AccountStore {
 
     public func touchSession(idHash: String, nowMs: Int64) async throws {
         try await writer.write { db in
-            try db.execute(
-                sql: "UPDATE sessions SET last_used_ms = max(last_used_ms, ?) WHERE id_hash = ?",
+            try db.cachedStatement(
+                sql: "UPDATE sessions SET last_used_ms = max(last_used_ms, ?) WHERE id_hash = ?"
+            ).execute(
                 arguments: [nowMs, idHash]
             )
         }
     }
 
     public func deleteSession(idHash: String) async throws {
-        try await writer.write { db in try db.execute(sql: "DELETE FROM sessions WHERE id_hash = ?", arguments: [idHash]) }
+        try await writer.write { db in try db.cachedStatement(sql: "DELETE FROM sessions WHERE id_hash = ?").execute(arguments: [idHash]) }
     }
 
     public func pruneSessions(nowMs: Int64, idleBeforeMs: Int64) async throws -> Int {
         try await writer.write { db in
-            try db.execute(
-                sql: "DELETE FROM sessions WHERE last_used_ms < ? OR expires_at_ms <= ?",
+            try db.cachedStatement(
+                sql: "DELETE FROM sessions WHERE last_used_ms < ? OR expires_at_ms <= ?"
+            ).execute(
                 arguments: [idleBeforeMs, nowMs]
             )
             return db.changesCount
@@ -163,19 +169,21 @@ public struct SQLiteAccountStore: AccountStore {
         try await writer.write { db in
             let live =
                 try Int.fetchOne(
-                    db,
-                    sql: """
-                        SELECT COUNT(*) FROM api_tokens WHERE user_id = ? AND revoked_at_ms IS NULL
-                          AND (expires_at_ms IS NULL OR expires_at_ms > ?)
-                        """,
+                    db.cachedStatement(
+                        sql: """
+                            SELECT COUNT(*) FROM api_tokens WHERE user_id = ? AND revoked_at_ms IS NULL
+                              AND (expires_at_ms IS NULL OR expires_at_ms > ?)
+                            """
+                    ),
                     arguments: [token.userID, token.createdAtMs]
                 ) ?? 0
             guard live < maxPerUser else { throw AccountStoreError.tooManyTokens(limit: maxPerUser) }
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO api_tokens (user_id, name, role, prefix, hash, created_at_ms, expires_at_ms)
                     VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [token.userID, token.name, token.role.rawValue, token.prefix, token.hash, token.createdAtMs, token.expiresAtMs]
             )
             var stored = token
@@ -185,39 +193,42 @@ public struct SQLiteAccountStore: AccountStore {
     }
 
     public func token(hash: String) async throws -> APITokenRecord? {
-        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM api_tokens WHERE hash = ?", arguments: [hash]).map(Self.token) }
+        try await read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_tokens WHERE hash = ?"), arguments: [hash]).map(Self.token)
+        }
     }
 
     public func token(id: Int64) async throws -> APITokenRecord? {
-        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM api_tokens WHERE id = ?", arguments: [id]).map(Self.token) }
+        try await read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_tokens WHERE id = ?"), arguments: [id]).map(Self.token) }
     }
 
     public func tokens(userID: Int64?) async throws -> [APITokenRecord] {
         try await read { db in
             if let userID {
-                return try Row.fetchAll(db, sql: "SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id DESC", arguments: [userID])
+                return try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id DESC"), arguments: [userID])
                     .map(Self.token)
             }
-            return try Row.fetchAll(db, sql: "SELECT * FROM api_tokens ORDER BY id DESC").map(Self.token)
+            return try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_tokens ORDER BY id DESC")).map(Self.token)
         }
     }
 
     public func revokeToken(id: Int64, nowMs: Int64) async throws -> APITokenRecord? {
         try await writer.write { db in
-            try db.execute(
-                sql: "UPDATE api_tokens SET revoked_at_ms = coalesce(revoked_at_ms, ?) WHERE id = ?",
+            try db.cachedStatement(
+                sql: "UPDATE api_tokens SET revoked_at_ms = coalesce(revoked_at_ms, ?) WHERE id = ?"
+            ).execute(
                 arguments: [nowMs, id]
             )
-            return try Row.fetchOne(db, sql: "SELECT * FROM api_tokens WHERE id = ?", arguments: [id]).map(Self.token)
+            return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_tokens WHERE id = ?"), arguments: [id]).map(Self.token)
         }
     }
 
     public func markTokenUsed(id: Int64, nowMs: Int64) async throws -> Bool {
         try await writer.write { db in
             let first =
-                try Bool.fetchOne(db, sql: "SELECT last_used_at_ms IS NULL FROM api_tokens WHERE id = ?", arguments: [id]) ?? false
-            try db.execute(
-                sql: "UPDATE api_tokens SET last_used_at_ms = max(coalesce(last_used_at_ms, ?1), ?1) WHERE id = ?2",
+                try Bool.fetchOne(db.cachedStatement(sql: "SELECT last_used_at_ms IS NULL FROM api_tokens WHERE id = ?"), arguments: [id]) ?? false
+            try db.cachedStatement(
+                sql: "UPDATE api_tokens SET last_used_at_ms = max(coalesce(last_used_at_ms, ?1), ?1) WHERE id = ?2"
+            ).execute(
                 arguments: [nowMs, id]
             )
             return first
@@ -243,14 +254,15 @@ public struct SQLiteAccountStore: AccountStore {
 
     public func bootstrapTokenRevoked() async throws -> Bool {
         try await read { db in
-            try String.fetchOne(db, sql: "SELECT value FROM server_state WHERE name = 'bootstrap_token_revoked_at_ms'") != nil
+            try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM server_state WHERE name = 'bootstrap_token_revoked_at_ms'")) != nil
         }
     }
 
     public func revokeBootstrapToken(nowMs: Int64) async throws {
         try await writer.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO server_state (name, value) VALUES ('bootstrap_token_revoked_at_ms', ?)",
+            try db.cachedStatement(
+                sql: "INSERT OR IGNORE INTO server_state (name, value) VALUES ('bootstrap_token_revoked_at_ms', ?)"
+            ).execute(
                 arguments: ["\(nowMs)"]
             )
         }
@@ -260,17 +272,18 @@ public struct SQLiteAccountStore: AccountStore {
 
     public func appendAudit(_ draft: AuditDraft) async throws -> AuditEntry {
         try await writer.write { db in
-            let last = try Row.fetchOne(db, sql: "SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
+            let last = try Row.fetchOne(db.cachedStatement(sql: "SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1"))
             let entry = AuditEntry.chained(
                 sequence: (last?["sequence"] as Int64? ?? 0) + 1,
                 draft: draft,
                 previousHash: last?["hash"] as String? ?? AuditEntry.genesis
             )
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO audit_log (sequence, at_ms, actor, role, action, target, body_digest, outcome, request_id,
                       client_address, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     entry.sequence, draft.atMs, draft.actor, draft.role, draft.action, draft.target, draft.bodyDigest, draft.outcome,
                     draft.requestID, draft.clientAddress, entry.previousHash, entry.hash,
@@ -309,8 +322,9 @@ public struct SQLiteAccountStore: AccountStore {
     public func auditEntries(after: Int64, limit: Int) async throws -> [AuditEntry] {
         try await read { db in
             try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                db.cachedStatement(
+                    sql: "SELECT * FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?"
+                ),
                 arguments: [after, max(0, limit)]
             ).map(Self.audit)
         }

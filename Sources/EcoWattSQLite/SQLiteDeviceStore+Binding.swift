@@ -7,8 +7,9 @@ extension SQLiteDeviceStore: BindingStore {
         try await database.pool.read { db in
             var bindings: [String: DeviceBindingRecord] = [:]
             let rows = try Row.fetchCursor(
-                db,
-                sql: "SELECT device_id, bound_address, bound_at_ms FROM devices WHERE bound_address IS NOT NULL"
+                db.cachedStatement(
+                    sql: "SELECT device_id, bound_address, bound_at_ms FROM devices WHERE bound_address IS NOT NULL"
+                )
             )
             while let row = try rows.next() {
                 bindings[row[0]] = DeviceBindingRecord(address: row[1], atMs: row[2])
@@ -31,13 +32,13 @@ extension SQLiteDeviceStore: BindingStore {
 
     public func heldMessages() async throws -> [HeldMessage] {
         try await database.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM held_messages ORDER BY id").compactMap(Self.heldMessage)
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM held_messages ORDER BY id")).compactMap(Self.heldMessage)
         }
     }
 
     public func heldMessages(deviceID: String) async throws -> [HeldMessage] {
         try await database.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM held_messages WHERE device_id = ? ORDER BY id", arguments: [deviceID])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM held_messages WHERE device_id = ? ORDER BY id"), arguments: [deviceID])
                 .compactMap(Self.heldMessage)
         }
     }
@@ -45,13 +46,15 @@ extension SQLiteDeviceStore: BindingStore {
     public func hold(_ message: HeldMessage) async throws -> HeldMessage {
         let retention = retention
         return try await writer.write { db in
-            try db.execute(
-                sql: "DELETE FROM held_messages WHERE device_id = ? AND address = ? AND kind = ?",
+            try db.cachedStatement(
+                sql: "DELETE FROM held_messages WHERE device_id = ? AND address = ? AND kind = ?"
+            ).execute(
                 arguments: [message.deviceID, message.address, message.kind.rawValue]
             )
             try Retention.removed(db, .heldMessages, count: db.changesCount, dropped: false)
-            try db.execute(
-                sql: "INSERT INTO held_messages (device_id, address, kind, body, received_at_ms) VALUES (?, ?, ?, ?, ?)",
+            try db.cachedStatement(
+                sql: "INSERT INTO held_messages (device_id, address, kind, body, received_at_ms) VALUES (?, ?, ?, ?, ?)"
+            ).execute(
                 arguments: [message.deviceID, message.address, message.kind.rawValue, message.body.serialized, message.receivedAtMs]
             )
             var stored = message

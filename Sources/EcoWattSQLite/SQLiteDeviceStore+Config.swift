@@ -4,7 +4,7 @@ import GRDB
 
 extension SQLiteDeviceStore: ConfigStore {
     static func loadState(_ db: Database, _ deviceID: String) throws -> ConfigState {
-        let row = try Row.fetchOne(db, sql: "SELECT * FROM device_configs WHERE device_id = ?", arguments: [deviceID])
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM device_configs WHERE device_id = ?"), arguments: [deviceID])
         return ConfigState(
             running: JSONValue(storedText: row?["running_json"]) ?? .object([]),
             pending: JSONValue(storedText: row?["pending_json"]),
@@ -23,8 +23,9 @@ extension SQLiteDeviceStore: ConfigStore {
         _ now: Int64,
         pending: Bool = false
     ) throws {
-        try db.execute(
-            sql: "INSERT INTO config_history (device_id, event, config_json, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+        try db.cachedStatement(
+            sql: "INSERT INTO config_history (device_id, event, config_json, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)"
+        ).execute(
             arguments: [deviceID, event, config?.serialized, detail, now]
         )
         try Retention.added(db, .configHistory, deviceID: deviceID, pending: pending, policy: retention)
@@ -39,12 +40,13 @@ extension SQLiteDeviceStore: ConfigStore {
             try Retention.adopt(db, deviceID: deviceID, nowMs: nowMs)
             let state = try Self.loadState(db, deviceID)
             let pending = JSONValue.merge(state.pending ?? .object([]), update)
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO device_configs (device_id, pending_json, pending_created_at_ms) VALUES (?1, ?2, ?3)
                     ON CONFLICT(device_id) DO UPDATE SET pending_json = ?2, pending_created_at_ms = ?3,
                       pending_delivered_at_ms = NULL
-                    """,
+                    """
+            ).execute(
                 arguments: [deviceID, pending.serialized, nowMs]
             )
             try history(db, deviceID, "requested", update, nil, nowMs)
@@ -55,8 +57,9 @@ extension SQLiteDeviceStore: ConfigStore {
     public func deliverPending(deviceID: String, nowMs: Int64) async throws -> JSONValue? {
         let hasPending = try await database.pool.read { db in
             try Bool.fetchOne(
-                db,
-                sql: "SELECT pending_json IS NOT NULL FROM device_configs WHERE device_id = ?",
+                db.cachedStatement(
+                    sql: "SELECT pending_json IS NOT NULL FROM device_configs WHERE device_id = ?"
+                ),
                 arguments: [deviceID]
             ) ?? false
         }
@@ -67,14 +70,16 @@ extension SQLiteDeviceStore: ConfigStore {
             let changes = fields.contains { key, value in !ConfigUpdate.matches(value, state.running[key], key: key) }
             if !changes {
                 // The device would change nothing and so sends no acknowledgement (spec §5.3): clear it now.
-                try db.execute(
-                    sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?",
+                try db.cachedStatement(
+                    sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?"
+                ).execute(
                     arguments: [deviceID]
                 )
                 try history(db, deviceID, "cleared_noop", pending, "delivered; changes nothing on the device", nowMs)
             } else if state.pendingDeliveredAtMs == nil {
-                try db.execute(
-                    sql: "UPDATE device_configs SET pending_delivered_at_ms = ? WHERE device_id = ?",
+                try db.cachedStatement(
+                    sql: "UPDATE device_configs SET pending_delivered_at_ms = ? WHERE device_id = ?"
+                ).execute(
                     arguments: [nowMs, deviceID]
                 )
                 try history(db, deviceID, "delivered", pending, nil, nowMs)
@@ -88,11 +93,12 @@ extension SQLiteDeviceStore: ConfigStore {
             let state = try Self.loadState(db, deviceID)
             guard let pending = state.pending, state.pendingDeliveredAtMs != nil else { return false }
             let running = JSONValue.merge(state.running, pending)
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE device_configs SET running_json = ?, running_at_ms = ?, pending_json = NULL,
                       pending_delivered_at_ms = NULL WHERE device_id = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [running.serialized, nowMs, deviceID]
             )
             try history(db, deviceID, "applied", pending, ack.serialized, nowMs)
@@ -102,11 +108,12 @@ extension SQLiteDeviceStore: ConfigStore {
 
     public func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws {
         try await admittingWrite(deviceID, nowMs: nowMs) { db, pending in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO device_configs (device_id, running_json, running_at_ms) VALUES (?1, ?2, ?3)
                     ON CONFLICT(device_id) DO UPDATE SET running_json = ?2, running_at_ms = ?3
-                    """,
+                    """
+            ).execute(
                 arguments: [deviceID, report.serialized, nowMs]
             )
             try history(db, deviceID, "boot_report", report, nil, nowMs, pending: pending)
@@ -116,8 +123,9 @@ extension SQLiteDeviceStore: ConfigStore {
     public func configHistory(deviceID: String, before: Int64?, limit: Int) async throws -> [ConfigHistoryRow] {
         try await database.pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM config_history WHERE device_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                db.cachedStatement(
+                    sql: "SELECT * FROM config_history WHERE device_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+                ),
                 arguments: [deviceID, before ?? Int64.max, limit]
             ).map { row in
                 var entry = ConfigHistoryRow(
@@ -135,8 +143,9 @@ extension SQLiteDeviceStore: ConfigStore {
     public func withdrawPending(deviceID: String, nowMs: Int64) async throws -> Bool {
         try await writer.write { db in
             guard let pending = try Self.loadState(db, deviceID).pending else { return false }
-            try db.execute(
-                sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?",
+            try db.cachedStatement(
+                sql: "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = ?"
+            ).execute(
                 arguments: [deviceID]
             )
             try history(db, deviceID, "withdrawn", pending, nil, nowMs)

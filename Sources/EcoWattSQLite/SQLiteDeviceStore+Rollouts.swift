@@ -10,12 +10,13 @@ extension SQLiteDeviceStore: RolloutStore {
         let settings = String(decoding: try JSONEncoder().encode(rollout.settings), as: UTF8.self)
         return try await writer.write { db in
             try Self.refuseTaken(db, devices.map(\.deviceID))
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO rollouts (version, status, settings, wave_count, current_wave, wave_opened_at_ms, reason,
                         rollback_of, created_by, notes, created_at_ms, updated_at_ms)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     rollout.version, rollout.status.rawValue, settings, rollout.waveCount, rollout.currentWave,
                     rollout.waveOpenedAtMs, rollout.reason, rollout.rollbackOf, rollout.createdBy, rollout.notes,
@@ -41,6 +42,7 @@ extension SQLiteDeviceStore: RolloutStore {
             var released = 0
             for start in stride(from: 0, to: deviceIDs.count, by: 500) {
                 let slice = Array(deviceIDs[start..<min(start + 500, deviceIDs.count)])
+                // Not cached: the statement's text varies with the slice.
                 try db.execute(
                     sql: "DELETE FROM rollout_devices WHERE rollout_id = ? AND device_id IN (\(databaseQuestionMarks(count: slice.count)))",
                     arguments: StatementArguments([rolloutID] + slice.map { $0 as DatabaseValueConvertible })
@@ -85,15 +87,16 @@ extension SQLiteDeviceStore: RolloutStore {
 
     public func rollout(id: Int64) async throws -> RolloutRecord? {
         try await database.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM rollouts WHERE id = ?", arguments: [id]).map(Self.rollout)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM rollouts WHERE id = ?"), arguments: [id]).map(Self.rollout)
         }
     }
 
     public func rollouts(status: RolloutStatus?, before: Int64?, limit: Int) async throws -> [RolloutRecord] {
         try await database.pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM rollouts WHERE (?1 IS NULL OR status = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                db.cachedStatement(
+                    sql: "SELECT * FROM rollouts WHERE (?1 IS NULL OR status = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                ),
                 arguments: [status?.rawValue, before ?? Int64.max, limit]
             )
             .map(Self.rollout)
@@ -102,11 +105,12 @@ extension SQLiteDeviceStore: RolloutStore {
 
     public func updateRollout(_ rollout: RolloutRecord, from previous: RolloutRecord) async throws -> Bool {
         try await writer.write { db in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE rollouts SET status = ?, current_wave = ?, wave_opened_at_ms = ?, reason = ?, updated_at_ms = ?
                     WHERE id = ? AND status = ? AND current_wave = ? AND wave_opened_at_ms = ? AND reason IS ? AND updated_at_ms = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     rollout.status.rawValue, rollout.currentWave, rollout.waveOpenedAtMs, rollout.reason, rollout.updatedAtMs,
                     rollout.id, previous.status.rawValue, previous.currentWave, previous.waveOpenedAtMs, previous.reason,
@@ -128,12 +132,13 @@ extension SQLiteDeviceStore: RolloutStore {
     {
         try await database.pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM rollout_devices WHERE rollout_id = ?1 AND (?2 IS NULL OR wave = ?2)
-                        AND (?3 IS NULL OR state = ?3) AND device_id > ?4
-                    ORDER BY device_id LIMIT ?5
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT * FROM rollout_devices WHERE rollout_id = ?1 AND (?2 IS NULL OR wave = ?2)
+                            AND (?3 IS NULL OR state = ?3) AND device_id > ?4
+                        ORDER BY device_id LIMIT ?5
+                        """
+                ),
                 arguments: [rolloutID, wave, state?.rawValue, after ?? "", limit]
             )
             .map(Self.rolloutDevice)
@@ -142,13 +147,14 @@ extension SQLiteDeviceStore: RolloutStore {
 
     public func updateRolloutDevice(_ device: RolloutDeviceRecord, from previous: RolloutDeviceRecord) async throws -> Bool {
         try await writer.write { db in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE rollout_devices SET state = ?, reason = ?, offered_at_ms = ?, started_at_ms = ?,
                         installed_at_ms = ?, finished_at_ms = ?, healthy_uploads = ?, updated_at_ms = ?
                     WHERE rollout_id = ? AND device_id = ? AND state = ? AND reason IS ? AND healthy_uploads = ?
                         AND updated_at_ms = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     device.state.rawValue, device.reason, device.offeredAtMs, device.startedAtMs, device.installedAtMs,
                     device.finishedAtMs, device.healthyUploads, device.updatedAtMs, device.rolloutID, device.deviceID,
@@ -163,14 +169,15 @@ extension SQLiteDeviceStore: RolloutStore {
         try await database.pool.read { db in
             guard
                 let device = try Row.fetchOne(
-                    db,
-                    sql: """
-                        SELECT d.* FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id
-                        WHERE d.device_id = ? AND r.status IN \(Self.openStatuses) ORDER BY d.rollout_id DESC LIMIT 1
-                        """,
+                    db.cachedStatement(
+                        sql: """
+                            SELECT d.* FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id
+                            WHERE d.device_id = ? AND r.status IN \(Self.openStatuses) ORDER BY d.rollout_id DESC LIMIT 1
+                            """
+                    ),
                     arguments: [deviceID]
                 ).map(Self.rolloutDevice),
-                let rollout = try Row.fetchOne(db, sql: "SELECT * FROM rollouts WHERE id = ?", arguments: [device.rolloutID])
+                let rollout = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM rollouts WHERE id = ?"), arguments: [device.rolloutID])
                     .map(Self.rollout)
             else { return nil }
             return (rollout, device)
@@ -181,8 +188,9 @@ extension SQLiteDeviceStore: RolloutStore {
         try await database.pool.read { db in
             var counts: [Int: [RolloutDeviceState: Int]] = [:]
             for row in try Row.fetchAll(
-                db,
-                sql: "SELECT wave, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = ? GROUP BY wave, state",
+                db.cachedStatement(
+                    sql: "SELECT wave, state, COUNT(*) AS n FROM rollout_devices WHERE rollout_id = ? GROUP BY wave, state"
+                ),
                 arguments: [rolloutID]
             ) {
                 guard let state = RolloutDeviceState(rawValue: row["state"]) else { continue }

@@ -49,7 +49,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     public func knownDevices() async throws -> [String: Int64] {
         try await database.pool.read { db in
             var devices = [String: Int64]()
-            let rows = try Row.fetchCursor(db, sql: "SELECT device_id, last_seen_ms FROM devices")
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT device_id, last_seen_ms FROM devices"))
             while let row = try rows.next() { devices[row[0]] = row[1] }
             return devices
         }
@@ -62,8 +62,11 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     public func register(deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool {
         try await admittingWrite(deviceID, nowMs: nowMs) { db, _ in
             let existed =
-                try Bool.fetchOne(db, sql: "SELECT registered_at_ms IS NOT NULL FROM devices WHERE device_id = ?", arguments: [deviceID]) ?? false
-            try db.execute(
+                try Bool.fetchOne(
+                    db.cachedStatement(sql: "SELECT registered_at_ms IS NOT NULL FROM devices WHERE device_id = ?"),
+                    arguments: [deviceID]
+                ) ?? false
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, device_name, location, description,
                       firmware_version, registered_at_ms) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?2)
@@ -72,7 +75,8 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                       description = coalesce(?5, devices.description),
                       firmware_version = coalesce(?6, devices.firmware_version),
                       registered_at_ms = coalesce(devices.registered_at_ms, ?2)
-                    """,
+                    """
+            ).execute(
                 arguments: [deviceID, nowMs, fields.deviceName, fields.location, fields.description, fields.firmwareVersion]
             )
             return !existed
@@ -81,7 +85,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func device(_ deviceID: String) async throws -> DeviceRow? {
         try await database.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE device_id = ?", arguments: [deviceID]).map(DeviceRow.init)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM devices WHERE device_id = ?"), arguments: [deviceID]).map(DeviceRow.init)
         }
     }
 
@@ -109,15 +113,16 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func createDevice(_ deviceID: String, fields: DeviceFields, nowMs: Int64) async throws -> Bool {
         try await writer.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE device_id = ?", arguments: [deviceID]) == nil else {
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM devices WHERE device_id = ?"), arguments: [deviceID]) == nil else {
                 return false
             }
             try Retention.adopt(db, deviceID: deviceID, nowMs: nowMs)
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE devices SET device_name = ?2, location = ?3, description = ?4, firmware_version = ?5
                     WHERE device_id = ?1
-                    """,
+                    """
+            ).execute(
                 arguments: [deviceID, fields.deviceName, fields.location, fields.description, fields.firmwareVersion]
             )
             return true
@@ -126,40 +131,46 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func updateDevice(_ deviceID: String, fields: DeviceFields) async throws -> DeviceRow? {
         try await writer.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM devices WHERE device_id = ?", arguments: [deviceID]) != nil else {
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM devices WHERE device_id = ?"), arguments: [deviceID]) != nil else {
                 return nil
             }
             try Retention.adopt(db, deviceID: deviceID, nowMs: 0)
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE devices SET device_name = coalesce(?2, device_name), location = coalesce(?3, location),
                       description = coalesce(?4, description), firmware_version = coalesce(?5, firmware_version)
                     WHERE device_id = ?1
-                    """,
+                    """
+            ).execute(
                 arguments: [deviceID, fields.deviceName, fields.location, fields.description, fields.firmwareVersion]
             )
-            return try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE device_id = ?", arguments: [deviceID]).map(DeviceRow.init)
+            return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM devices WHERE device_id = ?"), arguments: [deviceID]).map(DeviceRow.init)
         }
     }
 
     public func deleteDevice(_ deviceID: String, nowMs: Int64) async throws -> Bool {
         try await writer.write { db in
-            let row = try Row.fetchOne(db, sql: "SELECT admission, last_nonce FROM devices WHERE device_id = ?", arguments: [deviceID])
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT admission, last_nonce FROM devices WHERE device_id = ?"),
+                arguments: [deviceID]
+            )
             if let nonce = row?["last_nonce"] as Int64? {
                 // The tombstone keeps the nonce: a deleted device's old uploads stay replays.
-                try db.execute(
+                try db.cachedStatement(
                     sql: """
                         INSERT INTO device_tombstones (device_id, last_nonce, deleted_at_ms) VALUES (?1, ?2, ?3)
                         ON CONFLICT(device_id) DO UPDATE SET last_nonce = max(last_nonce, ?2), deleted_at_ms = ?3
-                        """,
+                        """
+                ).execute(
                     arguments: [deviceID, nonce, nowMs]
                 )
             }
             if row?["admission"] as String? == "pending" { try Retention.leavePending(db, deviceID: deviceID) }
-            try db.execute(sql: "DELETE FROM devices WHERE device_id = ?", arguments: [deviceID])
+            try db.cachedStatement(sql: "DELETE FROM devices WHERE device_id = ?").execute(arguments: [deviceID])
             let existed = db.changesCount > 0
-            try db.execute(
-                sql: "UPDATE commands SET status = 'cancelled', finished_at_ms = ? WHERE device_id = ? AND status = 'pending'",
+            try db.cachedStatement(
+                sql: "UPDATE commands SET status = 'cancelled', finished_at_ms = ? WHERE device_id = ? AND status = 'pending'"
+            ).execute(
                 arguments: [nowMs, deviceID]
             )
             return existed
@@ -186,8 +197,9 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             try Retention.adopt(db, deviceID: deviceID, nowMs: nowMs)
             if let key = command.idempotencyKey,
                 let existing = try Row.fetchOne(
-                    db,
-                    sql: "SELECT * FROM commands WHERE device_id = ? AND idempotency_key = ?",
+                    db.cachedStatement(
+                        sql: "SELECT * FROM commands WHERE device_id = ? AND idempotency_key = ?"
+                    ),
                     arguments: [deviceID, key]
                 )
             {
@@ -195,22 +207,24 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             }
             let pending =
                 try Int.fetchOne(
-                    db,
-                    sql: "SELECT COUNT(*) FROM commands WHERE device_id = ? AND status = 'pending'",
+                    db.cachedStatement(
+                        sql: "SELECT COUNT(*) FROM commands WHERE device_id = ? AND status = 'pending'"
+                    ),
                     arguments: [deviceID]
                 ) ?? 0
             guard pending < maxPending else { throw CommandStoreError.queueFull(deviceID: deviceID, limit: maxPending) }
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO commands (command_id, device_id, action, target_register, register_address, value, status,
                       idempotency_key, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     commandID, deviceID, command.action, command.targetRegister, command.registerAddress,
                     command.value, command.idempotencyKey, nowMs, command.expiresAtMs,
                 ]
             )
-            let row = try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [commandID])!
+            let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [commandID])!
             return (CommandRow(row: row), true)
         }
     }
@@ -243,7 +257,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func devicesWithPendingCommands() async throws -> [String] {
         try await database.pool.read { db in
-            try String.fetchAll(db, sql: "SELECT DISTINCT device_id FROM commands WHERE status = 'pending'")
+            try String.fetchAll(db.cachedStatement(sql: "SELECT DISTINCT device_id FROM commands WHERE status = 'pending'"))
         }
     }
 
@@ -251,8 +265,9 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         try await writer.write { db in
             guard
                 let row = try Row.fetchOne(
-                    db,
-                    sql: "SELECT * FROM commands WHERE command_id = ? AND device_id = ?",
+                    db.cachedStatement(
+                        sql: "SELECT * FROM commands WHERE command_id = ? AND device_id = ?"
+                    ),
                     arguments: [result.commandID, deviceID]
                 )
             else { throw CommandStoreError.notFound(result.commandID) }
@@ -266,34 +281,38 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                 throw CommandStoreError.notFound(result.commandID)
             }
             let status: CommandStatus = result.succeeded ? .completed : .failed
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE commands SET status = ?, finished_at_ms = ?, result_status = ?, executed_at = ?,
                       result_json = ?, error_msg = ? WHERE command_id = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     status.rawValue, nowMs, result.succeeded ? "success" : "failed", result.executedAt, result.resultJSON,
                     result.errorMessage, command.commandID,
                 ]
             )
-            return CommandRow(row: try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [command.commandID])!)
+            return CommandRow(
+                row: try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [command.commandID])!
+            )
         }
     }
 
     public func command(_ commandID: String) async throws -> CommandRow? {
         try await database.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [commandID]).map(CommandRow.init)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [commandID]).map(CommandRow.init)
         }
     }
 
     public func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
         try await database.pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT * FROM commands WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2) AND id < ?3
-                    ORDER BY id DESC LIMIT ?4
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT * FROM commands WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2) AND id < ?3
+                        ORDER BY id DESC LIMIT ?4
+                        """
+                ),
                 arguments: [deviceID, status?.rawValue, before ?? Int64.max, limit]
             ).map(CommandRow.init)
         }
@@ -301,15 +320,16 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow {
         try await writer.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM commands WHERE command_id = ?", arguments: [commandID]) else {
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [commandID]) else {
                 throw CommandStoreError.notFound(commandID)
             }
             var command = CommandRow(row: row)
             guard command.status == .pending else {
                 throw CommandStoreError.wrongState(commandID: commandID, status: command.status)
             }
-            try db.execute(
-                sql: "UPDATE commands SET status = 'cancelled', finished_at_ms = ? WHERE command_id = ?",
+            try db.cachedStatement(
+                sql: "UPDATE commands SET status = 'cancelled', finished_at_ms = ? WHERE command_id = ?"
+            ).execute(
                 arguments: [nowMs, commandID]
             )
             command.status = .cancelled
@@ -322,30 +342,33 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         // Read first (through `commands_status_expiry`): an idle fleet costs no write transaction every sweep.
         let due = try await database.pool.read { db in
             try Bool.fetchOne(
-                db,
-                sql: """
-                    SELECT EXISTS (SELECT 1 FROM commands WHERE status = 'dispatched' AND dispatched_at_ms <= ?2)
-                        OR EXISTS (SELECT 1 FROM commands WHERE status = 'pending' AND expires_at_ms <= ?1)
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT EXISTS (SELECT 1 FROM commands WHERE status = 'dispatched' AND dispatched_at_ms <= ?2)
+                            OR EXISTS (SELECT 1 FROM commands WHERE status = 'pending' AND expires_at_ms <= ?1)
+                        """
+                ),
                 arguments: [nowMs, nowMs - resultTimeoutMs]
             ) ?? false
         }
         guard due else { return ([], []) }
         return try await writer.write { db in
             let timedOut = try String.fetchAll(
-                db,
-                sql: """
-                    UPDATE commands SET status = 'timed_out', finished_at_ms = ?1
-                    WHERE status = 'dispatched' AND dispatched_at_ms <= ?2 RETURNING device_id
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        UPDATE commands SET status = 'timed_out', finished_at_ms = ?1
+                        WHERE status = 'dispatched' AND dispatched_at_ms <= ?2 RETURNING device_id
+                        """
+                ),
                 arguments: [nowMs, nowMs - resultTimeoutMs]
             )
             let expired = try String.fetchAll(
-                db,
-                sql: """
-                    UPDATE commands SET status = 'expired', finished_at_ms = ?1
-                    WHERE status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 RETURNING device_id
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        UPDATE commands SET status = 'expired', finished_at_ms = ?1
+                        WHERE status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 RETURNING device_id
+                        """
+                ),
                 arguments: [nowMs]
             )
             return (timedOut, expired)
@@ -355,7 +378,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     public func commandCounts() async throws -> [CommandStatus: Int] {
         try await database.pool.read { db in
             var counts = [CommandStatus: Int]()
-            for row in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM commands GROUP BY status") {
+            for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT status, COUNT(*) AS n FROM commands GROUP BY status")) {
                 if let status = CommandStatus(rawValue: row["status"]) { counts[status] = row["n"] }
             }
             return counts

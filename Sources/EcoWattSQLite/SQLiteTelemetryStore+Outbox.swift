@@ -6,8 +6,9 @@ extension SQLiteTelemetryStore: OutboxStore {
     public func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket] {
         try await database.pool.read { db in
             let rows = try Row.fetchAll(
-                db,
-                sql: "SELECT id, packet_id FROM mqtt_outbox WHERE id > ? ORDER BY id LIMIT ?",
+                db.cachedStatement(
+                    sql: "SELECT id, packet_id FROM mqtt_outbox WHERE id > ? ORDER BY id LIMIT ?"
+                ),
                 arguments: [afterID, limit]
             )
             // Each chunk of the batch read and decoded once (a device's consecutive packets share one).
@@ -28,6 +29,6 @@ extension SQLiteTelemetryStore: OutboxStore {
     }
 
     public func outboxCount() async throws -> Int {
-        try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM mqtt_outbox") ?? 0 }
+        try await database.pool.read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM mqtt_outbox")) ?? 0 }
     }
 }

@@ -52,11 +52,12 @@ extension SQLiteTelemetryStore {
         // recomputes the range with that upload in it.
         let work = try await database.pool.read { db -> [RollupWork] in
             let marks = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT device_id, upload_count, rollup_from_ms, rollup_to_ms, rollup_floor_ms FROM devices
-                    WHERE rollup_from_ms IS NOT NULL LIMIT ?
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT device_id, upload_count, rollup_from_ms, rollup_to_ms, rollup_floor_ms FROM devices
+                        WHERE rollup_from_ms IS NOT NULL LIMIT ?
+                        """
+                ),
                 arguments: [limit]
             )
             return try marks.map { mark in
@@ -110,8 +111,9 @@ extension SQLiteTelemetryStore {
             var dropped = 0
             // Chunks in id order are in arrival order: drop from the oldest while they arrived before the cutoff.
             let oldest = try Row.fetchAll(
-                db,
-                sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks ORDER BY id LIMIT ?",
+                db.cachedStatement(
+                    sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks ORDER BY id LIMIT ?"
+                ),
                 arguments: [limit]
             )
             var floors: [String: Int64] = [:]
@@ -146,7 +148,9 @@ extension SQLiteTelemetryStore {
 
     /// Whether the oldest chunk arrived before the raw cutoff, or a rollup is older than its cutoff (both indexed).
     private static func anythingToPrune(_ db: Database, _ cutoffs: TelemetryCutoffs) throws -> Bool {
-        if let body = try Data.fetchOne(db, sql: "SELECT body FROM telemetry_chunks ORDER BY id LIMIT 1"), cutoffs.dropsChunk([UInt8](body)) {
+        if let body = try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM telemetry_chunks ORDER BY id LIMIT 1")),
+            cutoffs.dropsChunk([UInt8](body))
+        {
             return true
         }
         for resolution in RollupResolution.allCases {

@@ -85,7 +85,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             guard Int64(record.nonce) > tombstone else {
                 throw StoreError.nonceNotIncreasing(deviceID: device, nonce: record.nonce, stored: UInt32(truncatingIfNeeded: tombstone))
             }
-            try db.execute(sql: "DELETE FROM device_tombstones WHERE device_id = ?", arguments: [device])
+            try db.cachedStatement(sql: "DELETE FROM device_tombstones WHERE device_id = ?").execute(arguments: [device])
         }
         // A verified upload: the device leaves the pending set (caps never drop it from now on).
         if admission == "pending" { try Retention.leavePending(db, deviceID: device) }
@@ -116,8 +116,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
         ])
         if db.changesCount == 0 {
             let stored = try Int64.fetchOne(
-                db,
-                sql: "SELECT last_nonce FROM devices WHERE device_id = ?",
+                db.cachedStatement(
+                    sql: "SELECT last_nonce FROM devices WHERE device_id = ?"
+                ),
                 arguments: [device]
             )
             // The nonce rule first: a replay is a replay whatever the version.
@@ -155,8 +156,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
     public func submitStreamState(deviceID: String, state: DeviceStreamState) -> WriteTicket<Void> {
         let bytes = Data(state.serialized)
         return writer.enqueue { db in
-            try db.execute(
-                sql: "UPDATE devices SET stream_state = ?, state_version = state_version + 1 WHERE device_id = ?",
+            try db.cachedStatement(
+                sql: "UPDATE devices SET stream_state = ?, state_version = state_version + 1 WHERE device_id = ?"
+            ).execute(
                 arguments: [bytes, deviceID]
             )
         }
@@ -164,11 +166,12 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {
         try await writer.write { db in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE devices SET nonce_jumps_refused = nonce_jumps_refused + 1, last_refused_nonce = ?
                     WHERE device_id = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [Int64(nonce), deviceID]
             )
         }
@@ -176,15 +179,16 @@ public struct SQLiteTelemetryStore: TelemetryStore {
 
     public func submitNonceReset(deviceID: String) -> WriteTicket<Bool> {
         writer.enqueue { db in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE devices SET last_nonce = NULL, last_upload_ms = NULL, state_version = state_version + 1
                     WHERE device_id = ? AND last_nonce IS NOT NULL
-                    """,
+                    """
+            ).execute(
                 arguments: [deviceID]
             )
             let changed = db.changesCount > 0
-            try db.execute(sql: "DELETE FROM device_tombstones WHERE device_id = ?", arguments: [deviceID])
+            try db.cachedStatement(sql: "DELETE FROM device_tombstones WHERE device_id = ?").execute(arguments: [deviceID])
             return changed || db.changesCount > 0
         }
     }
@@ -194,8 +198,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             // Chunks by their latest time: the newest sample is in the first chunk that has samples, or in a later one
             // whose span still reaches past it.
             let chunks = try Row.fetchCursor(
-                db,
-                sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks WHERE device_id = ? ORDER BY last_ms DESC, id DESC",
+                db.cachedStatement(
+                    sql: "SELECT id, device_id, last_ms, body FROM telemetry_chunks WHERE device_id = ? ORDER BY last_ms DESC, id DESC"
+                ),
                 arguments: [deviceID]
             )
             var latest = ChunkReading.LatestSample()
@@ -215,8 +220,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             // A packet's id is its chunk's id and its place (``ChunkReading/packetID(chunk:place:)``): the chunk of
             // `before` is the first that can hold older packets.
             let chunks = try Row.fetchCursor(
-                db,
-                sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? AND id <= ? ORDER BY id DESC",
+                db.cachedStatement(
+                    sql: "SELECT id, device_id, body FROM telemetry_chunks WHERE device_id = ? AND id <= ? ORDER BY id DESC"
+                ),
                 arguments: [deviceID, before.map { $0 >> 8 } ?? Int64.max]
             )
             var rows: [PacketRow] = []
