@@ -2,8 +2,9 @@
 -- METHOD (default GET), PATH and BODY are templates: {device} is the device's index, {round} the round,
 -- {percent} the round modulo 101. The default is the command poll, GET /commands/BENCH-{device}/poll.
 -- Each wrk thread takes the requests whose sequence number is congruent to its id; with an even DEVICES and two
--- threads a device's requests stay on one thread, in order. With ROUNDS set the thread stops after the last round
--- (each request is sent once); without it, the rounds go on.
+-- threads a device's requests stay on one thread, in order. With ROUNDS set, a thread stops after the last round
+-- (each request is sent once), but wrk runs on until its -d ends, so a rate is only right while rounds remain;
+-- without ROUNDS, the rounds go on.
 local counter = 0
 function setup(thread)
    thread:set("id", counter)

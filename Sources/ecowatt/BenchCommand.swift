@@ -126,10 +126,10 @@ struct BenchCommand: AsyncParsableCommand {
                 nowMs: now
             )
             try database.close()
-            print(
-                "seeded \(devices) devices, \(devices * commands) \(dispatched ? "dispatched" : "pending") commands"
-                    + (pendingConfigs ? ", \(devices) configuration changes awaiting acknowledgement" : "")
-            )
+            var parts = ["\(devices) devices"]
+            if commands > 0 { parts.append("\(devices * commands) \(dispatched ? "dispatched" : "pending") commands") }
+            if pendingConfigs { parts.append("\(devices) configuration changes awaiting acknowledgement") }
+            print("seeded " + parts.joined(separator: ", "))
         }
     }
 
