@@ -72,6 +72,7 @@ public struct EcoWattApplication: Sendable {
             services.accounts,
             services.live,
             services.rollouts,
+            MemoryTrimmer(metrics: metrics),
             HangupReloader(
                 logger: logger,
                 actions: [{ keyRing.reload(logger: logger) }, { listeners.tls?.reload(logger: logger) }]

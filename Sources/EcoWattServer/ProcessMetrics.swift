@@ -20,24 +20,13 @@ enum ProcessMetrics {
         // Fields after the command name (which may contain spaces) start at the state, field 3.
         let fields = stat.split(separator: ")").last.map { $0.split(separator: " ").map(String.init) } ?? []
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let page = Double(sysconf(Int32(_SC_PAGESIZE)))
         func field(_ number: Int) -> Double? { fields.count > number - 3 ? Double(fields[number - 3]) : nil }
         if let user = field(14), let system = field(15) {
             metric("process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds", (user + system) / ticks)
         }
-        let statm = ((try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "").split(separator: " ")
-        metric(
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes",
-            statm.count > 1 ? Double(statm[1]).map { $0 * page } : nil
-        )
-        metric(
-            "process_virtual_memory_bytes",
-            "gauge",
-            "Virtual memory size in bytes",
-            statm.first.flatMap { Double($0) }.map { $0 * page }
-        )
+        let statm = Self.statm()
+        metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes", statm.resident.map(Double.init))
+        metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes", statm.virtual.map(Double.init))
         let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.count
         metric("process_open_fds", "gauge", "Number of open file descriptors", descriptors.map(Double.init))
         var limit = rlimit()
@@ -59,4 +48,19 @@ enum ProcessMetrics {
         return ""
         #endif
     }
+
+    /// The process's virtual and resident sizes in bytes, from `/proc/self/statm` (`nil` off Linux or unreadable).
+    static func statm() -> (virtual: Int?, resident: Int?) {
+        #if os(Linux)
+        let fields = ((try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "").split(separator: " ")
+        let page = sysconf(Int32(_SC_PAGESIZE))
+        func pages(_ index: Int) -> Int? { fields.count > index ? Int(fields[index]).map { $0 * page } : nil }
+        return (pages(0), pages(1))
+        #else
+        return (nil, nil)
+        #endif
+    }
+
+    /// The resident set in bytes (`nil` off Linux).
+    static func residentBytes() -> Int? { statm().resident }
 }

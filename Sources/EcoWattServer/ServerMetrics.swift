@@ -47,6 +47,7 @@ public final class ServerMetrics: Sendable {
         "ecowatt_mqtt_connected": (.gauge, "1 while the MQTT feed is connected to its broker"),
         "ecowatt_connections_open": (.gauge, "Open HTTP connections on the device listener (the only one without operator_port)"),
         "ecowatt_operator_connections_open": (.gauge, "Open HTTP connections on the separate operator listener"),
+        "ecowatt_memory_trimmed_bytes_total": (.counter, "Resident memory handed back to the kernel by the once-a-minute malloc_trim"),
         "ecowatt_database_bytes": (.gauge, "Bytes of database pages per table, its indexes included (measured every 5 minutes or less often)"),
         "ecowatt_database_file_bytes": (.gauge, "Bytes of the database file, its WAL and shared-memory file (every 5 minutes or less often)"),
         "ecowatt_retained_rows": (.gauge, "Rows kept per bounded table (and pending_devices), see the limits in the README"),
