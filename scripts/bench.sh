@@ -323,7 +323,7 @@ done
 wait $fleet || true
 echo "  end: RSS $(rss_mb) MB"
 echo "operator requests by status:$(printf '%s\n' "${statuses[@]}" | sort | uniq -c | awk '{printf " %s x%d", $2, $1}') (404: the device has not booted yet)"
-sed -n '2,22p' "$work/fleet.txt"
+sed -n '2,26p' "$work/fleet.txt"
 kill -TERM $server
 wait $server || true
 fi
