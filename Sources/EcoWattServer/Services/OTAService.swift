@@ -324,13 +324,17 @@ public actor OTAService: Service {
     }
 
     /// The live counters of the device's active session merged into the stored row.
+    ///
+    /// The stored row plus the unsaved increments, or what this instance knows when that is more: a flush takes the
+    /// increments before its commit lands, and a row read in between lacks them (a dashboard stream once showed 4
+    /// chunks served, then 3, and never 5).
     public func withLiveCounters(_ session: OTASession) -> OTASession {
         guard session.outcome == nil, let current = live.withLock({ $0[session.deviceID] }),
             current.sessionID == session.sessionID
         else { return session }
         var merged = session
-        merged.chunksServed = session.chunksServed + current.unsaved.chunks
-        merged.bytesServed = session.bytesServed + current.unsaved.bytes
+        merged.chunksServed = max(session.chunksServed + current.unsaved.chunks, current.counters.chunksServed)
+        merged.bytesServed = max(session.bytesServed + current.unsaved.bytes, current.counters.bytesServed)
         merged.lastChunk = current.counters.lastChunk
         merged.updatedAtMs = max(session.updatedAtMs, current.counters.updatedAtMs)
         return merged
