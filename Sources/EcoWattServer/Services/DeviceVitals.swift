@@ -29,7 +29,9 @@ public final class DeviceVitals: Sendable {
         var powerW = Double.nan
         var powerAtMs = Int64.min
 
-        mutating func upload(atMs: Int64) {
+        /// An accepted upload at `atMs`, with the newest decoded `Pac` it carried (its sample's time and value).
+        mutating func upload(atMs: Int64, power: (atMs: Int64, watts: Double)?) {
+            if let power, power.atMs >= powerAtMs { (powerAtMs, powerW) = power }
             guard count > 0 else {
                 (newestMs, count) = (atMs, 1)
                 return
@@ -69,22 +71,18 @@ public final class DeviceVitals: Sendable {
         let newest =
             packets
             .filter { !$0.resend }
-            .compactMap { packet -> (Int64, Double)? in
+            .compactMap { packet -> (atMs: Int64, watts: Double)? in
                 guard let index = packet.registerLayout.firstIndex(of: Register.pac.rawValue),
                     let last = packet.samples?.last, index < last.count
                 else { return nil }
                 return (packet.lastSampleEpochMs, Register.pac.scaled(last[index]))
             }
-            .max { $0.0 < $1.0 }
+            .max { $0.atMs < $1.atMs }
         let second = atMs / 1000
         state.withLock { state in
             let slot = Int(second.quotientAndRemainder(dividingBy: 60).remainder + 60) % 60
             state.seconds[slot] = state.seconds[slot].second == second ? (second, state.seconds[slot].count + 1) : (second, 1)
-            state.devices[deviceID, default: Entry()].upload(atMs: atMs)
-            if let (at, power) = newest, at >= state.devices[deviceID]?.powerAtMs ?? .min {
-                state.devices[deviceID]?.powerW = power
-                state.devices[deviceID]?.powerAtMs = at
-            }
+            state.devices[deviceID, default: Entry()].upload(atMs: atMs, power: newest)
         }
     }
 
