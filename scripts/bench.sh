@@ -33,8 +33,11 @@ echo "## machine"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
 port=5311
-run_server() {  # $1 = durability
+run_server() {  # $1 = durability; a fresh data directory
     rm -rf "$work/srv"
+    start_server "$1"
+}
+start_server() {  # $1 = durability; the data directory as it is
     ECOWATT_MQTT_ENABLED="${MQTT:-false}" $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
         --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level "${LOG_LEVEL:-warning}" --limit max_connections_per_address=1000000 \
         --durability "$1" 2> "$work/server.log" &
@@ -43,6 +46,8 @@ run_server() {  # $1 = durability
     echo "server did not start" >&2
     exit 1
 }
+stop_server() { kill -TERM $server; wait $server || true; }
+rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$server/status"; }
 
 # Enough pre-signed uploads that wrk never runs out (each is used once; every run starts with a fresh database).
 $bin bench make-uploads --devices 4000 --rounds 60 --out "$work/uploads.tsv" >&2
@@ -183,8 +188,7 @@ against_health() {  # $1 = the uploads' label, $2 = their file, $3 = the target 
     uploads=$rate
     awk -v r="$rate" -v h="$health" -v m="$mode" -v t="$3" \
         'BEGIN { printf "  ratio to GET /health (%s): %.2f (target %s)\n", m, r / h, t }'
-    kill -TERM $server
-    wait $server || true
+    stop_server
 }
 against_health "4 000 devices" "$work/uploads.tsv" 0.5 0
 normal=$uploads
@@ -199,14 +203,9 @@ echo "  (wrk counts each server-side close as a read socket error; those request
 # results, configuration acknowledgements, OTA progress reports.
 seeded_server() {  # the arguments: `ecowatt bench seed` options
     run_server normal
-    kill -TERM $server
-    wait $server || true
+    stop_server
     $bin bench seed --data-dir "$work/srv/data" "$@" >&2
-    ECOWATT_MQTT_ENABLED=false $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
-        --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" \
-        --log-level warning --limit max_connections_per_address=1000000 2> "$work/server.log" &
-    server=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+    start_server normal
     measure "GET /health, keep-alive" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
     health=$rate
 }
@@ -216,7 +215,6 @@ device_requests() {  # $1 = label; the rest: environment for scripts/wrk-device-
     awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health (keep-alive): %.2f (target 0.5)\n", r / h }'
 }
 operator() { curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/$1"; }
-stop_server() { kill -TERM $server; wait $server || true; }
 
 seeded_server --devices 4000 --commands 40
 device_requests "command polls, each dispatching a command" DEVICES=4000
@@ -258,12 +256,11 @@ ECOWATT_MQTT_ENABLED=false $bin serve --host 127.0.0.1 --port $port --data-dir "
     --limit max_connections_per_address=1000000 ${CACHE:+--limit ingest_cache_devices=$CACHE} 2> "$work/server.log" &
 server=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-rss() { awk '/VmRSS/ {printf "%d MB", $2 / 1024}' "/proc/$server/status"; }
 accepted() {
     curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/stats/security" \
         | sed -E 's/.*"successful_validations":([0-9]+).*/\1/'
 }
-echo "RSS at start: $(rss)"
+echo "RSS at start: $(rss_mb) MB"
 # wrk idles once its uploads are sent instead of ending: the run ends when the server's count stops growing.
 UPLOADS="$work/uploads-memory.tsv" WRK_THREADS=2 wrk -t2 -c16 -d3600s -s scripts/wrk-uploads.lua "http://127.0.0.1:$port" \
     > /dev/null &
@@ -272,21 +269,21 @@ started=$SECONDS
 last=-1
 while sleep 15; do
     count=$(accepted)
-    echo "  after $((SECONDS - started)) s: $count uploads accepted, RSS $(rss)"
+    echo "  after $((SECONDS - started)) s: $count uploads accepted, RSS $(rss_mb) MB"
     [ "$count" = "$last" ] && break
     last=$count
 done
 kill $replay 2>/dev/null || true
-echo "RSS after $count devices uploaded once: $(rss); database $(du -sh "$work/srv/data" | cut -f1)"
+echo "RSS after $count devices uploaded once: $(rss_mb) MB; database $(du -sh "$work/srv/data" | cut -f1)"
 kill -TERM $server
 wait $server || true
 fi
 
 if [ "$sections" = fleet-memory ]; then
-# Issue 23's steadiness target: RSS every 30 s while a mixed simulated fleet runs for SECONDS (default 600):
+# Issue 23's steadiness target: RSS every 30 s while a mixed simulated fleet runs for SECONDS_RUN (default 600) s:
 # DEVICES (default 500) devices at 10x upload, poll commands and configuration, report energy and check for OTA (every
-# 600 device-s), while an operator queues a command and an upload_interval change (15–24 s, within the safe limits) for a random device every 2 s and a
-# 256 KiB image is deployed to all after a minute. Not part of `all` (10 minutes).
+# 600 device-s), while an operator queues a command and an upload_interval change (15–24 s, within the safe limits)
+# for a random device every 2 s, and deploys a 256 KiB image to all after a minute. Not part of `all` (10 minutes).
 devices="${DEVICES:-500}"
 seconds="${SECONDS_RUN:-600}"
 echo
@@ -300,7 +297,6 @@ $bin firmware prepare "$work/fleet.bin" --version 9.2.0 --keys-dir "$work/srv/ke
 $bin simulate --url "http://127.0.0.1:$port" --devices "$devices" --duration "$seconds" --speed 10 --ramp-up 5 \
     --ota-interval 600 --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-fleet.json" > "$work/fleet.txt" 2>/dev/null &
 fleet=$!
-rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$server/status"; }
 started=$SECONDS
 next=0
 statuses=()
@@ -324,8 +320,7 @@ wait $fleet || true
 echo "  end: RSS $(rss_mb) MB"
 echo "operator requests by status:$(printf '%s\n' "${statuses[@]}" | sort | uniq -c | awk '{printf " %s x%d", $2, $1}') (404: the device has not booted yet)"
 sed -n '2,26p' "$work/fleet.txt"
-kill -TERM $server
-wait $server || true
+stop_server
 fi
 
 if [ "$sections" = all ] || [ "$sections" = rejects ]; then
