@@ -69,16 +69,31 @@ public final class ServerMetrics: Sendable {
         .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
         .seconds(2.5), .seconds(5),
     ]
-    private let counters = Mutex<[String: Counter]>([:])
-    private let histograms = Mutex<[String: DurationHistogram]>([:])
-    private let gauges = Mutex<[String: Gauge]>([:])
+    private let counters = Mutex<[Key: Counter]>([:])
+    private let histograms = Mutex<[Key: DurationHistogram]>([:])
+    private let gauges = Mutex<[Key: Gauge]>([:])
     /// Values sampled when scraped (devices online, active sessions, backlogs).
     private let samplers = Mutex<[(String, @Sendable () -> Double)]>([])
 
     public init() {}
 
-    static func key(_ name: String, _ dimensions: [(String, String)]) -> String {
-        dimensions.reduce(name) { $0 + "|" + $1.0 + "=" + $1.1 }
+    /// An instrument's name and labels, hashed and compared as they are: building a joined string for every lookup
+    /// took 2 % of the server's CPU in `perf` profiles of rejected uploads (three lookups per request).
+    struct Key: Hashable {
+        let name: String
+        let dimensions: [(String, String)]
+
+        static func == (lhs: Key, rhs: Key) -> Bool {
+            lhs.name == rhs.name && lhs.dimensions.elementsEqual(rhs.dimensions) { $0.0 == $1.0 && $0.1 == $1.1 }
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(name)
+            for (label, value) in dimensions {
+                hasher.combine(label)
+                hasher.combine(value)
+            }
+        }
     }
 
     static func descriptor(_ name: String) -> MetricNameDescriptor {
@@ -108,12 +123,12 @@ public final class ServerMetrics: Sendable {
 
     /// The instrument of `name` with `dimensions` from `cache`, made (from its ``catalog`` entry) the first time.
     private func instrument<Instrument>(
-        _ cache: borrowing Mutex<[String: Instrument]>,
+        _ cache: borrowing Mutex<[Key: Instrument]>,
         _ name: String,
         _ dimensions: [(String, String)],
         make: (MetricNameDescriptor) -> Instrument
     ) -> Instrument {
-        let key = Self.key(name, dimensions)
+        let key = Key(name: name, dimensions: dimensions)
         return cache.withLock { instruments in
             if let instrument = instruments[key] { return instrument }
             let instrument = make(Self.descriptor(name))

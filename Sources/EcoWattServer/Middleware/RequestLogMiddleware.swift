@@ -49,7 +49,7 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         let response = try await next(request, context)
         status = response.status
-        code = response.headers[ErrorCode.header]
+        code = response.headers.firstValue(ErrorCode.header)
         return response
     }
 }

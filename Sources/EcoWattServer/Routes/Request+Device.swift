@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -28,7 +29,7 @@ extension Request {
 
     /// Collects the body up to `limit` bytes, answering 413 beyond (checked on `Content-Length` first).
     mutating func collectLimitedBody(limit: Int) async throws -> [UInt8] {
-        if let length = headers[.contentLength].flatMap(Int.init), length > limit {
+        if let length = headers.firstValue(.contentLength).flatMap(Int.init), length > limit {
             throw APIError(.contentTooLarge, "Request body of \(length) bytes exceeds the limit of \(limit) bytes")
         }
         do {
@@ -37,5 +38,13 @@ extension Request {
         } catch is NIOTooManyBytesError {
             throw APIError(.contentTooLarge, "Request body exceeds the limit of \(limit) bytes")
         }
+    }
+}
+
+extension HTTPFields {
+    /// The first value of `name`. The subscript joins every value of the name into a new string; on the device routes'
+    /// hot path (`Content-Length`, the error code of each response) that join took 2 % of the CPU of a rejected upload.
+    func firstValue(_ name: HTTPField.Name) -> String? {
+        first { $0.name == name }?.value
     }
 }
