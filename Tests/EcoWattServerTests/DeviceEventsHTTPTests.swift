@@ -67,6 +67,18 @@ import Testing
         #expect(log.latest(kind: nil, limit: 10).map(\.deviceID) == ["D", "D", "C", "C"])
     }
 
+    @Test func aFloodOfDistinctIdsKeepsTheLogWithinItsLimitAndTheLatestDevices() {
+        let log = DeviceEventLog(maxDevices: 64, perDevice: 2)
+        for index in 0..<1_000 {
+            log.record(.init(atMs: Int64(index) * 1000, deviceID: "FLOOD-\(index)", kind: .security, reason: "mac"))
+        }
+        let kept = log.problemCounts(sinceMs: 0)
+        #expect(kept.count <= 64 && kept.count > 64 - 64 / 8, "\(kept.count) devices kept")
+        let newestKept = (1_000 - kept.count..<1_000).map { "FLOOD-\($0)" }
+        #expect(Set(kept.keys) == Set(newestKept), "the devices whose latest events are newest stay")
+        #expect(log.timeline(sinceMs: 0).flatMap { $0.counts.values }.reduce(0, +) == 1_000)
+    }
+
     @Test func aCommandWithoutAResultIsAProblemOfItsDevice() async throws {
         let test = try await TestServer(settings: ["command_result_timeout_seconds": 5])
         try await test.run { client in

@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// In memory, since the server started (a restart empties it; the counters in `/metrics` are the durable record), and
 /// bounded: anyone can make an upload fail under any device id, so at most `maxDevices` ids keep events (beyond it the
-/// id whose latest event is oldest is dropped), each its latest `perDevice`; reasons come from closed sets (security
+/// eighth of them whose latest events are oldest are dropped), each its latest `perDevice`; reasons come from closed sets (security
 /// categories, decode reasons, OTA outcomes), so the per-minute counts cannot grow labels.
 public final class DeviceEventLog: Sendable {
     public enum Kind: String, Sendable, CaseIterable {
@@ -46,9 +46,24 @@ public final class DeviceEventLog: Sendable {
     static let minuteMs: Int64 = 60_000
     static let dayMs: Int64 = 86_400_000
 
+    private struct Reason: Hashable {
+        var kind: Kind
+        var reason: String
+
+        var label: String { "\(kind.rawValue)/\(reason)" }
+    }
+
     private struct State {
         var devices: [String: [Event]] = [:]
-        var minutes: [Int64: [String: Int]] = [:]
+        var minutes: [Int64: [Reason: Int]] = [:]
+
+        /// Drops the devices whose latest events are oldest until `count` remain. Called when the log is full, it
+        /// drops an eighth at once: finding the single quietest device for every new id scanned all `maxDevices` ids
+        /// under the lock, for each refused upload of an attacker cycling through ids.
+        mutating func dropQuietest(keeping count: Int) {
+            let quietest = devices.map { (id: $0.key, atMs: $0.value.last?.atMs ?? 0) }.sorted { $0.atMs < $1.atMs }
+            for device in quietest.prefix(max(0, devices.count - count)) { devices[device.id] = nil }
+        }
     }
 
     public let maxDevices: Int
@@ -62,17 +77,18 @@ public final class DeviceEventLog: Sendable {
 
     public func record(_ event: Event) {
         let minute = event.atMs - event.atMs % Self.minuteMs
+        let perDevice = perDevice
         state.withLock { state in
-            if state.devices[event.deviceID] == nil, state.devices.count >= maxDevices,
-                let quietest = state.devices.min(by: { ($0.value.last?.atMs ?? 0) < ($1.value.last?.atMs ?? 0) })?.key
-            {
-                state.devices[quietest] = nil
+            if state.devices[event.deviceID] == nil, state.devices.count >= maxDevices {
+                state.dropQuietest(keeping: maxDevices - max(1, maxDevices / 8))
             }
-            var events = state.devices[event.deviceID, default: []]
-            events.append(event)
-            if events.count > perDevice { events.removeFirst(events.count - perDevice) }
-            state.devices[event.deviceID] = events
-            state.minutes[minute, default: [:]]["\(event.kind.rawValue)/\(event.reason)", default: 0] += 1
+            // In place: a copy taken out of the dictionary and stored back copied the device's events on every append.
+            func append(_ events: inout [Event]) {
+                events.append(event)
+                if events.count > perDevice { events.removeFirst(events.count - perDevice) }
+            }
+            append(&state.devices[event.deviceID, default: []])
+            state.minutes[minute, default: [:]][Reason(kind: event.kind, reason: event.reason), default: 0] += 1
             if state.minutes.count > 1440 {
                 state.minutes = state.minutes.filter { $0.key > minute - Self.dayMs }
             }
@@ -95,7 +111,9 @@ public final class DeviceEventLog: Sendable {
     /// Per-minute counts from `sinceMs` on, oldest first (minutes without events are absent).
     public func timeline(sinceMs: Int64) -> [Minute] {
         state.withLock { state in
-            state.minutes.filter { $0.key + Self.minuteMs > sinceMs }.map { Minute(minuteMs: $0.key, counts: $0.value) }
+            state.minutes.filter { $0.key + Self.minuteMs > sinceMs }.map { minute in
+                Minute(minuteMs: minute.key, counts: Dictionary(uniqueKeysWithValues: minute.value.map { ($0.key.label, $0.value) }))
+            }
         }
         .sorted { $0.minuteMs < $1.minuteMs }
     }
