@@ -93,14 +93,14 @@ struct OTARoutes {
             throw OTAError.invalid("phase must be one of \(OTAService.phases.sorted().joined(separator: ", "))")
         }
         let progress = body["progress"]?.intValue.flatMap { Int(exactly: $0) }.map { min(max($0, 0), 100) }
-        let session = try await ota.progress(
+        let sessionID = try await ota.progress(
             deviceID: deviceID,
             phase: phase,
             progress: progress,
             message: body["message"]?.stringValue.map { String($0.prefix(256)) },
             deviceTime: DeviceTime.seconds(body["timestamp"]?.intValue, arrivalMs: ota.clock())
         )
-        return JSONBody.response(["success": true, "session_id": session.map { .string($0.sessionID) } ?? .null])
+        return JSONBody.response(["success": true, "session_id": sessionID.map { .string($0) } ?? .null])
     }
 
     /// `POST /ota/{id}/complete` (spec §7.6), sent on every boot: applied from the device's bound address, else held.
