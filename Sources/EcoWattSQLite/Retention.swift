@@ -16,19 +16,17 @@ enum Retention {
         nowMs: Int64,
         policy: RetentionPolicy
     ) throws -> (pending: Bool, created: Bool, evicted: [String]) {
-        try db.cachedStatement(
-            sql: """
-                INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, admission) VALUES (?1, ?2, ?2, 'pending')
-                ON CONFLICT(device_id) DO NOTHING
-                """
-        ).execute(arguments: [deviceID, nowMs])
-        guard db.changesCount > 0 else {
-            let admission = try String.fetchOne(
-                db.cachedStatement(sql: "SELECT admission FROM devices WHERE device_id = ?"),
-                arguments: [deviceID]
-            )
+        // The device is known almost always: one lookup, and the insert only for a new id (in the writer's
+        // transaction, so nothing comes between them).
+        if let admission = try String.fetchOne(
+            db.cachedStatement(sql: "SELECT admission FROM devices WHERE device_id = ?"),
+            arguments: [deviceID]
+        ) {
             return (admission == "pending", false, [])
         }
+        try db.cachedStatement(
+            sql: "INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, admission) VALUES (?1, ?2, ?2, 'pending')"
+        ).execute(arguments: [deviceID, nowMs])
         let pending = try adjust(db, pendingDevices, by: 1)
         guard pending > policy.maxPendingDevices else { return (true, true, []) }
         let evicted = try String.fetchAll(
@@ -91,7 +89,7 @@ enum Retention {
         pending: Bool,
         policy: RetentionPolicy
     ) throws {
-        try adjust(db, table.rawValue, by: 1)
+        var rows = try adjust(db, table.rawValue, by: 1)
         let cap = policy.cap(table)
         let perDevice = pending ? min(cap.perDevice, policy.pendingRowsPerDevice) : cap.perDevice
         switch table {
@@ -130,15 +128,15 @@ enum Retention {
                 arguments: [deviceID, perDevice]
             )
             try deleteSessions(db, ended)
-            return try trimTotal(db, table, cap.total)
+            return try trimTotal(db, table, cap.total, rows: nil)
         }
-        try removed(db, table, count: db.changesCount, dropped: true)
-        try trimTotal(db, table, cap.total)
+        rows = try removed(db, table, count: db.changesCount, dropped: true) ?? rows
+        try trimTotal(db, table, cap.total, rows: rows)
     }
 
-    /// Oldest rows of `table` beyond `total` (for sessions: ended ones only).
-    private static func trimTotal(_ db: Database, _ table: BoundedTable, _ total: Int) throws {
-        let rows = try count(db, table.rawValue)
+    /// Oldest rows of `table` beyond `total` (for sessions: ended ones only); `rows`: its count when the caller has it.
+    private static func trimTotal(_ db: Database, _ table: BoundedTable, _ total: Int, rows known: Int?) throws {
+        let rows = try known ?? count(db, table.rawValue)
         guard rows > total else { return }
         // A tenth of the cap at once, so that a table at its cap is not trimmed on every insert.
         let excess = rows - total + max(1, total / 10)
@@ -171,18 +169,27 @@ enum Retention {
         }
     }
 
-    /// Bookkeeping for rows deleted from `table` (`dropped`: by a cap, rather than by an operator).
-    static func removed(_ db: Database, _ table: BoundedTable, count: Int, dropped: Bool) throws {
-        guard count > 0 else { return }
-        try db.cachedStatement(
-            sql: "UPDATE retention SET rows = max(0, rows - ?2), dropped = dropped + ?3 WHERE name = ?1"
-        ).execute(arguments: [table.rawValue, count, dropped ? count : 0])
+    /// Bookkeeping for rows deleted from `table` (`dropped`: by a cap, rather than by an operator). Returns the table's
+    /// rows now, `nil` when nothing was deleted.
+    @discardableResult
+    static func removed(_ db: Database, _ table: BoundedTable, count: Int, dropped: Bool) throws -> Int? {
+        guard count > 0 else { return nil }
+        return try Int.fetchOne(
+            db.cachedStatement(
+                sql: "UPDATE retention SET rows = max(0, rows - ?2), dropped = dropped + ?3 WHERE name = ?1 RETURNING rows"
+            ),
+            arguments: [table.rawValue, count, dropped ? count : 0]
+        ) ?? 0
     }
 
+    /// Adds `delta` to the count `name`; returns the new count. (One statement with `RETURNING`: this runs for every
+    /// bounded insert, and an update followed by a read of the count was two.)
     @discardableResult
     private static func adjust(_ db: Database, _ name: String, by delta: Int) throws -> Int {
-        try db.cachedStatement(sql: "UPDATE retention SET rows = max(0, rows + ?2) WHERE name = ?1").execute(arguments: [name, delta])
-        return try count(db, name)
+        try Int.fetchOne(
+            db.cachedStatement(sql: "UPDATE retention SET rows = max(0, rows + ?2) WHERE name = ?1 RETURNING rows"),
+            arguments: [name, delta]
+        ) ?? 0
     }
 
     private static func count(_ db: Database, _ name: String) throws -> Int {

@@ -69,6 +69,30 @@ import Testing
 
     // MARK: - ReportStore
 
+    @Test(arguments: Backend.cases) func aTableAtItsTotalDropsItsOldestRowsAndKeepsItsCountExact(_ backend: Backend) async throws {
+        var retention = RetentionPolicy()
+        retention.powerReports = RowCap(perDevice: 3, total: 5)
+        try await BackendStores.with(backend, retention: retention) { stores in
+            let reports = stores.devices
+            var at: Int64 = 0
+            for _ in 0..<4 {
+                for device in ["T0", "T1", "T2"] {
+                    at += 100
+                    try await reports.addPowerReport(PowerReport(deviceID: device, receivedAtMs: at))
+                }
+            }
+            var kept: [Int64] = []
+            for device in ["T0", "T1", "T2"] {
+                kept += try await reports.powerReports(deviceID: device, sinceMs: 0, limit: 10).map(\.receivedAtMs)
+            }
+            let counts = try await reports.retentionCounts()
+            #expect(kept.count <= 5 && !kept.isEmpty, "\(kept)")
+            #expect(kept.sorted() == Array((1...12).map { Int64($0) * 100 }.suffix(kept.count)), "the newest rows stay: \(kept.sorted())")
+            #expect(counts.rows["power_reports"] == kept.count, "the kept count matches the rows: \(counts.rows)")
+            #expect(counts.dropped["power_reports"] == 12 - kept.count)
+        }
+    }
+
     @Test(arguments: Backend.cases) func reportsComeBackNewestFirstWithinTheirCaps(_ backend: Backend) async throws {
         var retention = RetentionPolicy()
         retention.powerReports = RowCap(perDevice: 2, total: 100)
