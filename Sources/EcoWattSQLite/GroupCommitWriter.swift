@@ -100,15 +100,28 @@ public final class GroupCommitWriter: Service, StorageProbe {
     private static func apply(_ jobs: [Job], _ db: Database) -> [BatchQueue<Job>.Outcome] {
         jobs.map { job in
             do {
-                var onCommit: (@Sendable () -> Void)?
-                try db.inSavepoint {
-                    onCommit = try job.apply(db)
-                    return .commit
-                }
-                return .committed(onCommit!)
+                return .committed(try inSavepoint(db) { try job.apply(db) })
             } catch {
                 return .failed(error)
             }
+        }
+    }
+
+    /// `body` in a savepoint of prepared statements kept for the connection's life. GRDB's `inSavepoint` compiles
+    /// `SAVEPOINT` and `RELEASE` on every call: two prepares (each through the authorizer) per job, on the one thread
+    /// every write waits for. GRDB still sees each statement's savepoint effect (it records it when it prepares one).
+    /// After a failure SQLite may have rolled back the whole transaction; the rollback then throws, and GRDB refuses the
+    /// statements of later jobs (an aborted transaction), so the batch fails as a whole.
+    private static func inSavepoint<T>(_ db: Database, _ body: () throws -> T) throws -> T {
+        try db.cachedStatement(sql: "SAVEPOINT job").execute()
+        do {
+            let value = try body()
+            try db.cachedStatement(sql: "RELEASE SAVEPOINT job").execute()
+            return value
+        } catch {
+            try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT job").execute()
+            try db.cachedStatement(sql: "RELEASE SAVEPOINT job").execute()
+            throw error
         }
     }
 }
