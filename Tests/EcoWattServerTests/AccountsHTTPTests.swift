@@ -229,6 +229,20 @@ extension TestClientProtocol {
         }
     }
 
+    @Test func aFloodOfAddressesKeepsTheLoginThrottleWithinItsCapacityAndTheNewestBlocked() {
+        var policy = LoginThrottle.Policy()
+        policy.freePerPair = 0
+        policy.freePerAddress = 0
+        policy.capacity = 10
+        let throttle = LoginThrottle(policy: policy)
+        let addresses = (0..<100).map { "10.0.0.\($0)" }
+        for (index, address) in addresses.enumerated() { throttle.failed(user: "pat", address: address, nowMs: Int64(index)) }
+        // Every back-off (1 s) still runs at 100 ms: an address not blocked any more was dropped by the cap.
+        let blocked = addresses.filter { throttle.retryAfter(user: "pat", address: $0, nowMs: 100) != nil }
+        #expect((9...10).contains(blocked.count), "\(blocked.count) addresses kept")
+        #expect(blocked == Array(addresses.suffix(blocked.count)), "the newest stay: \(blocked)")
+    }
+
     @Test func loginsAreThrottledPerUserAndAddressAndASuccessClearsIt() async throws {
         let test = try await TestServer()
         try await test.run { client in

@@ -67,10 +67,6 @@ public final class LoginThrottle: Sendable {
             entry.blockedUntilMs = nowMs + Int64(seconds * 1000)
         }
         table[key] = entry
-        if table.count > policy.capacity {
-            for old in table.sorted(by: { $0.value.lastMs < $1.value.lastMs }).prefix(table.count - policy.capacity * 9 / 10) {
-                table[old.key] = nil
-            }
-        }
+        if table.count > policy.capacity { table.removeOldest(keeping: policy.capacity * 9 / 10, age: \.lastMs) }
     }
 }

@@ -56,14 +56,6 @@ public final class DeviceEventLog: Sendable {
     private struct State {
         var devices: [String: [Event]] = [:]
         var minutes: [Int64: [Reason: Int]] = [:]
-
-        /// Drops the devices whose latest events are oldest until `count` remain. Called when the log is full, it
-        /// drops an eighth at once: finding the single quietest device for every new id scanned all `maxDevices` ids
-        /// under the lock, for each refused upload of an attacker cycling through ids.
-        mutating func dropQuietest(keeping count: Int) {
-            let quietest = devices.map { (id: $0.key, atMs: $0.value.last?.atMs ?? 0) }.sorted { $0.atMs < $1.atMs }
-            for device in quietest.prefix(max(0, devices.count - count)) { devices[device.id] = nil }
-        }
     }
 
     public let maxDevices: Int
@@ -79,8 +71,10 @@ public final class DeviceEventLog: Sendable {
         let minute = event.atMs - event.atMs % Self.minuteMs
         let perDevice = perDevice
         state.withLock { state in
+            // A full log drops an eighth at once: finding the single quietest device for every new id scanned all
+            // `maxDevices` ids under the lock, for each refused upload of an attacker cycling through ids.
             if state.devices[event.deviceID] == nil, state.devices.count >= maxDevices {
-                state.dropQuietest(keeping: maxDevices - max(1, maxDevices / 8))
+                state.devices.removeOldest(keeping: maxDevices - max(1, maxDevices / 8), age: { $0.last?.atMs ?? 0 })
             }
             // In place: a copy taken out of the dictionary and stored back copied the device's events on every append.
             func append(_ events: inout [Event]) {

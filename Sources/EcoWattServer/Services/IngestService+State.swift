@@ -94,16 +94,8 @@ struct DeviceStateCache {
     }
 
     /// Above `limit`, drops the least recently used idle entries down to nine tenths of it (so trimming is rare).
-    ///
-    /// Sorts (last use, id) pairs, not copies of the entries, so a trim of 200 000 states holds less memory while it
-    /// runs. (Suspected of a step in the RSS of a server taking a million devices' first uploads; it was not the cause:
-    /// 694 MB after the change, 700 MB before, issue 23.)
     mutating func trim(to limit: Int) {
         guard entries.count > limit else { return }
-        var idle: [(lastUse: UInt64, deviceID: String)] = []
-        idle.reserveCapacity(entries.count)
-        for (deviceID, entry) in entries where entry.inFlight == 0 { idle.append((entry.lastUse, deviceID)) }
-        idle.sort { $0.lastUse < $1.lastUse }
-        for (_, deviceID) in idle.prefix(entries.count - limit * 9 / 10) { entries[deviceID] = nil }
+        entries.removeOldest(keeping: limit * 9 / 10, age: \.lastUse, removable: { $0.inFlight == 0 })
     }
 }
