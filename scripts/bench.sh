@@ -47,6 +47,10 @@ start_server() {  # $1 = durability; the data directory as it is
     exit 1
 }
 stop_server() { kill -TERM $server; wait $server || true; }
+ratio_to_health() {  # $1 = the target; $2 = how /health was measured (optional). Compares $rate with $health.
+    awk -v r="$rate" -v h="$health" -v t="$1" -v m="${2:+ ($2)}" \
+        'BEGIN { printf "  ratio to GET /health%s: %.2f (target %s)\n", m, r / h, t }'
+}
 rss_mb() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$server/status"; }
 # The server's CPU ticks (user + system) from /proc.
 server_ticks() { awk '{print $14+$15}' "/proc/$server/stat"; }
@@ -90,8 +94,7 @@ for mode in normal full; do
     stored=$(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" \
         "http://127.0.0.1:$port/api/v1/stats/security" | sed -E 's/.*"successful_validations":([0-9]+).*/\1/')
     echo "uploads acknowledged and stored: $stored"
-    kill -TERM $server
-    wait $server || true
+    stop_server
 done
 
 echo
@@ -99,16 +102,14 @@ echo "## ingest over HTTP, durability=normal, new connection per request (CLOSE=
 run_server normal
 CLOSE=1 UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
     "http://127.0.0.1:$port" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|Socket errors"
-kill -TERM $server
-wait $server || true
+stop_server
 
 echo
 echo "## command polls, empty queues (4000 devices, wrk -t2 -c16 -d${duration}s)"
 run_server normal
 DEVICES=4000 WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-device-requests.lua "http://127.0.0.1:$port" \
     | grep -E "Requests/sec|50%|99%|Non-2xx"
-kill -TERM $server
-wait $server || true
+stop_server
 
 # Polls that dispatch a command, and the other device routes that write: the targets section.
 fi
@@ -130,8 +131,7 @@ curl -sf -X POST -H "Authorization: Bearer $token" -H "Content-Type: application
     -d '{"version":"9.0.0"}' >/dev/null
 $bin bench ota-fleet --url "http://127.0.0.1:$port" --devices 200 --keys-dir "$work/srv/keys"
 echo "sessions: $(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/stats/ota" | sed -E 's/.*"sessions_by_outcome":(\{[^}]*\}).*/\1/')"
-kill -TERM $server
-wait $server || true
+stop_server
 fi
 
 if [ "$sections" = all ] || [ "$sections" = sim ]; then
@@ -152,8 +152,7 @@ for fleet in "1000 10" "2000 20"; do
     health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
     sim=$(sed -nE 's/.* requests in .* \(([0-9]+)\/s\)/\1/p' "$work/sim.txt")
     awk -v s="$sim" -v h="$health" 'BEGIN { printf "simulated fleet %d requests/s; GET /health %d/s in the same server; ratio %.2f\n", s, h, s / h }'
-    kill -TERM $server
-    wait $server || true
+    stop_server
 done
 echo
 echo "## firmware rollout: 300 simulated devices at 10x, a 256 KiB image deployed to all, OTA check every 60 device-s"
@@ -165,8 +164,7 @@ curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token"
     -d '{"version":"9.1.0"}' >/dev/null
 $bin simulate --url "http://127.0.0.1:$port" --devices 300 --duration "$duration" --speed 10 --ramp-up 1 --ota-interval 60 \
     --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-rollout.json" 2>/dev/null | sed -n '2,22p' || true
-kill -TERM $server
-wait $server || true
+stop_server
 fi
 
 if [ "$sections" = all ] || [ "$sections" = targets ]; then
@@ -187,8 +185,7 @@ against_health() {  # $1 = the uploads' label, $2 = their file, $3 = the target 
     measure "accepted uploads, $1, $mode" env CLOSE="$4" UPLOADS="$2" WRK_THREADS=2 \
         wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port"
     uploads=$rate
-    awk -v r="$rate" -v h="$health" -v m="$mode" -v t="$3" \
-        'BEGIN { printf "  ratio to GET /health (%s): %.2f (target %s)\n", m, r / h, t }'
+    ratio_to_health "$3" "$mode"
     stop_server
 }
 against_health "4 000 devices" "$work/uploads.tsv" 0.5 0
@@ -213,7 +210,7 @@ seeded_server() {  # the arguments: `ecowatt bench seed` options
 device_requests() {  # $1 = label; the rest: environment for scripts/wrk-device-requests.lua
     measure "$1" env WRK_THREADS=2 "${@:2}" \
         wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-device-requests.lua "http://127.0.0.1:$port"
-    awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health (keep-alive): %.2f (target 0.5)\n", r / h }'
+    ratio_to_health 0.5 keep-alive
 }
 operator() { curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/$1"; }
 
@@ -276,8 +273,7 @@ while sleep 15; do
 done
 kill $replay 2>/dev/null || true
 echo "RSS after $count devices uploaded once: $(rss_mb) MB; database $(du -sh "$work/srv/data" | cut -f1)"
-kill -TERM $server
-wait $server || true
+stop_server
 fi
 
 if [ "$sections" = fleet-memory ]; then
@@ -331,26 +327,24 @@ LOG_LEVEL=info run_server normal
 head -n 1 "$work/uploads.tsv" > "$work/valid.tsv"
 cut -f1 "$work/valid.tsv" | { read -r path; curl -sf -X POST "http://127.0.0.1:$port$path" \
     --data-binary "$(cut -f2 "$work/valid.tsv")" >/dev/null; }   # accepted once: resending it is a replay
+sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/valid.tsv" > "$work/bad-mac.tsv"
 {
-    cat "$work/valid.tsv"
-    sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/valid.tsv"
+    cat "$work/valid.tsv" "$work/bad-mac.tsv"
     printf '/aggregated/BENCH-MALFORMED\t{"nonce":12,"payload":\n'
 } > "$work/rejects.tsv"
 measure "GET /health" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
 health=$rate
 measure "rejections (bad MAC, replay, malformed in rotation)" env REJECTS="$work/rejects.tsv" \
     wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-rejects.lua "http://127.0.0.1:$port"
-awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health: %.2f (target 0.9)\n", r / h }'
+ratio_to_health 0.9
 # An attacker cycling through device ids: every refusal is a security event of a new id (the event log is full).
-sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/valid.tsv" | cut -f2 > "$work/bad-mac.txt"
-awk -v body="$(cat "$work/bad-mac.txt")" 'BEGIN { for (i = 1; i <= 20000; i++) printf "/aggregated/FLOOD-%d\t%s\n", i, body }' \
+awk -v body="$(cut -f2 "$work/bad-mac.tsv")" 'BEGIN { for (i = 1; i <= 20000; i++) printf "/aggregated/FLOOD-%d\t%s\n", i, body }' \
     > "$work/flood.tsv"
 measure "bad MACs under 20 000 distinct device ids" env REJECTS="$work/flood.tsv" \
     wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-rejects.lua "http://127.0.0.1:$port"
-awk -v r="$rate" -v h="$health" 'BEGIN { printf "  ratio to GET /health: %.2f (target 0.9)\n", r / h }'
+ratio_to_health 0.9
 echo "server log lines written during the run: $(wc -l < "$work/server.log")"
-kill -TERM $server
-wait $server || true
+stop_server
 fi
 
 if [ "$sections" = all ] || [ "$sections" = logins ]; then
@@ -382,8 +376,7 @@ for run in alone logins health paced; do
     if [ $run = logins ] || [ $run = paced ]; then
         curl -sf -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/metrics" | grep '^ecowatt_logins_total'
     fi
-    kill -TERM $server
-    wait $server || true
+    stop_server
 done
 fi
 
@@ -403,14 +396,12 @@ for mode in false true; do
     sleep 2
     echo "mqtt: $(curl -s -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/api/v1/mqtt")"
     echo "broker CPU during the run: $(( ($(awk '{print $14+$15}' /proc/$broker/stat) - cpu_before) * 10 )) ms"
-    kill -TERM $server
-    wait $server || true
+    stop_server
 done
 echo
 echo "## outbox drain to the broker: 100 000 queued messages (ecowatt bench fill-outbox), time until the backlog is 0"
 run_server normal
-kill -TERM $server
-wait $server || true
+stop_server
 $bin bench fill-outbox --data-dir "$work/srv/data" --messages 100000 >&2
 start=$(date +%s.%N)
 MQTT=true ECOWATT_MQTT_PORT=$bport $bin serve --host 127.0.0.1 --port $port --data-dir "$work/srv/data" \
@@ -425,8 +416,7 @@ while :; do
 done
 end=$(date +%s.%N)
 awk -v s="$start" -v e="$end" 'BEGIN { printf "drained 100000 messages in %.2f s (server start included): %.0f messages/s\n", e - s, 100000 / (e - s) }'
-kill -TERM $server
-wait $server || true
+stop_server
 kill -9 $broker 2>/dev/null || true
 fi
 
@@ -456,7 +446,7 @@ echo
 echo "## ingest, SQLite, one instance (wrk -t2 -c16 -d${duration}s, keep-alive)"
 run_server normal
 ingest $port
-kill -TERM $server; wait $server || true
+stop_server
 
 echo
 echo "## ingest, PostgreSQL $(psql -tA "$pg_url/postgres" -c 'SHOW server_version'), one instance (same wrk)"
@@ -502,5 +492,4 @@ echo
 echo "## ceiling: GET /health (wrk -t2 -c16 -d${duration}s)"
 run_server normal
 wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|Latency|99%"
-kill -TERM $server
-wait $server || true
+stop_server
