@@ -110,7 +110,8 @@ extension EcoWattServices {
             clock: clock
         )
         .register(on: operatorRoutes)
-        MetricsRoutes(metrics: metrics, devices: registry, diagnostics: diagnostics).register(on: operatorRoutes)
+        MetricsRoutes(metrics: metrics, devices: registry, diagnostics: diagnostics, writes: { [storage] in storage.writeCounters })
+            .register(on: operatorRoutes)
         // The dashboard's page and assets: public (they hold no data), same origin as the API; its live stream.
         DashboardRoutes(chartJSFile: configuration.dashboard.chartJSFile).register(on: operatorRouter)
         live.summarize { [ota, ingest, eventLog, clock] in

@@ -52,6 +52,8 @@ public final class ServerMetrics: Sendable {
         "ecowatt_database_file_bytes": (.gauge, "Bytes of the database file, its WAL and shared-memory file (every 5 minutes or less often)"),
         "ecowatt_retained_rows": (.gauge, "Rows kept per bounded table (and pending_devices), see the limits in the README"),
         "ecowatt_retention_dropped_rows": (.gauge, "Rows dropped by the caps per table since the database was created"),
+        "ecowatt_storage_transactions": (.gauge, "Write transactions committed since start (each holds a group of writes)"),
+        "ecowatt_storage_writes": (.gauge, "Writes committed since start; divided by ecowatt_storage_transactions, the group commit's batch size"),
         "ecowatt_diagnostics_bytes": (.gauge, "Bytes of diagnostics files on disk"),
         "ecowatt_diagnostics_files_dropped": (
             .gauge, "Diagnostics files (PostgreSQL: entries) deleted to stay within diagnostics_total_bytes since start"

@@ -59,6 +59,10 @@ import Testing
             #expect(delta(#"ecowatt_uploads_rejected_total{reason="replay"}"#) == 1)
             #expect(delta(#"ecowatt_uploads_rejected_total{reason="mac"}"#) == 1)
             #expect(delta("ecowatt_samples_stored_total") == 3)
+            // The accepted upload committed at least one write in at least one transaction.
+            #expect(delta("ecowatt_storage_writes") >= 1)
+            #expect(delta("ecowatt_storage_transactions") >= 1)
+            #expect((after["ecowatt_storage_writes"] ?? 0) >= (after["ecowatt_storage_transactions"] ?? 1))
             #expect(delta(#"ecowatt_packets_total{marker="0x01"}"#) == 1)
             #expect(delta(#"ecowatt_http_requests_total{route="/health",method="GET",status="200"}"#) == 3)
             #expect(delta(#"ecowatt_http_requests_total{route="/aggregated/{id}",method="POST",status="401"}"#) == 2)

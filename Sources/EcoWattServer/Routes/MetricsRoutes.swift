@@ -5,6 +5,8 @@ struct MetricsRoutes {
     let metrics: ServerMetrics
     let devices: DeviceService
     let diagnostics: DiagnosticsService
+    /// Transactions and writes the storage writer committed since start (group commit: writes per transaction).
+    let writes: @Sendable () -> (batches: Int, jobs: Int)
 
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
         router.get("/metrics", use: scrape)
@@ -16,6 +18,9 @@ struct MetricsRoutes {
             for (table, rows) in counts.rows { metrics.set("ecowatt_retained_rows", Double(rows), [("table", table)]) }
             for (table, rows) in counts.dropped { metrics.set("ecowatt_retention_dropped_rows", Double(rows), [("table", table)]) }
         }
+        let committed = writes()
+        metrics.set("ecowatt_storage_transactions", Double(committed.batches))
+        metrics.set("ecowatt_storage_writes", Double(committed.jobs))
         if let usage = try? await diagnostics.usage() {
             metrics.set("ecowatt_diagnostics_bytes", Double(usage.bytes))
             metrics.set("ecowatt_diagnostics_files_dropped", Double(usage.dropped))
