@@ -351,11 +351,12 @@ if [ "$sections" = all ] || [ "$sections" = logins ]; then
 echo
 echo "## ingest alone, during a login flood (wrk -t1 -c32 on POST /api/v1/auth/login, wrong passwords), and during the"
 echo "## same flood of GET /health (what any flood of cheap requests costs), and a paced flood of 400 logins/s"
-echo "## (wrk -t1 -c8, 20 ms between requests on each connection); a fresh server each"
-for run in alone logins health paced; do
-    run_server normal
+echo "## (wrk -t1 -c8, 20 ms between requests on each connection); a fresh server each. logins-undelayed: the login"
+echo "## flood with login_refusal_delay_ms=0 (each 429 answered at once, as before the delay)"
+for run in alone logins logins-undelayed health paced; do
+    if [ $run = logins-undelayed ]; then ECOWATT_LOGIN_REFUSAL_DELAY_MS=0 run_server normal; else run_server normal; fi
     health=$(wrk -t2 -c16 -d"${duration}s" "http://127.0.0.1:$port/health" | awk '/Requests\/sec/ {print $2}')
-    if [ $run = logins ]; then
+    if [ $run = logins ] || [ $run = logins-undelayed ]; then
         wrk -t1 -c32 -d"$((duration + 4))s" -s scripts/wrk-logins.lua "http://127.0.0.1:$port" > "$work/flood.txt" &
         flood=$!
         sleep 2
@@ -371,9 +372,11 @@ for run in alone logins health paced; do
     UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-uploads.lua \
         "http://127.0.0.1:$port" > "$work/$run.txt"
     [ $run = alone ] || wait $flood
-    echo "ingest, $run: $(awk '/Requests\/sec/ {print $2}' "$work/$run.txt") uploads/s, p99 $(awk '$1 == "99%" {print $2}' "$work/$run.txt"), non-2xx $(awk '/Non-2xx/ {print $4}' "$work/$run.txt"); GET /health before: $health/s"
+    rate=$(awk '/Requests\/sec/ {print $2}' "$work/$run.txt")
+    [ $run = alone ] && alone=$rate
+    echo "ingest, $run: $rate uploads/s ($(awk -v r="$rate" -v a="$alone" 'BEGIN { printf "%d", 100 * r / a }') % of alone), p99 $(awk '$1 == "99%" {print $2}' "$work/$run.txt"), non-2xx $(awk '/Non-2xx/ {print $4}' "$work/$run.txt"); GET /health before: $health/s"
     if [ $run != alone ]; then echo "  the flood: $(awk '/Requests\/sec/ {print $2}' "$work/flood.txt") answers/s"; fi
-    if [ $run = logins ] || [ $run = paced ]; then
+    if [ $run != alone ] && [ $run != health ]; then
         curl -sf -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token")" "http://127.0.0.1:$port/metrics" | grep '^ecowatt_logins_total'
     fi
     stop_server

@@ -243,6 +243,19 @@ extension TestClientProtocol {
         #expect(blocked == Array(addresses.suffix(blocked.count)), "the newest stay: \(blocked)")
     }
 
+    @Test func triesRefusedForAFullHashingQueueBackOffTheirAddressButNotItsPairs() {
+        var policy = LoginThrottle.Policy()
+        policy.freePerAddress = 3
+        let throttle = LoginThrottle(policy: policy)
+        for ms in 0..<3 { throttle.refused(address: "10.0.0.1", nowMs: Int64(ms)) }
+        #expect(throttle.retryAfter(user: "pat", address: "10.0.0.1", nowMs: 3) == nil, "free tries first")
+        throttle.refused(address: "10.0.0.1", nowMs: 3)
+        #expect(throttle.retryAfter(user: "anyone", address: "10.0.0.1", nowMs: 4) == 1, "the address backs off for any user")
+        #expect(throttle.retryAfter(user: "pat", address: "10.0.0.2", nowMs: 4) == nil, "other addresses do not")
+        // The pair learnt nothing: once the address's back-off ends, pat is not behind on her own count.
+        #expect(throttle.retryAfter(user: "pat", address: "10.0.0.1", nowMs: 1_004) == nil)
+    }
+
     @Test func loginsAreThrottledPerUserAndAddressAndASuccessClearsIt() async throws {
         let test = try await TestServer()
         try await test.run { client in
@@ -283,8 +296,30 @@ extension TestClientProtocol {
         }
     }
 
-    /// bcrypt runs on one thread with a bounded queue: a flood of logins is answered 429 at once beyond it, and
-    /// uploads sent meanwhile are all accepted.
+    /// A client that sends its next try as soon as it has the answer is slowed by the refusal delay: a throttled login
+    /// is answered no sooner than `login_refusal_delay_ms`, and never later than its `Retry-After`.
+    @Test func aRefusedLoginIsAnsweredAfterTheRefusalDelayButWithinItsRetryAfter() async throws {
+        for (delayMs, earliest, latest) in [(600, 0.6, 10.0), (5_000, 0.9, 4.0)] {
+            let test = try await TestServer(settings: ["login_refusal_delay_ms": delayMs])
+            try await test.run { client in
+                try await client.createUser("tess", role: "viewer", server: test)
+                let wrong = #"{"name":"tess","password":"not the password at all"}"#
+                for _ in 1...6 { #expect(try await client.postJSON("/api/v1/auth/login", wrong).status == .unauthorized) }
+                let clock = ContinuousClock()
+                let start = clock.now
+                let response = try await client.postJSON("/api/v1/auth/login", wrong)
+                let elapsed = clock.now - start
+                #expect(response.status == .tooManyRequests)
+                // The first back-off is 1 s: the 5 s delay is cut to it.
+                #expect(response.headers[.retryAfter] == "1")
+                #expect(elapsed >= .seconds(earliest), "delay \(delayMs) ms: answered after \(elapsed)")
+                #expect(elapsed < .seconds(latest), "delay \(delayMs) ms: answered after \(elapsed)")
+            }
+        }
+    }
+
+    /// bcrypt runs on one thread with a bounded queue: a flood of logins is answered 429 beyond it (after the refusal
+    /// delay, before any database read), and uploads sent meanwhile are all accepted.
     @Test func aLoginFloodIsRefusedBeyondTheQueueAndUploadsKeepFlowing() async throws {
         let test = try await TestServer(settings: ["password_max_queued": 2, "password_cost": 12])
         test.clock.followWallClock()

@@ -165,11 +165,14 @@ public final class AccountService: Service, Sendable {
         let now = clock()
         if let seconds = throttle.retryAfter(user: name, address: clientAddress, nowMs: now) {
             metrics?.increment("ecowatt_logins_total", [("outcome", "throttled")])
+            await pauseBeforeRefusal(atMost: .seconds(seconds))
             throw .throttled(retryAfterSeconds: seconds)
         }
         guard hasher.hasCapacity else {
             // Refused before any work: a flood costs its HTTP handling, not a database read each.
             metrics?.increment("ecowatt_logins_total", [("outcome", "busy")])
+            throttle.refused(address: clientAddress, nowMs: now)
+            await pauseBeforeRefusal()
             throw .busy
         }
         let user = try? await store.user(named: name)
@@ -178,6 +181,8 @@ public final class AccountService: Service, Sendable {
             matches = try await hasher.verify(password, hash: user?.passwordHash)
         } catch {
             metrics?.increment("ecowatt_logins_total", [("outcome", "busy")])
+            throttle.refused(address: clientAddress, nowMs: now)
+            await pauseBeforeRefusal()
             throw .busy
         }
         guard matches, let user, !user.disabled else {
@@ -202,6 +207,16 @@ public final class AccountService: Service, Sendable {
         }
         metrics?.increment("ecowatt_logins_total", [("outcome", "succeeded")])
         return Login(sessionID: id, session: session, user: user)
+    }
+
+    /// Holds a refused login's answer for `login_refusal_delay_ms` (at most `atMost`, its `Retry-After`). A closed-loop
+    /// flood of logins from 32 connections took 8 400 answers a second of both cores beside ingest (ingest fell to
+    /// 59 %, BENCHMARKS.md); waiting costs a sleeping task, and a client that waits for its answers gets one a
+    /// second per connection. Connections are capped per address, so the waits are bounded too.
+    private func pauseBeforeRefusal(atMost limit: Duration = .seconds(3600)) async {
+        let delay = min(Duration.milliseconds(settings.loginRefusalDelayMs), limit)
+        guard delay > .zero else { return }
+        try? await Task.sleep(for: delay)
     }
 
     /// The `Set-Cookie` value of a session (`nil`: the cookie that ends it).

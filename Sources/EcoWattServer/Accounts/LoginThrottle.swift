@@ -48,6 +48,15 @@ public final class LoginThrottle: Sendable {
         }
     }
 
+    /// Records a try refused because the hashing queue was full: it counts against the address only (no password was
+    /// checked, so the pair learns nothing). An address that keeps the queue full backs off like one that guesses.
+    public func refused(address: String, nowMs: Int64) {
+        let policy = policy
+        tables.withLock { tables in
+            Self.fail(&tables.addresses, address, free: policy.freePerAddress, nowMs: nowMs, policy: policy)
+        }
+    }
+
     /// A successful login clears its pair (the address's count decays by itself).
     public func succeeded(user: String, address: String) {
         _ = tables.withLock { $0.pairs.removeValue(forKey: Self.pair(user, address)) }

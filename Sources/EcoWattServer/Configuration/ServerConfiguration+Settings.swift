@@ -118,6 +118,12 @@ extension ServerConfiguration {
             5...100,
             "Most of one core the hashing thread uses, in percent: it rests after each hash (a single login is not slower)"
         ),
+        .integer(
+            "login_refusal_delay_ms",
+            \.accounts.loginRefusalDelayMs,
+            0...10_000,
+            "A login refused with 429 (throttled, or the hashing queue full) is answered this late (at most its Retry-After): a flood that waits for answers slows to one try per connection per delay"
+        ),
         .integer("session_idle_minutes", \.accounts.sessionIdleMinutes, 1...10_080, "A browser session unused this long ends"),
         .integer("session_max_hours", \.accounts.sessionMaxHours, 1...720, "A browser session ends this long after login, whatever its use"),
         .integer("max_sessions_per_user", \.accounts.maxSessionsPerUser, 1...1000, "Sessions kept per user (the oldest end first)"),

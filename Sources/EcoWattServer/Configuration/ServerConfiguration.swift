@@ -57,6 +57,10 @@ public struct ServerConfiguration: Sendable, Equatable {
         /// Logins waiting for the hashing thread beyond the one hashing; more are answered 429.
         public var maxQueuedHashes = 8
         public var hashSharePercent = 50
+        /// A refused login (throttled, or the hashing queue full) is answered this late, never later than its
+        /// `Retry-After`: a client that sends the next try as soon as it has the answer then tries once a second per
+        /// connection instead of as fast as the server answers.
+        public var loginRefusalDelayMs = 1000
         public var sessionIdleMinutes = 60
         public var sessionMaxHours = 12
         public var maxSessionsPerUser = 10
