@@ -1,4 +1,5 @@
 import EcoWattStorage
+import Foundation
 import GRDB
 import Logging
 import ServiceLifecycle
@@ -67,13 +68,23 @@ public final class GroupCommitWriter: Service, StorageProbe {
     /// The commit loop. Returns after a graceful shutdown once the queue is empty, or at once when cancelled (the
     /// service group cancels every service when one fails, e.g. the HTTP server cannot bind its port; waiting for
     /// more work then would keep the process alive forever).
+    ///
+    /// The loop runs on a thread of its own, which blocks while there is no work and runs each transaction itself
+    /// (GRDB's synchronous `write` runs on the calling thread). An async loop cost every batch two thread hand-offs:
+    /// the loop's task woken on the concurrency pool, then GRDB's `write` hopping to its dispatch queue and back. With no
+    /// write at all in the jobs, those hand-offs alone cost 0.03-0.06 ms per upload (BENCHMARKS.md, issue 23).
     public func run() async throws {
         queue.setRunning(true)
         defer { queue.setRunning(false) }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
-                while let batch = await queue.nextBatch() {
-                    await commit(batch)
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    let thread = Thread { [self] in
+                        while let batch = queue.nextBatchBlocking() { commit(batch) }
+                        done.resume()
+                    }
+                    thread.name = "ecowatt-writer"
+                    thread.start()
                 }
             } onGracefulShutdown: {
                 self.finish()
@@ -86,9 +97,9 @@ public final class GroupCommitWriter: Service, StorageProbe {
     /// Stops accepting work; queued work is still committed by ``run()``.
     public func finish() { queue.finish() }
 
-    private func commit(_ jobs: [Job]) async {
+    private func commit(_ jobs: [Job]) {
         do {
-            let outcomes = try await database.pool.write { db in Self.apply(jobs, db) }
+            let outcomes = try database.pool.write { db in Self.apply(jobs, db) }
             queue.delivered(jobs, outcomes) { job, error in job.fail(error) }
         } catch {
             logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error)"])

@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// The queue in front of a backend's single writer (SQLite's ``GroupCommitWriter``, PostgreSQL's writer): callers
@@ -7,6 +8,8 @@ public final class BatchQueue<Job: Sendable>: Sendable {
     private struct State {
         var queue: [Job] = []
         var waiter: CheckedContinuation<Void, Never>?
+        /// A thread blocked in ``nextBatchBlocking()`` (it waits on `wakeup`).
+        var threadWaiting = false
         var finished = false
         var running = false
         var batches = 0
@@ -17,6 +20,8 @@ public final class BatchQueue<Job: Sendable>: Sendable {
 
     private let state = Mutex(State())
     private let maxBatch: Int
+    /// Signalled once for each time a blocked thread is to wake (``nextBatchBlocking()``).
+    private let wakeup = DispatchSemaphore(value: 0)
 
     public init(maxBatch: Int) {
         self.maxBatch = maxBatch
@@ -24,41 +29,60 @@ public final class BatchQueue<Job: Sendable>: Sendable {
 
     /// Queues `job`; `false` once the queue is finished (shutting down).
     public func enqueue(_ job: Job) -> Bool {
-        let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-            guard !state.finished else { return (false, nil) }
+        let (accepted, waiter, thread) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?, Bool) in
+            guard !state.finished else { return (false, nil, false) }
             if state.queue.isEmpty { state.waitingSince = .now }
             state.queue.append(job)
-            defer { state.waiter = nil }
-            return (true, state.waiter)
+            defer { (state.waiter, state.threadWaiting) = (nil, false) }
+            return (true, state.waiter, state.threadWaiting)
         }
         waiter?.resume()
+        if thread { wakeup.signal() }
         return accepted
     }
 
     /// Stops accepting work; what is queued is still handed out by ``nextBatch()``.
     public func finish() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let (waiter, thread) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
             state.finished = true
-            defer { state.waiter = nil }
-            return state.waiter
+            defer { (state.waiter, state.threadWaiting) = (nil, false) }
+            return (state.waiter, state.threadWaiting)
         }
         waiter?.resume()
+        if thread { wakeup.signal() }
+    }
+
+    /// A batch, `[]` when finished and empty, `nil` when the caller is to wait.
+    private func takeBatch() -> [Job]? {
+        state.withLock { state in
+            if !state.queue.isEmpty {
+                let count = min(maxBatch, state.queue.count)
+                let batch = Array(state.queue.prefix(count))
+                state.queue.removeFirst(count)
+                state.waitingSince = state.queue.isEmpty ? nil : .now
+                return batch
+            }
+            return state.finished ? [] : nil
+        }
+    }
+
+    /// ``nextBatch()`` for a writer on a thread of its own: blocks the calling thread until there is work.
+    public func nextBatchBlocking() -> [Job]? {
+        while true {
+            if let step = takeBatch() { return step.isEmpty ? nil : step }
+            let wait = state.withLock { state -> Bool in
+                if !state.queue.isEmpty || state.finished { return false }
+                state.threadWaiting = true
+                return true
+            }
+            if wait { wakeup.wait() }
+        }
     }
 
     /// The next batch (at most `maxBatch` jobs), waiting for one; `nil` once finished and empty.
     public func nextBatch() async -> [Job]? {
         while true {
-            // A batch, `[]` when finished and empty, `nil` to wait.
-            let step: [Job]? = state.withLock { state in
-                if !state.queue.isEmpty {
-                    let count = min(maxBatch, state.queue.count)
-                    let batch = Array(state.queue.prefix(count))
-                    state.queue.removeFirst(count)
-                    state.waitingSince = state.queue.isEmpty ? nil : .now
-                    return batch
-                }
-                return state.finished ? [] : nil
-            }
+            let step = takeBatch()
             switch step {
             case .some(let jobs): return jobs.isEmpty ? nil : jobs
             case .none:

@@ -153,6 +153,27 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
         try database.close()
     }
 
+    /// The loop runs on a thread of its own: it wakes for work sent while it waits, and a cancelled loop (the service
+    /// group cancels every service when one fails) returns instead of keeping the process alive.
+    @Test func theWriterThreadWakesForEachWriteAndACancelledLoopReturns() async throws {
+        let temporary = TemporaryStore()
+        defer { temporary.remove() }
+        let database = try EcoWattDatabase(path: temporary.path)
+        let writer = GroupCommitWriter(database: database)
+        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        let loop = Task { try await writer.run() }
+        for nonce in UInt32(1)...5 {
+            // Each write arrives after the thread went back to waiting.
+            try await Task.sleep(for: .milliseconds(20))
+            try await store.submit(record("W1", nonce: nonce)).value()
+        }
+        #expect(writer.counters == (batches: 5, jobs: 5))
+        loop.cancel()
+        try await loop.value
+        await #expect(throws: StoreError.shuttingDown) { try await store.submit(record("W1", nonce: 6)).value() }
+        try database.close()
+    }
+
     @Test func databaseIsInWALMode() async throws {
         let temporary = TemporaryStore()
         defer { temporary.remove() }
