@@ -210,9 +210,10 @@ public final class AccountService: Service, Sendable {
     }
 
     /// Holds a refused login's answer for `login_refusal_delay_ms` (at most `atMost`, its `Retry-After`). A closed-loop
-    /// flood of logins from 32 connections took 8 400 answers a second of both cores beside ingest (ingest fell to
-    /// 59 %, BENCHMARKS.md); waiting costs a sleeping task, and a client that waits for its answers gets one a
-    /// second per connection. Connections are capped per address, so the waits are bounded too.
+    /// flood of logins from 32 connections took 8 400 answers a second of both cores beside ingest (ingest kept
+    /// 31–59 % of its throughput; 95 % with the delay, BENCHMARKS.md). Waiting costs a sleeping task, and a client that
+    /// waits for its answers gets one a second per connection. Connections are capped per address, so the waits are
+    /// bounded too.
     private func pauseBeforeRefusal(atMost limit: Duration = .seconds(3600)) async {
         let delay = min(Duration.milliseconds(settings.loginRefusalDelayMs), limit)
         guard delay > .zero else { return }
