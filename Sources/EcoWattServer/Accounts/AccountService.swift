@@ -168,22 +168,14 @@ public final class AccountService: Service, Sendable {
             await pauseBeforeRefusal(atMost: .seconds(seconds))
             throw .throttled(retryAfterSeconds: seconds)
         }
-        guard hasher.hasCapacity else {
-            // Refused before any work: a flood costs its HTTP handling, not a database read each.
-            metrics?.increment("ecowatt_logins_total", [("outcome", "busy")])
-            throttle.refused(address: clientAddress, nowMs: now)
-            await pauseBeforeRefusal()
-            throw .busy
-        }
+        // Refused before any work: a flood costs its HTTP handling, not a database read each.
+        guard hasher.hasCapacity else { throw await refuseBusy(clientAddress, nowMs: now) }
         let user = try? await store.user(named: name)
         let matches: Bool
         do {
             matches = try await hasher.verify(password, hash: user?.passwordHash)
         } catch {
-            metrics?.increment("ecowatt_logins_total", [("outcome", "busy")])
-            throttle.refused(address: clientAddress, nowMs: now)
-            await pauseBeforeRefusal()
-            throw .busy
+            throw await refuseBusy(clientAddress, nowMs: now)
         }
         guard matches, let user, !user.disabled else {
             throttle.failed(user: name, address: clientAddress, nowMs: now)
@@ -207,6 +199,14 @@ public final class AccountService: Service, Sendable {
         }
         metrics?.increment("ecowatt_logins_total", [("outcome", "succeeded")])
         return Login(sessionID: id, session: session, user: user)
+    }
+
+    /// A login refused because the hashing queue is full: counted, held against its address, answered late.
+    private func refuseBusy(_ clientAddress: String, nowMs: Int64) async -> Failure {
+        metrics?.increment("ecowatt_logins_total", [("outcome", "busy")])
+        throttle.refused(address: clientAddress, nowMs: nowMs)
+        await pauseBeforeRefusal()
+        return .busy
     }
 
     /// Holds a refused login's answer for `login_refusal_delay_ms` (at most `atMost`, its `Retry-After`). A closed-loop
