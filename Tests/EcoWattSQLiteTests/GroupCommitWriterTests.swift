@@ -11,11 +11,16 @@ struct TemporaryStore {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ecowatt-store-\(UUID().uuidString)")
     var path: String { directory.appendingPathComponent("ecowatt.sqlite").path }
 
-    func withStore<T>(durability: Durability = .normal, _ body: (SQLiteTelemetryStore) async throws -> T) async throws -> T {
+    /// The store on a new database, its writer not running yet (`store.writer`, `store.database`).
+    func open(durability: Durability = .normal) throws -> SQLiteTelemetryStore {
         let database = try EcoWattDatabase(path: path, durability: durability)
-        let writer = GroupCommitWriter(database: database)
+        return SQLiteTelemetryStore(database: database, writer: GroupCommitWriter(database: database))
+    }
+
+    func withStore<T>(durability: Durability = .normal, _ body: (SQLiteTelemetryStore) async throws -> T) async throws -> T {
+        let store = try open(durability: durability)
+        let (database, writer) = (store.database, store.writer)
         let loop = Task { try await writer.run() }
-        let store = SQLiteTelemetryStore(database: database, writer: writer)
         do {
             let value = try await body(store)
             writer.finish()
@@ -142,9 +147,8 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
     @Test func finishCommitsQueuedWorkThenRefusesNewWork() async throws {
         let temporary = TemporaryStore()
         defer { temporary.remove() }
-        let database = try EcoWattDatabase(path: temporary.path)
-        let writer = GroupCommitWriter(database: database)
-        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        let store = try temporary.open()
+        let (database, writer) = (store.database, store.writer)
         let queued = (0..<50).map { store.submit(record("Q\($0)", nonce: 1)) }
         writer.finish()
         try await writer.run()
@@ -158,9 +162,8 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
     @Test func theWriterThreadWakesForEachWriteAndACancelledLoopReturns() async throws {
         let temporary = TemporaryStore()
         defer { temporary.remove() }
-        let database = try EcoWattDatabase(path: temporary.path)
-        let writer = GroupCommitWriter(database: database)
-        let store = SQLiteTelemetryStore(database: database, writer: writer)
+        let store = try temporary.open()
+        let (database, writer) = (store.database, store.writer)
         let loop = Task { try await writer.run() }
         for nonce in UInt32(1)...5 {
             // Each write arrives after the thread went back to waiting.
