@@ -53,13 +53,24 @@ extension RolloutService {
             guard device.wave <= rollout.currentWave else {
                 throw Failure.held("wave \(device.wave + 1) of rollout \(rollout.id) is not open yet")
             }
-            let inProgress = try await downloading(rollout)
+            // The read suspends: another admission may store its device and release its reservation meanwhile, and a
+            // read that began before that store can miss the device both ways (two downloads under a cap of one, seen
+            // once in CI). Such a read is taken again; after a few, the device is held and tries again later.
+            var inProgress: [RolloutDeviceRecord]? = nil
+            for _ in 0..<4 where inProgress == nil {
+                let released = reservationsReleased
+                let read = try await downloading(rollout)
+                if released == reservationsReleased { inProgress = read }
+            }
+            guard let inProgress else { throw Failure.held("rollout \(rollout.id): other downloads are starting") }
             // No suspension from here to the reservation.
             if let refusal = pacingRefusal(rollout, downloading: inProgress) { throw Failure.held("rollout \(rollout.id): \(refusal)") }
             reserved[rollout.id, default: []].insert(deviceID)
             recentStarts[rollout.id, default: []].append(clock())
         }
-        defer { reserved[rollout.id]?.remove(deviceID) }
+        defer {
+            if reserved[rollout.id]?.remove(deviceID) != nil { reservationsReleased += 1 }
+        }
         await update(deviceID) { current, entry, now in
             guard current.id == rollout.id else { return false }
             entry.state = .downloading

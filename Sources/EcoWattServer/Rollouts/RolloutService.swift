@@ -49,6 +49,9 @@ public actor RolloutService: Service {
     var recentStarts: [Int64: [Int64]] = [:]
     /// Devices admitted to start a download whose new state is being stored (pacing counts them meanwhile).
     var reserved: [Int64: Set<String>] = [:]
+    /// Reservations released so far (their state stored, or not). A read of the downloading devices that began before
+    /// one was released may miss both the reservation and the stored state; ``admit(deviceID:version:)`` reads again.
+    var reservationsReleased = 0
 
     public init(
         store: any RolloutStore & DeviceRegistryStore & OTAStore,
