@@ -4,12 +4,22 @@ import GRDB
 
 extension SQLiteDeviceStore: ConfigStore {
     static func loadState(_ db: Database, _ deviceID: String) throws -> ConfigState {
-        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM device_configs WHERE device_id = ?"), arguments: [deviceID])
+        // Columns by position (a read by name scans the row's names case-insensitively; this runs on every poll that
+        // delivers and every acknowledgement).
+        let row = try Row.fetchOne(
+            db.cachedStatement(
+                sql: """
+                    SELECT running_json, pending_json, pending_created_at_ms, pending_delivered_at_ms FROM device_configs
+                    WHERE device_id = ?
+                    """
+            ),
+            arguments: [deviceID]
+        )
         return ConfigState(
-            running: JSONValue(storedText: row?["running_json"]) ?? .object([]),
-            pending: JSONValue(storedText: row?["pending_json"]),
-            pendingCreatedAtMs: row?["pending_created_at_ms"],
-            pendingDeliveredAtMs: row?["pending_delivered_at_ms"]
+            running: JSONValue(storedText: row?[0]) ?? .object([]),
+            pending: JSONValue(storedText: row?[1]),
+            pendingCreatedAtMs: row?[2],
+            pendingDeliveredAtMs: row?[3]
         )
     }
 

@@ -198,7 +198,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             if let key = command.idempotencyKey,
                 let existing = try Row.fetchOne(
                     db.cachedStatement(
-                        sql: "SELECT * FROM commands WHERE device_id = ? AND idempotency_key = ?"
+                        sql: "SELECT \(CommandRow.columns) FROM commands WHERE device_id = ? AND idempotency_key = ?"
                     ),
                     arguments: [deviceID, key]
                 )
@@ -224,7 +224,10 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                     command.value, command.idempotencyKey, nowMs, command.expiresAtMs,
                 ]
             )
-            let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [commandID])!
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"),
+                arguments: [commandID]
+            )!
             return (CommandRow(row: row), true)
         }
     }
@@ -237,21 +240,9 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                     WHERE device_id = ?1 AND status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?2
                     """
             ).execute(arguments: [deviceID, nowMs])
-            guard
-                let row = try Row.fetchOne(
-                    db.cachedStatement(
-                        sql: "SELECT * FROM commands WHERE device_id = ? AND status = 'pending' ORDER BY id LIMIT 1"
-                    ),
-                    arguments: [deviceID]
-                )
-            else { return nil }
-            var command = CommandRow(row: row)
-            try db.cachedStatement(
-                sql: "UPDATE commands SET status = 'dispatched', dispatched_at_ms = ?, dispatched_to = ? WHERE command_id = ?"
-            ).execute(arguments: [nowMs, address, command.commandID])
-            command.status = .dispatched
-            command.dispatchedAtMs = nowMs
-            return command
+            // The oldest pending command, marked dispatched and read back in one statement.
+            return try Row.fetchOne(db.cachedStatement(sql: CommandSQL.dispatchNext), arguments: [deviceID, nowMs, address])
+                .map(CommandRow.init)
         }
     }
 
@@ -264,12 +255,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     public func recordResult(_ result: CommandResult, deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow {
         try await writer.write { db in
             guard
-                let row = try Row.fetchOne(
-                    db.cachedStatement(
-                        sql: "SELECT * FROM commands WHERE command_id = ? AND device_id = ?"
-                    ),
-                    arguments: [result.commandID, deviceID]
-                )
+                let row = try Row.fetchOne(db.cachedStatement(sql: CommandSQL.resultTarget), arguments: [result.commandID, deviceID])
             else { throw CommandStoreError.notFound(result.commandID) }
             let command = CommandRow(row: row)
             // A late result after a timeout is still the truth about what the device did.
@@ -277,30 +263,23 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                 throw CommandStoreError.wrongState(commandID: command.commandID, status: command.status)
             }
             // A result must come from where the command went (a result from elsewhere was not the device's).
-            guard (row["dispatched_to"] as String?).map({ $0 == address }) ?? true else {
+            guard CommandRow.dispatchedTo(row).map({ $0 == address }) ?? true else {
                 throw CommandStoreError.notFound(result.commandID)
             }
             let status: CommandStatus = result.succeeded ? .completed : .failed
-            try db.cachedStatement(
-                sql: """
-                    UPDATE commands SET status = ?, finished_at_ms = ?, result_status = ?, executed_at = ?,
-                      result_json = ?, error_msg = ? WHERE command_id = ?
-                    """
-            ).execute(
-                arguments: [
-                    status.rawValue, nowMs, result.succeeded ? "success" : "failed", result.executedAt, result.resultJSON,
-                    result.errorMessage, command.commandID,
-                ]
-            )
-            return CommandRow(
-                row: try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [command.commandID])!
-            )
+            let arguments: StatementArguments = [
+                status.rawValue, nowMs, result.succeeded ? "success" : "failed", result.executedAt, result.resultJSON,
+                result.errorMessage, command.commandID,
+            ]
+            return try CommandRow(row: Row.fetchOne(db.cachedStatement(sql: CommandSQL.recordResult), arguments: arguments)!)
         }
     }
 
     public func command(_ commandID: String) async throws -> CommandRow? {
         try await database.pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [commandID]).map(CommandRow.init)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"), arguments: [commandID]).map(
+                CommandRow.init
+            )
         }
     }
 
@@ -309,7 +288,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
-                        SELECT * FROM commands WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2) AND id < ?3
+                        SELECT \(CommandRow.columns) FROM commands WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR status = ?2) AND id < ?3
                         ORDER BY id DESC LIMIT ?4
                         """
                 ),
@@ -320,7 +299,12 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func cancelCommand(_ commandID: String, nowMs: Int64) async throws -> CommandRow {
         try await writer.write { db in
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM commands WHERE command_id = ?"), arguments: [commandID]) else {
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(sql: "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"),
+                    arguments: [commandID]
+                )
+            else {
                 throw CommandStoreError.notFound(commandID)
             }
             var command = CommandRow(row: row)
@@ -384,4 +368,22 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
             return counts
         }
     }
+}
+
+/// The statements of the command routes the devices call on every poll or result, built once (each call would
+/// otherwise interpolate the column list into a new string before the statement cache finds it).
+private enum CommandSQL {
+    /// The oldest pending command of device ?1, marked dispatched at ?2 to address ?3, read back.
+    static let dispatchNext = """
+        UPDATE commands SET status = 'dispatched', dispatched_at_ms = ?2, dispatched_to = ?3
+        WHERE id = (SELECT id FROM commands WHERE device_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1)
+        RETURNING \(CommandRow.columns)
+        """
+    /// The command ?1 of device ?2.
+    static let resultTarget = "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ? AND device_id = ?"
+    /// A device's result stored, the command read back.
+    static let recordResult = """
+        UPDATE commands SET status = ?, finished_at_ms = ?, result_status = ?, executed_at = ?, result_json = ?, error_msg = ?
+        WHERE command_id = ? RETURNING \(CommandRow.columns)
+        """
 }

@@ -42,6 +42,7 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             ),
             arguments: [deviceID]
         )
+        // Columns by position, in the order selected (a read by name scans the row's names case-insensitively).
         // A deleted device's tombstone keeps its last nonce: deleting a device never reopens replay.
         let nonce =
             row == nil
@@ -49,15 +50,15 @@ public struct SQLiteTelemetryStore: TelemetryStore {
                 db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
                 arguments: [deviceID]
             )
-            : row?["last_nonce"] as Int64?
-        let blob = row?["stream_state"] as Data?
+            : row?[0] as Int64?
+        let blob = row?[1] as Data?
         let stream = blob.flatMap { DeviceStreamState(serialized: Array($0)) } ?? DeviceStreamState()
         return DeviceIngestState(
             lastNonce: nonce.map { UInt32(truncatingIfNeeded: $0) },
             stream: stream,
-            lastUploadMs: row?["last_upload_ms"],
-            admitted: row.map { $0["admission"] as String != "pending" } ?? false,
-            version: row?["state_version"] ?? 0
+            lastUploadMs: row?[2],
+            admitted: row.map { $0[3] as String != "pending" } ?? false,
+            version: row?[4] ?? 0
         )
     }
 
@@ -74,8 +75,9 @@ public struct SQLiteTelemetryStore: TelemetryStore {
             db.cachedStatement(sql: "SELECT admission, open_chunk FROM devices WHERE device_id = ?"),
             arguments: [device]
         )
-        let admission: String? = deviceRow?["admission"]
-        var open: Int64? = deviceRow?["open_chunk"]
+        // By position: a read by name scans the row's names case-insensitively.
+        let admission: String? = deviceRow?[0]
+        var open: Int64? = deviceRow?[1]
         if admission == nil,
             let tombstone = try Int64.fetchOne(
                 db.cachedStatement(sql: "SELECT last_nonce FROM device_tombstones WHERE device_id = ?"),
