@@ -352,12 +352,16 @@ extension SimulatorHTTPTests {
             // ten off by more, polls taking up to 264 ms).
             let synced = try await verifiedRun("SYNC", speed: "1", duration: "20", ntpDelay: "0")
             #expect(synced.read > 0 && synced.stored == synced.uploaded, "\(synced.text)")
-            // NTP 20 device seconds after boot: readings before it are stamped with millis() (spec §0.6). Known issue,
-            // found this session and not yet explained: at speed 2 two to four of 13 uploaded readings are not found within the
-            // match tolerance, every run; at speed 10 one in 25 now and then (the CI failures of this test); without
-            // the NTP delay none. Either the server places some pre-NTP readings of a packet uploaded after the sync
-            // more than 1.5 s off, or the simulator's verification misjudges them. Recorded, not hidden: the run
-            // and the count are checked, and the known issue fails the test once it no longer happens.
+            // NTP 20 device seconds after boot: readings before it are stamped with millis() (spec §0.6). Known issue:
+            // at speed 2 two to four of 13 uploaded readings are not found within the match tolerance, every run; at
+            // speed 10 one in 25 now and then (the CI failures of this test); without the NTP delay none, and none in one
+            // run each at speeds 1 and 4.
+            // Traced (2026-12-07, not fixed): the first synced packet's samples are spread evenly after the pre-NTP
+            // packet before it (`DeviceStreamState.sampleTimes(of:)`), whose last time is estimated from the arrival
+            // time. In a sped-up simulation that estimate is seconds off (the server's clock runs at real speed), so
+            // the spread samples land 3-6 s early, yet are flagged exact: only their packet's last time is. At real
+            // speed the estimate is off by the network delay only. Recorded, not hidden: the run and the count are
+            // checked, and the known issue fails the test once it no longer happens.
             let late = try await verifiedRun("NTP", speed: "2", duration: "25", ntpDelay: "20")
             #expect(late.read > 0 && late.stored > 0 && late.stored <= late.uploaded)
             withKnownIssue("pre-NTP readings not matched within 1.5 s (see the comment)", isIntermittent: true) {
