@@ -356,13 +356,18 @@ extension SimulatorHTTPTests {
             // at speed 2 two to four of 13 uploaded readings are not found within the match tolerance, every run; at
             // speed 10 one in 25 now and then (the CI failures of this test); without the NTP delay none, and none in one
             // run each at speeds 1 and 4.
-            // Traced in part (2026-12-07, not fixed). In a manual run (`ecowatt simulate --devices 2 --duration 25
-            // --speed 2 --ntp-delay 20 --verify`) the two readings left over were in the first synced packet, whose
-            // samples are spread evenly after the pre-NTP packet before it (`DeviceStreamState.sampleTimes(of:)`). That
-            // packet's last time is estimated from its arrival, seconds off in a sped-up run (the server's clock runs at
-            // real speed), so they landed 3-6 s early while flagged exact. Flagging samples spread after an estimated
-            // time as estimated broke `anNTPSyncMidBootIsNotALostBatchAndTheTimesBeforeItAreEstimated` and still left
-            // 4 of 13 here unmatched, so there is more to it. Recorded, not hidden: the run and the count are checked.
+            // Looked into (2026-12-07), not fixed; a debug print of the unmatched readings found two effects:
+            // - Against `ecowatt serve` (`simulate --devices 2 --duration 25 --speed 2 --ntp-delay 20 --verify`, fresh
+            //   server), two readings of the first synced packet landed 3-6 s early flagged exact, every run:
+            //   `DeviceStreamState.sampleTimes(of:)` spreads them after the pre-NTP packet's last time, which is
+            //   estimated from its arrival (seconds off in a sped-up run). Flagging samples spread after an estimated
+            //   time as estimated made those runs match 13 of 13, but contradicts
+            //   `anNTPSyncMidBootIsNotALostBatchAndTheTimesBeforeItAreEstimated` (only times before the sync are
+            //   estimated), so it was not kept.
+            // - Here (the in-process server), with that change applied, the four left over were pre-NTP readings
+            //   flagged estimated and stored 52-59 s early, beyond the run's 26 s clock-skew allowance; without it the
+            //   count is the same. Cause not found.
+            // Recorded, not hidden: the run and the count are checked.
             let late = try await verifiedRun("NTP", speed: "2", duration: "25", ntpDelay: "20")
             #expect(late.read > 0 && late.stored > 0 && late.stored <= late.uploaded)
             withKnownIssue("pre-NTP readings not matched within 1.5 s (see the comment)", isIntermittent: true) {
