@@ -225,7 +225,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
                 ]
             )
             let row = try Row.fetchOne(
-                db.cachedStatement(sql: "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"),
+                db.cachedStatement(sql: CommandSQL.byCommandID),
                 arguments: [commandID]
             )!
             return (CommandRow(row: row), true)
@@ -277,7 +277,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
 
     public func command(_ commandID: String) async throws -> CommandRow? {
         try await database.pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"), arguments: [commandID]).map(
+            try Row.fetchOne(db.cachedStatement(sql: CommandSQL.byCommandID), arguments: [commandID]).map(
                 CommandRow.init
             )
         }
@@ -301,7 +301,7 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
         try await writer.write { db in
             guard
                 let row = try Row.fetchOne(
-                    db.cachedStatement(sql: "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"),
+                    db.cachedStatement(sql: CommandSQL.byCommandID),
                     arguments: [commandID]
                 )
             else {
@@ -370,9 +370,11 @@ public struct SQLiteDeviceStore: DeviceRegistryStore, CommandStore {
     }
 }
 
-/// The statements of the command routes the devices call on every poll or result, built once (each call would
-/// otherwise interpolate the column list into a new string before the statement cache finds it).
+/// Command statements that select `CommandRow.columns`, built once (each call would otherwise interpolate the column
+/// list into a new string before the statement cache finds it): those of every poll and result, and the read by id.
 private enum CommandSQL {
+    /// The command ?1.
+    static let byCommandID = "SELECT \(CommandRow.columns) FROM commands WHERE command_id = ?"
     /// The oldest pending command of device ?1, marked dispatched at ?2 to address ?3, read back.
     static let dispatchNext = """
         UPDATE commands SET status = 'dispatched', dispatched_at_ms = ?2, dispatched_to = ?3
