@@ -61,8 +61,11 @@ struct SampleVerification {
         return samples
     }
 
-    /// Matches readings with stored samples, each stored sample used once. A time estimated from the arrival time (no
-    /// NTP yet) is on the server's clock, which a sped-up run leaves behind the devices' by `clockSkewMs`.
+    /// Matches readings with stored samples, each stored sample used once. A reading that the server can place only by
+    /// its own clock (``SimulatedDevice/Reading/placedByServerClock``) may be off by `clockSkewMs`, how far a sped-up
+    /// run leaves the server's clock behind the devices': the server stores it at a time estimated from an arrival time,
+    /// or spreads it between such a time and the first synced stamp (the firmware stamps only a batch's last sample).
+    /// So may any stored time the server flags estimated. The worst error reported is that of the other readings.
     static func match(_ readings: [SimulatedDevice.Reading], _ stored: [Stored], clockSkewMs: Int64) -> Outcome {
         var outcome = Outcome()
         let stored = stored.sorted { $0.timeMs < $1.timeMs }
@@ -81,7 +84,7 @@ struct SampleVerification {
                 var index = low
                 while index < stored.count, stored[index].timeMs <= reading.timeMs + widest {
                     let sample = stored[index]
-                    let tolerance = toleranceMs + (sample.estimated ? clockSkewMs : 0)
+                    let tolerance = toleranceMs + (sample.estimated || reading.placedByServerClock ? clockSkewMs : 0)
                     let error = abs(sample.timeMs - reading.timeMs)
                     if !used[index], sample.approximate == approximate, sample.layout == reading.layout, error <= tolerance,
                         approximate || sample.values == reading.values,
@@ -95,7 +98,7 @@ struct SampleVerification {
             }
             if let index = candidate(approximate: false) {
                 outcome.exactly += 1
-                if !stored[index].estimated {
+                if !stored[index].estimated && !reading.placedByServerClock {
                     outcome.worstErrorMs = max(outcome.worstErrorMs, abs(stored[index].timeMs - reading.timeMs))
                 }
                 used[index] = true

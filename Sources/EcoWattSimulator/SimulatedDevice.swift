@@ -17,6 +17,9 @@ struct SimulatedDevice {
         var values: [UInt16]
         var layout: [Int]
         var timeMs: Int64
+        /// The server can place this reading only by its own clock: taken before NTP synced (spec §0.6), or in the
+        /// batch after one stamped before the sync (the server spreads its samples from that estimated stamp).
+        var placedByServerClock = false
     }
 
     let id: String
@@ -56,6 +59,9 @@ struct SimulatedDevice {
     // RAM, lost on reboot.
     var queue = FirmwareUploadQueue()
     var bootMs: Int64 = 0
+    /// The last reading was stamped with `millis()`, and the batch after the last one compressed follows such a stamp.
+    var lastStampUnsynced = false
+    var batchFollowsUnsyncedStamp = false
     var due: [Job: Int64] = [:]
 
     init(
@@ -156,6 +162,7 @@ struct SimulatedDevice {
         }
         queue = FirmwareUploadQueue()
         bootMs = clock.nowMs
+        (lastStampUnsynced, batchFollowsUnsyncedStamp) = (false, false)
         if let pendingLayout {
             layout = pendingLayout
             self.pendingLayout = nil
@@ -236,9 +243,13 @@ struct SimulatedDevice {
         let values = model.read(layout)
         // Taken after the read, in whole seconds × 1000 (of epoch time, or of millis() before NTP), cut to 32 bits.
         let takenMs = clock.nowMs + readMs
+        let synced = synced
         let stamp = UInt32(truncatingIfNeeded: (synced ? takenMs : millis(takenMs)) / 1000 * 1000)
         let overwritten = queue.record(.init(values: values, layout: layout, timestamp: stamp))
-        readings?.append(Reading(values: values, layout: layout, timeMs: takenMs))
+        lastStampUnsynced = !synced
+        readings?.append(
+            Reading(values: values, layout: layout, timeMs: takenMs, placedByServerClock: !synced || batchFollowsUnsyncedStamp)
+        )
         statistics.update {
             $0.samplesRead += 1
             $0.samplesOverwritten += overwritten
@@ -247,6 +258,7 @@ struct SimulatedDevice {
 
     mutating func upload() async {
         guard let (packet, dropped) = queue.batch() else { return }
+        batchFollowsUnsyncedStamp = lastStampUnsynced
         statistics.update {
             $0.packetsCompressed += 1
             $0.packetsByMarker[HexCoding.byteLabel(packet.blob[0]), default: 0] += 1

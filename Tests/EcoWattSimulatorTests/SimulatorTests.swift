@@ -145,3 +145,38 @@ import Testing
         }
     }
 }
+
+@Suite struct SampleVerificationTests {
+    typealias Stored = SampleVerification.Stored
+
+    static func reading(at timeMs: Int64, _ value: UInt16, byServerClock: Bool) -> SimulatedDevice.Reading {
+        SimulatedDevice.Reading(values: [value], layout: [0], timeMs: timeMs, placedByServerClock: byServerClock)
+    }
+
+    static func stored(at timeMs: Int64, _ value: UInt16, estimated: Bool = false) -> Stored {
+        Stored(timeMs: timeMs, layout: [0], values: [value], approximate: false, estimated: estimated)
+    }
+
+    @Test func aReadingPlacedByTheServersClockMayBeOffByTheSkewEvenWhereItsTimeIsNotFlaggedEstimated() {
+        // Stored 5.7 s early and flagged exact: spread between an estimated time and the first synced stamp.
+        let outcome = SampleVerification.match(
+            [Self.reading(at: 100_000, 7, byServerClock: true), Self.reading(at: 105_200, 8, byServerClock: false)],
+            [Self.stored(at: 94_300, 7), Self.stored(at: 105_000, 8)],
+            clockSkewMs: 10_000
+        )
+        #expect(outcome.exactly == 2)
+        #expect(outcome.worstErrorMs == 200, "the error of a reading placed by the server's clock is not a timing error")
+    }
+
+    @Test func aReadingTheDeviceStampedGetsTheSkewOnlyForATimeTheServerFlagsEstimated() {
+        let readings = [Self.reading(at: 100_000, 7, byServerClock: false), Self.reading(at: 110_000, 9, byServerClock: false)]
+        let outcome = SampleVerification.match(
+            readings,
+            [Self.stored(at: 94_300, 7), Self.stored(at: 104_300, 9, estimated: true)],
+            clockSkewMs: 10_000
+        )
+        #expect(outcome.exactly == 1, "5.7 s off and not estimated is a miss; estimated is within the skew")
+        let withoutSkew = SampleVerification.match(readings, [Self.stored(at: 104_300, 9, estimated: true)], clockSkewMs: 0)
+        #expect(withoutSkew.exactly == 0)
+    }
+}
