@@ -356,9 +356,9 @@ extension SimulatorHTTPTests {
             #expect(synced.read > 0 && synced.stored == synced.uploaded, "\(synced.text)")
             // NTP 20 device seconds after boot: readings before it are stamped with millis() (spec §0.6), and the server
             // places them by its own clock (arrival time − uptime). That clock is the wall clock here
-            // (`followWallClock` above): with the test clock frozen at the server's start, the pre-NTP readings of
-            // this run, which starts some 30 s later, were stored 52-59 s early (the known issue this test carried
-            // until 2026-12-07). In a sped-up run the devices' clock also runs ahead of the server's, so a reading taken
+            // (`followWallClock` above): with the test clock frozen at the server's start, some 30 s before this run,
+            // and a speed-2 run's skew on top, its pre-NTP readings were stored 52-59 s early (the known issue this
+            // test carried until 2026-12-07). In a sped-up run the devices' clock also runs ahead of the server's, so a reading taken
             // before the sync, or in the first batch stamped after it (spread from the estimated stamp before it), may
             // be off by the run's skew; the verifier allows that for those readings only (`SampleVerificationTests`).
             // Real time, as above: at speed 2 a stall of 0.75 s would already break the 1.5 s window of the others.
