@@ -355,13 +355,12 @@ extension SimulatorHTTPTests {
             let synced = try await verifiedRun("SYNC", speed: "1", duration: "20", ntpDelay: "0")
             #expect(synced.read > 0 && synced.stored == synced.uploaded, "\(synced.text)")
             // NTP 20 device seconds after boot: readings before it are stamped with millis() (spec §0.6), and the server
-            // places them by its own clock (arrival time − uptime). That clock is the wall clock here
-            // (`followWallClock` above): with the test clock frozen at the server's start, some 30 s before this run,
-            // and a speed-2 run's skew on top, its pre-NTP readings were stored 52-59 s early (the known issue this
-            // test carried until 2026-12-07). In a sped-up run the devices' clock also runs ahead of the server's, so a reading taken
-            // before the sync, or in the first batch stamped after it (spread from the estimated stamp before it), may
-            // be off by the run's skew; the verifier allows that for those readings only (`SampleVerificationTests`).
-            // Real time, as above: at speed 2 a stall of 0.75 s would already break the 1.5 s window of the others.
+            // places them by its own clock (arrival time − uptime), hence `followWallClock` above: on the test clock,
+            // frozen at the server's start, they were stored 52-59 s early. A sped-up run's device clocks also run ahead
+            // of the server's, so a reading taken before the sync, or in the first batch stamped after it (spread from
+            // the estimated stamp before it), may be off by the run's skew; the verifier allows that for those readings
+            // only (`SampleVerificationTests`). Real time, as above: at speed 2 a stall of 0.75 s would already break
+            // the 1.5 s window of the others.
             let late = try await verifiedRun("NTP", speed: "1", duration: "25", ntpDelay: "20")
             #expect(late.read > 0 && late.stored > 0 && late.stored == late.uploaded, "\(late.text)")
         }
