@@ -193,6 +193,8 @@ let package = Package(
                 "MQTTBridge",
                 .product(name: "Configuration", package: "swift-configuration"),
                 "EcoWattAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -9,6 +9,9 @@
 #   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, durability
 #      full, 100 000 distinct devices, and a new connection per request against GET /health under Connection: close;
 #      polls that dispatch, command results, configuration acknowledgements and OTA progress against GET /health.
+#   5a. (floor, also in targets) The HTTP stack alone (ecowatt bench stack-floor): GET /health against a POST of
+#      one upload's body, the ceiling of every upload-shaped ratio; then the server's GET /health and a bad-MAC upload
+#      sent the same way.
 #   5c. (memory, not in all) RSS while DEVICES (default 1 000 000) devices upload once each; CACHE sets
 #      ingest_cache_devices.
 #   5d. (fleet-memory, not in all) RSS every 30 s during a 10-minute mixed simulated fleet with operator traffic.
@@ -16,7 +19,7 @@
 #   7. Ingest alone and during a login flood (bcrypt on its single bounded thread), next to GET /health.
 #   8. (postgres, not in all) Ingest on SQLite vs PostgreSQL (one instance) vs two instances behind HAProxy on one
 #      PostgreSQL, and bytes per stored sample on PostgreSQL.
-# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|targets|memory|fleet-memory|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
+# Usage: scripts/bench.sh [seconds-per-run] [all|ingest|floor|targets|memory|fleet-memory|ota|mqtt|sim|rejects|logins|postgres]   (defaults 10, all)
 # ECOWATT_BENCH_BINARY=path runs another build of ecowatt (e.g. an older commit's) instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -164,6 +167,32 @@ curl -sf -X POST -H "Authorization: Bearer $(cat "$work/srv/keys/operator_token"
     -d '{"version":"9.1.0"}' >/dev/null
 $bin simulate --url "http://127.0.0.1:$port" --devices 300 --duration "$duration" --speed 10 --ramp-up 1 --ota-interval 60 \
     --keys-dir "$work/srv/keys" --nonce-file "$work/nonces-rollout.json" 2>/dev/null | sed -n '2,22p' || true
+stop_server
+fi
+
+if [ "$sections" = all ] || [ "$sections" = targets ] || [ "$sections" = floor ]; then
+# The floor of every upload-shaped target: the same Hummingbird and SwiftNIO with none of EcoWatt (ecowatt bench
+# stack-floor), a GET /health and a POST of one upload's body, both sent by wrk without Lua per request. Then the
+# server's own GET /health and a refused upload (bad MAC) sent the same way.
+echo
+echo "## the HTTP stack alone (ecowatt bench stack-floor), then the server, with the same wrk requests"
+head -n 1 "$work/uploads.tsv" > "$work/post.tsv"
+sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/post.tsv" > "$work/post-bad-mac.tsv"
+$bin bench stack-floor --port $((port + 1)) &
+server=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((port + 1))/health" >/dev/null && break; sleep 0.1; done
+measure "stack floor: GET /health" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$((port + 1))/health"
+health=$rate
+measure "stack floor: POST of an upload's body (collected)" env POST_FILE="$work/post.tsv" \
+    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-post.lua "http://127.0.0.1:$((port + 1))"
+ratio_to_health "none: the ceiling of every upload-shaped figure" "the floor's"
+stop_server
+run_server normal
+measure "GET /health" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$port/health"
+health=$rate
+measure "refused upload (bad MAC), one body" env POST_FILE="$work/post-bad-mac.tsv" \
+    wrk -t2 -c16 -d"${duration}s" --latency -s scripts/wrk-post.lua "http://127.0.0.1:$port"
+ratio_to_health 0.9
 stop_server
 fi
 

@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: CPU cost of verify + decode, and pre-signed uploads for HTTP load tools.",
-        subcommands: [DecodeCost.self, CodecCost.self, MakeUploads.self, Seed.self, OTAFleet.self, FillOutbox.self, History.self]
+        subcommands: [DecodeCost.self, CodecCost.self, MakeUploads.self, Seed.self, OTAFleet.self, FillOutbox.self, History.self, StackFloor.self]
     )
 
     /// The spec §3.6.3 inner JSON (one 0x01 packet, 3 samples × 6 registers) for `device`.
