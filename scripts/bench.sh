@@ -6,12 +6,12 @@
 #   3. OTA: chunk requests over HTTP (wrk), and 200 emulated devices downloading a 1 MiB image at once.
 #   4. MQTT: ingest with the feed enabled vs disabled, and the outbox drain rate to a local mosquitto.
 #   5. Simulated fleets (ecowatt simulate) next to GET /health on the same server, and every codec's CPU cost.
-#   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, durability
-#      full, 100 000 distinct devices, and a new connection per request against GET /health under Connection: close;
-#      polls that dispatch, command results, configuration acknowledgements and OTA progress against GET /health.
 #   5a. (floor, also in targets) The HTTP stack alone (ecowatt bench stack-floor): GET /health against a POST of
 #      one upload's body, the ceiling of every upload-shaped ratio; then the server's GET /health and a bad-MAC upload
 #      sent the same way.
+#   5b. (targets) Issue 23's ingest figures with their ratios and the server's CPU per request: keep-alive, durability
+#      full, 100 000 distinct devices, and a new connection per request against GET /health under Connection: close;
+#      polls that dispatch, command results, configuration acknowledgements and OTA progress against GET /health.
 #   5c. (memory, not in all) RSS while DEVICES (default 1 000 000) devices upload once each; CACHE sets
 #      ingest_cache_devices.
 #   5d. (fleet-memory, not in all) RSS every 30 s during a 10-minute mixed simulated fleet with operator traffic.
@@ -181,6 +181,7 @@ sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/post.tsv" >
 $bin bench stack-floor --port $((port + 1)) &
 server=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((port + 1))/health" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$((port + 1))/health" >/dev/null || { echo "the stack floor did not start" >&2; exit 1; }
 measure "stack floor: GET /health" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$((port + 1))/health"
 health=$rate
 measure "stack floor: POST of an upload's body (collected)" env POST_FILE="$work/post.tsv" \

@@ -16,8 +16,8 @@ extension BenchCommand {
             abstract: "Serve bare Hummingbird routes shaped like GET /health and a device upload (benchmarks only).",
             discussion: """
                 GET /health answers a small JSON. POST /aggregated/{id} collects the body (at most --max-body-bytes), \
-                as every device route does, and answers a JSON of the upload reply's size (with the body's length) without reading the body. \
-                Runs until interrupted.
+                as every device route does, and answers a JSON of the upload reply's size (with the body's length) \
+                without reading the body. Runs until interrupted.
                 """
         )
 
