@@ -45,10 +45,15 @@ start_server() {  # $1 = durability; the data directory as it is
         --keys-dir "$work/srv/keys" --firmware-dir "$work/srv/fw" --diagnostics-dir "$work/srv/diag" --log-level "${LOG_LEVEL:-warning}" --limit max_connections_per_address=1000000 \
         --durability "$1" 2> "$work/server.log" &
     server=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return; sleep 0.1; done
-    echo "server did not start" >&2
+    wait_for_health $port
+}
+wait_for_health() {  # $1 = port; stops the script when nothing answers GET /health there within 10 s
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return; sleep 0.1; done
+    echo "server did not start on port $1" >&2
     exit 1
 }
+# The `path<TAB>body` upload lines of $1 with the MAC's first hex digit replaced (the same length, a wrong MAC).
+with_bad_mac() { sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$1"; }
 stop_server() { kill -TERM $server; wait $server || true; }
 ratio_to_health() {  # $1 = the target; $2 = how /health was measured (optional). Compares $rate with $health.
     awk -v r="$rate" -v h="$health" -v t="$1" -v m="${2:+ ($2)}" \
@@ -177,11 +182,10 @@ if [ "$sections" = all ] || [ "$sections" = targets ] || [ "$sections" = floor ]
 echo
 echo "## the HTTP stack alone (ecowatt bench stack-floor), then the server, with the same wrk requests"
 head -n 1 "$work/uploads.tsv" > "$work/post.tsv"
-sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/post.tsv" > "$work/post-bad-mac.tsv"
+with_bad_mac "$work/post.tsv" > "$work/post-bad-mac.tsv"
 $bin bench stack-floor --port $((port + 1)) &
 server=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((port + 1))/health" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$((port + 1))/health" >/dev/null || { echo "the stack floor did not start" >&2; exit 1; }
+wait_for_health $((port + 1))
 measure "stack floor: GET /health" wrk -t2 -c16 -d"${duration}s" --latency "http://127.0.0.1:$((port + 1))/health"
 health=$rate
 measure "stack floor: POST of an upload's body (collected)" env POST_FILE="$work/post.tsv" \
@@ -357,7 +361,7 @@ LOG_LEVEL=info run_server normal
 head -n 1 "$work/uploads.tsv" > "$work/valid.tsv"
 cut -f1 "$work/valid.tsv" | { read -r path; curl -sf -X POST "http://127.0.0.1:$port$path" \
     --data-binary "$(cut -f2 "$work/valid.tsv")" >/dev/null; }   # accepted once: resending it is a replay
-sed -E 's/("mac":")(.)/\1f\2/; s/("mac":"f.{63}).("|$)/\1\2/' "$work/valid.tsv" > "$work/bad-mac.tsv"
+with_bad_mac "$work/valid.tsv" > "$work/bad-mac.tsv"
 {
     cat "$work/valid.tsv" "$work/bad-mac.tsv"
     printf '/aggregated/BENCH-MALFORMED\t{"nonce":12,"payload":\n'
