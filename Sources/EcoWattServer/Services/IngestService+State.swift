@@ -45,6 +45,30 @@ public struct IngestCounters: Sendable, Equatable {
 
     /// Every envelope that reached validation.
     public var validations: Int { accepted + invalidPayload + rejected.values.reduce(0, +) }
+
+    /// Counts an accepted upload. Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``,
+    /// ``CompressionMarker/methodLabel``), and sums saturate: a device cannot add statistics entries or overflow a
+    /// counter.
+    mutating func add(_ outcome: IngestOutcome) {
+        accepted += 1
+        resent = PacketLimits.adding(resent, outcome.resent)
+        completed = PacketLimits.adding(completed, outcome.completed)
+        for update in outcome.updates {
+            samples = PacketLimits.adding(samples, update.samples?.count ?? 0)
+        }
+        for packet in outcome.packets where !packet.resend {
+            let marker = CompressionMarker.markerLabel(packet.marker)
+            packets[marker, default: 0] += 1
+            if let reason = packet.reason { undecodable[reason.rawValue, default: 0] += 1 }
+            samples = PacketLimits.adding(samples, packet.samples?.count ?? 0)
+            var method = methods[packet.method, default: MethodCounts()]
+            method.packets += 1
+            if packet.samples != nil { method.decoded += 1 }
+            method.originalBytes = PacketLimits.adding(method.originalBytes, packet.originalSize)
+            method.compressedBytes = PacketLimits.adding(method.compressedBytes, packet.compressedSize)
+            methods[packet.method] = method
+        }
+    }
 }
 
 /// Packets of one compression method since start.

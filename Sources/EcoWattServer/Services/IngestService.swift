@@ -171,28 +171,7 @@ public final class IngestService: Service, Sendable {
             )
         )
         if underNextKey { await retireCurrentKey(deviceID, atMs: arrivalMs) }
-        // Labels come from fixed sets (``CompressionMarker/markerLabel(_:)``, ``CompressionMarker/methodLabel``), and
-        // sums saturate: a device cannot add statistics entries or overflow a counter.
-        count { counters in
-            counters.accepted += 1
-            counters.resent = PacketLimits.adding(counters.resent, outcome.resent)
-            counters.completed = PacketLimits.adding(counters.completed, outcome.completed)
-            for update in outcome.updates {
-                counters.samples = PacketLimits.adding(counters.samples, update.samples?.count ?? 0)
-            }
-            for packet in outcome.packets where !packet.resend {
-                let marker = CompressionMarker.markerLabel(packet.marker)
-                counters.packets[marker, default: 0] += 1
-                if let reason = packet.reason { counters.undecodable[reason.rawValue, default: 0] += 1 }
-                counters.samples = PacketLimits.adding(counters.samples, packet.samples?.count ?? 0)
-                var method = counters.methods[packet.method, default: MethodCounts()]
-                method.packets += 1
-                if packet.samples != nil { method.decoded += 1 }
-                method.originalBytes = PacketLimits.adding(method.originalBytes, packet.originalSize)
-                method.compressedBytes = PacketLimits.adding(method.compressedBytes, packet.compressedSize)
-                counters.methods[packet.method] = method
-            }
-        }
+        count { $0.add(outcome) }
         if let metrics {
             metrics.increment("ecowatt_uploads_accepted_total")
             metrics.increment("ecowatt_packets_resent_total", by: outcome.resent)
