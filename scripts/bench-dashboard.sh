@@ -4,6 +4,7 @@
 # on the same server. Usage: scripts/bench-dashboard.sh   (ECOWATT_BENCH_BINARY=path to use another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 scripts/install-deps.sh wrk chromium chromium-driver libjs-chart.js python3 python3-venv
 bin="${ECOWATT_BENCH_BINARY:-.build/release/ecowatt}"
 [ -n "${ECOWATT_BENCH_BINARY:-}" ] || scripts/build-release.sh
@@ -19,7 +20,7 @@ echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xarg
 port=5312
 ECOWATT_MQTT_ENABLED=false "$bin" serve --host 127.0.0.1 --port $port --data-dir "$work/data" --keys-dir "$work/keys" \
     --firmware-dir "$work/fw" --diagnostics-dir "$work/diag" --log-level warning 2> "$work/server.log" &
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+wait_for_health "http://127.0.0.1:$port"
 token=$(cat "$work/keys/operator_token")
 curl -sf -o /dev/null -H "Authorization: Bearer $token" -H "Content-Type: application/json" "http://127.0.0.1:$port/api/v1/users" \
     -d '{"name":"timing","role":"operator","password":"dashboard bench passphrase"}'

@@ -8,6 +8,7 @@
 # Usage: scripts/bench-retention.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 scripts/install-deps.sh wrk
 scripts/build-release.sh
 bin=.build/release/ecowatt
@@ -21,7 +22,7 @@ for days in 3650 2; do
     ECOWATT_MQTT_ENABLED=false $bin serve --host 127.0.0.1 --port $port --data-dir "$work/run" --keys-dir "$work/keys" \
         --log-level info --limit max_connections_per_address=1000000 --limit retention_raw_days=$days 2> "$work/server.log" &
     server=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+    wait_for_health "http://127.0.0.1:$port"
     echo "== retention_raw_days=$days"
     UPLOADS="$work/uploads.tsv" WRK_THREADS=2 wrk -t2 -c16 -d75s --latency -s scripts/wrk-uploads.lua "http://127.0.0.1:$port" \
         | grep -E "Requests/sec|  50%|  99%|Latency  "

@@ -6,6 +6,7 @@
 # Usage: scripts/bench-rollout.sh [devices]   (ECOWATT_BENCH_BINARY=path to use another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 scripts/install-deps.sh wrk
 bin="${ECOWATT_BENCH_BINARY:-.build/release/ecowatt}"
 [ -n "${ECOWATT_BENCH_BINARY:-}" ] || scripts/build-release.sh
@@ -19,7 +20,7 @@ ECOWATT_MQTT_ENABLED=false "$bin" serve --host 127.0.0.1 --port $port --data-dir
     --firmware-dir "$work/fw" --diagnostics-dir "$work/diag" --log-level error \
     --limit max_connections_per_address=1000000 &   # every simulated device shares the loopback address
 server=$!
-for _ in $(seq 100); do curl -sf "$url/health" >/dev/null && break; sleep 0.1; done
+wait_for_health "$url"
 token="$work/keys/operator_token"
 H="Authorization: Bearer $(cat "$token")"
 head -c 65536 /dev/urandom > "$work/image.bin"

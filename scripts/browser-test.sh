@@ -5,6 +5,7 @@
 # Usage: scripts/browser-test.sh [path to the ecowatt binary, default .build/debug/ecowatt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 bin="${1:-.build/debug/ecowatt}"
 selenium=4.25.0   # pinned
 
@@ -23,7 +24,7 @@ ECOWATT_MQTT_ENABLED=false "$bin" serve --host 127.0.0.1 --port "$port" --data-d
     --firmware-dir "$work/fw" --diagnostics-dir "$work/diag" --log-level error &
 server=$!
 trap 'kill -TERM $server ${simulator:-} 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+wait_for_health "http://127.0.0.1:$port"
 token=$(cat "$work/keys/operator_token")
 api() { curl -sf -o /dev/null -H "Authorization: Bearer $token" -H "Content-Type: application/json" "$@"; }
 password="browser test passphrase"

@@ -6,6 +6,7 @@
 # Usage: scripts/schemathesis.sh [path to the ecowatt binary, default .build/debug/ecowatt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 version=4.32.5   # pinned, with hypothesis: a new release may add checks or change the defaults
 hypothesis=6.170.27
@@ -28,7 +29,7 @@ ECOWATT_PASSWORD_MAX_QUEUED=2 ECOWATT_MQTT_ENABLED=false "$bin" serve --host 127
     --firmware-dir "$work/fw" --diagnostics-dir "$work/diag" --log-level error --fault-injection &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+wait_for_health "http://127.0.0.1:$port"
 token=$(cat "$work/keys/operator_token")
 api() { curl -sf -o /dev/null -H "Authorization: Bearer $token" -H "Content-Type: ${CONTENT_TYPE:-application/json}" "$@"; }
 
