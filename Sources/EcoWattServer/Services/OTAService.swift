@@ -372,7 +372,12 @@ public actor OTAService: Service {
         if catalog.cached(version) == nil { _ = try await catalog.firmware(version) }
         do {
             return try chunk(deviceID: deviceID, version: version, index: index)
-        } catch OTAError.noActiveSession, OTAError.sessionVersion where notices.shared {
+        } catch let error as OTAError where notices.shared {
+            // Not `catch A, B where …`: its `where` applies to `B` alone.
+            switch error {
+            case .noActiveSession, .sessionVersion: break
+            default: throw error
+            }
             await sessionChangedElsewhere(deviceID)
             await takeUpStoredSession(deviceID)
             return try chunk(deviceID: deviceID, version: version, index: index)
