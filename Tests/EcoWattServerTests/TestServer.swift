@@ -93,7 +93,7 @@ final class TestServer: Sendable {
             do {
                 server = try await EcoWattApplication(configuration: configuration, logger: logger, clock: { clock.now })
                 break
-            } catch DataDirectoryLock.Failure.inUse where directory != nil && ContinuousClock.now < deadline {
+            } catch DataDirectoryLock.Failure.inUse where !ownsDirectory && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
