@@ -2,21 +2,9 @@ import EcoWattProtocol
 import HTTPTypes
 import Hummingbird
 
-/// A domain error with a human-readable reason, answered as `{"success":false,"error":"<reason>"}`.
-public protocol ReasonedError: HTTPResponseError {
-    /// The text sent in `error`.
-    var reason: String { get }
-    /// A short machine-readable reason from a fixed set (metrics label, `X-EcoWatt-Error` header, log summaries).
-    var code: String { get }
-}
-
-extension ReasonedError {
-    public var code: String { ErrorCode.of(status) }
-}
-
 /// The fixed set of client-error codes derived from a status.
 public enum ErrorCode {
-    /// The response header carrying ``ReasonedError/code``.
+    /// The response header carrying ``APIError/code``.
     public static let header = HTTPField.Name("X-EcoWatt-Error")!
 
     public static func of(_ status: HTTPResponse.Status) -> String {
@@ -37,10 +25,13 @@ public enum ErrorCode {
     }
 }
 
-/// An error answered as `{"success":false,"error":"<reason>"}` with its HTTP status.
-public struct APIError: ReasonedError, Sendable {
+/// An error answered as `{"success":false,"error":"<reason>"}` with its HTTP status (under `/api/`, the operator API's
+/// error object: ``JSONErrorMiddleware``).
+public struct APIError: HTTPResponseError, Sendable {
     public var status: HTTPResponse.Status
+    /// The text sent in `error`.
     public var reason: String
+    /// A short machine-readable reason from a fixed set (metrics label, `X-EcoWatt-Error` header, log summaries).
     public var code: String
     /// Members added to the body after `success` and `error`.
     public var details: [(String, JSONValue)] = []

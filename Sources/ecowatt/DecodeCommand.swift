@@ -85,7 +85,7 @@ struct DecodeCommand: AsyncParsableCommand {
                     results[position].samples = samples
                 }
             } catch {
-                printError("\(deviceID) seq \(seq): rejected (HTTP \(error.status.code)): \(error.reason)")
+                printError("\(deviceID) seq \(seq): rejected (HTTP \(error.apiError.status.code)): \(error.apiError.reason)")
                 rejected += 1
             }
         }

@@ -88,12 +88,10 @@ public final class DeviceBinding: Sendable {
     }
 }
 
-/// Why a bound route refused a request: 403 with the reason, counted by reason (`not_bound`, `address_mismatch`).
-public enum BindingError: ReasonedError, Sendable, Equatable {
+/// Why a bound route refused a request (403 with the reason), counted by reason (`not_bound`, `address_mismatch`).
+public enum BindingError: Error, Sendable, Equatable {
     case unbound(String)
     case elsewhere(String)
-
-    public var status: HTTPResponse.Status { .forbidden }
 
     public var code: String {
         switch self {
@@ -107,10 +105,6 @@ public enum BindingError: ReasonedError, Sendable, Equatable {
         case .unbound(let id): "Device \(id) has no verified upload within the binding window: it must upload first"
         case .elsewhere(let id): "Requests for device \(id) are honoured only from the address of its verified uploads"
         }
-    }
-
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try APIError(status, reason, code: code).response(from: request, context: context)
     }
 }
 

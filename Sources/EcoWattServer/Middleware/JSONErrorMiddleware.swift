@@ -63,7 +63,6 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         switch error {
         case let api as APIError: return api
         case let mapped as any APIErrorConvertible: return mapped.apiError
-        case let reasoned as any ReasonedError: return APIError(reasoned.status, reasoned.reason, code: reasoned.code)
         case let server as ServerError:
             // The generated operator API wraps what a handler throws, and its own decoding failures.
             switch server.underlyingError {
@@ -75,7 +74,7 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                     && [.post, .put, .patch].contains(server.request.method)
                 if hasJSONBody { return Self.decodingError(decoding) }
                 return APIError(.badRequest, "A parameter is invalid: \(server.causeDescription)", code: "invalid")
-            case is APIError, is any APIErrorConvertible, is any ReasonedError, is HTTPError:
+            case is APIError, is any APIErrorConvertible, is HTTPError:
                 return apiError(server.underlyingError, request: request, context: context)
             default:
                 if server.httpStatus.code >= 400, server.httpStatus.code < 500 {

@@ -1,6 +1,5 @@
 import EcoWattStorage
 import FirmwareImage
-import Hummingbird
 
 /// Creating, judging and steering rollouts.
 extension RolloutService {
@@ -324,42 +323,5 @@ extension RolloutService {
     {
         guard try await store.rollout(id: id) != nil else { throw Failure.unknownRollout(id) }
         return try await store.rolloutDevices(rolloutID: id, wave: wave, state: state, after: after, limit: limit)
-    }
-}
-
-extension RolloutService.Failure: ReasonedError {
-    public var status: HTTPResponse.Status {
-        switch self {
-        case .unknownRollout, .unknownVersion: .notFound
-        case .noDevices: .unprocessableContent
-        case .wrongState, .busyDevices: .conflict
-        case .held: .tooManyRequests
-        }
-    }
-
-    public var reason: String {
-        switch self {
-        case .unknownRollout(let id): "No rollout \(id)"
-        case .unknownVersion(let version): "No firmware \(version) in the catalog"
-        case .noDevices: "The target has no admitted device that does not already run the version"
-        case .wrongState(let detail): "Not possible now: \(detail)"
-        case .held(let reason): "The rollout holds this download: \(reason); retry at the next OTA check"
-        case .busyDevices(let id, let devices):
-            "\(devices.count) devices are in open rollout \(id) (\(devices.prefix(5).joined(separator: ", "))\(devices.count > 5 ? ", …" : "")): pause is not enough, cancel it first"
-        }
-    }
-
-    public var code: String {
-        switch self {
-        case .unknownRollout, .unknownVersion: "not_found"
-        case .noDevices: "no_devices"
-        case .wrongState: "conflict"
-        case .busyDevices: "devices_in_rollout"
-        case .held: "rollout_held"
-        }
-    }
-
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try APIError(status, reason, code: code).response(from: request, context: context)
     }
 }

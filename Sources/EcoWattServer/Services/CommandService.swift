@@ -1,13 +1,14 @@
 import EcoWattProtocol
 import EcoWattStorage
-import Hummingbird
 import Logging
 import ServiceLifecycle
 import Synchronization
 
 /// Operator command queues (spec §4): queueing with validation, one command per poll, results, and a background
 /// sweep that times out dispatched commands without a result and expires pending ones past their TTL.
-public actor CommandService: Service {
+///
+/// A class, not an actor: its only mutable state is the pending hint under its own lock; the queues are the store's.
+public final class CommandService: Service, Sendable {
     private let store: any CommandStore
     private let logger: Logger
     private let clock: @Sendable () -> Int64
@@ -76,11 +77,11 @@ public actor CommandService: Service {
     }
 
     /// Another instance queued a command for `deviceID`: the next poll here looks in the store.
-    public nonisolated func queuedElsewhere(_ deviceID: String) {
+    public func queuedElsewhere(_ deviceID: String) {
         pendingHint.withLock { $0[deviceID, default: 0] &+= 1 }
     }
 
-    public nonisolated func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
+    public func queue(_ request: CommandRequest, deviceID: String) async throws -> (CommandRow, Bool) {
         defer {
             pendingHint.withLock { $0[deviceID, default: 0] &+= 1 }
             changed(deviceID)
@@ -95,12 +96,12 @@ public actor CommandService: Service {
 
     /// A device's commands (every device's without `deviceID`), newest first (of `status`, below the sequence
     /// `before`, when given).
-    public nonisolated func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
+    public func commands(deviceID: String?, status: CommandStatus?, before: Int64?, limit: Int) async throws -> [CommandRow] {
         try await store.commands(deviceID: deviceID, status: status, before: before, limit: limit)
     }
 
     /// The device's next command, dispatched to `address` (its result is accepted from there only).
-    public nonisolated func poll(deviceID: String, address: String) async throws -> CommandRow? {
+    public func poll(deviceID: String, address: String) async throws -> CommandRow? {
         guard let version = pendingHint.withLock({ $0[deviceID] }) else { return nil }
         let command = try await store.dispatchNext(deviceID: deviceID, address: address, nowMs: clock())
         if command == nil {
@@ -111,7 +112,7 @@ public actor CommandService: Service {
         return command
     }
 
-    public nonisolated func result(_ report: CommandResultReport, deviceID: String, address: String) async throws -> CommandRow {
+    public func result(_ report: CommandResultReport, deviceID: String, address: String) async throws -> CommandRow {
         defer { changed(deviceID) }
         return try await store.recordResult(
             CommandResult(
@@ -127,33 +128,11 @@ public actor CommandService: Service {
         )
     }
 
-    public nonisolated func command(_ id: String) async throws -> CommandRow? { try await store.command(id) }
-    public nonisolated func cancel(_ id: String) async throws -> CommandRow {
+    public func command(_ id: String) async throws -> CommandRow? { try await store.command(id) }
+    public func cancel(_ id: String) async throws -> CommandRow {
         let row = try await store.cancelCommand(id, nowMs: clock())
         changed(row.deviceID)
         return row
     }
-    public nonisolated func counts() async throws -> [CommandStatus: Int] { try await store.commandCounts() }
-}
-
-extension CommandStoreError: ReasonedError {
-    public var status: HTTPResponse.Status {
-        switch self {
-        case .notFound: .notFound
-        case .wrongState: .conflict
-        case .queueFull: .tooManyRequests
-        }
-    }
-
-    public var reason: String {
-        switch self {
-        case .notFound(let id): "Unknown command \(id)"
-        case .wrongState(let id, let status): "Command \(id) is \(status.rawValue)"
-        case .queueFull(let device, let limit): "Device \(device) already has \(limit) pending commands"
-        }
-    }
-
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try APIError(status, reason).response(from: request, context: context)
-    }
+    public func counts() async throws -> [CommandStatus: Int] { try await store.commandCounts() }
 }

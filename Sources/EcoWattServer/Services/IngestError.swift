@@ -1,5 +1,4 @@
 import EcoWattProtocol
-import Hummingbird
 
 /// Why an upload was not acknowledged.
 public enum IngestError: Error, Sendable, Equatable {
@@ -16,20 +15,11 @@ public enum IngestError: Error, Sendable, Equatable {
     case notAdmitted
 }
 
-extension IngestError: ReasonedError {
-    public var status: HTTPResponse.Status {
-        switch self {
-        case .security(let error): APIError(error).status
-        case .invalidPayload: .badRequest
-        case .storage: .serviceUnavailable
-        case .revoked: .unauthorized
-        case .notAdmitted: .forbidden
-        }
-    }
-
+extension IngestError {
+    /// What the device is told (the HTTP status is the routes': ``APIErrorConvertible``).
     public var reason: String {
         switch self {
-        case .security(let error): APIError(error).reason
+        case .security(let error): error.reason
         case .invalidPayload(let detail): "Invalid upload payload: \(detail)"
         case .storage(let detail): "Upload not stored, retry later: \(detail)"
         case .revoked: "Device credentials revoked"
@@ -37,6 +27,7 @@ extension IngestError: ReasonedError {
         }
     }
 
+    /// A label from a fixed set (metrics, the event log, `X-EcoWatt-Error`).
     public var code: String {
         switch self {
         case .security(let error): error.clientCategory
@@ -45,9 +36,5 @@ extension IngestError: ReasonedError {
         case .revoked: "revoked"
         case .notAdmitted: "not_admitted"
         }
-    }
-
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try APIError(status, reason, code: code).response(from: request, context: context)
     }
 }

@@ -1,7 +1,6 @@
-import Hummingbird
-
-/// Why an OTA request is refused; answered as `{"success":false,"error":…}` with a 4xx (5xx only for server faults).
-public enum OTAError: ReasonedError, Sendable, Equatable {
+/// Why an OTA request is refused; answered as `{"success":false,"error":…}` with a 4xx (5xx only for server faults;
+/// the statuses are the routes': ``APIErrorConvertible``).
+public enum OTAError: Error, Sendable, Equatable {
     case noFirmware(String)
     case chunkOutOfRange(index: String, total: Int)
     case noActiveSession(String)
@@ -14,18 +13,6 @@ public enum OTAError: ReasonedError, Sendable, Equatable {
     case busy(Int)
     /// The device's rollout does not let its download start now (paused, wave not open, pacing).
     case held(String)
-
-    public var status: HTTPResponse.Status {
-        switch self {
-        case .noFirmware, .notFound: .notFound
-        case .chunkOutOfRange, .invalid: .badRequest
-        case .noActiveSession, .sessionVersion, .conflict: .conflict
-        case .keysUnavailable, .busy: .serviceUnavailable
-        // A client's "not now", expected by the thousand during a large rollout: a 4xx is summed up in the log, a 5xx
-        // would be one error line each (measured: `scripts/bench-rollout.sh` logged every held initiate as an error).
-        case .held: .tooManyRequests
-        }
-    }
 
     public var reason: String {
         switch self {
@@ -54,9 +41,5 @@ public enum OTAError: ReasonedError, Sendable, Equatable {
         case .busy: "busy"
         case .held: "rollout_held"
         }
-    }
-
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONBody.response(status: status, ["success": false, "error": .string(reason)])
     }
 }
