@@ -65,7 +65,7 @@ extension PostgresDeviceStore: OTAStore {
 
     public func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment? {
         try await writer.write { connection, logger in
-            try await connection.query(
+            _ = try await connection.query(
                 "UPDATE ota_deployments SET status = 'cancelled', cancelled_at_ms = \(nowMs) WHERE id = \(id) AND status = 'active'",
                 logger: logger
             )
@@ -247,7 +247,7 @@ extension PostgresDeviceStore: OTAStore {
             try row.value("firmware_version", as: String?.self) != version
         else { return }
         try await writer.write { connection, logger in
-            try await connection.query(
+            _ = try await connection.query(
                 "UPDATE devices SET firmware_version = \(version) WHERE device_id = \(deviceID) AND firmware_version IS DISTINCT FROM \(version)",
                 logger: logger
             )

@@ -181,7 +181,7 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
         let (devices, times) = (Array(lastSeen.keys), lastSeen.keys.map { lastSeen[$0]! })
         try await writer.write { connection, logger in
             // Update only: device routes are unauthenticated, so a poll must not create registry rows.
-            try await connection.query(
+            _ = try await connection.query(
                 """
                 UPDATE devices SET last_seen_ms = greatest(devices.last_seen_ms, seen.at)
                 FROM unnest(\(devices)::text[], \(times)::bigint[]) AS seen(id, at) WHERE devices.device_id = seen.id

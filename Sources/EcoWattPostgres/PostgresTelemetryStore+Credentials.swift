@@ -31,7 +31,7 @@ extension PostgresTelemetryStore {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try await writer.write { connection, logger in
             if let key {
-                try await connection.query(
+                _ = try await connection.query(
                     """
                     INSERT INTO device_credentials (device_id, key_hex, updated_at_ms) VALUES (\(deviceID), \(HexCoding.encode(key)), \(now))
                     ON CONFLICT (device_id) DO UPDATE SET key_hex = excluded.key_hex, next_key_hex = NULL,
@@ -40,7 +40,7 @@ extension PostgresTelemetryStore {
                     logger: logger
                 )
             } else {
-                try await connection.query("DELETE FROM device_credentials WHERE device_id = \(deviceID)", logger: logger)
+                _ = try await connection.query("DELETE FROM device_credentials WHERE device_id = \(deviceID)", logger: logger)
             }
         }
     }
@@ -68,7 +68,7 @@ extension PostgresTelemetryStore {
     public func setNextDeviceKey(deviceID: String, key: [UInt8]?, nowMs: Int64) async throws {
         let hex = key.map { HexCoding.encode($0) }
         try await writer.write { connection, logger in
-            try await connection.query(
+            _ = try await connection.query(
                 """
                 INSERT INTO device_credentials (device_id, next_key_hex, updated_at_ms) VALUES (\(deviceID), \(hex), \(nowMs))
                 ON CONFLICT (device_id) DO UPDATE SET next_key_hex = excluded.next_key_hex, updated_at_ms = excluded.updated_at_ms

@@ -175,7 +175,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
 
     public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {
         try await writer.write(device: deviceID) { connection, logger in
-            try await connection.query(
+            _ = try await connection.query(
                 """
                 UPDATE devices SET nonce_jumps_refused = nonce_jumps_refused + 1, last_refused_nonce = \(Int64(nonce))
                 WHERE device_id = \(deviceID)
@@ -289,7 +289,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
 
     public func deleteOutbox(through id: Int64) async throws {
         try await writer.write { connection, logger in
-            try await connection.query("DELETE FROM mqtt_outbox WHERE id <= \(id)", logger: logger)
+            _ = try await connection.query("DELETE FROM mqtt_outbox WHERE id <= \(id)", logger: logger)
         }
     }
 

@@ -115,7 +115,7 @@ public enum DatabaseBackup {
         if manager.fileExists(atPath: target) {
             // Fold the WAL into the file first, so the kept copy is one file.
             let current = try DatabaseQueue(path: target)
-            try current.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+            _ = try current.writeWithoutTransaction { try $0.checkpoint(.truncate) }
             try current.close()
             let aside = "\(target).before-restore-\(EpochTime.compactStamp(now))"
             try manager.moveItem(atPath: target, toPath: aside)

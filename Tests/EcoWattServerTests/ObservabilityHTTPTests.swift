@@ -19,7 +19,8 @@ import Testing
                 series.range(of: #"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})?$"#, options: .regularExpression) != nil,
                 "bad series \(series)"
             )
-            samples[series] = try #require(Double(parts[1]), "bad value in \(line)")
+            // `as Double?`: without it Swift Testing warns that `Double(_:)` never returns nil, which it does here.
+            samples[series] = try #require(Double(parts[1]) as Double?, "bad value in \(line)")
         }
         return samples
     }

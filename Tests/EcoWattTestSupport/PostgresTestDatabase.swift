@@ -1,5 +1,4 @@
 import EcoWattPostgres
-import EcoWattTestSupport
 import Foundation
 import Logging
 import PostgresNIO
