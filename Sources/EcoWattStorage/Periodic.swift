@@ -3,11 +3,21 @@ import ServiceLifecycle
 /// The services' periodic loops (flushes, sweeps, checkpoints): runs `body` every `interval`, the first time one
 /// interval after start, until graceful shutdown or cancellation. A run in progress when shutdown starts completes.
 public func repeatUntilShutdown(every interval: Duration, _ body: @escaping @Sendable () async -> Void) async {
+    await repeatUntilShutdown(firstAfter: interval) {
+        await body()
+        return interval
+    }
+}
+
+/// A periodic loop whose pace `body` sets: runs it `firstAfter` start (at once by default), then again after each wait
+/// it returns, until graceful shutdown or cancellation. A run in progress when shutdown starts completes.
+public func repeatUntilShutdown(firstAfter: Duration = .zero, _ body: @escaping @Sendable () async -> Duration) async {
     await cancelWhenGracefulShutdown {
+        var wait = firstAfter
         while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            if wait > .zero { try? await Task.sleep(for: wait) }
             if Task.isCancelled { break }
-            await body()
+            wait = await body()
         }
     }
 }

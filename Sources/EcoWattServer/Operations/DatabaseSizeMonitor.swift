@@ -36,14 +36,7 @@ struct DatabaseSizeMonitor: Service {
     var interval: Duration = .seconds(300)
 
     func run() async throws {
-        await cancelWhenGracefulShutdown {
-            var wait = await measure()
-            while !Task.isCancelled {
-                try? await Task.sleep(for: wait)
-                if Task.isCancelled { break }
-                wait = await measure()
-            }
-        }
+        await repeatUntilShutdown { await measure() }
     }
 
     /// Measures once; returns how long to wait before the next measurement.
