@@ -19,7 +19,7 @@ import Testing
                 series.range(of: #"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})?$"#, options: .regularExpression) != nil,
                 "bad series \(series)"
             )
-            // `as Double?`: without it Swift Testing warns that `Double(_:)` never returns nil, which it does here.
+            // `as Double?`: without it Swift Testing wrongly warns that this `Double(_:)` never returns nil.
             samples[series] = try #require(Double(parts[1]) as Double?, "bad value in \(line)")
         }
         return samples
