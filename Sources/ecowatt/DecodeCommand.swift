@@ -85,7 +85,8 @@ struct DecodeCommand: AsyncParsableCommand {
                     results[position].samples = samples
                 }
             } catch {
-                printError("\(deviceID) seq \(seq): rejected (HTTP \(error.apiError.status.code)): \(error.apiError.reason)")
+                let answer = error.apiError
+                printError("\(deviceID) seq \(seq): rejected (HTTP \(answer.status.code)): \(answer.reason)")
                 rejected += 1
             }
         }
