@@ -73,6 +73,10 @@ final class TestServer: Sendable {
         for case (let key, let value?) in numbers { flags[key] = .init(.int(value), isSecret: false) }
         for (key, value) in settings { flags[key] = .init(.int(value), isSecret: false) }
         if let faultInjection { flags["fault_injection"] = .init(.bool(faultInjection), isSecret: false) }
+        // HummingbirdTesting's live client holds one connection for the whole test. A simulation test that used it only
+        // at its end, 81 s in on a loaded CI machine, found it closed by the 60 s keep-alive limit ("I/O on closed
+        // channel", CI of stop 38). Tests keep their connection unless one sets the limit.
+        flags["limits.idle_timeout_seconds"] = .init(.int(3_600), isSecret: false)
         for (key, value) in limits ?? [:] { flags["limits." + key] = .init(.int(value), isSecret: false) }
         var configuration = try await ServerConfiguration.load(configFile: nil, environment: [:], flags: flags)
         // bcrypt at cost 4 (about 1 ms) unless a test sets `password_cost`: at the production minimum of 12 each hash
