@@ -67,7 +67,7 @@ final class OutboxDrainer: Sendable {
                 _ = try? await connection.query("SELECT pg_advisory_unlock(\(PostgresMigrations.Lock.outboxDrain.rawValue))", logger: logger)
             }
         } catch {
-            if !Task.isCancelled { logger.warning("MQTT outbox drain lock lost", metadata: ["error": "\(error)"]) }
+            if !Task.isCancelled { logger.warning("MQTT outbox drain lock lost", metadata: ["error": "\(error.logDescription)"]) }
         }
         if !answered { answer.resume(returning: false) }
         state.withLock {

@@ -28,7 +28,7 @@ public final class PostgresChangeFeed: ChangeFeed, Service, Sendable {
             try await database.client.query("SELECT pg_notify(\(Self.channel), \("\(instance) \(change.payload)"))", logger: database.logger)
         } catch {
             // The others then serve from what they cached until their next reload; logged, never fatal to the request.
-            database.logger.warning("change notice not sent", metadata: ["change": "\(change.payload)", "error": "\(error)"])
+            database.logger.warning("change notice not sent", metadata: ["change": "\(change.payload)", "error": "\(error.logDescription)"])
         }
     }
 
@@ -53,7 +53,7 @@ public final class PostgresChangeFeed: ChangeFeed, Service, Sendable {
                     }
                 } catch {
                     if Task.isCancelled { break }
-                    self.database.logger.warning("change notices interrupted; listening again", metadata: ["error": "\(error)"])
+                    self.database.logger.warning("change notices interrupted; listening again", metadata: ["error": "\(error.logDescription)"])
                     try? await Task.sleep(for: .seconds(1))
                 }
             }

@@ -129,7 +129,7 @@ public final class PostgresWriter: Service, Sendable {
                 logger.info("write batch ran into another writer's locks; running it again", metadata: ["error": "\(conflict.error)"])
                 try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
             } catch {
-                logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error)"])
+                logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error.logDescription)"])
                 for job in jobs { job.fail(error) }
                 return
             }

@@ -103,7 +103,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
             let outcomes = try database.pool.write { db in Self.apply(jobs, db) }
             queue.delivered(jobs, outcomes) { job, error in job.fail(error) }
         } catch {
-            logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error)"])
+            logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error.logDescription)"])
             for job in jobs { job.fail(error) }
         }
     }

@@ -32,7 +32,7 @@ public final class WALCheckpointer: Service, Sendable {
                     _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
                 }
             } catch {
-                self.logger.debug("passive checkpoint skipped", metadata: ["error": "\(error)"])
+                self.logger.debug("passive checkpoint skipped", metadata: ["error": "\(error.logDescription)"])
             }
         }
         try connection.close()

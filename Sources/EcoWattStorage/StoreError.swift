@@ -16,3 +16,15 @@ public enum Durability: String, Sendable, Codable, CaseIterable {
     /// WAL with `synchronous=FULL`: every group commit is fsynced (survives power loss).
     case full
 }
+
+/// An error whose `description` says too little for a log line (PostgreSQL's errors describe themselves as one generic
+/// sentence, so that they never reach a client by accident), with a text an operator's log can carry.
+public protocol LoggableError: Error {
+    /// What went wrong, on one line, without what must not reach a log (keys, token hashes, device data).
+    var logText: String { get }
+}
+
+extension Error {
+    /// What a log line shows of this error: ``LoggableError/logText`` where the type has one, its description otherwise.
+    public var logDescription: String { (self as? any LoggableError)?.logText ?? "\(self)" }
+}

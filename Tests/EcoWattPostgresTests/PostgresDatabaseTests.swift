@@ -1,4 +1,5 @@
 import EcoWattPostgres
+import EcoWattStorage
 import EcoWattTestSupport
 import PostgresNIO
 import Testing
@@ -48,6 +49,33 @@ import Testing
             async let second = instances[1].migrate()
             let ran = try await [first, second]
             #expect(ran.sorted { $0.count < $1.count } == [[], PostgresDatabaseTests.versions], "one applied them, the other found them applied")
+        }
+    }
+
+    /// A `PSQLError`'s description is one generic sentence and its debug description runs over many lines (the query's
+    /// SQL, the server's detail line that quotes key values); a log line gets the SQLSTATE, the server's message and
+    /// the names it concerns, on one line, never a bound value.
+    @Test(.enabled(if: PostgresServer.enabled))
+    func aDatabaseErrorInALogSaysWhatWentWrongWithoutTheBoundValues() async throws {
+        try await PostgresTestDatabase.with { instances in
+            let client = instances[0].client
+            let secret = "ewt_bound_secret_value"
+            let missing = await #expect(throws: PSQLError.self) {
+                try await client.query("SELECT name FROM no_such_table WHERE name = \(secret)").collect()
+            }
+            let text = try #require(missing).logDescription
+            #expect(text.contains("sqlstate: 42P01") && text.contains(#"relation "no_such_table" does not exist"#), "\(text)")
+            #expect(!text.contains(secret), "\(text)")
+            #expect("\(try #require(missing))".contains("Generic description"), "why logs need more than the description")
+            #expect(!text.contains("SELECT") && !text.contains("\n"), "one line, without the query: \(text)")
+
+            _ = try await client.query("INSERT INTO server_state (name, value) VALUES (\(secret), 'x')")
+            let duplicate = await #expect(throws: PSQLError.self) {
+                try await client.query("INSERT INTO server_state (name, value) VALUES (\(secret), 'y')")
+            }
+            let duplicateText = try #require(duplicate).logDescription
+            #expect(duplicateText.contains("sqlstate: 23505") && duplicateText.contains("constraint: server_state_pkey"), "\(duplicateText)")
+            #expect(!duplicateText.contains(secret), "the detail line quotes the key: \(duplicateText)")
         }
     }
 }

@@ -32,6 +32,12 @@ public enum PostgresTestDatabase {
         }
     }
 
+    /// Runs one statement on the database `url` names, as an operator's `psql` would (a test that breaks the schema
+    /// under a running server).
+    public static func execute(_ sql: String, on url: String) async throws {
+        try await onServer(PostgresURL(parsing: url), sql)
+    }
+
     /// Creates a database in the test server, runs `body` with where it is, and drops it (also when `body` throws).
     private static func withFreshDatabase(_ body: (PostgresURL) async throws -> Void) async throws {
         let server = try PostgresURL(parsing: PostgresServer.requireURL())
@@ -52,7 +58,7 @@ public enum PostgresTestDatabase {
         try await first.withRunning { try await running(databases.dropFirst(), body) }
     }
 
-    /// Runs one statement on the server's `postgres` database (a client of its own: a pool runs once).
+    /// Runs one statement on the database `server` names (a client of its own: a pool runs once).
     private static func onServer(_ server: PostgresURL, _ sql: String) async throws {
         let admin = EcoWattPostgresDatabase(url: server, maximumConnections: 1, logger: logger)
         try await admin.withRunning {

@@ -33,7 +33,7 @@ extension AccountService {
         } catch AccountStoreError.duplicateUser {
             throw .duplicateUser(name)
         } catch {
-            throw .invalid("\(error)")
+            throw storageFailure("create the user", error)
         }
     }
 
@@ -108,7 +108,7 @@ extension AccountService {
         } catch AccountStoreError.tooManyTokens(let limit) {
             throw .tooManyTokens(limit)
         } catch {
-            throw .invalid("\(error)")
+            throw storageFailure("create the token", error)
         }
     }
 
@@ -120,7 +120,7 @@ extension AccountService {
             let users = Dictionary(uniqueKeysWithValues: try await store.users().map { ($0.id, $0.name) })
             return try await store.tokens(userID: all ? nil : principal.user?.id).map { ($0, users[$0.userID] ?? "?") }
         } catch {
-            throw .invalid("\(error)")
+            throw storageFailure("list the tokens", error)
         }
     }
 

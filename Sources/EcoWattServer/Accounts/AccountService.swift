@@ -64,6 +64,14 @@ public final class AccountService: Service, Sendable {
         case unknownToken
         case lastAdmin
         case tooManyTokens(Int)
+        /// The account store failed (`action` did not happen); the log has the database's message.
+        case storage(action: String)
+    }
+
+    /// A store failure: its detail goes to the log, never to the client (SQL, paths).
+    func storageFailure(_ action: String, _ error: any Error) -> Failure {
+        logger.error("account store failed", metadata: ["action": "\(action)", "error": "\(error.logDescription)"])
+        return .storage(action: action)
     }
 
     // MARK: Authentication
@@ -92,7 +100,7 @@ public final class AccountService: Service, Sendable {
             record = try await store.token(hash: HexCoding.encode(Array(digest)))
             user = try await record.asyncMap { try await store.user(id: $0.userID) }
         } catch {
-            throw .unauthenticated("Credentials could not be checked: \(error)")
+            throw storageFailure("check the credentials", error)
         }
         guard let record, let user else { throw .unauthenticated("Invalid token") }
         guard record.revokedAtMs == nil else { throw .unauthenticated("Token revoked") }
@@ -122,7 +130,7 @@ public final class AccountService: Service, Sendable {
                 found = nil
             }
         } catch {
-            throw .unauthenticated("Credentials could not be checked: \(error)")
+            throw storageFailure("check the credentials", error)
         }
         guard let (session, user) = found else { throw .unauthenticated("Session ended; log in again") }
         guard session.expiresAtMs > now, session.lastUsedMs > now - Int64(settings.sessionIdleMinutes) * 60_000 else {
@@ -195,7 +203,7 @@ public final class AccountService: Service, Sendable {
         do {
             try await store.createSession(session, maxPerUser: settings.maxSessionsPerUser)
         } catch {
-            throw .unauthenticated("Session could not be stored: \(error)")
+            throw storageFailure("store the session", error)
         }
         metrics?.increment("ecowatt_logins_total", [("outcome", "succeeded")])
         return Login(sessionID: id, session: session, user: user)
@@ -238,7 +246,7 @@ public final class AccountService: Service, Sendable {
             do {
                 _ = try await pruneSessions()
             } catch {
-                logger.warning("sessions not pruned", metadata: ["error": "\(error)"])
+                logger.warning("sessions not pruned", metadata: ["error": "\(error.logDescription)"])
             }
         }
     }

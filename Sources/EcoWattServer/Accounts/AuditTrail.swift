@@ -34,7 +34,7 @@ public final class AuditTrail: Sendable {
             )
             return entry
         } catch {
-            logger.error("audit entry not stored", metadata: ["action": "\(draft.action)", "error": "\(error)"])
+            logger.error("audit entry not stored", metadata: ["action": "\(draft.action)", "error": "\(error.logDescription)"])
             return nil
         }
     }

@@ -177,7 +177,7 @@ public final class BootMessages: Service, Sendable {
                 state.pruneOrder()
             }
         } catch {
-            logger.warning("held messages not reloaded", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+            logger.warning("held messages not reloaded", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
         }
     }
 
@@ -220,7 +220,7 @@ public final class BootMessages: Service, Sendable {
             } catch {
                 logger.warning(
                     "held message not applied",
-                    metadata: ["device_id": LogText.value(deviceID), "kind": "\(message.kind.rawValue)", "error": "\(error)"]
+                    metadata: ["device_id": LogText.value(deviceID), "kind": "\(message.kind.rawValue)", "error": "\(error.logDescription)"]
                 )
             }
         }

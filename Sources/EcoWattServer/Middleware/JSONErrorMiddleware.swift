@@ -115,7 +115,7 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static func unhandled(_ error: any Error, request: Request, context: Context) -> APIError {
-        context.logger.error("unhandled error", metadata: ["error": "\(error)", "path": LogText.value(request.uri.path)])
+        context.logger.error("unhandled error", metadata: ["error": "\(error.logDescription)", "path": LogText.value(request.uri.path)])
         return APIError(.internalServerError, "Internal server error")
     }
 }

@@ -55,7 +55,7 @@ struct DatabaseSizeMonitor: Service {
                 )
             )
         } catch {
-            logger.warning("database size not measured", metadata: ["error": "\(error)"])
+            logger.warning("database size not measured", metadata: ["error": "\(error.logDescription)"])
         }
         let took = clock.now - start
         if took > .seconds(1) { logger.info("database size measured", metadata: ["duration": "\(took)"]) }

@@ -36,7 +36,7 @@ public final class TLSCertificates: Sendable {
         } catch {
             logger.error(
                 "TLS certificate not reloaded; the previous one stays in use",
-                metadata: ["cert": "\(certificatePath)", "error": "\(error)"]
+                metadata: ["cert": "\(certificatePath)", "error": "\(error.logDescription)"]
             )
         }
     }

@@ -50,7 +50,7 @@ struct TelemetryMaintenance: Service {
             }
             if devices > 0 { metrics.increment("ecowatt_rollup_refreshes_total", by: devices) }
         } catch {
-            logger.warning("telemetry maintenance failed", metadata: ["error": "\(error)"])
+            logger.warning("telemetry maintenance failed", metadata: ["error": "\(error.logDescription)"])
         }
     }
 }

@@ -116,7 +116,10 @@ extension RolloutService {
             )
             return true
         } catch {
-            logger.warning("device did not join the deployment", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+            logger.warning(
+                "device did not join the deployment",
+                metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"]
+            )
             return false
         }
     }
@@ -145,12 +148,12 @@ extension RolloutService {
                     )
                     logger.notice("deployment adopted as a rollout", metadata: ["deployment": "\(legacy.id)", "rollout": "\(adopted.id)"])
                 } catch {
-                    logger.warning("deployment not adopted", metadata: ["deployment": "\(legacy.id)", "error": "\(error)"])
+                    logger.warning("deployment not adopted", metadata: ["deployment": "\(legacy.id)", "error": "\(error.logDescription)"])
                 }
                 _ = try await store.cancelDeployment(id: legacy.id, nowMs: clock())
             }
         } catch {
-            logger.warning("deployments not adopted", metadata: ["error": "\(error)"])
+            logger.warning("deployments not adopted", metadata: ["error": "\(error.logDescription)"])
         }
     }
 }

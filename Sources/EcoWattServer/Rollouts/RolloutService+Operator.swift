@@ -127,7 +127,7 @@ extension RolloutService {
             }
         } catch is CancellationError {
         } catch {
-            logger.warning("rollouts not evaluated", metadata: ["error": "\(error)"])
+            logger.warning("rollouts not evaluated", metadata: ["error": "\(error.logDescription)"])
         }
     }
 

@@ -89,7 +89,7 @@ public actor RolloutService: Service {
                 if replacing { awaiting = installed } else { awaiting.formUnion(installed) }
             }
         } catch {
-            logger.warning("rollout devices not loaded", metadata: ["error": "\(error)"])
+            logger.warning("rollout devices not loaded", metadata: ["error": "\(error.logDescription)"])
         }
     }
 
@@ -261,7 +261,7 @@ public actor RolloutService: Service {
             }
             logger.warning("rollout state not stored: it kept changing", metadata: ["device_id": LogText.value(deviceID)])
         } catch {
-            logger.warning("rollout state not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+            logger.warning("rollout state not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
         }
         return nil
     }

@@ -77,6 +77,7 @@ extension AccountService.Failure: APIErrorConvertible {
         case .unknownToken: return APIError(.notFound, "No such token", code: "not_found")
         case .lastAdmin: return APIError(.conflict, "The last active admin cannot be removed, disabled or demoted", code: "last_admin")
         case .tooManyTokens(let limit): return APIError(.conflict, "At most \(limit) live tokens per user; revoke one first", code: "too_many_tokens")
+        case .storage(let action): return APIError(.serviceUnavailable, "The account store could not \(action); try again", code: "storage")
         }
     }
 }

@@ -72,7 +72,7 @@ public final class CommandService: Service, Sendable {
             for deviceID in timedOut { overdue(deviceID) }
         } catch is CancellationError {
         } catch {
-            logger.warning("command sweep failed", metadata: ["error": "\(error)"])
+            logger.warning("command sweep failed", metadata: ["error": "\(error.logDescription)"])
         }
     }
 

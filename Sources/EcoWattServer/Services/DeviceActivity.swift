@@ -99,7 +99,7 @@ public final class DeviceActivity: Service, Sendable {
         do {
             try await store.recordLastSeen(batch)
         } catch {
-            logger.warning("could not record last_seen", metadata: ["error": "\(error)", "devices": "\(batch.count)"])
+            logger.warning("could not record last_seen", metadata: ["error": "\(error.logDescription)", "devices": "\(batch.count)"])
             state.withLock { state in
                 for (device, time) in batch where state.latest[device] != nil {
                     state.pending[device] = max(state.pending[device] ?? 0, time)

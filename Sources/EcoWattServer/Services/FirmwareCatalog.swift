@@ -124,7 +124,7 @@ public final class FirmwareCatalog: Sendable {
             } catch FirmwareError.versionExists {
                 // Another instance imported it at the same moment.
             } catch {
-                logger.warning("firmware not imported", metadata: ["version": "\(version)", "error": "\(error)"])
+                logger.warning("firmware not imported", metadata: ["version": "\(version)", "error": "\(error.logDescription)"])
             }
         }
     }

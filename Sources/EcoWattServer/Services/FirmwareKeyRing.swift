@@ -30,7 +30,7 @@ public final class FirmwareKeyRing: Sendable {
                 return
             }
         } catch {
-            logger.error("FOTA keys not generated", metadata: ["keys_dir": "\(directory)", "error": "\(error)"])
+            logger.error("FOTA keys not generated", metadata: ["keys_dir": "\(directory)", "error": "\(error.logDescription)"])
             state.withLock { $0 = (nil, "\(error)", nil) }
             return
         }
@@ -73,7 +73,7 @@ public final class FirmwareKeyRing: Sendable {
                 kept
                     ? "FOTA keys not reloaded; the previous keys stay in use"
                     : "FOTA keys not loaded: firmware upload is disabled until they are fixed",
-                metadata: ["keys_dir": "\(directory)", "error": "\(error)"]
+                metadata: ["keys_dir": "\(directory)", "error": "\(error.logDescription)"]
             )
         }
     }

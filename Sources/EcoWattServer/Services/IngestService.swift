@@ -92,7 +92,7 @@ public final class IngestService: Service, Sendable {
         } catch is CancellationError {
             return
         } catch {
-            logger.warning("could not load device keys", metadata: ["error": "\(error)"])
+            logger.warning("could not load device keys", metadata: ["error": "\(error.logDescription)"])
         }
     }
 
@@ -198,7 +198,7 @@ public final class IngestService: Service, Sendable {
             await keyRotated?(deviceID)
         } catch {
             // The next upload under the next key tries again.
-            logger.warning("device key rotation not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
+            logger.warning("device key rotation not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
         }
     }
 
@@ -252,7 +252,8 @@ public final class IngestService: Service, Sendable {
             decision = try await withState(deviceID) { cache, state in decide(&cache, state, attempt) }
         } catch {
             countStorageFailure()
-            throw .storage("\(error)")
+            logger.error("device state not loaded", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
+            throw .storage(Self.storageReason(error))
         }
         let ticket: WriteTicket<Void>
         let decoded: StreamDecodeResult
@@ -285,8 +286,8 @@ public final class IngestService: Service, Sendable {
                 throw .security(.replay(nonce: nonce, lastAccepted: stored))
             }
             countStorageFailure()
-            logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error)"])
-            throw .storage("\(error)")
+            logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
+            throw .storage(Self.storageReason(error))
         }
         devices.withLock { cache in
             cache.endCommit(deviceID)
@@ -383,5 +384,11 @@ public final class IngestService: Service, Sendable {
     private func countStorageFailure() {
         count { $0.storageFailures += 1 }
         metrics?.increment("ecowatt_uploads_rejected_total", [("reason", "storage")])
+    }
+
+    /// What the device is told of a write the storage refused: the log has the database's own message (SQL, paths).
+    private static func storageReason(_ error: any Error) -> String {
+        if case StoreError.shuttingDown = error { return "the server is shutting down" }
+        return "the database did not take the write"
     }
 }

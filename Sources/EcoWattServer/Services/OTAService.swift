@@ -160,7 +160,7 @@ public actor OTAService: Service {
             }
             if !expired.isEmpty { logger.info("OTA sessions expired", metadata: ["count": "\(expired.count)"]) }
         } catch {
-            logger.warning("could not expire OTA sessions", metadata: ["error": "\(error)"])
+            logger.warning("could not expire OTA sessions", metadata: ["error": "\(error.logDescription)"])
         }
     }
 
@@ -184,7 +184,7 @@ public actor OTAService: Service {
         do {
             try await store.saveCounters(dirty.mapValues(\.counters))
         } catch {
-            logger.warning("could not save OTA chunk counters", metadata: ["error": "\(error)"])
+            logger.warning("could not save OTA chunk counters", metadata: ["error": "\(error.logDescription)"])
             // Saved with the next flush.
             live.withLock { sessions in
                 for (sessionID, entry) in dirty where sessions[entry.deviceID]?.sessionID == sessionID {

@@ -66,7 +66,7 @@ struct InstanceChangeListener: Service {
                 await ota.reloadSessions()
             }
         } catch {
-            logger.warning("change of another instance not applied", metadata: ["change": "\(change.payload)", "error": "\(error)"])
+            logger.warning("change of another instance not applied", metadata: ["change": "\(change.payload)", "error": "\(error.logDescription)"])
         }
     }
 }
