@@ -27,7 +27,11 @@ extension PostgresTelemetryStore {
     public func refreshRollups(limit: Int) async throws -> Int {
         // Read the marks and the chunks, then write the buckets in the writer; a mark is cleared only if no upload of the
         // device committed since it was read (its upload count is unchanged), else the next refresh recomputes the range
-        // with that upload in it.
+        // with that upload in it. The buckets are written under the device row's lock, and only while the count is the
+        // one read: another instance refreshing the same device at once waits for this commit, then finds its reads
+        // either still current (it writes the same buckets again, deleting these first) or overtaken by an upload (it
+        // writes nothing). Without the lock its insert ran into these buckets' keys (a unique violation), and a refresh
+        // that read before an upload could overwrite one that read after it and had cleared the mark.
         let marks = try await database.rows(
             """
             SELECT device_id, upload_count, rollup_from_ms, rollup_to_ms, rollup_floor_ms FROM devices
@@ -53,6 +57,11 @@ extension PostgresTelemetryStore {
         guard !work.isEmpty else { return 0 }
         try await writer.write { [work] connection, logger in
             for item in work {
+                let current = try await connection.rows(
+                    "SELECT upload_count FROM devices WHERE device_id = \(item.device) FOR UPDATE",
+                    logger: logger
+                )
+                guard try current.first?.value("upload_count", as: Int64.self) == item.uploads else { continue }
                 if item.from <= item.to {
                     for (resolution, buckets) in item.buckets {
                         try await connection.query(

@@ -126,7 +126,7 @@ public final class PostgresWriter: Service, Sendable {
                 queue.delivered(jobs, outcomes) { job, error in job.fail(error) }
                 return
             } catch let conflict as Conflict where attempt < Self.attempts {
-                logger.info("write batch ran into another writer's locks; running it again", metadata: ["error": "\(conflict.error)"])
+                logger.info("write batch ran into another writer's locks; running it again", metadata: ["error": "\(conflict.error.logDescription)"])
                 try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
             } catch {
                 logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error.logDescription)"])

@@ -47,9 +47,9 @@ extension SQLiteTelemetryStore {
     }
 
     public func refreshRollups(limit: Int) async throws -> Int {
-        // Read the marks and the chunks in one snapshot, write the buckets in the writer; a mark is cleared only if no
-        // upload of the device committed since the snapshot (its upload count is unchanged), else the next refresh
-        // recomputes the range with that upload in it.
+        // Read the marks and the chunks in one snapshot, write the buckets in the writer only if no upload of the device
+        // committed since the snapshot (its upload count is unchanged): else the next refresh recomputes the range with
+        // that upload in it, and a refresh that read earlier never overwrites one that read later.
         let work = try await database.pool.read { db -> [RollupWork] in
             let marks = try Row.fetchAll(
                 db.cachedStatement(
@@ -85,7 +85,9 @@ extension SQLiteTelemetryStore {
                 sql: "UPDATE devices SET rollup_from_ms = NULL, rollup_to_ms = NULL WHERE device_id = ? AND upload_count = ?"
             )
             let advance = try db.cachedStatement(sql: "UPDATE devices SET rollup_from_ms = ? WHERE device_id = ? AND upload_count = ?")
+            let count = try db.cachedStatement(sql: "SELECT upload_count FROM devices WHERE device_id = ?")
             for item in work {
+                guard try Int64.fetchOne(count, arguments: [item.device]) == item.uploads else { continue }
                 if item.from <= item.to {
                     for (resolution, buckets) in item.buckets {
                         try clear.execute(arguments: [item.device, resolution.rawValue, item.from, item.to])

@@ -83,6 +83,28 @@ import Testing
         }
     }
 
+    /// Every instance refreshes rollups on its own timer: two refreshing the same device at once (each recomputing the
+    /// same buckets) both succeed, and the rollups end as one refresh leaves them (PostgreSQL: the second insert of a
+    /// bucket was a unique violation, logged as "telemetry maintenance failed" in multi-instance runs).
+    @Test(arguments: Backend.cases) func twoInstancesRefreshingRollupsAtOnceBothSucceed(_ backend: Backend) async throws {
+        try await BackendStores.with(backend, instances: 2) { stores in
+            let instances = stores.map(\.telemetry)
+            let hour: Int64 = 3_600_000
+            for round in 0..<30 {
+                let last = 10 * hour + 10_000 + Int64(round) * 240_000
+                try await instances[round % 2].submit(Self.upload("RR-1", nonce: UInt32(round + 1), lastMs: last)).value()
+                async let first = instances[0].refreshRollups(limit: 10)
+                async let second = instances[1].refreshRollups(limit: 10)
+                let refreshed = try await [first, second]
+                #expect(refreshed.allSatisfy { $0 <= 1 }, "\(refreshed)")
+            }
+            while try await instances[0].refreshRollups(limit: 10) > 0 {}
+            let hours = try await instances[1].rollups(deviceID: "RR-1", resolution: .hour, fromMs: 0, toMs: 20 * hour, limit: 10)
+            #expect(hours.map(\.bucketMs) == [10 * hour, 11 * hour])
+            #expect(hours.map(\.sampleCount) == [45, 45], "30 uploads of 3 samples, 4 minutes apart")
+        }
+    }
+
     @Test(arguments: Backend.cases) func retentionDropsRawTelemetryByArrivalAndRollupsByBucket(_ backend: Backend) async throws {
         try await BackendStores.with(backend) { stores in
             let store = stores.telemetry
