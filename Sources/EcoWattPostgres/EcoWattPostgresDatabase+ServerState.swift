@@ -34,7 +34,7 @@ extension PostgresWriter: StorageProbe {
         do {
             _ = try await database.rows("SELECT 1")
         } catch {
-            return (false, "database not readable: \(String(reflecting: error))")
+            return (false, "database not readable: \(error.logDescription)")
         }
         let writer = readiness(stalledAfter: stalledAfter)
         return (writer.ready, writer.ready ? "PostgreSQL readable; \(writer.detail)" : writer.detail)

@@ -8,6 +8,8 @@ public final class EcoWattDatabase: Sendable {
     public let pool: DatabasePool
     /// Path of the SQLite file.
     public let path: String
+    /// How hard each commit is pushed to disk.
+    public let durability: Durability
 
     /// The database file's name in a data directory.
     public static let fileName = "ecowatt.sqlite"
@@ -32,6 +34,7 @@ public final class EcoWattDatabase: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         self.path = path
+        self.durability = durability
         self.pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
     }

@@ -116,8 +116,7 @@ struct ServeCommand: AsyncParsableCommand {
                 "version": "\(BuildInfo.description)",
                 "address": "\(configuration.http.host):\(configuration.http.port)",
                 "operator_address": "\(configuration.http.operatorPort.map { "\(configuration.http.operatorHost):\($0)" } ?? "same as devices")",
-                "database": "\(configuration.storage.databasePath)",
-                "durability": "\(configuration.storage.durability.rawValue)",
+                "database": "\(server.storage.location)",
                 "fleet_key": "\(server.fleetKey.isPublic ? "public default" : "private \(server.fleetKey.fingerprint)")",
             ]
         )

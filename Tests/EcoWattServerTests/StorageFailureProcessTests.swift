@@ -37,6 +37,8 @@ struct StorageFailureProcessTests {
                 #expect(log.contains("sqlstate: 42P01, message: relation \"\(table)\" does not exist"), "the table in the log: \(log)")
             }
             #expect(!log.contains("Generic description"), "\(log)")
+            let start = log.split(separator: "\n").first { $0.contains("EcoWatt Cloud starting") } ?? ""
+            #expect(start.contains("database=postgres://") && !start.contains(".sqlite"), "the database in use: \(start)")
 
             for table in tables { try await PostgresTestDatabase.execute("ALTER TABLE \(table)_away RENAME TO \(table)", on: url) }
             #expect(try await devices().status == 401)

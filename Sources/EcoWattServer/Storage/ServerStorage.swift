@@ -72,7 +72,7 @@ public struct ServerStorage: Sendable {
             logger.notice("storage: PostgreSQL", metadata: ["database": "\(url)", "migrated": "\(migrated)"])
         } catch {
             await pool.stop()
-            throw ConfigurationError.invalid("database_url \(url): \(String(reflecting: error))")
+            throw ConfigurationError.invalid("database_url \(url): \(error.logDescription)")
         }
         let writer = PostgresWriter(database: database)
         let feed = PostgresChangeFeed(database: database)
@@ -118,6 +118,15 @@ public struct ServerStorage: Sendable {
     /// Closes the SQLite file after the service group stopped (PostgreSQL's pool closed with the group).
     public func close() throws {
         try sqlite?.close()
+    }
+
+    /// Where the data is, for the start-up log: the SQLite file and its durability, or the PostgreSQL URL (never its
+    /// password).
+    public var location: String {
+        switch backend {
+        case .sqlite(let database, _): "\(database.path) (durability \(database.durability.rawValue))"
+        case .postgres(let database, _): "\(database.url)"
+        }
     }
 
     /// The SQLite database, on that backend (its file size, the CLI's tools, tests that look at rows).
