@@ -53,15 +53,18 @@ extension PostgresTelemetryStore {
             ).first?.value("key_hex", as: String?.self)
             if existing != nil, !replace { return false }
             try await PostgresRetention.adopt(connection, logger, deviceID: deviceID, nowMs: nowMs)
-            try await connection.query(
+            // The lock above holds only a row that exists: another instance provisioning a new device at once inserts
+            // too, and without `replace` the second insert leaves the first key in place and says so.
+            return try await !connection.rows(
                 """
                 INSERT INTO device_credentials (device_id, key_hex, updated_at_ms) VALUES (\(deviceID), \(HexCoding.encode(key)), \(nowMs))
                 ON CONFLICT (device_id) DO UPDATE SET key_hex = excluded.key_hex, next_key_hex = NULL, revoked_at_ms = NULL,
                   updated_at_ms = excluded.updated_at_ms
+                WHERE \(replace) OR device_credentials.key_hex IS NULL
+                RETURNING 1
                 """,
                 logger: logger
-            )
-            return true
+            ).isEmpty
         }
     }
 

@@ -247,6 +247,24 @@ import Testing
         }
     }
 
+    /// Two operators provisioning one new device at once, on two instances: one key is stored and only its caller hears
+    /// so; the other is told the device has a key (a key is never replaced silently).
+    @Test(arguments: Backend.cases) func twoProvisionsOfOneNewDeviceAtOnceStoreOneKey(_ backend: Backend) async throws {
+        try await BackendStores.with(backend, instances: 2) { stores in
+            let instances = stores.map(\.telemetry)
+            for round in 0..<12 {
+                let device = "PP-\(round)"
+                let keys = [[UInt8](repeating: 1, count: 32), [UInt8](repeating: 2, count: 32)]
+                async let first = instances[0].provisionDevice(device, key: keys[0], replace: false, nowMs: 100)
+                async let second = instances[1].provisionDevice(device, key: keys[1], replace: false, nowMs: 100)
+                let stored = try await [first, second]
+                #expect(stored.filter { $0 }.count == 1, "\(device): \(stored)")
+                let winner = stored[0] ? keys[0] : keys[1]
+                #expect(try await instances[round % 2].deviceCredential(device)?.key == winner, "\(device)")
+            }
+        }
+    }
+
     @Test(arguments: Backend.cases) func refusedUploadsKeepTheIdPendingWithACount(_ backend: Backend) async throws {
         var caps = RetentionPolicy()
         caps.maxPendingDevices = 2
