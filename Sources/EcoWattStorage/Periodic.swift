@@ -21,3 +21,11 @@ public func repeatUntilShutdown(firstAfter: Duration = .zero, _ body: @escaping 
         }
     }
 }
+
+extension Error {
+    /// What a store or a sleep throws when the server stops (a cancelled task, a writer that took its last batch): a
+    /// periodic job's round that ends so has nothing to warn about.
+    public var isShutdown: Bool {
+        self is CancellationError || (self as? StoreError) == .shuttingDown
+    }
+}

@@ -89,6 +89,7 @@ import Testing
         let status = try await server.stop(signal: SIGTERM)
         #expect(status == 0)
         #expect(server.log.contains("database closed"))
+        #expect(!server.log.contains("CancellationError"), "a periodic job stopped by the shutdown has nothing to warn about")
         // A clean close leaves no WAL behind.
         let wal = root.appendingPathComponent("data/ecowatt.sqlite-wal").path
         #expect((try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 == 0)

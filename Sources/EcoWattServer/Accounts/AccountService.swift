@@ -245,6 +245,7 @@ public final class AccountService: Service, Sendable {
         await repeatUntilShutdown(every: .seconds(300)) { [self] in
             do {
                 _ = try await pruneSessions()
+            } catch  where error.isShutdown {
             } catch {
                 logger.warning("sessions not pruned", metadata: ["error": "\(error.logDescription)"])
             }

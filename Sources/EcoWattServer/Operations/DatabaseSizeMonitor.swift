@@ -54,6 +54,7 @@ struct DatabaseSizeMonitor: Service {
                     measuredAtMs: now()
                 )
             )
+        } catch  where error.isShutdown {
         } catch {
             logger.warning("database size not measured", metadata: ["error": "\(error.logDescription)"])
         }

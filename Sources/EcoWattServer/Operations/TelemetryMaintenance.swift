@@ -49,6 +49,7 @@ struct TelemetryMaintenance: Service {
                 try? await Task.sleep(for: pause)
             }
             if devices > 0 { metrics.increment("ecowatt_rollup_refreshes_total", by: devices) }
+        } catch  where error.isShutdown {
         } catch {
             logger.warning("telemetry maintenance failed", metadata: ["error": "\(error.logDescription)"])
         }

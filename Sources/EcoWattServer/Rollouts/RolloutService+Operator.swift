@@ -125,7 +125,7 @@ extension RolloutService {
             for rollout in try await store.rollouts(status: .active, before: nil, limit: 1000) {
                 try await evaluate(rollout)
             }
-        } catch is CancellationError {
+        } catch  where error.isShutdown {
         } catch {
             logger.warning("rollouts not evaluated", metadata: ["error": "\(error.logDescription)"])
         }

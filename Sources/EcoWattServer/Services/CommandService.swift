@@ -70,7 +70,7 @@ public final class CommandService: Service, Sendable {
             }
             for deviceID in Set(timedOut + expired) { changed(deviceID) }
             for deviceID in timedOut { overdue(deviceID) }
-        } catch is CancellationError {
+        } catch  where error.isShutdown {
         } catch {
             logger.warning("command sweep failed", metadata: ["error": "\(error.logDescription)"])
         }

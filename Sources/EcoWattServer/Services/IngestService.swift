@@ -89,8 +89,7 @@ public final class IngestService: Service, Sendable {
         do {
             let credentials = try await store.deviceCredentials()
             keyCache.withLock { $0 = credentials.mapValues(DeviceKeys.init) }
-        } catch is CancellationError {
-            return
+        } catch  where error.isShutdown {
         } catch {
             logger.warning("could not load device keys", metadata: ["error": "\(error.logDescription)"])
         }

@@ -159,6 +159,7 @@ public actor OTAService: Service {
                 observer.failed(session.deviceID, "expired")
             }
             if !expired.isEmpty { logger.info("OTA sessions expired", metadata: ["count": "\(expired.count)"]) }
+        } catch  where error.isShutdown {
         } catch {
             logger.warning("could not expire OTA sessions", metadata: ["error": "\(error.logDescription)"])
         }
