@@ -113,8 +113,8 @@ public final class ChildProcess: Sendable {
         return (child.terminationStatus, output, error)
     }
 
-    /// ``runBlocking(_:_:environment:timeout:)`` on a Dispatch thread, never on Swift's cooperative pool (two blocked
-    /// pool threads would stall every other test on a 2-core machine).
+    /// ``runBlocking(_:_:environment:timeout:)`` on a thread of its own (``blockingCall(_:)``): a CLI run against a
+    /// server in the test process must not take the threads that server's database queues need.
     public static func run(
         _ executable: String,
         _ arguments: [String],
@@ -122,13 +122,7 @@ public final class ChildProcess: Sendable {
         timeout: Duration? = nil,
         input: String? = nil
     ) async throws -> (status: Int32, output: String, error: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(
-                    with: Result { try runBlocking(executable, arguments, environment: environment, timeout: timeout, input: input) }
-                )
-            }
-        }
+        try await blockingCall { try runBlocking(executable, arguments, environment: environment, timeout: timeout, input: input) }
     }
 
     /// True until the child exited (and was reaped).

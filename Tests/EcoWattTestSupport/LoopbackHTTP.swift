@@ -6,7 +6,7 @@ import Glibc
 
 /// Plain TCP and HTTP/1.1 on loopback with a chosen client address (127.0.0.2 and so on), for tests that need a
 /// second client address or raw connections (idle, slow headers) that an HTTP client library would not make.
-/// Blocking socket calls run on Dispatch threads, never on Swift's cooperative pool.
+/// Blocking socket calls run on threads of their own (``blockingCall(_:)``).
 public enum LoopbackHTTP {
     /// Opens a TCP connection from `localAddress` to 127.0.0.1:`port`; `nil` when it cannot (refused, out of
     /// descriptors). The caller closes the descriptor.
@@ -76,27 +76,18 @@ public enum LoopbackHTTP {
         headers: [String: String] = [:],
         timeoutSeconds: Int = 5
     ) async throws -> (status: Int, body: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                guard let fd = connect(port: port, from: localAddress, timeoutSeconds: timeoutSeconds) else {
-                    continuation.resume(throwing: Failure.connect(errno))
-                    return
-                }
-                defer { close(fd) }
-                var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
-                for (name, value) in headers.sorted(by: { $0.key < $1.key }) { head += "\(name): \(value)\r\n" }
-                if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
-                send(fd, head + "\r\n" + (body ?? ""))
-                let response = readAll(fd)
-                guard let statusLine = response.split(separator: "\r\n").first, statusLine.hasPrefix("HTTP/1.1 "),
-                    let status = Int(statusLine.dropFirst(9).prefix(3))
-                else {
-                    continuation.resume(throwing: Failure.noResponse(response))
-                    return
-                }
-                let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
-                continuation.resume(returning: (status, body))
-            }
+        try await blockingCall {
+            guard let fd = connect(port: port, from: localAddress, timeoutSeconds: timeoutSeconds) else { throw Failure.connect(errno) }
+            defer { close(fd) }
+            var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+            for (name, value) in headers.sorted(by: { $0.key < $1.key }) { head += "\(name): \(value)\r\n" }
+            if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+            send(fd, head + "\r\n" + (body ?? ""))
+            let response = readAll(fd)
+            guard let statusLine = response.split(separator: "\r\n").first, statusLine.hasPrefix("HTTP/1.1 "),
+                let status = Int(statusLine.dropFirst(9).prefix(3))
+            else { throw Failure.noResponse(response) }
+            return (status, response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
         }
     }
 
