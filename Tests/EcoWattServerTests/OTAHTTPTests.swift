@@ -159,6 +159,38 @@ import Testing
         }
     }
 
+    /// Initiates of one device at once (a retry racing its original, or a forger on the device's network): the
+    /// session that chunks are counted against is the one stored as active, never one the store already replaced.
+    @Test func initiatesOfOneDeviceAtOnceLeaveTheServedSessionTheStoredOne() async throws {
+        let (keys, vectors) = try Self.vectors()
+        let test = try await TestServer(firmwareKeys: keys)
+        try await Self.install(vectors, keys: keys, into: test)
+        try await test.run { client in
+            let port = try #require(client.port)
+            let version = vectors[0].version
+            _ = try await Self.deploy(version, to: ["BURST-1"], client: client, test: test)
+            try await test.bind("BURST-1", client: client)
+            for round in 1...6 {
+                let statuses = await withTaskGroup(of: Int.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask {
+                            let body = #"{"firmware_version":"\#(version)"}"#
+                            return (try? await LoopbackHTTP.request(port: port, method: "POST", path: "/ota/initiate/BURST-1", body: body))?.status
+                                ?? 0
+                        }
+                    }
+                    return await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(statuses.contains(200) && statuses.allSatisfy { $0 == 200 || $0 == 409 }, "\(statuses)")
+                let chunk = try await client.execute(uri: "/ota/chunk/BURST-1?version=\(version)&chunk=0", method: .get)
+                #expect(chunk.status == .ok)
+                let history = try await client.execute(uri: "/api/v1/devices/BURST-1/ota/sessions", method: .get, headers: test.operatorHeaders)
+                let active = (history.json["items"] as? [[String: Any]] ?? []).filter { $0["outcome"] == nil }
+                #expect(active.count == 1 && active.first?["chunks_served"] as? Int == 1, "round \(round): \(active)")
+            }
+        }
+    }
+
     @Test func offersRespectRunningVersionsMismatchesAndAttemptLimits() async throws {
         let (keys, vectors) = try Self.vectors()
         let test = try await TestServer(firmwareKeys: keys)

@@ -126,12 +126,12 @@ extension OTAService {
     }
 
     /// Whether the device has a download in progress.
-    public nonisolated func isUpdating(_ deviceID: String) -> Bool {
+    public func isUpdating(_ deviceID: String) -> Bool {
         live.withLock { $0[deviceID] != nil }
     }
 
     /// A session's progress events, oldest first.
-    public nonisolated func events(sessionID: String, limit: Int) async throws -> [OTAEvent] {
+    public func events(sessionID: String, limit: Int) async throws -> [OTAEvent] {
         try await store.events(sessionID: sessionID, limit: limit)
     }
 }

@@ -10,10 +10,11 @@ import Synchronization
 /// FOTA (spec §7): offers deployed updates, tracks one session per device from `initiate` to the boot report, and
 /// serves chunks.
 ///
-/// Sessions are durable (SQLite), so a restart mid-download does not fail the device's next chunk. Control requests
-/// (initiate, progress, complete, cancel) are serialized on the actor; chunk requests only touch an in-memory table
-/// under a lock, and their counters are written every second.
-public actor OTAService: Service {
+/// Sessions are durable (in the store), so a restart mid-download does not fail the device's next chunk. This instance's
+/// state is the table of live sessions under a lock: chunk requests only touch it, and their counters are written every
+/// second. A class, not an actor: an actor's isolation ends at every await of the store, so it never kept two
+/// initiates of one device apart; ``initiate(deviceID:version:)`` does that itself.
+public final class OTAService: Service, Sendable {
     /// The in-memory side of an active session.
     /// Who hears about sessions: the dashboard's live streams (`changed`: a session started, progressed or ended) and
     /// the device event log (`failed`, with a reason from a closed set: a phase, an outcome, `abandoned`, `expired`).
@@ -77,30 +78,33 @@ public actor OTAService: Service {
     static let expiryEvery = 30
     /// The progress message that opens every download attempt (spec §7.1 step 2).
     static let attemptStartMessage = "Starting firmware download"
-    private var ticks = 0
+    /// Flushes since start (idle sessions are looked for every ``expiryEvery``).
+    private let ticks = Mutex(0)
+    /// Devices with an initiate in progress here.
+    private let initiating = Mutex<Set<String>>([])
 
     let store: any OTAStore & DeviceRegistryStore
-    nonisolated let catalog: FirmwareCatalog
-    nonisolated var keyRing: FirmwareKeyRing { catalog.keyRing }
-    nonisolated var keys: FirmwareKeys? { keyRing.keys }
-    nonisolated var keysError: String? { keyRing.error }
+    let catalog: FirmwareCatalog
+    var keyRing: FirmwareKeyRing { catalog.keyRing }
+    var keys: FirmwareKeys? { keyRing.keys }
+    var keysError: String? { keyRing.error }
     let logger: Logger
-    nonisolated let clock: @Sendable () -> Int64
-    nonisolated let metrics: ServerMetrics?
-    nonisolated let faults: FaultInjector?
+    let clock: @Sendable () -> Int64
+    let metrics: ServerMetrics?
+    let faults: FaultInjector?
     /// Log lines devices trigger (rate-limited: initiates and reports are unauthenticated).
-    nonisolated let deviceEvents: RateLimitedLog?
-    nonisolated let live: Mutex<[String: LiveSession]>
+    let deviceEvents: RateLimitedLog?
+    let live: Mutex<[String: LiveSession]>
     /// Most sessions in progress at once.
-    nonisolated let maxActiveSessions: Int
+    let maxActiveSessions: Int
     /// A session without chunk or progress for this long expires.
-    nonisolated let idleLimitMs: Int64
-    nonisolated let observer: OTAObserver
+    let idleLimitMs: Int64
+    let observer: OTAObserver
     /// Rollouts and deployments: they decide what `/ota/check` offers, and are told of initiates and session ends.
-    nonisolated let rollouts: RolloutService
+    let rollouts: RolloutService
     /// Other instances serve the same devices when the store is shared (issue 22): a device's session may be started,
     /// served and ended on any of them.
-    nonisolated let notices: InstanceNotices
+    let notices: InstanceNotices
 
     init(
         store: any OTAStore & DeviceRegistryStore,
@@ -142,8 +146,11 @@ public actor OTAService: Service {
     /// Flushes the chunk counters every second, and expires idle sessions every ``expiryEvery`` ticks.
     private func tick() async {
         await flush()
-        ticks += 1
-        if ticks % Self.expiryEvery == 0 { await expireIdleSessions() }
+        let due = ticks.withLock { ticks in
+            ticks += 1
+            return ticks % Self.expiryEvery == 0
+        }
+        if due { await expireIdleSessions() }
     }
 
     /// Ends sessions without a chunk or progress for ``idleLimitMs`` as `expired` (a device that gave up, or an id
@@ -166,7 +173,7 @@ public actor OTAService: Service {
     }
 
     /// Pending devices the registry dropped: their sessions are gone from the store, so from memory too.
-    public nonisolated func evicted(_ deviceIDs: [String]) {
+    public func evicted(_ deviceIDs: [String]) {
         live.withLock { sessions in
             for deviceID in deviceIDs { sessions[deviceID] = nil }
         }
@@ -197,7 +204,7 @@ public actor OTAService: Service {
     }
 
     /// Number of sessions in progress.
-    public nonisolated var activeSessionCount: Int { live.withLock { $0.count } }
+    public var activeSessionCount: Int { live.withLock { $0.count } }
 
     // MARK: Device requests
 
@@ -214,7 +221,7 @@ public actor OTAService: Service {
     }
 
     /// The `update_info` offered to the device, with any injected `bad_hash`/`bad_signature` fault applied.
-    public nonisolated func updateInfo(_ firmware: ServableFirmware, deviceID: String) -> JSONValue {
+    public func updateInfo(_ firmware: ServableFirmware, deviceID: String) -> JSONValue {
         guard case .object(var members) = firmware.manifest.updateInfo else { return firmware.manifest.updateInfo }
         if faults?.otaFault(.badHash, deviceID: deviceID) != nil, let index = members.firstIndex(where: { $0.0 == "sha256_hash" }) {
             members[index].1 = .string(FaultInjector.randomHex(64))
@@ -229,7 +236,15 @@ public actor OTAService: Service {
 
     /// `POST /ota/initiate/{id}`: always starts a new session, replacing any the device still has (spec §7.5: a failed
     /// download must not block the next attempt).
+    ///
+    /// Initiates of one device run one at a time: a second one while the first awaits the store is refused (409). Both
+    /// would start a session, and the one cached here for chunks could end up the one the store had already replaced
+    /// (its chunks then counted against a dead session). The firmware sends one initiate and waits for its answer.
     public func initiate(deviceID: String, version: String) async throws -> (session: OTASession, replaced: [String]) {
+        guard initiating.withLock({ $0.insert(deviceID).inserted }) else {
+            throw OTAError.conflict("An initiate for \(deviceID) is already in progress")
+        }
+        defer { initiating.withLock { _ = $0.remove(deviceID) } }
         guard let firmware = try await catalog.firmware(version) else { throw OTAError.noFirmware(version) }
         enum Refusal {
             case busy
@@ -290,7 +305,7 @@ public actor OTAService: Service {
     }
 
     /// The reply to `GET /ota/chunk/{id}?version=&chunk=`, already serialized. Does not suspend.
-    public nonisolated func chunk(deviceID: String, version: String, index text: String) throws -> ByteBuffer {
+    public func chunk(deviceID: String, version: String, index text: String) throws -> ByteBuffer {
         guard let firmware = catalog.cached(version) else { throw OTAError.noFirmware(version) }
         let total = firmware.manifest.totalChunks
         guard let index = Int(text), (0..<total).contains(index) else {
