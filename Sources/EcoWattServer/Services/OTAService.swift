@@ -15,7 +15,6 @@ import Synchronization
 /// second. A class, not an actor: an actor's isolation ends at every await of the store, so it never kept two
 /// initiates of one device apart; ``initiate(deviceID:version:)`` does that itself.
 public final class OTAService: Service, Sendable {
-    /// The in-memory side of an active session.
     /// Who hears about sessions: the dashboard's live streams (`changed`: a session started, progressed or ended) and
     /// the device event log (`failed`, with a reason from a closed set: a phase, an outcome, `abandoned`, `expired`).
     public struct OTAObserver: Sendable {
@@ -24,6 +23,7 @@ public final class OTAService: Service, Sendable {
         public init() {}
     }
 
+    /// The in-memory side of an active session.
     struct LiveSession: Sendable {
         var sessionID: String
         var version: String
@@ -354,50 +354,6 @@ public final class OTAService: Service, Sendable {
         merged.lastChunk = current.counters.lastChunk
         merged.updatedAtMs = max(session.updatedAtMs, current.counters.updatedAtMs)
         return merged
-    }
-
-    /// The device's open session from the store, when this instance has none cached and the store is shared (another
-    /// instance started it).
-    func takeUpStoredSession(_ deviceID: String) async {
-        guard notices.shared, live.withLock({ $0[deviceID] }) == nil else { return }
-        guard let stored = try? await store.sessions(deviceID: deviceID, outcome: "active", before: nil, limit: 1).first else { return }
-        live.withLock { sessions in
-            if sessions[deviceID] == nil { sessions[deviceID] = LiveSession(stored) }
-        }
-    }
-
-    /// Another instance started or ended the device's session: what is cached here goes (its unsaved chunks saved).
-    public func sessionChangedElsewhere(_ deviceID: String) async {
-        await saveCounters(of: deviceID)
-        live.withLock { $0[deviceID] = nil }
-    }
-
-    /// Every open session as stored (the change notices were interrupted).
-    public func reloadSessions() async {
-        await flush()
-        guard let sessions = try? await store.activeSessions() else { return }
-        live.withLock { live in
-            live = Dictionary(sessions.map { ($0.deviceID, LiveSession($0)) }) { first, _ in first }
-        }
-    }
-
-    /// ``chunk(deviceID:version:index:)``; with a shared store, a device whose session this instance does not know (or
-    /// knows in an older version) has it read from the store first.
-    public func chunkFromAnyInstance(deviceID: String, version: String, index: String) async throws -> ByteBuffer {
-        // The image in this instance's memory first (read from the store once; then every chunk is a lookup).
-        if catalog.cached(version) == nil { _ = try await catalog.firmware(version) }
-        do {
-            return try chunk(deviceID: deviceID, version: version, index: index)
-        } catch let error as OTAError where notices.shared {
-            // Not `catch A, B where …`: its `where` applies to `B` alone.
-            switch error {
-            case .noActiveSession, .sessionVersion: break
-            default: throw error
-            }
-            await sessionChangedElsewhere(deviceID)
-            await takeUpStoredSession(deviceID)
-            return try chunk(deviceID: deviceID, version: version, index: index)
-        }
     }
 
     /// Drops the device's in-memory session if it is still `sessionID` (an initiate may have replaced it meanwhile).
