@@ -250,9 +250,7 @@ public final class IngestService: Service, Sendable {
         do {
             decision = try await withState(deviceID) { cache, state in decide(&cache, state, attempt) }
         } catch {
-            countStorageFailure()
-            logger.error("device state not loaded", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
-            throw .storage(Self.storageReason(error))
+            throw storageFailure("device state not loaded", deviceID, error)
         }
         let ticket: WriteTicket<Void>
         let decoded: StreamDecodeResult
@@ -284,9 +282,7 @@ public final class IngestService: Service, Sendable {
                 countRejection("replay")
                 throw .security(.replay(nonce: nonce, lastAccepted: stored))
             }
-            countStorageFailure()
-            logger.error("upload not stored", metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
-            throw .storage(Self.storageReason(error))
+            throw storageFailure("upload not stored", deviceID, error)
         }
         devices.withLock { cache in
             cache.endCommit(deviceID)
@@ -385,9 +381,11 @@ public final class IngestService: Service, Sendable {
         metrics?.increment("ecowatt_uploads_rejected_total", [("reason", "storage")])
     }
 
-    /// What the device is told of a write the storage refused: the log has the database's own message (SQL, paths).
-    private static func storageReason(_ error: any Error) -> String {
-        if case StoreError.shuttingDown = error { return "the server is shutting down" }
-        return "the database did not take the write"
+    /// An upload the storage did not take: counted, logged with the database's own message, and answered with a reason
+    /// that carries none of it (SQL, paths).
+    private func storageFailure(_ message: Logger.Message, _ deviceID: String, _ error: any Error) -> IngestError {
+        countStorageFailure()
+        logger.error(message, metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
+        return .storage(error.isShutdown ? "the server is shutting down" : "the database did not take the write")
     }
 }
