@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 
-import dashboard_test as harness  # noqa: E402  (browser(), login(), wait())
+import browser_harness as harness  # noqa: E402  (browser(), login(), wait())
 
 RUNS = int(os.environ.get("ECOWATT_BENCH_RUNS", "5"))
 URL = harness.URL
