@@ -99,7 +99,8 @@ extension PostgresDeviceStore: RolloutStore {
             !(try await connection.rows(
                 """
                 UPDATE rollouts SET status = \(rollout.status.rawValue), current_wave = \(rollout.currentWave),
-                  wave_opened_at_ms = \(rollout.waveOpenedAtMs), reason = \(rollout.reason), updated_at_ms = \(rollout.updatedAtMs)
+                  wave_opened_at_ms = \(rollout.waveOpenedAtMs), reason = \(rollout.reason), updated_at_ms = \(rollout.updatedAtMs),
+                  failed_before_resume = \(rollout.failedBeforeResume), finished_before_resume = \(rollout.finishedBeforeResume)
                 WHERE id = \(rollout.id) AND status = \(previous.status.rawValue) AND current_wave = \(previous.currentWave)
                   AND wave_opened_at_ms = \(previous.waveOpenedAtMs) AND reason IS NOT DISTINCT FROM \(previous.reason)
                   AND updated_at_ms = \(previous.updatedAtMs)
@@ -186,6 +187,8 @@ extension PostgresDeviceStore: RolloutStore {
         rollout.currentWave = try row.value("current_wave")
         rollout.waveOpenedAtMs = try row.value("wave_opened_at_ms")
         rollout.reason = try row.value("reason")
+        rollout.failedBeforeResume = try row.value("failed_before_resume")
+        rollout.finishedBeforeResume = try row.value("finished_before_resume")
         rollout.updatedAtMs = try row.value("updated_at_ms")
         return rollout
     }

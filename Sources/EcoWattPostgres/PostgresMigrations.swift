@@ -228,6 +228,17 @@ enum PostgresMigrations {
                 "INSERT INTO diagnostics_usage VALUES (1, 0, 0)",
             ]
         ),
+        Migration(
+            version: 6,
+            name: "rollout resume baseline",
+            statements: [
+                // The halt rules of a resumed rollout count from its resume.
+                """
+                ALTER TABLE rollouts ADD COLUMN failed_before_resume bigint NOT NULL DEFAULT 0,
+                  ADD COLUMN finished_before_resume bigint NOT NULL DEFAULT 0
+                """
+            ]
+        ),
     ]
 
     /// Locks that serialise work across instances (`pg_advisory_xact_lock` keys, released at commit).

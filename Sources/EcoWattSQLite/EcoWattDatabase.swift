@@ -376,6 +376,13 @@ public final class EcoWattDatabase: Sendable {
         migrator.registerMigration("v15-state-version") { db in
             try db.alter(table: "devices") { t in t.add(column: "state_version", .integer).notNull().defaults(to: 0) }
         }
+        // The halt rules of a resumed rollout count from its resume.
+        migrator.registerMigration("v16-rollout-resume") { db in
+            try db.alter(table: "rollouts") { t in
+                t.add(column: "failed_before_resume", .integer).notNull().defaults(to: 0)
+                t.add(column: "finished_before_resume", .integer).notNull().defaults(to: 0)
+            }
+        }
         return migrator
     }
 }

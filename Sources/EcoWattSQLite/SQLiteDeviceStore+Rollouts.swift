@@ -107,13 +107,15 @@ extension SQLiteDeviceStore: RolloutStore {
         try await writer.write { db in
             try db.cachedStatement(
                 sql: """
-                    UPDATE rollouts SET status = ?, current_wave = ?, wave_opened_at_ms = ?, reason = ?, updated_at_ms = ?
+                    UPDATE rollouts SET status = ?, current_wave = ?, wave_opened_at_ms = ?, reason = ?, updated_at_ms = ?,
+                        failed_before_resume = ?, finished_before_resume = ?
                     WHERE id = ? AND status = ? AND current_wave = ? AND wave_opened_at_ms = ? AND reason IS ? AND updated_at_ms = ?
                     """
             ).execute(
                 arguments: [
                     rollout.status.rawValue, rollout.currentWave, rollout.waveOpenedAtMs, rollout.reason, rollout.updatedAtMs,
-                    rollout.id, previous.status.rawValue, previous.currentWave, previous.waveOpenedAtMs, previous.reason,
+                    rollout.failedBeforeResume, rollout.finishedBeforeResume, rollout.id, previous.status.rawValue, previous.currentWave,
+                    previous.waveOpenedAtMs, previous.reason,
                     previous.updatedAtMs,
                 ]
             )
@@ -216,6 +218,8 @@ extension SQLiteDeviceStore: RolloutStore {
         rollout.currentWave = row["current_wave"]
         rollout.waveOpenedAtMs = row["wave_opened_at_ms"]
         rollout.reason = row["reason"]
+        rollout.failedBeforeResume = row["failed_before_resume"]
+        rollout.finishedBeforeResume = row["finished_before_resume"]
         rollout.updatedAtMs = row["updated_at_ms"]
         return rollout
     }

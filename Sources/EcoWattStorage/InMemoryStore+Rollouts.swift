@@ -75,6 +75,8 @@ extension InMemoryStore: RolloutStore {
             stored.currentWave = rollout.currentWave
             stored.waveOpenedAtMs = rollout.waveOpenedAtMs
             stored.reason = rollout.reason
+            stored.failedBeforeResume = rollout.failedBeforeResume
+            stored.finishedBeforeResume = rollout.finishedBeforeResume
             stored.updatedAtMs = rollout.updatedAtMs
             state.rollouts.rollouts[rollout.id] = stored
             return true

@@ -122,6 +122,10 @@ public struct RolloutRecord: Sendable, Equatable {
     public var waveOpenedAtMs: Int64
     /// Why it halted (or was cancelled).
     public var reason: String?
+    /// The failed and the finished devices when an operator last resumed it from a halt: the halt rules count from
+    /// there, so that a resume is not undone by the failures it was given for (0 until a resume).
+    public var failedBeforeResume = 0
+    public var finishedBeforeResume = 0
     /// The rollout this one rolls back (its devices return to their previous version).
     public var rollbackOf: Int64?
     public var createdBy: String

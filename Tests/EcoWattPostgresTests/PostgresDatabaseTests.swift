@@ -8,7 +8,7 @@ import Testing
 /// tested by the contract suites in EcoWattStorageTests, against every backend.
 @Suite struct PostgresDatabaseTests {
     /// The schema's migrations: accounts, telemetry, commands, the device stores.
-    static let versions = [1, 2, 3, 4, 5]
+    static let versions = [1, 2, 3, 4, 5, 6]
 
     @Test func aDatabaseURLGivesHostPortUserDatabaseAndTLS() throws {
         let url = try PostgresURL(parsing: "postgres://ecowatt:s3cret@db.example:6543/fleet?sslmode=require")

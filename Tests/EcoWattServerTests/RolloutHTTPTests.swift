@@ -105,6 +105,9 @@ import Testing
             // It continues where it stopped: resumed, the last device installs, proves healthy, and the rules judge it.
             let resumed = try await client.operatorJSON(.post, "/api/v1/rollouts/\(id)/resume", nil, server: restarted)
             #expect(resumed.json["status"] as? String == "active")
+            // The failures it was resumed with (2 of 3 finished, over the 60 % halt share) do not halt it again.
+            await restarted.server.services.rollouts.evaluate()
+            #expect(try await Self.rollout(client, restarted, id)["status"] as? String == "active", "still active after a decision")
             var last = OTAHTTPTests.Device(id: untouched, running: "1.0.0", keys: keys)
             try await Self.install(&last, client, keys: keys)
             for _ in 0..<2 { try await restarted.bind(untouched, client: client) }

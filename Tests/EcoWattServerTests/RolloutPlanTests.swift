@@ -85,4 +85,23 @@ import Testing
         let mediocre = Self.tally([.healthy: 95, .failed: 5])
         #expect(RolloutPlan.decide(overall: mediocre, wave: mediocre, isLastWave: false, thresholds: rules) == .hold)
     }
+
+    /// An operator who resumes a halted rollout has judged the failures so far: the halt rules count what finished
+    /// since, with the same thresholds.
+    @Test func aResumedRolloutHaltsOnlyOnFailuresSinceItsResume() {
+        let rules = RolloutPlan.Thresholds()
+        let atResume = Self.tally([.healthy: 4, .failed: 2, .pending: 20])
+        let resumedWith = (failed: atResume[.failed], finished: atResume.finished)
+        #expect(RolloutPlan.decide(overall: atResume, wave: atResume, isLastWave: false, thresholds: rules) != .hold, "halted before")
+        #expect(RolloutPlan.decide(overall: atResume, wave: atResume, isLastWave: false, thresholds: rules, beforeResume: resumedWith) == .hold)
+        // Four healthy since, one failure: 1 of 5 finished since the resume is 20 %.
+        let later = Self.tally([.healthy: 8, .failed: 3, .pending: 15])
+        #expect(
+            RolloutPlan.decide(overall: later, wave: later, isLastWave: false, thresholds: rules, beforeResume: resumedWith)
+                == .halt(reason: "1 of 5 finished devices failed since it was resumed (20 %, limit 10 %)")
+        )
+        // Retried failures (back to pending) never make the counts negative.
+        let retried = Self.tally([.healthy: 4, .pending: 22])
+        #expect(RolloutPlan.decide(overall: retried, wave: retried, isLastWave: false, thresholds: rules, beforeResume: resumedWith) == .hold)
+    }
 }

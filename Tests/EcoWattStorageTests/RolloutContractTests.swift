@@ -73,9 +73,19 @@ import Testing
             #expect(try await store.updateRollout(advanced, from: created) == false)
             #expect(try await store.rollout(id: created.id) == halted)
             #expect(try await store.openRolloutEntry(deviceID: "B")?.rollout.status == .halted)
-            var cancelled = halted
+            // Resumed: the counts its halt rules start from are kept with it.
+            var resumed = halted
+            resumed.status = .active
+            resumed.reason = nil
+            resumed.failedBeforeResume = 3
+            resumed.finishedBeforeResume = 7
+            resumed.updatedAtMs = 55
+            #expect(try await store.updateRollout(resumed, from: halted))
+            #expect(try await store.rollout(id: created.id) == resumed)
+            #expect(try await store.openRolloutEntry(deviceID: "B")?.rollout == resumed)
+            var cancelled = resumed
             cancelled.status = .cancelled
-            #expect(try await store.updateRollout(cancelled, from: halted))
+            #expect(try await store.updateRollout(cancelled, from: resumed))
             #expect(try await store.openRolloutEntry(deviceID: "B") == nil)
             let second = try await store.createRollout(
                 RolloutRecord(version: "2.0.1", settings: RolloutSettings(), waveCount: 1, rollbackOf: created.id, createdBy: "x", nowMs: 60),

@@ -42,6 +42,16 @@ public enum RolloutPlan {
             }
         }
 
+        /// The counts of several waves together (a store's `rolloutCounts`, or one wave of it).
+        public init(waves: some Sequence<[DeviceState: Int]>) {
+            for wave in waves {
+                for (state, count) in wave {
+                    targeted += count
+                    byState[state, default: 0] += count
+                }
+            }
+        }
+
         public subscript(state: DeviceState) -> Int { byState[state] ?? 0 }
         public var started: Int { byState.reduce(0) { $0 + ($1.key.started ? $1.value : 0) } }
         public var finished: Int { self[.healthy] + self[.failed] }
@@ -101,15 +111,26 @@ public enum RolloutPlan {
     ///   - overall: every targeted device (halting looks at all waves).
     ///   - wave: the devices of the current wave.
     ///   - isLastWave: the current wave is the last one.
-    public static func decide(overall: Tally, wave: Tally, isLastWave: Bool, thresholds: Thresholds) -> Decision {
-        let failed = overall[.failed]
+    ///   - beforeResume: the failed and finished devices when an operator last resumed the rollout from a halt. The
+    ///     halt rules count only what finished since: resuming is the operator's call on the failures so far, and
+    ///     counting them again would halt the rollout at the next decision, before any device could prove anything.
+    public static func decide(
+        overall: Tally,
+        wave: Tally,
+        isLastWave: Bool,
+        thresholds: Thresholds,
+        beforeResume: (failed: Int, finished: Int) = (0, 0)
+    ) -> Decision {
+        let failed = max(0, overall[.failed] - beforeResume.failed)
+        let finished = max(0, overall.finished - beforeResume.finished)
+        let since = beforeResume.finished > 0 ? " since it was resumed" : ""
         if let limit = thresholds.haltFailureCount, failed >= limit {
-            return .halt(reason: "\(failed) devices failed (limit \(limit))")
+            return .halt(reason: "\(failed) devices failed\(since) (limit \(limit))")
         }
-        if overall.finished >= thresholds.minFinished, failed * 100 >= thresholds.haltFailurePercent * overall.finished, failed > 0 {
+        if finished >= thresholds.minFinished, failed * 100 >= thresholds.haltFailurePercent * finished, failed > 0 {
             return .halt(
                 reason:
-                    "\(failed) of \(overall.finished) finished devices failed (\(failed * 100 / overall.finished) %, limit \(thresholds.haltFailurePercent) %)"
+                    "\(failed) of \(finished) finished devices failed\(since) (\(failed * 100 / finished) %, limit \(thresholds.haltFailurePercent) %)"
             )
         }
         // The wave's evidence: enough devices finished, none still in flight, and the success ratio met.

@@ -163,13 +163,14 @@ extension RolloutService {
             }
         }
         let counts = try await store.rolloutCounts(rolloutID: rollout.id)
-        let overall = RolloutPlan.Tally(counts.values.flatMap { $0.flatMap { Array(repeating: $0.key, count: $0.value) } })
-        let wave = RolloutPlan.Tally((counts[rollout.currentWave] ?? [:]).flatMap { Array(repeating: $0.key, count: $0.value) })
+        let overall = RolloutPlan.Tally(waves: counts.values)
+        let wave = RolloutPlan.Tally(waves: [counts[rollout.currentWave] ?? [:]])
         let decision = RolloutPlan.decide(
             overall: overall,
             wave: wave,
             isLastWave: rollout.currentWave + 1 >= rollout.waveCount,
-            thresholds: RolloutPlan.Thresholds(settings)
+            thresholds: RolloutPlan.Thresholds(settings),
+            beforeResume: (rollout.failedBeforeResume, rollout.finishedBeforeResume)
         )
         var changed = rollout
         switch decision {
@@ -206,9 +207,11 @@ extension RolloutService {
 
     // MARK: Operators
 
-    /// Pauses an active rollout, resumes a paused or halted one, or cancels an open one.
+    /// Pauses an active rollout, resumes a paused or halted one, or cancels an open one. Resuming a halted one keeps
+    /// its failed and finished counts as the point its halt rules count from.
     public func setStatus(_ id: Int64, to status: RolloutStatus, reason: String?) async throws -> RolloutRecord {
-        try await modify(id) { rollout, now in
+        let counts = status == .active ? RolloutPlan.Tally(waves: try await store.rolloutCounts(rolloutID: id).values) : RolloutPlan.Tally()
+        return try await modify(id) { rollout, now in
             let allowed: Bool =
                 switch status {
                 case .paused: rollout.status == .active
@@ -217,6 +220,10 @@ extension RolloutService {
                 default: false
                 }
             guard allowed else { throw Failure.wrongState("rollout \(id) is \(rollout.status.rawValue)") }
+            if rollout.status == .halted, status == .active {
+                rollout.failedBeforeResume = counts[.failed]
+                rollout.finishedBeforeResume = counts.finished
+            }
             rollout.status = status
             if status == .active { rollout.reason = nil } else if let reason { rollout.reason = reason }
         }
