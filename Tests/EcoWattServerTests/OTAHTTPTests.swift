@@ -175,8 +175,16 @@ import Testing
                     for _ in 0..<8 {
                         group.addTask {
                             let body = #"{"firmware_version":"\#(version)"}"#
-                            return (try? await LoopbackHTTP.request(port: port, method: "POST", path: "/ota/initiate/BURST-1", body: body))?.status
-                                ?? 0
+                            // 30 s: the one initiate that runs stores a session, slow beside a busy test run (at 5 s it
+                            // once timed out, leaving only the 409s of the others).
+                            let response = try? await LoopbackHTTP.request(
+                                port: port,
+                                method: "POST",
+                                path: "/ota/initiate/BURST-1",
+                                body: body,
+                                timeoutSeconds: 30
+                            )
+                            return response?.status ?? 0
                         }
                     }
                     return await group.reduce(into: [Int]()) { $0.append($1) }

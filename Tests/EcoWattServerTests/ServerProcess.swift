@@ -77,7 +77,8 @@ final class ServerProcess: @unchecked Sendable {
         } else {
             process = try ChildProcess(executable: Self.binary.path, arguments: arguments, environment: environment, outputPath: logFile.path)
         }
-        let deadline = ContinuousClock.now + .seconds(20)
+        // Generous: beside a busy test run a server that was listening within 2 s was once not seen healthy in 20 s.
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             // Our server, not another test's that took the port meanwhile: its own log says it listens there.
             if log.contains("listening on 127.0.0.1:\(port)"), let status = try? await get("/health"), status == 200 { return }

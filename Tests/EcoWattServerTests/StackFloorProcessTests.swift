@@ -17,7 +17,7 @@ import Testing
             outputPath: log.path
         )
         defer { floor.signal(SIGKILL) }
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(60)
         var health: TestClient.Response?
         while health == nil, floor.isRunning, ContinuousClock.now < deadline {
             health = try? await TestClient.withClient(host: "127.0.0.1", port: port) { try await $0.get("/health") }

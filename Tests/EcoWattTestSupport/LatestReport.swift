@@ -13,9 +13,10 @@ public final class LatestReport: Sendable {
 
     public func get() -> SimulationReport? { value.withLock { $0 } }
 
-    /// Waits (up to `timeout`) until the newest report satisfies `condition`; records an issue if it never does.
+    /// Waits (up to `timeout`) until the newest report satisfies `condition`; records an issue if it never does. The
+    /// default is generous: it costs nothing when the devices are on time, and beside a busy test run they were not.
     public func wait(
-        timeout: Duration = .seconds(40),
+        timeout: Duration = .seconds(120),
         until condition: (SimulationReport) -> Bool,
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
