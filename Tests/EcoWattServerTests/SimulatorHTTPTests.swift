@@ -202,7 +202,7 @@ extension SimulatorHTTPTests {
             var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
             options.idPrefix = "SIM_OUT_"
             options.devices = 2
-            options.duration = 60  // ended by `stop` once the backlog is delivered
+            options.duration = 300  // ended by `stop` once the backlog is delivered (long: beside a busy run 60 s ran out)
             options.speed = 10
             options.rampUp = 0.1
             options.intervals.poll = 1
@@ -257,7 +257,7 @@ extension SimulatorHTTPTests {
             var options = SimulationOptions(baseURL: "http://127.0.0.1:\(port)")
             options.idPrefix = "SIM_FID_"
             options.devices = 2
-            options.duration = 120  // ended by `stop`
+            options.duration = 300  // ended by `stop`
             options.speed = 10
             options.rampUp = 0.1
             options.intervals.poll = 5
