@@ -20,8 +20,8 @@ import Glibc
 ///
 /// Even at nice 10 a guesser that waits for each answer kept the thread hashing all the time (~4 hashes a second, one
 /// core) and ingest fell to 72 % beside it. So the thread also rests after each hash for as long as keeps hashing at
-/// most `sharePercent` of one core (default 50), in CPU time: a single login is never slower, a flood of them is spread out, and
-/// beyond the queue they are refused.
+/// most `sharePercent` of one core (default 50), in CPU time: a single login is never slower, a flood of them is
+/// spread out, and beyond the queue they are refused.
 public final class PasswordHasher: Service, Sendable {
     /// bcrypt's cost (log2 of the rounds); 12 or more.
     public let cost: UInt8
