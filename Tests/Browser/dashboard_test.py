@@ -301,19 +301,25 @@ def admin_session():
         driver.quit()
 
 
+def focused(driver):
+    """What has the keyboard focus: a link's URL, else a field's name, else the tag. Read in one script: the page
+    re-renders live, and an element found first and read after could be gone (a stale reference failed a CI run)."""
+    return driver.execute_script(
+        "const a = document.activeElement; return a.href || a.getAttribute('name') || a.tagName.toLowerCase()")
+
+
 def keyboard_login(driver, name):
     """Logs in with the keyboard only: Tab from the page to the fields, Enter to submit."""
     driver.get(URL + "/#/fleet")
     wait(driver, EC.presence_of_element_located((By.ID, "login-form")))
     ActionChains(driver).send_keys(Keys.TAB).perform()
-    check(driver.switch_to.active_element.get_attribute("name") == "name", "Tab reaches the user name first")
+    check(focused(driver) == "name", "Tab reaches the user name first")
     ActionChains(driver).send_keys(name, Keys.TAB, PASSWORD, Keys.ENTER).perform()
     wait(driver, EC.presence_of_element_located((By.ID, "devices")))
     reached = set()
     for _ in range(40):
         ActionChains(driver).send_keys(Keys.TAB).perform()
-        active = driver.switch_to.active_element
-        reached.add(active.get_attribute("href") or active.get_attribute("name") or active.tag_name)
+        reached.add(focused(driver))
     check(any(h and h.endswith("#/security") for h in reached) and "status" in reached and any(h and "#/device/" in h for h in reached),
           f"the nav, the filters and the device links are reached with Tab ({len(reached)} stops)")
 
