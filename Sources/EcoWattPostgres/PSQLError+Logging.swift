@@ -20,6 +20,11 @@ extension PSQLError: LoggableError {
     }
 }
 
+/// PostgreSQL's errors are the storage's, answered 503 (``StorageBackendError``).
+extension PSQLError: StorageBackendError {}
+
+extension PostgresDecodingError: StorageBackendError {}
+
 extension PostgresDecodingError: LoggableError {
     public var logText: String {
         "PostgreSQL decoding error \(code): column \(columnName) (\(postgresType)) as \(targetType)"

@@ -17,6 +17,7 @@ import ServiceLifecycle
 public final class PostgresWriter: Service, Sendable {
     let database: EcoWattPostgresDatabase
     let queues: [BatchQueue<Job>]
+    let failures: CommitFailures
 
     /// A queued unit of work; `apply` runs on the writer's connection and returns the action that resumes the caller.
     struct Job: Sendable {
@@ -30,6 +31,7 @@ public final class PostgresWriter: Service, Sendable {
     public init(database: EcoWattPostgresDatabase, lanes: Int = 4, maxBatch: Int = 256) {
         self.database = database
         queues = (0..<max(1, lanes)).map { _ in BatchQueue(maxBatch: maxBatch) }
+        failures = CommitFailures(logger: database.logger)
     }
 
     /// Runs `body` inside the next group transaction and returns its result once that transaction committed.
@@ -90,6 +92,7 @@ public final class PostgresWriter: Service, Sendable {
 
     /// Every lane runs and has left nothing waiting longer than `stalledAfter`.
     func readiness(stalledAfter: Duration) -> (ready: Bool, detail: String) {
+        if let failing = failures.notReady() { return (false, failing) }
         for queue in queues {
             let lane = queue.readiness(stalledAfter: stalledAfter)
             if !lane.ready { return lane }
@@ -123,13 +126,16 @@ public final class PostgresWriter: Service, Sendable {
                     }
                     return outcomes
                 }
+                failures.committed()
                 queue.delivered(jobs, outcomes) { job, error in job.fail(error) }
                 return
             } catch let conflict as Conflict where attempt < Self.attempts {
                 logger.info("write batch ran into another writer's locks; running it again", metadata: ["error": "\(conflict.error.logDescription)"])
                 try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
             } catch {
-                logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error.logDescription)"])
+                // The last attempt's conflict fails its callers with PostgreSQL's own error (a storage error, 503).
+                let error = (error as? Conflict)?.error ?? error
+                failures.failed(error.logDescription)
                 for job in jobs { job.fail(error) }
                 return
             }

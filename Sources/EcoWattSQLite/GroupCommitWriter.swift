@@ -18,6 +18,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
     private let database: EcoWattDatabase
     private let logger: Logger
     private let queue: BatchQueue<Job>
+    private let failures: CommitFailures
 
     /// A queued unit of work; `apply` runs on the writer's connection and returns the action that resumes the caller.
     private struct Job: Sendable {
@@ -29,6 +30,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
         self.database = database
         queue = BatchQueue(maxBatch: maxBatch)
         self.logger = logger
+        failures = CommitFailures(logger: logger)
     }
 
     /// Runs `body` inside the next group transaction and returns its result once that transaction committed.
@@ -58,6 +60,7 @@ public final class GroupCommitWriter: Service, StorageProbe {
         } catch {
             return (false, "database not readable: \(error)")
         }
+        if let failing = failures.notReady() { return (false, failing) }
         let writer = queue.readiness(stalledAfter: stalledAfter)
         return (writer.ready, writer.ready ? "readable; \(writer.detail)" : writer.detail)
     }
@@ -99,21 +102,27 @@ public final class GroupCommitWriter: Service, StorageProbe {
     public func finish() { queue.finish() }
 
     private func commit(_ jobs: [Job]) {
+        var firstFailure: (any Error)?
         do {
-            let outcomes = try database.pool.write { db in Self.apply(jobs, db) }
+            let outcomes = try database.pool.write { db in Self.apply(jobs, db, firstFailure: &firstFailure) }
+            failures.committed()
             queue.delivered(jobs, outcomes) { job, error in job.fail(error) }
         } catch {
-            logger.error("group commit of \(jobs.count) jobs failed", metadata: ["error": "\(error.logDescription)"])
+            // When a job's error made SQLite roll back the whole transaction (a full disk does), GRDB's commit only says
+            // "Transaction was aborted"; the job's error says why.
+            let error = (error as? DatabaseError)?.resultCode == .SQLITE_ABORT ? (firstFailure ?? error) : error
+            failures.failed(error.logDescription)
             for job in jobs { job.fail(error) }
         }
     }
 
     /// Runs each job in its own savepoint inside the current transaction.
-    private static func apply(_ jobs: [Job], _ db: Database) -> [BatchQueue<Job>.Outcome] {
+    private static func apply(_ jobs: [Job], _ db: Database, firstFailure: inout (any Error)?) -> [BatchQueue<Job>.Outcome] {
         jobs.map { job in
             do {
                 return .committed(try inSavepoint(db) { try job.apply(db) })
             } catch {
+                if firstFailure == nil { firstFailure = error }
                 return .failed(error)
             }
         }
@@ -122,8 +131,8 @@ public final class GroupCommitWriter: Service, StorageProbe {
     /// `body` in a savepoint of prepared statements kept for the connection's life. GRDB's `inSavepoint` compiles
     /// `SAVEPOINT` and `RELEASE` on every call: two prepares (each through the authorizer) per job, on the one thread
     /// every write waits for. GRDB still sees each statement's savepoint effect (it records it when it prepares one).
-    /// After a failure SQLite may have rolled back the whole transaction; the rollback then throws, and GRDB refuses the
-    /// statements of later jobs (an aborted transaction), so the batch fails as a whole.
+    /// After a failure SQLite may have rolled back the whole transaction; the rollback then fails, GRDB refuses the
+    /// statements of later jobs (an aborted transaction), and the batch fails as a whole with the job's error.
     private static func inSavepoint<T>(_ db: Database, _ body: () throws -> T) throws -> T {
         try db.cachedStatement(sql: "SAVEPOINT job").execute()
         do {
@@ -131,8 +140,12 @@ public final class GroupCommitWriter: Service, StorageProbe {
             try db.cachedStatement(sql: "RELEASE SAVEPOINT job").execute()
             return value
         } catch {
-            try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT job").execute()
-            try db.cachedStatement(sql: "RELEASE SAVEPOINT job").execute()
+            do {
+                try db.cachedStatement(sql: "ROLLBACK TRANSACTION TO SAVEPOINT job").execute()
+                try db.cachedStatement(sql: "RELEASE SAVEPOINT job").execute()
+            } catch {
+                // The transaction is gone (SQLite rolled it back): the job's own error is the cause.
+            }
             throw error
         }
     }

@@ -65,6 +65,7 @@ public struct EcoWattApplication: Sendable {
             ota,
             feed,
             services.clientErrors,
+            services.serverErrors,
             services.deviceEvents,
             boot,
             services.maintenance,

@@ -48,7 +48,13 @@ extension EcoWattServices {
             access: access
         )
         let health = HealthRoutes(storage: storage.probe, ota: ota, fleetKey: fleetKey, feed: feed)
-        let router = listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: !listeners.separateOperator)
+        let router = listeners.makeRouter(
+            metrics: metrics,
+            clientErrors: clientErrors,
+            serverErrors: serverErrors,
+            health: health,
+            tls: !listeners.separateOperator
+        )
         // Device routes: no authentication (the firmware sends none); uploads carry their own HMAC envelope.
         // Injected network faults apply to these routes only.
         let deviceRouter = router.group()
@@ -72,7 +78,7 @@ extension EcoWattServices {
         // Operator routes: bearer token; on their own listener when `operator_port` is set.
         let operatorRouter =
             listeners.separateOperator
-            ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, health: health, tls: true) : router
+            ? listeners.makeRouter(metrics: metrics, clientErrors: clientErrors, serverErrors: serverErrors, health: health, tls: true) : router
         // Operator routes: authentication, the role matrix, CSRF and the audit trail (issue 19).
         let operatorRoutes = operatorRouter.group().add(
             middleware: AccessMiddleware(

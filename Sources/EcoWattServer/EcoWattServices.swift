@@ -22,6 +22,7 @@ public struct EcoWattServices: Sendable {
     public let metrics: ServerMetrics
     public let faults: FaultInjector
     let clientErrors: RateLimitedLog
+    let serverErrors: RateLimitedLog
     let deviceEvents: RateLimitedLog
     public let diagnostics: DiagnosticsService
     public let feed: MQTTPublisher
@@ -85,6 +86,7 @@ public struct EcoWattServices: Sendable {
         let limits = configuration.limits
         let logInterval = Duration.seconds(limits.clientErrorLogIntervalSeconds)
         let clientErrors = RateLimitedLog(logger: logger, what: "client errors", interval: logInterval, burst: limits.clientErrorLogBurst)
+        let serverErrors = RateLimitedLog(logger: logger, what: "server errors", interval: logInterval, burst: limits.serverErrorLogBurst)
         let deviceEvents = RateLimitedLog(logger: logger, what: "device events", interval: logInterval, burst: limits.clientErrorLogBurst)
         let diagnostics = DiagnosticsService(store: storage.diagnostics)
         // Accounts and the audit trail (issue 19) come first: key rotations by uploads are audited.
@@ -107,6 +109,7 @@ public struct EcoWattServices: Sendable {
             fleetKey: SymmetricKey(data: fleetKey),
             logger: logger,
             metrics: metrics,
+            serverErrors: serverErrors,
             feed: feed,
             cacheLimit: limits.ingestCacheDevices,
             nonceJumpAllowance: UInt64(limits.nonceJumpAllowance),
@@ -131,7 +134,7 @@ public struct EcoWattServices: Sendable {
         let live = LiveEvents()
         let vitals = DeviceVitals()
         let eventLog = DeviceEventLog(maxDevices: configuration.dashboard.eventLogDevices)
-        let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics)
+        let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics, serverErrors: serverErrors)
         let commands = try await CommandService(
             store: devices,
             resultTimeoutSeconds: configuration.commands.resultTimeoutSeconds,
@@ -292,6 +295,7 @@ public struct EcoWattServices: Sendable {
             metrics: metrics,
             faults: faults,
             clientErrors: clientErrors,
+            serverErrors: serverErrors,
             deviceEvents: deviceEvents,
             diagnostics: diagnostics,
             feed: feed,

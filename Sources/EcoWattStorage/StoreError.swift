@@ -24,6 +24,12 @@ public protocol LoggableError: Error {
     var logText: String { get }
 }
 
+/// A database backend's own error (SQLite's, PostgreSQL's): the store could not do the work, for a reason of the
+/// database and not of the request — its disk full, an I/O error, a lock held too long, the server unreachable, a table
+/// gone. Routes answer it 503 with code `storage` (retry later; a device keeps its data and retries), never 500, and
+/// never with the database's text; the log gets the cause (``LoggableError``), rate-limited.
+public protocol StorageBackendError: Error {}
+
 extension Error {
     /// What a log line shows of this error: ``LoggableError/logText`` where the type has one, its description otherwise.
     public var logDescription: String { (self as? any LoggableError)?.logText ?? "\(self)" }

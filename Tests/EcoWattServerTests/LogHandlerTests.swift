@@ -1,21 +1,13 @@
 import EcoWattServer
 import Logging
-import Synchronization
 import Testing
 
 /// The server's log handler defers rendering metadata to the lines it writes (issue 23), and writes what swift-log's
 /// stream handler writes.
 @Suite struct LogHandlerTests {
-    final class Lines: TextOutputStream, @unchecked Sendable {
-        let lines = Mutex<[String]>([])
-        func write(_ string: String) { lines.withLock { $0.append(string) } }
-        /// The lines without their leading timestamp (two handlers may write in different seconds).
-        var untimed: [String] { lines.withLock { $0 }.map { String($0.drop { $0 != " " }) } }
-    }
-
     @Test func theDeferredHandlerWritesWhatTheStreamHandlerWrites() {
-        let direct = Lines()
-        let deferred = Lines()
+        let direct = LogLines()
+        let deferred = LogLines()
         var loggers = [
             Logger(label: "ecowatt.test") { StreamLogHandler(label: $0, stream: direct, metadataProvider: nil) },
             Logger(label: "ecowatt.test") { DeferredMetadataLogHandler(StreamLogHandler(label: $0, stream: deferred, metadataProvider: nil)) },

@@ -44,7 +44,8 @@ final class TestServer: Sendable {
         commandDefaultTTLSeconds: Int? = nil,
         deviceAdmission: String? = nil,
         databaseURL: String? = nil,
-        settings: [String: Int] = [:]
+        settings: [String: Int] = [:],
+        logLines: LogLines? = nil
     ) async throws {
         ownsDirectory = directory == nil
         self.directory =
@@ -88,6 +89,11 @@ final class TestServer: Sendable {
         }
         var logger = Logger(label: "test")
         logger.logLevel = ProcessInfo.processInfo.environment["ECOWATT_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        if let logLines {
+            // The server's log as an operator sees it (level `info`, the default of `serve`), kept for the test to read.
+            logger = Logger(label: "ecowatt") { StreamLogHandler(label: $0, stream: logLines, metadataProvider: nil) }
+            logger.logLevel = .info
+        }
         let clock = self.clock
         // A restart on the same directory may find the lock still held for a moment: a process another test spawns
         // while the previous server lets go inherits the lock's descriptor until its exec (CI: "in use by another
@@ -174,6 +180,16 @@ extension TestResponse {
     var json: [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] ?? [:]
     }
+}
+
+/// Log lines written by swift-log's stream handler, kept in memory.
+final class LogLines: TextOutputStream, @unchecked Sendable {
+    let lines = Mutex<[String]>([])
+    func write(_ string: String) { lines.withLock { $0.append(string) } }
+    /// The lines without their leading timestamp (two handlers may write in different seconds).
+    var untimed: [String] { lines.withLock { $0 }.map { String($0.drop { $0 != " " }) } }
+    /// The lines that contain `text`.
+    func matching(_ text: String) -> [String] { lines.withLock { $0 }.filter { $0.contains(text) } }
 }
 
 /// A settable epoch-millisecond clock, or the wall clock (for runs against simulated devices, whose clocks run).

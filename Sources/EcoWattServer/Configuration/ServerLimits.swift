@@ -30,10 +30,13 @@ public struct ServerLimits: Sendable, Equatable {
     public var headerTimeoutSeconds = 10
     /// Time from a request's head to its last body byte.
     public var bodyTimeoutSeconds = 30
-    /// Client errors (4xx) are logged in full for the first few per interval, then as one summary line per interval.
+    /// Client errors (4xx), server errors (5xx) and device events are logged in full for the first few per interval,
+    /// then as one summary line per interval.
     public var clientErrorLogIntervalSeconds = 60
     /// Client errors logged in full per interval before the summary takes over.
     public var clientErrorLogBurst = 20
+    /// Server errors (5xx, with their causes) logged in full per interval before the summary takes over.
+    public var serverErrorLogBurst = 20
     /// How long the address of a device's last verified upload binds its unsigned requests (issue 14).
     public var bindingWindowSeconds = 3_600
     /// How long a boot message from an unbound address waits for a verified upload from that address.
@@ -108,8 +111,14 @@ public struct ServerLimits: Sendable, Equatable {
         Setting("idle_timeout_seconds", 1...86_400, \.idleTimeoutSeconds, "Keep-alive connection without a request"),
         Setting("header_timeout_seconds", 1...3600, \.headerTimeoutSeconds, "First byte of a request to its complete head"),
         Setting("body_timeout_seconds", 1...3600, \.bodyTimeoutSeconds, "Request head to its last body byte"),
-        Setting("client_error_log_interval_seconds", 1...86_400, \.clientErrorLogIntervalSeconds, "Interval of the client-error summary log line"),
+        Setting(
+            "client_error_log_interval_seconds",
+            1...86_400,
+            \.clientErrorLogIntervalSeconds,
+            "Interval of the summary log lines of client errors, server errors and device events"
+        ),
         Setting("client_error_log_burst", 0...100_000, \.clientErrorLogBurst, "Client errors logged in full per interval"),
+        Setting("server_error_log_burst", 0...100_000, \.serverErrorLogBurst, "Server errors (5xx) and their causes logged in full per interval"),
         Setting(
             "binding_window_seconds",
             1_800...604_800,

@@ -4,9 +4,11 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Log lines that anonymous requests can trigger (client errors, device reports): the first `burst` per interval are
-/// written in full, the rest are counted by kind and summed up in one line per interval. A flood of bad requests
-/// becomes a few lines a minute instead of one line per request (issue 13: 122 000 bad requests wrote 52 000 lines).
+/// Log lines that anonymous requests can trigger (client errors, device reports) or that every request repeats while
+/// something is broken (server errors: a full disk failed every upload, three lines each): the first `burst` per
+/// interval are written in full, the rest are counted by kind and summed up in one line per interval. A flood of bad
+/// requests becomes a few lines a minute instead of one line per request (issue 13: 122 000 bad requests wrote 52 000
+/// lines).
 public final class RateLimitedLog: Service, Sendable {
     private let logger: Logger
     private let what: String
@@ -28,12 +30,14 @@ public final class RateLimitedLog: Service, Sendable {
         window = Mutex(Window(start: .now))
     }
 
-    /// Logs one event of `kind` in full, or counts it when the interval's burst is spent.
+    /// Logs one event of `kind` in full (through `requestLogger`, with its request id, when given), or counts it when
+    /// the interval's burst is spent.
     public func log(
         level: Logger.Level,
         kind: String,
         _ message: @autoclosure () -> Logger.Message,
-        metadata: @autoclosure () -> Logger.Metadata
+        metadata: @autoclosure () -> Logger.Metadata,
+        via requestLogger: Logger? = nil
     ) {
         guard logger.logLevel <= level else { return }
         let (full, summary) = window.withLock { window -> (Bool, (Duration, [String: Int])?) in
@@ -46,7 +50,7 @@ public final class RateLimitedLog: Service, Sendable {
             return (true, summary)
         }
         if let summary { write(summary) }
-        if full { logger.log(level: level, message(), metadata: metadata()) }
+        if full { (requestLogger ?? logger).log(level: level, message(), metadata: metadata()) }
     }
 
     /// Writes the summary of a finished interval (also called every interval while idle).
@@ -56,13 +60,14 @@ public final class RateLimitedLog: Service, Sendable {
 
     public func run() async throws {
         await repeatUntilShutdown(every: interval) { self.flush() }
-        flush()
+        // At shutdown, what the unfinished interval did not log in full.
+        if let summary = window.withLock({ rollOver(&$0, early: true) }) { write(summary) }
     }
 
-    /// Starts a new window when the current one is over; returns what the old one suppressed.
-    private func rollOver(_ window: inout Window) -> (Duration, [String: Int])? {
+    /// Starts a new window when the current one is over (or `early`); returns what the old one suppressed.
+    private func rollOver(_ window: inout Window, early: Bool = false) -> (Duration, [String: Int])? {
         let now = ContinuousClock.now
-        guard now - window.start >= interval else { return nil }
+        guard early || now - window.start >= interval else { return nil }
         defer { window = Window(start: now) }
         return window.suppressed.isEmpty ? nil : (now - window.start, window.suppressed)
     }

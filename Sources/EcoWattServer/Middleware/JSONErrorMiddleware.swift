@@ -1,4 +1,5 @@
 import EcoWattProtocol
+import EcoWattStorage
 import Hummingbird
 import Logging
 import OpenAPIRuntime
@@ -10,9 +11,13 @@ import OpenAPIRuntime
 /// firmware-era `{"success":false,"error":…}`. A path that exists with other methods answers 405 with `Allow`.
 public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: RouteTable
+    /// Where the causes of 5xx go (a database's message, an unexpected error): rate-limited, since while the disk is
+    /// full every request fails the same way.
+    let serverErrors: RateLimitedLog?
 
-    public init() {
+    public init(serverErrors: RateLimitedLog? = nil) {
         routes = .documented
+        self.serverErrors = serverErrors
     }
 
     public func handle(
@@ -26,7 +31,14 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let thrown {
-            error = Self.apiError(thrown, request: request, context: context)
+            error = Self.apiError(thrown, request: request, context: context) { kind, message, cause in
+                let metadata: Logger.Metadata = ["error": "\(cause.logDescription)", "path": LogText.value(request.uri.path)]
+                if let serverErrors {
+                    serverErrors.log(level: .error, kind: kind, message, metadata: metadata, via: context.logger)
+                } else {
+                    context.logger.error(message, metadata: metadata)
+                }
+            }
         }
         var allow: [HTTPRequest.Method] = []
         if error.status == .notFound, error.code == "not_found" || error.code == "no_route" {
@@ -57,9 +69,14 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
     static func list(_ methods: [HTTPRequest.Method]) -> String { methods.map(\.rawValue).joined(separator: ", ") }
 
+    /// What a 5xx hides from the client, for the log: its kind (`storage failure`, `unhandled error`), a message and the
+    /// error.
+    typealias CauseLog = (_ kind: String, _ message: Logger.Message, _ error: any Error) -> Void
+
     /// The answer to `error`: services' and routes' errors as they say, the operator API's decoding failures as 400
-    /// (malformed) or 422 (valid JSON that does not fit the schema), anything else a logged 500.
-    static func apiError(_ error: any Error, request: Request, context: Context) -> APIError {
+    /// (malformed) or 422 (valid JSON that does not fit the schema), a database's error as 503 `storage`, anything else
+    /// a 500. `log` is told the cause of the last two (``AccessMiddleware`` asks for the status only).
+    static func apiError(_ error: any Error, request: Request, context: Context, log: CauseLog? = nil) -> APIError {
         switch error {
         case let api as APIError: return api
         case let mapped as any APIErrorConvertible: return mapped.apiError
@@ -74,8 +91,8 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                     && [.post, .put, .patch].contains(server.request.method)
                 if hasJSONBody { return Self.decodingError(decoding) }
                 return APIError(.badRequest, "A parameter is invalid: \(server.causeDescription)", code: "invalid")
-            case is APIError, is any APIErrorConvertible, is HTTPError:
-                return apiError(server.underlyingError, request: request, context: context)
+            case is APIError, is any APIErrorConvertible, is HTTPError, is any StorageBackendError:
+                return apiError(server.underlyingError, request: request, context: context, log: log)
             default:
                 if server.httpStatus.code >= 400, server.httpStatus.code < 500 {
                     return APIError(server.httpStatus, server.causeDescription, code: "invalid")
@@ -84,14 +101,17 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 if server.operationOutput == nil, !(server.underlyingError is CancellationError) {
                     return APIError(.badRequest, "\(server.causeDescription): \(server.underlyingError)", code: "invalid")
                 }
-                return unhandled(server.underlyingError, request: request, context: context)
+                return unhandled(server.underlyingError, log: log)
             }
         case let http as HTTPError:
             if http.status == .notFound, http.body == nil { return APIError(.notFound, "No route \(request.uri.path)", code: "no_route") }
             return APIError(http.status, http.body ?? http.status.reasonPhrase)
         case let http as any HTTPResponseError: return APIError(http.status, http.status.reasonPhrase)
         case let decoding as DecodingError: return decodingError(decoding)
-        default: return unhandled(error, request: request, context: context)
+        case is any StorageBackendError:
+            log?("storage failure", "storage failure", error)
+            return APIError(.serviceUnavailable, "The database did not take the request; retry later", code: "storage")
+        default: return unhandled(error, log: log)
         }
     }
 
@@ -114,8 +134,8 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 
-    static func unhandled(_ error: any Error, request: Request, context: Context) -> APIError {
-        context.logger.error("unhandled error", metadata: ["error": "\(error.logDescription)", "path": LogText.value(request.uri.path)])
+    static func unhandled(_ error: any Error, log: CauseLog?) -> APIError {
+        log?("unhandled error", "unhandled error", error)
         return APIError(.internalServerError, "Internal server error")
     }
 }

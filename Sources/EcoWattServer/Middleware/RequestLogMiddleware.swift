@@ -4,12 +4,14 @@ import Logging
 /// The request metrics and log: method, route template, status, duration, the error code and the `{id}` path
 /// parameter (a device id on device routes, escaped). Never bodies or tokens.
 ///
-/// 5xx are logged at `error` (faults of this server). Client errors (4xx) are counted by route and reason in
-/// `ecowatt_client_errors_total` and logged through a ``RateLimitedLog`` at `notice`: the first few per interval in
-/// full, then one summary line, so a flood of bad requests cannot flood the log. Other requests are logged at `debug`.
+/// 5xx are logged at `error` (faults of this server or its database) through one ``RateLimitedLog``, client errors
+/// (4xx) at `notice` through another, after counting them by route and reason in `ecowatt_client_errors_total`: the
+/// first few per interval in full, then one summary line, so neither a flood of bad requests nor a full disk that fails
+/// every request floods the log. Other requests are logged at `debug`.
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: ServerMetrics
     let clientErrors: RateLimitedLog
+    let serverErrors: RateLimitedLog
 
     func handle(
         _ request: Request,
@@ -42,7 +44,8 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
                 metrics.increment("ecowatt_client_errors_total", [("route", route), ("reason", reason)])
                 clientErrors.log(level: .notice, kind: "\(route) \(reason)", "client error", metadata: metadata())
             } else if status.code >= 500 {
-                context.logger.error("request", metadata: metadata())
+                let reason = code ?? ErrorCode.of(status)
+                serverErrors.log(level: .error, kind: "\(route) \(reason)", "request", metadata: metadata(), via: context.logger)
             } else if context.logger.logLevel <= .debug {
                 context.logger.debug("request", metadata: metadata())
             }

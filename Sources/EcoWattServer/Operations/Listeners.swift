@@ -54,12 +54,13 @@ struct Listeners: Sendable {
     func makeRouter(
         metrics: ServerMetrics,
         clientErrors: RateLimitedLog,
+        serverErrors: RateLimitedLog,
         health: HealthRoutes,
         tls listenerTLS: Bool
     ) -> Router<EcoWattRequestContext> {
         let router = Router(context: EcoWattRequestContext.self)
-        router.add(middleware: RequestLogMiddleware(metrics: metrics, clientErrors: clientErrors))
-        router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: RequestLogMiddleware(metrics: metrics, clientErrors: clientErrors, serverErrors: serverErrors))
+        router.add(middleware: JSONErrorMiddleware(serverErrors: serverErrors))
         if listenerTLS, tls != nil { router.add(middleware: StrictTransportSecurityMiddleware()) }
         health.register(on: router)
         return router

@@ -43,6 +43,8 @@ public final class IngestService: Service, Sendable {
     private let keyRotated: (@Sendable (_ deviceID: String) async -> Void)?
     private let counters = Mutex(IngestCounters())
     private let metrics: ServerMetrics?
+    /// Where uploads the storage refused are logged (rate-limited: a full disk refuses every upload).
+    private let serverErrors: RateLimitedLog?
     private let feed: MQTTPublisher?
     /// Nonce and decoder state per device, ahead of the store by the commits in flight. Bounded (signed uploads prove
     /// little while the fleet key is public): past ``cacheLimit`` the least recently used entries without a commit in
@@ -58,6 +60,7 @@ public final class IngestService: Service, Sendable {
         fleetKey: SymmetricKey,
         logger: Logger,
         metrics: ServerMetrics? = nil,
+        serverErrors: RateLimitedLog? = nil,
         feed: MQTTPublisher? = nil,
         cacheLimit: Int = 100_000,
         nonceJumpAllowance: UInt64 = 1024,
@@ -70,6 +73,7 @@ public final class IngestService: Service, Sendable {
         self.cacheLimit = cacheLimit
         self.nonceJumpAllowance = nonceJumpAllowance
         self.metrics = metrics
+        self.serverErrors = serverErrors
         self.feed = feed
         self.fleetKey = EnvelopeKey(fleetKey)
         self.logger = logger
@@ -385,7 +389,12 @@ public final class IngestService: Service, Sendable {
     /// that carries none of it (SQL, paths).
     private func storageFailure(_ message: Logger.Message, _ deviceID: String, _ error: any Error) -> IngestError {
         countStorageFailure()
-        logger.error(message, metadata: ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"])
+        let metadata: Logger.Metadata = ["device_id": LogText.value(deviceID), "error": "\(error.logDescription)"]
+        if let serverErrors {
+            serverErrors.log(level: .error, kind: "\(message)", message, metadata: metadata)
+        } else {
+            logger.error(message, metadata: metadata)
+        }
         return .storage(error.isShutdown ? "the server is shutting down" : "the database did not take the write")
     }
 }
