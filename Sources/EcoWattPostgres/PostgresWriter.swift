@@ -61,6 +61,9 @@ public final class PostgresWriter: Service, Sendable {
         return ticket
     }
 
+    /// Transactions that failed to commit since start (after their retries).
+    public var failedCommits: Int { failures.count }
+
     /// Transactions and jobs committed so far.
     public var counters: (batches: Int, jobs: Int) {
         queues.reduce((0, 0)) { total, queue in (total.0 + queue.counters.batches, total.1 + queue.counters.jobs) }

@@ -68,6 +68,9 @@ public final class GroupCommitWriter: Service, StorageProbe {
     /// Number of transactions and jobs committed so far (for statistics and benchmarks).
     public var counters: (batches: Int, jobs: Int) { queue.counters }
 
+    /// Transactions that failed to commit since start.
+    public var failedCommits: Int { failures.count }
+
     /// The commit loop. Returns after a graceful shutdown once the queue is empty, or at once when cancelled (the
     /// service group cancels every service when one fails, e.g. the HTTP server cannot bind its port; waiting for
     /// more work then would keep the process alive forever).

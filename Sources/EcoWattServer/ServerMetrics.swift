@@ -54,6 +54,9 @@ public final class ServerMetrics: Sendable {
         "ecowatt_retention_dropped_rows": (.gauge, "Rows dropped by the caps per table since the database was created"),
         "ecowatt_storage_transactions": (.gauge, "Write transactions committed since start (each holds a group of writes)"),
         "ecowatt_storage_writes": (.gauge, "Writes committed since start; divided by ecowatt_storage_transactions, the group commit's batch size"),
+        "ecowatt_storage_failed_transactions": (
+            .gauge, "Write transactions that failed to commit since start (a full disk, an I/O error, the database unreachable): alert on its rate"
+        ),
         "ecowatt_diagnostics_bytes": (.gauge, "Bytes of diagnostics files on disk"),
         "ecowatt_diagnostics_files_dropped": (
             .gauge, "Diagnostics files (PostgreSQL: entries) deleted to stay within diagnostics_total_bytes since start"

@@ -44,6 +44,7 @@ public final class CommitFailures: Sendable {
     }
 
     private let run = Mutex<Run?>(nil)
+    private let total = Atomic<Int>(0)
     private let logger: Logger
     private let remindEvery: Duration
     private let window: Duration
@@ -60,6 +61,7 @@ public final class CommitFailures: Sendable {
     /// reminder.
     @discardableResult
     public func failed(_ error: String, now: ContinuousClock.Instant = .now) -> Report? {
+        total.add(1, ordering: .relaxed)
         let (ended, report) = run.withLock { run -> (Report?, Report?) in
             // A run that ended without a commit to say so (no work came).
             let ended = run.flatMap { now - $0.last >= window ? Self.end($0) : nil }
@@ -106,6 +108,9 @@ public final class CommitFailures: Sendable {
         }
         return report
     }
+
+    /// Failed commits since start.
+    public var count: Int { total.load(ordering: .relaxed) }
 
     /// Why the writer is not ready, or `nil`: no commit failed in the last `window`.
     public func notReady(now: ContinuousClock.Instant = .now) -> String? {

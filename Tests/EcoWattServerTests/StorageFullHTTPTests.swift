@@ -75,6 +75,9 @@ import Testing
             let inFull = log.matching("status=503").count + log.matching("upload not stored").count + log.matching("storage failure").count
             #expect(inFull <= 4, "server errors logged in full: \(inFull)")
             #expect(log.matching("unhandled error").isEmpty)
+            let metrics = try await client.execute(uri: "/metrics", method: .get, headers: server.operatorHeaders)
+            let failedLine = String(buffer: metrics.body).split(separator: "\n").first { $0.hasPrefix("ecowatt_storage_failed_transactions ") }
+            #expect(failedLine.flatMap { Double($0.split(separator: " ")[1]) }.map { $0 >= 3 } == true, "\(failedLine ?? "no metric")")
 
             // Room again: the refused upload's retry is stored (it was not recorded: no replay), and the server is ready.
             try database.writeBypassingTheServer(["PRAGMA max_page_count = 4294967294"])

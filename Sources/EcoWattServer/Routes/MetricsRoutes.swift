@@ -6,7 +6,7 @@ struct MetricsRoutes {
     let devices: DeviceService
     let diagnostics: DiagnosticsService
     /// Transactions and writes the storage writer committed since start (group commit: writes per transaction).
-    let writes: @Sendable () -> (batches: Int, jobs: Int)
+    let writes: @Sendable () -> (batches: Int, jobs: Int, failed: Int)
 
     func register(on router: some RouterMethods<EcoWattRequestContext>) {
         router.get("/metrics", use: scrape)
@@ -21,6 +21,7 @@ struct MetricsRoutes {
         let committed = writes()
         metrics.set("ecowatt_storage_transactions", Double(committed.batches))
         metrics.set("ecowatt_storage_writes", Double(committed.jobs))
+        metrics.set("ecowatt_storage_failed_transactions", Double(committed.failed))
         if let usage = try? await diagnostics.usage() {
             metrics.set("ecowatt_diagnostics_bytes", Double(usage.bytes))
             metrics.set("ecowatt_diagnostics_files_dropped", Double(usage.dropped))

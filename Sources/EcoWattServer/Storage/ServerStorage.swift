@@ -42,8 +42,16 @@ public struct ServerStorage: Sendable {
             totalBytes: configuration.limits.diagnosticsTotalBytes
         )
         guard let text = configuration.storage.databaseURL else {
-            let database = try EcoWattDatabase(path: configuration.storage.databasePath, durability: configuration.storage.durability)
-            try database.recountPendingDevices()
+            let database: EcoWattDatabase
+            do {
+                database = try EcoWattDatabase(path: configuration.storage.databasePath, durability: configuration.storage.durability)
+                try database.recountPendingDevices()
+            } catch let error as any StorageBackendError {
+                // A full disk stops the start here: say which file, and what SQLite said.
+                throw ConfigurationError.invalid(
+                    "data_dir: the database \(configuration.storage.databasePath) cannot be opened and written: \(error.logDescription)"
+                )
+            }
             let writer = GroupCommitWriter(database: database, logger: logger)
             let devices = SQLiteDeviceStore(database: database, writer: writer, retention: retention, events: events)
             return ServerStorage(
@@ -107,11 +115,11 @@ public struct ServerStorage: Sendable {
         }
     }
 
-    /// Transactions and writes committed so far.
-    public var writeCounters: (batches: Int, jobs: Int) {
+    /// Transactions and writes committed so far, and transactions that failed to commit.
+    public var writeCounters: (batches: Int, jobs: Int, failed: Int) {
         switch backend {
-        case .sqlite(_, let writer): writer.counters
-        case .postgres(_, let writer): writer.counters
+        case .sqlite(_, let writer): (writer.counters.batches, writer.counters.jobs, writer.failedCommits)
+        case .postgres(_, let writer): (writer.counters.batches, writer.counters.jobs, writer.failedCommits)
         }
     }
 
