@@ -25,6 +25,9 @@ extension PSQLError: StorageBackendError {}
 
 extension PostgresDecodingError: StorageBackendError {}
 
+/// A transaction whose `COMMIT` or rollback failed (postgres-nio wraps it).
+extension PostgresTransactionError: StorageBackendError {}
+
 extension PostgresDecodingError: LoggableError {
     public var logText: String {
         "PostgreSQL decoding error \(code): column \(columnName) (\(postgresType)) as \(targetType)"

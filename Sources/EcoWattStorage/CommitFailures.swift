@@ -3,8 +3,10 @@ import Synchronization
 
 /// A writer's run of failed transactions: batches that did not commit (a job rolled back alone inside a committed batch
 /// is not one). A run lasts until `window` passed without a failed commit; on a nearly full disk some commits still
-/// succeed between the failures, and they neither end it nor make the writer ready in between. While it lasts the
-/// writer is not ready (`GET /ready`, so that a load balancer or a monitor sees it), and the log gets the run's first
+/// succeed between the failures, and they neither end it nor make the writer ready in between. Once a run has
+/// `sustained` failed commits the writer is not ready until it ends (`GET /ready`, so that a load balancer or a monitor
+/// sees it); a single failure (a PostgreSQL deadlock that outlived its retries when another instance was killed) does
+/// not take an instance out of a load balancer for 10 s. The log gets the run's first
 /// failure, a reminder at most once per `remindEvery` with the count, and its end, not a line per batch: with the disk
 /// full, every batch of a 20-device simulation failed, 634 lines in 40 s.
 public final class CommitFailures: Sendable {
@@ -48,13 +50,15 @@ public final class CommitFailures: Sendable {
     private let logger: Logger
     private let remindEvery: Duration
     private let window: Duration
+    private let sustained: Int
 
     /// - Parameter window: how long without a failed commit ends a run. A writer that gets no work is ready again after
     ///   it (one would otherwise stay not ready for ever once a load balancer took it out).
-    public init(logger: Logger, remindEvery: Duration = .seconds(60), window: Duration = .seconds(10)) {
+    public init(logger: Logger, remindEvery: Duration = .seconds(60), window: Duration = .seconds(10), sustained: Int = 5) {
         self.logger = logger
         self.remindEvery = remindEvery
         self.window = window
+        self.sustained = sustained
     }
 
     /// Records a failed commit with its error (as a log shows it), and logs it when it starts a run or is due as a
@@ -112,10 +116,10 @@ public final class CommitFailures: Sendable {
     /// Failed commits since start.
     public var count: Int { total.load(ordering: .relaxed) }
 
-    /// Why the writer is not ready, or `nil`: no commit failed in the last `window`.
+    /// Why the writer is not ready, or `nil`: no run of at least `sustained` failed commits, or none in the last `window`.
     public func notReady(now: ContinuousClock.Instant = .now) -> String? {
         run.withLock { run in
-            guard let run, now - run.last < window else { return nil }
+            guard let run, run.batches >= sustained, now - run.last < window else { return nil }
             return "writes failing for \((now - run.since).components.seconds) s (\(run.batches) group commits): \(run.error)"
         }
     }

@@ -28,18 +28,21 @@ import Testing
         #expect(failures.committed(now: at(75)) == nil)
     }
 
-    @Test func theWriterIsNotReadyUntilNoCommitFailedForTheWindow() throws {
+    @Test func theWriterIsNotReadyFromTheFifthFailureUntilNoCommitFailedForTheWindow() throws {
         #expect(failures.notReady(now: at(0)) == nil)
-        failures.failed("SQLite error 13: database or disk is full", now: at(1))
-        failures.committed(now: at(2))
-        let reason = try #require(failures.notReady(now: at(5)))
-        #expect(reason.contains("writes failing for 4 s (1 group commits)") && reason.contains("database or disk is full"), "\(reason)")
-        #expect(failures.notReady(now: at(11)) == nil, "10 s without a failure")
+        for second in 1...4 { failures.failed("SQLite error 13: database or disk is full", now: at(Double(second))) }
+        #expect(failures.notReady(now: at(4)) == nil, "four failures may be a passing conflict: still ready")
+        failures.failed("SQLite error 13: database or disk is full", now: at(5))
+        failures.committed(now: at(6))
+        let reason = try #require(failures.notReady(now: at(7)))
+        #expect(reason.contains("writes failing for 6 s (5 group commits)") && reason.contains("database or disk is full"), "\(reason)")
+        #expect(failures.notReady(now: at(15)) == nil, "10 s without a failure")
     }
 
     @Test func aFailureAfterAQuietWindowStartsANewRunEvenWithoutACommitBetween() {
         failures.failed("first", now: at(0))
         #expect(failures.failed("second", now: at(30)) == .started(error: "second"))
-        #expect(failures.notReady(now: at(31))?.contains("for 1 s (1 group commits): second") == true)
+        for second in 31...34 { failures.failed("third", now: at(Double(second))) }
+        #expect(failures.notReady(now: at(35))?.contains("for 5 s (5 group commits): third") == true)
     }
 }
