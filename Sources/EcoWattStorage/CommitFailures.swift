@@ -5,10 +5,10 @@ import Synchronization
 /// is not one). A run lasts until `window` passed without a failed commit; on a nearly full disk some commits still
 /// succeed between the failures, and they neither end it nor make the writer ready in between. Once a run has
 /// `sustained` failed commits the writer is not ready until it ends (`GET /ready`, so that a load balancer or a monitor
-/// sees it); a single failure (a PostgreSQL deadlock that outlived its retries when another instance was killed) does
-/// not take an instance out of a load balancer for 10 s. The log gets the run's first
-/// failure, a reminder at most once per `remindEvery` with the count, and its end, not a line per batch: with the disk
-/// full, every batch of a 20-device simulation failed, 634 lines in 40 s.
+/// sees it); a single failure (a PostgreSQL deadlock that outlived its retries, say) does not take an instance out of a
+/// load balancer for 10 s. The log gets the run's first failure, a reminder at most once per `remindEvery` with the
+/// count, and its end, not a line per batch: with the disk full, every batch of a 20-device simulation failed, 634 lines
+/// in 40 s.
 public final class CommitFailures: Sendable {
     /// What the writer's log is to say.
     public enum Report: Sendable, Equatable {
