@@ -61,12 +61,13 @@ public final class PostgresWriter: Service, Sendable {
         return ticket
     }
 
-    /// Transactions that failed to commit since start (after their retries).
-    public var failedCommits: Int { failures.count }
-
-    /// Transactions and jobs committed so far.
-    public var counters: (batches: Int, jobs: Int) {
-        queues.reduce((0, 0)) { total, queue in (total.0 + queue.counters.batches, total.1 + queue.counters.jobs) }
+    /// Transactions and jobs committed so far, and transactions that failed to commit (after their retries).
+    public var counters: (batches: Int, jobs: Int, failed: Int) {
+        let committed = queues.reduce((0, 0)) { total, queue in
+            let lane = queue.counters
+            return (total.0 + lane.batches, total.1 + lane.jobs)
+        }
+        return (committed.0, committed.1, failures.count)
     }
 
     /// The lanes' commit loops; after a graceful shutdown they commit what is queued, then return.

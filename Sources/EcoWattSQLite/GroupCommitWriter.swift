@@ -65,11 +65,11 @@ public final class GroupCommitWriter: Service, StorageProbe {
         return (writer.ready, writer.ready ? "readable; \(writer.detail)" : writer.detail)
     }
 
-    /// Number of transactions and jobs committed so far (for statistics and benchmarks).
-    public var counters: (batches: Int, jobs: Int) { queue.counters }
-
-    /// Transactions that failed to commit since start.
-    public var failedCommits: Int { failures.count }
+    /// Transactions and jobs committed so far, and transactions that failed to commit (for statistics and metrics).
+    public var counters: (batches: Int, jobs: Int, failed: Int) {
+        let committed = queue.counters
+        return (committed.batches, committed.jobs, failures.count)
+    }
 
     /// The commit loop. Returns after a graceful shutdown once the queue is empty, or at once when cancelled (the
     /// service group cancels every service when one fails, e.g. the HTTP server cannot bind its port; waiting for

@@ -134,7 +134,7 @@ public struct EcoWattServices: Sendable {
         let live = LiveEvents()
         let vitals = DeviceVitals()
         let eventLog = DeviceEventLog(maxDevices: configuration.dashboard.eventLogDevices)
-        let activity = try await DeviceActivity(store: devices, logger: logger, metrics: metrics, serverErrors: serverErrors)
+        let activity = try await DeviceActivity(store: devices, logger: logger, serverErrors: serverErrors, metrics: metrics)
         let commands = try await CommandService(
             store: devices,
             resultTimeoutSeconds: configuration.commands.resultTimeoutSeconds,

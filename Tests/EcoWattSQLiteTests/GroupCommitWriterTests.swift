@@ -170,7 +170,7 @@ func record(_ device: String, nonce: UInt32, values: [[UInt16]] = [[2300, 50]]) 
             try await Task.sleep(for: .milliseconds(20))
             try await store.submit(record("W1", nonce: nonce)).value()
         }
-        #expect(writer.counters == (batches: 5, jobs: 5))
+        #expect(writer.counters == (batches: 5, jobs: 5, failed: 0))
         loop.cancel()
         try await loop.value
         await #expect(throws: StoreError.shuttingDown) { try await store.submit(record("W1", nonce: 6)).value() }

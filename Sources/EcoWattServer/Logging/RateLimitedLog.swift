@@ -53,15 +53,15 @@ public final class RateLimitedLog: Service, Sendable {
         if full { (requestLogger ?? logger).log(level: level, message(), metadata: metadata()) }
     }
 
-    /// Writes the summary of a finished interval (also called every interval while idle).
-    public func flush() {
-        if let summary = window.withLock({ rollOver(&$0) }) { write(summary) }
+    /// Writes the summary of a finished interval (also called every interval while idle), or with `early` of the
+    /// unfinished one (at shutdown).
+    public func flush(early: Bool = false) {
+        if let summary = window.withLock({ rollOver(&$0, early: early) }) { write(summary) }
     }
 
     public func run() async throws {
         await repeatUntilShutdown(every: interval) { self.flush() }
-        // At shutdown, what the unfinished interval did not log in full.
-        if let summary = window.withLock({ rollOver(&$0, early: true) }) { write(summary) }
+        flush(early: true)
     }
 
     /// Starts a new window when the current one is over (or `early`); returns what the old one suppressed.

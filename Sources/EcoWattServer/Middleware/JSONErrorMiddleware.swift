@@ -13,9 +13,9 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: RouteTable
     /// Where the causes of 5xx go (a database's message, an unexpected error): rate-limited, since while the disk is
     /// full every request fails the same way.
-    let serverErrors: RateLimitedLog?
+    let serverErrors: RateLimitedLog
 
-    public init(serverErrors: RateLimitedLog? = nil) {
+    public init(serverErrors: RateLimitedLog) {
         routes = .documented
         self.serverErrors = serverErrors
     }
@@ -33,11 +33,7 @@ public struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let thrown {
             error = Self.apiError(thrown, request: request, context: context) { kind, message, cause in
                 let metadata: Logger.Metadata = ["error": "\(cause.logDescription)", "path": LogText.value(request.uri.path)]
-                if let serverErrors {
-                    serverErrors.log(level: .error, kind: kind, message, metadata: metadata, via: context.logger)
-                } else {
-                    context.logger.error(message, metadata: metadata)
-                }
+                serverErrors.log(level: .error, kind: kind, message, metadata: metadata, via: context.logger)
             }
         }
         var allow: [HTTPRequest.Method] = []

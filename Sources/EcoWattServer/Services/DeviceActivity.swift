@@ -15,7 +15,7 @@ public final class DeviceActivity: Service, Sendable {
     private let logger: Logger
     private let metrics: ServerMetrics?
     /// Where a failed flush is logged (rate-limited: with the disk full, every flush fails, one every 2 s).
-    private let serverErrors: RateLimitedLog?
+    private let serverErrors: RateLimitedLog
     private struct State {
         /// Newest time per known device.
         var latest: [String: Int64]
@@ -32,8 +32,8 @@ public final class DeviceActivity: Service, Sendable {
     public init(
         store: any DeviceRegistryStore,
         logger: Logger,
-        metrics: ServerMetrics? = nil,
-        serverErrors: RateLimitedLog? = nil
+        serverErrors: RateLimitedLog,
+        metrics: ServerMetrics? = nil
     ) async throws {
         self.store = store
         self.logger = logger
@@ -107,12 +107,12 @@ public final class DeviceActivity: Service, Sendable {
         do {
             try await store.recordLastSeen(batch)
         } catch {
-            let metadata: Logger.Metadata = ["error": "\(error.logDescription)", "devices": "\(batch.count)"]
-            if let serverErrors {
-                serverErrors.log(level: .warning, kind: "last_seen not recorded", "could not record last_seen", metadata: metadata)
-            } else {
-                logger.warning("could not record last_seen", metadata: metadata)
-            }
+            serverErrors.log(
+                level: .warning,
+                kind: "last_seen not recorded",
+                "could not record last_seen",
+                metadata: ["error": "\(error.logDescription)", "devices": "\(batch.count)"]
+            )
             state.withLock { state in
                 for (device, time) in batch where state.latest[device] != nil {
                     state.pending[device] = max(state.pending[device] ?? 0, time)

@@ -118,8 +118,8 @@ public struct ServerStorage: Sendable {
     /// Transactions and writes committed so far, and transactions that failed to commit.
     public var writeCounters: (batches: Int, jobs: Int, failed: Int) {
         switch backend {
-        case .sqlite(_, let writer): (writer.counters.batches, writer.counters.jobs, writer.failedCommits)
-        case .postgres(_, let writer): (writer.counters.batches, writer.counters.jobs, writer.failedCommits)
+        case .sqlite(_, let writer): writer.counters
+        case .postgres(_, let writer): writer.counters
         }
     }
 
