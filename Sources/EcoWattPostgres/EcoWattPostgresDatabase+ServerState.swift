@@ -7,7 +7,7 @@ extension EcoWattPostgresDatabase: ServerStateStore {
         guard recorded != fingerprint else { return nil }
         let logger = logger
         return try await transaction { connection in
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO server_state (name, value) VALUES ('fleet_key_fingerprint', \(fingerprint))
                 ON CONFLICT (name) DO UPDATE SET value = excluded.value

@@ -52,7 +52,7 @@ public struct PostgresAccountStore: AccountStore {
                 logger: logger
             )
             if change.passwordHash != nil || change.disabled == true || change.role.map({ $0 < user.role }) == true {
-                try await connection.query("DELETE FROM sessions WHERE user_id = \(id)", logger: logger)
+                try await connection.execute("DELETE FROM sessions WHERE user_id = \(id)", logger: logger)
             }
             return try updated.first.map(Self.user)
         }
@@ -85,8 +85,8 @@ public struct PostgresAccountStore: AccountStore {
         let logger = logger
         try await database.transaction { connection in
             // The user's row is the lock: two instances logging the same user in keep the cap between them.
-            try await connection.query("SELECT 1 FROM users WHERE id = \(session.userID) FOR UPDATE", logger: logger)
-            try await connection.query(
+            try await connection.execute("SELECT 1 FROM users WHERE id = \(session.userID) FOR UPDATE", logger: logger)
+            try await connection.execute(
                 """
                 INSERT INTO sessions (id_hash, user_id, csrf_token, created_at_ms, last_used_ms, expires_at_ms)
                 VALUES (\(session.idHash), \(session.userID), \(session.csrfToken), \(session.createdAtMs),
@@ -94,7 +94,7 @@ public struct PostgresAccountStore: AccountStore {
                 """,
                 logger: logger
             )
-            try await connection.query(
+            try await connection.execute(
                 """
                 DELETE FROM sessions WHERE user_id = \(session.userID) AND id_hash NOT IN (
                   SELECT id_hash FROM sessions WHERE user_id = \(session.userID)
@@ -119,14 +119,14 @@ public struct PostgresAccountStore: AccountStore {
     }
 
     public func touchSession(idHash: String, nowMs: Int64) async throws {
-        try await database.client.query(
+        try await database.client.execute(
             "UPDATE sessions SET last_used_ms = greatest(last_used_ms, \(nowMs)) WHERE id_hash = \(idHash)",
             logger: logger
         )
     }
 
     public func deleteSession(idHash: String) async throws {
-        try await database.client.query("DELETE FROM sessions WHERE id_hash = \(idHash)", logger: logger)
+        try await database.client.execute("DELETE FROM sessions WHERE id_hash = \(idHash)", logger: logger)
     }
 
     public func pruneSessions(nowMs: Int64, idleBeforeMs: Int64) async throws -> Int {
@@ -143,7 +143,7 @@ public struct PostgresAccountStore: AccountStore {
     public func createToken(_ token: APITokenRecord, maxPerUser: Int) async throws -> APITokenRecord {
         let logger = logger
         return try await database.transaction { connection in
-            try await connection.query("SELECT 1 FROM users WHERE id = \(token.userID) FOR UPDATE", logger: logger)
+            try await connection.execute("SELECT 1 FROM users WHERE id = \(token.userID) FOR UPDATE", logger: logger)
             let live =
                 try await connection.rows(
                     """
@@ -221,7 +221,7 @@ public struct PostgresAccountStore: AccountStore {
     }
 
     public func revokeBootstrapToken(nowMs: Int64) async throws {
-        try await database.client.query(
+        try await database.client.execute(
             "INSERT INTO server_state (name, value) VALUES ('bootstrap_token_revoked_at_ms', \(String(nowMs))) ON CONFLICT DO NOTHING",
             logger: logger
         )
@@ -233,7 +233,7 @@ public struct PostgresAccountStore: AccountStore {
         let logger = logger
         return try await database.transaction { connection in
             // One chain for every instance: the lock orders the appends, and the head is read after it is taken.
-            try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.auditChain.rawValue))", logger: logger)
+            try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.auditChain.rawValue))", logger: logger)
             let head = try await connection.rows("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1", logger: logger)
                 .first
             let entry = AuditEntry.chained(
@@ -241,7 +241,7 @@ public struct PostgresAccountStore: AccountStore {
                 draft: draft,
                 previousHash: try head?.value("hash", as: String.self) ?? AuditEntry.genesis
             )
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO audit_log (sequence, at_ms, actor, role, action, target, body_digest, outcome, request_id,
                   client_address, previous_hash, hash)

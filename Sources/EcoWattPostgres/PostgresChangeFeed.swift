@@ -25,7 +25,7 @@ public final class PostgresChangeFeed: ChangeFeed, Service, Sendable {
 
     public func announce(_ change: InstanceChange) async {
         do {
-            try await database.client.query("SELECT pg_notify(\(Self.channel), \("\(instance) \(change.payload)"))", logger: database.logger)
+            try await database.client.execute("SELECT pg_notify(\(Self.channel), \("\(instance) \(change.payload)"))", logger: database.logger)
         } catch {
             // The others then serve from what they cached until their next reload; logged, never fatal to the request.
             database.logger.warning("change notice not sent", metadata: ["change": "\(change.payload)", "error": "\(error.logDescription)"])

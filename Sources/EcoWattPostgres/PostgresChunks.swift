@@ -25,7 +25,7 @@ enum PostgresChunks {
 
     static func save(_ connection: PostgresConnection, _ logger: Logger, id: Int64, _ chunk: TelemetryChunk) async throws {
         guard let range = chunk.timeRange else { return }
-        try await connection.query(
+        try await connection.execute(
             """
             UPDATE telemetry_chunks SET first_ms = \(range.lowerBound), last_ms = \(range.upperBound),
               body = \(ByteBuffer(bytes: chunk.encoded())) WHERE id = \(id)
@@ -67,7 +67,7 @@ enum PostgresChunks {
                 """,
                 logger: logger
             ).first?.value("id", as: Int64.self) ?? 0
-        try await connection.query("UPDATE devices SET open_chunk = \(id) WHERE device_id = \(device)", logger: logger)
+        try await connection.execute("UPDATE devices SET open_chunk = \(id) WHERE device_id = \(device)", logger: logger)
         return (ChunkReading.packetID(chunk: id, place: 0), id)
     }
 

@@ -42,7 +42,7 @@ extension PostgresDeviceStore {
 
     public func dispatchNext(deviceID: String, address: String, nowMs: Int64) async throws -> CommandRow? {
         try await writer.write { connection, logger in
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE commands SET status = 'expired', finished_at_ms = \(nowMs)
                 WHERE device_id = \(deviceID) AND status = 'pending' AND expires_at_ms IS NOT NULL AND expires_at_ms <= \(nowMs)

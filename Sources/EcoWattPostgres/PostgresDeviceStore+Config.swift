@@ -27,7 +27,7 @@ extension PostgresDeviceStore: ConfigStore {
         _ now: Int64,
         pending: Bool = false
     ) async throws {
-        try await connection.query(
+        try await connection.execute(
             """
             INSERT INTO config_history (device_id, event, config_json, detail, created_at_ms)
             VALUES (\(deviceID), \(event), \(config?.serialized), \(detail), \(now))
@@ -46,7 +46,7 @@ extension PostgresDeviceStore: ConfigStore {
             try await PostgresRetention.adopt(connection, logger, deviceID: deviceID, nowMs: nowMs)
             let state = try await Self.loadState(connection, logger, deviceID, locking: true)
             let pending = JSONValue.merge(state.pending ?? .object([]), update)
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO device_configs (device_id, pending_json, pending_created_at_ms) VALUES (\(deviceID), \(pending.serialized), \(nowMs))
                 ON CONFLICT (device_id) DO UPDATE SET pending_json = excluded.pending_json,
@@ -71,13 +71,13 @@ extension PostgresDeviceStore: ConfigStore {
             let changes = fields.contains { key, value in !ConfigUpdate.matches(value, state.running[key], key: key) }
             if !changes {
                 // The device would change nothing and so sends no acknowledgement (spec §5.3): clear it now.
-                try await connection.query(
+                try await connection.execute(
                     "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = \(deviceID)",
                     logger: logger
                 )
                 try await history(connection, logger, deviceID, "cleared_noop", pending, "delivered; changes nothing on the device", nowMs)
             } else if state.pendingDeliveredAtMs == nil {
-                try await connection.query(
+                try await connection.execute(
                     "UPDATE device_configs SET pending_delivered_at_ms = \(nowMs) WHERE device_id = \(deviceID)",
                     logger: logger
                 )
@@ -92,7 +92,7 @@ extension PostgresDeviceStore: ConfigStore {
             let state = try await Self.loadState(connection, logger, deviceID, locking: true)
             guard let pending = state.pending, state.pendingDeliveredAtMs != nil else { return false }
             let running = JSONValue.merge(state.running, pending)
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE device_configs SET running_json = \(running.serialized), running_at_ms = \(nowMs), pending_json = NULL,
                   pending_delivered_at_ms = NULL WHERE device_id = \(deviceID)
@@ -106,7 +106,7 @@ extension PostgresDeviceStore: ConfigStore {
 
     public func recordRunning(deviceID: String, report: JSONValue, nowMs: Int64) async throws {
         try await admittingWrite(deviceID, nowMs: nowMs) { connection, logger, pending in
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO device_configs (device_id, running_json, running_at_ms) VALUES (\(deviceID), \(report.serialized), \(nowMs))
                 ON CONFLICT (device_id) DO UPDATE SET running_json = excluded.running_json, running_at_ms = excluded.running_at_ms
@@ -137,7 +137,7 @@ extension PostgresDeviceStore: ConfigStore {
     public func withdrawPending(deviceID: String, nowMs: Int64) async throws -> Bool {
         try await writer.write { connection, logger in
             guard let pending = try await Self.loadState(connection, logger, deviceID, locking: true).pending else { return false }
-            try await connection.query(
+            try await connection.execute(
                 "UPDATE device_configs SET pending_json = NULL, pending_delivered_at_ms = NULL WHERE device_id = \(deviceID)",
                 logger: logger
             )

@@ -23,7 +23,7 @@ extension PostgresDeviceStore: OTAStore {
                 ).first?.value("id") ?? 0
             stored.status = "active"
             if !devices.isEmpty {
-                try await connection.query(
+                try await connection.execute(
                     "INSERT INTO ota_deployment_devices (deployment_id, device_id) SELECT \(stored.id), unnest(\(devices)::text[])",
                     logger: logger
                 )
@@ -65,7 +65,7 @@ extension PostgresDeviceStore: OTAStore {
 
     public func cancelDeployment(id: Int64, nowMs: Int64) async throws -> OTADeployment? {
         try await writer.write { connection, logger in
-            _ = try await connection.query(
+            try await connection.execute(
                 "UPDATE ota_deployments SET status = 'cancelled', cancelled_at_ms = \(nowMs) WHERE id = \(id) AND status = 'active'",
                 logger: logger
             )
@@ -88,7 +88,7 @@ extension PostgresDeviceStore: OTAStore {
     public func startSession(_ session: OTASession) async throws -> [String] {
         let retention = retention
         return try await admittingWrite(session.deviceID, nowMs: session.startedAtMs) { connection, logger, pending in
-            try await connection.query("SELECT 1 FROM devices WHERE device_id = \(session.deviceID) FOR UPDATE", logger: logger)
+            try await connection.execute("SELECT 1 FROM devices WHERE device_id = \(session.deviceID) FOR UPDATE", logger: logger)
             let replaced = try await connection.rows(
                 """
                 UPDATE ota_sessions SET outcome = 'replaced', ended_at_ms = \(session.startedAtMs), updated_at_ms = \(session.startedAtMs),
@@ -96,7 +96,7 @@ extension PostgresDeviceStore: OTAStore {
                 """,
                 logger: logger
             ).map { try $0.value("session_id", as: String.self) }
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO ota_sessions (session_id, device_id, version, deployment_id, from_version, total_chunks, phase,
                   progress, started_at_ms, updated_at_ms)
@@ -107,7 +107,7 @@ extension PostgresDeviceStore: OTAStore {
             )
             try await PostgresRetention.added(connection, logger, .otaSessions, deviceID: session.deviceID, pending: pending, policy: retention)
             // Progress the device sent just before initiating ("Starting firmware download...") belongs to this session.
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE ota_events SET session_id = \(session.sessionID) WHERE device_id = \(session.deviceID) AND session_id IS NULL
                   AND received_at_ms >= \(session.startedAtMs - 120_000)
@@ -125,7 +125,7 @@ extension PostgresDeviceStore: OTAStore {
     public func recordProgress(_ event: OTAEvent, outcome: OTAOutcome?) async throws {
         let retention = retention
         try await admittingWrite(event.deviceID, nowMs: event.receivedAtMs) { connection, logger, pending in
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO ota_events (session_id, device_id, phase, progress, message, device_time_s, received_at_ms,
                   device_time_invalid)
@@ -144,7 +144,7 @@ extension PostgresDeviceStore: OTAStore {
                 policy: retention
             )
             guard let sessionID = event.sessionID else { return }
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE ota_sessions SET phase = \(event.phase), progress = coalesce(\(event.progress), progress),
                   updated_at_ms = \(event.receivedAtMs), outcome = \(outcome?.rawValue),
@@ -161,7 +161,7 @@ extension PostgresDeviceStore: OTAStore {
         guard !counters.isEmpty else { return }
         try await writer.write { connection, logger in
             for (sessionID, counter) in counters {
-                try await connection.query(
+                try await connection.execute(
                     """
                     UPDATE ota_sessions SET chunks_served = chunks_served + \(counter.chunksServed),
                       bytes_served = bytes_served + \(counter.bytesServed),
@@ -247,7 +247,7 @@ extension PostgresDeviceStore: OTAStore {
             try row.value("firmware_version", as: String?.self) != version
         else { return }
         try await writer.write { connection, logger in
-            _ = try await connection.query(
+            try await connection.execute(
                 "UPDATE devices SET firmware_version = \(version) WHERE device_id = \(deviceID) AND firmware_version IS DISTINCT FROM \(version)",
                 logger: logger
             )

@@ -9,7 +9,7 @@ extension PostgresDeviceStore: ReportStore, BindingStore {
     public func addPowerReport(_ report: PowerReport) async throws {
         let retention = retention
         try await admittingWrite(report.deviceID, nowMs: report.receivedAtMs) { connection, logger, pending in
-            try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO power_reports (device_id, device_time_ms, received_at_ms, enabled, techniques, avg_current_ma,
                   energy_saved_mah, peripheral_savings_mah, uptime_ms, high_perf_ms, normal_ms, low_power_ms, sleep_ms,

@@ -49,7 +49,7 @@ extension PostgresDeviceStore: RolloutStore {
     /// Throws ``RolloutStoreError/devicesInOpenRollout(rolloutID:deviceIDs:)`` for the devices of `deviceIDs` that are
     /// in an open rollout already (those of the oldest such rollout). The lock it takes lasts until the commit.
     static func refuseTaken(_ connection: PostgresConnection, _ logger: Logger, _ deviceIDs: [String]) async throws {
-        try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.rolloutMembership.rawValue))", logger: logger)
+        try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.rolloutMembership.rawValue))", logger: logger)
         guard !deviceIDs.isEmpty else { return }
         let taken = try await connection.rows(
             """
@@ -67,7 +67,7 @@ extension PostgresDeviceStore: RolloutStore {
         guard !devices.isEmpty else { return }
         // One statement for the whole list (a rollout may hold thousands of devices); arrays carry no NULL here, so a
         // missing version travels as a flag.
-        try await connection.query(
+        try await connection.execute(
             """
             INSERT INTO rollout_devices (rollout_id, device_id, wave, state, from_version, updated_at_ms)
             SELECT \(rolloutID), d.device_id, d.wave, d.state, CASE WHEN d.no_version THEN NULL ELSE d.from_version END,

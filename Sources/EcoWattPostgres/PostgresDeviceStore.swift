@@ -74,7 +74,7 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
                     "SELECT registered_at_ms IS NOT NULL AS registered FROM devices WHERE device_id = \(deviceID) FOR UPDATE",
                     logger: logger
                 ).first?.value("registered", as: Bool.self) ?? false
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE devices SET last_seen_ms = greatest(last_seen_ms, \(nowMs)),
                   device_name = coalesce(\(fields.deviceName), device_name), location = coalesce(\(fields.location), location),
@@ -136,7 +136,7 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
         fields: DeviceFields,
         keepingUnset: Bool
     ) async throws {
-        try await connection.query(
+        try await connection.execute(
             """
             UPDATE devices SET device_name = CASE WHEN \(keepingUnset) THEN coalesce(\(fields.deviceName), device_name) ELSE \(fields.deviceName) END,
               location = CASE WHEN \(keepingUnset) THEN coalesce(\(fields.location), location) ELSE \(fields.location) END,
@@ -157,7 +157,7 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
             ).first
             if let nonce = try row?.value("last_nonce", as: Int64?.self) {
                 // The tombstone keeps the nonce: a deleted device's old uploads stay replays.
-                try await connection.query(
+                try await connection.execute(
                     """
                     INSERT INTO device_tombstones (device_id, last_nonce, deleted_at_ms) VALUES (\(deviceID), \(nonce), \(nowMs))
                     ON CONFLICT (device_id) DO UPDATE SET last_nonce = greatest(device_tombstones.last_nonce, excluded.last_nonce),
@@ -168,7 +168,7 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
             }
             if try row?.value("admission", as: String.self) == "pending" { try await PostgresRetention.adjustPending(connection, logger, by: -1) }
             let existed = !(try await connection.rows("DELETE FROM devices WHERE device_id = \(deviceID) RETURNING 1", logger: logger).isEmpty)
-            try await connection.query(
+            try await connection.execute(
                 "UPDATE commands SET status = 'cancelled', finished_at_ms = \(nowMs) WHERE device_id = \(deviceID) AND status = 'pending'",
                 logger: logger
             )
@@ -181,7 +181,7 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
         let (devices, times) = (Array(lastSeen.keys), lastSeen.keys.map { lastSeen[$0]! })
         try await writer.write { connection, logger in
             // Update only: device routes are unauthenticated, so a poll must not create registry rows.
-            _ = try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE devices SET last_seen_ms = greatest(devices.last_seen_ms, seen.at)
                 FROM unnest(\(devices)::text[], \(times)::bigint[]) AS seen(id, at) WHERE devices.device_id = seen.id

@@ -60,7 +60,7 @@ public struct PostgresDiagnostics: DiagnosticsStore {
                 freed += try await Self.dropOldest(connection, logger, deviceID: nil, keeping: id, bytes: target)
             }
             if freed > 0 {
-                try await connection.query("UPDATE diagnostics_usage SET bytes = bytes - \(freed) WHERE id = 1", logger: logger)
+                try await connection.execute("UPDATE diagnostics_usage SET bytes = bytes - \(freed) WHERE id = 1", logger: logger)
             }
         }
     }
@@ -102,17 +102,17 @@ public struct PostgresDiagnostics: DiagnosticsStore {
         for (device, removed) in perDevice {
             freed += removed.bytes
             entries += removed.entries
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE diagnostics_devices SET entries = entries - \(removed.entries), bytes = bytes - \(removed.bytes)
                 WHERE device_id = \(device)
                 """,
                 logger: logger
             )
-            try await connection.query("DELETE FROM diagnostics_devices WHERE device_id = \(device) AND entries <= 0", logger: logger)
+            try await connection.execute("DELETE FROM diagnostics_devices WHERE device_id = \(device) AND entries <= 0", logger: logger)
         }
         if deviceID == nil {
-            try await connection.query("UPDATE diagnostics_usage SET dropped = dropped + \(entries) WHERE id = 1", logger: logger)
+            try await connection.execute("UPDATE diagnostics_usage SET dropped = dropped + \(entries) WHERE id = 1", logger: logger)
         }
         return freed
     }
@@ -154,15 +154,15 @@ public struct PostgresDiagnostics: DiagnosticsStore {
         guard !(try await database.rows("SELECT 1 FROM diagnostics_devices WHERE device_id = \(deviceID)").isEmpty) else { return 0 }
         let logger = database.logger
         return try await database.transaction { connection in
-            try await connection.query("SELECT 1 FROM diagnostics_usage WHERE id = 1 FOR UPDATE", logger: logger)
+            try await connection.execute("SELECT 1 FROM diagnostics_usage WHERE id = 1 FOR UPDATE", logger: logger)
             guard
                 let removed = try await connection.rows(
                     "DELETE FROM diagnostics_devices WHERE device_id = \(deviceID) RETURNING bytes",
                     logger: logger
                 ).first
             else { return 0 }
-            try await connection.query("DELETE FROM diagnostics WHERE device_id = \(deviceID)", logger: logger)
-            try await connection.query(
+            try await connection.execute("DELETE FROM diagnostics WHERE device_id = \(deviceID)", logger: logger)
+            try await connection.execute(
                 "UPDATE diagnostics_usage SET bytes = bytes - \(try removed.value("bytes", as: Int64.self)) WHERE id = 1",
                 logger: logger
             )

@@ -258,8 +258,8 @@ enum PostgresMigrations {
     static func migrate(_ database: EcoWattPostgresDatabase) async throws -> [Int] {
         let logger = database.logger
         return try await database.transaction { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Lock.migrations.rawValue))", logger: logger)
-            try await connection.query(
+            try await connection.execute("SELECT pg_advisory_xact_lock(\(Lock.migrations.rawValue))", logger: logger)
+            try await connection.execute(
                 """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
                   version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
@@ -272,9 +272,9 @@ enum PostgresMigrations {
             var ran: [Int] = []
             for migration in all where !applied.contains(migration.version) {
                 for statement in migration.statements {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    try await connection.execute(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
-                try await connection.query(
+                try await connection.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
                     logger: logger
                 )

@@ -53,7 +53,7 @@ enum PostgresRetention {
         let was = try await connection.rows("SELECT admission FROM devices WHERE device_id = \(deviceID) FOR UPDATE", logger: logger)
             .first?.value("admission", as: String.self)
         if was == "pending" { try await adjustPending(connection, logger, by: -1) }
-        try await connection.query(
+        try await connection.execute(
             """
             INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, admission) VALUES (\(deviceID), \(nowMs), \(nowMs), 'operator')
             ON CONFLICT (device_id) DO UPDATE SET admission = 'operator' WHERE devices.admission = 'pending'
@@ -71,14 +71,14 @@ enum PostgresRetention {
             ).count
             try await removed(connection, logger, table, count: count, dropped: true)
         }
-        try await connection.query("DELETE FROM device_configs WHERE device_id = \(deviceID)", logger: logger)
+        try await connection.execute("DELETE FROM device_configs WHERE device_id = \(deviceID)", logger: logger)
         let dropped = try await connection.rows(
             "DELETE FROM devices WHERE device_id = \(deviceID) AND admission = 'pending' RETURNING 1",
             logger: logger
         )
         if !dropped.isEmpty {
             try await adjustPending(connection, logger, by: -1)
-            try await connection.query("UPDATE retention SET dropped = dropped + 1 WHERE name = \(pendingDevices)", logger: logger)
+            try await connection.execute("UPDATE retention SET dropped = dropped + 1 WHERE name = \(pendingDevices)", logger: logger)
         }
     }
 
@@ -182,7 +182,7 @@ enum PostgresRetention {
     /// Bookkeeping for rows deleted from `table` (`dropped`: by a cap, rather than by an operator).
     static func removed(_ connection: PostgresConnection, _ logger: Logger, _ table: BoundedTable, count: Int, dropped: Bool) async throws {
         guard count > 0 else { return }
-        try await connection.query(
+        try await connection.execute(
             """
             UPDATE retention SET rows = greatest(0, rows - \(count)), dropped = dropped + \(dropped ? count : 0)
             WHERE name = \(table.rawValue)

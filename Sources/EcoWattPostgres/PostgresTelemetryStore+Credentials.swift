@@ -31,7 +31,7 @@ extension PostgresTelemetryStore {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try await writer.write { connection, logger in
             if let key {
-                _ = try await connection.query(
+                try await connection.execute(
                     """
                     INSERT INTO device_credentials (device_id, key_hex, updated_at_ms) VALUES (\(deviceID), \(HexCoding.encode(key)), \(now))
                     ON CONFLICT (device_id) DO UPDATE SET key_hex = excluded.key_hex, next_key_hex = NULL,
@@ -40,7 +40,7 @@ extension PostgresTelemetryStore {
                     logger: logger
                 )
             } else {
-                _ = try await connection.query("DELETE FROM device_credentials WHERE device_id = \(deviceID)", logger: logger)
+                try await connection.execute("DELETE FROM device_credentials WHERE device_id = \(deviceID)", logger: logger)
             }
         }
     }
@@ -71,7 +71,7 @@ extension PostgresTelemetryStore {
     public func setNextDeviceKey(deviceID: String, key: [UInt8]?, nowMs: Int64) async throws {
         let hex = key.map { HexCoding.encode($0) }
         try await writer.write { connection, logger in
-            _ = try await connection.query(
+            try await connection.execute(
                 """
                 INSERT INTO device_credentials (device_id, next_key_hex, updated_at_ms) VALUES (\(deviceID), \(hex), \(nowMs))
                 ON CONFLICT (device_id) DO UPDATE SET next_key_hex = excluded.next_key_hex, updated_at_ms = excluded.updated_at_ms
@@ -110,7 +110,7 @@ extension PostgresTelemetryStore {
         let retention = retention
         let (created, evicted) = try await writer.write { connection, logger in
             let admission = try await PostgresRetention.admit(connection, logger, deviceID: deviceID, nowMs: nowMs, policy: retention)
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE devices SET refused_uploads = refused_uploads + 1, last_seen_ms = greatest(last_seen_ms, \(nowMs))
                 WHERE device_id = \(deviceID)

@@ -64,7 +64,7 @@ extension PostgresTelemetryStore {
                 guard try current.first?.value("upload_count", as: Int64.self) == item.uploads else { continue }
                 if item.from <= item.to {
                     for (resolution, buckets) in item.buckets {
-                        try await connection.query(
+                        try await connection.execute(
                             """
                             DELETE FROM telemetry_rollups WHERE device_id = \(item.device) AND resolution = \(resolution.rawValue)
                               AND bucket_ms BETWEEN \(item.from) AND \(item.to)
@@ -72,7 +72,7 @@ extension PostgresTelemetryStore {
                             logger: logger
                         )
                         for rollup in buckets {
-                            try await connection.query(
+                            try await connection.execute(
                                 """
                                 INSERT INTO telemetry_rollups (device_id, resolution, bucket_ms, stats)
                                 VALUES (\(item.device), \(resolution.rawValue), \(rollup.bucketMs), \(ByteBuffer(bytes: rollup.encodedStatistics())))
@@ -83,7 +83,7 @@ extension PostgresTelemetryStore {
                     }
                 }
                 let next: Int64? = item.to < item.end ? item.to &+ 1 : nil
-                try await connection.query(
+                try await connection.execute(
                     """
                     UPDATE devices SET rollup_from_ms = \(next),
                       rollup_to_ms = CASE WHEN \(next)::bigint IS NULL THEN NULL ELSE rollup_to_ms END
@@ -112,8 +112,8 @@ extension PostgresTelemetryStore {
                 let body: ByteBuffer = try row.value("body")
                 guard cutoffs.dropsChunk(Array(body.readableBytesView)) else { break }
                 let id: Int64 = try row.value("id")
-                try await connection.query("DELETE FROM telemetry_chunks WHERE id = \(id)", logger: logger)
-                try await connection.query(
+                try await connection.execute("DELETE FROM telemetry_chunks WHERE id = \(id)", logger: logger)
+                try await connection.execute(
                     """
                     DELETE FROM telemetry_refs WHERE packet_id BETWEEN \(ChunkReading.packetID(chunk: id, place: 0))
                       AND \(ChunkReading.packetID(chunk: id, place: 255))
@@ -125,7 +125,7 @@ extension PostgresTelemetryStore {
                 dropped += 1
             }
             for (device, floor) in floors {
-                try await connection.query(
+                try await connection.execute(
                     "UPDATE devices SET rollup_floor_ms = greatest(rollup_floor_ms, \(floor)) WHERE device_id = \(device)",
                     logger: logger
                 )

@@ -127,7 +127,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
             open = appended.open
             // Only a packet a later upload may decode or re-time needs to be found by its serial.
             if !packet.isDecoded || packet.mayBeRetimed {
-                try await connection.query(
+                try await connection.execute(
                     """
                     INSERT INTO telemetry_refs (device_id, serial, packet_id) VALUES (\(device), \(packet.serial), \(appended.packetID))
                     ON CONFLICT (device_id, serial) DO UPDATE SET packet_id = excluded.packet_id
@@ -145,7 +145,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
             if update.samples != nil, record.queueForFeed { try await Self.queueForFeed(connection, logger, packetID: completed.packetID) }
         }
         if let low = changedTimes.min(), let high = changedTimes.max() {
-            try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE devices SET rollup_from_ms = least(rollup_from_ms, \(low)), rollup_to_ms = greatest(rollup_to_ms, \(high))
                 WHERE device_id = \(device)
@@ -159,14 +159,14 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
     /// released at commit): ids are given at insert, and without it another instance's smaller id could commit after a
     /// drainer read past it, and never be published.
     static func queueForFeed(_ connection: PostgresConnection, _ logger: Logger, packetID: Int64) async throws {
-        try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.outboxOrder.rawValue))", logger: logger)
-        try await connection.query("INSERT INTO mqtt_outbox (packet_id) VALUES (\(packetID))", logger: logger)
+        try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.outboxOrder.rawValue))", logger: logger)
+        try await connection.execute("INSERT INTO mqtt_outbox (packet_id) VALUES (\(packetID))", logger: logger)
     }
 
     public func submitStreamState(deviceID: String, state: DeviceStreamState) -> WriteTicket<Void> {
         let bytes = ByteBuffer(bytes: state.serialized)
         return writer.enqueue(device: deviceID) { connection, logger in
-            try await connection.query(
+            try await connection.execute(
                 "UPDATE devices SET stream_state = \(bytes), state_version = state_version + 1 WHERE device_id = \(deviceID)",
                 logger: logger
             )
@@ -175,7 +175,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
 
     public func recordNonceJumpRefused(deviceID: String, nonce: UInt32) async throws {
         try await writer.write(device: deviceID) { connection, logger in
-            _ = try await connection.query(
+            try await connection.execute(
                 """
                 UPDATE devices SET nonce_jumps_refused = nonce_jumps_refused + 1, last_refused_nonce = \(Int64(nonce))
                 WHERE device_id = \(deviceID)
@@ -268,7 +268,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
 
     public func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket] {
         // One instance drains at a time; the others hand out nothing (and take over when it dies).
-        guard await drainer.holds() else { return [] }
+        guard drainer.holds() else { return [] }
         let rows = try await database.rows("SELECT id, packet_id FROM mqtt_outbox WHERE id > \(afterID) ORDER BY id LIMIT \(limit)")
         // Each chunk of the batch read and decoded once (a device's consecutive packets share one).
         var chunks: [Int64: ChunkReading.Stored] = [:]
@@ -289,7 +289,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
 
     public func deleteOutbox(through id: Int64) async throws {
         try await writer.write { connection, logger in
-            _ = try await connection.query("DELETE FROM mqtt_outbox WHERE id <= \(id)", logger: logger)
+            try await connection.execute("DELETE FROM mqtt_outbox WHERE id <= \(id)", logger: logger)
         }
     }
 

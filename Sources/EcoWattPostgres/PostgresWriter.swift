@@ -116,15 +116,15 @@ public final class PostgresWriter: Service, Sendable {
                 let outcomes = try await database.transaction { connection in
                     var outcomes: [BatchQueue<Job>.Outcome] = []
                     for job in jobs {
-                        try await connection.query("SAVEPOINT job", logger: logger)
+                        try await connection.execute("SAVEPOINT job", logger: logger)
                         do {
                             let resume = try await job.apply(connection, logger)
-                            try await connection.query("RELEASE SAVEPOINT job", logger: logger)
+                            try await connection.execute("RELEASE SAVEPOINT job", logger: logger)
                             outcomes.append(.committed(resume))
                         } catch {
                             // A deadlock aborts the whole batch: its other jobs may hold the rows the other side waits for.
                             if ["40P01", "40001"].contains(error.sqlState) { throw Conflict(error: error) }
-                            try await connection.query("ROLLBACK TO SAVEPOINT job", logger: logger)
+                            try await connection.execute("ROLLBACK TO SAVEPOINT job", logger: logger)
                             outcomes.append(.failed(error))
                         }
                     }
