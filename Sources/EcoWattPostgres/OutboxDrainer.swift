@@ -9,69 +9,107 @@ import Synchronization
 final class OutboxDrainer: Sendable {
     private struct State {
         var held = false
+        var stopped = false
+        /// The attempt (and, once the lock is taken, the lease that keeps it), created and stored under the lock.
         var task: Task<Void, Never>?
         var lastTry: ContinuousClock.Instant?
+        /// When the attempt in flight started, until PostgreSQL answered it.
+        var askingSince: ContinuousClock.Instant?
+        var reportedSlowAttempt = false
+        var reportedStandby = false
     }
 
     private let database: EcoWattPostgresDatabase
     private let state = Mutex(State())
-    static let retryEvery = Duration.seconds(2)
+    private let retryEvery: Duration
+    /// An attempt unanswered for this long is logged (once): it waits for a pooled connection.
+    static let slowAttempt = Duration.seconds(10)
 
-    init(database: EcoWattPostgresDatabase) {
+    init(database: EcoWattPostgresDatabase, retryEvery: Duration = .seconds(2)) {
         self.database = database
+        self.retryEvery = retryEvery
     }
 
-    /// Whether this instance drains now; when not, tries to take the lock (at most every 2 s) and answers with the result.
-    func holds() async -> Bool {
-        let attempt = state.withLock { state -> Bool? in
-            if state.held { return true }
+    /// Whether this instance drains now. When it does not, starts an attempt to take the lock (at most every
+    /// `retryEvery`, one at a time) and answers at once: the drain loop asks again within its next round (50 ms). It
+    /// never waits for the attempt, so a lease that does not come cannot stop the loop, and an attempt that fails at once
+    /// cannot race the store of its own task (an earlier version stored the task after creating it and, once, kept a
+    /// finished one for good).
+    func holds() -> Bool {
+        let slow = state.withLock { state -> Duration? in
+            if state.stopped { return nil }
             let now = ContinuousClock.now
-            guard state.task == nil, state.lastTry.map({ now - $0 >= Self.retryEvery }) ?? true else { return false }
+            if state.task != nil {
+                guard let since = state.askingSince, now - since >= Self.slowAttempt, !state.reportedSlowAttempt else { return nil }
+                state.reportedSlowAttempt = true
+                return now - since
+            }
+            guard state.lastTry.map({ now - $0 >= retryEvery }) ?? true else { return nil }
             state.lastTry = now
+            state.askingSince = now
+            state.reportedSlowAttempt = false
+            state.task = Task { await self.hold() }
             return nil
         }
-        if let attempt { return attempt }
-        return await withCheckedContinuation { (taken: CheckedContinuation<Bool, Never>) in
-            let task = Task { await self.hold(answer: taken) }
-            state.withLock { $0.task = task }
+        if let slow {
+            database.logger.warning(
+                "MQTT outbox: the attempt to take the drain lock has not been answered",
+                metadata: ["waited_s": "\(slow.components.seconds)"]
+            )
         }
+        return state.withLock { $0.held && !$0.stopped }
     }
 
-    /// Stops draining here (shutdown): the lock's connection goes back to the pool.
+    /// Stops draining here (shutdown): the lock's connection goes back to the pool, and no new attempt starts.
     func stop() {
-        state.withLock { $0.task?.cancel() }
+        state.withLock {
+            $0.stopped = true
+            $0.task?.cancel()
+        }
     }
 
     /// Leases a connection and takes the lock if it is free; keeps the lease (and so the lock) until cancelled or the
     /// connection fails.
-    private func hold(answer: CheckedContinuation<Bool, Never>) async {
+    private func hold() async {
         let logger = database.logger
-        var answered = false
+        let key = PostgresMigrations.Lock.outboxDrain.rawValue
         do {
             try await database.client.withConnection { connection in
                 let taken =
-                    try await connection.rows(
-                        "SELECT pg_try_advisory_lock(\(PostgresMigrations.Lock.outboxDrain.rawValue)) AS taken",
-                        logger: logger
-                    ).first?.value("taken", as: Bool.self) ?? false
-                state.withLock { $0.held = taken }
-                answered = true
-                answer.resume(returning: taken)
+                    try await connection.rows("SELECT pg_try_advisory_lock(\(key)) AS taken", logger: logger)
+                    .first?.value("taken", as: Bool.self) ?? false
+                let standby = state.withLock { state -> Bool in
+                    state.held = taken
+                    state.askingSince = nil
+                    defer { state.reportedStandby = !taken }
+                    return !taken && !state.reportedStandby
+                }
+                if standby { logger.info("another instance drains the MQTT outbox; this one takes over when it goes") }
                 guard taken else { return }
                 logger.notice("this instance drains the MQTT outbox")
                 // Keeps the session (and its lock) alive; a broken connection ends the lease and the lock with it.
-                while !Task.isCancelled {
-                    try await Task.sleep(for: .seconds(1))
-                    try await connection.query("SELECT 1", logger: logger)
+                var failure: (any Error)?
+                while !Task.isCancelled, failure == nil {
+                    do {
+                        try await Task.sleep(for: .seconds(1))
+                        try await connection.execute("SELECT 1", logger: logger)
+                    } catch {
+                        failure = error
+                    }
                 }
-                _ = try? await connection.query("SELECT pg_advisory_unlock(\(PostgresMigrations.Lock.outboxDrain.rawValue))", logger: logger)
+                // On every way out, stopped or failed: the connection goes back to the pool, and a session lock left on
+                // it would outlive the lease, so that no instance, this one included, could take it again.
+                try? await connection.execute("SELECT pg_advisory_unlock(\(key))", logger: logger)
+                if let failure, !(failure is CancellationError) { throw failure }
             }
         } catch {
-            if !Task.isCancelled { logger.warning("MQTT outbox drain lock lost", metadata: ["error": "\(error.logDescription)"]) }
+            if !Task.isCancelled {
+                logger.warning("MQTT outbox drain lock lost or not asked for", metadata: ["error": "\(error.logDescription)"])
+            }
         }
-        if !answered { answer.resume(returning: false) }
         state.withLock {
             $0.held = false
+            $0.askingSince = nil
             $0.task = nil
         }
     }
