@@ -38,6 +38,14 @@ public enum PostgresTestDatabase {
         try await onServer(PostgresURL(parsing: url), sql)
     }
 
+    /// The first column of each row of `sql` on the database `url` names, as text (a test's diagnostics).
+    public static func texts(_ sql: String, on url: String) async throws -> [String] {
+        let database = EcoWattPostgresDatabase(url: try PostgresURL(parsing: url), maximumConnections: 1, logger: logger)
+        return try await database.withRunning {
+            try await database.client.query(PostgresQuery(unsafeSQL: sql)).collect().map { try $0.decode(String?.self) ?? "NULL" }
+        }
+    }
+
     /// Creates a database in the test server, runs `body` with where it is, and drops it (also when `body` throws).
     private static func withFreshDatabase(_ body: (PostgresURL) async throws -> Void) async throws {
         let server = try PostgresURL(parsing: PostgresServer.requireURL())
