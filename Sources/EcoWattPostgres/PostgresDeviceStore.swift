@@ -176,19 +176,23 @@ public struct PostgresDeviceStore: DeviceRegistryStore, CommandStore {
         }
     }
 
+    /// One job per writer lane, with that lane's devices: a flush of every device in one statement locked rows of all
+    /// lanes at once, and closed deadlock cycles with the uploads each lane was committing.
     public func recordLastSeen(_ lastSeen: [String: Int64]) async throws {
-        guard !lastSeen.isEmpty else { return }
-        let (devices, times) = (Array(lastSeen.keys), lastSeen.keys.map { lastSeen[$0]! })
-        try await writer.write { connection, logger in
-            // Update only: device routes are unauthenticated, so a poll must not create registry rows.
-            try await connection.execute(
-                """
-                UPDATE devices SET last_seen_ms = greatest(devices.last_seen_ms, seen.at)
-                FROM unnest(\(devices)::text[], \(times)::bigint[]) AS seen(id, at) WHERE devices.device_id = seen.id
-                """,
-                logger: logger
-            )
+        let tickets = Dictionary(grouping: lastSeen.keys, by: writer.lane(of:)).values.map { devices in
+            let times = devices.map { lastSeen[$0]! }
+            return writer.enqueue(device: devices[0]) { connection, logger in
+                // Update only: device routes are unauthenticated, so a poll must not create registry rows.
+                try await connection.execute(
+                    """
+                    UPDATE devices SET last_seen_ms = greatest(devices.last_seen_ms, seen.at)
+                    FROM unnest(\(devices)::text[], \(times)::bigint[]) AS seen(id, at) WHERE devices.device_id = seen.id
+                    """,
+                    logger: logger
+                )
+            }
         }
+        for ticket in tickets { try await ticket.value() }
     }
 }
 

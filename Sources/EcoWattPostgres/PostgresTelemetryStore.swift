@@ -57,7 +57,9 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
     }
 
     public func submit(_ record: IngestRecord) -> WriteTicket<Void> {
-        writer.enqueue(device: record.deviceID) { connection, logger in try await Self.apply(record, connection, logger) }
+        writer.enqueue(device: record.deviceID, queuesOutbox: record.queueForFeed) { connection, logger in
+            try await Self.apply(record, connection, logger)
+        }
     }
 
     /// Writes one accepted upload inside the writer's transaction.
@@ -155,11 +157,11 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
         }
     }
 
-    /// Queues a stored packet for the MQTT feed. Instances commit outbox rows one transaction at a time (the lock is
-    /// released at commit): ids are given at insert, and without it another instance's smaller id could commit after a
-    /// drainer read past it, and never be published.
+    /// Queues a stored packet for the MQTT feed. Instances commit outbox rows one transaction at a time: ids are given at
+    /// insert, and otherwise another instance's smaller id could commit after a drainer read past it, and never be
+    /// published. The job must be enqueued with `queuesOutbox`: its batch then holds the order lock from its start to
+    /// its commit (``PostgresWriter``).
     static func queueForFeed(_ connection: PostgresConnection, _ logger: Logger, packetID: Int64) async throws {
-        try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.outboxOrder.rawValue))", logger: logger)
         try await connection.execute("INSERT INTO mqtt_outbox (packet_id) VALUES (\(packetID))", logger: logger)
     }
 

@@ -23,6 +23,8 @@ public final class PostgresWriter: Service, Sendable {
     struct Job: Sendable {
         let apply: @Sendable (PostgresConnection, Logger) async throws -> @Sendable () -> Void
         let fail: @Sendable (any Error) -> Void
+        /// The job queues rows in the MQTT outbox: its batch takes the outbox's order lock first (see `commit`).
+        let queuesOutbox: Bool
     }
 
     /// Transactions aborted by a deadlock or a serialization failure run again at most this often.
@@ -43,9 +45,12 @@ public final class PostgresWriter: Service, Sendable {
     }
 
     /// Queues `body` **synchronously** (so one caller's submissions keep their order) and returns a ticket to await.
-    /// - Parameter device: the device the work is about: its writes keep their order on one lane.
+    /// - Parameters:
+    ///   - device: the device the work is about: its writes keep their order on one lane.
+    ///   - queuesOutbox: `body` inserts into `mqtt_outbox`; it must, and may only then (see `commit`).
     public func enqueue<T: Sendable>(
         device: String? = nil,
+        queuesOutbox: Bool = false,
         _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) -> WriteTicket<T> {
         let ticket = WriteTicket<T>()
@@ -54,11 +59,16 @@ public final class PostgresWriter: Service, Sendable {
                 let value = try await body(connection, logger)
                 return { ticket.complete(.success(value)) }
             },
-            fail: { ticket.complete(.failure($0)) }
+            fail: { ticket.complete(.failure($0)) },
+            queuesOutbox: queuesOutbox
         )
-        let lane = device.map { Int(UInt(bitPattern: $0.hashValue) % UInt(queues.count)) } ?? 0
-        if !queues[lane].enqueue(job) { ticket.complete(.failure(StoreError.shuttingDown)) }
+        if !queues[device.map(lane(of:)) ?? 0].enqueue(job) { ticket.complete(.failure(StoreError.shuttingDown)) }
         return ticket
+    }
+
+    /// The lane that commits `device`'s work: work grouped by it never locks another lane's device rows.
+    public func lane(of device: String) -> Int {
+        Int(UInt(bitPattern: device.hashValue) % UInt(queues.count))
     }
 
     /// Transactions and jobs committed so far, and transactions that failed to commit (after their retries).
@@ -114,6 +124,14 @@ public final class PostgresWriter: Service, Sendable {
         for attempt in 1...Self.attempts {
             do {
                 let outcomes = try await database.transaction { connection in
+                    // Outbox rows are inserted under a transaction lock, so that their ids commit in order (see
+                    // `PostgresTelemetryStore.queueForFeed`). Taken first, before any row: a batch that waits for it
+                    // holds nothing another waits for. Taken by the first job that queued a row, it closed deadlock
+                    // cycles with the lanes and instances holding device rows (2 to 19 per run of the two-instance
+                    // crash test, each a batch stalled for PostgreSQL's 1 s deadlock_timeout).
+                    if jobs.contains(where: \.queuesOutbox) {
+                        try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresMigrations.Lock.outboxOrder.rawValue))", logger: logger)
+                    }
                     var outcomes: [BatchQueue<Job>.Outcome] = []
                     for job in jobs {
                         try await connection.execute("SAVEPOINT job", logger: logger)
