@@ -22,40 +22,48 @@ final class OutboxDrainer: Sendable {
     private let database: EcoWattPostgresDatabase
     private let state = Mutex(State())
     private let retryEvery: Duration
+    private let answerWithin: Duration
     /// An attempt unanswered for this long is logged (once): it waits for a pooled connection.
     static let slowAttempt = Duration.seconds(10)
 
-    init(database: EcoWattPostgresDatabase, retryEvery: Duration = .seconds(2)) {
+    init(database: EcoWattPostgresDatabase, retryEvery: Duration = .seconds(2), answerWithin: Duration = .seconds(1)) {
         self.database = database
         self.retryEvery = retryEvery
+        self.answerWithin = answerWithin
     }
 
     /// Whether this instance drains now. When it does not, starts an attempt to take the lock (at most every
-    /// `retryEvery`, one at a time) and answers at once: the drain loop asks again within its next round (50 ms). It
-    /// never waits for the attempt, so a lease that does not come cannot stop the loop, and an attempt that fails at once
-    /// cannot race the store of its own task (an earlier version stored the task after creating it and, once, kept a
-    /// finished one for good).
-    func holds() -> Bool {
-        let slow = state.withLock { state -> Duration? in
-            if state.stopped { return nil }
+    /// `retryEvery`, one at a time) and waits for its answer, but at most `answerWithin`: a lease that does not come
+    /// cannot stop the drain loop, which asks again in its next round (50 ms). The attempt's task is created and stored
+    /// under the lock; an earlier version stored it after creating it, and an attempt that failed at once could leave a
+    /// finished task behind for good, after which this instance never asked again.
+    func holds() async -> Bool {
+        let (asking, slow) = state.withLock { state -> (Bool, Duration?) in
+            if state.stopped || state.held { return (false, nil) }
             let now = ContinuousClock.now
-            if state.task != nil {
-                guard let since = state.askingSince, now - since >= Self.slowAttempt, !state.reportedSlowAttempt else { return nil }
-                state.reportedSlowAttempt = true
-                return now - since
+            if state.task == nil, state.lastTry.map({ now - $0 >= retryEvery }) ?? true {
+                state.lastTry = now
+                state.askingSince = now
+                state.reportedSlowAttempt = false
+                state.task = Task { await self.hold() }
             }
-            guard state.lastTry.map({ now - $0 >= retryEvery }) ?? true else { return nil }
-            state.lastTry = now
-            state.askingSince = now
-            state.reportedSlowAttempt = false
-            state.task = Task { await self.hold() }
-            return nil
+            guard let since = state.askingSince else { return (false, nil) }
+            guard now - since >= Self.slowAttempt, !state.reportedSlowAttempt else { return (true, nil) }
+            state.reportedSlowAttempt = true
+            return (true, now - since)
         }
         if let slow {
             database.logger.warning(
                 "MQTT outbox: the attempt to take the drain lock has not been answered",
                 metadata: ["waited_s": "\(slow.components.seconds)"]
             )
+        }
+        if asking {
+            // Answered in about a millisecond, and asked at most every 2 s: a short poll is all the waiting needed.
+            let deadline = ContinuousClock.now + answerWithin
+            while state.withLock({ $0.askingSince != nil }), ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(2))
+            }
         }
         return state.withLock { $0.held && !$0.stopped }
     }

@@ -270,7 +270,7 @@ public struct PostgresTelemetryStore: TelemetryStore, OutboxStore {
 
     public func outboxBatch(afterID: Int64, limit: Int) async throws -> [OutboxPacket] {
         // One instance drains at a time; the others hand out nothing (and take over when it dies).
-        guard drainer.holds() else { return [] }
+        guard await drainer.holds() else { return [] }
         let rows = try await database.rows("SELECT id, packet_id FROM mqtt_outbox WHERE id > \(afterID) ORDER BY id LIMIT \(limit)")
         // Each chunk of the batch read and decoded once (a device's consecutive packets share one).
         var chunks: [Int64: ChunkReading.Stored] = [:]

@@ -6,11 +6,11 @@ import Testing
 /// One instance at a time drains the shared MQTT outbox (issue 22), through a session advisory lock; the others ask
 /// again and again and take over when it goes.
 @Suite struct OutboxDrainerTests {
-    /// `holds()` answers at once and starts an attempt when it may; `true` once an attempt took the lock.
+    /// Asks until an attempt took the lock.
     static func waitUntilHolds(_ drainer: OutboxDrainer, within limit: Duration = .seconds(10)) async throws -> Bool {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
-            if drainer.holds() { return true }
+            if await drainer.holds() { return true }
             try await Task.sleep(for: .milliseconds(10))
         }
         return false
@@ -24,17 +24,36 @@ import Testing
         try await PostgresTestDatabase.with(instances: 2) { instances in
             let drainer = OutboxDrainer(database: instances[0])
             let other = OutboxDrainer(database: instances[1], retryEvery: .zero)
-            #expect(try await Self.waitUntilHolds(drainer))
-            #expect(drainer.holds(), "kept")
+            #expect(await drainer.holds(), "the first attempt's answer")
+            #expect(await drainer.holds(), "kept")
             for attempt in 0..<100 {
-                try #require(!other.holds(), "attempt \(attempt): two drainers at once")
-                try await Task.sleep(for: .milliseconds(2))
+                let held = await other.holds()
+                try #require(!held, "attempt \(attempt): two drainers at once")
             }
             drainer.stop()
-            #expect(!drainer.holds(), "a stopped drainer hands out nothing")
+            #expect(await !drainer.holds(), "a stopped drainer hands out nothing")
             #expect(try await Self.waitUntilHolds(other), "the stopped drainer's lock was released; the other took it")
-            #expect(!drainer.holds(), "and does not ask again")
+            #expect(await !drainer.holds(), "and does not ask again")
             other.stop()
+        }
+    }
+
+    /// The drain loop asks on every round: an attempt that cannot get a connection (the pool is busy) must not hold it
+    /// up. It answers "not now" within its bound, and the attempt takes the lock once a connection is free.
+    @Test(.enabled(if: PostgresServer.enabled))
+    func anAttemptThatWaitsForAConnectionAnswersWithinItsBoundAndTakesTheLockLater() async throws {
+        try await PostgresTestDatabase.withURL { url in
+            let database = EcoWattPostgresDatabase(url: try PostgresURL(parsing: url), maximumConnections: 1, logger: PostgresTestDatabase.logger)
+            try await database.withRunning {
+                let drainer = OutboxDrainer(database: database, answerWithin: .milliseconds(300))
+                try await database.client.withConnection { _ in
+                    let start = ContinuousClock.now
+                    #expect(await !drainer.holds(), "no connection to ask on")
+                    #expect(ContinuousClock.now - start < .seconds(5), "answered within its bound, not when a connection came")
+                }
+                #expect(try await Self.waitUntilHolds(drainer), "the waiting attempt took the lock once the connection was free")
+                drainer.stop()
+            }
         }
     }
 }
