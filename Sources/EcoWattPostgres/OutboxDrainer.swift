@@ -26,7 +26,7 @@ final class OutboxDrainer: Sendable {
     /// An attempt unanswered for this long is logged (once): it waits for a pooled connection.
     static let slowAttempt = Duration.seconds(10)
 
-    init(database: EcoWattPostgresDatabase, retryEvery: Duration = .seconds(2), answerWithin: Duration = .seconds(1)) {
+    init(database: EcoWattPostgresDatabase, retryEvery: Duration = .seconds(2), answerWithin: Duration = .seconds(5)) {
         self.database = database
         self.retryEvery = retryEvery
         self.answerWithin = answerWithin
@@ -59,7 +59,8 @@ final class OutboxDrainer: Sendable {
             )
         }
         if asking {
-            // Answered in about a millisecond, and asked at most every 2 s: a short poll is all the waiting needed.
+            // Answered in about a millisecond, and asked at most every 2 s: a short poll is all the waiting needed. The
+            // bound is 5 s: opening a connection took over 1 s once, beside the whole test suite and two busy loops.
             let deadline = ContinuousClock.now + answerWithin
             while state.withLock({ $0.askingSince != nil }), ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(2))
