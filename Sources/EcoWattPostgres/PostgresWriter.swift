@@ -10,10 +10,11 @@ import ServiceLifecycle
 /// Every statement is a round trip, so one connection commits a few hundred uploads a second at most (577/s measured
 /// on the 2-core machine). Work about a device goes to one of several lanes by the id's hash — one device's writes stay
 /// in submission order, which is the storage contract — and the lanes commit on their own connections at once;
-/// unkeyed work takes lane 0. Lanes can deadlock on rows they share (a device row that the last-seen flush and an
-/// upload both lock): PostgreSQL then aborts one transaction, and that batch runs again from its start (nothing of it
-/// committed). Across instances nothing is ordered: the statements keep their guarantees by themselves (the nonce is a
-/// conditional update, caps lock their rows).
+/// unkeyed work takes lane 0. Work about many devices is split by lane (the last-seen flush), and the outbox's order
+/// lock is taken before any row, so an instance's lanes rarely wait for each other. Transactions can still deadlock
+/// (unkeyed work, another instance's lanes): PostgreSQL then aborts one, and that batch runs again from its start
+/// (nothing of it committed). Across instances nothing is ordered: the statements keep their guarantees by themselves
+/// (the nonce is a conditional update, caps lock their rows).
 public final class PostgresWriter: Service, Sendable {
     let database: EcoWattPostgresDatabase
     let queues: [BatchQueue<Job>]
