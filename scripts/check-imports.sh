@@ -21,6 +21,15 @@ if [ -n "$pg_offenders" ]; then
     echo "$pg_offenders" >&2
     exit 1
 fi
+# A statement run for its effect goes through `execute`, which reads its rows to the end: PostgresNIO's `query` returns
+# at the row description, and an error raised while the statement runs (a deadlock found while a locking SELECT waits)
+# is lost when the rows are not read; the transaction's next statement then fails with 25P02 instead.
+unread=$(grep -rnE '^\s*(_ = )?try\??\s+await [A-Za-z.]*\.query\(' Sources/EcoWattPostgres | grep -v '\.collect()' || true)
+if [ -n "$unread" ]; then
+    echo "error: a PostgreSQL query whose rows are not read (use execute, or read them):" >&2
+    echo "$unread" >&2
+    exit 1
+fi
 # Routes and services see the store protocols (and services, for routes), never the SQLite implementation: only the
 # composition root and the operations that are about the SQLite file itself import EcoWattSQLite.
 sqlite_users=$(grep -rlE '^import EcoWattSQLite' Sources/EcoWattServer/Routes Sources/EcoWattServer/Services Sources/EcoWattServer/Binding/DeviceBinding.swift Sources/EcoWattServer/Binding/BootMessages.swift || true)
