@@ -9,11 +9,16 @@ import Testing
 @Suite struct PostgresWriterTests {
     static let logger = PostgresTestDatabase.logger
 
-    /// How many sessions of this database wait for an advisory lock (`pg_locks` is the whole cluster's).
-    static let waitingForAdvisoryLocks: PostgresQuery = """
-        SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        """
+    /// Returns once one session of `client`'s database waits for an advisory lock (`pg_locks` is the whole cluster's).
+    static func waitUntilOneWaitsForAnAdvisoryLock(_ client: PostgresClient) async throws {
+        let waiting: PostgresQuery = """
+            SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            """
+        while try await client.query(waiting).collect().first?.decode(Int.self) != 1 {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
 
     /// Runs `body` with a writer on `databases[0]` and a store of uploads on it.
     static func withWriter(
@@ -44,9 +49,7 @@ import Testing
                     var record = IngestRecord.example("ORDER-1", nonce: 2)
                     record.queueForFeed = true
                     let upload = store.submit(record)
-                    while try await other.query(Self.waitingForAdvisoryLocks).collect().first?.decode(Int.self) != 1 {
-                        try await Task.sleep(for: .milliseconds(5))
-                    }
+                    try await Self.waitUntilOneWaitsForAnAdvisoryLock(other)
                     // NOWAIT: an error if the waiting upload held the row.
                     _ = try await connection.query("SELECT 1 FROM devices WHERE device_id = 'ORDER-1' FOR UPDATE NOWAIT", logger: Self.logger)
                         .collect()
@@ -88,9 +91,7 @@ import Testing
                         try await connection.execute("SELECT pg_advisory_xact_lock(\(second))", logger: logger)
                         try await connection.execute("UPDATE devices SET location = 'after the retry' WHERE device_id = 'LOCK-A'", logger: logger)
                     }
-                    while try await other.query(Self.waitingForAdvisoryLocks).collect().first?.decode(Int.self) != 1 {
-                        try await Task.sleep(for: .milliseconds(5))
-                    }
+                    try await Self.waitUntilOneWaitsForAnAdvisoryLock(other)
                     _ = try await connection.query("SELECT pg_advisory_xact_lock(\(first))", logger: Self.logger).collect()
                     return job
                 }

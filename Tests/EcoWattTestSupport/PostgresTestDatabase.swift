@@ -40,10 +40,7 @@ public enum PostgresTestDatabase {
 
     /// The first column of each row of `sql` on the database `url` names, as text (a test's diagnostics).
     public static func texts(_ sql: String, on url: String) async throws -> [String] {
-        let database = EcoWattPostgresDatabase(url: try PostgresURL(parsing: url), maximumConnections: 1, logger: logger)
-        return try await database.withRunning {
-            try await database.client.query(PostgresQuery(unsafeSQL: sql)).collect().map { try $0.decode(String?.self) ?? "NULL" }
-        }
+        try await onServer(PostgresURL(parsing: url), sql).map { try $0.decode(String?.self) ?? "NULL" }
     }
 
     /// Creates a database in the test server, runs `body` with where it is, and drops it (also when `body` throws).
@@ -54,7 +51,7 @@ public enum PostgresTestDatabase {
         do {
             try await body(server.with(database: name))
         } catch {
-            try? await onServer(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+            _ = try? await onServer(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
             throw error
         }
         try await onServer(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
@@ -66,11 +63,13 @@ public enum PostgresTestDatabase {
         try await first.withRunning { try await running(databases.dropFirst(), body) }
     }
 
-    /// Runs one statement on the database `server` names (a client of its own: a pool runs once).
-    private static func onServer(_ server: PostgresURL, _ sql: String) async throws {
+    /// Runs one statement on the database `server` names (a client of its own: a pool runs once) and returns its rows,
+    /// read to the end (an error raised while it runs comes with them).
+    @discardableResult
+    private static func onServer(_ server: PostgresURL, _ sql: String) async throws -> [PostgresRow] {
         let admin = EcoWattPostgresDatabase(url: server, maximumConnections: 1, logger: logger)
-        try await admin.withRunning {
-            _ = try await admin.client.query(PostgresQuery(unsafeSQL: sql))
+        return try await admin.withRunning {
+            try await admin.client.query(PostgresQuery(unsafeSQL: sql)).collect()
         }
     }
 }
